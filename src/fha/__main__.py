@@ -1,0 +1,5 @@
+import sys
+
+from fha.cli import main
+
+sys.exit(main())

@@ -1,0 +1,48 @@
+"""The `fha` console script: one parser, one subcommand per module in this package.
+
+Each command module defines ``register(subparsers)``, which adds its parser and sets
+``func`` to the function that runs it. Errors the user can fix (`FhaError`, `ValueError`
+from config validation, missing files) become one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from fha.errors import FhaError
+
+COMMAND_MODULES = ()
+
+log = logging.getLogger("fha")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fha", description="Fractal-Head Attention: train, inspect and compare small GPT models."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"fha.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (FhaError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as err:
+        print(f"fha: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fha: interrupted", file=sys.stderr)
+        return 130

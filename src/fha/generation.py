@@ -1,0 +1,147 @@
+"""Autoregressive generation in small steps: prefill the prompt, decode one token, sample.
+
+Works with any model that has the GPT forward signature (``model(idx, kv_cache=...,
+token_mask=...)``) and a ``config`` with ``max_seq_len``. Prompts of different lengths are
+left-padded and masked, so each row produces what it would produce alone.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from fha.model.kv_cache import KVCache
+
+
+def prefill(model: nn.Module, idx: Tensor, cache: KVCache, token_mask: Tensor | None = None) -> Tensor:
+    """Run the prompt idx (B, T) through the model into an empty cache; logits of its last position (B, V)."""
+    logits, _ = model(idx, kv_cache=cache, token_mask=token_mask)
+    return logits[:, -1]
+
+
+def decode_step(model: nn.Module, token: Tensor, cache: KVCache) -> Tensor:
+    """Feed one new token per row (B,) after the cached positions; logits for the next one (B, V)."""
+    logits, _ = model(token[:, None], kv_cache=cache)
+    return logits[:, -1]
+
+
+def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:
+    """Set to -inf every logit outside the top-k and outside the nucleus of mass top_p.
+
+    Both filters apply (a token must pass each). The nucleus keeps the smallest set of the
+    most likely tokens whose probabilities sum to at least top_p; ties at the boundary are
+    resolved by sort order. The input is not modified.
+    """
+    if top_k is not None:
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        if top_k < logits.shape[-1]:
+            kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]  # (B, 1)
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None:
+        if not 0.0 < top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
+            probs = sorted_logits.softmax(dim=-1)  # (B, V)
+            mass_before = probs.cumsum(dim=-1) - probs  # (B, V)
+            drop_sorted = mass_before >= top_p  # (B, V)
+            drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # (B, V)
+            logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample_next(
+    logits: Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Pick the next token per row (B,) from logits (B, V); temperature 0 is greedy (argmax)."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = filter_logits(logits.float() / temperature, top_k, top_p)
+    probs = logits.softmax(dim=-1)  # (B, V)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def stream(
+    model: nn.Module,
+    idx: Tensor,
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    generator: torch.Generator | None = None,
+    token_mask: Tensor | None = None,
+) -> Iterator[Tensor]:
+    """Yield each step's new tokens (B,) until max_new_tokens or every row has produced eos_id.
+
+    Rows that already produced eos_id keep yielding eos_id. Once the sequence outgrows
+    max_seq_len, each step runs on its last max_seq_len tokens again, exactly as a model
+    without a cache would see them.
+    """
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    window = model.config.max_seq_len
+    B = idx.shape[0]
+    if token_mask is None:
+        token_mask = torch.ones_like(idx, dtype=torch.bool)
+    mask_arg = None if bool(token_mask.all()) else token_mask
+    seq, seq_mask = idx, token_mask
+    cache = KVCache.for_model(model, B, min(window, idx.shape[1] + max_new_tokens))
+    logits = prefill(model, seq[:, -window:], cache, None if mask_arg is None else seq_mask[:, -window:])
+    finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
+    for step in range(max_new_tokens):
+        token = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
+        if eos_id is not None:
+            token = token.masked_fill(finished, eos_id)
+            finished |= token == eos_id
+        yield token
+        if (eos_id is not None and bool(finished.all())) or step == max_new_tokens - 1:
+            return
+        seq = torch.cat([seq, token[:, None]], dim=1)  # (B, T + step + 1)
+        seq_mask = torch.cat([seq_mask, torch.ones_like(token[:, None], dtype=torch.bool)], dim=1)
+        if cache.length < cache.capacity:
+            logits = decode_step(model, token, cache)
+        else:
+            cache.reset()
+            crop_mask = seq_mask[:, -window:]
+            logits = prefill(model, seq[:, -window:], cache, None if bool(crop_mask.all()) else crop_mask)
+
+
+@torch.no_grad()
+def generate(
+    model: nn.Module,
+    idx: Tensor,
+    max_new_tokens: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    generator: torch.Generator | None = None,
+    token_mask: Tensor | None = None,
+) -> Tensor:
+    """The prompt idx (B, T) followed by the new tokens: (B, T + steps), steps <= max_new_tokens."""
+    was_training = model.training
+    model.eval()
+    try:
+        new = list(
+            stream(
+                model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                eos_id=eos_id, generator=generator, token_mask=token_mask,
+            )
+        )
+    finally:
+        model.train(was_training)
+    if not new:
+        return idx
+    return torch.cat([idx, torch.stack(new, dim=1)], dim=1)  # (B, T + steps)

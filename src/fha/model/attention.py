@@ -1,0 +1,211 @@
+"""Fractal-head attention, rotary position embeddings and the attention module.
+
+Notation used in the shape comments:
+    B  batch size
+    T  query positions in this call
+    S  key/value positions (S >= T; S > T when a KV cache holds earlier positions)
+    L  query heads; in fractal-head attention each query head is one *level*
+    Hkv  key/value heads (grouped-query sharing: query head i reads kv head i // (L // Hkv))
+    hd head size
+    n  sub-heads at one level (split**level)
+    d  sub-head size (hd // n)
+    C  model width (dim)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from fha.config import ModelConfig
+    from fha.model.kv_cache import LayerCache
+
+
+def causal_mask(T: int, S: int, device: torch.device) -> Tensor | None:
+    """Bottom-right aligned causal mask: query t sits at key position S - T + t.
+
+    Returns None when no mask is needed (a single query at the end sees every key).
+    """
+    if T == 1:
+        return None
+    return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)  # (T, S)
+
+
+def _attend(
+    q: Tensor, k: Tensor, v: Tensor, *, is_causal: bool, attn_mask: Tensor | None, scale: float, dropout_p: float
+) -> Tensor:
+    """One SDPA call with bottom-right causality; the fused causal kernel when S == T."""
+    T, S = q.shape[-2], k.shape[-2]
+    if attn_mask is None and is_causal:
+        if T == S:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, dropout_p=dropout_p)
+        attn_mask = causal_mask(T, S, q.device)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale, dropout_p=dropout_p)
+
+
+def _scale_for(scale: str | float, hd: int, d: int) -> float:
+    if scale == "subhead":
+        return d**-0.5
+    if scale == "head":
+        return hd**-0.5
+    if isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0:
+        return float(scale)
+    raise ValueError(f"scale must be 'subhead', 'head' or a positive number, got {scale!r}")
+
+
+def _check_shapes(q: Tensor, k: Tensor, v: Tensor) -> tuple[int, int]:
+    if q.dim() != 4 or k.dim() != 4 or v.shape != k.shape:
+        raise ValueError(f"expected q (B, L, T, hd) and k, v (B, Hkv, S, hd), got {tuple(q.shape)}, "
+                         f"{tuple(k.shape)}, {tuple(v.shape)}")
+    L, Hkv = q.shape[1], k.shape[1]
+    if L % Hkv:
+        raise ValueError(f"query heads ({L}) must be a multiple of key/value heads ({Hkv})")
+    if k.shape[-2] < q.shape[-2]:
+        raise ValueError(f"keys ({k.shape[-2]}) must cover at least the queries ({q.shape[-2]})")
+    return L, Hkv
+
+
+def fractal_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    split: int = 2,
+    is_causal: bool = True,
+    scale: str | float = "subhead",
+    dropout_p: float = 0.0,
+    attn_mask: Tensor | None = None,
+) -> Tensor:
+    """Fractal-head attention: level i cuts its head into split**i sub-heads.
+
+    q: (B, L, T, hd); k, v: (B, Hkv, S, hd). Query level i reads kv head i // (L // Hkv)
+    and cuts it, like its own head, into n = split**i contiguous sub-heads of d = hd // n
+    dimensions, each an ordinary softmax attention head. One fused SDPA call per level.
+
+    attn_mask: optional boolean (B, 1, T, S) or (T, S) mask of allowed keys; it replaces the
+    causal mask (the caller includes causality in it). Returns (B, L, T, hd).
+    """
+    L, Hkv = _check_shapes(q, k, v)
+    B, _, T, hd = q.shape
+    if hd % split ** (L - 1):
+        raise ValueError(f"head size {hd} is not divisible by split**(levels-1) = {split ** (L - 1)}")
+    group = L // Hkv
+    levels = []
+    for level in range(L):
+        n = split**level
+        d = hd // n
+        g = level // group
+        q_l = q[:, level].unflatten(-1, (n, d)).transpose(1, 2)  # (B, n, T, d)
+        k_l = k[:, g].unflatten(-1, (n, d)).transpose(1, 2)  # (B, n, S, d)
+        v_l = v[:, g].unflatten(-1, (n, d)).transpose(1, 2)  # (B, n, S, d)
+        y = _attend(q_l, k_l, v_l, is_causal=is_causal, attn_mask=attn_mask,
+                    scale=_scale_for(scale, hd, d), dropout_p=dropout_p)  # (B, n, T, d)
+        levels.append(y.transpose(1, 2).reshape(B, T, hd))  # (B, T, hd)
+    return torch.stack(levels, dim=2).transpose(1, 2)  # (B, T, L, hd) viewed as (B, L, T, hd)
+
+
+def grouped_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    is_causal: bool = True,
+    scale: str | float = "subhead",
+    dropout_p: float = 0.0,
+    attn_mask: Tensor | None = None,
+) -> Tensor:
+    """Ordinary multi-head / grouped-query attention in one SDPA call (same layout as above)."""
+    L, Hkv = _check_shapes(q, k, v)
+    B, _, T, hd = q.shape
+    S = k.shape[-2]
+    if Hkv != L:
+        k = k[:, :, None].expand(B, Hkv, L // Hkv, S, hd).reshape(B, L, S, hd)  # (B, L, S, hd)
+        v = v[:, :, None].expand(B, Hkv, L // Hkv, S, hd).reshape(B, L, S, hd)  # (B, L, S, hd)
+    return _attend(q, k, v, is_causal=is_causal, attn_mask=attn_mask,
+                   scale=_scale_for(scale, hd, hd), dropout_p=dropout_p)  # (B, L, T, hd)
+
+
+AttentionKernel = Callable[..., Tensor]
+
+
+def _fractal_kernel(config: ModelConfig) -> AttentionKernel:
+    def kernel(q: Tensor, k: Tensor, v: Tensor, **kwargs) -> Tensor:
+        return fractal_attention(q, k, v, split=config.fractal_split, scale=config.fractal_scale, **kwargs)
+
+    return kernel
+
+
+def _grouped_kernel(config: ModelConfig) -> AttentionKernel:
+    def kernel(q: Tensor, k: Tensor, v: Tensor, **kwargs) -> Tensor:
+        return grouped_attention(q, k, v, **kwargs)
+
+    return kernel
+
+
+ATTENTION_KERNELS: dict[str, Callable[[ModelConfig], AttentionKernel]] = {
+    "fha": _fractal_kernel,
+    "mha": _grouped_kernel,
+}
+
+
+def rope_frequencies(head_dim: int, max_seq_len: int, theta: float) -> tuple[Tensor, Tensor]:
+    """cos and sin tables, (max_seq_len, head_dim // 2), for interleaved-pair RoPE."""
+    inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)  # (hd/2,)
+    angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float64), inv_freq)  # (T, hd/2)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate adjacent pairs (2j, 2j+1) of the last dimension.
+
+    x: (B, T, H, hd); cos, sin: (T, hd/2) or (B, T, hd/2). Pairs never cross a sub-head
+    boundary (sub-head sizes are even), so each sub-head keeps RoPE's relative-position property.
+    """
+    if cos.dim() == 2:
+        cos, sin = cos[None, :, None, :], sin[None, :, None, :]  # (1, T, 1, hd/2)
+    else:
+        cos, sin = cos[:, :, None, :], sin[:, :, None, :]  # (B, T, 1, hd/2)
+    pairs = x.float().unflatten(-1, (-1, 2))  # (B, T, H, hd/2, 2)
+    x0, x1 = pairs[..., 0], pairs[..., 1]  # (B, T, H, hd/2)
+    rotated = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)  # (B, T, H, hd/2, 2)
+    return rotated.flatten(-2).type_as(x)  # (B, T, H, hd)
+
+
+class Attention(nn.Module):
+    """Projections, RoPE and a kernel chosen by name (fractal-head or ordinary attention)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.num_q_heads = config.num_q_heads
+        self.num_kv_heads = config.num_kv_heads
+        self.head_dim = config.head_dim
+        self.attn_dropout = config.attn_dropout
+        q_width = config.num_q_heads * config.head_dim
+        kv_width = config.num_kv_heads * config.head_dim
+        self.qkv = nn.Linear(config.dim, q_width + 2 * kv_width, bias=False)
+        self.out = nn.Linear(q_width, config.dim, bias=False)
+        self.kernel = ATTENTION_KERNELS[config.attention](config)
+
+    def forward(
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        cache: LayerCache | None = None,
+        attn_mask: Tensor | None = None,
+    ) -> Tensor:
+        B, T, _ = x.shape
+        L, Hkv, hd = self.num_q_heads, self.num_kv_heads, self.head_dim
+        q, k, v = self.qkv(x).split((L * hd, Hkv * hd, Hkv * hd), dim=-1)
+        q = apply_rope(q.view(B, T, L, hd), cos, sin).transpose(1, 2)  # (B, L, T, hd)
+        k = apply_rope(k.view(B, T, Hkv, hd), cos, sin).transpose(1, 2)  # (B, Hkv, T, hd)
+        v = v.view(B, T, Hkv, hd).transpose(1, 2)  # (B, Hkv, T, hd)
+        if cache is not None:
+            k, v = cache.append(k, v)  # (B, Hkv, S, hd)
+        dropout_p = self.attn_dropout if self.training else 0.0
+        y = self.kernel(q, k, v, dropout_p=dropout_p, attn_mask=attn_mask)  # (B, L, T, hd)
+        return self.out(y.transpose(1, 2).reshape(B, T, L * hd))  # (B, T, C)

@@ -1,0 +1,122 @@
+"""The GPT language model: token embedding, a stack of blocks, a tied output layer."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fha.config import ModelConfig
+from fha.generation import generate as generate_tokens
+from fha.model.attention import rope_frequencies
+from fha.model.kv_cache import KVCache, padding_mask, token_positions
+from fha.model.layers import Block, make_norm
+
+EMBEDDING_INIT_STD = 0.02
+LINEAR_INIT_STD = 0.02
+IGNORE_INDEX = -100
+
+
+class GPT(nn.Module):
+    """Decoder-only transformer; attention is fractal-head or ordinary per `config.attention`.
+
+    ``logits, loss = model(idx, targets)``: logits (B, T, vocab_size); loss is the mean
+    cross-entropy over targets that are neither `config.pad_id` nor -100.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.dim)
+        self.embed_scale = math.sqrt(config.dim) if config.scale_first_resid else 1.0
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
+        self.norm = make_norm(config)
+        cos, sin = rope_frequencies(config.head_dim, config.max_seq_len, config.theta)
+        self.register_buffer("rope_cos", cos, persistent=False)  # (max_seq_len, hd/2)
+        self.register_buffer("rope_sin", sin, persistent=False)  # (max_seq_len, hd/2)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Small embeddings (the output layer is tied to them, so an untrained model predicts
+        nearly uniformly: loss ~ ln(vocab_size)); residual output layers scaled by depth."""
+        embed_std = EMBEDDING_INIT_STD / self.embed_scale
+        nn.init.normal_(self.embedding.weight, std=embed_std)
+        residual_std = LINEAR_INIT_STD / math.sqrt(2 * self.config.num_layers)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                is_residual_out = name.endswith(("attn.out", "mlp.down"))
+                nn.init.normal_(module.weight, std=residual_std if is_residual_out else LINEAR_INIT_STD)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        """Parameters counted once (the tied output layer shares the embedding)."""
+        total = sum(p.numel() for p in self.parameters())
+        return total - self.embedding.weight.numel() if non_embedding else total
+
+    def forward(
+        self,
+        idx: Tensor,
+        targets: Tensor | None = None,
+        *,
+        kv_cache: KVCache | None = None,
+        token_mask: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """idx: (B, T) token ids. kv_cache: continue after the positions it holds.
+        token_mask: (B, T) bool, False at left padding of prompts of different lengths."""
+        B, T = idx.shape
+        start = kv_cache.length if kv_cache is not None else 0
+        if start + T > self.config.max_seq_len:
+            raise ValueError(f"sequence of {start + T} tokens exceeds max_seq_len={self.config.max_seq_len}")
+        cos, sin, attn_mask = self._positions(B, T, kv_cache, token_mask)
+        x = self.dropout(self.embedding(idx) * self.embed_scale)  # (B, T, C)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cos, sin, kv_cache.layer(i) if kv_cache is not None else None, attn_mask)
+        if kv_cache is not None:
+            kv_cache.advance(T, token_mask)
+        logits = F.linear(self.norm(x), self.embedding.weight)  # (B, T, V)
+        loss = None if targets is None else self.loss(logits, targets)
+        return logits, loss
+
+    def _positions(
+        self, B: int, T: int, kv_cache: KVCache | None, token_mask: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """RoPE tables for the new positions, and the attention mask where padding needs one."""
+        if kv_cache is None and token_mask is None:
+            return self.rope_cos[:T], self.rope_sin[:T], None  # (T, hd/2) each
+        if kv_cache is None:
+            positions = token_positions(torch.zeros(B, dtype=torch.long, device=token_mask.device), T, token_mask)
+            attn_mask = padding_mask(token_mask[:, :0], token_mask, T)
+        else:
+            attn_mask = kv_cache.attention_mask(T, token_mask)
+            if attn_mask is None:
+                start = kv_cache.length
+                return self.rope_cos[start : start + T], self.rope_sin[start : start + T], None
+            positions = kv_cache.positions(T, token_mask)  # (B, T)
+        return self.rope_cos[positions], self.rope_sin[positions], attn_mask  # (B, T, hd/2) each
+
+    def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """Mean cross-entropy over targets that are neither padding nor IGNORE_INDEX."""
+        if self.config.pad_id is not None:
+            targets = targets.masked_fill(targets == self.config.pad_id, IGNORE_INDEX)
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        eos_id: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Continue idx (B, T) by up to max_new_tokens tokens with a KV cache; see fha.generation."""
+        return generate_tokens(
+            self, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+            eos_id=eos_id, generator=generator,
+        )

@@ -1,0 +1,104 @@
+"""Norms, the MLP and the transformer block; variants are picked by name from registries."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fha.model.attention import Attention
+
+if TYPE_CHECKING:
+    from fha.config import ModelConfig
+    from fha.model.kv_cache import LayerCache
+
+
+class _Norm(nn.Module):
+    """Shared parameters: an optional learnable gain and bias over the last dimension."""
+
+    def __init__(self, dim: int, eps: float, affine: bool, bias: bool) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
+
+    def _affine(self, x: Tensor) -> Tensor:
+        if self.weight is not None:
+            x = x * self.weight
+        if self.bias is not None:
+            x = x + self.bias
+        return x
+
+
+class RMSNorm(_Norm):
+    def forward(self, x: Tensor) -> Tensor:
+        return self._affine(F.rms_norm(x, x.shape[-1:], eps=self.eps))
+
+
+class LayerNorm(_Norm):
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, eps=self.eps)
+
+
+class CosineNorm(_Norm):
+    """Scales each vector to unit L2 length (then the optional gain and bias)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._affine(F.normalize(x, dim=-1, eps=self.eps))
+
+
+NORMS: dict[str, type[_Norm]] = {"RMSNorm": RMSNorm, "LayerNorm": LayerNorm, "CosineNorm": CosineNorm}
+
+NONLINEARITIES: dict[str, Callable[[Tensor], Tensor]] = {"GeLU": F.gelu, "SiLU": F.silu, "ReLU": F.relu}
+
+
+def make_norm(config: ModelConfig) -> _Norm:
+    return NORMS[config.norm_type](config.dim, config.eps, config.norm_affine, config.norm_bias)
+
+
+class MLP(nn.Module):
+    """Feed-forward layer; the gated form computes act(x W_gate) * (x W_up) with one fused matmul."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        hidden = config.mlp_hidden_dim
+        self.gated = config.mlp_gated
+        self.act = NONLINEARITIES[config.mlp_nonlinearity]
+        self.up = nn.Linear(config.dim, 2 * hidden if self.gated else hidden, bias=config.mlp_bias)
+        self.down = nn.Linear(hidden, config.dim, bias=config.mlp_bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.up(x)  # (B, T, 2*hidden) or (B, T, hidden)
+        if self.gated:
+            gate, h = h.chunk(2, dim=-1)  # (B, T, hidden) each
+            h = self.act(gate) * h
+        else:
+            h = self.act(h)
+        return self.down(h)  # (B, T, C)
+
+
+class Block(nn.Module):
+    """Pre-norm residual block; `second_resid_norm` also normalises each branch's output."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.attn_norm = make_norm(config)
+        self.attn = Attention(config)
+        self.mlp_norm = make_norm(config)
+        self.mlp = MLP(config)
+        self.attn_out_norm = make_norm(config) if config.second_resid_norm else nn.Identity()
+        self.mlp_out_norm = make_norm(config) if config.second_resid_norm else nn.Identity()
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        cache: LayerCache | None = None,
+        attn_mask: Tensor | None = None,
+    ) -> Tensor:
+        x = x + self.dropout(self.attn_out_norm(self.attn(self.attn_norm(x), cos, sin, cache, attn_mask)))
+        return x + self.dropout(self.mlp_out_norm(self.mlp(self.mlp_norm(x))))

@@ -1,0 +1,100 @@
+"""The run folder: what training leaves behind and everything else reads.
+
+    RUN_DIR/
+      model.safetensors    final weights (tied output layer stored once)
+      model_config.json    ModelConfig
+      train_config.json    TrainConfig (absent for a bare exported model)
+      tokenizer.json       the tokenizer the model was trained with
+      log_data.csv         one row per evaluation
+      checkpoints/step-N/  everything a resume needs
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+
+from fha.config import ModelConfig
+from fha.errors import FhaError
+from fha.model.gpt import GPT
+
+if TYPE_CHECKING:
+    from fha.tokenizer import Tokenizer
+
+MODEL_FILE = "model.safetensors"
+MODEL_CONFIG_FILE = "model_config.json"
+TRAIN_CONFIG_FILE = "train_config.json"
+TOKENIZER_FILE = "tokenizer.json"
+LOG_FILE = "log_data.csv"
+CHECKPOINTS_DIR = "checkpoints"
+
+
+class RunConfigs(NamedTuple):
+    model: ModelConfig
+    train: Any  # fha.train.config.TrainConfig, or None for a bare exported model
+
+
+class LoadedRun(NamedTuple):
+    model: GPT
+    tokenizer: Tokenizer
+    configs: RunConfigs
+
+
+def save_weights(model: GPT, directory: str | Path) -> None:
+    """Write model.safetensors and model_config.json into directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(directory / MODEL_FILE))
+    model.config.to_json(directory / MODEL_CONFIG_FILE)
+
+
+def load_weights(directory: str | Path, device: str | torch.device = "cpu") -> GPT:
+    """Build the model described by directory/model_config.json and load its weights."""
+    directory = require_run_dir(directory)
+    model = GPT(ModelConfig.from_json(directory / MODEL_CONFIG_FILE))
+    weights = directory / MODEL_FILE
+    try:
+        missing, unexpected = load_model(model, str(weights), strict=False)
+    except (SafetensorError, OSError, RuntimeError, ValueError) as err:
+        raise FhaError(f"{weights}: cannot read weights ({err})") from None
+    if missing or unexpected:
+        raise FhaError(f"{weights}: weights do not match model_config.json "
+                       f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+    return model.to(device)
+
+
+def require_run_dir(path: str | Path) -> Path:
+    """The path as a run folder, or an FhaError that says what is missing."""
+    path = Path(path)
+    if not path.exists():
+        raise FhaError(f"{path}: no such run folder")
+    if not path.is_dir():
+        raise FhaError(f"{path}: not a run folder (it is a file)")
+    for name in (MODEL_CONFIG_FILE, MODEL_FILE):
+        if not (path / name).is_file():
+            raise FhaError(f"{path}: not a run folder (no {name})")
+    return path
+
+
+def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
+    """(model in eval mode, tokenizer, configs) of a finished or exported run."""
+    from fha.tokenizer import Tokenizer
+
+    path = require_run_dir(path)
+    model = load_weights(path, device).eval()
+    if not (path / TOKENIZER_FILE).is_file():
+        raise FhaError(f"{path}: not a run folder (no {TOKENIZER_FILE})")
+    tokenizer = Tokenizer.load(path / TOKENIZER_FILE)
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise FhaError(f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model expects "
+                       f"{model.config.vocab_size}")
+    train = None
+    if (path / TRAIN_CONFIG_FILE).is_file():
+        from fha.train.config import TrainConfig
+
+        train = TrainConfig.from_json(path / TRAIN_CONFIG_FILE)
+    return LoadedRun(model, tokenizer, RunConfigs(model.config, train))
