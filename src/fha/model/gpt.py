@@ -13,10 +13,10 @@ from fha.generation import generate as generate_tokens
 from fha.model.attention import rope_frequencies
 from fha.model.kv_cache import KVCache, padding_mask, token_positions
 from fha.model.layers import Block, make_norm
+from fha.model.loss import IGNORE_INDEX, linear_cross_entropy
 
 EMBEDDING_INIT_STD = 0.02
 LINEAR_INIT_STD = 0.02
-IGNORE_INDEX = -100
 
 
 class GPT(nn.Module):
@@ -64,9 +64,12 @@ class GPT(nn.Module):
         *,
         kv_cache: KVCache | None = None,
         token_mask: Tensor | None = None,
-    ) -> tuple[Tensor, Tensor | None]:
+        return_logits: bool = True,
+    ) -> tuple[Tensor | None, Tensor | None]:
         """idx: (B, T) token ids. kv_cache: continue after the positions it holds.
-        token_mask: (B, T) bool, False at left padding of prompts of different lengths."""
+        token_mask: (B, T) bool, False at left padding of prompts of different lengths.
+        return_logits=False (with targets) skips the (B, T, V) logits and computes the loss
+        chunk by chunk, which is faster for training; logits is then None."""
         B, T = idx.shape
         start = kv_cache.length if kv_cache is not None else 0
         if start + T > self.config.max_seq_len:
@@ -77,7 +80,10 @@ class GPT(nn.Module):
             x = block(x, cos, sin, kv_cache.layer(i) if kv_cache is not None else None, attn_mask)
         if kv_cache is not None:
             kv_cache.advance(T, token_mask)
-        logits = F.linear(self.norm(x), self.embedding.weight)  # (B, T, V)
+        x = self.norm(x)
+        if targets is not None and not return_logits:
+            return None, linear_cross_entropy(x, self.embedding.weight, self._loss_targets(targets))
+        logits = F.linear(x, self.embedding.weight)  # (B, T, V)
         loss = None if targets is None else self.loss(logits, targets)
         return logits, loss
 
@@ -100,9 +106,13 @@ class GPT(nn.Module):
 
     def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         """Mean cross-entropy over targets that are neither padding nor IGNORE_INDEX."""
-        if self.config.pad_id is not None:
-            targets = targets.masked_fill(targets == self.config.pad_id, IGNORE_INDEX)
+        targets = self._loss_targets(targets)
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
+
+    def _loss_targets(self, targets: Tensor) -> Tensor:
+        if self.config.pad_id is None:
+            return targets
+        return targets.masked_fill(targets == self.config.pad_id, IGNORE_INDEX)
 
     @torch.no_grad()
     def generate(

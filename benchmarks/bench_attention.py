@@ -1,0 +1,181 @@
+"""Speed of fractal-head attention and of whole-model training, measured in one run.
+
+    python benchmarks/bench_attention.py            # the table in docs/benchmarks.md
+    python benchmarks/bench_attention.py --profile  # where a training step spends its time
+
+Part 1 times forward + backward of `fractal_attention` against (a) a per-level version that
+materialises the masked T x S scores, as the original FHA code did, (b) the bare per-level
+SDPA kernels on ready-made contiguous sub-head tensors (the floor for one call per level),
+and (c) one SDPA call of ordinary attention with the same number of full-size heads.
+Part 2 measures training tokens/s (forward, backward, AdamW step) of the GPT with FHA and
+with ordinary attention at the original's largest configuration, with the chunked output
+loss that training uses (`return_logits=False`) and with full logits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from fha import GPT, ModelConfig, fractal_attention
+
+LEVELS, HEAD_DIM, KV_HEADS, SEQ_LEN, SPLIT = 3, 64, 1, 512, 2
+
+
+def materialised_fractal_attention(q, k, v, split=SPLIT):
+    """Per level: all sub-heads batched, scores materialised and masked, then softmax."""
+    B, L, T, hd = q.shape
+    mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    levels = []
+    for level in range(L):
+        n = split**level
+        d = hd // n
+        g = level // (L // k.shape[1])
+        q_l = q[:, level].reshape(B, T, n, d).transpose(1, 2)  # (B, n, T, d)
+        k_l = k[:, g].reshape(B, T, n, d).transpose(1, 2)  # (B, n, T, d)
+        v_l = v[:, g].reshape(B, T, n, d).transpose(1, 2)  # (B, n, T, d)
+        scores = (q_l @ k_l.transpose(-1, -2)) * d**-0.5  # (B, n, T, T)
+        weights = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+        levels.append((weights @ v_l).transpose(1, 2).reshape(B, T, hd))  # (B, T, hd)
+    return torch.stack(levels, dim=1)  # (B, L, T, hd)
+
+
+def bare_level_kernels(subheads):
+    """Only the SDPA calls, on contiguous (B, n, T, d) inputs prepared outside the timer."""
+    return [F.scaled_dot_product_attention(q, k, v, is_causal=True) for q, k, v in subheads]
+
+
+def time_call(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    """Median seconds of fn() over repeats, after warmup calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def forward_backward(fn, inputs):
+    def run():
+        for t in inputs:
+            t.grad = None
+        out = fn()
+        outs = out if isinstance(out, list) else [out]
+        torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
+
+    return run
+
+
+def attention_table(batch_sizes: list[int], repeats: int) -> list[str]:
+    rows = [
+        "| B | fractal_attention (ms) | materialised per level (ms) | speed-up | bare per-level kernels (ms) "
+        "| overhead | one SDPA, 3 full heads (ms) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for B in batch_sizes:
+        gen = torch.Generator().manual_seed(0)
+        q = torch.randn(B, LEVELS, SEQ_LEN, HEAD_DIM, generator=gen, requires_grad=True)
+        k = torch.randn(B, KV_HEADS, SEQ_LEN, HEAD_DIM, generator=gen, requires_grad=True)
+        v = torch.randn(B, KV_HEADS, SEQ_LEN, HEAD_DIM, generator=gen, requires_grad=True)
+        subheads = []
+        for level in range(LEVELS):
+            n = SPLIT**level
+            shape = (B, n, SEQ_LEN, HEAD_DIM // n)
+            subheads.append([torch.randn(shape, generator=gen, requires_grad=True) for _ in range(3)])
+        flat = [t for triple in subheads for t in triple]
+        full_q = torch.randn(B, LEVELS, SEQ_LEN, HEAD_DIM, generator=gen, requires_grad=True)
+        full_k = torch.randn(B, LEVELS, SEQ_LEN, HEAD_DIM, generator=gen, requires_grad=True)
+        full_v = torch.randn(B, LEVELS, SEQ_LEN, HEAD_DIM, generator=gen, requires_grad=True)
+
+        ours = time_call(forward_backward(lambda: fractal_attention(q, k, v, split=SPLIT), [q, k, v]), repeats)
+        slow = time_call(forward_backward(lambda: materialised_fractal_attention(q, k, v), [q, k, v]), repeats)
+        bare = time_call(forward_backward(lambda: bare_level_kernels(subheads), flat), repeats)
+        sdpa = time_call(
+            forward_backward(
+                lambda: F.scaled_dot_product_attention(full_q, full_k, full_v, is_causal=True),
+                [full_q, full_k, full_v],
+            ),
+            repeats,
+        )
+        rows.append(
+            f"| {B} | {ours * 1e3:.1f} | {slow * 1e3:.1f} | {slow / ours:.2f}x | {bare * 1e3:.1f} "
+            f"| {ours / bare:.2f}x | {sdpa * 1e3:.1f} |"
+        )
+    return rows
+
+
+def seed_1m_config(attention: str) -> ModelConfig:
+    return ModelConfig(
+        dim=64, num_layers=4, mlp_hidden_mult=8.0, mlp_gated=True, mlp_nonlinearity="SiLU",
+        num_q_heads=3, num_kv_heads=1, head_dim=64, max_seq_len=SEQ_LEN, vocab_size=8192,
+        attention=attention,
+    )
+
+
+def training_step(attention: str, batch_size: int, return_logits: bool = False):
+    torch.manual_seed(0)
+    model = GPT(seed_1m_config(attention)).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    idx = torch.randint(0, 8192, (batch_size, SEQ_LEN + 1))
+
+    def step():
+        _, loss = model(idx[:, :-1], idx[:, 1:], return_logits=return_logits)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return model, step
+
+
+def model_table(batch_size: int, repeats: int) -> list[str]:
+    rows = [
+        "| attention | loss | parameters | step (s) | training tokens/s |",
+        "|---|---|---|---|---|",
+    ]
+    for attention in ("fha", "mha"):
+        for return_logits, loss_name in ((False, "chunked (training default)"), (True, "full logits")):
+            model, step = training_step(attention, batch_size, return_logits)
+            seconds = time_call(step, repeats, warmup=1)
+            rows.append(
+                f"| {attention} | {loss_name} | {model.num_parameters():,} | {seconds:.2f} "
+                f"| {batch_size * SEQ_LEN / seconds:,.0f} |"
+            )
+    return rows
+
+
+def profile(batch_size: int) -> None:
+    _, step = training_step("fha", batch_size)
+    step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        step()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--model-batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--profile", action="store_true", help="profile one FHA training step instead")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    if args.profile:
+        profile(args.model_batch_size)
+        return
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"\nAttention forward+backward: T={SEQ_LEN}, {LEVELS} levels, head_dim {HEAD_DIM}, "
+          f"{KV_HEADS} kv head, split {SPLIT}\n")
+    print("\n".join(attention_table(args.batch_sizes, args.repeats)))
+    print(f"\nWhole-model training (seed-1m shape, seq {SEQ_LEN}, batch {args.model_batch_size}, vocab 8192)\n")
+    print("\n".join(model_table(args.model_batch_size, max(2, args.repeats // 2))))
+
+
+if __name__ == "__main__":
+    main()

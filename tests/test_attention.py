@@ -1,0 +1,157 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fha.model.attention as attention_module
+from fha import fractal_attention, grouped_attention
+from fha.model.attention import apply_rope, causal_mask, rope_frequencies
+from reference_attention import reference_fractal_attention
+
+
+def make_qkv(B, L, Hkv, T, S, hd, dtype=torch.float64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, L, T, hd, generator=gen, dtype=dtype, requires_grad=True)
+    k = torch.randn(B, Hkv, S, hd, generator=gen, dtype=dtype, requires_grad=True)
+    v = torch.randn(B, Hkv, S, hd, generator=gen, dtype=dtype, requires_grad=True)
+    return q, k, v
+
+
+CASES = [
+    # split, levels, kv heads, T, S, hd
+    (2, 3, 1, 7, 7, 16),  # multi-query, training shape
+    (2, 4, 2, 6, 6, 32),  # grouped-query
+    (2, 4, 4, 6, 6, 32),  # one kv head per level
+    (3, 3, 1, 5, 5, 18),
+    (3, 2, 2, 4, 9, 12),  # S > T (KV cache)
+    (4, 3, 1, 6, 6, 32),
+    (4, 2, 1, 1, 8, 16),  # one query against a cache
+    (2, 3, 3, 1, 1, 8),  # T == S == 1
+]
+
+
+@pytest.mark.parametrize("split,L,Hkv,T,S,hd", CASES)
+@pytest.mark.parametrize("scale", ["subhead", "head", 0.3])
+def test_matches_reference_values_and_gradients(split, L, Hkv, T, S, hd, scale):
+    q, k, v = make_qkv(2, L, Hkv, T, S, hd)
+    out = fractal_attention(q, k, v, split=split, scale=scale)
+    ref_inputs = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    ref = reference_fractal_attention(*ref_inputs, split=split, scale=scale)
+    assert out.shape == (2, L, T, hd)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    upstream = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (q, k, v), upstream)
+    ref_grads = torch.autograd.grad(ref, ref_inputs, upstream)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("split,L,Hkv,T,S,hd", [(2, 3, 1, 64, 64, 64), (3, 3, 3, 32, 40, 36)])
+def test_float32_fast_kernels_match_reference(split, L, Hkv, T, S, hd):
+    q, k, v = make_qkv(3, L, Hkv, T, S, hd, dtype=torch.float32)
+    out = fractal_attention(q, k, v, split=split)
+    ref = reference_fractal_attention(q.double(), k.double(), v.double(), split=split)
+    torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_one_level_equals_sdpa():
+    q, k, v = make_qkv(2, 1, 1, 9, 9, 16)
+    torch.testing.assert_close(
+        fractal_attention(q, k, v, split=2), F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    )
+
+
+def test_split_one_and_grouped_attention_equal_sdpa_with_repeated_kv():
+    q, k, v = make_qkv(2, 4, 2, 8, 8, 16)
+    expected = F.scaled_dot_product_attention(
+        q, k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1), is_causal=True
+    )
+    torch.testing.assert_close(grouped_attention(q, k, v), expected)
+    torch.testing.assert_close(fractal_attention(q, k, v, split=1), expected)
+
+
+def test_non_causal_sees_every_key():
+    q, k, v = make_qkv(1, 1, 1, 3, 5, 8)
+    expected = F.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(fractal_attention(q, k, v, is_causal=False), expected)
+
+
+def test_one_fused_call_per_level(monkeypatch):
+    calls = []
+    real = F.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", counting)
+    q, k, v = make_qkv(2, 3, 1, 8, 8, 16, dtype=torch.float32)
+    fractal_attention(q, k, v, split=2)
+    assert [tuple(shape) for shape in calls] == [(2, 1, 8, 16), (2, 2, 8, 8), (2, 4, 8, 4)]
+
+
+def test_dropout_only_when_asked():
+    q, k, v = make_qkv(2, 2, 1, 16, 16, 8, dtype=torch.float32)
+    plain = fractal_attention(q, k, v)
+    torch.testing.assert_close(fractal_attention(q, k, v, dropout_p=0.0), plain)
+    torch.manual_seed(0)
+    dropped = fractal_attention(q, k, v, dropout_p=0.5)
+    assert not torch.allclose(dropped, plain)
+
+
+def test_causal_mask_is_bottom_right_aligned():
+    mask = causal_mask(2, 4, torch.device("cpu"))
+    assert mask.tolist() == [[True, True, True, False], [True, True, True, True]]
+    assert causal_mask(1, 4, torch.device("cpu")) is None
+
+
+@pytest.mark.parametrize(
+    "shapes,message",
+    [
+        (((1, 3, 4, 8), (1, 2, 4, 8)), "multiple of key/value heads"),
+        (((1, 2, 5, 8), (1, 1, 4, 8)), "cover at least the queries"),
+        (((1, 3, 4, 6), (1, 1, 4, 6)), "not divisible"),
+        (((2, 4, 8), (1, 1, 4, 8)), "expected q"),
+    ],
+)
+def test_bad_shapes_are_rejected(shapes, message):
+    q = torch.randn(*shapes[0])
+    k = torch.randn(*shapes[1])
+    with pytest.raises(ValueError, match=message):
+        fractal_attention(q, k, k.clone(), split=2)
+
+
+@pytest.mark.parametrize("split", [2, 3])
+def test_rope_keeps_relative_positions_inside_every_subhead(split):
+    levels, max_len = 3, 64
+    hd = 4 * split ** (levels - 1)  # smallest sub-head: 4 dimensions, two RoPE pairs
+    cos, sin = rope_frequencies(hd, max_len, theta=100.0)
+    gen = torch.Generator().manual_seed(1)
+    q = torch.randn(hd, generator=gen, dtype=torch.float64)
+    k = torch.randn(hd, generator=gen, dtype=torch.float64)
+
+    def rotated(x, pos):
+        return apply_rope(x.float()[None, None, None], cos[pos : pos + 1], sin[pos : pos + 1])[0, 0, 0]
+
+    for level in range(levels):
+        n = split**level
+        d = hd // n
+        for j in range(n):
+            dims = slice(j * d, (j + 1) * d)
+            scores = [
+                (rotated(q, m)[dims] * rotated(k, m - 3)[dims]).sum().item() for m in (3, 10, 40)
+            ]
+            assert scores[0] == pytest.approx(scores[1], abs=1e-4)
+            assert scores[0] == pytest.approx(scores[2], abs=1e-4)
+
+
+def test_rope_rotates_adjacent_pairs():
+    cos, sin = rope_frequencies(4, 8, theta=10000.0)
+    x = torch.tensor([1.0, 0.0, 0.0, 1.0])[None, None, None]  # (B=1, T=1, H=1, hd=4)
+    pos = 2
+    out = apply_rope(x, cos[pos : pos + 1], sin[pos : pos + 1])[0, 0, 0]
+    angle0, angle1 = pos * 1.0, pos * 10000.0 ** (-2 / 4)
+    expected = torch.tensor(
+        [torch.cos(torch.tensor(angle0)), torch.sin(torch.tensor(angle0)),
+         -torch.sin(torch.tensor(angle1)), torch.cos(torch.tensor(angle1))]
+    )
+    torch.testing.assert_close(out, expected)

@@ -1,0 +1,259 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fha import GPT, KVCache, ModelConfig
+from fha.generation import decode_step, prefill
+from fha.model.attention import Attention, apply_rope, rope_frequencies
+from fha.model.layers import MLP, NORMS
+
+
+def tiny_config(**changes):
+    base = dict(dim=32, vocab_size=97, num_layers=2, max_seq_len=32, num_q_heads=3, num_kv_heads=1, head_dim=16)
+    return ModelConfig(**{**base, **changes})
+
+
+def make_model(seed=0, **changes):
+    torch.manual_seed(seed)
+    return GPT(tiny_config(**changes)).eval()
+
+
+def random_ids(B, T, vocab=97, seed=1):
+    return torch.randint(0, vocab, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("scale_first_resid", [True, False])
+def test_untrained_loss_is_close_to_log_vocab(scale_first_resid):
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=8192, dim=64, max_seq_len=64, scale_first_resid=scale_first_resid)
+    model = GPT(config)
+    idx, targets = random_ids(4, 64, 8192), random_ids(4, 64, 8192, seed=2)
+    _, loss = model(idx, targets)
+    assert abs(loss.item() - math.log(8192)) < 0.05
+
+
+@pytest.mark.parametrize("attention", ["fha", "mha"])
+def test_logits_shape_and_causality(attention):
+    model = make_model(attention=attention)
+    idx = random_ids(2, 20)
+    changed = idx.clone()
+    changed[:, 12:] = (changed[:, 12:] + 5) % 97
+    logits, loss = model(idx)
+    assert logits.shape == (2, 20, 97) and loss is None
+    torch.testing.assert_close(model(changed)[0][:, :12], logits[:, :12])
+    assert not torch.allclose(model(changed)[0][:, 12:], logits[:, 12:])
+
+
+def test_fha_and_mha_are_parameter_matched():
+    assert make_model(attention="fha").num_parameters() == make_model(attention="mha").num_parameters()
+
+
+def test_parameter_counts():
+    model = make_model()
+    total = sum(p.numel() for p in model.parameters())
+    assert model.num_parameters() == total
+    assert model.num_parameters(non_embedding=True) == total - 97 * 32
+    assert model.embedding.weight is not None and "lm_head" not in dict(model.named_parameters())
+
+
+def test_loss_ignores_padding_and_ignore_index():
+    model = make_model(pad_id=0)
+    idx = random_ids(2, 10)
+    targets = random_ids(2, 10, seed=3)
+    targets[0, :4] = 0
+    targets[1, 7:] = -100
+    logits, loss = model(idx, targets)
+    keep = (targets != 0) & (targets != -100)
+    expected = F.cross_entropy(logits[keep], targets[keep])
+    torch.testing.assert_close(loss, expected)
+
+
+@pytest.mark.parametrize("attention", ["fha", "mha"])
+def test_kv_cache_decoding_equals_full_recomputation(attention):
+    model = make_model(attention=attention, num_q_heads=4, num_kv_heads=2)
+    idx = random_ids(3, 24)
+    full, _ = model(idx)
+    cache = KVCache.for_model(model, batch_size=3)
+    with torch.no_grad():
+        steps = [prefill(model, idx[:, :10], cache)]
+        steps += [decode_step(model, idx[:, t], cache) for t in range(10, 24)]
+        chunk, _ = model(idx[:, :5], kv_cache=KVCache.for_model(model, 3))
+    cached = torch.stack(steps[:-1], dim=1)  # predictions for positions 9..22
+    torch.testing.assert_close(cached, full[:, 9:23], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(steps[-1], full[:, 23], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(chunk, full[:, :5], rtol=1e-5, atol=1e-5)
+
+
+def test_cache_chunks_with_more_than_one_token():
+    model = make_model()
+    idx = random_ids(2, 16)
+    full, _ = model(idx)
+    cache = KVCache.for_model(model, 2)
+    with torch.no_grad():
+        model(idx[:, :6], kv_cache=cache)
+        second, _ = model(idx[:, 6:16], kv_cache=cache)
+    torch.testing.assert_close(second, full[:, 6:16], rtol=1e-5, atol=1e-5)
+
+
+def test_left_padded_rows_compute_what_they_compute_alone():
+    model = make_model()
+    long, short = random_ids(1, 12)[0], random_ids(1, 7, seed=5)[0]
+    padded = torch.stack([long, torch.cat([torch.zeros(5, dtype=torch.long), short])])
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    mask[1, :5] = False
+    logits, _ = model(padded, token_mask=mask)
+    torch.testing.assert_close(logits[0], model(long[None])[0][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(logits[1, 5:], model(short[None])[0][0], rtol=1e-5, atol=1e-5)
+
+
+def greedy_by_full_forward(model, idx, steps):
+    window = model.config.max_seq_len
+    for _ in range(steps):
+        logits, _ = model(idx[:, -window:])
+        idx = torch.cat([idx, logits[:, -1].argmax(dim=-1, keepdim=True)], dim=1)
+    return idx
+
+
+@pytest.mark.parametrize("attention", ["fha", "mha"])
+def test_greedy_generation_equals_argmax_of_full_passes_past_the_context(attention):
+    model = make_model(attention=attention)
+    prompt = random_ids(2, 6)
+    out = model.generate(prompt, 40, temperature=0)  # 46 tokens > max_seq_len 32
+    assert out.shape == (2, 46)
+    assert torch.equal(out[:, :6], prompt)
+    assert torch.equal(out, greedy_by_full_forward(model, prompt, 40))
+
+
+def test_generation_stops_once_every_row_has_eos():
+    model = make_model()
+    prompt = random_ids(2, 4)
+    greedy = model.generate(prompt, 10, temperature=0)
+    eos = int(greedy[0, 6])  # row 0 produces this token at its third step
+    out = model.generate(prompt, 10, temperature=0, eos_id=eos)
+    row1_hits = (greedy[1, 4:] == eos).nonzero()
+    last_needed = max(3, int(row1_hits[0]) + 1 if len(row1_hits) else 10)
+    assert out.shape[1] == 4 + last_needed
+    assert torch.equal(out[0, 4:7], greedy[0, 4:7])
+    assert (out[0, 7:] == eos).all()
+
+
+def test_seeded_sampling_is_reproducible():
+    model = make_model()
+    prompt = random_ids(2, 4)
+    a = model.generate(prompt, 12, top_k=10, top_p=0.9, generator=torch.Generator().manual_seed(3))
+    b = model.generate(prompt, 12, top_k=10, top_p=0.9, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def test_dropout_acts_only_in_training_mode():
+    reference = make_model(seed=4)
+    model = make_model(seed=4, dropout=0.3, attn_dropout=0.3)
+    idx = random_ids(2, 16)
+    torch.testing.assert_close(model(idx)[0], reference(idx)[0])
+    model.train()
+    first, second = model(idx)[0], model(idx)[0]
+    assert not torch.allclose(first, second)
+    assert not torch.allclose(first, reference(idx)[0])
+
+
+def test_attn_dropout_alone_changes_training_outputs():
+    model = make_model(seed=4, attn_dropout=0.5).train()
+    idx = random_ids(2, 16)
+    assert not torch.allclose(model(idx)[0], model(idx)[0])
+
+
+def test_mha_attention_module_equals_sdpa():
+    torch.manual_seed(0)
+    config = tiny_config(attention="mha", num_q_heads=4, num_kv_heads=2)
+    attn = Attention(config)
+    x = torch.randn(2, 10, config.dim)
+    cos, sin = rope_frequencies(config.head_dim, 10, config.theta)
+    q, k, v = attn.qkv(x).split((64, 32, 32), dim=-1)
+    q = apply_rope(q.view(2, 10, 4, 16), cos, sin).transpose(1, 2)
+    k = apply_rope(k.view(2, 10, 2, 16), cos, sin).transpose(1, 2).repeat_interleave(2, dim=1)
+    v = v.view(2, 10, 2, 16).transpose(1, 2).repeat_interleave(2, dim=1)
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(2, 10, 64)
+    torch.testing.assert_close(attn(x, cos, sin), attn.out(y))
+
+
+def test_gated_mlp_keeps_the_parameter_count_of_the_ungated_one():
+    gated = MLP(tiny_config(dim=48, mlp_hidden_mult=4.0, mlp_gated=True))
+    plain = MLP(tiny_config(dim=48, mlp_hidden_mult=4.0, mlp_gated=False))
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(gated) == count(plain)
+
+
+@pytest.mark.parametrize("nonlinearity,fn", [("GeLU", F.gelu), ("SiLU", F.silu), ("ReLU", F.relu)])
+def test_mlp_nonlinearities(nonlinearity, fn):
+    torch.manual_seed(0)
+    mlp = MLP(tiny_config(mlp_gated=False, mlp_nonlinearity=nonlinearity, mlp_bias=True))
+    x = torch.randn(3, 32)
+    torch.testing.assert_close(mlp(x), mlp.down(fn(mlp.up(x))))
+
+
+def test_norms():
+    x = torch.randn(4, 8) * 3 + 1
+    rms = NORMS["RMSNorm"](8, 1e-6, affine=True, bias=False)
+    torch.testing.assert_close(rms(x), x / x.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt())
+    layer = NORMS["LayerNorm"](8, 1e-6, affine=True, bias=True)
+    torch.testing.assert_close(layer(x).mean(-1), torch.zeros(4), atol=1e-5, rtol=0)
+    cosine = NORMS["CosineNorm"](8, 1e-6, affine=False, bias=False)
+    torch.testing.assert_close(cosine(x).norm(dim=-1), torch.ones(4))
+    assert list(dict(cosine.named_parameters())) == []
+    assert set(dict(layer.named_parameters())) == {"weight", "bias"}
+
+
+@pytest.mark.parametrize("norm_type", ["RMSNorm", "LayerNorm", "CosineNorm"])
+def test_every_variant_runs_and_learns(norm_type):
+    torch.manual_seed(0)
+    model = GPT(tiny_config(norm_type=norm_type, second_resid_norm=True, mlp_gated=False, norm_bias=True))
+    idx = random_ids(4, 16)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):
+        _, loss = model(idx[:, :-1], idx[:, 1:])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.5
+
+
+def test_sequence_longer_than_context_is_rejected():
+    model = make_model()
+    with pytest.raises(ValueError, match="max_seq_len"):
+        model(random_ids(1, 33))
+
+
+@pytest.mark.parametrize("rows_per_chunk", [7, 4096])
+def test_chunked_linear_cross_entropy_matches_full_logits(rows_per_chunk):
+    from fha.model.loss import linear_cross_entropy
+
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 10, 16, generator=gen, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(50, 16, generator=gen, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 50, (3, 10), generator=gen)
+    targets[1, 3:] = -100
+    loss = linear_cross_entropy(hidden, weight, targets, rows_per_chunk) * 2.5
+    expected = F.cross_entropy((hidden @ weight.t()).flatten(0, 1), targets.flatten(), ignore_index=-100) * 2.5
+    torch.testing.assert_close(loss, expected)
+    grads = torch.autograd.grad(loss, (hidden, weight))
+    expected_grads = torch.autograd.grad(expected, (hidden, weight))
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want)
+
+
+def test_training_without_logits_gives_the_same_loss_and_gradients():
+    model = make_model(pad_id=0).train()
+    idx, targets = random_ids(2, 12), random_ids(2, 12, seed=9)
+    targets[0, :3] = 0
+    logits, loss = model(idx, targets)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    none, fused = model(idx, targets, return_logits=False)
+    fused_grads = torch.autograd.grad(fused, list(model.parameters()))
+    assert none is None
+    torch.testing.assert_close(fused, loss)
+    for got, want in zip(fused_grads, grads):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
