@@ -7,12 +7,14 @@ from fha.model.attention import fractal_attention, grouped_attention
 from fha.model.gpt import GPT
 from fha.model.kv_cache import KVCache
 from fha.run import load_run
+from fha.tokenizer import Tokenizer
 
 __all__ = [
     "GPT",
     "FhaError",
     "KVCache",
     "ModelConfig",
+    "Tokenizer",
     "fractal_attention",
     "generate",
     "grouped_attention",

@@ -14,7 +14,7 @@ import sys
 
 from fha.errors import FhaError
 
-COMMAND_MODULES = ()
+COMMAND_MODULES = ("tokenizer",)
 
 log = logging.getLogger("fha")
 

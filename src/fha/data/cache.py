@@ -1,0 +1,205 @@
+"""Tokenise a corpus once into a flat token array on disk, and reuse it on later runs.
+
+A corpus named ``NAME`` in ``CACHE_DIR`` is stored as three files:
+
+* ``NAME.tokens.bin``: every document as ``<bos> doc <eos>``, back to back, as raw
+  uint16 (vocabularies up to 65,536 ids) or uint32, read back with ``numpy.memmap``;
+* ``NAME.offsets.npy``: int64 start of each document in the token array, plus the total;
+* ``NAME.json``: metadata (tokenizer fingerprint, source description, counts), written
+  last, so a cache without it is incomplete.
+
+The cache is reused when the metadata's tokenizer fingerprint, source description and
+document/character counts match the request; otherwise (stale, or damaged files) it is
+rebuilt. The source description should identify the data (`describe_source` gives path,
+size and modification time of files).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from fha.errors import FhaError
+from fha.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT_VERSION = 1
+UINT16_LIMIT = 2**16
+ENCODE_BATCH_DOCS = 1024
+MAX_UNKNOWN_EXAMPLES = 10
+
+
+@dataclass(frozen=True)
+class TokenData:
+    """A tokenised corpus: ``tokens[doc_offsets[i]:doc_offsets[i+1]]`` is ``<bos> doc_i <eos>``."""
+
+    tokens: np.ndarray  # (num_tokens,) uint16/uint32, usually a read-only memmap
+    doc_offsets: np.ndarray  # (num_documents + 1,) int64
+    num_bytes: int  # UTF-8 bytes of the documents' text (for bits per byte)
+    num_chars: int
+    num_unknown: int  # characters that became <unk>
+    source: str
+    tokenizer_fingerprint: str
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @property
+    def num_documents(self) -> int:
+        return int(self.doc_offsets.shape[0]) - 1
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The smallest unsigned integer type that holds every id."""
+    return np.dtype(np.uint16) if vocab_size <= UINT16_LIMIT else np.dtype(np.uint32)
+
+
+def describe_source(*paths: str | Path) -> str:
+    """A string that changes whenever one of the files does (path, size, mtime)."""
+    parts = []
+    for path in paths:
+        resolved = Path(path).resolve()
+        stat = resolved.stat()
+        parts.append(f"{resolved} ({stat.st_size} bytes, mtime_ns {stat.st_mtime_ns})")
+    return "; ".join(parts)
+
+
+def prepare_tokens(
+    documents: Sequence[str], tokenizer: Tokenizer, cache_dir: str | Path, name: str, source_desc: str
+) -> TokenData:
+    """Encode `documents` into ``cache_dir/name.*``, or reuse the cache if still valid."""
+    cache_dir = Path(cache_dir)
+    paths = _CachePaths(cache_dir, name)
+    expected = {
+        "format_version": CACHE_FORMAT_VERSION,
+        "tokenizer_fingerprint": tokenizer.fingerprint,
+        "source": source_desc,
+        "num_documents": len(documents),
+        "num_chars": sum(len(doc) for doc in documents),
+    }
+    cached = _load_if_valid(paths, expected)
+    if cached is not None:
+        log.info("reusing token cache %s (%d tokens)", paths.meta, cached.num_tokens)
+        return cached
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise FhaError(f"{cache_dir}: cannot create the token cache folder ({err.strerror or err})") from None
+    paths.meta.unlink(missing_ok=True)  # the cache counts as incomplete until the new metadata is written
+    meta = _encode_to_disk(documents, tokenizer, paths, name)
+    meta.update(expected)
+    _write_json_atomic(paths.meta, meta)
+    _report_unknown(meta, name)
+    return _open(paths, meta)
+
+
+class _CachePaths:
+    def __init__(self, cache_dir: Path, name: str) -> None:
+        self.tokens = cache_dir / f"{name}.tokens.bin"
+        self.offsets = cache_dir / f"{name}.offsets.npy"
+        self.meta = cache_dir / f"{name}.json"
+
+
+def _encode_to_disk(documents: Sequence[str], tokenizer: Tokenizer, paths: _CachePaths, name: str) -> dict:
+    """Encode in batches (parallel inside `encode_batch`), appending to a temporary file."""
+    dtype = token_dtype(tokenizer.vocab_size)
+    lengths = np.empty(len(documents), dtype=np.int64)
+    num_bytes = num_unknown = 0
+    unknown_examples: set[str] = set()
+    tmp_tokens = paths.tokens.with_name(paths.tokens.name + ".tmp")
+    with (
+        open(tmp_tokens, "wb") as out,
+        tqdm(total=len(documents), desc=f"tokenising {name}", unit="doc", unit_scale=True, leave=False) as progress,
+    ):
+        for start in range(0, len(documents), ENCODE_BATCH_DOCS):
+            batch = documents[start : start + ENCODE_BATCH_DOCS]
+            encoded = tokenizer.encode_batch(batch, bos=True, eos=True)
+            flat = np.concatenate([np.asarray(ids, dtype=dtype) for ids in encoded])
+            out.write(flat.tobytes())
+            lengths[start : start + len(batch)] = [len(ids) for ids in encoded]
+            num_bytes += sum(len(doc.encode("utf-8")) for doc in batch)
+            batch_unknown = int(np.count_nonzero(flat == tokenizer.unk_id))
+            if batch_unknown:
+                num_unknown += batch_unknown
+                if len(unknown_examples) < MAX_UNKNOWN_EXAMPLES:
+                    for doc in batch:
+                        unknown_examples |= tokenizer.unknown_characters(doc)
+            progress.update(len(batch))
+    offsets = np.zeros(len(documents) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    os.replace(tmp_tokens, paths.tokens)
+    tmp_offsets = paths.offsets.with_name(paths.offsets.name + ".tmp.npy")
+    np.save(tmp_offsets, offsets)
+    os.replace(tmp_offsets, paths.offsets)
+    return {
+        "dtype": dtype.name,
+        "vocab_size": tokenizer.vocab_size,
+        "num_tokens": int(offsets[-1]),
+        "num_bytes": num_bytes,
+        "num_unknown": num_unknown,
+        "unknown_examples": sorted(unknown_examples)[:MAX_UNKNOWN_EXAMPLES],
+    }
+
+
+def _load_if_valid(paths: _CachePaths, expected: dict) -> TokenData | None:
+    """The cached corpus if it matches `expected` and its files are intact, else None."""
+    if not paths.meta.exists():
+        return None
+    try:
+        meta = json.loads(paths.meta.read_text(encoding="utf-8"))
+        stale = [key for key, value in expected.items() if meta.get(key) != value]
+        if stale:
+            log.info("token cache %s is stale (%s changed); rebuilding", paths.meta, ", ".join(stale))
+            return None
+        return _open(paths, meta)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.warning("token cache %s is damaged (%s); rebuilding", paths.meta, err)
+        return None
+
+
+def _open(paths: _CachePaths, meta: dict) -> TokenData:
+    """Map the cache files; raises ValueError if they disagree with the metadata."""
+    dtype = np.dtype(meta["dtype"])
+    num_tokens = int(meta["num_tokens"])
+    if paths.tokens.stat().st_size != num_tokens * dtype.itemsize:
+        raise ValueError(f"{paths.tokens.name} should hold {num_tokens} tokens")
+    offsets = np.load(paths.offsets, allow_pickle=False)
+    if offsets.shape != (int(meta["num_documents"]) + 1,) or int(offsets[-1]) != num_tokens:
+        raise ValueError(f"{paths.offsets.name} does not match {paths.meta.name}")
+    # numpy cannot map an empty file; an empty corpus is an empty array.
+    tokens = np.memmap(paths.tokens, dtype=dtype, mode="r") if num_tokens else np.zeros(0, dtype=dtype)
+    return TokenData(
+        tokens=tokens,
+        doc_offsets=offsets,
+        num_bytes=int(meta["num_bytes"]),
+        num_chars=int(meta["num_chars"]),
+        num_unknown=int(meta["num_unknown"]),
+        source=str(meta["source"]),
+        tokenizer_fingerprint=str(meta["tokenizer_fingerprint"]),
+    )
+
+
+def _report_unknown(meta: dict, name: str) -> None:
+    if meta["num_unknown"]:
+        log.warning(
+            "%s: %d of %d characters are outside the tokenizer's alphabet and became <unk> (e.g. %s)",
+            name,
+            meta["num_unknown"],
+            meta["num_chars"],
+            " ".join(repr(char) for char in meta["unknown_examples"]),
+        )
+
+
+def _write_json_atomic(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
