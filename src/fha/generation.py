@@ -7,7 +7,7 @@ left-padded and masked, so each row produces what it would produce alone.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -58,15 +58,22 @@ def sample_next(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
 ) -> Tensor:
-    """Pick the next token per row (B,) from logits (B, V); temperature 0 is greedy (argmax)."""
+    """Pick the next token per row (B,) from logits (B, V); temperature 0 is greedy (argmax).
+
+    generator may be one generator per row: each row then draws from its own stream, so
+    its samples do not depend on which other rows share the batch.
+    """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = filter_logits(logits.float() / temperature, top_k, top_p)
     probs = logits.softmax(dim=-1)  # (B, V)
+    if isinstance(generator, Sequence):
+        rows = [torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generator, strict=True)]
+        return torch.cat(rows)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
@@ -79,7 +86,7 @@ def stream(
     top_k: int | None = None,
     top_p: float | None = None,
     eos_id: int | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     token_mask: Tensor | None = None,
 ) -> Iterator[Tensor]:
     """Yield each step's new tokens (B,) until max_new_tokens or every row has produced eos_id.
@@ -127,7 +134,7 @@ def generate(
     top_k: int | None = None,
     top_p: float | None = None,
     eos_id: int | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     token_mask: Tensor | None = None,
 ) -> Tensor:
     """The prompt idx (B, T) followed by the new tokens: (B, T + steps), steps <= max_new_tokens."""

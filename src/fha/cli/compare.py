@@ -1,0 +1,62 @@
+"""``fha compare RUN_DIR [RUN_DIR ...] --out DIR``: loss curves and a report table of several runs."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from fha.compare import PlotOptions, compare_runs
+from fha.compare.report import groups_table, markdown_table, runs_table
+from fha.data.sources import TINYSTORIES
+from fha.device import DEVICE_CHOICES, setup_device
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="plot and tabulate several runs side by side",
+        description="Write loss curves (PNG), report.md and a self-contained report.html comparing runs. "
+                    "Runs whose configs differ only in the seed are grouped (mean and spread).",
+    )
+    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the plots and reports")
+    parser.add_argument("--names", nargs="+", metavar="NAME", help="names of the runs, in order (default: folder names)")
+    parser.add_argument("--log-x", action="store_true", help="logarithmic step / time axis")
+    parser.add_argument("--log-y", action="store_true", help="logarithmic loss axis")
+    parser.add_argument("--skip-first", type=parse_skip_first, default=0.0, metavar="N|FRACTION",
+                        help="leave the first N steps (an integer) or that fraction of each run's steps "
+                             "(a number below 1, e.g. 0.1) out of the plots")
+    parser.add_argument("--data", metavar="SOURCE",
+                        help=f"also evaluate every run on this text (a .txt/.jsonl file, or {TINYSTORIES!r} "
+                             "for its validation split)")
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="device for --data evaluation")
+    parser.set_defaults(func=run_compare)
+
+
+def parse_skip_first(text: str) -> float:
+    """An integer number of steps (>= 0), or a fraction in (0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a step count or a fraction, got {text!r}") from None
+    if value < 0 or (value >= 1 and not value.is_integer()):
+        raise argparse.ArgumentTypeError(f"expected an integer step count >= 0 or a fraction below 1, got {text!r}")
+    return value
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    device = setup_device(args.device) if args.data is not None else "cpu"
+    options = PlotOptions(log_x=args.log_x, log_y=args.log_y, skip_first=args.skip_first)
+    comparison = compare_runs(args.run_dirs, args.out, names=args.names, options=options, data=args.data,
+                              device=device)
+    print(markdown_table(runs_table(comparison.runs)))
+    if comparison.groups:
+        print()
+        print(markdown_table(groups_table(comparison.groups)))
+    print()
+    for path in [*comparison.plots, comparison.markdown, comparison.html]:
+        print(f"wrote {path}")
+    return 0

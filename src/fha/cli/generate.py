@@ -1,0 +1,117 @@
+"""``fha generate RUN_DIR``: continue prompts with a trained model, streaming to stdout.
+
+With one prompt and one sample the text is printed token by token as it is generated.
+With several prompts or samples all rows run in one batch (left-padded, so each row writes
+what it would write alone) and each finished text is printed under a header line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+from pathlib import Path
+
+from fha.completion import Completion, complete
+from fha.device import DEVICE_CHOICES, setup_device
+from fha.errors import FhaError
+from fha.run import load_run
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_NEW_TOKENS = 256
+DEFAULT_TEMPERATURE = 1.0
+SEED_BITS = 31  # seeds chosen at random stay short enough to retype
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "generate",
+        help="continue prompts with a trained model",
+        description="Print each prompt followed by the model's continuation (streamed for a single text).",
+    )
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder (model.safetensors, tokenizer.json)")
+    parser.add_argument("--prompt", action="append", default=[], metavar="TEXT",
+                        help="text to continue; repeat for several prompts (none: start from <bos> alone)")
+    parser.add_argument("--prompt-file", type=Path, metavar="FILE",
+                        help="UTF-8 file with one prompt per line (blank lines skipped); adds to --prompt")
+    parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, metavar="N")
+    parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
+                        help=f"sampling temperature; 0 = greedy (default {DEFAULT_TEMPERATURE})")
+    parser.add_argument("--top-k", type=int, metavar="K", help="sample only from the K most likely tokens")
+    parser.add_argument("--top-p", type=float, metavar="P",
+                        help="sample only from the most likely tokens that together hold probability P")
+    parser.add_argument("--seed", type=int, help="random seed (default: a random one, logged)")
+    parser.add_argument("--num-samples", type=int, default=1, metavar="N", help="continuations per prompt")
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    parser.set_defaults(func=run_generate)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    _check_options(args)
+    prompts = _read_prompts(args.prompt, args.prompt_file)
+    device = setup_device(args.device)
+    model, tokenizer, _ = load_run(args.run_dir, device)
+    seed = args.seed if args.seed is not None else random.getrandbits(SEED_BITS)
+    if args.seed is None and args.temperature > 0:
+        log.info("seed: %d (pass --seed %d to repeat this output)", seed, seed)
+    num_rows = len(prompts) * args.num_samples
+    streaming = num_rows == 1
+    if streaming:
+        _write(prompts[0])
+    completions = complete(
+        model, tokenizer, prompts,
+        max_new_tokens=args.max_new_tokens, num_samples=args.num_samples, temperature=args.temperature,
+        top_k=args.top_k, top_p=args.top_p, seed=seed,
+        on_text=(lambda _row, text: _write(text)) if streaming else None,
+        show_progress=not streaming,
+    )
+    if streaming:
+        _write("\n")
+    else:
+        _print_completions(completions, args.num_samples)
+    return 0
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    """Reject bad values before the model is loaded."""
+    if args.max_new_tokens < 0:
+        raise FhaError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
+    if args.temperature < 0:
+        raise FhaError(f"--temperature must be >= 0, got {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        raise FhaError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.top_p is not None and not 0.0 < args.top_p <= 1.0:
+        raise FhaError(f"--top-p must be in (0, 1], got {args.top_p}")
+    if args.num_samples < 1:
+        raise FhaError(f"--num-samples must be at least 1, got {args.num_samples}")
+
+
+def _read_prompts(prompts: list[str], prompt_file: Path | None) -> list[str]:
+    prompts = list(prompts)
+    if prompt_file is not None:
+        try:
+            lines = prompt_file.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            raise FhaError(f"{prompt_file}: prompt file not found") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise FhaError(f"{prompt_file}: cannot read prompt file ({err})") from None
+        file_prompts = [line for line in lines if line.strip()]
+        if not file_prompts:
+            raise FhaError(f"{prompt_file}: no prompts (every line is blank)")
+        prompts.extend(file_prompts)
+    return prompts or [""]
+
+
+def _print_completions(completions: list[Completion], num_samples: int) -> None:
+    for completion in completions:
+        header = f"prompt {completion.prompt_index + 1}"
+        if num_samples > 1:
+            header += f", sample {completion.sample_index + 1}"
+        _write(f"=== {header} ===\n{completion.prompt}{completion.text}\n")
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()

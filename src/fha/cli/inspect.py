@@ -1,0 +1,168 @@
+"""``fha inspect``: the shape tree of one forward pass, or attention heatmaps of a trained run.
+
+    fha inspect (--preset NAME | --config FILE | RUN_DIR) [--set KEY=VALUE ...] [--modules PATTERN ...]
+    fha inspect RUN_DIR --attention --prompt TEXT --out DIR [--layers N ...]
+
+The shape tree needs only a model config (weights are random unless RUN_DIR gives them);
+attention maps need a trained run and its tokenizer. Everything runs on the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from fha.config import ModelConfig
+from fha.errors import FhaError
+from fha.inspect import (
+    attention_maps,
+    describe_attention,
+    example_input,
+    save_attention_heatmaps,
+    save_head_layout,
+    shape_tree,
+)
+from fha.model.gpt import GPT
+from fha.run import MODEL_CONFIG_FILE, load_run, require_run_dir
+from fha.tokenizer import DISPLAY_ESCAPES, Tokenizer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 2  # two rows, so that B and T are told apart in the shapes
+DEFAULT_SEQ_LEN = 16
+HEAD_LAYOUT_FILE = "head_layout.png"
+VISIBLE_SPACE = "␣"  # token labels show spaces, which matter in BPE pieces
+MODEL_TABLE = "model"  # the [model] table of a TOML config or preset
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "inspect",
+        help="print the shape tree of a forward pass, or draw attention heatmaps",
+        description="Print how tensor shapes change through every module in one forward pass (as a tree), "
+                    "or with --attention save heatmaps of a trained run's attention weights.",
+    )
+    parser.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR", help="a run folder")
+    parser.add_argument("--preset", metavar="NAME", help="a named preset (e.g. tiny, seed-1m)")
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="a TOML config with a [model] table, or a model_config.json")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="change a model config field (repeatable); not with --attention")
+    parser.add_argument("--modules", nargs="+", metavar="PATTERN",
+                        help="trace only modules whose name matches a glob, e.g. 'blocks.0*' '*.attn' norm")
+    parser.add_argument("--seq-len", type=int, metavar="N", help=f"tokens per row (default {DEFAULT_SEQ_LEN}, "
+                                                                  "at most max_seq_len)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
+                        help=f"rows of the example input (default {DEFAULT_BATCH_SIZE})")
+    maps = parser.add_argument_group("attention heatmaps (RUN_DIR only)")
+    maps.add_argument("--attention", action="store_true", help="save attention heatmaps instead of the shape tree")
+    maps.add_argument("--prompt", metavar="TEXT", help="the text whose attention is drawn")
+    maps.add_argument("--out", type=Path, metavar="DIR", help="folder for the PNG files")
+    maps.add_argument("--layers", type=int, nargs="+", metavar="N", help="layer indices to draw (default all)")
+    parser.set_defaults(func=run_inspect)
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    sources = [given for given in (args.run_dir, args.preset, args.config) if given is not None]
+    if len(sources) != 1:
+        raise FhaError("give exactly one of RUN_DIR, --preset NAME or --config FILE")
+    if args.attention:
+        return _run_attention(args)
+    for option in ("prompt", "out", "layers"):
+        if getattr(args, option) is not None:
+            raise FhaError(f"--{option} is used with --attention")
+    config = _apply_overrides(_model_config(args), args.overrides)
+    seq_len = args.seq_len if args.seq_len is not None else min(DEFAULT_SEQ_LEN, config.max_seq_len)
+    idx = example_input(config, args.batch_size, seq_len)
+    model = GPT(config).eval()
+    print(f"{describe_attention(config)}; {model.num_parameters():,} parameters; "
+          f"input (B, T) = {tuple(idx.shape)}")
+    tree = shape_tree(model, idx, args.modules)
+    if not tree:
+        raise FhaError(f"--modules {' '.join(args.modules)}: no module name matches "
+                       f"(names look like 'blocks.0.attn.qkv'; '*' also spans dots)")
+    print(tree)
+    return 0
+
+
+def _model_config(args: argparse.Namespace) -> ModelConfig:
+    if args.run_dir is not None:
+        return ModelConfig.from_json(require_run_dir(args.run_dir) / MODEL_CONFIG_FILE)
+    if args.preset is not None:
+        return _preset_model_config(args.preset)
+    return load_model_config_file(args.config)
+
+
+def _preset_model_config(name: str) -> ModelConfig:
+    """The model part of a training preset, read with the training package's loader."""
+    try:
+        from fha.train.presets import load_preset
+    except ImportError:
+        raise FhaError("--preset: presets are not available in this installation (use --config FILE)") from None
+    return load_preset(name).model
+
+
+def load_model_config_file(path: Path) -> ModelConfig:
+    """A ModelConfig from a JSON file of its fields, or the [model] table of a TOML file."""
+    if path.suffix.lower() != ".toml":
+        return ModelConfig.from_json(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise FhaError(f"{path}: file not found") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise FhaError(f"{path}: not valid TOML ({err})") from None
+    table = data.get(MODEL_TABLE)
+    if not isinstance(table, dict):
+        raise FhaError(f"{path}: no [{MODEL_TABLE}] table")
+    try:
+        return ModelConfig.from_dict(table)
+    except (TypeError, ValueError) as err:
+        raise FhaError(f"{path}: {err}") from None
+
+
+def _apply_overrides(config: ModelConfig, overrides: list[str]) -> ModelConfig:
+    changes = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise FhaError(f"--set {item!r}: expected KEY=VALUE")
+        changes[key.strip()] = ModelConfig.parse_field(key.strip(), text)
+    return config.replace(**changes) if changes else config
+
+
+def _run_attention(args: argparse.Namespace) -> int:
+    if args.run_dir is None:
+        raise FhaError("--attention needs a trained RUN_DIR (not --preset or --config)")
+    if args.overrides or args.modules:
+        raise FhaError("--set and --modules do not apply to --attention")
+    if args.prompt is None or args.out is None:
+        raise FhaError("--attention needs --prompt TEXT and --out DIR")
+    model, tokenizer, configs = load_run(args.run_dir)
+    ids = tokenizer.encode(args.prompt, bos=True)
+    limit = configs.model.max_seq_len
+    if len(ids) > limit:
+        log.warning("the prompt has %d tokens; drawing the first %d (max_seq_len)", len(ids), limit)
+        ids = ids[:limit]
+    maps = attention_maps(model, torch.tensor([ids]), args.layers)
+    written = save_attention_heatmaps(maps, token_labels(tokenizer, ids), args.out)
+    layout = save_head_layout(configs.model, args.out / HEAD_LAYOUT_FILE)
+    print(f"{len(ids)} tokens (<bos> first): {tokenizer.display(args.prompt)}")
+    print(f"wrote {len(written)} heatmaps for layers {', '.join(str(m.layer) for m in maps)} to {args.out}")
+    print(f"wrote the head layout to {layout}")
+    return 0
+
+
+def token_labels(tokenizer: Tokenizer, ids: list[int]) -> list[str]:
+    """Axis labels for tokens: the raw pieces with spaces and newlines made visible."""
+    visible = {**DISPLAY_ESCAPES, " ": VISIBLE_SPACE}
+    return ["".join(visible.get(char, char) for char in tokenizer.id_to_token(i)) for i in ids]

@@ -1,0 +1,119 @@
+"""Loss curves of several runs: train and validation loss against step and against wall time.
+
+A run that belongs to a seed group is drawn as part of the group: the mean over its members
+as a line and the min-max range as a shaded band, at the steps all members logged. Drawn
+with matplotlib's object-oriented API (no pyplot, no display needed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import reduce
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from fha.compare.runs import RunSummary, SeedGroup, TrainingLog
+
+LOSS_VS_STEP_FILE = "loss_vs_step.png"
+LOSS_VS_TIME_FILE = "loss_vs_time.png"
+PANEL_INCHES = (6.0, 4.2)
+DPI = 110
+BAND_ALPHA = 0.25
+# (panel title, TrainingLog column) for the two panels of each figure
+PANELS = (("train loss", "train_loss"), ("validation loss", "val_loss"))
+X_AXES = (("step", "step", LOSS_VS_STEP_FILE), ("wall time (s)", "time_s", LOSS_VS_TIME_FILE))
+
+
+@dataclass(frozen=True)
+class PlotOptions:
+    log_x: bool = False
+    log_y: bool = False
+    skip_first: float = 0.0  # an int >= 1: first step kept; a fraction in (0, 1): share of each run's steps dropped
+
+
+def first_kept_step(log: TrainingLog, skip_first: float) -> float:
+    """The first step drawn: `skip_first` itself, or that fraction of the run's last step."""
+    if 0 < skip_first < 1:
+        return skip_first * float(log.step[-1])
+    return skip_first
+
+
+@dataclass(frozen=True)
+class _Series:
+    label: str
+    x: np.ndarray
+    y: np.ndarray
+    low: np.ndarray | None = None  # band, for seed groups
+    high: np.ndarray | None = None
+
+
+def _run_series(run: RunSummary, x_column: str, y_column: str, options: PlotOptions) -> _Series:
+    log = run.log.after(first_kept_step(run.log, options.skip_first))
+    y = getattr(log, y_column)
+    keep = ~np.isnan(y)
+    return _Series(run.name, getattr(log, x_column)[keep], y[keep])
+
+
+def _group_series(group: SeedGroup, x_column: str, y_column: str, options: PlotOptions) -> _Series:
+    logs = [run.log.after(first_kept_step(run.log, options.skip_first)) for run in group.runs]
+    steps = reduce(np.intersect1d, [log.step for log in logs])  # steps every member logged
+    x_rows, y_rows = [], []
+    for log in logs:
+        rows = np.searchsorted(log.step, steps)  # steps are increasing in a log
+        x_rows.append(getattr(log, x_column)[rows])
+        y_rows.append(getattr(log, y_column)[rows])
+    xs, ys = np.stack(x_rows), np.stack(y_rows)  # (members, steps)
+    keep = ~np.isnan(ys).any(axis=0)
+    xs, ys = xs[:, keep], ys[:, keep]
+    label = f"{group.label} (mean of {len(group.runs)} seeds, min-max band)"
+    return _Series(label, xs.mean(axis=0), ys.mean(axis=0), ys.min(axis=0), ys.max(axis=0))
+
+
+def _draw(ax: Axes, series: Sequence[_Series], title: str, x_label: str, options: PlotOptions) -> None:
+    for item in series:
+        (line,) = ax.plot(item.x, item.y, label=item.label)
+        if item.low is not None:
+            ax.fill_between(item.x, item.low, item.high, color=line.get_color(), alpha=BAND_ALPHA, linewidth=0)
+    ax.set_title(title)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel("loss (nats/token)")
+    if options.log_x:
+        ax.set_xscale("log")
+    if options.log_y:
+        ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+
+
+def _in_run_order(runs: Sequence[RunSummary], groups: Sequence[SeedGroup]) -> list[RunSummary | SeedGroup]:
+    """Each run alone, or its group in place of its first member."""
+    group_of = {id(run): group for group in groups for run in group.runs}
+    items: list[RunSummary | SeedGroup] = []
+    for run in runs:
+        item = group_of.get(id(run), run)
+        if not any(item is seen for seen in items):
+            items.append(item)
+    return items
+
+
+def plot_losses(
+    runs: Sequence[RunSummary], groups: Sequence[SeedGroup], out_dir: Path, options: PlotOptions
+) -> list[Path]:
+    """Write loss_vs_step.png and loss_vs_time.png (train and validation panels each)."""
+    curves = _in_run_order(runs, groups)
+    written = []
+    for x_label, x_column, file_name in X_AXES:
+        figure = Figure(figsize=(PANEL_INCHES[0] * len(PANELS), PANEL_INCHES[1]), layout="constrained")
+        axes = figure.subplots(1, len(PANELS), squeeze=False)[0]
+        for ax, (title, y_column) in zip(axes, PANELS):
+            series = [_group_series(item, x_column, y_column, options) if isinstance(item, SeedGroup)
+                      else _run_series(item, x_column, y_column, options) for item in curves]
+            _draw(ax, series, title, x_label, options)
+        axes[-1].legend(fontsize="small")
+        path = out_dir / file_name
+        figure.savefig(path, dpi=DPI)
+        written.append(path)
+    return written

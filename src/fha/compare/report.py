@@ -1,0 +1,172 @@
+"""The comparison report as tables of strings, written as Markdown and as one HTML page.
+
+The HTML page embeds the plots as base64 data URIs, so it can be mailed or archived alone;
+the Markdown file links the PNG files next to it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from fha.compare.runs import HELD_OUT_PREFIX, RunSummary, SeedGroup, Spread
+from fha.inspect.layout import describe_attention
+
+MISSING = "—"
+SECONDS_PER_MINUTE = 60
+SECONDS_PER_HOUR = 3600
+SI_STEPS = ((1e9, "B"), (1e6, "M"), (1e3, "K"))
+TITLE = "Run comparison"
+HTML_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; }
+img { max-width: 100%; margin: 1em 0; }
+"""
+
+
+@dataclass(frozen=True)
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+
+
+def format_loss(value: float) -> str:
+    return MISSING if math.isnan(value) else f"{value:.4f}"
+
+
+def format_rate(value: float) -> str:
+    return MISSING if math.isnan(value) else f"{value:,.0f}"
+
+
+def format_si(count: int | None) -> str:
+    """1234567 -> "1.23M"."""
+    if count is None:
+        return MISSING
+    for size, suffix in SI_STEPS:
+        if count >= size:
+            return f"{count / size:.3g}{suffix}"
+    return str(count)
+
+
+def format_duration(seconds: float) -> str:
+    """"45.2 s", "3m 12s", "1h 02m"."""
+    if math.isnan(seconds):
+        return MISSING
+    if seconds < SECONDS_PER_MINUTE:
+        return f"{seconds:.1f} s"
+    if seconds < SECONDS_PER_HOUR:
+        return f"{int(seconds // SECONDS_PER_MINUTE)}m {int(seconds % SECONDS_PER_MINUTE):02d}s"
+    return f"{int(seconds // SECONDS_PER_HOUR)}h {int(seconds % SECONDS_PER_HOUR // SECONDS_PER_MINUTE):02d}m"
+
+
+def _held_out_keys(runs: Sequence[RunSummary]) -> list[str]:
+    """The held-out metric names, in evaluate()'s order, when every run has them."""
+    if not runs or not all(run.held_out for run in runs):
+        return []
+    return [key for key in runs[0].held_out if not key.startswith("num_")]
+
+
+# (header, how to format one run) for the columns that every report has
+RUN_COLUMNS: list[tuple[str, Callable[[RunSummary], str]]] = [
+    ("run", lambda run: run.name),
+    ("attention", lambda run: describe_attention(run.model_config)),
+    ("parameters", lambda run: f"{run.num_parameters:,}"),
+    ("non-embedding", lambda run: f"{run.num_non_embedding:,}"),
+    ("steps", lambda run: f"{run.steps:,}"),
+    ("tokens seen", lambda run: format_si(run.tokens_seen)),
+    ("final val loss", lambda run: format_loss(run.final_val_loss)),
+    ("val perplexity", lambda run: format_loss(run.final_perplexity)),
+]
+SPEED_COLUMNS: list[tuple[str, Callable[[RunSummary], str]]] = [
+    ("tokens/s", lambda run: format_rate(run.tokens_per_s)),
+    ("wall time", lambda run: format_duration(run.wall_time_s)),
+]
+
+
+def runs_table(runs: Sequence[RunSummary]) -> Table:
+    """One row per run."""
+    held_out = _held_out_keys(runs)
+    header = [name for name, _ in RUN_COLUMNS] + [f"held-out {key}" for key in held_out]
+    header += [name for name, _ in SPEED_COLUMNS]
+    rows = []
+    for run in runs:
+        row = [cell(run) for _, cell in RUN_COLUMNS]
+        row += [format_loss(run.held_out[key]) for key in held_out]
+        row += [cell(run) for _, cell in SPEED_COLUMNS]
+        rows.append(row)
+    return Table(header, rows)
+
+
+def format_spread(spread: Spread, fmt: Callable[[float], str]) -> str:
+    """"mean ± std (min–max)"."""
+    return f"{fmt(spread.mean)} ± {fmt(spread.std)} ({fmt(spread.min)}–{fmt(spread.max)})"
+
+
+def groups_table(groups: Sequence[SeedGroup]) -> Table:
+    """One row per seed group: mean ± sample std (min–max) of each metric."""
+    all_runs = [run for group in groups for run in group.runs]
+    metrics: list[tuple[str, str, Callable[[float], str]]] = [
+        ("final val loss", "final_val_loss", format_loss),
+        ("val perplexity", "final_perplexity", format_loss),
+    ]
+    metrics += [(f"held-out {key}", HELD_OUT_PREFIX + key, format_loss) for key in _held_out_keys(all_runs)]
+    metrics += [("tokens/s", "tokens_per_s", format_rate), ("wall time", "wall_time_s", format_duration)]
+    header = ["group", "runs", "seeds"] + [name for name, _, _ in metrics]
+    rows = []
+    for group in groups:
+        seeds = ", ".join(str((run.train_config or {}).get("seed", MISSING)) for run in group.runs)
+        row = [group.label, ", ".join(run.name for run in group.runs), seeds]
+        row += [format_spread(group.spread(metric), fmt) for _, metric, fmt in metrics]
+        rows.append(row)
+    return Table(header, rows)
+
+
+def markdown_table(table: Table) -> str:
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+    return "\n".join([line(table.header), line(["---"] * len(table.header))] + [line(row) for row in table.rows])
+
+
+def _html_table(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in table.header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in table.rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+GROUPS_NOTE = ("Runs with equal model configs whose train configs differ only in `seed`; "
+               "mean ± sample standard deviation (min–max).")
+
+
+def write_markdown(path: Path, runs: Table, groups: Table | None, plots: Sequence[Path], notes: Sequence[str]) -> None:
+    parts = [f"# {TITLE}", ""]
+    if notes:
+        parts += [" ".join(notes), ""]
+    parts += ["## Runs", "", markdown_table(runs), ""]
+    if groups is not None:
+        parts += ["## Seed groups", "", GROUPS_NOTE, "", markdown_table(groups), ""]
+    parts += ["## Loss curves", ""]
+    for plot in plots:
+        parts += [f"![{plot.stem.replace('_', ' ')}]({plot.name})", ""]
+    path.write_text("\n".join(parts))
+
+
+def write_html(path: Path, runs: Table, groups: Table | None, plots: Sequence[Path], notes: Sequence[str]) -> None:
+    parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{TITLE}</title>",
+             f"<style>{HTML_STYLE}</style></head><body>", f"<h1>{TITLE}</h1>"]
+    parts += [f"<p>{html.escape(note)}</p>" for note in notes]
+    parts += ["<h2>Runs</h2>", _html_table(runs)]
+    if groups is not None:
+        parts += ["<h2>Seed groups</h2>", f"<p>{html.escape(GROUPS_NOTE.replace('`', ''))}</p>", _html_table(groups)]
+    parts.append("<h2>Loss curves</h2>")
+    for plot in plots:
+        encoded = base64.b64encode(plot.read_bytes()).decode("ascii")
+        parts.append(f"<img alt=\"{html.escape(plot.stem)}\" src=\"data:image/png;base64,{encoded}\">")
+    parts.append("</body></html>")
+    path.write_text("\n".join(parts) + "\n")

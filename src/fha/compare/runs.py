@@ -1,0 +1,237 @@
+"""What `fha compare` knows about one run, read from its folder, and seed groups of runs.
+
+Only small files are read: model_config.json, train_config.json (optional, read as plain
+JSON so that compare does not depend on the training code) and log_data.csv. Parameter
+counts come from building the model on PyTorch's "meta" device, which allocates nothing.
+
+Seed groups: runs whose model configs are equal and whose train configs are equal in every
+field except ``seed`` are repeats of one experiment. Runs without a train_config.json are
+never grouped, since nothing says how they were trained.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fha.config import ModelConfig
+from fha.errors import FhaError
+from fha.model.gpt import GPT
+from fha.run import LOG_FILE, MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, require_run_dir
+
+STEP, TRAIN_LOSS, VAL_LOSS, TIME, TOKENS_PER_S = "Step", "Train Loss", "Validation Loss", "Time Elapsed", "Tokens/s"
+REQUIRED_COLUMNS = (STEP, TRAIN_LOSS, VAL_LOSS, TIME)
+# Train config fields that size one optimizer step, and the one that repeats differ in.
+BATCH_SIZE, GRAD_ACCUM, SEQ_LEN, SEED = "batch_size", "grad_accum_steps", "seq_len", "seed"
+GROUP_LABEL_TRIM = "-_. "  # stripped from the common prefix of member names
+HELD_OUT_PREFIX = "held_out:"  # metric names of SeedGroup.spread that come from RunSummary.held_out
+
+
+@dataclass(frozen=True)
+class TrainingLog:
+    """The columns of log_data.csv that compare uses, one entry per evaluation."""
+
+    step: np.ndarray  # int64
+    train_loss: np.ndarray  # float64; NaN where a row left it empty
+    val_loss: np.ndarray
+    time_s: np.ndarray
+    tokens_per_s: np.ndarray  # all NaN when the log has no Tokens/s column
+
+    def after(self, first_step: float) -> TrainingLog:
+        """The rows with step >= first_step."""
+        keep = self.step >= first_step
+        return TrainingLog(*(column[keep] for column in (self.step, self.train_loss, self.val_loss, self.time_s,
+                                                          self.tokens_per_s)))
+
+
+def read_log(path: Path) -> TrainingLog:
+    """Parse log_data.csv; a missing file, missing column or unreadable number is an FhaError."""
+    if not path.is_file():
+        raise FhaError(f"{path.parent}: no {path.name} (the run has not logged an evaluation yet)")
+    try:
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            columns = [name.strip() for name in reader.fieldnames or []]
+            missing = [name for name in REQUIRED_COLUMNS if name not in columns]
+            if missing:
+                raise FhaError(f"{path}: corrupt log (missing column {', '.join(missing)})")
+            rows = [{key.strip(): value for key, value in row.items() if key is not None} for row in reader]
+    except UnicodeDecodeError as err:
+        raise FhaError(f"{path}: corrupt log (not text: {err})") from None
+    if not rows:
+        raise FhaError(f"{path}: the log has no rows")
+    values = {name: np.empty(len(rows)) for name in (*REQUIRED_COLUMNS, TOKENS_PER_S)}
+    for line, row in enumerate(rows, start=2):  # line 1 is the header
+        for name, column in values.items():
+            column[line - 2] = _number(row.get(name), path, line, name, required=name == STEP)
+    return TrainingLog(values[STEP].astype(np.int64), values[TRAIN_LOSS], values[VAL_LOSS], values[TIME],
+                       values[TOKENS_PER_S])
+
+
+def _number(text: str | None, path: Path, line: int, column: str, required: bool) -> float:
+    if text is None or not text.strip():
+        if required:
+            raise FhaError(f"{path}:{line}: corrupt log (no {column})")
+        return math.nan
+    try:
+        return float(text)
+    except ValueError:
+        raise FhaError(f"{path}:{line}: corrupt log ({column} is {text.strip()!r}, not a number)") from None
+
+
+@dataclass
+class RunSummary:
+    """One run as compare reports it."""
+
+    name: str
+    path: Path
+    model_config: ModelConfig
+    train_config: dict[str, Any] | None
+    log: TrainingLog
+    num_parameters: int
+    num_non_embedding: int
+    held_out: dict[str, float] = field(default_factory=dict)  # evaluate() metrics when --data is given
+
+    @property
+    def final_val_loss(self) -> float:
+        """The last logged validation loss (NaN if none was logged)."""
+        logged = self.log.val_loss[~np.isnan(self.log.val_loss)]
+        return float(logged[-1]) if len(logged) else math.nan
+
+    @property
+    def final_perplexity(self) -> float:
+        return math.exp(self.final_val_loss) if not math.isnan(self.final_val_loss) else math.nan
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps done: the step of the last log row."""
+        return int(self.log.step[-1])
+
+    @property
+    def tokens_per_step(self) -> int | None:
+        """batch_size x grad_accum_steps x sequence length, or None without a train config.
+
+        The sequence length is the train config's ``seq_len`` when it has one, else the
+        model's ``max_seq_len`` (training windows fill the context).
+        """
+        if self.train_config is None or BATCH_SIZE not in self.train_config:
+            return None
+        seq_len = self.train_config.get(SEQ_LEN, self.model_config.max_seq_len)
+        return int(self.train_config[BATCH_SIZE]) * int(self.train_config.get(GRAD_ACCUM, 1)) * int(seq_len)
+
+    @property
+    def tokens_seen(self) -> int | None:
+        per_step = self.tokens_per_step
+        return None if per_step is None else per_step * self.steps
+
+    @property
+    def wall_time_s(self) -> float:
+        return float(self.log.time_s[-1])
+
+    @property
+    def tokens_per_s(self) -> float:
+        """The mean of the log's Tokens/s column; without it, tokens seen / wall time."""
+        logged = self.log.tokens_per_s[~np.isnan(self.log.tokens_per_s)]
+        if len(logged):
+            return float(logged.mean())
+        if self.tokens_seen is None or not self.wall_time_s > 0:
+            return math.nan
+        return self.tokens_seen / self.wall_time_s
+
+    def experiment_key(self) -> str | None:
+        """Equal for runs that differ only in their seed; None for runs never grouped."""
+        if self.train_config is None:
+            return None
+        train = {key: value for key, value in self.train_config.items() if key != SEED}
+        return json.dumps([self.model_config.to_dict(), train], sort_keys=True, default=str)
+
+
+def load_summary(path: str | Path, name: str | None = None) -> RunSummary:
+    """Read a run folder (model_config.json, model.safetensors, log_data.csv; train_config.json optional)."""
+    path = require_run_dir(path)
+    config = ModelConfig.from_json(path / MODEL_CONFIG_FILE)
+    train_config = _read_train_config(path / TRAIN_CONFIG_FILE)
+    log = read_log(path / LOG_FILE)
+    with torch.device("meta"):  # counts parameters without allocating them
+        model = GPT(config)
+    return RunSummary(
+        name=name if name is not None else path.resolve().name,
+        path=path,
+        model_config=config,
+        train_config=train_config,
+        log=log,
+        num_parameters=model.num_parameters(),
+        num_non_embedding=model.num_parameters(non_embedding=True),
+    )
+
+
+def _read_train_config(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise FhaError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise FhaError(f"{path}: expected a JSON object of train config fields")
+    return data
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Mean and spread of one metric over the runs of a seed group."""
+
+    mean: float
+    std: float  # sample standard deviation (n - 1 in the denominator)
+    min: float
+    max: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        array = np.asarray(values, dtype=np.float64)
+        std = float(array.std(ddof=1)) if len(array) > 1 else 0.0
+        return cls(float(array.mean()), std, float(array.min()), float(array.max()))
+
+
+@dataclass
+class SeedGroup:
+    """Runs of one experiment with different seeds (two or more)."""
+
+    label: str
+    runs: list[RunSummary]
+
+    def spread(self, metric: str) -> Spread:
+        """Spread of a RunSummary attribute (``"final_val_loss"``) or held-out metric (``"held_out:loss"``)."""
+        return Spread.of([_metric(run, metric) for run in self.runs])
+
+
+def _metric(run: RunSummary, metric: str) -> float:
+    if metric.startswith(HELD_OUT_PREFIX):
+        return run.held_out[metric.removeprefix(HELD_OUT_PREFIX)]
+    return float(getattr(run, metric))
+
+
+def seed_groups(runs: Sequence[RunSummary]) -> list[SeedGroup]:
+    """Groups of two or more runs with the same `experiment_key`, in the order of their first run."""
+    members: dict[str, list[RunSummary]] = {}
+    for run in runs:
+        key = run.experiment_key()
+        if key is not None:
+            members.setdefault(key, []).append(run)
+    return [SeedGroup(group_label([run.name for run in group]), group) for group in members.values()
+            if len(group) > 1]
+
+
+def group_label(names: Sequence[str]) -> str:
+    """The names' common prefix ("fha-seed" for fha-seed1, fha-seed2), else the first name and a count."""
+    prefix = os.path.commonprefix(list(names)).rstrip(GROUP_LABEL_TRIM)
+    return prefix if prefix else f"{names[0]} (+{len(names) - 1})"

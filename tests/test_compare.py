@@ -1,0 +1,196 @@
+"""fha compare: plots, Markdown and HTML reports, table values, seed groups, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fha import GPT, ModelConfig, Tokenizer
+from fha.cli import main
+from fha.cli.compare import parse_skip_first
+from fha.compare import PlotOptions, compare_runs, load_summary, read_log, seed_groups
+from fha.compare.plots import first_kept_step
+from fha.run import LOG_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE, save_weights
+
+HEADER = "Step,Learning Rate,Train Loss,Validation Loss,Perplexity,Time Elapsed,Tokens/s"
+BASE_MODEL = {"dim": 32, "vocab_size": 50, "num_layers": 1, "max_seq_len": 16, "num_q_heads": 2, "head_dim": 16}
+BASE_TRAIN = {"batch_size": 4, "grad_accum_steps": 2, "max_iters": 30, "lr_max": 0.01, "seed": 0}
+STEPS = (0, 10, 20, 30)
+LINES = ["Once upon a time there was a cat.", "The cat sat on a mat and was happy."]
+
+
+def write_log(directory: Path, final_val: float, seconds_per_step: float = 0.5, tokens_per_s: float = 1000.0) -> None:
+    """Losses fall linearly to final_val at the last step; one row per evaluation."""
+    rows = [HEADER]
+    for i, step in enumerate(STEPS):
+        val = final_val + (len(STEPS) - 1 - i) * 0.5
+        train = val - 0.1
+        rows.append(f"{step},0.01,{train},{val},{math.exp(val)},{step * seconds_per_step},{tokens_per_s}")
+    (directory / LOG_FILE).write_text("\n".join(rows) + "\n")
+
+
+def make_run(directory: Path, final_val: float, *, train: dict | None = None, tokenizer: Tokenizer | None = None,
+             **model_changes) -> Path:
+    torch.manual_seed(0)
+    changes = {**model_changes, **({"vocab_size": tokenizer.vocab_size} if tokenizer else {})}
+    save_weights(GPT(ModelConfig(**{**BASE_MODEL, **changes})), directory)
+    if train is not None:
+        (directory / TRAIN_CONFIG_FILE).write_text(json.dumps({**BASE_TRAIN, **train}))
+    if tokenizer is not None:
+        tokenizer.save(directory / TOKENIZER_FILE)
+    write_log(directory, final_val)
+    return directory
+
+
+@pytest.fixture
+def runs(tmp_path) -> list[Path]:
+    """Three seeds of one FHA experiment, an MHA run and a bare run without train config."""
+    return [
+        make_run(tmp_path / "fha-seed1", 2.0, train={"seed": 1}),
+        make_run(tmp_path / "fha-seed2", 2.2, train={"seed": 2}),
+        make_run(tmp_path / "mha", 2.5, train={"seed": 1}, attention="mha"),
+        make_run(tmp_path / "fha-seed3", 2.7, train={"seed": 3}),
+        make_run(tmp_path / "bare", 3.0),
+    ]
+
+
+def test_cli_writes_plots_and_reports(runs, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["compare", *map(str, runs), "--out", str(out), "--log-y", "--skip-first", "0.2"]) == 0
+    for name in ("loss_vs_step.png", "loss_vs_time.png", "report.md", "report.html"):
+        assert (out / name).stat().st_size > 0
+    page = (out / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 2 and "<img" in page
+    assert "fha-seed" in page and "mha" in page
+    markdown = (out / "report.md").read_text()
+    assert "![loss vs step](loss_vs_step.png)" in markdown and "## Seed groups" in markdown
+    assert "first 20% of each run's steps" in markdown
+    stdout = capsys.readouterr().out
+    assert "| run | attention | parameters |" in stdout and f"wrote {out / 'report.html'}" in stdout
+
+
+def row_of(markdown: str, name: str) -> list[str]:
+    line = next(line for line in markdown.splitlines() if line.startswith(f"| {name} |"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_table_values_match_the_runs(runs, tmp_path):
+    comparison = compare_runs(runs, tmp_path / "out")
+    markdown = comparison.markdown.read_text()
+    header = row_of(markdown, "run")
+    for path, final_val in zip(runs, (2.0, 2.2, 2.5, 2.7, 3.0)):
+        cells = dict(zip(header, row_of(markdown, path.name)))
+        config = ModelConfig.from_json(path / "model_config.json")
+        model = GPT(config)
+        assert cells["parameters"] == f"{model.num_parameters():,}"
+        assert cells["non-embedding"] == f"{model.num_parameters(non_embedding=True):,}"
+        assert cells["final val loss"] == f"{final_val:.4f}"
+        assert cells["val perplexity"] == f"{math.exp(final_val):.4f}"
+        assert cells["steps"] == "30" and cells["wall time"] == "15.0 s" and cells["tokens/s"] == "1,000"
+    fha = dict(zip(header, row_of(markdown, "fha-seed1")))
+    assert fha["attention"].startswith("fha (split 2, scale subhead; 2 levels, sub-heads 16/8")
+    assert dict(zip(header, row_of(markdown, "mha")))["attention"].startswith("mha")
+    first = comparison.runs[0]
+    assert first.tokens_seen == 30 * 4 * 2 * 16  # steps x batch x grad_accum x max_seq_len
+    assert fha["tokens seen"] == "3.84K"
+    assert dict(zip(header, row_of(markdown, "bare")))["tokens seen"] == "—"
+
+
+def test_seed_groups_hold_only_runs_that_differ_in_seed(runs, tmp_path):
+    different_lr = make_run(tmp_path / "fha-lr", 2.1, train={"seed": 4, "lr_max": 0.02})
+    summaries = [load_summary(path) for path in [*runs, different_lr]]
+    groups = seed_groups(summaries)
+    assert len(groups) == 1
+    group = groups[0]
+    assert group.label == "fha-seed" and [run.name for run in group.runs] == ["fha-seed1", "fha-seed2", "fha-seed3"]
+    spread = group.spread("final_val_loss")
+    values = np.array([2.0, 2.2, 2.7])
+    assert spread.mean == pytest.approx(values.mean())
+    assert spread.std == pytest.approx(math.sqrt(((values - values.mean()) ** 2).sum() / 2))
+    assert (spread.min, spread.max) == pytest.approx((2.0, 2.7))
+
+
+def test_group_row_shows_mean_and_spread(runs, tmp_path):
+    comparison = compare_runs(runs, tmp_path / "out", names=["a1", "a2", "m", "a3", "b"])
+    markdown = comparison.markdown.read_text()
+    header = row_of(markdown, "group")
+    cells = dict(zip(header, row_of(markdown, "a")))
+    assert cells["runs"] == "a1, a2, a3" and cells["seeds"] == "1, 2, 3"
+    assert cells["final val loss"] == "2.3000 ± 0.3606 (2.0000–2.7000)"
+    assert row_of(markdown, "m")[0] == "m"
+
+
+def test_held_out_metrics_with_data(tmp_path):
+    tokenizer = Tokenizer.train(LINES, 40)
+    data = tmp_path / "held_out.txt"
+    data.write_text("\n\n".join(LINES) + "\n")
+    runs = [make_run(tmp_path / f"s{seed}", 2.0 + seed, train={"seed": seed}, tokenizer=tokenizer) for seed in (1, 2)]
+    comparison = compare_runs(runs, tmp_path / "out", data=str(data))
+    for run in comparison.runs:
+        assert set(run.held_out) >= {"loss", "perplexity", "bits_per_byte", "top1_accuracy", "top5_accuracy"}
+        assert run.held_out["perplexity"] == pytest.approx(math.exp(run.held_out["loss"]))
+    markdown = comparison.markdown.read_text()
+    assert "held-out loss" in markdown and "held-out bits_per_byte" in markdown
+    header = row_of(markdown, "run")
+    assert dict(zip(header, row_of(markdown, "s1")))["held-out loss"] == f"{comparison.runs[0].held_out['loss']:.4f}"
+
+
+def check_error(argv: list[str], message: str, capsys) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fha: error: ") and message in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_names_count_mismatch_is_an_error(runs, tmp_path, capsys):
+    check_error(["compare", *map(str, runs[:2]), "--out", str(tmp_path / "o"), "--names", "x"],
+                "--names gives 1 names for 2 runs", capsys)
+
+
+def test_folders_that_are_not_runs_are_errors(runs, tmp_path, capsys):
+    out = str(tmp_path / "o")
+    (tmp_path / "empty").mkdir()
+    check_error(["compare", str(runs[0]), str(tmp_path / "empty"), "--out", out], "empty: not a run folder", capsys)
+    check_error(["compare", str(tmp_path / "missing"), "--out", out], "missing: no such run folder", capsys)
+    (runs[1] / LOG_FILE).unlink()
+    check_error(["compare", str(runs[1]), "--out", out], "fha-seed2: no log_data.csv", capsys)
+    (runs[2] / LOG_FILE).write_text(HEADER + "\n10,0.01,tensor(2.0),2.1,8.1,5.0,100\n")
+    check_error(["compare", str(runs[2]), "--out", out], "log_data.csv:2: corrupt log (Train Loss is 'tensor(2.0)'", capsys)
+    (runs[3] / LOG_FILE).write_text("Step,Train Loss\n1,2.0\n")
+    check_error(["compare", str(runs[3]), "--out", out], "corrupt log (missing column Validation Loss, Time Elapsed)",
+                capsys)
+    (runs[0] / TRAIN_CONFIG_FILE).write_text("{not json")
+    check_error(["compare", str(runs[0]), "--out", out], "train_config.json: not valid JSON", capsys)
+
+
+def test_log_without_tokens_column_and_with_empty_cells(tmp_path):
+    run = make_run(tmp_path / "old", 2.0, train={})
+    (run / LOG_FILE).write_text("Step,Learning Rate,Train Loss,Validation Loss,Perplexity,Time Elapsed\n"
+                                "0,0.1,4.0,,,0\n10,0.1,3.0,3.5,33.1,20\n")
+    summary = load_summary(run)
+    assert summary.final_val_loss == 3.5 and summary.steps == 10
+    assert summary.tokens_per_s == pytest.approx(10 * 4 * 2 * 16 / 20)
+    assert math.isnan(read_log(run / LOG_FILE).val_loss[0])
+
+
+def test_skip_first_values(tmp_path):
+    log = read_log(make_run(tmp_path / "r", 2.0) / LOG_FILE)
+    assert list(log.after(first_kept_step(log, 0.5)).step) == [20, 30]
+    assert list(log.after(first_kept_step(log, 10)).step) == [10, 20, 30]
+    assert list(log.after(first_kept_step(log, 0)).step) == list(STEPS)
+    assert parse_skip_first("0.1") == 0.1 and parse_skip_first("100") == 100
+    for bad in ("-1", "1.5", "many"):
+        with pytest.raises(Exception, match="expected"):
+            parse_skip_first(bad)
+
+
+def test_plot_options_log_axes_and_group_band(runs, tmp_path):
+    options = PlotOptions(log_x=True, log_y=True, skip_first=10)
+    comparison = compare_runs(runs, tmp_path / "out", options=options)
+    assert [path.name for path in comparison.plots] == ["loss_vs_step.png", "loss_vs_time.png"]
+    assert all(path.stat().st_size > 0 for path in comparison.plots)
