@@ -34,7 +34,8 @@ class _Norm(nn.Module):
 
 class RMSNorm(_Norm):
     def forward(self, x: Tensor) -> Tensor:
-        return self._affine(F.rms_norm(x, x.shape[-1:], eps=self.eps))
+        x = F.rms_norm(x, x.shape[-1:], self.weight, eps=self.eps)
+        return x if self.bias is None else x + self.bias
 
 
 class LayerNorm(_Norm):
