@@ -1,8 +1,12 @@
 """fha: Fractal-Head Attention for small GPT language models."""
 
+from fha.compare import compare_runs
+from fha.completion import Completion, complete
 from fha.config import ModelConfig
 from fha.errors import FhaError
+from fha.evaluate import EvalResult, evaluate
 from fha.generation import generate
+from fha.inspect import attention_maps, trace_shapes
 from fha.model.attention import fractal_attention, grouped_attention
 from fha.model.gpt import GPT
 from fha.model.kv_cache import KVCache
@@ -11,12 +15,19 @@ from fha.tokenizer import Tokenizer
 
 __all__ = [
     "GPT",
+    "Completion",
+    "EvalResult",
     "FhaError",
     "KVCache",
     "ModelConfig",
     "Tokenizer",
+    "attention_maps",
+    "compare_runs",
+    "complete",
+    "evaluate",
     "fractal_attention",
     "generate",
     "grouped_attention",
     "load_run",
+    "trace_shapes",
 ]

@@ -14,7 +14,7 @@ import sys
 
 from fha.errors import FhaError
 
-COMMAND_MODULES = ("tokenizer", "generate", "eval", "compare", "inspect")
+COMMAND_MODULES = ("tokenizer", "train", "schedule", "generate", "eval", "compare", "inspect")
 
 log = logging.getLogger("fha")
 

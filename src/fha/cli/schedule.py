@@ -1,0 +1,36 @@
+"""``fha schedule``: print (and plot) the learning-rate schedule of an experiment."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fha.train.presets import (
+    build_configs,
+    load_experiment,
+    merge,
+    parse_overrides,
+    preset_names,
+)
+from fha.train.schedule import LRSchedule, plot_schedule
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("schedule", help="show the learning-rate schedule of a preset or config")
+    parser.add_argument("--preset", metavar="NAME", help=f"one of: {', '.join(preset_names())}")
+    parser.add_argument("--config", type=Path, metavar="FILE.toml", help="an experiment file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a setting (repeatable), e.g. --set max_iters=5000")
+    parser.add_argument("--plot", type=Path, metavar="IMAGE", help="draw the schedule into this file (.png, .svg, .pdf)")
+    parser.set_defaults(func=run_schedule)
+
+
+def run_schedule(args: argparse.Namespace) -> int:
+    tables = merge(load_experiment(args.preset, args.config), parse_overrides(args.overrides))
+    _, train_config = build_configs(tables)
+    schedule = LRSchedule.from_config(train_config)
+    print(schedule.describe())
+    if args.plot is not None:
+        plot_schedule(schedule, args.plot, title=f"learning rate: {args.preset or args.config}")
+        print(f"wrote {args.plot}")
+    return 0

@@ -1,0 +1,182 @@
+"""Checkpoints: ``RUN_DIR/checkpoints/step-N/``, written atomically, read with one-line errors.
+
+A checkpoint folder holds everything a resume needs and is itself a loadable run folder::
+
+    model.safetensors     weights after N optimiser steps
+    model_config.json     ModelConfig
+    train_config.json     TrainConfig
+    tokenizer.json        the run's tokenizer
+    training_state.pt     step, optimizer, RNG states, batch sampler position, data sources,
+                          elapsed time (tensors and plain Python values only: loaded with
+                          ``torch.load(weights_only=True)``)
+
+It is first written under a hidden temporary name in the same folder and then renamed, so
+a crash while writing leaves no folder that looks like a checkpoint; leftovers of such a
+crash are removed by the next save.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+
+from fha.config import ModelConfig
+from fha.errors import FhaError
+from fha.model.gpt import GPT
+from fha.run import (
+    CHECKPOINTS_DIR,
+    MODEL_CONFIG_FILE,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    TRAIN_CONFIG_FILE,
+)
+from fha.tokenizer import Tokenizer
+from fha.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "training_state.pt"
+CHECKPOINT_PREFIX = "step-"
+_CHECKPOINT_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
+_TEMP_MARK = ".tmp-"
+_OLD_MARK = ".old-"
+REQUIRED_FILES = (MODEL_FILE, MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, TOKENIZER_FILE, STATE_FILE)
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read back from disk; the weights are applied with `load_weights_into`."""
+
+    path: Path
+    step: int
+    model_config: ModelConfig
+    train_config: TrainConfig
+    tokenizer: Tokenizer
+    state: dict[str, Any]
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder the checkpoint belongs to (``RUN_DIR/checkpoints/step-N``)."""
+        return self.path.parent.parent
+
+    def load_weights_into(self, model: GPT) -> None:
+        weights = self.path / MODEL_FILE
+        try:
+            missing, unexpected = load_model(model, str(weights), strict=False)
+        except (SafetensorError, OSError, RuntimeError, ValueError) as err:
+            raise FhaError(f"{weights}: corrupt checkpoint weights ({_one_line(err)})") from None
+        if missing or unexpected:
+            raise FhaError(f"{weights}: weights do not match the checkpoint's model_config.json")
+
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINTS_DIR / f"{CHECKPOINT_PREFIX}{step}"
+
+
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    *,
+    model: GPT,
+    train_config: TrainConfig,
+    tokenizer: Tokenizer,
+    state: dict[str, Any],
+) -> Path:
+    """Write ``checkpoints/step-{step}`` atomically (replacing one of the same step) and return it."""
+    final = checkpoint_path(run_dir, step)
+    parent = final.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(parent)
+    temp = parent / f".{final.name}{_TEMP_MARK}{os.getpid()}"
+    shutil.rmtree(temp, ignore_errors=True)
+    temp.mkdir()
+    save_model(model, str(temp / MODEL_FILE))
+    model.config.to_json(temp / MODEL_CONFIG_FILE)
+    train_config.to_json(temp / TRAIN_CONFIG_FILE)
+    tokenizer.save(temp / TOKENIZER_FILE)
+    torch.save({**state, "step": step}, temp / STATE_FILE)
+    _sync_folder(temp)
+    if final.exists():
+        old = parent / f".{final.name}{_OLD_MARK}{os.getpid()}"
+        os.replace(final, old)
+        os.replace(temp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(temp, final)
+    log.debug("wrote checkpoint %s", final)
+    return final
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush the files' contents to disk before the rename makes the checkpoint visible."""
+    for path in folder.iterdir():
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def _remove_leftovers(folder: Path) -> None:
+    for entry in folder.iterdir():
+        if entry.name.startswith(".") and (_TEMP_MARK in entry.name or _OLD_MARK in entry.name):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of the complete checkpoints of a run, oldest first."""
+    folder = Path(run_dir) / CHECKPOINTS_DIR
+    if not folder.is_dir():
+        return []
+    found = []
+    for entry in folder.iterdir():
+        match = _CHECKPOINT_NAME.match(entry.name)
+        if match and entry.is_dir():
+            found.append((int(match.group(1)), entry))
+    return sorted(found)
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder itself, or the latest checkpoint of a run folder."""
+    path = Path(path)
+    if not path.exists():
+        raise FhaError(f"{path}: no such checkpoint or run folder")
+    if not path.is_dir():
+        raise FhaError(f"{path}: not a checkpoint (expected a run folder or its checkpoints/step-N folder)")
+    if (path / STATE_FILE).exists() or _CHECKPOINT_NAME.match(path.name):
+        return path
+    checkpoints = list_checkpoints(path)
+    if not checkpoints:
+        raise FhaError(f"{path}: no checkpoint to resume from (no {CHECKPOINTS_DIR}/{CHECKPOINT_PREFIX}N folder)")
+    return checkpoints[-1][1]
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint (a folder, or the latest of a run folder); every problem is an FhaError."""
+    folder = find_checkpoint(path)
+    for name in REQUIRED_FILES:
+        if not (folder / name).is_file():
+            raise FhaError(f"{folder}: incomplete checkpoint (no {name})")
+    model_config = ModelConfig.from_json(folder / MODEL_CONFIG_FILE)
+    train_config = TrainConfig.from_json(folder / TRAIN_CONFIG_FILE)
+    tokenizer = Tokenizer.load(folder / TOKENIZER_FILE)
+    state_file = folder / STATE_FILE
+    try:
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
+        raise FhaError(f"{state_file}: corrupt checkpoint ({_one_line(err)})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise FhaError(f"{state_file}: corrupt checkpoint (no step recorded)")
+    return Checkpoint(folder, state["step"], model_config, train_config, tokenizer, state)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) < 200 else text[:197] + "..."

@@ -1,0 +1,103 @@
+"""`TrainConfig`: everything about a training run that is not the model's architecture.
+
+The learning-rate schedule is the original project's: a linear warmup from `lr_init` to
+`lr_max`, then `num_restarts + 1` annealing cycles from `lr_max` down to `lr_min` (warm
+restarts, each `T_mult` times longer than the one before, together filling the span up to
+the final flat part), then `final_flat_iters` steps at `lr_min`. `warmup_iters` and
+`final_flat_iters` default to fixed fractions of `max_iters` (None means "the default
+fraction"), so changing `max_iters` alone rescales the whole schedule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from fha.config import ConfigBase, require_choice, require_positive, require_probability
+
+ANNEAL_TYPES = ("cos", "lin")
+BATCHING_MODES = ("packed", "padded")
+DEFAULT_WARMUP_FRACTION = 0.05
+DEFAULT_FINAL_FLAT_FRACTION = 0.3
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclasses.dataclass
+class TrainConfig(ConfigBase):
+    """Optimiser, schedule, batching, evaluation and checkpointing of one run.
+
+    One optimiser step sees ``batch_size * grad_accum_steps * world_size`` sequences;
+    `batch_size` is per process and per micro-batch.
+    """
+
+    batch_size: int = 32
+    max_iters: int = 1000
+    grad_accum_steps: int = 1
+    lr_init: float = 1e-5
+    lr_max: float = 1e-2
+    lr_min: float = 1e-4
+    warmup_iters: int | None = None
+    anneal_type: str = "cos"
+    num_restarts: int = 0
+    T_mult: float = 2.0
+    final_flat_iters: int | None = None
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-8
+    grad_clip: float | None = 1.0
+    eval_interval: int = 100
+    eval_samples: int = 20
+    checkpoint_interval: int = 500
+    seed: int = 0
+    batching: str = "packed"
+    val_fraction: float = 0.05
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        require_positive(self, "batch_size", "max_iters", "grad_accum_steps", "eval_interval", "eval_samples",
+                         "checkpoint_interval", "T_mult")
+        for name in ("lr_init", "lr_max", "lr_min", "adam_eps"):
+            value = getattr(self, name)
+            _require(math.isfinite(value) and value > 0, f"{name} must be a positive number, got {value!r}")
+        _require(self.lr_min <= self.lr_max, f"lr_min ({self.lr_min}) must not exceed lr_max ({self.lr_max})")
+        _require(self.lr_init <= self.lr_max, f"lr_init ({self.lr_init}) must not exceed lr_max ({self.lr_max})")
+        require_choice(self, "anneal_type", ANNEAL_TYPES)
+        require_choice(self, "batching", BATCHING_MODES)
+        _require(self.num_restarts >= 0, f"num_restarts must be 0 or more, got {self.num_restarts}")
+        _require(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+                 f"weight_decay must be 0 or more, got {self.weight_decay!r}")
+        require_probability(self, "adam_beta1")
+        require_probability(self, "adam_beta2")
+        if self.grad_clip is not None:
+            _require(self.grad_clip > 0, f"grad_clip must be positive or None (no clipping), got {self.grad_clip!r}")
+        _require(0.0 < self.val_fraction < 1.0, f"val_fraction must be between 0 and 1, got {self.val_fraction!r}")
+        for name in ("warmup_iters", "final_flat_iters"):
+            value = getattr(self, name)
+            _require(value is None or value >= 0, f"{name} must be 0 or more (or None for the default), got {value}")
+        anneal = self.max_iters - self.warmup_steps - self.final_flat_steps
+        _require(
+            anneal >= self.num_restarts + 1,
+            f"warmup_iters ({self.warmup_steps}) + final_flat_iters ({self.final_flat_steps}) leave {anneal} of "
+            f"max_iters={self.max_iters} steps for {self.num_restarts + 1} annealing cycles; lower them or raise "
+            "max_iters",
+        )
+
+    @property
+    def warmup_steps(self) -> int:
+        """`warmup_iters`, or its default fraction of `max_iters`."""
+        if self.warmup_iters is not None:
+            return self.warmup_iters
+        return int(DEFAULT_WARMUP_FRACTION * self.max_iters)
+
+    @property
+    def final_flat_steps(self) -> int:
+        """`final_flat_iters`, or its default fraction of `max_iters`."""
+        if self.final_flat_iters is not None:
+            return self.final_flat_iters
+        return int(DEFAULT_FINAL_FLAT_FRACTION * self.max_iters)

@@ -1,0 +1,69 @@
+"""The run's data: documents, the tokenizer, and the cached token arrays of both splits.
+
+Token arrays are cached under ``$FHA_CACHE_DIR/tokens`` (default ``~/.cache/fha/tokens``),
+one entry per split, source and tokenizer, so runs on the same data share them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from fha.data import TokenData, describe_source, load_splits, prepare_tokens
+from fha.data.sources import TINYSTORIES
+from fha.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "FHA_CACHE_DIR"
+DEFAULT_CACHE_DIR = Path("~/.cache/fha")
+SPLITS = ("train", "val")
+SOURCE_HASH_CHARS = 12
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the documents come from and how a single file is split."""
+
+    source: str
+    val_source: str | None
+    val_fraction: float
+    seed: int
+
+    def describe(self, split: str) -> str:
+        """Identifies the documents of `split`: changes when the files or the split change."""
+        if self.source == TINYSTORIES:
+            return f"{TINYSTORIES} {split}"
+        if self.val_source is not None:
+            return describe_source(self.source if split == "train" else self.val_source)
+        return f"{describe_source(self.source)} [{split} of val_fraction={self.val_fraction} seed={self.seed}]"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR).expanduser()
+
+
+def read_documents(spec: DataSpec) -> dict[str, list[str]]:
+    splits = load_splits(spec.source, spec.val_source, val_fraction=spec.val_fraction, seed=spec.seed)
+    log.info("data: %d training and %d validation documents", len(splits["train"]), len(splits["val"]))
+    return splits
+
+
+def train_tokenizer(documents: list[str], vocab_size: int) -> Tokenizer:
+    log.info("training a tokenizer of %d tokens on %d documents", vocab_size, len(documents))
+    return Tokenizer.train(documents, vocab_size)
+
+
+def tokenize_splits(documents: dict[str, list[str]], tokenizer: Tokenizer, spec: DataSpec) -> dict[str, TokenData]:
+    """Both splits as token arrays, from the cache when it is still valid."""
+    folder = cache_root() / "tokens"
+    result = {}
+    for split in SPLITS:
+        description = spec.describe(split)
+        digest = hashlib.sha256(description.encode("utf-8")).hexdigest()[:SOURCE_HASH_CHARS]
+        name = f"{split}-{tokenizer.fingerprint}-{digest}"
+        result[split] = prepare_tokens(documents[split], tokenizer, folder, name, description)
+    return result

@@ -1,0 +1,52 @@
+"""``log_data.csv``: one row per evaluation, plain numbers, kept consistent across resumes."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+COLUMNS = ("Step", "Learning Rate", "Train Loss", "Validation Loss", "Perplexity", "Time Elapsed", "Tokens/s")
+
+
+def _format(value: float) -> str:
+    """Integers as integers; floats with full precision (repr), so a resumed run can be compared exactly."""
+    return str(value) if isinstance(value, int) else repr(float(value))
+
+
+class LogBook:
+    """Appends rows to a CSV file; rank 0 only."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def start(self, previous: Path | None = None, up_to_step: int | None = None) -> None:
+        """Begin the file: empty, or the rows of `previous` with Step <= `up_to_step` (a resume).
+
+        Rows after the resumed step came from the interrupted run and are replaced by the new ones.
+        """
+        rows: list[list[str]] = []
+        if previous is not None and previous.is_file():
+            with open(previous, newline="") as handle:
+                reader = csv.reader(handle)
+                header = next(reader, None)
+                if header == list(COLUMNS):
+                    rows = [row for row in reader if row and int(row[0]) <= (up_to_step or 0)]
+        temp = self.path.with_name(self.path.name + ".tmp")
+        with open(temp, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(COLUMNS)
+            writer.writerows(rows)
+        os.replace(temp, self.path)
+
+    def append(self, step: int, lr: float, train_loss: float, val_loss: float, perplexity: float,
+               elapsed: float, tokens_per_s: float) -> None:
+        values = (step, lr, train_loss, val_loss, perplexity, elapsed, tokens_per_s)
+        with open(self.path, "a", newline="") as handle:
+            csv.writer(handle).writerow([_format(v) for v in values])
+
+
+def read_log(path: str | Path) -> list[dict[str, float]]:
+    """The rows of a log_data.csv as numbers keyed by column name."""
+    with open(path, newline="") as handle:
+        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]

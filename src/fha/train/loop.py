@@ -1,0 +1,411 @@
+"""The training loop: `train(request)` turns configs and data into a run folder.
+
+One optimiser step (index ``s``, 0-based) takes ``grad_accum_steps`` micro-batches of
+``batch_size`` sequences per process, averages their losses, clips the gradient norm and
+applies AdamW at the rate ``schedule(s)``. After it, ``step = s + 1`` updates are done;
+a row goes into log_data.csv when ``step`` is a multiple of `eval_interval` (and at 0 and
+at the end), and a checkpoint is written when it is a multiple of `checkpoint_interval`
+(and at the end, and on Ctrl-C). Everything the next step depends on is in the checkpoint,
+so resuming from ``step-N`` on CPU reproduces the uninterrupted run's numbers exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from fha.config import ModelConfig
+from fha.data import IGNORE_INDEX, PackedBatches, PaddedBatches, TokenData
+from fha.device import autocast, setup_device
+from fha.errors import FhaError
+from fha.model.gpt import GPT
+from fha.run import (
+    CHECKPOINTS_DIR,
+    LOG_FILE,
+    MODEL_CONFIG_FILE,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    TRAIN_CONFIG_FILE,
+    save_weights,
+)
+from fha.tokenizer import Tokenizer
+from fha.train import distributed as dist_util
+from fha.train.checkpoint import Checkpoint, list_checkpoints, save_checkpoint
+from fha.train.config import TrainConfig
+from fha.train.corpus import DataSpec, read_documents, tokenize_splits, train_tokenizer
+from fha.train.distributed import DistInfo
+from fha.train.logbook import LogBook
+from fha.train.optim import make_optimizer, set_learning_rate
+from fha.train.schedule import LRSchedule
+
+log = logging.getLogger(__name__)
+
+EVAL_SEED_OFFSET = 1_000_003  # evaluation windows are drawn apart from the training stream
+RUN_ARTEFACTS = (MODEL_FILE, MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, TOKENIZER_FILE, LOG_FILE, CHECKPOINTS_DIR)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SPEED_SMOOTHING = 0.9  # weight of the running average of tokens/s shown in the progress bar
+
+
+class TrainingDiverged(FhaError):
+    """The loss or the gradient norm stopped being a finite number."""
+
+
+@dataclass
+class TrainRequest:
+    """Everything `train` needs; the CLI builds one from its arguments.
+
+    `tokenizer`: use this one (its vocabulary size becomes the model's); None trains one of
+    ``model_config.vocab_size`` tokens on the training documents. `resume`: continue from
+    this checkpoint (its configs, tokenizer and data sources are used unless changed here).
+    """
+
+    model_config: ModelConfig
+    train_config: TrainConfig
+    data: str
+    out_dir: Path
+    val_data: str | None = None
+    tokenizer: Tokenizer | None = None
+    device: str = "auto"
+    overwrite: bool = False
+    resume: Checkpoint | None = None
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    val_loss: float | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def train(request: TrainRequest) -> TrainResult:
+    """Train, writing the run folder (on rank 0); raises FhaError for problems the user can fix."""
+    info = DistInfo.from_env()
+    if not info.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
+    spec = DataSpec(request.data, request.val_data, request.train_config.val_fraction, request.train_config.seed)
+    documents = read_documents(spec)  # before anything else: bad data fails fast and touches nothing
+    if info.is_main:
+        resume = request.resume
+        same_dir = resume is not None and resume.run_dir.resolve() == request.out_dir.resolve()
+        prepare_run_dir(request.out_dir, overwrite=request.overwrite, resuming_same_dir=same_dir)
+    device = dist_util.local_device(info, setup_device(request.device))
+    dist_util.init_process_group(info, device)
+    try:
+        return _Trainer(request, info, device).run(spec, documents)
+    finally:
+        dist_util.destroy_process_group()
+
+
+def prepare_run_dir(out_dir: Path, *, overwrite: bool, resuming_same_dir: bool) -> None:
+    """Create the run folder; never reuse one that holds a run unless told to."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FhaError(f"{out_dir}: --out must be a folder, and this is a file")
+    holds_run = out_dir.is_dir() and any(out_dir.iterdir())
+    if holds_run and not resuming_same_dir:
+        if not overwrite:
+            raise FhaError(
+                f"{out_dir}: folder is not empty; continue its run with --resume {out_dir}, replace it with "
+                "--overwrite, or choose another --out"
+            )
+        for name in RUN_ARTEFACTS:
+            target = out_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+        log.warning("--overwrite: removed the previous run in %s", out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+class _StopRequest:
+    """Turns the first Ctrl-C (or SIGTERM) into a flag checked between steps; a second one aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[_StopRequest]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        self._previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._handle)
+        try:
+            yield self
+        finally:
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
+
+
+class _Trainer:
+    def __init__(self, request: TrainRequest, info: DistInfo, device: torch.device) -> None:
+        self.request = request
+        self.info = info
+        self.device = device
+        self.config = request.train_config
+        self.run_dir = request.out_dir
+        self.schedule = LRSchedule.from_config(self.config)
+        self.step = 0
+        self.elapsed = 0.0  # seconds of training so far, across resumes
+        self.stop = _StopRequest()
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self, spec: DataSpec, documents: dict[str, list[str]]) -> None:
+        request, info = self.request, self.info
+        resume = request.resume
+        dist_util.barrier()  # rank 0 has prepared the run folder
+        self.tokenizer = self._tokenizer(documents["train"])
+        self.model_config = self._model_config()
+        if info.is_main:
+            self.tokenizer.save(self.run_dir / TOKENIZER_FILE)
+            self.model_config.to_json(self.run_dir / MODEL_CONFIG_FILE)
+            self.config.to_json(self.run_dir / TRAIN_CONFIG_FILE)
+            self.tokens = tokenize_splits(documents, self.tokenizer, spec)
+        dist_util.barrier()  # rank 0 has filled the token cache; the others reuse it
+        if not info.is_main:
+            self.tokens = tokenize_splits(documents, self.tokenizer, spec)
+
+        torch.manual_seed(self.config.seed)
+        self.model = GPT(self.model_config).to(self.device)
+        self.optimizer = make_optimizer(self.model, self.config, self.device)
+        self.sampler = self._sampler(self.tokens["train"], self.config.seed)
+        log.info(
+            "model: %s attention, %d parameters (%d without embeddings); %d steps of %d sequences x %d tokens",
+            self.model_config.attention, self.model.num_parameters(), self.model.num_parameters(non_embedding=True),
+            self.config.max_iters, self.global_batch, self.model_config.max_seq_len,
+        )
+        self.logbook = LogBook(self.run_dir / LOG_FILE)
+        if resume is not None:
+            self._restore(resume)
+        elif info.rank:
+            torch.manual_seed(self.config.seed + info.rank)  # different dropout masks per process
+        if info.is_main:
+            self.logbook.start(resume.run_dir / LOG_FILE if resume else None, self.step)
+        self.train_model: torch.nn.Module = self.model
+        if self.config.compile:
+            self.model.compile()
+        if info.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+
+    def _tokenizer(self, train_documents: list[str]) -> Tokenizer:
+        if self.request.resume is not None:
+            return self.request.resume.tokenizer
+        if self.request.tokenizer is not None:
+            return self.request.tokenizer
+        if self.info.is_main:
+            tokenizer = train_tokenizer(train_documents, self.request.model_config.vocab_size)
+            tokenizer.save(self.run_dir / TOKENIZER_FILE)
+        dist_util.barrier()
+        if not self.info.is_main:
+            tokenizer = Tokenizer.load(self.run_dir / TOKENIZER_FILE)
+        return tokenizer
+
+    def _model_config(self) -> ModelConfig:
+        """The requested config with the tokenizer's vocabulary size and padding id."""
+        config = self.request.model_config
+        vocab = self.tokenizer.vocab_size
+        if vocab != config.vocab_size:
+            log.warning("vocab_size: %d -> %d (the tokenizer's size)", config.vocab_size, vocab)
+        try:
+            return config.replace(vocab_size=vocab, pad_id=self.tokenizer.pad_id)
+        except ValueError as err:
+            raise FhaError(f"invalid configuration: {err}") from None
+
+    def _sampler(self, data: TokenData, seed: int) -> PackedBatches | PaddedBatches:
+        seq_len, rank, world_size = self.model_config.max_seq_len, self.info.rank, self.info.world_size
+        if self.config.batching == "padded":
+            return PaddedBatches(data.tokens, data.doc_offsets, self.config.batch_size, seq_len,
+                                 pad_id=self.tokenizer.pad_id, seed=seed, rank=rank, world_size=world_size)
+        return PackedBatches(data.tokens, self.config.batch_size, seq_len, seed=seed, rank=rank, world_size=world_size)
+
+    @property
+    def global_batch(self) -> int:
+        return self.config.batch_size * self.config.grad_accum_steps * self.info.world_size
+
+    def _restore(self, checkpoint: Checkpoint) -> None:
+        state = checkpoint.state
+        checkpoint.load_weights_into(self.model)
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.sampler.load_state_dict(state["sampler"])
+            self.step = int(state["step"])
+            self.elapsed = float(state["elapsed"])
+            _set_rng_states(state["rng"], self.info.rank)
+        except (KeyError, ValueError, TypeError, RuntimeError) as err:
+            raise FhaError(f"{checkpoint.path}: cannot resume from this checkpoint ({err})") from None
+        log.info("resuming from %s at step %d", checkpoint.path, self.step)
+
+    # ------------------------------------------------------------------ loop
+    def run(self, spec: DataSpec, documents: dict[str, list[str]]) -> TrainResult:
+        self._setup(spec, documents)
+        result = TrainResult(self.run_dir, self.step)
+        start_step = self.step
+        if start_step == 0:
+            result.history.append(self._evaluate_and_log(tokens_per_s=0.0))
+        interval_tokens, interval_time = 0, 0.0
+        speed: float | None = None  # smoothed tokens/s for the progress bar
+        with (
+            self.stop.installed(),
+            logging_redirect_tqdm(),
+            tqdm(total=self.config.max_iters, initial=start_step, desc="train", unit="step", file=sys.stderr,
+                 disable=not self.info.is_main, dynamic_ncols=True) as bar,
+        ):
+            while self.step < self.config.max_iters:
+                started = time.perf_counter()
+                lr, loss, stop_requested = self._optimizer_step()
+                seconds = time.perf_counter() - started
+                self.elapsed += seconds
+                tokens = self.global_batch * self.model_config.max_seq_len
+                interval_tokens += tokens
+                interval_time += seconds
+                bar.update(1)
+                speed = tokens / seconds if speed is None else _smooth(speed, tokens / seconds)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{speed:,.0f}", refresh=False)
+                done = self.step == self.config.max_iters
+                if self.step % self.config.eval_interval == 0 or done:
+                    result.history.append(self._evaluate_and_log(interval_tokens / max(interval_time, 1e-9)))
+                    interval_tokens, interval_time = 0, 0.0
+                if self.step % self.config.checkpoint_interval == 0 or done or stop_requested:
+                    self._checkpoint()
+                if stop_requested:
+                    log.warning("stopped at step %d; resume with: fha train --resume %s", self.step, self.run_dir)
+                    raise KeyboardInterrupt
+        if self.info.is_main:
+            save_weights(self.model, self.run_dir)
+            log.info("finished %d steps; run folder: %s", self.step, self.run_dir)
+        dist_util.barrier()
+        result.step = self.step
+        result.val_loss = result.history[-1]["Validation Loss"] if result.history else None
+        return result
+
+    def _optimizer_step(self) -> tuple[float, float, bool]:
+        """One update; returns (its learning rate, mean micro-batch loss, whether to stop)."""
+        lr = self.schedule(self.step)
+        set_learning_rate(self.optimizer, lr)
+        accum = self.config.grad_accum_steps
+        loss_sum = torch.zeros((), device=self.device)
+        self.model.train()
+        for micro in range(accum):
+            x, y = (t.to(self.device, non_blocking=True) for t in self.sampler.next_batch())
+            last = micro == accum - 1
+            sync = contextlib.nullcontext() if last or not self.info.enabled else self.train_model.no_sync()
+            with sync:
+                with autocast(self.device):
+                    _, loss = self.train_model(x, y, return_logits=False)
+                (loss / accum).backward()
+            loss_sum += loss.detach().float()
+        # Mean loss over micro-batches and processes, and whether any process was asked to stop.
+        totals = torch.stack([loss_sum / accum, torch.tensor(float(self.stop.requested), device=self.device)])
+        dist_util.all_reduce_sum(totals)
+        mean_loss = float(totals[0]) / self.info.world_size
+        stop_requested = bool(totals[1] > 0)
+        max_norm = self.config.grad_clip if self.config.grad_clip is not None else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        step_number = self.step + 1
+        if not math.isfinite(mean_loss) or not math.isfinite(grad_norm):
+            what = f"loss became {mean_loss}" if not math.isfinite(mean_loss) else f"gradient norm became {grad_norm}"
+            raise TrainingDiverged(f"{what} at step {step_number}; {self._last_good_checkpoint()}")
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step = step_number
+        return lr, mean_loss, stop_requested
+
+    def _last_good_checkpoint(self) -> str:
+        checkpoints = list_checkpoints(self.run_dir)
+        if not checkpoints:
+            return "no checkpoint was written yet"
+        return f"the last good checkpoint is {checkpoints[-1][1]}"
+
+    @torch.no_grad()
+    def _evaluate(self, data: TokenData) -> float:
+        """Mean loss per target over `eval_samples` global batches (the same windows every time)."""
+        self.model.eval()
+        sampler = self._sampler(data, self.config.seed + EVAL_SEED_OFFSET)
+        totals = torch.zeros(2, dtype=torch.float64, device=self.device)  # (sum of losses, number of targets)
+        for _ in range(self.config.eval_samples):
+            x, y = (t.to(self.device, non_blocking=True) for t in sampler.next_batch())
+            with autocast(self.device):
+                _, loss = self.model(x, y, return_logits=False)
+            count = ((y != IGNORE_INDEX) & (y != self.tokenizer.pad_id)).sum()
+            if count:
+                totals += torch.stack([loss.double() * count, count.double()])
+        dist_util.all_reduce_sum(totals)
+        self.model.train()
+        return float(totals[0] / totals[1]) if totals[1] > 0 else math.nan
+
+    def _evaluate_and_log(self, tokens_per_s: float) -> dict[str, float]:
+        train_loss = self._evaluate(self.tokens["train"])
+        val_loss = self._evaluate(self.tokens["val"])
+        lr = self.schedule(max(self.step - 1, 0))  # the rate of the update that led here
+        perplexity = math.exp(min(val_loss, math.log(sys.float_info.max)))
+        row = {"Step": self.step, "Learning Rate": lr, "Train Loss": train_loss, "Validation Loss": val_loss,
+               "Perplexity": perplexity, "Time Elapsed": self.elapsed, "Tokens/s": tokens_per_s}
+        if self.info.is_main:
+            self.logbook.append(self.step, lr, train_loss, val_loss, perplexity, self.elapsed, tokens_per_s)
+            log.info("step %d: train loss %.4f, val loss %.4f, perplexity %.2f, lr %.3g, %.0f tokens/s",
+                     self.step, train_loss, val_loss, perplexity, lr, tokens_per_s)
+        return row
+
+    def _checkpoint(self) -> None:
+        if self.info.is_main:
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "sampler": self.sampler.state_dict(),
+                "rng": _rng_states(),
+                "elapsed": self.elapsed,
+                "world_size": self.info.world_size,
+                "data": {"source": self.request.data, "val_source": self.request.val_data},
+            }
+            path = save_checkpoint(self.run_dir, self.step, model=self.model, train_config=self.config,
+                                   tokenizer=self.tokenizer, state=state)
+            log.debug("checkpoint %s", path)
+        dist_util.barrier()
+
+
+def _smooth(average: float, value: float) -> float:
+    return SPEED_SMOOTHING * average + (1.0 - SPEED_SMOOTHING) * value
+
+
+def _rng_states() -> dict[str, Any]:
+    """Every random generator the run touches (rank 0's; other ranks re-derive theirs)."""
+    numpy_state = np.random.get_state(legacy=False)
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy_key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+        "numpy_pos": int(numpy_state["state"]["pos"]),
+    }
+
+
+def _set_rng_states(states: dict[str, Any], rank: int) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    np.random.set_state(("MT19937", states["numpy_key"].numpy().astype(np.uint32), states["numpy_pos"], 0, 0.0))
+    if rank:
+        torch.manual_seed(int(torch.randint(2**31, (1,))) + rank)  # different dropout masks per process

@@ -1,0 +1,151 @@
+"""Experiment files (presets and ``--config FILE.toml``) and ``--set key=value`` overrides.
+
+An experiment file is TOML with two tables, whose keys are the fields of the two configs::
+
+    description = "what this is"      # optional
+    base = "seed-1m"                  # optional: start from a preset (or a file path)
+    [model]                           # fha.ModelConfig fields
+    dim = 64
+    [train]                           # fha.train.config.TrainConfig fields
+    max_iters = 2000
+
+A file with a ``base`` starts from that experiment and changes only what it lists. Presets
+are the ``*.toml`` files shipped in ``fha/presets``. The two configs have no field name in
+common, so ``--set key=value`` goes to whichever config owns ``key``.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import sys
+from pathlib import Path
+from typing import Any
+
+from fha.config import ConfigBase, ModelConfig, near_matches
+from fha.errors import FhaError
+from fha.train.config import TrainConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - the same parser, packaged for older Pythons
+    import tomli as tomllib
+
+TABLES: dict[str, type[ConfigBase]] = {"model": ModelConfig, "train": TrainConfig}
+TOP_LEVEL_KEYS = ("description", "base")
+PRESET_SUFFIX = ".toml"
+MAX_BASE_DEPTH = 8
+
+Tables = dict[str, dict[str, Any]]
+
+
+def preset_names() -> list[str]:
+    folder = importlib.resources.files("fha") / "presets"
+    return sorted(
+        entry.name.removesuffix(PRESET_SUFFIX) for entry in folder.iterdir() if entry.name.endswith(PRESET_SUFFIX)
+    )
+
+
+def _preset_text(name: str) -> str:
+    if name not in preset_names():
+        raise FhaError(
+            f"unknown preset {name!r}{near_matches(name, preset_names())}; presets: {', '.join(preset_names())}"
+        )
+    return (importlib.resources.files("fha") / "presets" / f"{name}{PRESET_SUFFIX}").read_text(encoding="utf-8")
+
+
+def _file_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FhaError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise FhaError(f"{path}: cannot read config file ({err})") from None
+
+
+def load_experiment(preset: str | None = None, config_file: str | Path | None = None) -> Tables:
+    """The ``{"model": {...}, "train": {...}}`` of a preset name or a TOML file (one of the two)."""
+    if (preset is None) == (config_file is None):
+        raise FhaError("give exactly one of --preset NAME or --config FILE.toml")
+    if preset is not None:
+        return _resolve(preset, _preset_text(preset), depth=0)
+    path = Path(config_file)
+    return _resolve(str(path), _file_text(path), depth=0, folder=path.parent)
+
+
+def _resolve(label: str, text: str, depth: int, folder: Path | None = None) -> Tables:
+    if depth > MAX_BASE_DEPTH:
+        raise FhaError(f"{label}: 'base' chain is longer than {MAX_BASE_DEPTH} (a cycle?)")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise FhaError(f"{label}: not valid TOML ({err})") from None
+    for key, value in data.items():
+        if key in TABLES:
+            if not isinstance(value, dict):
+                raise FhaError(f"{label}: [{key}] must be a table")
+        elif key not in TOP_LEVEL_KEYS:
+            allowed = [*TOP_LEVEL_KEYS, *(f"[{t}]" for t in TABLES)]
+            raise FhaError(f"{label}: unknown key {key!r}{near_matches(key, [*TOP_LEVEL_KEYS, *TABLES])}; "
+                           f"allowed: {', '.join(allowed)}")
+    tables: Tables = {name: {} for name in TABLES}
+    base = data.get("base")
+    if base is not None:
+        tables = _resolve_base(label, base, depth, folder)
+    for name, config_type in TABLES.items():
+        section = data.get(name, {})
+        known = config_type.field_types()
+        for key in section:
+            if key not in known:
+                raise FhaError(f"{label}: unknown [{name}] key {key!r}{near_matches(key, known)}")
+        tables[name].update(section)
+    return tables
+
+
+def _resolve_base(label: str, base: Any, depth: int, folder: Path | None) -> Tables:
+    if not isinstance(base, str):
+        raise FhaError(f"{label}: 'base' must be a preset name or a file path")
+    if base in preset_names():
+        return _resolve(base, _preset_text(base), depth + 1)
+    path = Path(base) if folder is None or Path(base).is_absolute() else folder / base
+    if path.suffix == PRESET_SUFFIX and path.is_file():
+        return _resolve(str(path), _file_text(path), depth + 1, folder=path.parent)
+    raise FhaError(f"{label}: base {base!r} is neither a preset{near_matches(base, preset_names())} nor a TOML file")
+
+
+def owner_of(key: str) -> str:
+    """The table ("model" or "train") whose config has the field `key`."""
+    owners = [name for name, config_type in TABLES.items() if key in config_type.field_types()]
+    if not owners:
+        every = [field for config_type in TABLES.values() for field in config_type.field_types()]
+        raise FhaError(f"--set {key}: unknown setting{near_matches(key, every)}")
+    return owners[0]
+
+
+def parse_overrides(overrides: list[str]) -> Tables:
+    """``["dim=128", "max_iters=50"]`` as typed values, sorted into the tables that own them."""
+    tables: Tables = {name: {} for name in TABLES}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise FhaError(f"--set {item!r}: expected key=value")
+        table = owner_of(key)
+        try:
+            tables[table][key] = TABLES[table].parse_field(key, text)
+        except ValueError as err:
+            raise FhaError(f"--set {item}: {err}") from None
+    return tables
+
+
+def merge(base: Tables, changes: Tables) -> Tables:
+    return {name: {**base.get(name, {}), **changes.get(name, {})} for name in TABLES}
+
+
+def build_configs(tables: Tables) -> tuple[ModelConfig, TrainConfig]:
+    """Validate the tables into the two configs; a failing rule becomes a one-line FhaError."""
+    try:
+        model = ModelConfig.from_dict(tables.get("model", {}))
+        train = TrainConfig.from_dict(tables.get("train", {}))
+    except (TypeError, ValueError) as err:
+        raise FhaError(f"invalid configuration: {err}") from None
+    return model, train

@@ -1,0 +1,102 @@
+"""The learning-rate schedule as a pure function of the step, and a plot of it.
+
+Step ``s`` is the index of the optimiser update (0-based). With ``W`` warmup steps, ``F``
+final flat steps and ``A = max_iters - W - F`` annealing steps:
+
+* ``s < W``: linear from `lr_init` (at 0) towards `lr_max` (reached at ``W``);
+* ``W <= s < W + A``: ``num_restarts + 1`` cycles of lengths ``c, c*T_mult, c*T_mult**2, ...``
+  with ``c`` chosen so that they add up to ``A``; each cycle anneals from `lr_max` towards
+  `lr_min` (half a cosine, or a straight line) and the next one restarts at `lr_max`;
+* ``s >= W + A``: `lr_min`.
+
+Cycle boundaries are real numbers, so a restart happens at the first whole step at or after
+one. Because the rate depends on the step alone, a resumed run follows the same curve.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from fha.train.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class LRSchedule:
+    lr_init: float
+    lr_max: float
+    lr_min: float
+    warmup_iters: int
+    anneal_iters: int
+    num_cycles: int
+    T_mult: float
+    anneal_type: str
+    max_iters: int
+
+    @classmethod
+    def from_config(cls, config: TrainConfig) -> LRSchedule:
+        warmup, flat = config.warmup_steps, config.final_flat_steps
+        return cls(
+            lr_init=config.lr_init,
+            lr_max=config.lr_max,
+            lr_min=config.lr_min,
+            warmup_iters=warmup,
+            anneal_iters=config.max_iters - warmup - flat,
+            num_cycles=config.num_restarts + 1,
+            T_mult=config.T_mult,
+            anneal_type=config.anneal_type,
+            max_iters=config.max_iters,
+        )
+
+    def cycle_boundaries(self) -> list[float]:
+        """Start of each cycle and end of the last, in steps from the start of training."""
+        lengths = [self.T_mult**i for i in range(self.num_cycles)]
+        unit = self.anneal_iters / sum(lengths)
+        bounds = [float(self.warmup_iters)]
+        for length in lengths:
+            bounds.append(bounds[-1] + unit * length)
+        bounds[-1] = float(self.warmup_iters + self.anneal_iters)  # exact, whatever the rounding
+        return bounds
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_iters:
+            return self.lr_init + (self.lr_max - self.lr_init) * step / self.warmup_iters
+        bounds = self.cycle_boundaries()
+        if step >= bounds[-1]:
+            return self.lr_min
+        cycle = max(i for i in range(self.num_cycles) if bounds[i] <= step)
+        progress = (step - bounds[cycle]) / (bounds[cycle + 1] - bounds[cycle])  # in [0, 1)
+        if self.anneal_type == "cos":
+            decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+        else:
+            decay = 1.0 - progress
+        return self.lr_min + (self.lr_max - self.lr_min) * decay
+
+    def values(self) -> list[float]:
+        """The rate of every update, steps 0 to max_iters - 1."""
+        return [self(step) for step in range(self.max_iters)]
+
+    def describe(self) -> str:
+        bounds = self.cycle_boundaries()
+        starts = ", ".join(str(math.ceil(b)) for b in bounds[:-1])
+        return (
+            f"warmup {self.warmup_iters} steps ({self.lr_init:g} -> {self.lr_max:g}); "
+            f"{self.num_cycles} {self.anneal_type} cycle(s) to {self.lr_min:g} starting at steps {starts}; "
+            f"flat at {self.lr_min:g} from step {math.ceil(bounds[-1])} to {self.max_iters}"
+        )
+
+
+def plot_schedule(schedule: LRSchedule, path: str | Path, title: str = "learning rate") -> None:
+    """Draw the rate against the step into an image file (the format follows the suffix)."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
+
+    fig = Figure(figsize=(7, 3.5), layout="tight")
+    ax = fig.subplots()
+    ax.plot(range(schedule.max_iters), schedule.values())
+    ax.set_xlabel("step")
+    ax.set_ylabel("learning rate")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    fig.savefig(path)

@@ -1,0 +1,93 @@
+"""Checkpoints: atomic writes, discovery, and one-line errors for missing or corrupt ones."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from train_helpers import tiny_model_config, tiny_train_config
+
+from fha import GPT, Tokenizer
+from fha.errors import FhaError
+from fha.run import load_run
+from fha.train import checkpoint as ckpt
+
+
+@pytest.fixture(scope="module")
+def parts():
+    tokenizer = Tokenizer.train(["Once upon a time there was a cat.", "The dog ran."], 32)
+    model = GPT(tiny_model_config(vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id))
+    return model, tokenizer
+
+
+def save(run_dir, step, parts, **state):
+    model, tokenizer = parts
+    return ckpt.save_checkpoint(run_dir, step, model=model, train_config=tiny_train_config(), tokenizer=tokenizer,
+                                state={"elapsed": 1.5, **state})
+
+
+def test_save_and_load_round_trip(tmp_path, parts):
+    path = save(tmp_path, 3, parts, note="x")
+    assert path == tmp_path / "checkpoints" / "step-3"
+    loaded = ckpt.load_checkpoint(tmp_path)
+    assert (loaded.step, loaded.state["note"], loaded.run_dir) == (3, "x", tmp_path)
+    model = GPT(loaded.model_config)
+    loaded.load_weights_into(model)
+    for a, b in zip(model.parameters(), parts[0].parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert load_run(path).model.config == parts[0].config  # a checkpoint is also a run folder
+
+
+def test_latest_checkpoint_is_found_and_same_step_is_replaced(tmp_path, parts):
+    save(tmp_path, 2, parts)
+    save(tmp_path, 10, parts)
+    save(tmp_path, 10, parts, note="again")
+    assert [step for step, _ in ckpt.list_checkpoints(tmp_path)] == [2, 10]
+    assert ckpt.load_checkpoint(tmp_path).state["note"] == "again"
+    assert ckpt.load_checkpoint(tmp_path / "checkpoints" / "step-2").step == 2
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-10", "step-2"]
+
+
+def test_crash_while_writing_leaves_no_checkpoint(tmp_path, parts, monkeypatch):
+    save(tmp_path, 2, parts)
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt.torch, "save", crash)
+    with pytest.raises(OSError):
+        save(tmp_path, 4, parts)
+    with pytest.raises(OSError):
+        save(tmp_path, 2, parts)  # replacing an existing step must not damage it either
+    monkeypatch.undo()
+    assert [step for step, _ in ckpt.list_checkpoints(tmp_path)] == [2]
+    assert ckpt.load_checkpoint(tmp_path).step == 2
+    save(tmp_path, 6, parts)  # the next save clears the leftovers of the crash
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-2", "step-6"]
+
+
+def test_missing_checkpoints(tmp_path):
+    with pytest.raises(FhaError, match="no such checkpoint"):
+        ckpt.load_checkpoint(tmp_path / "nothing")
+    with pytest.raises(FhaError, match="no checkpoint to resume from"):
+        ckpt.load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("victim, message", [
+    (ckpt.STATE_FILE, "corrupt checkpoint"),
+    ("model.safetensors", "corrupt checkpoint weights"),
+    ("train_config.json", "not valid JSON"),
+])
+def test_corrupt_files_give_one_line_errors(tmp_path, parts, victim, message):
+    path = save(tmp_path, 1, parts)
+    (path / victim).write_bytes(b"\x00garbage" * 5)
+    with pytest.raises(FhaError, match=message) as info:
+        loaded = ckpt.load_checkpoint(path)
+        loaded.load_weights_into(GPT(loaded.model_config))
+    assert "\n" not in str(info.value)
+
+
+def test_incomplete_checkpoint(tmp_path, parts):
+    path = save(tmp_path, 1, parts)
+    (path / ckpt.STATE_FILE).unlink()
+    with pytest.raises(FhaError, match="incomplete checkpoint"):
+        ckpt.load_checkpoint(path)

@@ -1,0 +1,78 @@
+"""The learning-rate schedule against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from fha.cli import main
+from fha.train.config import TrainConfig
+from fha.train.schedule import LRSchedule, plot_schedule
+
+LR_INIT, LR_MAX, LR_MIN = 1e-5, 0.1, 1e-3
+
+
+def make(**changes) -> LRSchedule:
+    # 200 steps: 10 warmup, 150 annealing in cycles 10, 20, 40, 80 (starts 10, 20, 40, 80), 40 flat.
+    base = {"max_iters": 200, "warmup_iters": 10, "final_flat_iters": 40, "num_restarts": 3, "T_mult": 2.0,
+            "lr_init": LR_INIT, "lr_max": LR_MAX, "lr_min": LR_MIN, "anneal_type": "cos"}
+    return LRSchedule.from_config(TrainConfig(**{**base, **changes}))
+
+
+def cos_value(progress: float) -> float:
+    return LR_MIN + (LR_MAX - LR_MIN) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def test_warmup_is_linear_from_lr_init_to_lr_max():
+    schedule = make()
+    assert schedule(0) == LR_INIT
+    assert schedule(5) == pytest.approx(LR_INIT + (LR_MAX - LR_INIT) * 0.5)
+    assert schedule(9) == pytest.approx(LR_INIT + (LR_MAX - LR_INIT) * 0.9)
+    assert schedule(10) == pytest.approx(LR_MAX)
+
+
+def test_restart_lengths_grow_by_t_mult_and_end_at_the_flat_part():
+    schedule = make()
+    assert schedule.cycle_boundaries() == pytest.approx([10, 20, 40, 80, 160])
+    for start, length in [(10, 10), (20, 20), (40, 40), (80, 80)]:
+        assert schedule(start) == pytest.approx(LR_MAX)  # each cycle restarts at lr_max
+        assert schedule(start + length // 2) == pytest.approx(cos_value(0.5))
+        assert schedule(start + length - 1) == pytest.approx(cos_value((length - 1) / length))
+        assert schedule(start + length - 1) < schedule(start + length // 2)
+    assert [s for s in range(1, 200) if schedule(s) > schedule(s - 1) and s > 10] == [20, 40, 80]
+    assert all(schedule(s) == LR_MIN for s in range(160, 200))
+
+
+def test_linear_annealing():
+    schedule = make(anneal_type="lin")
+    assert schedule(20) == pytest.approx(LR_MAX)
+    assert schedule(25) == pytest.approx(LR_MAX - 0.25 * (LR_MAX - LR_MIN))
+    assert schedule(30) == pytest.approx(LR_MAX - 0.5 * (LR_MAX - LR_MIN))
+    assert schedule(160) == LR_MIN
+
+
+def test_equal_cycles_with_t_mult_one_and_a_single_cycle_without_restarts():
+    assert make(T_mult=1.0, num_restarts=2).cycle_boundaries() == pytest.approx([10, 60, 110, 160])
+    single = make(num_restarts=0)
+    assert single.cycle_boundaries() == pytest.approx([10, 160])
+    assert single(85) == pytest.approx(cos_value(0.5))
+
+
+def test_defaults_are_fractions_of_max_iters():
+    config = TrainConfig(max_iters=2000)
+    assert (config.warmup_steps, config.final_flat_steps) == (100, 600)
+    assert TrainConfig(max_iters=2000, warmup_iters=0).warmup_steps == 0
+
+
+def test_schedule_that_leaves_no_room_to_anneal_is_rejected():
+    with pytest.raises(ValueError, match="annealing cycles"):
+        TrainConfig(max_iters=100, warmup_iters=60, final_flat_iters=38, num_restarts=3)
+
+
+def test_plot_and_cli(tmp_path, capsys):
+    plot_schedule(make(), tmp_path / "a.png")
+    assert (tmp_path / "a.png").stat().st_size > 0
+    assert main(["schedule", "--preset", "seed-1m", "--set", "max_iters=400", "--plot", str(tmp_path / "b.png")]) == 0
+    out = capsys.readouterr().out
+    assert "warmup 20 steps" in out and (tmp_path / "b.png").is_file()

@@ -1,0 +1,117 @@
+"""``fha train`` from the command line: bad input is one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from train_helpers import write_corpus
+
+from fha.cli import main
+from fha.run import load_run
+from fha.tokenizer import Tokenizer
+from fha.train.checkpoint import STATE_FILE, list_checkpoints
+from fha.train.logbook import read_log
+
+TINY_SETS = ["--set", "dim=32", "--set", "num_layers=1", "--set", "max_seq_len=16", "--set", "vocab_size=64",
+             "--set", "batch_size=4", "--set", "max_iters=4", "--set", "eval_interval=2", "--set", "eval_samples=1",
+             "--set", "checkpoint_interval=2"]
+
+
+@pytest.fixture(autouse=True)
+def token_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FHA_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    return write_corpus(tmp_path / "stories.txt")
+
+
+def fails_with_one_line(capsys, argv: list[str], expected: str) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fha: error: "), err
+    assert expected in lines[0] and "Traceback" not in err
+    return lines[0]
+
+
+def test_train_and_resume_through_the_cli(corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--out", str(out),
+                 "--device", "cpu"]) == 0
+    assert [step for step, _ in list_checkpoints(out)] == [2, 4]
+    assert main(["train", "--resume", str(out), "--set", "max_iters=6"]) == 0
+    assert [step for step, _ in list_checkpoints(out)] == [2, 4, 6]
+    assert [row["Step"] for row in read_log(out / "log_data.csv")] == [0, 2, 4, 6]
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--set", "dimm=3"], "unknown setting (did you mean dim?)"),
+    (["--set", "dim=0"], "invalid configuration: dim must be positive"),
+    (["--set", "anneal_type=exp"], "anneal_type must be one of cos, lin"),
+    (["--set", "max_iters=ten"], "max_iters='ten': expected int"),
+])
+def test_bad_settings(corpus, tmp_path, capsys, extra, expected):
+    out = tmp_path / "run"
+    fails_with_one_line(capsys, ["train", "--preset", "tiny", *extra, "--data", str(corpus), "--out", str(out)],
+                        expected)
+    assert not out.exists()
+
+
+def test_missing_inputs(corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    fails_with_one_line(capsys, ["train", "--preset", "tiny", "--data", str(tmp_path / "nope.txt"), "--out", str(out)],
+                        "nope.txt: data file not found")
+    assert not out.exists()
+    fails_with_one_line(capsys, ["train", "--preset", "tiny", "--out", str(out)], "--data is required")
+    fails_with_one_line(capsys, ["train", "--data", str(corpus), "--out", str(out)], "give --preset NAME")
+    fails_with_one_line(capsys, ["train", "--preset", "nano", "--data", str(corpus), "--out", str(out)],
+                        "unknown preset 'nano'")
+
+
+def test_bad_resume_paths(corpus, tmp_path, capsys):
+    fails_with_one_line(capsys, ["train", "--resume", str(tmp_path / "missing")], "no such checkpoint")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    fails_with_one_line(capsys, ["train", "--resume", str(empty)], "no checkpoint to resume from")
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--out", str(out)]) == 0
+    capsys.readouterr()
+    fails_with_one_line(capsys, ["train", "--resume", str(out), "--set", "dim=64"], "model of a run cannot change")
+    (out / "checkpoints" / "step-4" / STATE_FILE).write_bytes(b"not a checkpoint")
+    fails_with_one_line(capsys, ["train", "--resume", str(out)], "corrupt checkpoint")
+    fails_with_one_line(capsys, ["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--out", str(out)],
+                        "folder is not empty")
+
+
+def test_subprocess_error_is_one_line(tmp_path):
+    env = {**os.environ, "FHA_CACHE_DIR": str(tmp_path / "cache")}
+    result = subprocess.run(
+        [sys.executable, "-m", "fha", "train", "--preset", "tiny", "--data", str(tmp_path / "absent.txt"),
+         "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, env=env, check=False, timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"fha: error: {tmp_path / 'absent.txt'}: data file not found"]
+
+
+def test_tiny_preset_on_the_tinystories_sample(sample_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", "--set", "max_iters=3", "--set", "batch_size=4",
+                 "--set", "eval_samples=1", "--data", str(sample_dir / "train.txt"),
+                 "--val-data", str(sample_dir / "valid.txt"), "--out", str(out)]) == 0
+    run = load_run(out)
+    assert run.model.config.vocab_size == run.tokenizer.vocab_size == 512
+    assert [row["Step"] for row in read_log(out / "log_data.csv")] == [0, 3]
+
+
+def test_tokenizer_size_conflicting_with_set_vocab_size(corpus, tmp_path, capsys):
+    tokenizer_file = tmp_path / "tok.json"
+    Tokenizer.train([corpus.read_text()], 48).save(tokenizer_file)
+    fails_with_one_line(capsys, ["train", "--preset", "tiny", "--set", "vocab_size=999", "--tokenizer",
+                                 str(tokenizer_file), "--data", str(corpus), "--out", str(tmp_path / "run")],
+                        f"--set vocab_size=999 but {tokenizer_file} has 48 tokens")
