@@ -50,16 +50,19 @@ def bare_level_kernels(subheads):
     return [F.scaled_dot_product_attention(q, k, v, is_causal=True) for q, k, v in subheads]
 
 
-def time_call(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
-    """Median seconds of fn() over repeats, after warmup calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
+def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds of each fn over `repeats` rounds; every round calls each fn once, so a
+    burst of load from other processes on a shared machine hits all of them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def forward_backward(fn, inputs):
@@ -94,16 +97,19 @@ def attention_table(batch_sizes: list[int], repeats: int) -> list[str]:
         full_k = torch.randn(B, LEVELS, SEQ_LEN, HEAD_DIM, generator=gen, requires_grad=True)
         full_v = torch.randn(B, LEVELS, SEQ_LEN, HEAD_DIM, generator=gen, requires_grad=True)
 
-        ours = time_call(forward_backward(lambda: fractal_attention(q, k, v, split=SPLIT), [q, k, v]), repeats)
-        slow = time_call(forward_backward(lambda: materialised_fractal_attention(q, k, v), [q, k, v]), repeats)
-        bare = time_call(forward_backward(lambda: bare_level_kernels(subheads), flat), repeats)
-        sdpa = time_call(
-            forward_backward(
-                lambda: F.scaled_dot_product_attention(full_q, full_k, full_v, is_causal=True),
-                [full_q, full_k, full_v],
-            ),
+        timed = time_interleaved(
+            {
+                "ours": forward_backward(lambda: fractal_attention(q, k, v, split=SPLIT), [q, k, v]),
+                "slow": forward_backward(lambda: materialised_fractal_attention(q, k, v), [q, k, v]),
+                "bare": forward_backward(lambda: bare_level_kernels(subheads), flat),
+                "sdpa": forward_backward(
+                    lambda: F.scaled_dot_product_attention(full_q, full_k, full_v, is_causal=True),
+                    [full_q, full_k, full_v],
+                ),
+            },
             repeats,
         )
+        ours, slow, bare, sdpa = (timed[name] for name in ("ours", "slow", "bare", "sdpa"))
         rows.append(
             f"| {B} | {ours * 1e3:.1f} | {slow * 1e3:.1f} | {slow / ours:.2f}x | {bare * 1e3:.1f} "
             f"| {ours / bare:.2f}x | {sdpa * 1e3:.1f} |"
@@ -139,14 +145,18 @@ def model_table(batch_size: int, repeats: int) -> list[str]:
         "| attention | loss | parameters | step (s) | training tokens/s |",
         "|---|---|---|---|---|",
     ]
-    for attention in ("fha", "mha"):
-        for return_logits, loss_name in ((False, "chunked (training default)"), (True, "full logits")):
-            model, step = training_step(attention, batch_size, return_logits)
-            seconds = time_call(step, repeats, warmup=1)
-            rows.append(
-                f"| {attention} | {loss_name} | {model.num_parameters():,} | {seconds:.2f} "
-                f"| {batch_size * SEQ_LEN / seconds:,.0f} |"
-            )
+    variants = {
+        (attention, loss_name): training_step(attention, batch_size, return_logits)
+        for attention in ("fha", "mha")
+        for return_logits, loss_name in ((False, "chunked (training default)"), (True, "full logits"))
+    }
+    timed = time_interleaved({key: step for key, (_, step) in variants.items()}, repeats)
+    for (attention, loss_name), (model, _) in variants.items():
+        seconds = timed[(attention, loss_name)]
+        rows.append(
+            f"| {attention} | {loss_name} | {model.num_parameters():,} | {seconds:.2f} "
+            f"| {batch_size * SEQ_LEN / seconds:,.0f} |"
+        )
     return rows
 
 
@@ -162,7 +172,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--model-batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--profile", action="store_true", help="profile one FHA training step instead")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -174,7 +184,7 @@ def main() -> None:
           f"{KV_HEADS} kv head, split {SPLIT}\n")
     print("\n".join(attention_table(args.batch_sizes, args.repeats)))
     print(f"\nWhole-model training (seed-1m shape, seq {SEQ_LEN}, batch {args.model_batch_size}, vocab 8192)\n")
-    print("\n".join(model_table(args.model_batch_size, max(2, args.repeats // 2))))
+    print("\n".join(model_table(args.model_batch_size, max(3, args.repeats // 2))))
 
 
 if __name__ == "__main__":
