@@ -189,13 +189,19 @@ def test_cache_reuse_and_invalidation(tokenizer: Tokenizer, tmp_path: Path, monk
     assert prepare_tokens(DOCS[:2], tokenizer, tmp_path, "train", "source-b").num_documents == 2
 
 
-@pytest.mark.parametrize("damage", ["meta", "tokens", "offsets"])
+@pytest.mark.parametrize("damage", ["meta", "tokens", "offsets", "empty offsets", "meta not an object"])
 def test_damaged_cache_is_rebuilt(tokenizer: Tokenizer, tmp_path: Path, damage: str) -> None:
     first = prepare_tokens(DOCS, tokenizer, tmp_path, "val", "src")
     expected = np.array(first.tokens)
     del first
-    target = {"meta": "val.json", "tokens": "val.tokens.bin", "offsets": "val.offsets.npy"}[damage]
-    (tmp_path / target).write_bytes(b"\x00garbage")
+    target, content = {
+        "meta": ("val.json", b"\x00garbage"),
+        "tokens": ("val.tokens.bin", b"\x00garbage"),
+        "offsets": ("val.offsets.npy", b"\x00garbage"),
+        "empty offsets": ("val.offsets.npy", b""),
+        "meta not an object": ("val.json", b"[1, 2]"),
+    }[damage]
+    (tmp_path / target).write_bytes(content)
     again = prepare_tokens(DOCS, tokenizer, tmp_path, "val", "src")
     assert np.array_equal(again.tokens, expected)
 

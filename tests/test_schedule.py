@@ -76,3 +76,19 @@ def test_plot_and_cli(tmp_path, capsys):
     assert main(["schedule", "--preset", "seed-1m", "--set", "max_iters=400", "--plot", str(tmp_path / "b.png")]) == 0
     out = capsys.readouterr().out
     assert "warmup 20 steps" in out and (tmp_path / "b.png").is_file()
+
+
+@pytest.mark.parametrize("t_mult", [math.inf, 1e308])
+def test_infinite_or_overflowing_t_mult_is_rejected(t_mult):
+    with pytest.raises(ValueError, match="T_mult"):
+        TrainConfig(max_iters=200, num_restarts=3, T_mult=t_mult)
+
+
+def test_every_annealing_cycle_gets_at_least_one_step():
+    # 15 annealing steps fit cycles of 1, 2, 4 and 8 steps; 14 would make the first one 0.93 steps
+    # long and skip its restart altogether.
+    fits = make(max_iters=25, warmup_iters=5, final_flat_iters=5)
+    starts = [math.ceil(b) for b in fits.cycle_boundaries()]
+    assert starts == [5, 6, 8, 12, 20] and len(set(starts)) == len(starts)
+    with pytest.raises(ValueError, match="annealing cycles"):
+        make(max_iters=24, warmup_iters=5, final_flat_iters=5)

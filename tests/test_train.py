@@ -85,6 +85,18 @@ def test_grad_accumulation_equals_one_big_batch(corpus, tmp_path):
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
 
 
+def test_grad_accumulation_equals_one_big_batch_with_padding(corpus, tmp_path):
+    # Rows of 64 positions hold whole stories of varying length, so the micro-batches have different
+    # numbers of real targets: each must count in proportion to them, as in the big batch's mean.
+    model = tiny_model_config(max_seq_len=64)
+    common = {"max_iters": 1, "eval_samples": 1, "grad_clip": None, "batching": "padded"}
+    run_tiny(corpus, tmp_path / "accum", model, batch_size=8, grad_accum_steps=4, **common)
+    run_tiny(corpus, tmp_path / "big", model, batch_size=32, grad_accum_steps=1, **common)
+    a, b = load_file(tmp_path / "accum" / "model.safetensors"), load_file(tmp_path / "big" / "model.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+
+
 def test_four_micro_batches_of_8_are_the_windows_of_one_batch_of_32():
     tokens = np.arange(2000, dtype=np.uint16)
     small, big = PackedBatches(tokens, 8, SEQ_LEN, seed=3), PackedBatches(tokens, 32, SEQ_LEN, seed=3)
@@ -180,3 +192,22 @@ def test_train_tokens_are_cached_once(corpus, tmp_path):
     run_tiny(corpus, tmp_path / "b", max_iters=1, eval_samples=1)
     assert sorted(p.name for p in (tmp_path / "cache" / "tokens").iterdir()) == cached
     assert len([name for name in cached if name.endswith(".json")]) == 2  # train and val
+
+
+def test_ctrl_c_during_the_last_step_still_finishes_the_run(corpus, tmp_path, monkeypatch):
+    forward = GPT.forward
+    calls = {"n": 0}
+
+    def interrupting(self, idx, targets=None, **kwargs):
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 4:
+                os.kill(os.getpid(), signal.SIGINT)
+        return forward(self, idx, targets, **kwargs)
+
+    monkeypatch.setattr(GPT, "forward", interrupting)
+    out = tmp_path / "run"
+    result = run_tiny(corpus, out, checkpoint_interval=100, max_iters=4)
+    assert result.step == 4
+    assert (out / "model.safetensors").is_file()
+    assert [step for step, _ in list_checkpoints(out)] == [4]

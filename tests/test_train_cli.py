@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from train_helpers import write_corpus
 
 from fha.cli import main
@@ -31,6 +32,7 @@ def corpus(tmp_path):
 
 
 def fails_with_one_line(capsys, argv: list[str], expected: str) -> str:
+    capsys.readouterr()  # what earlier commands of the test printed
     assert main(argv) == 2
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
@@ -54,6 +56,7 @@ def test_train_and_resume_through_the_cli(corpus, tmp_path, capsys):
     (["--set", "dim=0"], "invalid configuration: dim must be positive"),
     (["--set", "anneal_type=exp"], "anneal_type must be one of cos, lin"),
     (["--set", "max_iters=ten"], "max_iters='ten': expected int"),
+    (["--set", "T_mult=inf"], "T_mult must be a finite number"),
 ])
 def test_bad_settings(corpus, tmp_path, capsys, extra, expected):
     out = tmp_path / "run"
@@ -115,3 +118,80 @@ def test_tokenizer_size_conflicting_with_set_vocab_size(corpus, tmp_path, capsys
     fails_with_one_line(capsys, ["train", "--preset", "tiny", "--set", "vocab_size=999", "--tokenizer",
                                  str(tokenizer_file), "--data", str(corpus), "--out", str(tmp_path / "run")],
                         f"--set vocab_size=999 but {tokenizer_file} has 48 tokens")
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ({"data": 3}, "'data' is damaged"),
+    ({"rng": 5}, "'rng' is damaged"),
+    ({"sampler": None}, "'sampler' is damaged"),
+    ({"optimizer": ...}, "no 'optimizer' recorded"),
+])
+def test_damaged_training_state_is_one_line(corpus, tmp_path, capsys, damage, expected):
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--out", str(out)]) == 0
+    capsys.readouterr()
+    state_file = out / "checkpoints" / "step-4" / STATE_FILE
+    state = torch.load(state_file, weights_only=True)
+    for key, value in damage.items():
+        if value is ...:
+            del state[key]
+        else:
+            state[key] = value
+    torch.save(state, state_file)
+    fails_with_one_line(capsys, ["train", "--resume", str(out), "--set", "max_iters=6"], expected)
+
+
+def test_empty_state_file_names_the_problem(corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--out", str(out)]) == 0
+    capsys.readouterr()
+    (out / "checkpoints" / "step-4" / STATE_FILE).write_bytes(b"")
+    line = fails_with_one_line(capsys, ["train", "--resume", str(out)], "corrupt checkpoint")
+    assert not line.endswith("()")
+
+
+def test_resuming_an_older_checkpoint_in_place_keeps_later_ones_unless_overwrite(corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--out", str(out),
+                 "--device", "cpu"]) == 0
+    fails_with_one_line(capsys, ["train", "--resume", str(out / "checkpoints" / "step-2")],
+                        "holds checkpoints after step 2 (step-4)")
+    assert [step for step, _ in list_checkpoints(out)] == [2, 4]
+    assert main(["train", "--resume", str(out / "checkpoints" / "step-2"), "--overwrite",
+                 "--set", "max_iters=3", "--set", "checkpoint_interval=3"]) == 0
+    assert [step for step, _ in list_checkpoints(out)] == [2, 3]
+    assert [row["Step"] for row in read_log(out / "log_data.csv")] == [0, 2, 3]
+
+
+def test_checkpoint_copied_out_of_its_run_needs_out(corpus, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--out", str(out),
+                 "--device", "cpu"]) == 0
+    copied = tmp_path / "elsewhere" / "step-2"
+    shutil.copytree(out / "checkpoints" / "step-2", copied)
+    fails_with_one_line(capsys, ["train", "--resume", str(copied)], "pass --out RUN_DIR")
+    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == ["step-2"]
+    assert main(["train", "--resume", str(copied), "--out", str(tmp_path / "resumed")]) == 0
+    assert [step for step, _ in list_checkpoints(tmp_path / "resumed")] == [4]
+
+
+def test_a_failed_start_leaves_a_folder_that_a_retry_may_reuse(corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["train", "--preset", "tiny", *TINY_SETS, "--out", str(out), "--device", "cpu", "--data", str(corpus)]
+    assert main([*base, "--set", "max_seq_len=100000"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("fha: error: the corpus has") and "Traceback" not in err
+    assert out.is_dir() and not list_checkpoints(out)
+    assert main(base) == 0
+    assert [step for step, _ in list_checkpoints(out)] == [2, 4]
+
+
+def test_malformed_log_is_one_line_on_resume(corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--out", str(out),
+                 "--device", "cpu"]) == 0
+    log_file = out / "log_data.csv"
+    log_file.write_text(log_file.read_text() + "two,1,1,1,1,1,1\n")
+    fails_with_one_line(capsys, ["train", "--resume", str(out), "--set", "max_iters=6"], "malformed row")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fha.device import DEVICE_CHOICES
 from fha.errors import FhaError
+from fha.run import CHECKPOINTS_DIR
 from fha.tokenizer import Tokenizer
 from fha.train.checkpoint import load_checkpoint
 from fha.train.loop import TrainRequest, train
@@ -80,11 +81,16 @@ def _resume_request(args: argparse.Namespace) -> TrainRequest:
         names = ", ".join(sorted(overrides["model"]))
         raise FhaError(f"--set {names}: the model of a run cannot change on --resume (only training settings)")
     checkpoint = load_checkpoint(args.resume)
+    checkpoint.check_resumable()
     _, train_config = build_configs({"train": {**checkpoint.train_config.to_dict(), **overrides["train"]}})
     saved_data = checkpoint.state.get("data", {})
     data = args.data or saved_data.get("source")
     if data is None:
         raise FhaError(f"{checkpoint.path}: the checkpoint does not record its data; pass --data")
     val_data = args.val_data if args.data else saved_data.get("val_source")
-    return TrainRequest(checkpoint.model_config, train_config, data, args.out or checkpoint.run_dir,
+    out = args.out or checkpoint.run_dir
+    if out is None:
+        raise FhaError(f"{checkpoint.path}: this checkpoint is not inside a run's {CHECKPOINTS_DIR}/ folder; "
+                       "pass --out RUN_DIR to say where the resumed run goes")
+    return TrainRequest(checkpoint.model_config, train_config, data, out,
                         val_data=val_data, device=args.device, overwrite=args.overwrite, resume=checkpoint)

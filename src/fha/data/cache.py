@@ -156,12 +156,14 @@ def _load_if_valid(paths: _CachePaths, expected: dict) -> TokenData | None:
         return None
     try:
         meta = json.loads(paths.meta.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError("the metadata is not a JSON object")
         stale = [key for key, value in expected.items() if meta.get(key) != value]
         if stale:
             log.info("token cache %s is stale (%s changed); rebuilding", paths.meta, ", ".join(stale))
             return None
         return _open(paths, meta)
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as err:  # EOFError: numpy on an empty file
         log.warning("token cache %s is damaged (%s); rebuilding", paths.meta, err)
         return None
 

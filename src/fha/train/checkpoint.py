@@ -51,6 +51,10 @@ _CHECKPOINT_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 _TEMP_MARK = ".tmp-"
 _OLD_MARK = ".old-"
 REQUIRED_FILES = (MODEL_FILE, MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, TOKENIZER_FILE, STATE_FILE)
+# What the training loop writes into training_state.pt and a resume reads back.
+RESUME_STATE_TYPES: dict[str, type | tuple[type, ...]] = {
+    "optimizer": dict, "sampler": dict, "rng": dict, "data": dict, "elapsed": (int, float),
+}
 
 
 @dataclass
@@ -65,9 +69,21 @@ class Checkpoint:
     state: dict[str, Any]
 
     @property
-    def run_dir(self) -> Path:
-        """The run folder the checkpoint belongs to (``RUN_DIR/checkpoints/step-N``)."""
+    def run_dir(self) -> Path | None:
+        """The run folder the checkpoint belongs to (``RUN_DIR/checkpoints/step-N``), or None for a
+        checkpoint folder that was copied out of its run."""
+        if self.path.parent.name != CHECKPOINTS_DIR:
+            return None
         return self.path.parent.parent
+
+    def check_resumable(self) -> None:
+        """Raise a one-line FhaError unless the state holds what the training loop needs to resume."""
+        state_file = self.path / STATE_FILE
+        for key, kind in RESUME_STATE_TYPES.items():
+            if key not in self.state:
+                raise FhaError(f"{state_file}: cannot resume from this checkpoint (no {key!r} recorded)")
+            if not isinstance(self.state[key], kind) or isinstance(self.state[key], bool):
+                raise FhaError(f"{state_file}: cannot resume from this checkpoint ({key!r} is damaged)")
 
     def load_weights_into(self, model: GPT) -> None:
         weights = self.path / MODEL_FILE
@@ -178,5 +194,5 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
 
 
 def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
+    text = " ".join(str(err).split()) or type(err).__name__
     return text if len(text) < 200 else text[:197] + "..."

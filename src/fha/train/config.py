@@ -19,6 +19,7 @@ ANNEAL_TYPES = ("cos", "lin")
 BATCHING_MODES = ("packed", "padded")
 DEFAULT_WARMUP_FRACTION = 0.05
 DEFAULT_FINAL_FLAT_FRACTION = 0.3
+CYCLE_LENGTH_TOLERANCE = 1e-9  # float slack when the shortest annealing cycle is exactly one step
 
 
 def _require(condition: bool, message: str) -> None:
@@ -80,12 +81,20 @@ class TrainConfig(ConfigBase):
         for name in ("warmup_iters", "final_flat_iters"):
             value = getattr(self, name)
             _require(value is None or value >= 0, f"{name} must be 0 or more (or None for the default), got {value}")
+        _require(math.isfinite(self.T_mult), f"T_mult must be a finite number, got {self.T_mult!r}")
         anneal = self.max_iters - self.warmup_steps - self.final_flat_steps
+        cycles = self.num_restarts + 1
+        try:
+            lengths = [self.T_mult**i for i in range(cycles)]
+            shortest = anneal * min(lengths) / sum(lengths)
+        except OverflowError:
+            shortest = 0.0
         _require(
-            anneal >= self.num_restarts + 1,
+            shortest >= 1.0 - CYCLE_LENGTH_TOLERANCE,
             f"warmup_iters ({self.warmup_steps}) + final_flat_iters ({self.final_flat_steps}) leave {anneal} of "
-            f"max_iters={self.max_iters} steps for {self.num_restarts + 1} annealing cycles; lower them or raise "
-            "max_iters",
+            f"max_iters={self.max_iters} steps for {cycles} annealing cycles growing by T_mult={self.T_mult:g}, "
+            f"so the shortest would last {shortest:.2g} steps (at least 1 is needed); lower them, use fewer "
+            "num_restarts or raise max_iters",
         )
 
     @property

@@ -6,12 +6,21 @@ import csv
 import os
 from pathlib import Path
 
+from fha.errors import FhaError
+
 COLUMNS = ("Step", "Learning Rate", "Train Loss", "Validation Loss", "Perplexity", "Time Elapsed", "Tokens/s")
 
 
 def _format(value: float) -> str:
     """Integers as integers; floats with full precision (repr), so a resumed run can be compared exactly."""
     return str(value) if isinstance(value, int) else repr(float(value))
+
+
+def _step_of(row: list[str], path: Path) -> int:
+    try:
+        return int(row[0])
+    except ValueError:
+        raise FhaError(f"{path}: malformed row {row!r} (the Step column must be a whole number)") from None
 
 
 class LogBook:
@@ -31,7 +40,7 @@ class LogBook:
                 reader = csv.reader(handle)
                 header = next(reader, None)
                 if header == list(COLUMNS):
-                    rows = [row for row in reader if row and int(row[0]) <= (up_to_step or 0)]
+                    rows = [row for row in reader if row and _step_of(row, previous) <= (up_to_step or 0)]
         temp = self.path.with_name(self.path.name + ".tmp")
         with open(temp, "w", newline="") as handle:
             writer = csv.writer(handle)

@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation windows are drawn apart from the training stream
 RUN_ARTEFACTS = (MODEL_FILE, MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, TOKENIZER_FILE, LOG_FILE, CHECKPOINTS_DIR)
+SETUP_FILES = frozenset((MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, TOKENIZER_FILE))  # written before the first step
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SPEED_SMOOTHING = 0.9  # weight of the running average of tokens/s shown in the progress bar
 
@@ -97,14 +98,19 @@ class TrainResult:
 def train(request: TrainRequest) -> TrainResult:
     """Train, writing the run folder (on rank 0); raises FhaError for problems the user can fix."""
     info = DistInfo.from_env()
+    if request.resume is not None:
+        request.resume.check_resumable()
     if not info.is_main:
         logging.getLogger().setLevel(logging.WARNING)
     spec = DataSpec(request.data, request.val_data, request.train_config.val_fraction, request.train_config.seed)
     documents = read_documents(spec)  # before anything else: bad data fails fast and touches nothing
     if info.is_main:
         resume = request.resume
-        same_dir = resume is not None and resume.run_dir.resolve() == request.out_dir.resolve()
+        same_dir = (resume is not None and resume.run_dir is not None
+                    and resume.run_dir.resolve() == request.out_dir.resolve())
         prepare_run_dir(request.out_dir, overwrite=request.overwrite, resuming_same_dir=same_dir)
+        if same_dir:
+            discard_later_checkpoints(request.out_dir, resume.step, overwrite=request.overwrite)
     device = dist_util.local_device(info, setup_device(request.device))
     dist_util.init_process_group(info, device)
     try:
@@ -114,10 +120,14 @@ def train(request: TrainRequest) -> TrainResult:
 
 
 def prepare_run_dir(out_dir: Path, *, overwrite: bool, resuming_same_dir: bool) -> None:
-    """Create the run folder; never reuse one that holds a run unless told to."""
+    """Create the run folder; never reuse one that holds a run unless told to.
+
+    A folder that holds only the files written before the first step (a start that failed,
+    e.g. on a corpus too short for the context) counts as empty, so the retry needs no flag.
+    """
     if out_dir.exists() and not out_dir.is_dir():
         raise FhaError(f"{out_dir}: --out must be a folder, and this is a file")
-    holds_run = out_dir.is_dir() and any(out_dir.iterdir())
+    holds_run = out_dir.is_dir() and any(entry.name not in SETUP_FILES for entry in out_dir.iterdir())
     if holds_run and not resuming_same_dir:
         if not overwrite:
             raise FhaError(
@@ -132,6 +142,23 @@ def prepare_run_dir(out_dir: Path, *, overwrite: bool, resuming_same_dir: bool) 
                 target.unlink()
         log.warning("--overwrite: removed the previous run in %s", out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def discard_later_checkpoints(run_dir: Path, step: int, *, overwrite: bool) -> None:
+    """Resuming a run in its own folder from an older checkpoint: the later checkpoints belong to the
+    abandoned continuation and a later ``--resume RUN_DIR`` would pick them, so they go, but only
+    with --overwrite."""
+    later = [path for found_step, path in list_checkpoints(run_dir) if found_step > step]
+    if not later:
+        return
+    if not overwrite:
+        raise FhaError(
+            f"{run_dir}: holds checkpoints after step {step} ({', '.join(p.name for p in later)}); resume into "
+            "another --out, or pass --overwrite to discard them"
+        )
+    for path in later:
+        shutil.rmtree(path)
+    log.warning("--overwrite: removed %d checkpoints after step %d", len(later), step)
 
 
 class _StopRequest:
@@ -171,6 +198,7 @@ class _Trainer:
         self.schedule = LRSchedule.from_config(self.config)
         self.step = 0
         self.elapsed = 0.0  # seconds of training so far, across resumes
+        self.last_real_fraction = 1.0  # share of the last global batch's targets that count in the loss
         self.stop = _StopRequest()
 
     # ------------------------------------------------------------------ setup
@@ -204,7 +232,8 @@ class _Trainer:
         elif info.rank:
             torch.manual_seed(self.config.seed + info.rank)  # different dropout masks per process
         if info.is_main:
-            self.logbook.start(resume.run_dir / LOG_FILE if resume else None, self.step)
+            previous_log = resume.run_dir / LOG_FILE if resume is not None and resume.run_dir is not None else None
+            self.logbook.start(previous_log, self.step)
         self.train_model: torch.nn.Module = self.model
         if self.config.compile:
             self.model.compile()
@@ -256,7 +285,7 @@ class _Trainer:
             self.step = int(state["step"])
             self.elapsed = float(state["elapsed"])
             _set_rng_states(state["rng"], self.info.rank)
-        except (KeyError, ValueError, TypeError, RuntimeError) as err:
+        except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as err:
             raise FhaError(f"{checkpoint.path}: cannot resume from this checkpoint ({err})") from None
         log.info("resuming from %s at step %d", checkpoint.path, self.step)
 
@@ -285,14 +314,17 @@ class _Trainer:
                 interval_time += seconds
                 bar.update(1)
                 speed = tokens / seconds if speed is None else _smooth(speed, tokens / seconds)
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{speed:,.0f}", refresh=False)
+                postfix = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "tok_s": f"{speed:,.0f}"}
+                if self.config.batching == "padded":
+                    postfix["real"] = f"{self.last_real_fraction:.0%}"  # share of positions that are not padding
+                bar.set_postfix(postfix, refresh=False)
                 done = self.step == self.config.max_iters
                 if self.step % self.config.eval_interval == 0 or done:
                     result.history.append(self._evaluate_and_log(interval_tokens / max(interval_time, 1e-9)))
                     interval_tokens, interval_time = 0, 0.0
                 if self.step % self.config.checkpoint_interval == 0 or done or stop_requested:
                     self._checkpoint()
-                if stop_requested:
+                if stop_requested and not done:  # a stop during the last step still finishes the run
                     log.warning("stopped at step %d; resume with: fha train --resume %s", self.step, self.run_dir)
                     raise KeyboardInterrupt
         if self.info.is_main:
@@ -304,25 +336,36 @@ class _Trainer:
         return result
 
     def _optimizer_step(self) -> tuple[float, float, bool]:
-        """One update; returns (its learning rate, mean micro-batch loss, whether to stop)."""
+        """One update; returns (its learning rate, mean loss per target, whether to stop).
+
+        Each micro-batch's mean loss is weighted by its share of the global batch's real
+        targets, so the update is that of one batch of ``global_batch`` rows even when
+        padding makes the micro-batches' target counts differ (packed: a weight of 1/accum).
+        """
         lr = self.schedule(self.step)
         set_learning_rate(self.optimizer, lr)
         accum = self.config.grad_accum_steps
-        loss_sum = torch.zeros((), device=self.device)
+        batches = [self.sampler.next_batch() for _ in range(accum)]
+        counts = [int(_real_targets(y, self.tokenizer.pad_id).sum()) for _, y in batches]
+        global_count = int(dist_util.all_reduce_sum(torch.tensor(sum(counts), device=self.device)))
+        self.last_real_fraction = global_count / (self.global_batch * self.model_config.max_seq_len)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         self.model.train()
-        for micro in range(accum):
-            x, y = (t.to(self.device, non_blocking=True) for t in self.sampler.next_batch())
+        for micro, ((x, y), count) in enumerate(zip(batches, counts, strict=True)):
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             last = micro == accum - 1
             sync = contextlib.nullcontext() if last or not self.info.enabled else self.train_model.no_sync()
             with sync:
                 with autocast(self.device):
                     _, loss = self.train_model(x, y, return_logits=False)
-                (loss / accum).backward()
-            loss_sum += loss.detach().float()
-        # Mean loss over micro-batches and processes, and whether any process was asked to stop.
-        totals = torch.stack([loss_sum / accum, torch.tensor(float(self.stop.requested), device=self.device)])
+                # DDP averages gradients over processes, hence the world_size.
+                (loss * (count * self.info.world_size / global_count)).backward()
+            loss_sum += loss.detach().double() * count
+        # Mean loss per target over micro-batches and processes, and whether any process was asked to stop.
+        totals = torch.stack([loss_sum, torch.tensor(float(self.stop.requested), dtype=torch.float64,
+                                                     device=self.device)])
         dist_util.all_reduce_sum(totals)
-        mean_loss = float(totals[0]) / self.info.world_size
+        mean_loss = float(totals[0]) / global_count
         stop_requested = bool(totals[1] > 0)
         max_norm = self.config.grad_clip if self.config.grad_clip is not None else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
@@ -351,7 +394,7 @@ class _Trainer:
             x, y = (t.to(self.device, non_blocking=True) for t in sampler.next_batch())
             with autocast(self.device):
                 _, loss = self.model(x, y, return_logits=False)
-            count = ((y != IGNORE_INDEX) & (y != self.tokenizer.pad_id)).sum()
+            count = _real_targets(y, self.tokenizer.pad_id).sum()
             if count:
                 totals += torch.stack([loss.double() * count, count.double()])
         dist_util.all_reduce_sum(totals)
@@ -385,6 +428,11 @@ class _Trainer:
                                    tokenizer=self.tokenizer, state=state)
             log.debug("checkpoint %s", path)
         dist_util.barrier()
+
+
+def _real_targets(targets: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Where a target counts in the loss (the model skips `IGNORE_INDEX` and padding)."""
+    return (targets != IGNORE_INDEX) & (targets != pad_id)
 
 
 def _smooth(average: float, value: float) -> float:
