@@ -92,3 +92,15 @@ def test_every_annealing_cycle_gets_at_least_one_step():
     assert starts == [5, 6, 8, 12, 20] and len(set(starts)) == len(starts)
     with pytest.raises(ValueError, match="annealing cycles"):
         make(max_iters=24, warmup_iters=5, final_flat_iters=5)
+
+
+def test_schedule_plot_goes_into_new_folders_and_bad_formats_are_one_line(tmp_path, capsys):
+    from fha.cli import main
+
+    target = tmp_path / "new" / "dir" / "lr.png"
+    assert main(["schedule", "--preset", "tiny", "--plot", str(target)]) == 0
+    assert target.read_bytes().startswith(b"\x89PNG")
+    capsys.readouterr()
+    assert main(["schedule", "--preset", "tiny", "--plot", str(tmp_path / "lr.notaformat")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fha: error: ") and len(err.strip().splitlines()) == 1

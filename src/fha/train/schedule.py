@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from fha.errors import FhaError
 from fha.train.config import TrainConfig
 
 
@@ -99,4 +100,9 @@ def plot_schedule(schedule: LRSchedule, path: str | Path, title: str = "learning
     ax.set_yscale("log")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    fig.savefig(path)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(path)
+    except ValueError as err:  # matplotlib's word for an unknown image format
+        raise FhaError(f"{path}: cannot write this plot ({err})") from None
