@@ -87,7 +87,8 @@ def test_generate_handles_prompts_longer_than_the_context(capsys, caplog, run_di
 
 
 @pytest.mark.parametrize("option", [["--top-k", "0"], ["--top-p", "1.5"], ["--temperature", "-1"],
-                                    ["--num-samples", "0"], ["--max-new-tokens", "-2"]])
+                                    ["--num-samples", "0"], ["--max-new-tokens", "-2"],
+                                    ["--temperature", "nan"], ["--temperature", "inf"]])
 def test_generate_rejects_bad_options(capsys, run_dir, option):
     code, out, err = fha(capsys, "generate", run_dir, "--prompt", "x", *option)
     assert code == 2 and out == ""

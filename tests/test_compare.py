@@ -184,7 +184,7 @@ def test_skip_first_values(tmp_path):
     assert list(log.after(first_kept_step(log, 10)).step) == [10, 20, 30]
     assert list(log.after(first_kept_step(log, 0)).step) == list(STEPS)
     assert parse_skip_first("0.1") == 0.1 and parse_skip_first("100") == 100
-    for bad in ("-1", "1.5", "many"):
+    for bad in ("-1", "1.5", "many", "inf"):
         with pytest.raises(Exception, match="expected"):
             parse_skip_first(bad)
 
@@ -194,3 +194,49 @@ def test_plot_options_log_axes_and_group_band(runs, tmp_path):
     comparison = compare_runs(runs, tmp_path / "out", options=options)
     assert [path.name for path in comparison.plots] == ["loss_vs_step.png", "loss_vs_time.png"]
     assert all(path.stat().st_size > 0 for path in comparison.plots)
+
+
+def test_tokens_per_s_weights_each_interval_by_its_length(tmp_path):
+    """Tokens/s is logged per interval since the previous row, and 0 at step 0: the run's rate
+    is tokens trained / training time, not the plain mean of the column."""
+    run = make_run(tmp_path / "r", 2.0, train={})  # 4 x 2 x 16 = 128 tokens per step
+    (run / LOG_FILE).write_text(HEADER + "\n0,0.1,4.0,4.0,54.6,0.0,0.0\n"
+                                "20,0.1,3.0,3.0,20.1,32.0,80.0\n30,0.1,2.5,2.5,12.2,36.0,320.0\n")
+    summary = load_summary(run)
+    assert summary.tokens_per_s == pytest.approx(summary.tokens_seen / summary.wall_time_s)
+    assert summary.tokens_per_s == pytest.approx(30 * 128 / 36)
+
+
+def test_log_x_leaves_out_step_zero_instead_of_clipping_it(runs):
+    from fha.compare.plots import _group_series, _run_series
+
+    summaries = [load_summary(path) for path in runs]
+    for options, first_step in ((PlotOptions(), 0), (PlotOptions(log_x=True), 10)):
+        for x_column in ("step", "time_s"):
+            series = _run_series(summaries[2], x_column, "val_loss", options)
+            assert series.x[0] == first_step * (1 if x_column == "step" else 0.5)
+            group = _group_series(seed_groups(summaries)[0], x_column, "val_loss", options)
+            assert group.x[0] == series.x[0] and len(group.low) == len(group.x)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--out", "{tmp}/a_file"], "--out {tmp}/a_file: is a file, not a folder"),
+    (["--out", "{tmp}/o", "--skip-first", "1.5"], "--skip-first: expected an integer step count"),
+    (["--out", "{tmp}/o", "--skip-first", "nan"], "--skip-first: expected an integer step count"),
+    (["--out", "{tmp}/o", "--skip-first", "31"], "--skip-first 31 steps leaves nothing of run fha-seed1"),
+])
+def test_bad_output_and_skip_options_are_one_line_errors(runs, tmp_path, capsys, argv, message):
+    (tmp_path / "a_file").write_text("")
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    check_error(["compare", str(runs[0]), *argv], message.format(tmp=tmp_path), capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def test_held_out_documents_is_shared_with_eval(tmp_path):
+    from fha.compare import held_out_documents
+    from fha.evaluate import held_out_documents as eval_held_out_documents
+
+    data = tmp_path / "held_out.txt"
+    data.write_text("\n\n".join(LINES) + "\n")
+    assert held_out_documents is eval_held_out_documents
+    assert held_out_documents(str(data)) == LINES

@@ -239,3 +239,48 @@ def test_example_script_runs(capsys):
     runpy.run_path(str(REPO_ROOT / "examples" / "inspect_shapes.py"), run_name="__main__")
     out = capsys.readouterr().out
     assert "blocks.0.attn.level2" in out and "recomputed weights reproduce" in out
+
+
+# ------------------------------------------------------------------- presets, configs, errors
+def test_cli_tree_of_a_preset(capsys):
+    from fha.train.presets import build_configs, load_experiment
+
+    assert main(["inspect", "--preset", "tiny", "--seq-len", "4", "--modules", "norm"]) == 0
+    out = capsys.readouterr().out
+    model_config, _ = build_configs(load_experiment(preset="tiny"))
+    assert out.startswith(f"fha (split {model_config.fractal_split}")
+    assert f"{GPT(model_config).num_parameters():,} parameters" in out
+    assert f"norm  RMSNorm  (2, 4, {model_config.dim}) -> (2, 4, {model_config.dim})" in out
+
+
+def test_cli_preset_and_toml_config_follow_their_base(tmp_path, capsys):
+    from fha.train.presets import build_configs, load_experiment
+
+    expected, _ = build_configs(load_experiment(preset="seed-1m-mha"))  # base = "seed-1m", attention = "mha"
+    config = tmp_path / "mine.toml"
+    config.write_text('base = "seed-1m"\n[model]\nattention = "mha"\n')
+    for argv in (["--preset", "seed-1m-mha"], ["--config", str(config)]):
+        assert main(["inspect", *argv, "--modules", "norm"]) == 0
+        header = capsys.readouterr().out.splitlines()[0]
+        assert header == (f"mha ({expected.num_q_heads} heads of {expected.head_dim}, {expected.num_kv_heads} kv); "
+                          f"{GPT(expected).num_parameters():,} parameters; input (B, T) = (2, 16)")
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--preset", "tinyy"], "unknown preset 'tinyy'"),
+    (["{run}", "--set", "dim=abc"], "--set dim=abc: dim='abc': expected int"),
+    (["{run}", "--attention", "--prompt", "a", "--out", "{tmp}/a_file"], "--out {tmp}/a_file: is a file"),
+    (["{run}", "--batch-size", "0"], "--batch-size must be at least 1"),
+])
+def test_cli_more_errors_are_one_line(argv, message, run_dir, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("")
+    argv = [a.format(run=run_dir, tmp=tmp_path) for a in argv]
+    assert main(["inspect", *argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith("fha: error: ") and message.format(tmp=tmp_path) in err
+
+
+def test_cli_unmatched_modules_print_nothing_on_stdout(run_dir, capsys):
+    assert main(["inspect", str(run_dir), "--modules", "nothing*"]) == 2
+    assert capsys.readouterr().out == ""

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from fha.data import IGNORE_INDEX, TokenData, eval_windows
+from fha.data.sources import TINYSTORIES, load_documents, load_splits
 from fha.device import autocast
 from fha.tokenizer import PAD_ID, Tokenizer
 
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TOP_K = 5
 DEFAULT_BATCH_SIZE = 8
+HELD_OUT_SPLIT = "val"  # the TinyStories split that `held_out_documents("tinystories")` reads
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,13 @@ class TokenGuess:
     target_rank: int  # 1 = the model's first choice
     guess_ids: list[int]
     guess_probs: list[float]
+
+
+def held_out_documents(source: str) -> list[str]:
+    """The documents of a local .txt/.jsonl file, or TinyStories' validation split for "tinystories"."""
+    if source == TINYSTORIES:
+        return load_splits(TINYSTORIES)[HELD_OUT_SPLIT]
+    return load_documents(source)
 
 
 def encode_documents(documents: Sequence[str], tokenizer: Tokenizer) -> tuple[np.ndarray, int]:

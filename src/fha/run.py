@@ -80,21 +80,27 @@ def require_run_dir(path: str | Path) -> Path:
     return path
 
 
-def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
-    """(model in eval mode, tokenizer, configs) of a finished or exported run."""
+def load_model_and_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, Tokenizer]:
+    """The model (in eval mode) and tokenizer of a run folder, checked to fit each other."""
     from fha.tokenizer import Tokenizer
 
     path = require_run_dir(path)
-    model = load_weights(path, device).eval()
     if not (path / TOKENIZER_FILE).is_file():
         raise FhaError(f"{path}: not a run folder (no {TOKENIZER_FILE})")
+    model = load_weights(path, device).eval()
     tokenizer = Tokenizer.load(path / TOKENIZER_FILE)
     if tokenizer.vocab_size != model.config.vocab_size:
         raise FhaError(f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model expects "
                        f"{model.config.vocab_size}")
+    return model, tokenizer
+
+
+def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
+    """(model in eval mode, tokenizer, configs) of a finished or exported run."""
+    model, tokenizer = load_model_and_tokenizer(path, device)
     train = None
-    if (path / TRAIN_CONFIG_FILE).is_file():
+    if (Path(path) / TRAIN_CONFIG_FILE).is_file():
         from fha.train.config import TrainConfig
 
-        train = TrainConfig.from_json(path / TRAIN_CONFIG_FILE)
+        train = TrainConfig.from_json(Path(path) / TRAIN_CONFIG_FILE)
     return LoadedRun(model, tokenizer, RunConfigs(model.config, train))

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import NoReturn
 
 from fha.errors import FhaError
 
@@ -19,8 +20,17 @@ COMMAND_MODULES = ("tokenizer", "train", "schedule", "generate", "eval", "compar
 log = logging.getLogger("fha")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports a usage mistake as the same one line as every other error (the usage is in --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.partition(" ")[2]  # "fha train" -> "train"; "" for fha itself
+        where = f"{command}: " if command else ""
+        self.exit(2, f"fha: error: {where}{message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fha", description="Fractal-Head Attention: train, inspect and compare small GPT models."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")

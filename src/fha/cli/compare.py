@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 from pathlib import Path
 
 from fha.compare import PlotOptions, compare_runs
 from fha.compare.report import groups_table, markdown_table, runs_table
 from fha.data.sources import TINYSTORIES
 from fha.device import DEVICE_CHOICES, setup_device
+from fha.errors import FhaError
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--names", nargs="+", metavar="NAME", help="names of the runs, in order (default: folder names)")
     parser.add_argument("--log-x", action="store_true", help="logarithmic step / time axis")
     parser.add_argument("--log-y", action="store_true", help="logarithmic loss axis")
-    parser.add_argument("--skip-first", type=parse_skip_first, default=0.0, metavar="N|FRACTION",
+    parser.add_argument("--skip-first", default="0", metavar="N|FRACTION",
                         help="leave the first N steps (an integer) or that fraction of each run's steps "
                              "(a number below 1, e.g. 0.1) out of the plots")
     parser.add_argument("--data", metavar="SOURCE",
@@ -37,19 +39,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def parse_skip_first(text: str) -> float:
-    """An integer number of steps (>= 0), or a fraction in (0, 1)."""
+    """An integer number of steps (>= 0), or a fraction in (0, 1).
+
+    Checked here rather than as an argparse ``type``, so that a bad value is the one-line
+    ``fha: error:`` of every other bad input instead of argparse's usage text.
+    """
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a step count or a fraction, got {text!r}") from None
-    if value < 0 or (value >= 1 and not value.is_integer()):
-        raise argparse.ArgumentTypeError(f"expected an integer step count >= 0 or a fraction below 1, got {text!r}")
+        raise FhaError(f"--skip-first: expected a step count or a fraction, got {text!r}") from None
+    if not math.isfinite(value) or value < 0 or (value >= 1 and not value.is_integer()):
+        raise FhaError(f"--skip-first: expected an integer step count >= 0 or a fraction below 1, got {text!r}")
     return value
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    skip_first = parse_skip_first(args.skip_first)
     device = setup_device(args.device) if args.data is not None else "cpu"
-    options = PlotOptions(log_x=args.log_x, log_y=args.log_y, skip_first=args.skip_first)
+    options = PlotOptions(log_x=args.log_x, log_y=args.log_y, skip_first=skip_first)
     comparison = compare_runs(args.run_dirs, args.out, names=args.names, options=options, data=args.data,
                               device=device)
     print(markdown_table(runs_table(comparison.runs)))

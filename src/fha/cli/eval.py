@@ -11,7 +11,7 @@ import json
 import logging
 from pathlib import Path
 
-from fha.data.sources import TINYSTORIES, load_documents, load_splits
+from fha.data.sources import TINYSTORIES
 from fha.device import DEVICE_CHOICES, setup_device
 from fha.errors import FhaError
 from fha.evaluate import (
@@ -20,6 +20,7 @@ from fha.evaluate import (
     EvalResult,
     TokenGuess,
     evaluate,
+    held_out_documents,
     next_token_guesses,
 )
 from fha.run import load_run
@@ -28,7 +29,6 @@ from fha.tokenizer import Tokenizer
 log = logging.getLogger(__name__)
 
 GUESS_VIEW_TOKENS = 16  # positions of the first document shown beside the model's guesses
-VALIDATION_SPLIT = "val"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,7 +60,7 @@ def run_eval(args: argparse.Namespace) -> int:
         raise FhaError(f"--max-documents must be at least 1, got {args.max_documents}")
     device = setup_device(args.device)
     model, tokenizer, _ = load_run(args.run_dir, device)
-    documents = _documents(args.data)[: args.max_documents]
+    documents = held_out_documents(args.data)[: args.max_documents]
     log.info("evaluating %s on %d documents from %s", args.run_dir, len(documents), args.data)
     result = evaluate(model, documents, tokenizer=tokenizer, top_k=args.top_k, batch_size=args.batch_size,
                       show_progress=True)
@@ -72,12 +72,6 @@ def run_eval(args: argparse.Namespace) -> int:
     print()
     print(_guess_view(next_token_guesses(model, first, top_k=args.top_k), tokenizer, args.top_k))
     return 0
-
-
-def _documents(source: str) -> list[str]:
-    if source == TINYSTORIES:
-        return load_splits(TINYSTORIES)[VALIDATION_SPLIT]
-    return load_documents(source)
 
 
 def _table(run_dir: Path, source: str, num_documents: int, result: EvalResult) -> str:

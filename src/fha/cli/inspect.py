@@ -3,23 +3,18 @@
     fha inspect (--preset NAME | --config FILE | RUN_DIR) [--set KEY=VALUE ...] [--modules PATTERN ...]
     fha inspect RUN_DIR --attention --prompt TEXT --out DIR [--layers N ...]
 
-The shape tree needs only a model config (weights are random unless RUN_DIR gives them);
-attention maps need a trained run and its tokenizer. Everything runs on the CPU.
+The shape tree needs only a model config (the model is built with random weights, since
+shapes do not depend on them; a RUN_DIR contributes its model_config.json only); attention
+maps need a trained run and its tokenizer. Everything runs on the CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 import torch
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 from fha.config import ModelConfig
 from fha.errors import FhaError
@@ -82,14 +77,18 @@ def run_inspect(args: argparse.Namespace) -> int:
             raise FhaError(f"--{option} is used with --attention")
     config = _apply_overrides(_model_config(args), args.overrides)
     seq_len = args.seq_len if args.seq_len is not None else min(DEFAULT_SEQ_LEN, config.max_seq_len)
+    if not 1 <= seq_len <= config.max_seq_len:
+        raise FhaError(f"--seq-len: need 1 <= seq_len <= max_seq_len={config.max_seq_len}, got {seq_len}")
+    if args.batch_size < 1:
+        raise FhaError(f"--batch-size must be at least 1, got {args.batch_size}")
     idx = example_input(config, args.batch_size, seq_len)
     model = GPT(config).eval()
-    print(f"{describe_attention(config)}; {model.num_parameters():,} parameters; "
-          f"input (B, T) = {tuple(idx.shape)}")
     tree = shape_tree(model, idx, args.modules)
     if not tree:
         raise FhaError(f"--modules {' '.join(args.modules)}: no module name matches "
                        f"(names look like 'blocks.0.attn.qkv'; '*' also spans dots)")
+    print(f"{describe_attention(config)}; {model.num_parameters():,} parameters; "
+          f"input (B, T) = {tuple(idx.shape)}")
     print(tree)
     return 0
 
@@ -103,31 +102,27 @@ def _model_config(args: argparse.Namespace) -> ModelConfig:
 
 
 def _preset_model_config(name: str) -> ModelConfig:
-    """The model part of a training preset, read with the training package's loader."""
-    try:
-        from fha.train.presets import load_preset
-    except ImportError:
-        raise FhaError("--preset: presets are not available in this installation (use --config FILE)") from None
-    return load_preset(name).model
+    """The [model] table of a training preset, with its ``base`` chain resolved."""
+    from fha.train.presets import load_experiment
+
+    return _experiment_model_config(load_experiment(preset=name), f"--preset {name}")
 
 
 def load_model_config_file(path: Path) -> ModelConfig:
-    """A ModelConfig from a JSON file of its fields, or the [model] table of a TOML file."""
+    """A ModelConfig from a JSON file of its fields, or the [model] table of an experiment TOML
+    file (read with the training loader, so a ``base = "preset"`` line is followed)."""
     if path.suffix.lower() != ".toml":
         return ModelConfig.from_json(path)
+    from fha.train.presets import load_experiment
+
+    return _experiment_model_config(load_experiment(config_file=path), str(path))
+
+
+def _experiment_model_config(tables: dict, label: str) -> ModelConfig:
     try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise FhaError(f"{path}: file not found") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise FhaError(f"{path}: not valid TOML ({err})") from None
-    table = data.get(MODEL_TABLE)
-    if not isinstance(table, dict):
-        raise FhaError(f"{path}: no [{MODEL_TABLE}] table")
-    try:
-        return ModelConfig.from_dict(table)
+        return ModelConfig.from_dict(tables[MODEL_TABLE])
     except (TypeError, ValueError) as err:
-        raise FhaError(f"{path}: {err}") from None
+        raise FhaError(f"{label}: {err}") from None
 
 
 def _apply_overrides(config: ModelConfig, overrides: list[str]) -> ModelConfig:
@@ -136,8 +131,14 @@ def _apply_overrides(config: ModelConfig, overrides: list[str]) -> ModelConfig:
         key, sep, text = item.partition("=")
         if not sep:
             raise FhaError(f"--set {item!r}: expected KEY=VALUE")
-        changes[key.strip()] = ModelConfig.parse_field(key.strip(), text)
-    return config.replace(**changes) if changes else config
+        try:
+            changes[key.strip()] = ModelConfig.parse_field(key.strip(), text)
+        except ValueError as err:
+            raise FhaError(f"--set {item}: {err}") from None
+    try:
+        return config.replace(**changes) if changes else config
+    except (TypeError, ValueError) as err:
+        raise FhaError(f"--set: {err}") from None
 
 
 def _run_attention(args: argparse.Namespace) -> int:
@@ -147,6 +148,8 @@ def _run_attention(args: argparse.Namespace) -> int:
         raise FhaError("--set and --modules do not apply to --attention")
     if args.prompt is None or args.out is None:
         raise FhaError("--attention needs --prompt TEXT and --out DIR")
+    if args.out.exists() and not args.out.is_dir():
+        raise FhaError(f"--out {args.out}: is a file, not a folder")
     model, tokenizer, configs = load_run(args.run_dir)
     ids = tokenizer.encode(args.prompt, bos=True)
     limit = configs.model.max_seq_len
@@ -154,9 +157,10 @@ def _run_attention(args: argparse.Namespace) -> int:
         log.warning("the prompt has %d tokens; drawing the first %d (max_seq_len)", len(ids), limit)
         ids = ids[:limit]
     maps = attention_maps(model, torch.tensor([ids]), args.layers)
-    written = save_attention_heatmaps(maps, token_labels(tokenizer, ids), args.out)
+    labels = token_labels(tokenizer, ids)
+    written = save_attention_heatmaps(maps, labels, args.out)
     layout = save_head_layout(configs.model, args.out / HEAD_LAYOUT_FILE)
-    print(f"{len(ids)} tokens (<bos> first): {tokenizer.display(args.prompt)}")
+    print(f"{len(ids)} tokens: {' '.join(labels)}")
     print(f"wrote {len(written)} heatmaps for layers {', '.join(str(m.layer) for m in maps)} to {args.out}")
     print(f"wrote the head layout to {layout}")
     return 0

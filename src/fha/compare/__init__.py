@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from fha.compare.plots import PlotOptions, plot_losses
+from fha.compare.plots import PlotOptions, first_kept_step, plot_losses
 from fha.compare.report import groups_table, runs_table, write_html, write_markdown
 from fha.compare.runs import (
     RunSummary,
@@ -28,18 +28,14 @@ from fha.compare.runs import (
     read_log,
     seed_groups,
 )
-from fha.data.sources import TINYSTORIES, load_documents, load_splits
 from fha.errors import FhaError
-from fha.evaluate import evaluate
-from fha.model.gpt import GPT
-from fha.run import TOKENIZER_FILE, load_weights
-from fha.tokenizer import Tokenizer
+from fha.evaluate import evaluate, held_out_documents
+from fha.run import load_model_and_tokenizer
 
 log = logging.getLogger(__name__)
 
 MARKDOWN_FILE = "report.md"
 HTML_FILE = "report.html"
-TINYSTORIES_HELD_OUT_SPLIT = "val"
 
 __all__ = [
     "Comparison",
@@ -65,13 +61,6 @@ class Comparison:
     html: Path
 
 
-def held_out_documents(source: str) -> list[str]:
-    """The documents of a local text file, or TinyStories' validation split for "tinystories"."""
-    if source == TINYSTORIES:
-        return load_splits(TINYSTORIES)[TINYSTORIES_HELD_OUT_SPLIT]
-    return load_documents(source)
-
-
 def compare_runs(
     run_dirs: Sequence[str | Path],
     out_dir: str | Path,
@@ -87,19 +76,25 @@ def compare_runs(
         raise FhaError("give at least one run folder")
     if names is not None and len(names) != len(run_dirs):
         raise FhaError(f"--names gives {len(names)} names for {len(run_dirs)} runs")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FhaError(f"--out {out_dir}: is a file, not a folder")
     runs = [load_summary(path, name) for path, name in zip(run_dirs, names or [None] * len(run_dirs))]
+    for run in runs:
+        if not len(run.log.after(first_kept_step(run.log, options.skip_first)).step):
+            raise FhaError(f"--skip-first {_skipped(options.skip_first)} leaves nothing of run {run.name} "
+                           f"(its last logged step is {run.steps})")
     notes = []
     if data is not None:
         documents = held_out_documents(data)
         for run in runs:
             log.info("evaluating %s on %s", run.name, data)
-            model, tokenizer = _model_and_tokenizer(run.path, device)
+            model, tokenizer = load_model_and_tokenizer(run.path, device)  # train_config.json not needed
             run.held_out = evaluate(model, documents, tokenizer=tokenizer).to_dict()
         notes.append(f"Held-out metrics: {data} ({len(documents):,} documents).")
     if options.skip_first:
         notes.append(f"Curves leave out the first {_skipped(options.skip_first)}.")
     groups = seed_groups(runs)
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = plot_losses(runs, groups, out_dir, options)
     run_rows = runs_table(runs)
@@ -108,19 +103,6 @@ def compare_runs(
     write_markdown(markdown, run_rows, group_rows, plots, notes)
     write_html(page, run_rows, group_rows, plots, notes)
     return Comparison(runs, groups, plots, markdown, page)
-
-
-def _model_and_tokenizer(path: Path, device: str | torch.device) -> tuple[GPT, Tokenizer]:
-    """Like `load_run` without parsing train_config.json, which compare reads only as plain JSON."""
-    tokenizer_path = path / TOKENIZER_FILE
-    if not tokenizer_path.is_file():
-        raise FhaError(f"{path}: --data needs the run's {TOKENIZER_FILE}, which is missing")
-    model = load_weights(path, device).eval()
-    tokenizer = Tokenizer.load(tokenizer_path)
-    if tokenizer.vocab_size != model.config.vocab_size:
-        raise FhaError(f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model expects "
-                       f"{model.config.vocab_size}")
-    return model, tokenizer
 
 
 def _skipped(skip_first: float) -> str:

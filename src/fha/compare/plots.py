@@ -53,9 +53,9 @@ class _Series:
 
 def _run_series(run: RunSummary, x_column: str, y_column: str, options: PlotOptions) -> _Series:
     log = run.log.after(first_kept_step(run.log, options.skip_first))
-    y = getattr(log, y_column)
-    keep = ~np.isnan(y)
-    return _Series(run.name, getattr(log, x_column)[keep], y[keep])
+    x, y = getattr(log, x_column), getattr(log, y_column)
+    keep = ~np.isnan(y) & _drawable(x, options)
+    return _Series(run.name, x[keep], y[keep])
 
 
 def _group_series(group: SeedGroup, x_column: str, y_column: str, options: PlotOptions) -> _Series:
@@ -67,10 +67,16 @@ def _group_series(group: SeedGroup, x_column: str, y_column: str, options: PlotO
         x_rows.append(getattr(log, x_column)[rows])
         y_rows.append(getattr(log, y_column)[rows])
     xs, ys = np.stack(x_rows), np.stack(y_rows)  # (members, steps)
-    keep = ~np.isnan(ys).any(axis=0)
+    keep = ~np.isnan(ys).any(axis=0) & _drawable(xs.mean(axis=0), options)
     xs, ys = xs[:, keep], ys[:, keep]
     label = f"{group.label} (mean of {len(group.runs)} seeds, min-max band)"
     return _Series(label, xs.mean(axis=0), ys.mean(axis=0), ys.min(axis=0), ys.max(axis=0))
+
+
+def _drawable(x: np.ndarray, options: PlotOptions) -> np.ndarray:
+    """The points a log x axis can show: step 0 and time 0 are left out rather than clipped,
+    so that they do not stretch the loss axis to values the plot never shows."""
+    return x > 0 if options.log_x else np.ones(len(x), dtype=bool)
 
 
 def _draw(ax: Axes, series: Sequence[_Series], title: str, x_label: str, options: PlotOptions) -> None:

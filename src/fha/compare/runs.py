@@ -139,10 +139,19 @@ class RunSummary:
 
     @property
     def tokens_per_s(self) -> float:
-        """The mean of the log's Tokens/s column; without it, tokens seen / wall time."""
-        logged = self.log.tokens_per_s[~np.isnan(self.log.tokens_per_s)]
-        if len(logged):
-            return float(logged.mean())
+        """Training throughput over the whole run.
+
+        Each Tokens/s entry is the rate of the interval since the previous row (the first
+        row, at step 0, has none and logs 0), so the rates are averaged weighted by the
+        intervals' lengths in Time Elapsed: that is tokens trained / training time, even
+        for data-parallel runs whose global batch the train config does not show. A log
+        without the column falls back to tokens seen / wall time.
+        """
+        durations = np.diff(self.log.time_s)  # (rows - 1,) seconds of each interval
+        rates = self.log.tokens_per_s[1:]
+        usable = ~np.isnan(rates) & ~np.isnan(durations) & (durations > 0)
+        if usable.any():
+            return float((rates[usable] * durations[usable]).sum() / durations[usable].sum())
         if self.tokens_seen is None or not self.wall_time_s > 0:
             return math.nan
         return self.tokens_seen / self.wall_time_s
