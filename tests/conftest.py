@@ -1,4 +1,5 @@
-"""Shared test fixtures: where the TinyStories sample lives (set FHA_SAMPLE_DATA to move it)."""
+"""Shared test fixtures: where the TinyStories sample lives (set FHA_SAMPLE_DATA to move it), a
+private token cache for every test, a small synthetic corpus and a tiny trained run."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+from tiny_run import make_model, make_tokenizer
+from train_helpers import write_corpus
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = Path(os.environ.get("FHA_SAMPLE_DATA", REPO_ROOT.parent / "shared" / "data" / "tinystories-sample"))
@@ -17,3 +20,27 @@ def sample_dir() -> Path:
     if not (SAMPLE_DIR / "train.txt").is_file() or not (SAMPLE_DIR / "valid.txt").is_file():
         pytest.skip(f"TinyStories sample not found at {SAMPLE_DIR}")
     return SAMPLE_DIR
+
+
+@pytest.fixture(autouse=True)
+def token_cache(tmp_path, monkeypatch):
+    """Token arrays go to the test's own folder, never to the user's ~/.cache/fha."""
+    monkeypatch.setenv("FHA_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def corpus(tmp_path) -> Path:
+    """A synthetic story file for training tests."""
+    return write_corpus(tmp_path / "stories.txt")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """A tokenizer trained on tiny_run's lines (one per test module)."""
+    return make_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    """A tiny model briefly trained with that tokenizer (one per test module)."""
+    return make_model(tokenizer)

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from tiny_run import CONTEXT, LINES, make_model, make_tokenizer
+from tiny_run import CONTEXT, LINES
 
 from fha.evaluate import (
     EvalResult,
@@ -87,16 +87,6 @@ def test_next_token_guesses():
     assert guesses[0].guess_ids == [1, 2] and guesses[0].guess_probs == pytest.approx([0.5, 0.25])
     assert guesses[0].target_rank == 1 and guesses[0].target_prob == pytest.approx(0.5)
     assert guesses[1].target_rank == 2 and guesses[1].target_prob == pytest.approx(0.25)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return make_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def model(tokenizer):
-    return make_model(tokenizer)
 
 
 def test_evaluating_documents_matches_the_model_loss_on_one_window(model, tokenizer):

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from tiny_run import CONTEXT, LINES, make_model, make_tokenizer
+from tiny_run import CONTEXT, LINES
 
 from fha.completion import IncrementalDecoder, complete, left_pad
 from fha.generation import filter_logits, generate, sample_next
@@ -96,16 +96,6 @@ def test_bad_filter_values_are_rejected(bad):
 
 
 # ----------------------------------------------------------------------------- generation
-@pytest.fixture(scope="module")
-def tokenizer():
-    return make_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def model(tokenizer):
-    return make_model(tokenizer)
-
-
 PROMPTS = ["Once upon a time", "Tom", "She liked to play in the park with her"]
 
 

@@ -15,7 +15,6 @@ from train_helpers import (
     run_tiny,
     tiny_model_config,
     tiny_train_config,
-    write_corpus,
 )
 
 from fha import GPT, Tokenizer
@@ -28,14 +27,6 @@ from fha.train.loop import TrainRequest, train
 from fha.train.optim import make_optimizer, parameter_groups
 
 
-@pytest.fixture(autouse=True)
-def token_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("FHA_CACHE_DIR", str(tmp_path / "cache"))
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    return write_corpus(tmp_path / "stories.txt")
 
 
 def test_run_folder_log_and_checkpoints(corpus, tmp_path):

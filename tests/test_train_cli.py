@@ -8,7 +8,6 @@ import sys
 
 import pytest
 import torch
-from train_helpers import write_corpus
 
 from fha.cli import main
 from fha.run import load_run
@@ -21,14 +20,6 @@ TINY_SETS = ["--set", "dim=32", "--set", "num_layers=1", "--set", "max_seq_len=1
              "--set", "checkpoint_interval=2"]
 
 
-@pytest.fixture(autouse=True)
-def token_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("FHA_CACHE_DIR", str(tmp_path / "cache"))
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    return write_corpus(tmp_path / "stories.txt")
 
 
 def fails_with_one_line(capsys, argv: list[str], expected: str) -> str:
