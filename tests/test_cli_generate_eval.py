@@ -171,3 +171,9 @@ def test_example_script_runs(capsys):
     out = capsys.readouterr().out
     assert "perplexity" in out and "bits_per_byte" in out
     assert "\nOnce upon a time" in out and "\nTom had" in out
+
+
+def test_eval_rejects_top_k_beyond_the_vocabulary(capsys, run_dir, data_file):
+    code, out, err = fha(capsys, "eval", run_dir, "--data", data_file, "--top-k", "100000")
+    assert code == 2 and out == ""
+    assert err.startswith("fha: error: --top-k 100000 exceeds the vocabulary") and len(err.strip().splitlines()) == 1

@@ -60,6 +60,8 @@ def run_eval(args: argparse.Namespace) -> int:
         raise FhaError(f"--max-documents must be at least 1, got {args.max_documents}")
     device = setup_device(args.device)
     model, tokenizer, _ = load_run(args.run_dir, device)
+    if args.top_k > tokenizer.vocab_size:
+        raise FhaError(f"--top-k {args.top_k} exceeds the vocabulary of {tokenizer.vocab_size} tokens")
     documents = held_out_documents(args.data)[: args.max_documents]
     log.info("evaluating %s on %d documents from %s", args.run_dir, len(documents), args.data)
     result = evaluate(model, documents, tokenizer=tokenizer, top_k=args.top_k, batch_size=args.batch_size,

@@ -123,6 +123,6 @@ def save_head_layout(config: ModelConfig, path: str | Path) -> Path:
     ax.set_xlabel(f"dimension of the head (head_dim = {config.head_dim})")
     scale = f", scale {config.fractal_scale}" if config.attention == "fha" else ""
     ax.set_title(f"{config.attention} head layout: split {config.split}{scale}, "
-                 f"{config.num_q_heads} query heads, {config.num_kv_heads} kv heads")
+                 f"{config.num_q_heads} query heads, {config.num_kv_heads} kv head{'s' if config.num_kv_heads > 1 else ''}")
     figure.savefig(path, dpi=DPI)
     return path
