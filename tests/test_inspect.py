@@ -284,3 +284,14 @@ def test_cli_more_errors_are_one_line(argv, message, run_dir, tmp_path, capsys):
 def test_cli_unmatched_modules_print_nothing_on_stdout(run_dir, capsys):
     assert main(["inspect", str(run_dir), "--modules", "nothing*"]) == 2
     assert capsys.readouterr().out == ""
+
+
+def test_printing_a_trace_shows_the_tree():
+    import torch
+
+    from fha import GPT, ModelConfig, trace_shapes
+
+    model = GPT(ModelConfig(dim=16, vocab_size=40, num_layers=1, max_seq_len=8, num_q_heads=2, head_dim=8))
+    with trace_shapes(model) as trace:
+        model(torch.zeros(1, 4, dtype=torch.long))
+    assert str(trace) == trace.render() and str(trace).splitlines()[1].startswith("├─ embedding")

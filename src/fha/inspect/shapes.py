@@ -73,11 +73,14 @@ class ShapeTrace:
         return [node.name for node in self.walk() if not node.derived]
 
     def render(self) -> str:
+        """The tree as text, one line per module call."""
         lines: list[str] = []
         for node in self.roots:
             lines.append(node.label())
             _render_children(node, "", lines)
         return "\n".join(lines)
+
+    __str__ = render  # print(trace) shows the tree
 
     def _enter(self, name: str, module: nn.Module, args: tuple, kwargs: dict) -> None:
         node = ShapeNode(name, type(module).__name__, inputs=format_shapes([*args, *kwargs.values()]))
