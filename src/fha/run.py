@@ -56,15 +56,20 @@ def load_weights(directory: str | Path, device: str | torch.device = "cpu") -> G
     """Build the model described by directory/model_config.json and load its weights."""
     directory = require_run_dir(directory)
     model = GPT(ModelConfig.from_json(directory / MODEL_CONFIG_FILE))
-    weights = directory / MODEL_FILE
+    read_weights_into(model, directory / MODEL_FILE)
+    return model.to(device)
+
+
+def read_weights_into(model: GPT, weights: Path, label: str = "weights") -> None:
+    """Load a safetensors file into model; a damaged or mismatched file is a one-line FhaError."""
     try:
         missing, unexpected = load_model(model, str(weights), strict=False)
     except (SafetensorError, OSError, RuntimeError, ValueError) as err:
-        raise FhaError(f"{weights}: cannot read weights ({err})") from None
+        detail = " ".join(str(err).split()) or type(err).__name__
+        raise FhaError(f"{weights}: corrupt {label} ({detail})") from None
     if missing or unexpected:
-        raise FhaError(f"{weights}: weights do not match model_config.json "
+        raise FhaError(f"{weights}: {label} do not match model_config.json "
                        f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
-    return model.to(device)
 
 
 def require_run_dir(path: str | Path) -> Path:

@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
+from safetensors.torch import save_model
 
 from fha.config import ModelConfig
 from fha.errors import FhaError
@@ -39,6 +38,7 @@ from fha.run import (
     MODEL_FILE,
     TOKENIZER_FILE,
     TRAIN_CONFIG_FILE,
+    read_weights_into,
 )
 from fha.tokenizer import Tokenizer
 from fha.train.config import TrainConfig
@@ -86,13 +86,7 @@ class Checkpoint:
                 raise FhaError(f"{state_file}: cannot resume from this checkpoint ({key!r} is damaged)")
 
     def load_weights_into(self, model: GPT) -> None:
-        weights = self.path / MODEL_FILE
-        try:
-            missing, unexpected = load_model(model, str(weights), strict=False)
-        except (SafetensorError, OSError, RuntimeError, ValueError) as err:
-            raise FhaError(f"{weights}: corrupt checkpoint weights ({_one_line(err)})") from None
-        if missing or unexpected:
-            raise FhaError(f"{weights}: weights do not match the checkpoint's model_config.json")
+        read_weights_into(model, self.path / MODEL_FILE, label="checkpoint weights")
 
 
 def checkpoint_path(run_dir: str | Path, step: int) -> Path:
