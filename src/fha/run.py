@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 from fha.config import ModelConfig
-from fha.errors import FhaError
+from fha.errors import FhaError, one_line
 from fha.model.gpt import GPT
 
 if TYPE_CHECKING:
@@ -65,8 +65,7 @@ def read_weights_into(model: GPT, weights: Path, label: str = "weights") -> None
     try:
         missing, unexpected = load_model(model, str(weights), strict=False)
     except (SafetensorError, OSError, RuntimeError, ValueError) as err:
-        detail = " ".join(str(err).split()) or type(err).__name__
-        raise FhaError(f"{weights}: corrupt {label} ({detail})") from None
+        raise FhaError(f"{weights}: corrupt {label} ({one_line(err)})") from None
     if missing or unexpected:
         raise FhaError(f"{weights}: {label} do not match model_config.json "
                        f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")

@@ -22,7 +22,7 @@ from pathlib import Path
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
-from fha.errors import FhaError
+from fha.errors import FhaError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -107,11 +107,11 @@ class Tokenizer:
         except FileNotFoundError:
             raise FhaError(f"{path}: tokenizer file not found") from None
         except (OSError, UnicodeDecodeError) as err:
-            raise FhaError(f"{path}: cannot read tokenizer file ({_one_line(err)})") from None
+            raise FhaError(f"{path}: cannot read tokenizer file ({one_line(err)})") from None
         try:
             hf = HFTokenizer.from_str(text)
         except Exception as err:  # the Rust parser raises plain Exception subclasses
-            raise FhaError(f"{path}: not a valid tokenizer file ({_one_line(err)})") from None
+            raise FhaError(f"{path}: not a valid tokenizer file ({one_line(err)})") from None
         return cls(hf, source=str(path))
 
     def save(self, path: str | Path) -> None:
@@ -237,7 +237,3 @@ def _check_special_tokens(hf: HFTokenizer, source: str) -> None:
     for expected_id, token in enumerate(SPECIAL_TOKENS):
         if hf.token_to_id(token) != expected_id:
             raise FhaError(f"{source}: tokenizer must map {token} to id {expected_id}, found {hf.token_to_id(token)}")
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__

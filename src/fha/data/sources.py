@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from fha.errors import FhaError
+from fha.errors import FhaError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +126,8 @@ def download_tinystories(cache_dir: str | Path | None = None) -> dict[str, Path]
         try:
             paths[split] = Path(hf_hub_download(TINYSTORIES_REPO, filename, repo_type="dataset", cache_dir=cache_dir))
         except (OSError, HfHubHTTPError) as err:
-            reason = " ".join(str(err).split())
             raise FhaError(
-                f"downloading {filename} from the Hugging Face Hub failed ({reason}); {OFFLINE_HINT}"
+                f"downloading {filename} from the Hugging Face Hub failed ({one_line(err)}); {OFFLINE_HINT}"
             ) from None
     return paths
 

@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import save_model
 
 from fha.config import ModelConfig
-from fha.errors import FhaError
+from fha.errors import FhaError, one_line
 from fha.model.gpt import GPT
 from fha.run import (
     CHECKPOINTS_DIR,
@@ -181,12 +181,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     try:
         state = torch.load(state_file, map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
-        raise FhaError(f"{state_file}: corrupt checkpoint ({_one_line(err)})") from None
+        raise FhaError(f"{state_file}: corrupt checkpoint ({one_line(err)})") from None
     if not isinstance(state, dict) or not isinstance(state.get("step"), int):
         raise FhaError(f"{state_file}: corrupt checkpoint (no step recorded)")
     return Checkpoint(folder, state["step"], model_config, train_config, tokenizer, state)
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) < 200 else text[:197] + "..."
