@@ -15,12 +15,10 @@ loss that training uses (`return_logits=False`) and with full logits.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from timing import time_interleaved
 
 from fha import GPT, ModelConfig, fractal_attention
 
@@ -48,21 +46,6 @@ def materialised_fractal_attention(q, k, v, split=SPLIT):
 def bare_level_kernels(subheads):
     """Only the SDPA calls, on contiguous (B, n, T, d) inputs prepared outside the timer."""
     return [F.scaled_dot_product_attention(q, k, v, is_causal=True) for q, k, v in subheads]
-
-
-def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds of each fn over `repeats` rounds; every round calls each fn once, so a
-    burst of load from other processes on a shared machine hits all of them alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def forward_backward(fn, inputs):

@@ -1,11 +1,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from reference_attention import reference_fractal_attention
 
 import fha.model.attention as attention_module
 from fha import fractal_attention, grouped_attention
-from fha.model.attention import apply_rope, causal_mask, rope_frequencies
-from reference_attention import reference_fractal_attention
+from fha.model.attention import apply_rope, causal_mask, rope_frequencies, rope_rotation
 
 
 def make_qkv(B, L, Hkv, T, S, hd, dtype=torch.float64, seed=0):
@@ -24,7 +24,9 @@ CASES = [
     (3, 3, 1, 5, 5, 18),
     (3, 2, 2, 4, 9, 12),  # S > T (KV cache)
     (4, 3, 1, 6, 6, 32),
-    (4, 2, 1, 1, 8, 16),  # one query against a cache
+    (4, 2, 1, 1, 8, 16),  # one query against a cache (the decoding path)
+    (2, 4, 2, 1, 6, 16),  # decoding with grouped-query sharing
+    (3, 3, 1, 1, 5, 18),
     (2, 3, 3, 1, 1, 8),  # T == S == 1
 ]
 
@@ -89,6 +91,47 @@ def test_one_fused_call_per_level(monkeypatch):
     assert [tuple(shape) for shape in calls] == [(2, 1, 8, 16), (2, 2, 8, 8), (2, 4, 8, 4)]
 
 
+def test_a_decoding_step_takes_every_level_at_once(monkeypatch):
+    def no_sdpa(*args, **kwargs):
+        raise AssertionError("the single-query path should not call SDPA")
+
+    q, k, v = make_qkv(2, 3, 1, 1, 8, 16, dtype=torch.float32)
+    expected = fractal_attention(q, k, v, split=2)
+    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", no_sdpa)
+    torch.testing.assert_close(fractal_attention(q, k, v, split=2), expected)
+
+
+@pytest.mark.parametrize("split,L,Hkv", [(2, 3, 1), (2, 4, 2), (3, 2, 2)])
+def test_masked_decoding_step_equals_attention_over_the_visible_keys(split, L, Hkv):
+    q, k, v = make_qkv(2, L, Hkv, 1, 7, 18 if split == 3 else 16)
+    visible = torch.tensor([[1, 1, 0, 1, 0, 1, 1], [0, 0, 0, 1, 1, 1, 1]], dtype=torch.bool)  # (B, S)
+    out = fractal_attention(q, k, v, split=split, attn_mask=visible[:, None, None, :])
+    for row in range(2):
+        keep = visible[row]
+        ref = reference_fractal_attention(q[row : row + 1], k[row : row + 1, :, keep], v[row : row + 1, :, keep],
+                                          split=split)
+        torch.testing.assert_close(out[row : row + 1], ref, rtol=1e-10, atol=1e-10)
+
+
+def test_decoding_matrices_cached_in_inference_mode_still_support_autograd():
+    attention_module._cached_subhead_owners.cache_clear()
+    q, k, v = make_qkv(1, 3, 1, 1, 5, 16, dtype=torch.float32)
+    with torch.inference_mode():
+        fractal_attention(q.detach(), k.detach(), v.detach(), split=2)
+    grads = torch.autograd.grad(fractal_attention(q, k, v, split=2).sum(), (q, k, v))
+    assert all(torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_grouped_decoding_step_equals_sdpa_with_repeated_kv(masked):
+    q, k, v = make_qkv(2, 4, 2, 1, 6, 16)
+    mask = torch.tensor([[1, 0, 1, 1, 1, 1], [0, 1, 1, 0, 1, 1]], dtype=torch.bool)[:, None, None] if masked else None
+    expected = F.scaled_dot_product_attention(
+        q, k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1), attn_mask=mask
+    )
+    torch.testing.assert_close(grouped_attention(q, k, v, attn_mask=mask), expected)
+
+
 def test_dropout_only_when_asked():
     q, k, v = make_qkv(2, 2, 1, 16, 16, 8, dtype=torch.float32)
     plain = fractal_attention(q, k, v)
@@ -124,13 +167,13 @@ def test_bad_shapes_are_rejected(shapes, message):
 def test_rope_keeps_relative_positions_inside_every_subhead(split):
     levels, max_len = 3, 64
     hd = 4 * split ** (levels - 1)  # smallest sub-head: 4 dimensions, two RoPE pairs
-    cos, sin = rope_frequencies(hd, max_len, theta=100.0)
+    rotation = rope_rotation(*rope_frequencies(hd, max_len, theta=100.0))
     gen = torch.Generator().manual_seed(1)
     q = torch.randn(hd, generator=gen, dtype=torch.float64)
     k = torch.randn(hd, generator=gen, dtype=torch.float64)
 
     def rotated(x, pos):
-        return apply_rope(x.float()[None, None, None], cos[pos : pos + 1], sin[pos : pos + 1])[0, 0, 0]
+        return apply_rope(x.float()[None, None, None], rotation[pos : pos + 1])[0, 0, 0]
 
     for level in range(levels):
         n = split**level
@@ -145,10 +188,10 @@ def test_rope_keeps_relative_positions_inside_every_subhead(split):
 
 
 def test_rope_rotates_adjacent_pairs():
-    cos, sin = rope_frequencies(4, 8, theta=10000.0)
+    rotation = rope_rotation(*rope_frequencies(4, 8, theta=10000.0))
     x = torch.tensor([1.0, 0.0, 0.0, 1.0])[None, None, None]  # (B=1, T=1, H=1, hd=4)
     pos = 2
-    out = apply_rope(x, cos[pos : pos + 1], sin[pos : pos + 1])[0, 0, 0]
+    out = apply_rope(x, rotation[pos : pos + 1])[0, 0, 0]
     angle0, angle1 = pos * 1.0, pos * 10000.0 ** (-2 / 4)
     expected = torch.tensor(
         [torch.cos(torch.tensor(angle0)), torch.sin(torch.tensor(angle0)),

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 import torch
 from train_helpers import tiny_model_config, tiny_train_config
 
 from fha import GPT, Tokenizer
 from fha.errors import FhaError
-from fha.run import load_run
+from fha.run import MODEL_CONFIG_FILE, MODEL_FILE, load_run, save_weights
 from fha.train import checkpoint as ckpt
 
 
@@ -35,6 +38,18 @@ def test_save_and_load_round_trip(tmp_path, parts):
     for a, b in zip(model.parameters(), parts[0].parameters(), strict=True):
         assert torch.equal(a, b)
     assert load_run(path).model.config == parts[0].config  # a checkpoint is also a run folder
+
+
+def test_weights_get_the_permissions_of_any_new_file(tmp_path, parts):
+    old_umask = os.umask(0o027)
+    try:
+        checkpoint = save(tmp_path, 1, parts)
+        save_weights(parts[0], tmp_path / "export")
+    finally:
+        os.umask(old_umask)
+    for weights in (checkpoint / MODEL_FILE, tmp_path / "export" / MODEL_FILE):
+        assert stat.S_IMODE(weights.stat().st_mode) == 0o640
+    assert stat.S_IMODE((checkpoint / MODEL_CONFIG_FILE).stat().st_mode) == 0o640
 
 
 def test_latest_checkpoint_is_found_and_same_step_is_replaced(tmp_path, parts):

@@ -69,6 +69,13 @@ def test_generate_batched_prompt_file_equals_one_prompt_at_a_time(capsys, run_di
         assert text == alone and text.startswith(prompt)
 
 
+def test_generate_compiled_writes_what_eager_writes(capsys, run_dir):
+    common = ["--prompt", "Once upon a time", "--prompt", "Tom", "--max-new-tokens", "12", "--temperature", "0"]
+    code, eager, _ = fha(capsys, "generate", run_dir, *common)
+    assert code == 0
+    assert fha(capsys, "generate", run_dir, *common, "--compile")[:2] == (0, eager)
+
+
 def test_generate_num_samples_prints_every_sample(capsys, run_dir):
     code, out, _ = fha(capsys, "generate", run_dir, "--prompt", "Once", "--num-samples", "3", "--seed", "1",
                        "--max-new-tokens", "8")

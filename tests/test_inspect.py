@@ -56,6 +56,7 @@ def test_trace_covers_every_module_and_every_level(changes):
             assert f"blocks.{layer}.attn.level{layout.level}  level  kv head {layout.kv_head}, {n} sub-head" in text
             assert f"q (2, {n}, 7, {d})" in text
     assert "<model>  GPT  (2, 7) -> ((2, 7, 61), None)" in text
+    assert trace.roots[0].children[-1].label() == "output  Linear (tied to embedding)  (2, 7, 32) -> (2, 7, 61)"
     c = model.config
     assert f"blocks.1.attn.qkv  Linear  (2, 7, 32) -> (2, 7, {(c.num_q_heads + 2 * c.num_kv_heads) * c.head_dim})" in text
 
@@ -192,7 +193,7 @@ def test_cli_prints_the_tree_from_a_toml_config(tmp_path, capsys):
     assert "fha (split 4" in out and "input (B, T) = (2, 5)" in out
     assert "blocks.0.attn.level1  level  kv head 0, 4 sub-heads of 8" in out
     assert "blocks.0.attn.level2  level  kv head 0, 16 sub-heads of 2: q (2, 16, 5, 2)" in out
-    assert "└─ norm  RMSNorm  (2, 5, 32) -> (2, 5, 32)" in out
+    assert "├─ norm  RMSNorm  (2, 5, 32) -> (2, 5, 32)\n└─ output  Linear (tied to embedding)  (2, 5, 32) -> (2, 5, 2048)" in out
 
 
 def test_cli_tree_of_a_run_with_module_patterns(run_dir, capsys):

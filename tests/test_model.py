@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from fha import GPT, KVCache, ModelConfig
 from fha.generation import decode_step, prefill
-from fha.model.attention import Attention, apply_rope, rope_frequencies
+from fha.model.attention import Attention, apply_rope, rope_frequencies, rope_rotation
 from fha.model.layers import MLP, NORMS
 
 
@@ -169,13 +169,13 @@ def test_mha_attention_module_equals_sdpa():
     config = tiny_config(attention="mha", num_q_heads=4, num_kv_heads=2)
     attn = Attention(config)
     x = torch.randn(2, 10, config.dim)
-    cos, sin = rope_frequencies(config.head_dim, 10, config.theta)
+    rotation = rope_rotation(*rope_frequencies(config.head_dim, 10, config.theta))
     q, k, v = attn.qkv(x).split((64, 32, 32), dim=-1)
-    q = apply_rope(q.view(2, 10, 4, 16), cos, sin).transpose(1, 2)
-    k = apply_rope(k.view(2, 10, 2, 16), cos, sin).transpose(1, 2).repeat_interleave(2, dim=1)
+    q = apply_rope(q.view(2, 10, 4, 16), rotation).transpose(1, 2)
+    k = apply_rope(k.view(2, 10, 2, 16), rotation).transpose(1, 2).repeat_interleave(2, dim=1)
     v = v.view(2, 10, 2, 16).transpose(1, 2).repeat_interleave(2, dim=1)
     y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(2, 10, 64)
-    torch.testing.assert_close(attn(x, cos, sin), attn.out(y))
+    torch.testing.assert_close(attn(x, rotation), attn.out(y))
 
 
 def test_gated_mlp_keeps_the_parameter_count_of_the_ungated_one():
@@ -203,6 +203,25 @@ def test_norms():
     torch.testing.assert_close(cosine(x).norm(dim=-1), torch.ones(4))
     assert list(dict(cosine.named_parameters())) == []
     assert set(dict(layer.named_parameters())) == {"weight", "bias"}
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_rms_norm_matches_pytorch_in_values_and_gradients(bias):
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 16, dtype=torch.float64) * 2
+    x[0, 0] = 0.0  # a zero vector: output and gradients stay finite
+    norm = NORMS["RMSNorm"](16, 1e-5, affine=True, bias=bias).double()
+    with torch.no_grad():
+        norm.weight.normal_()
+        if bias:
+            norm.bias.normal_()
+    x_ref = x.clone().requires_grad_()
+    expected = F.rms_norm(x_ref, (16,), norm.weight, eps=1e-5) + (norm.bias if bias else 0)
+    x.requires_grad_()
+    got = norm(x)
+    torch.testing.assert_close(got, expected)
+    upstream = torch.randn_like(got)
+    torch.testing.assert_close(torch.autograd.grad(got, x, upstream)[0], torch.autograd.grad(expected, x_ref, upstream)[0])
 
 
 @pytest.mark.parametrize("norm_type", ["RMSNorm", "LayerNorm", "CosineNorm"])

@@ -124,7 +124,7 @@ def stream(
             logits = prefill(model, seq[:, -window:], cache, None if bool(crop_mask.all()) else crop_mask)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate(
     model: nn.Module,
     idx: Tensor,

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -45,11 +46,24 @@ class LoadedRun(NamedTuple):
 
 
 def save_weights(model: GPT, directory: str | Path) -> None:
-    """Write model.safetensors and model_config.json into directory."""
+    """Write model.safetensors and model_config.json into directory.
+
+    safetensors creates its files readable by their owner only; the weights get the
+    permissions of any other new file (the umask's), like the rest of the run folder.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(directory / MODEL_FILE))
+    weights = directory / MODEL_FILE
+    save_model(model, str(weights))
+    weights.chmod(_new_file_mode())
     model.config.to_json(directory / MODEL_CONFIG_FILE)
+
+
+def _new_file_mode() -> int:
+    """The mode open() gives a new file under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def load_weights(directory: str | Path, device: str | torch.device = "cpu") -> GPT:

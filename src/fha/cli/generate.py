@@ -46,6 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, help="random seed (default: a random one, logged)")
     parser.add_argument("--num-samples", type=int, default=1, metavar="N", help="continuations per prompt")
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model first: each step gets faster, but compiling takes "
+                             "seconds to a minute, so it pays off for long or many texts")
     parser.set_defaults(func=run_generate)
 
 
@@ -54,6 +57,9 @@ def run_generate(args: argparse.Namespace) -> int:
     prompts = _read_prompts(args.prompt, args.prompt_file)
     device = setup_device(args.device)
     model, tokenizer, _ = load_run(args.run_dir, device)
+    if args.compile:
+        log.info("compiling the model; the first tokens wait for it")
+        model.compile(dynamic=True)  # dynamic: the key length grows every step
     seed = args.seed if args.seed is not None else random.getrandbits(SEED_BITS)
     if args.seed is None and args.temperature > 0:
         log.info("seed: %d (pass --seed %d to repeat this output)", seed, seed)

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from fha.config import ModelConfig
 from fha.inspect.layout import LevelLayout, level_layouts
-from fha.model.attention import Attention, apply_rope, causal_mask
+from fha.model.attention import Attention, causal_mask
 
 _FORWARD_SIGNATURE = pyinspect.signature(Attention.forward)
 
@@ -37,8 +37,7 @@ class AttentionCall:
 
     name: str  # module name, e.g. "blocks.0.attn"
     x: Tensor  # (B, T, C)
-    cos: Tensor  # (T, hd/2) or (B, T, hd/2)
-    sin: Tensor
+    rotation: Tensor  # RoPE, complex (T, 1, hd/2) or (B, T, 1, hd/2)
     attn_mask: Tensor | None  # (B, 1, T, S) boolean, or None for plain causal attention
     output: Tensor  # (B, T, C)
 
@@ -73,8 +72,7 @@ def capture_attention(model: nn.Module) -> Iterator[list[AttentionCall]]:
         given = attention_arguments(module, args, kwargs)
         if given["cache"] is not None:
             raise ValueError("attention maps are computed from a forward pass without a KV cache")
-        calls.append(AttentionCall(name, given["x"].detach(), given["cos"], given["sin"],
-                                   given["attn_mask"], output.detach()))
+        calls.append(AttentionCall(name, given["x"].detach(), given["rotation"], given["attn_mask"], output.detach()))
 
     handles = [
         module.register_forward_hook(partial(record, name), with_kwargs=True)
@@ -87,17 +85,6 @@ def capture_attention(model: nn.Module) -> Iterator[list[AttentionCall]]:
             handle.remove()
 
 
-def project(attn: Attention, call: AttentionCall) -> tuple[Tensor, Tensor, Tensor]:
-    """q (B, L, T, hd), k and v (B, Hkv, T, hd), computed as `Attention.forward` does."""
-    B, T, _ = call.x.shape
-    L, Hkv, hd = attn.num_q_heads, attn.num_kv_heads, attn.head_dim
-    q, k, v = attn.qkv(call.x).split((L * hd, Hkv * hd, Hkv * hd), dim=-1)
-    q = apply_rope(q.view(B, T, L, hd), call.cos, call.sin).transpose(1, 2)  # (B, L, T, hd)
-    k = apply_rope(k.view(B, T, Hkv, hd), call.cos, call.sin).transpose(1, 2)  # (B, Hkv, T, hd)
-    v = v.view(B, T, Hkv, hd).transpose(1, 2)  # (B, Hkv, T, hd)
-    return q, k, v
-
-
 def _subheads(head: Tensor, layout: LevelLayout) -> Tensor:
     """(B, T, hd) -> (B, n, T, d): the level's contiguous sub-heads side by side."""
     return head.unflatten(-1, (layout.num_subheads, layout.subhead_dim)).transpose(1, 2)  # (B, n, T, d)
@@ -105,7 +92,7 @@ def _subheads(head: Tensor, layout: LevelLayout) -> Tensor:
 
 def level_weights(attn: Attention, config: ModelConfig, call: AttentionCall) -> list[Tensor]:
     """Softmax weights of every level: element i is (B, n_i, T, S); each row sums to 1."""
-    q, k, _ = project(attn, call)
+    q, k, _ = attn.project(call.x, call.rotation)
     T, S = q.shape[-2], k.shape[-2]
     allowed = call.attn_mask if call.attn_mask is not None else causal_mask(T, S, q.device)  # (T, S) or None
     weights = []
@@ -121,7 +108,7 @@ def level_weights(attn: Attention, config: ModelConfig, call: AttentionCall) -> 
 
 def mix_values(attn: Attention, config: ModelConfig, call: AttentionCall, weights: Sequence[Tensor]) -> Tensor:
     """The module output that `weights` imply: weights @ v per sub-head, then `attn.out`. (B, T, C)"""
-    _, _, v = project(attn, call)
+    _, _, v = attn.project(call.x, call.rotation)
     B, T, _ = call.x.shape
     levels = []
     for layout, w in zip(level_layouts(config), weights):

@@ -11,6 +11,8 @@ its ModuleList, such as ``blocks``, when that is traced too). Under each
 traced attention module the kernel and its levels are added as derived lines (the kernel is
 a function, so there is nothing to hook); their shapes use the notation of
 `fha.model.attention`: q (B, L, T, hd), k/v (B, Hkv, S, hd), one level's sub-heads (B, n, T, d).
+Likewise the output layer, tied to the embedding and applied as a function, is a derived
+line at the end of a traced GPT.
 """
 
 from __future__ import annotations
@@ -29,19 +31,21 @@ from fha.config import ModelConfig
 from fha.inspect.attention_maps import attention_arguments
 from fha.inspect.layout import level_layouts
 from fha.model.attention import Attention
+from fha.model.gpt import GPT
 
 ROOT_LABEL = "<model>"  # shown for the root module, whose name is ""
 BRANCH, LAST_BRANCH, PIPE, SPACE = "├─ ", "└─ ", "│  ", "   "
 CONTAINERS = (nn.ModuleList, nn.ModuleDict)  # hold modules but are never called: shown as grouping lines
 OUT_PROJECTION = "out"  # the attention child the kernel runs just before
+OUTPUT_LAYER, TIED_OUTPUT_KIND = "output", "Linear (tied to embedding)"  # a function call, so a derived line
 
 
 @dataclass
 class ShapeNode:
-    """One line of the tree: a module call, or a derived kernel / level line."""
+    """One line of the tree: a module call, or a derived kernel / level / output-layer line."""
 
     name: str
-    kind: str  # class name for modules; "kernel" or "level" for derived lines
+    kind: str  # class name for modules; "kernel", "level" or TIED_OUTPUT_KIND for derived lines
     inputs: str = ""
     outputs: str = ""
     derived: bool = False
@@ -107,6 +111,12 @@ class ShapeTrace:
         if isinstance(module, Attention) and config is not None:
             given = attention_arguments(module, args, kwargs)
             _add_kernel_lines(node, config, given["x"], given["cache"] is not None)
+        if isinstance(module, GPT) and isinstance(output[0], Tensor):
+            logits = output[0]  # (B, T, V)
+            node.children.append(ShapeNode(
+                OUTPUT_LAYER, TIED_OUTPUT_KIND, inputs=_dims(*logits.shape[:-1], module.config.dim),
+                outputs=format_shape(logits), derived=True,
+            ))
 
 
 def _render_children(node: ShapeNode, prefix: str, lines: list[str]) -> None:

@@ -9,11 +9,14 @@ Notation used in the shape comments:
     hd head size
     n  sub-heads at one level (split**level)
     d  sub-head size (hd // n)
+    N  sub-heads at the deepest level (split**(L-1)), the widest level
+    G  query heads per key/value head (L // Hkv)
     C  model width (dim)
 """
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Callable
 
 import torch
@@ -36,15 +39,25 @@ def causal_mask(T: int, S: int, device: torch.device) -> Tensor | None:
 
 
 def _attend(
-    q: Tensor, k: Tensor, v: Tensor, *, is_causal: bool, attn_mask: Tensor | None, scale: float, dropout_p: float
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    is_causal: bool,
+    attn_mask: Tensor | None,
+    scale: float,
+    dropout_p: float,
+    enable_gqa: bool = False,
 ) -> Tensor:
     """One SDPA call with bottom-right causality; the fused causal kernel when S == T."""
     T, S = q.shape[-2], k.shape[-2]
     if attn_mask is None and is_causal:
         if T == S:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, dropout_p=dropout_p)
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, dropout_p=dropout_p,
+                                                  enable_gqa=enable_gqa)
         attn_mask = causal_mask(T, S, q.device)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale, dropout_p=dropout_p)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale, dropout_p=dropout_p,
+                                          enable_gqa=enable_gqa)
 
 
 def _scale_for(scale: str | float, hd: int, d: int) -> float:
@@ -84,28 +97,85 @@ def fractal_attention(
 
     q: (B, L, T, hd); k, v: (B, Hkv, S, hd). Query level i reads kv head i // (L // Hkv)
     and cuts it, like its own head, into n = split**i contiguous sub-heads of d = hd // n
-    dimensions, each an ordinary softmax attention head. One fused SDPA call per level.
+    dimensions, each an ordinary softmax attention head. One fused SDPA call per level; a
+    single query position without dropout (a decoding step) takes every level at once.
 
     attn_mask: optional boolean (B, 1, T, S) or (T, S) mask of allowed keys; it replaces the
     causal mask (the caller includes causality in it). Returns (B, L, T, hd).
     """
     L, Hkv = _check_shapes(q, k, v)
     B, _, T, hd = q.shape
+    S = k.shape[-2]
     if hd % split ** (L - 1):
         raise ValueError(f"head size {hd} is not divisible by split**(levels-1) = {split ** (L - 1)}")
+    if T == 1 and dropout_p == 0.0:
+        return _fractal_single_query(q, k, v, split=split, scale=scale, attn_mask=attn_mask)
     group = L // Hkv
     levels = []
     for level in range(L):
         n = split**level
         d = hd // n
         g = level // group
-        q_l = q[:, level].unflatten(-1, (n, d)).transpose(1, 2)  # (B, n, T, d)
-        k_l = k[:, g].unflatten(-1, (n, d)).transpose(1, 2)  # (B, n, S, d)
-        v_l = v[:, g].unflatten(-1, (n, d)).transpose(1, 2)  # (B, n, S, d)
+        q_l = q[:, level].view(B, T, n, d).transpose(1, 2)  # (B, n, T, d)
+        k_l = k[:, g].view(B, S, n, d).transpose(1, 2)  # (B, n, S, d)
+        v_l = v[:, g].view(B, S, n, d).transpose(1, 2)  # (B, n, S, d)
         y = _attend(q_l, k_l, v_l, is_causal=is_causal, attn_mask=attn_mask,
                     scale=_scale_for(scale, hd, d), dropout_p=dropout_p)  # (B, n, T, d)
         levels.append(y.transpose(1, 2).reshape(B, T, hd))  # (B, T, hd)
     return torch.stack(levels, dim=2).transpose(1, 2)  # (B, T, L, hd) viewed as (B, L, T, hd)
+
+
+def _subhead_owners(
+    L: int, Hkv: int, hd: int, split: int, scale: str | float, dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """Which sub-head owns each head dimension, per level: 0/1 rows padded to N sub-heads.
+
+    Returns the rows times each level's softmax scale, (Hkv, G, N, hd), and the plain rows,
+    (Hkv, G*N, hd).
+    """
+    N = split ** (L - 1)
+    G = L // Hkv
+    dims = torch.arange(hd)
+    owners, scales = [], []
+    for level in range(L):
+        d = hd // split**level
+        owners.append(torch.arange(N)[:, None] == dims[None, :] // d)  # (N, hd)
+        scales.append(_scale_for(scale, hd, d))
+    with torch.inference_mode(False):  # usable by autograd even when first built while decoding
+        owner = torch.stack(owners).to(device=device, dtype=dtype)  # (L, N, hd)
+        scaled = owner * torch.tensor(scales, dtype=dtype, device=device)[:, None, None]  # (L, N, hd)
+        return scaled.view(Hkv, G, N, hd), owner.view(Hkv, G * N, hd)
+
+
+# Every layer of every eager decoding step needs the same matrices; a compiled graph builds
+# them itself (torch.compile traces through caches rather than trusting them).
+_cached_subhead_owners = functools.lru_cache(maxsize=32)(_subhead_owners)
+
+
+def _fractal_single_query(
+    q: Tensor, k: Tensor, v: Tensor, *, split: int, scale: str | float, attn_mask: Tensor | None
+) -> Tensor:
+    """Fractal-head attention for one query position (a decoding step), every level at once.
+
+    Multiplying a level's query by its scaled owner rows gives one query per sub-head, zero
+    outside the sub-head's dimensions, so `queries @ k^T` holds every sub-head's scores; the
+    owner rows then keep each sub-head's own block of `weights @ v`. Levels are padded to N
+    sub-heads (the padding rows are zero and never reach the output). Two matrix products
+    per kv head instead of one SDPA call per level: a CPU decoding step is dominated by
+    per-operator overhead.
+    """
+    B, L, _, hd = q.shape
+    Hkv, S = k.shape[1], k.shape[2]
+    G = L // Hkv
+    owners = _subhead_owners if torch.compiler.is_compiling() else _cached_subhead_owners
+    scaled, owner = owners(L, Hkv, hd, split, scale, q.dtype, q.device)  # (Hkv, G, N, hd), (Hkv, G*N, hd)
+    queries = (q.reshape(B, Hkv, G, 1, hd) * scaled).view(B, Hkv, -1, hd)  # (B, Hkv, G*N, hd)
+    scores = queries @ k.transpose(-1, -2)  # (B, Hkv, G*N, S)
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask.reshape(-1, 1, 1, S), float("-inf"))  # (B, Hkv, G*N, S)
+    mixed = (scores.softmax(dim=-1) @ v) * owner  # (B, Hkv, G*N, hd)
+    y = mixed.view(B, Hkv, G, -1, hd).sum(dim=-2)  # (B, Hkv, G, hd)
+    return y.view(B, L, 1, hd)  # (B, L, T=1, hd)
 
 
 def grouped_attention(
@@ -122,6 +192,10 @@ def grouped_attention(
     L, Hkv = _check_shapes(q, k, v)
     B, _, T, hd = q.shape
     S = k.shape[-2]
+    if Hkv != L and T == 1:
+        # A decoding step: SDPA shares each kv head itself rather than copying the whole cache.
+        return _attend(q, k, v, is_causal=is_causal, attn_mask=attn_mask, scale=_scale_for(scale, hd, hd),
+                       dropout_p=dropout_p, enable_gqa=True)  # (B, L, 1, hd)
     if Hkv != L:
         k = k[:, :, None].expand(B, Hkv, L // Hkv, S, hd).reshape(B, L, S, hd)  # (B, L, S, hd)
         v = v[:, :, None].expand(B, Hkv, L // Hkv, S, hd).reshape(B, L, S, hd)  # (B, L, S, hd)
@@ -159,21 +233,24 @@ def rope_frequencies(head_dim: int, max_seq_len: int, theta: float) -> tuple[Ten
     return angles.cos().float(), angles.sin().float()
 
 
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+def rope_rotation(cos: Tensor, sin: Tensor) -> Tensor:
+    """exp(i * angle) as complex64 with a head axis for broadcasting: cos and sin (T, hd/2) or
+    (B, T, hd/2) give (T, 1, hd/2) or (B, T, 1, hd/2)."""
+    return torch.complex(cos.float(), sin.float()).unsqueeze(-2)
+
+
+def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
     """Rotate adjacent pairs (2j, 2j+1) of the last dimension.
 
-    x: (B, T, H, hd); cos, sin: (T, hd/2) or (B, T, hd/2). Pairs never cross a sub-head
-    boundary (sub-head sizes are even), so each sub-head keeps RoPE's relative-position property.
-    Each pair is one complex number multiplied by exp(i * angle): a few large kernels instead
-    of a dozen elementwise ones.
+    x: (B, T, H, hd); rotation: from `rope_rotation`. Pairs never cross a sub-head boundary
+    (sub-head sizes are even), so each sub-head keeps RoPE's relative-position property. Each
+    pair is one complex number multiplied by its rotation: a few large kernels instead of a
+    dozen elementwise ones.
     """
-    if cos.dim() == 2:
-        cos, sin = cos[None, :, None, :], sin[None, :, None, :]  # (1, T, 1, hd/2)
-    else:
-        cos, sin = cos[:, :, None, :], sin[:, :, None, :]  # (B, T, 1, hd/2)
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())  # (B, T, H, hd/2) complex
-    rotated = pairs * torch.complex(cos, sin)  # (B, T, H, hd/2) complex
-    return torch.view_as_real(rotated).flatten(-2).type_as(x)  # (B, T, H, hd)
+    B, T, H, hd = x.shape
+    pairs = torch.view_as_complex(x.float().reshape(B, T, H, hd // 2, 2))  # (B, T, H, hd/2) complex
+    rotated = torch.view_as_real(pairs * rotation).view(B, T, H, hd)  # (B, T, H, hd)
+    return rotated if x.dtype == torch.float32 else rotated.to(x.dtype)
 
 
 class Attention(nn.Module):
@@ -191,22 +268,27 @@ class Attention(nn.Module):
         self.out = nn.Linear(q_width, config.dim, bias=False)
         self.kernel = ATTENTION_KERNELS[config.attention](config)
 
+    def project(self, x: Tensor, rotation: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """q (B, L, T, hd) and k, v (B, Hkv, T, hd) of x (B, T, C); RoPE applied to q and k."""
+        B, T, _ = x.shape
+        L, Hkv, hd = self.num_q_heads, self.num_kv_heads, self.head_dim
+        qk, v = self.qkv(x).split(((L + Hkv) * hd, Hkv * hd), dim=-1)  # (B, T, (L + Hkv) hd), (B, T, Hkv hd)
+        q, k = apply_rope(qk.view(B, T, L + Hkv, hd), rotation).split((L, Hkv), dim=2)  # (B, T, L | Hkv, hd)
+        v = v.view(B, T, Hkv, hd)  # (B, T, Hkv, hd)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, L | Hkv, T, hd)
+
     def forward(
         self,
         x: Tensor,
-        cos: Tensor,
-        sin: Tensor,
+        rotation: Tensor,
         cache: LayerCache | None = None,
         attn_mask: Tensor | None = None,
     ) -> Tensor:
+        """x (B, T, C); rotation: RoPE of the T positions (see `apply_rope`); returns (B, T, C)."""
         B, T, _ = x.shape
-        L, Hkv, hd = self.num_q_heads, self.num_kv_heads, self.head_dim
-        q, k, v = self.qkv(x).split((L * hd, Hkv * hd, Hkv * hd), dim=-1)
-        q = apply_rope(q.view(B, T, L, hd), cos, sin).transpose(1, 2)  # (B, L, T, hd)
-        k = apply_rope(k.view(B, T, Hkv, hd), cos, sin).transpose(1, 2)  # (B, Hkv, T, hd)
-        v = v.view(B, T, Hkv, hd).transpose(1, 2)  # (B, Hkv, T, hd)
+        q, k, v = self.project(x, rotation)
         if cache is not None:
             k, v = cache.append(k, v)  # (B, Hkv, S, hd)
         dropout_p = self.attn_dropout if self.training else 0.0
         y = self.kernel(q, k, v, dropout_p=dropout_p, attn_mask=attn_mask)  # (B, L, T, hd)
-        return self.out(y.transpose(1, 2).reshape(B, T, L * hd))  # (B, T, C)
+        return self.out(y.transpose(1, 2).reshape(B, T, self.num_q_heads * self.head_dim))  # (B, T, C)

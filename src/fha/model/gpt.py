@@ -10,9 +10,9 @@ from torch import Tensor, nn
 
 from fha.config import ModelConfig
 from fha.generation import generate as generate_tokens
-from fha.model.attention import rope_frequencies
+from fha.model.attention import rope_frequencies, rope_rotation
 from fha.model.kv_cache import KVCache, padding_mask, token_positions
-from fha.model.layers import Block, make_norm
+from fha.model.layers import Block, Dropout, make_norm
 from fha.model.loss import IGNORE_INDEX, linear_cross_entropy
 
 EMBEDDING_INIT_STD = 0.02
@@ -31,7 +31,7 @@ class GPT(nn.Module):
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.dim)
         self.embed_scale = math.sqrt(config.dim) if config.scale_first_resid else 1.0
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.norm = make_norm(config)
         cos, sin = rope_frequencies(config.head_dim, config.max_seq_len, config.theta)
@@ -74,10 +74,10 @@ class GPT(nn.Module):
         start = kv_cache.length if kv_cache is not None else 0
         if start + T > self.config.max_seq_len:
             raise ValueError(f"sequence of {start + T} tokens exceeds max_seq_len={self.config.max_seq_len}")
-        cos, sin, attn_mask = self._positions(B, T, kv_cache, token_mask)
+        rotation, attn_mask = self._positions(B, T, kv_cache, token_mask)
         x = self.dropout(self.embedding(idx) * self.embed_scale)  # (B, T, C)
         for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, kv_cache.layer(i) if kv_cache is not None else None, attn_mask)
+            x = block(x, rotation, kv_cache.layers[i] if kv_cache is not None else None, attn_mask)
         if kv_cache is not None:
             kv_cache.advance(T, token_mask)
         x = self.norm(x)
@@ -89,10 +89,10 @@ class GPT(nn.Module):
 
     def _positions(
         self, B: int, T: int, kv_cache: KVCache | None, token_mask: Tensor | None
-    ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """RoPE tables for the new positions, and the attention mask where padding needs one."""
+    ) -> tuple[Tensor, Tensor | None]:
+        """RoPE rotations of the new positions, and the attention mask where padding needs one."""
         if kv_cache is None and token_mask is None:
-            return self.rope_cos[:T], self.rope_sin[:T], None  # (T, hd/2) each
+            return rope_rotation(self.rope_cos[:T], self.rope_sin[:T]), None  # (T, 1, hd/2)
         if kv_cache is None:
             positions = token_positions(torch.zeros(B, dtype=torch.long, device=token_mask.device), T, token_mask)
             attn_mask = padding_mask(token_mask[:, :0], token_mask, T)
@@ -100,9 +100,9 @@ class GPT(nn.Module):
             attn_mask = kv_cache.attention_mask(T, token_mask)
             if attn_mask is None:
                 start = kv_cache.length
-                return self.rope_cos[start : start + T], self.rope_sin[start : start + T], None
+                return rope_rotation(self.rope_cos[start : start + T], self.rope_sin[start : start + T]), None
             positions = kv_cache.positions(T, token_mask)  # (B, T)
-        return self.rope_cos[positions], self.rope_sin[positions], attn_mask  # (B, T, hd/2) each
+        return rope_rotation(self.rope_cos[positions], self.rope_sin[positions]), attn_mask  # (B, T, 1, hd/2)
 
     def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         """Mean cross-entropy over targets that are neither padding nor IGNORE_INDEX."""
@@ -114,7 +114,7 @@ class GPT(nn.Module):
             return targets
         return targets.masked_fill(targets == self.config.pad_id, IGNORE_INDEX)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate(
         self,
         idx: Tensor,

@@ -63,6 +63,7 @@ class KVCache:
         self.next_position = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,)
         self.length = 0
         self.padded = False
+        self.layers = [LayerCache(self, i) for i in range(num_layers)]
 
     @classmethod
     def for_model(cls, model: torch.nn.Module, batch_size: int, capacity: int | None = None) -> KVCache:
@@ -87,9 +88,6 @@ class KVCache:
         self.padded = False
         self.valid.fill_(True)
         self.next_position.zero_()
-
-    def layer(self, index: int) -> LayerCache:
-        return LayerCache(self, index)
 
     def positions(self, T: int, token_mask: Tensor | None) -> Tensor:
         """RoPE positions of T new tokens, (B, T)."""
@@ -117,14 +115,14 @@ class LayerCache:
 
     def __init__(self, cache: KVCache, index: int) -> None:
         self.cache = cache
-        self.index = index
+        self.keys = cache.keys[index]  # (B, Hkv, M, hd)
+        self.values = cache.values[index]  # (B, Hkv, M, hd)
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store k, v (B, Hkv, T, hd) after the cached positions; return all of them (B, Hkv, S, hd)."""
-        start = self.cache.length
-        end = start + k.shape[2]
-        if end > self.cache.capacity:
-            raise ValueError(f"KV cache holds {self.cache.capacity} positions; {end} were asked for")
-        self.cache.keys[self.index, :, :, start:end] = k
-        self.cache.values[self.index, :, :, start:end] = v
-        return self.cache.keys[self.index, :, :, :end], self.cache.values[self.index, :, :, :end]
+        start, T = self.cache.length, k.shape[2]
+        if start + T > self.cache.capacity:
+            raise ValueError(f"KV cache holds {self.cache.capacity} positions; {start + T} were asked for")
+        self.keys.narrow(2, start, T).copy_(k)
+        self.values.narrow(2, start, T).copy_(v)
+        return self.keys.narrow(2, 0, start + T), self.values.narrow(2, 0, start + T)

@@ -33,9 +33,21 @@ class _Norm(nn.Module):
 
 
 class RMSNorm(_Norm):
+    """x / sqrt(mean(x**2) + eps), then the gain and bias.
+
+    Computed as x * rsqrt(|x|**2 / dim + eps) with one vector norm, one addcmul and one rsqrt:
+    `F.rms_norm` runs as about eight separate operators on a CPU, and a decoding step calls
+    the norm 2 * num_layers + 1 times.
+    """
+
+    def __init__(self, dim: int, eps: float, affine: bool, bias: bool) -> None:
+        super().__init__(dim, eps, affine, bias)
+        self.register_buffer("eps_tensor", torch.tensor(eps), persistent=False)
+
     def forward(self, x: Tensor) -> Tensor:
-        x = F.rms_norm(x, x.shape[-1:], self.weight, eps=self.eps)
-        return x if self.bias is None else x + self.bias
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)  # (..., 1)
+        mean_square = torch.addcmul(self.eps_tensor, norm, norm, value=1 / x.shape[-1])  # (..., 1)
+        return self._affine(x * mean_square.rsqrt())
 
 
 class LayerNorm(_Norm):
@@ -53,6 +65,14 @@ class CosineNorm(_Norm):
 NORMS: dict[str, type[_Norm]] = {"RMSNorm": RMSNorm, "LayerNorm": LayerNorm, "CosineNorm": CosineNorm}
 
 NONLINEARITIES: dict[str, Callable[[Tensor], Tensor]] = {"GeLU": F.gelu, "SiLU": F.silu, "ReLU": F.relu}
+
+
+class Dropout(nn.Dropout):
+    """`nn.Dropout` that returns its input untouched, without an operator call, when inactive
+    (evaluation, or p == 0): a decoding step passes through it 2 * num_layers + 1 times."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x) if self.training and self.p > 0 else x
 
 
 def make_norm(config: ModelConfig) -> _Norm:
@@ -91,15 +111,14 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.attn_out_norm = make_norm(config) if config.second_resid_norm else nn.Identity()
         self.mlp_out_norm = make_norm(config) if config.second_resid_norm else nn.Identity()
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(
         self,
         x: Tensor,
-        cos: Tensor,
-        sin: Tensor,
+        rotation: Tensor,
         cache: LayerCache | None = None,
         attn_mask: Tensor | None = None,
     ) -> Tensor:
-        x = x + self.dropout(self.attn_out_norm(self.attn(self.attn_norm(x), cos, sin, cache, attn_mask)))
+        x = x + self.dropout(self.attn_out_norm(self.attn(self.attn_norm(x), rotation, cache, attn_mask)))
         return x + self.dropout(self.mlp_out_norm(self.mlp(self.mlp_norm(x))))

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_model
 
 from fha.config import ModelConfig
 from fha.errors import FhaError, one_line
@@ -39,6 +38,7 @@ from fha.run import (
     TOKENIZER_FILE,
     TRAIN_CONFIG_FILE,
     read_weights_into,
+    save_weights,
 )
 from fha.tokenizer import Tokenizer
 from fha.train.config import TrainConfig
@@ -110,8 +110,7 @@ def save_checkpoint(
     temp = parent / f".{final.name}{_TEMP_MARK}{os.getpid()}"
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir()
-    save_model(model, str(temp / MODEL_FILE))
-    model.config.to_json(temp / MODEL_CONFIG_FILE)
+    save_weights(model, temp)
     train_config.to_json(temp / TRAIN_CONFIG_FILE)
     tokenizer.save(temp / TOKENIZER_FILE)
     torch.save({**state, "step": step}, temp / STATE_FILE)
