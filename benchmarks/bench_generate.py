@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 
 import torch
@@ -57,11 +57,19 @@ def generate_with_cache(model: GPT, idx: torch.Tensor, new_tokens: int) -> torch
     return generate(model, idx, new_tokens, temperature=0.0)
 
 
+def checked(run: Callable[[GPT, torch.Tensor, int], torch.Tensor], model: GPT, idx: torch.Tensor,
+            new_tokens: int) -> None:
+    """Run one way of generating and make sure it produced every new token."""
+    out = run(model, idx, new_tokens)
+    if out.shape != (idx.shape[0], idx.shape[1] + new_tokens):
+        raise SystemExit(f"{run.__name__} returned {tuple(out.shape)}")
+
+
 def compare(model: GPT, prompt: torch.Tensor, args: argparse.Namespace, device: torch.device) -> str:
     """One table row: tokens/s with and without the cache, their ratio, first-call seconds."""
     runs = {
-        "cached": partial(generate_with_cache, model, prompt, args.new_tokens),
-        "full": partial(generate_without_cache, model, prompt, args.new_tokens),
+        "cached": partial(checked, generate_with_cache, model, prompt, args.new_tokens),
+        "full": partial(checked, generate_without_cache, model, prompt, args.new_tokens),
     }
     first = {name: time_once(run, device) for name, run in runs.items()}
     seconds = time_interleaved(runs, args.repeats, warmup=0, device=device)

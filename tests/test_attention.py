@@ -113,6 +113,37 @@ def test_masked_decoding_step_equals_attention_over_the_visible_keys(split, L, H
         torch.testing.assert_close(out[row : row + 1], ref, rtol=1e-10, atol=1e-10)
 
 
+def test_a_decoding_step_too_large_for_the_single_query_path_calls_sdpa_per_level(monkeypatch):
+    calls = []
+    real = F.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape)
+        return real(*args, **kwargs)
+
+    S = attention_module.SINGLE_QUERY_MAX_SCORES // (3 * 4) + 1  # B * L * N * S just over the limit
+    q, k, v = make_qkv(1, 3, 1, 1, S, 8)
+    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", counting)
+    out = fractal_attention(q, k, v, split=2)
+    assert [tuple(shape) for shape in calls] == [(1, 1, 1, 8), (1, 2, 1, 4), (1, 4, 1, 2)]
+    torch.testing.assert_close(out, reference_fractal_attention(q, k, v, split=2), rtol=1e-10, atol=1e-10)
+
+
+def test_a_key_mask_shared_by_the_batch_works_on_the_decoding_path():
+    q, k, v = make_qkv(2, 3, 1, 1, 6, 16)
+    visible = torch.tensor([[1, 0, 1, 1, 0, 1]], dtype=torch.bool)  # (T=1, S)
+    out = fractal_attention(q, k, v, split=2, attn_mask=visible)
+    keep = visible[0]
+    torch.testing.assert_close(out, reference_fractal_attention(q, k[:, :, keep], v[:, :, keep], split=2),
+                               rtol=1e-10, atol=1e-10)
+
+
+def test_masks_must_be_boolean():
+    q, k, v = make_qkv(1, 2, 1, 1, 4, 8)
+    with pytest.raises(ValueError, match="attn_mask must be boolean"):
+        fractal_attention(q, k, v, attn_mask=torch.zeros(1, 4))
+
+
 def test_decoding_matrices_cached_in_inference_mode_still_support_autograd():
     attention_module._cached_subhead_owners.cache_clear()
     q, k, v = make_qkv(1, 3, 1, 1, 5, 16, dtype=torch.float32)

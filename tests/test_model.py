@@ -147,6 +147,28 @@ def test_seeded_sampling_is_reproducible():
     assert torch.equal(a, b)
 
 
+def test_generated_tokens_are_ordinary_tensors_to_train_on():
+    model = make_model().train()
+    out = model.generate(random_ids(2, 5), 6, temperature=0)
+    assert not out.is_inference()
+    _, loss = model(out[:, :-1], out[:, 1:])
+    loss.backward()  # generated tokens used as training data
+    out[:, 0] = 1  # and modified in place
+
+
+@pytest.mark.parametrize("attention", ["fha", "mha"])
+def test_kv_cache_decoding_in_bfloat16_follows_full_recomputation(attention):
+    model = make_model(attention=attention, num_q_heads=4, num_kv_heads=2).to(torch.bfloat16)
+    idx = random_ids(2, 12)
+    full, _ = model(idx)
+    cache = KVCache.for_model(model, batch_size=2)
+    with torch.no_grad():
+        prefill(model, idx[:, :8], cache)
+        steps = [decode_step(model, idx[:, t], cache) for t in range(8, 12)]
+    assert all(step.dtype == torch.bfloat16 for step in steps)
+    torch.testing.assert_close(torch.stack(steps, dim=1).float(), full[:, 8:12].float(), rtol=0.05, atol=0.05)
+
+
 def test_dropout_acts_only_in_training_mode():
     reference = make_model(seed=4)
     model = make_model(seed=4, dropout=0.3, attn_dropout=0.3)
@@ -205,6 +227,15 @@ def test_norms():
     assert set(dict(layer.named_parameters())) == {"weight", "bias"}
 
 
+def test_rms_norm_keeps_half_precision_inputs_accurate():
+    torch.manual_seed(0)
+    x = torch.randn(4, 64) * 5
+    norm = NORMS["RMSNorm"](64, 1e-5, affine=False, bias=False)
+    out = norm(x.bfloat16())
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), F.rms_norm(x.bfloat16().float(), (64,), eps=1e-5), rtol=8e-3, atol=8e-3)
+
+
 @pytest.mark.parametrize("bias", [False, True])
 def test_rms_norm_matches_pytorch_in_values_and_gradients(bias):
     torch.manual_seed(0)
@@ -221,7 +252,8 @@ def test_rms_norm_matches_pytorch_in_values_and_gradients(bias):
     got = norm(x)
     torch.testing.assert_close(got, expected)
     upstream = torch.randn_like(got)
-    torch.testing.assert_close(torch.autograd.grad(got, x, upstream)[0], torch.autograd.grad(expected, x_ref, upstream)[0])
+    (grad,), (expected_grad,) = torch.autograd.grad(got, x, upstream), torch.autograd.grad(expected, x_ref, upstream)
+    torch.testing.assert_close(grad, expected_grad)
 
 
 @pytest.mark.parametrize("norm_type", ["RMSNorm", "LayerNorm", "CosineNorm"])

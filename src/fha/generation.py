@@ -124,7 +124,7 @@ def stream(
             logits = prefill(model, seq[:, -window:], cache, None if bool(crop_mask.all()) else crop_mask)
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def generate(
     model: nn.Module,
     idx: Tensor,
@@ -137,16 +137,21 @@ def generate(
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
     token_mask: Tensor | None = None,
 ) -> Tensor:
-    """The prompt idx (B, T) followed by the new tokens: (B, T + steps), steps <= max_new_tokens."""
+    """The prompt idx (B, T) followed by the new tokens: (B, T + steps), steps <= max_new_tokens.
+
+    The steps run under `torch.inference_mode()` (less bookkeeping per operator); the result
+    is built outside it, so callers get an ordinary tensor they may modify or train on.
+    """
     was_training = model.training
     model.eval()
     try:
-        new = list(
-            stream(
-                model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                eos_id=eos_id, generator=generator, token_mask=token_mask,
+        with torch.inference_mode():
+            new = list(
+                stream(
+                    model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                    eos_id=eos_id, generator=generator, token_mask=token_mask,
+                )
             )
-        )
     finally:
         model.train(was_training)
     if not new:

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -49,21 +49,14 @@ def save_weights(model: GPT, directory: str | Path) -> None:
     """Write model.safetensors and model_config.json into directory.
 
     safetensors creates its files readable by their owner only; the weights get the
-    permissions of any other new file (the umask's), like the rest of the run folder.
+    permissions the config file got from the umask, like the rest of the run folder.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    weights = directory / MODEL_FILE
+    config_file, weights = directory / MODEL_CONFIG_FILE, directory / MODEL_FILE
+    model.config.to_json(config_file)
     save_model(model, str(weights))
-    weights.chmod(_new_file_mode())
-    model.config.to_json(directory / MODEL_CONFIG_FILE)
-
-
-def _new_file_mode() -> int:
-    """The mode open() gives a new file under the current umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    weights.chmod(stat.S_IMODE(config_file.stat().st_mode))
 
 
 def load_weights(directory: str | Path, device: str | torch.device = "cpu") -> GPT:

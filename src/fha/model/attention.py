@@ -28,6 +28,12 @@ if TYPE_CHECKING:
     from fha.model.kv_cache import LayerCache
 
 
+# The single-query path does about G*N/L times the arithmetic of one SDPA call per level; on
+# a 2-core CPU it stops paying off between 65k and 260k scores (B * L * N * S) per call.
+SINGLE_QUERY_MAX_SCORES = 1 << 16
+OWNER_CACHE_SIZE = 32  # (shape, scale, dtype, device) combinations of owner matrices kept
+
+
 def causal_mask(T: int, S: int, device: torch.device) -> Tensor | None:
     """Bottom-right aligned causal mask: query t sits at key position S - T + t.
 
@@ -98,17 +104,21 @@ def fractal_attention(
     q: (B, L, T, hd); k, v: (B, Hkv, S, hd). Query level i reads kv head i // (L // Hkv)
     and cuts it, like its own head, into n = split**i contiguous sub-heads of d = hd // n
     dimensions, each an ordinary softmax attention head. One fused SDPA call per level; a
-    single query position without dropout (a decoding step) takes every level at once.
+    small decoding step (one query position, no dropout, at most SINGLE_QUERY_MAX_SCORES
+    scores) takes every level at once.
 
     attn_mask: optional boolean (B, 1, T, S) or (T, S) mask of allowed keys; it replaces the
-    causal mask (the caller includes causality in it). Returns (B, L, T, hd).
+    causal mask (the caller includes causality in it), and every query must keep at least one
+    key. Returns (B, L, T, hd).
     """
     L, Hkv = _check_shapes(q, k, v)
     B, _, T, hd = q.shape
     S = k.shape[-2]
     if hd % split ** (L - 1):
         raise ValueError(f"head size {hd} is not divisible by split**(levels-1) = {split ** (L - 1)}")
-    if T == 1 and dropout_p == 0.0:
+    if attn_mask is not None and attn_mask.dtype != torch.bool:
+        raise ValueError(f"attn_mask must be boolean (True = may attend), got {attn_mask.dtype}")
+    if T == 1 and dropout_p == 0.0 and B * L * split ** (L - 1) * S <= SINGLE_QUERY_MAX_SCORES:
         return _fractal_single_query(q, k, v, split=split, scale=scale, attn_mask=attn_mask)
     group = L // Hkv
     levels = []
@@ -144,12 +154,12 @@ def _subhead_owners(
     with torch.inference_mode(False):  # usable by autograd even when first built while decoding
         owner = torch.stack(owners).to(device=device, dtype=dtype)  # (L, N, hd)
         scaled = owner * torch.tensor(scales, dtype=dtype, device=device)[:, None, None]  # (L, N, hd)
-        return scaled.view(Hkv, G, N, hd), owner.view(Hkv, G * N, hd)
+        return scaled.view(Hkv, G, N, hd), owner.view(Hkv, G * N, hd)  # (Hkv, G, N, hd), (Hkv, G*N, hd)
 
 
 # Every layer of every eager decoding step needs the same matrices; a compiled graph builds
 # them itself (torch.compile traces through caches rather than trusting them).
-_cached_subhead_owners = functools.lru_cache(maxsize=32)(_subhead_owners)
+_cached_subhead_owners = functools.lru_cache(maxsize=OWNER_CACHE_SIZE)(_subhead_owners)
 
 
 def _fractal_single_query(
@@ -161,20 +171,24 @@ def _fractal_single_query(
     outside the sub-head's dimensions, so `queries @ k^T` holds every sub-head's scores; the
     owner rows then keep each sub-head's own block of `weights @ v`. Levels are padded to N
     sub-heads (the padding rows are zero and never reach the output). Two matrix products
-    per kv head instead of one SDPA call per level: a CPU decoding step is dominated by
-    per-operator overhead.
+    per kv head instead of one SDPA call per level: fewer operators, which is what a small
+    decoding step pays for, but about G*N/L times the arithmetic, hence the size limit.
+    The softmax runs in at least float32, as SDPA's does.
     """
     B, L, _, hd = q.shape
     Hkv, S = k.shape[1], k.shape[2]
     G = L // Hkv
     owners = _subhead_owners if torch.compiler.is_compiling() else _cached_subhead_owners
     scaled, owner = owners(L, Hkv, hd, split, scale, q.dtype, q.device)  # (Hkv, G, N, hd), (Hkv, G*N, hd)
-    queries = (q.reshape(B, Hkv, G, 1, hd) * scaled).view(B, Hkv, -1, hd)  # (B, Hkv, G*N, hd)
+    N = scaled.shape[2]
+    queries = (q.reshape(B, Hkv, G, 1, hd) * scaled).view(B, Hkv, G * N, hd)  # (B, Hkv, G*N, hd)
     scores = queries @ k.transpose(-1, -2)  # (B, Hkv, G*N, S)
     if attn_mask is not None:
-        scores = scores.masked_fill(~attn_mask.reshape(-1, 1, 1, S), float("-inf"))  # (B, Hkv, G*N, S)
-    mixed = (scores.softmax(dim=-1) @ v) * owner  # (B, Hkv, G*N, hd)
-    y = mixed.view(B, Hkv, G, -1, hd).sum(dim=-2)  # (B, Hkv, G, hd)
+        mask_rows = attn_mask.shape[0] if attn_mask.dim() == 4 else 1
+        scores = scores.masked_fill(~attn_mask.reshape(mask_rows, 1, 1, S), float("-inf"))  # (B, Hkv, G*N, S)
+    weights = scores.softmax(dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))  # (B, Hkv, G*N, S)
+    mixed = (weights.to(v.dtype) @ v) * owner  # (B, Hkv, G*N, hd)
+    y = mixed.view(B, Hkv, G, N, hd).sum(dim=-2)  # (B, Hkv, G, hd)
     return y.view(B, L, 1, hd)  # (B, L, T=1, hd)
 
 

@@ -114,7 +114,7 @@ class GPT(nn.Module):
             return targets
         return targets.masked_fill(targets == self.config.pad_id, IGNORE_INDEX)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def generate(
         self,
         idx: Tensor,

@@ -37,7 +37,8 @@ class RMSNorm(_Norm):
 
     Computed as x * rsqrt(|x|**2 / dim + eps) with one vector norm, one addcmul and one rsqrt:
     `F.rms_norm` runs as about eight separate operators on a CPU, and a decoding step calls
-    the norm 2 * num_layers + 1 times.
+    the norm 2 * num_layers + 1 times. Like `F.rms_norm` it normalises in at least float32
+    and returns the input's dtype.
     """
 
     def __init__(self, dim: int, eps: float, affine: bool, bias: bool) -> None:
@@ -45,9 +46,11 @@ class RMSNorm(_Norm):
         self.register_buffer("eps_tensor", torch.tensor(eps), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)  # (..., 1)
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=dtype)  # (..., 1)
         mean_square = torch.addcmul(self.eps_tensor, norm, norm, value=1 / x.shape[-1])  # (..., 1)
-        return self._affine(x * mean_square.rsqrt())
+        normed = x * mean_square.rsqrt()
+        return self._affine(normed if normed.dtype == x.dtype else normed.to(x.dtype))
 
 
 class LayerNorm(_Norm):
