@@ -77,18 +77,24 @@ def test_non_causal_sees_every_key():
     torch.testing.assert_close(fractal_attention(q, k, v, is_causal=False), expected)
 
 
-def test_one_fused_call_per_level(monkeypatch):
-    calls = []
+@pytest.fixture
+def sdpa_query_shapes(monkeypatch):
+    """The query shape of every SDPA call fractal_attention makes while the test runs."""
+    shapes = []
     real = F.scaled_dot_product_attention
 
     def counting(*args, **kwargs):
-        calls.append(args[0].shape)
+        shapes.append(tuple(args[0].shape))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", counting)
+    return shapes
+
+
+def test_one_fused_call_per_level(sdpa_query_shapes):
     q, k, v = make_qkv(2, 3, 1, 8, 8, 16, dtype=torch.float32)
     fractal_attention(q, k, v, split=2)
-    assert [tuple(shape) for shape in calls] == [(2, 1, 8, 16), (2, 2, 8, 8), (2, 4, 8, 4)]
+    assert sdpa_query_shapes == [(2, 1, 8, 16), (2, 2, 8, 8), (2, 4, 8, 4)]
 
 
 def test_a_decoding_step_takes_every_level_at_once(monkeypatch):
@@ -113,19 +119,11 @@ def test_masked_decoding_step_equals_attention_over_the_visible_keys(split, L, H
         torch.testing.assert_close(out[row : row + 1], ref, rtol=1e-10, atol=1e-10)
 
 
-def test_a_decoding_step_too_large_for_the_single_query_path_calls_sdpa_per_level(monkeypatch):
-    calls = []
-    real = F.scaled_dot_product_attention
-
-    def counting(*args, **kwargs):
-        calls.append(args[0].shape)
-        return real(*args, **kwargs)
-
+def test_a_decoding_step_too_large_for_the_single_query_path_calls_sdpa_per_level(sdpa_query_shapes):
     S = attention_module.SINGLE_QUERY_MAX_SCORES // (3 * 4) + 1  # B * L * N * S just over the limit
     q, k, v = make_qkv(1, 3, 1, 1, S, 8)
-    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", counting)
     out = fractal_attention(q, k, v, split=2)
-    assert [tuple(shape) for shape in calls] == [(1, 1, 1, 8), (1, 2, 1, 4), (1, 4, 1, 2)]
+    assert sdpa_query_shapes == [(1, 1, 1, 8), (1, 2, 1, 4), (1, 4, 1, 2)]
     torch.testing.assert_close(out, reference_fractal_attention(q, k, v, split=2), rtol=1e-10, atol=1e-10)
 
 
