@@ -2,6 +2,7 @@
 
     python benchmarks/bench_attention.py            # the table in docs/benchmarks.md
     python benchmarks/bench_attention.py --profile  # where a training step spends its time
+    python benchmarks/bench_attention.py --decode   # one decoding step: all levels at once vs per level
 
 Part 1 times forward + backward of `fractal_attention` against (a) a per-level version that
 materialises the masked T x S scores, as the original FHA code did, (b) the bare per-level
@@ -10,6 +11,9 @@ and (c) one SDPA call of ordinary attention with the same number of full-size he
 Part 2 measures training tokens/s (forward, backward, AdamW step) of the GPT with FHA and
 with ordinary attention at the original's largest configuration, with the chunked output
 loss that training uses (`return_logits=False`) and with full logits.
+--decode times one decoding step (T = 1) of `fractal_attention` both ways it can run: all
+levels at once (its single-query path) and one SDPA call per level (the path it takes above
+`SINGLE_QUERY_MAX_SCORES`), over batch sizes and key lengths, to show where they cross.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch.nn.functional as F
 from timing import time_interleaved
 
 from fha import GPT, ModelConfig, fractal_attention
+from fha.model import attention as attention_module
 
 LEVELS, HEAD_DIM, KV_HEADS, SEQ_LEN, SPLIT = 3, 64, 1, 512, 2
 
@@ -151,16 +156,57 @@ def profile(batch_size: int) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
 
 
+DECODE_SHAPES = [  # (levels, kv heads, split, head_dim)
+    (3, 1, 2, 64),
+    (4, 2, 2, 64),
+    (4, 1, 2, 32),
+]
+DECODE_BATCHES, DECODE_KEYS = (1, 8, 32), (64, 256, 1024)
+DECODE_CALLS = 50  # calls per timed sample: one call takes tens of microseconds
+
+
+def decode_table(repeats: int) -> list[str]:
+    """Microseconds of one decoding step, all levels at once vs one SDPA call per level."""
+    rows = ["| levels, kv heads, split, hd | B | S | scores (B L N S) | all levels at once (us) "
+            "| per level (us) | faster |", "|---|---|---|---|---|---|---|"]
+    limit = attention_module.SINGLE_QUERY_MAX_SCORES
+    for L, Hkv, split, hd in DECODE_SHAPES:
+        for B in DECODE_BATCHES:
+            for S in DECODE_KEYS:
+                q, k, v = torch.randn(B, L, 1, hd), torch.randn(B, Hkv, S, hd), torch.randn(B, Hkv, S, hd)
+
+                def run(max_scores: int) -> None:
+                    attention_module.SINGLE_QUERY_MAX_SCORES = max_scores
+                    for _ in range(DECODE_CALLS):
+                        fractal_attention(q, k, v, split=split)
+
+                try:
+                    timed = time_interleaved({"once": lambda: run(2**62), "per level": lambda: run(0)}, repeats)
+                finally:
+                    attention_module.SINGLE_QUERY_MAX_SCORES = limit
+                once, per_level = (timed[key] / DECODE_CALLS * 1e6 for key in ("once", "per level"))
+                rows.append(f"| {L}, {Hkv}, {split}, {hd} | {B} | {S} | {B * L * split ** (L - 1) * S:,} "
+                            f"| {once:.0f} | {per_level:.0f} | {'at once' if once < per_level else 'per level'} |")
+    return rows
+
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--model-batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--profile", action="store_true", help="profile one FHA training step instead")
+    parser.add_argument("--decode", action="store_true", help="time decoding steps instead")
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.profile:
         profile(args.model_batch_size)
+        return
+    if args.decode:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+        with torch.inference_mode():
+            print("\n".join(decode_table(args.repeats)))
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"\nAttention forward+backward: T={SEQ_LEN}, {LEVELS} levels, head_dim {HEAD_DIM}, "

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 
 # The single-query path does about G*N/L times the arithmetic of one SDPA call per level; on
-# a 2-core CPU it stops paying off between 65k and 260k scores (B * L * N * S) per call.
+# a 2-core CPU it stops paying off somewhere above 100k scores (B * L * N * S) per call
+# (`python benchmarks/bench_attention.py --decode`); the limit stays below that.
 SINGLE_QUERY_MAX_SCORES = 1 << 16
 OWNER_CACHE_SIZE = 32  # (shape, scale, dtype, device) combinations of owner matrices kept
 
