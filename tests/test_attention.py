@@ -227,3 +227,22 @@ def test_rope_rotates_adjacent_pairs():
          -torch.sin(torch.tensor(angle1)), torch.cos(torch.tensor(angle1))]
     )
     torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("per_row", [False, True])
+def test_compiled_rope_pairs_rotate_like_the_complex_rotation(monkeypatch, dtype, per_row):
+    cos, sin = rope_frequencies(16, 12, theta=10000.0)  # (12, 8) each
+    if per_row:  # positions per row, as with left padding: (B, T, hd/2)
+        positions = torch.tensor([[0, 0, 1, 2, 3], [0, 1, 2, 3, 4]])
+        cos, sin = cos[positions], sin[positions]
+    else:
+        cos, sin = cos[3:8], sin[3:8]
+    x = torch.randn(2, 5, 3, 16).to(dtype)  # (B, T, H, hd)
+    expected = apply_rope(x, rope_rotation(cos, sin))
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    pairs = rope_rotation(cos, sin)
+    assert not pairs.is_complex() and pairs.shape[-1] == 2
+    out = apply_rope(x, pairs)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6 if dtype == torch.float32 else 1e-2)

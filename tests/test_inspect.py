@@ -72,14 +72,15 @@ def test_kernel_lines_sit_between_the_projections():
     assert [c.outputs for c in kernel.children] == ["(1, 1, 5, 16)", "(1, 2, 5, 8)", "(1, 4, 5, 4)"]
 
 
-@pytest.mark.parametrize("patterns,expected", [
-    (["*.attn"], ["blocks.0.attn", "blocks.1.attn"]),
-    (["blocks.1.mlp*"], ["blocks.1.mlp_norm", "blocks.1.mlp", "blocks.1.mlp.up", "blocks.1.mlp.down",
-                         "blocks.1.mlp_out_norm"]),
-    (["norm", "embedding"], ["embedding", "norm"]),
+@pytest.mark.parametrize("patterns,changes,expected", [
+    (["*.attn"], {}, ["blocks.0.attn", "blocks.1.attn"]),
+    (["blocks.1.mlp*"], {}, ["blocks.1.mlp_norm", "blocks.1.mlp", "blocks.1.mlp.up", "blocks.1.mlp.down"]),
+    (["blocks.1.mlp*"], {"second_resid_norm": True},
+     ["blocks.1.mlp_norm", "blocks.1.mlp", "blocks.1.mlp.up", "blocks.1.mlp.down", "blocks.1.mlp_out_norm"]),
+    (["norm", "embedding"], {}, ["embedding", "norm"]),
 ])
-def test_patterns_restrict_the_trace(patterns, expected):
-    model = make_model()
+def test_patterns_restrict_the_trace(patterns, changes, expected):
+    model = make_model(**changes)
     with trace_shapes(model, include=patterns) as trace:
         model(example_input(model.config, 1, 4))
     assert trace.module_names() == expected

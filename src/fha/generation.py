@@ -101,11 +101,11 @@ def stream(
     B = idx.shape[0]
     if token_mask is None:
         token_mask = torch.ones_like(idx, dtype=torch.bool)
-    mask_arg = None if bool(token_mask.all()) else token_mask
-    seq, seq_mask = idx, token_mask
     cache = KVCache.for_model(model, B, min(window, idx.shape[1] + max_new_tokens))
-    logits = prefill(model, seq[:, -window:], cache, None if mask_arg is None else seq_mask[:, -window:])
+    crop_mask = token_mask[:, -window:]
+    logits = prefill(model, idx[:, -window:], cache, None if bool(crop_mask.all()) else crop_mask)
     finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
+    new_tokens: list[Tensor] = []
     for step in range(max_new_tokens):
         token = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
         if eos_id is not None:
@@ -114,14 +114,16 @@ def stream(
         yield token
         if (eos_id is not None and bool(finished.all())) or step == max_new_tokens - 1:
             return
-        seq = torch.cat([seq, token[:, None]], dim=1)  # (B, T + step + 1)
-        seq_mask = torch.cat([seq_mask, torch.ones_like(token[:, None], dtype=torch.bool)], dim=1)
+        new_tokens.append(token)
         if cache.length < cache.capacity:
             logits = decode_step(model, token, cache)
         else:
+            # The context is full: the last `window` tokens again from scratch, as without a cache.
+            seq = torch.cat([idx, torch.stack(new_tokens, dim=1)], dim=1)[:, -window:]  # (B, window)
+            new_mask = torch.ones(B, len(new_tokens), dtype=torch.bool, device=idx.device)
+            crop_mask = torch.cat([token_mask, new_mask], dim=1)[:, -window:]  # (B, window)
             cache.reset()
-            crop_mask = seq_mask[:, -window:]
-            logits = prefill(model, seq[:, -window:], cache, None if bool(crop_mask.all()) else crop_mask)
+            logits = prefill(model, seq, cache, None if bool(crop_mask.all()) else crop_mask)
 
 
 @torch.no_grad()

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fha.model.dtypes import at_least_float32
+
 if TYPE_CHECKING:
     from fha.config import ModelConfig
     from fha.model.kv_cache import LayerCache
@@ -187,8 +189,10 @@ def _fractal_single_query(
     if attn_mask is not None:
         mask_rows = attn_mask.shape[0] if attn_mask.dim() == 4 else 1
         scores = scores.masked_fill(~attn_mask.reshape(mask_rows, 1, 1, S), float("-inf"))  # (B, Hkv, G*N, S)
-    weights = scores.softmax(dim=-1, dtype=torch.promote_types(scores.dtype, torch.float32))  # (B, Hkv, G*N, S)
-    mixed = (weights.to(v.dtype) @ v) * owner  # (B, Hkv, G*N, hd)
+    weights = scores.softmax(dim=-1, dtype=at_least_float32(scores.dtype))  # (B, Hkv, G*N, S)
+    if weights.dtype != v.dtype:
+        weights = weights.to(v.dtype)
+    mixed = (weights @ v) * owner  # (B, Hkv, G*N, hd)
     y = mixed.view(B, Hkv, G, N, hd).sum(dim=-2)  # (B, Hkv, G, hd)
     return y.view(B, L, 1, hd)  # (B, L, T=1, hd)
 
@@ -249,22 +253,38 @@ def rope_frequencies(head_dim: int, max_seq_len: int, theta: float) -> tuple[Ten
 
 
 def rope_rotation(cos: Tensor, sin: Tensor) -> Tensor:
-    """exp(i * angle) as complex64 with a head axis for broadcasting: cos and sin (T, hd/2) or
-    (B, T, hd/2) give (T, 1, hd/2) or (B, T, 1, hd/2)."""
-    return torch.complex(cos.float(), sin.float()).unsqueeze(-2)
+    """The rotation of each position, with a head axis for broadcasting, in float32.
+
+    cos and sin (T, hd/2) or (B, T, hd/2). Eagerly: exp(i * angle) as complex64, (T, 1, hd/2)
+    or (B, T, 1, hd/2). Under torch.compile: the (cos, sin) pairs as real numbers, (T, 1, hd/2,
+    2) or (B, T, 1, hd/2, 2), because inductor generates no code for complex numbers and would
+    run every complex operator on its own.
+    """
+    if cos.dtype != torch.float32:  # tables of a model cast to half precision
+        cos, sin = cos.float(), sin.float()
+    if torch.compiler.is_compiling():
+        return torch.stack((cos, sin), dim=-1).unsqueeze(-3)
+    return torch.complex(cos, sin).unsqueeze(-2)
 
 
 def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
     """Rotate adjacent pairs (2j, 2j+1) of the last dimension.
 
-    x: (B, T, H, hd); rotation: from `rope_rotation`. Pairs never cross a sub-head boundary
-    (sub-head sizes are even), so each sub-head keeps RoPE's relative-position property. Each
-    pair is one complex number multiplied by its rotation: a few large kernels instead of a
-    dozen elementwise ones.
+    x: (B, T, H, hd); rotation: from `rope_rotation`, complex or real pairs. Pairs never cross a
+    sub-head boundary (sub-head sizes are even), so each sub-head keeps RoPE's relative-position
+    property. Eagerly each pair is one complex number multiplied by its rotation: a few large
+    kernels instead of a dozen elementwise ones (which a compiled graph fuses into one).
     """
     B, T, H, hd = x.shape
-    pairs = torch.view_as_complex(x.float().reshape(B, T, H, hd // 2, 2))  # (B, T, H, hd/2) complex
-    rotated = torch.view_as_real(pairs * rotation).view(B, T, H, hd)  # (B, T, H, hd)
+    pairs = x if x.dtype == torch.float32 else x.float()
+    pairs = pairs.reshape(B, T, H, hd // 2, 2)  # (B, T, H, hd/2, 2)
+    if rotation.is_complex():
+        rotated = torch.view_as_real(torch.view_as_complex(pairs) * rotation)  # (B, T, H, hd/2, 2)
+    else:
+        cos, sin = rotation.unbind(-1)  # (..., 1, hd/2) each
+        even, odd = pairs.unbind(-1)  # (B, T, H, hd/2) each
+        rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)  # (B, T, H, hd/2, 2)
+    rotated = rotated.view(B, T, H, hd)  # (B, T, H, hd)
     return rotated if x.dtype == torch.float32 else rotated.to(x.dtype)
 
 

@@ -12,7 +12,7 @@ from fha.config import ModelConfig
 from fha.generation import generate as generate_tokens
 from fha.model.attention import rope_frequencies, rope_rotation
 from fha.model.kv_cache import KVCache, padding_mask, token_positions
-from fha.model.layers import Block, Dropout, make_norm
+from fha.model.layers import Block, apply_dropout, make_dropout, make_norm
 from fha.model.loss import IGNORE_INDEX, linear_cross_entropy
 
 EMBEDDING_INIT_STD = 0.02
@@ -31,7 +31,7 @@ class GPT(nn.Module):
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.dim)
         self.embed_scale = math.sqrt(config.dim) if config.scale_first_resid else 1.0
-        self.dropout = Dropout(config.dropout)
+        self.dropout = make_dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.norm = make_norm(config)
         cos, sin = rope_frequencies(config.head_dim, config.max_seq_len, config.theta)
@@ -75,7 +75,10 @@ class GPT(nn.Module):
         if start + T > self.config.max_seq_len:
             raise ValueError(f"sequence of {start + T} tokens exceeds max_seq_len={self.config.max_seq_len}")
         rotation, attn_mask = self._positions(B, T, kv_cache, token_mask)
-        x = self.dropout(self.embedding(idx) * self.embed_scale)  # (B, T, C)
+        x = self.embedding(idx)  # (B, T, C)
+        if self.embed_scale != 1.0:
+            x = x * self.embed_scale
+        x = apply_dropout(self.dropout, x)
         for i, block in enumerate(self.blocks):
             x = block(x, rotation, kv_cache.layers[i] if kv_cache is not None else None, attn_mask)
         if kv_cache is not None:

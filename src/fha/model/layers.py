@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fha.model.attention import Attention
+from fha.model.dtypes import at_least_float32
 
 if TYPE_CHECKING:
     from fha.config import ModelConfig
@@ -25,10 +26,11 @@ class _Norm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
     def _affine(self, x: Tensor) -> Tensor:
-        if self.weight is not None:
-            x = x * self.weight
-        if self.bias is not None:
-            x = x + self.bias
+        weight, bias = self.weight, self.bias
+        if weight is not None:
+            x = x * weight
+        if bias is not None:
+            x = x + bias
         return x
 
 
@@ -46,8 +48,7 @@ class RMSNorm(_Norm):
         self.register_buffer("eps_tensor", torch.tensor(eps), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        dtype = torch.promote_types(x.dtype, torch.float32)
-        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=dtype)  # (..., 1)
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=at_least_float32(x.dtype))  # (..., 1)
         mean_square = torch.addcmul(self.eps_tensor, norm, norm, value=1 / x.shape[-1])  # (..., 1)
         normed = x * mean_square.rsqrt()
         return self._affine(normed if normed.dtype == x.dtype else normed.to(x.dtype))
@@ -70,12 +71,15 @@ NORMS: dict[str, type[_Norm]] = {"RMSNorm": RMSNorm, "LayerNorm": LayerNorm, "Co
 NONLINEARITIES: dict[str, Callable[[Tensor], Tensor]] = {"GeLU": F.gelu, "SiLU": F.silu, "ReLU": F.relu}
 
 
-class Dropout(nn.Dropout):
-    """`nn.Dropout` that returns its input untouched, without an operator call, when inactive
-    (evaluation, or p == 0): a decoding step passes through it 2 * num_layers + 1 times."""
+def make_dropout(p: float) -> nn.Dropout | None:
+    """A dropout module, or None for p == 0 (nothing to register, nothing to call)."""
+    return nn.Dropout(p) if p > 0 else None
 
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x) if self.training and self.p > 0 else x
+
+def apply_dropout(dropout: nn.Dropout | None, x: Tensor) -> Tensor:
+    """x through `dropout` while it is active (training), else x itself without a module call:
+    a decoding step would otherwise make 2 * num_layers + 1 calls that do nothing."""
+    return dropout(x) if dropout is not None and dropout.training else x
 
 
 def make_norm(config: ModelConfig) -> _Norm:
@@ -112,9 +116,9 @@ class Block(nn.Module):
         self.attn = Attention(config)
         self.mlp_norm = make_norm(config)
         self.mlp = MLP(config)
-        self.attn_out_norm = make_norm(config) if config.second_resid_norm else nn.Identity()
-        self.mlp_out_norm = make_norm(config) if config.second_resid_norm else nn.Identity()
-        self.dropout = Dropout(config.dropout)
+        self.attn_out_norm = make_norm(config) if config.second_resid_norm else None
+        self.mlp_out_norm = make_norm(config) if config.second_resid_norm else None
+        self.dropout = make_dropout(config.dropout)
 
     def forward(
         self,
@@ -123,5 +127,9 @@ class Block(nn.Module):
         cache: LayerCache | None = None,
         attn_mask: Tensor | None = None,
     ) -> Tensor:
-        x = x + self.dropout(self.attn_out_norm(self.attn(self.attn_norm(x), rotation, cache, attn_mask)))
-        return x + self.dropout(self.mlp_out_norm(self.mlp(self.mlp_norm(x))))
+        x = x + self._branch_output(self.attn(self.attn_norm(x), rotation, cache, attn_mask), self.attn_out_norm)
+        return x + self._branch_output(self.mlp(self.mlp_norm(x)), self.mlp_out_norm)
+
+    def _branch_output(self, y: Tensor, out_norm: _Norm | None) -> Tensor:
+        """What a branch adds to the residual stream: its output, normalised if configured, then dropout."""
+        return apply_dropout(self.dropout, y if out_norm is None else out_norm(y))
