@@ -26,11 +26,10 @@ class _Norm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
     def _affine(self, x: Tensor) -> Tensor:
-        weight, bias = self.weight, self.bias
-        if weight is not None:
-            x = x * weight
-        if bias is not None:
-            x = x + bias
+        if self.weight is not None:
+            x = x * self.weight
+        if self.bias is not None:
+            x = x + self.bias
         return x
 
 

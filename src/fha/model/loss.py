@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from fha.model.dtypes import at_least_float32
+
 ROWS_PER_CHUNK = 2048
 IGNORE_INDEX = -100
 
@@ -25,7 +27,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         count = valid.sum()
         needs_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         hidden_in = hidden.to(weight.dtype)
-        acc = torch.promote_types(weight.dtype, torch.float32)  # softmax and sums in at least float32
+        acc = at_least_float32(weight.dtype)  # softmax and sums in at least float32
         grad_hidden = torch.zeros_like(hidden_in) if needs_grad else None  # (N, C)
         grad_weight = torch.zeros_like(weight, dtype=acc) if needs_grad else None  # (V, C)
         total = torch.zeros((), dtype=acc, device=hidden.device)
