@@ -57,6 +57,7 @@ class TrainConfig(ConfigBase):
     seed: int = 0
     batching: str = "packed"
     val_fraction: float = 0.05
+    split_seed: int = 0
     compile: bool = False
 
     def __post_init__(self) -> None:

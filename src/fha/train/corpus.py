@@ -26,12 +26,16 @@ SOURCE_HASH_CHARS = 12
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Where the documents come from and how a single file is split."""
+    """Where the documents come from and how a single file is split.
+
+    `split_seed` picks the held-out documents of a single file; it is not the training seed,
+    so runs that differ only in their seed train and validate on the same documents.
+    """
 
     source: str
     val_source: str | None
     val_fraction: float
-    seed: int
+    split_seed: int
 
     def describe(self, split: str) -> str:
         """Identifies the documents of `split`: changes when the files or the split change."""
@@ -39,7 +43,8 @@ class DataSpec:
             return f"{TINYSTORIES} {split}"
         if self.val_source is not None:
             return describe_source(self.source if split == "train" else self.val_source)
-        return f"{describe_source(self.source)} [{split} of val_fraction={self.val_fraction} seed={self.seed}]"
+        split_rule = f"val_fraction={self.val_fraction} split_seed={self.split_seed}"
+        return f"{describe_source(self.source)} [{split} of {split_rule}]"
 
 
 def cache_root() -> Path:
@@ -47,7 +52,7 @@ def cache_root() -> Path:
 
 
 def read_documents(spec: DataSpec) -> dict[str, list[str]]:
-    splits = load_splits(spec.source, spec.val_source, val_fraction=spec.val_fraction, seed=spec.seed)
+    splits = load_splits(spec.source, spec.val_source, val_fraction=spec.val_fraction, seed=spec.split_seed)
     log.info("data: %d training and %d validation documents", len(splits["train"]), len(splits["val"]))
     return splits
 

@@ -44,6 +44,7 @@ from fha.run import (
     TRAIN_CONFIG_FILE,
     save_weights,
 )
+from fha.run_info import RUN_INFO_FILE, describe_data, write_run_info
 from fha.tokenizer import Tokenizer
 from fha.train import distributed as dist_util
 from fha.train.checkpoint import Checkpoint, list_checkpoints, save_checkpoint
@@ -57,8 +58,10 @@ from fha.train.schedule import LRSchedule
 log = logging.getLogger(__name__)
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation windows are drawn apart from the training stream
-RUN_ARTEFACTS = (MODEL_FILE, MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, TOKENIZER_FILE, LOG_FILE, CHECKPOINTS_DIR)
-SETUP_FILES = frozenset((MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, TOKENIZER_FILE))  # written before the first step
+RUN_ARTEFACTS = (MODEL_FILE, MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, TOKENIZER_FILE, LOG_FILE, CHECKPOINTS_DIR,
+                 RUN_INFO_FILE)
+# written before the first step
+SETUP_FILES = frozenset((MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, TOKENIZER_FILE, RUN_INFO_FILE))
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SPEED_SMOOTHING = 0.9  # weight of the running average of tokens/s shown in the progress bar
 
@@ -102,7 +105,8 @@ def train(request: TrainRequest) -> TrainResult:
         request.resume.check_resumable()
     if not info.is_main:
         logging.getLogger().setLevel(logging.WARNING)
-    spec = DataSpec(request.data, request.val_data, request.train_config.val_fraction, request.train_config.seed)
+    spec = DataSpec(request.data, request.val_data, request.train_config.val_fraction,
+                    request.train_config.split_seed)
     documents = read_documents(spec)  # before anything else: bad data fails fast and touches nothing
     if info.is_main:
         resume = request.resume
@@ -212,6 +216,10 @@ class _Trainer:
             self.tokenizer.save(self.run_dir / TOKENIZER_FILE)
             self.model_config.to_json(self.run_dir / MODEL_CONFIG_FILE)
             self.config.to_json(self.run_dir / TRAIN_CONFIG_FILE)
+            data = describe_data(request.data, request.val_data, val_fraction=spec.val_fraction,
+                                 split_seed=spec.split_seed)
+            write_run_info(self.run_dir, device=self.device, world_size=info.world_size,
+                           tokenizer_fingerprint=self.tokenizer.fingerprint, data=data, resumed=resume is not None)
             self.tokens = tokenize_splits(documents, self.tokenizer, spec)
         dist_util.barrier()  # rank 0 has filled the token cache; the others reuse it
         if not info.is_main:
