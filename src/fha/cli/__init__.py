@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from fha.errors import FhaError
 
-COMMAND_MODULES = ("tokenizer", "train", "schedule", "generate", "eval", "compare", "inspect")
+COMMAND_MODULES = ("tokenizer", "train", "schedule", "generate", "eval", "compare", "inspect", "study")
 
 log = logging.getLogger("fha")
 

@@ -1,0 +1,117 @@
+"""The study report's figures (matplotlib's object-oriented API: no pyplot, no display)."""
+
+from __future__ import annotations
+
+from functools import reduce
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from fha.study.results import StudyResults
+from fha.study.stats import mean_interval, paired_difference
+
+CURVES_FILE = "validation_curves.png"
+TEST_FILE = "test_bits_per_byte.png"
+PAIRED_FILE = "paired_differences.png"
+SWEEP_FILE = "learning_rate_sweep.png"
+FIGURE_INCHES = (7.0, 4.2)
+DPI = 110
+BAND_ALPHA = 0.25
+POINT_ALPHA = 0.6
+JITTER = 0.08  # horizontal spread of the per-seed points around their variant
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    figure.savefig(path, dpi=DPI)
+    return path
+
+
+def validation_curves(results: StudyResults, out_dir: Path) -> Path:
+    """Validation loss against tokens seen: the mean over seeds per variant, with a min-max band."""
+    figure = Figure(figsize=FIGURE_INCHES, layout="constrained")
+    ax = figure.subplots()
+    for variant in results.spec.variants:
+        runs = results.of(variant.name)
+        steps = reduce(np.intersect1d, [run.log.step for run in runs])  # steps every seed logged
+        rows = np.stack([run.log.val_loss[np.searchsorted(run.log.step, steps)] for run in runs])  # (seeds, steps)
+        tokens = steps * runs[0].tokens_per_step
+        (line,) = ax.plot(tokens, rows.mean(axis=0), label=f"{variant.name} (mean of {len(runs)} seeds)")
+        ax.fill_between(tokens, rows.min(axis=0), rows.max(axis=0), color=line.get_color(), alpha=BAND_ALPHA,
+                        linewidth=0)
+    ax.set_xlabel("training tokens seen")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title("Validation loss (band: min-max over seeds)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(figure, out_dir / CURVES_FILE)
+
+
+def test_scores(results: StudyResults, out_dir: Path) -> Path:
+    """Each seed's test bits per byte, and the mean with its 95% t-interval, per variant."""
+    figure = Figure(figsize=FIGURE_INCHES, layout="constrained")
+    ax = figure.subplots()
+    names = [variant.name for variant in results.spec.variants]
+    for position, name in enumerate(names):
+        values = list(results.by_seed(name).values())
+        offsets = np.linspace(-JITTER, JITTER, len(values))
+        ax.scatter(position + offsets, values, alpha=POINT_ALPHA, color="gray", zorder=2)
+        interval = mean_interval(values)
+        if interval.n >= 2:
+            ax.errorbar([position], [interval.mean], yerr=[[interval.mean - interval.low], [interval.high - interval.mean]],
+                        fmt="o", color="black", capsize=6, zorder=3)
+        else:
+            ax.plot([position], [interval.mean], "o", color="black")
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("test bits per byte (lower is better)")
+    ax.set_title("Test bits per byte: seeds (gray), mean and 95% t-interval (black)")
+    ax.grid(True, axis="y", alpha=0.3)
+    return _save(figure, out_dir / TEST_FILE)
+
+
+def paired_differences(results: StudyResults, out_dir: Path) -> Path:
+    """Per variant, its test bits per byte minus the baseline's at the same seed."""
+    baseline = results.spec.baseline
+    others = [variant.name for variant in results.spec.variants if variant.name != baseline]
+    figure = Figure(figsize=FIGURE_INCHES, layout="constrained")
+    ax = figure.subplots()
+    for position, name in enumerate(others):
+        paired = paired_difference(results.by_seed(name), results.by_seed(baseline))
+        offsets = np.linspace(-JITTER, JITTER, paired.n)
+        ax.scatter(position + offsets, paired.differences, alpha=POINT_ALPHA, color="gray", zorder=2)
+        interval = paired.interval
+        if interval.n >= 2:
+            ax.errorbar([position], [interval.mean], yerr=[[interval.mean - interval.low], [interval.high - interval.mean]],
+                        fmt="o", color="black", capsize=6, zorder=3)
+    ax.axhline(0.0, color="firebrick", linewidth=1)
+    ax.set_xticks(range(len(others)), [f"{name} − {baseline}" for name in others])
+    ax.set_ylabel("difference in test bits per byte")
+    ax.set_title("Paired differences (below 0: better than the baseline)")
+    ax.grid(True, axis="y", alpha=0.3)
+    return _save(figure, out_dir / PAIRED_FILE)
+
+
+def sweep_curves(results: StudyResults, out_dir: Path) -> Path:
+    """Validation bits per byte against the peak learning rate, per variant (diverged rates left out)."""
+    figure = Figure(figsize=FIGURE_INCHES, layout="constrained")
+    ax = figure.subplots()
+    for name, values in results.sweep.items():
+        rates = sorted(rate for rate, value in values.items() if np.isfinite(value))
+        (line,) = ax.plot(rates, [values[rate] for rate in rates], "o-", label=name)
+        chosen = results.chosen_lr[name]
+        ax.plot([chosen], [values[chosen]], "*", markersize=14, color=line.get_color())
+    ax.set_xscale("log")
+    ax.set_xlabel("peak learning rate (lr_max)")
+    ax.set_ylabel("validation bits per byte")
+    ax.set_title(f"Learning-rate sweep at seed {results.spec.sweep.seed} (star: chosen)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(figure, out_dir / SWEEP_FILE)
+
+
+def draw_all(results: StudyResults, out_dir: Path) -> list[Path]:
+    figures = [validation_curves(results, out_dir), test_scores(results, out_dir),
+               paired_differences(results, out_dir)]
+    if results.sweep:
+        figures.append(sweep_curves(results, out_dir))
+    return figures
