@@ -22,7 +22,8 @@ from fha.study.stats import Interval, PairedDifference, mean_interval, paired_di
 MARKDOWN_FILE = "report.md"
 HTML_FILE = "report.html"
 BPB_DECIMALS = 4
-MACHINE_NOTE = "machine-dependent: measured on a possibly shared machine, not a property of the model"
+MACHINE_NOTE = ("Columns marked * are machine-dependent: measured on a possibly shared machine, "
+                "not a property of the model")
 ENVIRONMENT_KEYS = ("fha_version", "torch_version", "python_version", "platform", "git_commit", "device", "threads",
                     "world_size", "cpu_count")
 HTML_STYLE = """
@@ -42,7 +43,12 @@ def fmt_bpb(value: float) -> str:
 
 
 def fmt_signed(value: float) -> str:
-    return "—" if math.isnan(value) else f"{value:+.{BPB_DECIMALS}f}"
+    """With its sign, except for values that round to zero (no "-0.0000")."""
+    if math.isnan(value):
+        return "—"
+    if round(value, BPB_DECIMALS) == 0:
+        return f"{0.0:.{BPB_DECIMALS}f}"
+    return f"{value:+.{BPB_DECIMALS}f}"
 
 
 def fmt_interval(interval: Interval, signed: bool = False) -> str:
@@ -199,7 +205,7 @@ def write_report(out_dir: Path, report_dir: Path | None = None) -> Report:
     env_lines, env_table = environment(results)
     sections: list[tuple[str, list[str], Table | None, str]] = [
         ("Setup", setup_lines(results), None, ""),
-        ("Variants", [], variants_table(results), f"* {MACHINE_NOTE}."),
+        ("Variants", [], variants_table(results), f"{MACHINE_NOTE}."),
         ("Paired differences against the baseline",
          ["Test bits per byte of the variant minus the baseline's at the same seed; 95% Student t-interval of "
           "the mean difference; a seed is won when the variant's value is lower."], paired_table(results), ""),
@@ -209,7 +215,7 @@ def write_report(out_dir: Path, report_dir: Path | None = None) -> Report:
                          sweep_table(results), ""))
     sections += [
         ("Settings that differ between variants", [], settings_table(results), ""),
-        ("Environment", ["Shared by every run: " + "; ".join(env_lines) + "."], env_table, f"* {MACHINE_NOTE}."),
+        ("Environment", ["Shared by every run: " + "; ".join(env_lines) + "."], env_table, f"{MACHINE_NOTE}."),
     ]
     title = f"Study: {results.spec.description or out_dir.name}"
     markdown = report_dir / MARKDOWN_FILE

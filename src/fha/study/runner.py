@@ -211,6 +211,8 @@ def _execute(runs: list[RunPlan], spec: StudySpec, out_dir: Path, jobs: int, thr
              progress: StudyProgress) -> None:
     pending = []
     for run in runs:
+        if run in progress.finished:
+            continue  # a sweep run that is also a main run
         if read_eval(out_dir, run) is not None:
             log.info("%s: finished earlier, skipped", run.run_id)
             progress.finished.append(run)
@@ -287,14 +289,15 @@ def execute(task: RunTask) -> RunOutcome:
 def _train_and_evaluate(task: RunTask, folder: Path) -> dict[str, Any]:
     spec = task.spec
     if not (folder / MODEL_FILE).is_file():
+        tokenizer = Tokenizer.load(task.out_dir / TOKENIZER_FILE)
         model_config, train_config = spec.configs(task.run)
+        model_config = model_config.replace(vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)
         checkpoints = list_checkpoints(folder)
         resume = None
         if checkpoints:
             resume = load_checkpoint(checkpoints[-1][1])
             if resume.model_config != model_config or resume.train_config != train_config:
                 raise FhaError(f"{checkpoints[-1][1]}: its configs are not this run's; delete {folder} to redo it")
-        tokenizer = Tokenizer.load(task.out_dir / TOKENIZER_FILE)
         train(TrainRequest(model_config, train_config, spec.data.train, folder, val_data=spec.data.valid,
                            tokenizer=tokenizer, device=task.device, overwrite=resume is None, resume=resume))
     model, tokenizer = load_model_and_tokenizer(folder, pick_device(task.device))

@@ -177,8 +177,7 @@ class StudySpec:
             _check_overrides(f"variants[{index}].set", variant.set, variant=True)
         _check_overrides("set", self.set, variant=False)
         _require(self.baseline in names,
-                 f"baseline: {self.baseline!r} is not a variant{near_matches(self.baseline, names)} "
-                 f"(variants: {', '.join(names)})")
+                 f"baseline: {self.baseline!r} is not a variant; variants: {', '.join(names)}")
         for variant in self.variants:  # every variant must build, and the budget must be whole steps of each
             for lr_max in self.learning_rates(variant.name):
                 self.configs(RunPlan(variant.name, self.seeds[0], lr_max))
