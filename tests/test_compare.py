@@ -61,7 +61,8 @@ def runs(tmp_path) -> list[Path]:
 
 def test_cli_writes_plots_and_reports(runs, tmp_path, capsys):
     out = tmp_path / "report"
-    assert main(["compare", *map(str, runs), "--out", str(out), "--log-y", "--skip-first", "0.2"]) == 0
+    assert main(["compare", *map(str, runs), "--out", str(out), "--log-y", "--skip-first", "0.2",
+                 "--x-axis", "step", "time"]) == 0
     for name in ("loss_vs_step.png", "loss_vs_time.png", "report.md", "report.html"):
         assert (out / name).stat().st_size > 0
     page = (out / "report.html").read_text()
@@ -190,10 +191,24 @@ def test_skip_first_values(tmp_path):
 
 
 def test_plot_options_log_axes_and_group_band(runs, tmp_path):
-    options = PlotOptions(log_x=True, log_y=True, skip_first=10)
+    options = PlotOptions(log_x=True, log_y=True, skip_first=10, x_axes=("step", "time"))
     comparison = compare_runs(runs, tmp_path / "out", options=options)
     assert [path.name for path in comparison.plots] == ["loss_vs_step.png", "loss_vs_time.png"]
     assert all(path.stat().st_size > 0 for path in comparison.plots)
+
+
+def test_x_axis_is_tokens_seen_by_default(runs, tmp_path):
+    from fha.compare.plots import _group_series, _run_series
+
+    with_config = runs[:4]
+    assert [path.name for path in compare_runs(with_config, tmp_path / "out").plots] == ["loss_vs_tokens.png"]
+    summaries = [load_summary(path) for path in with_config]
+    series = _run_series(summaries[2], "tokens", "val_loss", PlotOptions())
+    assert list(series.x) == [step * 4 * 2 * 16 for step in STEPS]  # step x batch x grad_accum x max_seq_len
+    group = _group_series(seed_groups(summaries)[0], "tokens", "val_loss", PlotOptions())
+    assert list(group.x) == list(series.x)
+    # a run without a train config has no token count: the figure falls back to steps
+    assert [path.name for path in compare_runs(runs, tmp_path / "out2").plots] == ["loss_vs_step.png"]
 
 
 def test_tokens_per_s_weights_each_interval_by_its_length(tmp_path):
@@ -240,3 +255,55 @@ def test_held_out_documents_is_shared_with_eval(tmp_path):
     data.write_text("\n\n".join(LINES) + "\n")
     assert held_out_documents is eval_held_out_documents
     assert held_out_documents(str(data)) == LINES
+
+
+def write_run_info(directory: Path, tokenizer: str, train_sha: str, **extra) -> None:
+    info = {"tokenizer_fingerprint": tokenizer, "data": {"train": {"path": "/x/train.txt", "sha256": train_sha},
+            "val": {"split_of_train": {"val_fraction": 0.05, "split_seed": 0}}},
+            "fha_version": "0.1.0", "torch_version": "2.x", "device": "cpu (float32)", "threads": 2, **extra}
+    (directory / "run_info.json").write_text(json.dumps(info))
+
+
+def test_runs_with_other_tokenizers_or_data_are_flagged_not_grouped(tmp_path):
+    runs = [make_run(tmp_path / f"fha-seed{seed}", 2.0 + seed / 10, train={"seed": seed}) for seed in (1, 2, 3)]
+    write_run_info(runs[0], "aaaa", "d1")
+    write_run_info(runs[1], "bbbb", "d1")
+    write_run_info(runs[2], "aaaa", "d2")
+    comparison = compare_runs(runs, tmp_path / "out")
+    assert comparison.groups == []
+    markdown = comparison.markdown.read_text()
+    assert ("Warning: these runs use different tokenizers: fha-seed1, fha-seed3 (tokenizer aaaa); fha-seed2 "
+            "(tokenizer bbbb).") in markdown
+    assert "Warning: these runs were trained or validated on different data: fha-seed1, fha-seed2 (train d1, val" in markdown
+    assert "| fha-seed1 | — | 0.1.0 | 2.x | — | cpu (float32) | 2 |" in markdown  # the environment table
+
+
+def test_paired_differences_of_seed_groups_with_the_same_seeds(tmp_path):
+    fha = [make_run(tmp_path / f"fha-s{seed}", value, train={"seed": seed}) for seed, value in ((1, 2.0), (2, 2.3))]
+    mha = [make_run(tmp_path / f"mha-s{seed}", value, train={"seed": seed}, attention="mha")
+           for seed, value in ((1, 2.2), (2, 2.4))]
+    comparison = compare_runs([*mha, *fha], tmp_path / "out")
+    heading, _, table = comparison.sections[0]
+    assert heading == "Paired differences"
+    # fha - mha per seed: -0.2 and -0.1; mean -0.15, sd 0.0707, t(0.975, 1) = 12.7062: half-width 0.6353
+    half = 12.706204736 * math.sqrt(0.005) / math.sqrt(2)
+    assert table.rows == [["fha-s − mha-s", "1: -0.2000, 2: -0.1000",
+                           f"-0.1500 [{-0.15 - half:+.4f}, {-0.15 + half:+.4f}]", "2 of 2"]]
+
+
+def test_data_that_is_a_runs_training_text_is_flagged(tmp_path, caplog):
+    from fha.run_info import file_digest
+
+    tokenizer = Tokenizer.train(LINES, 40)
+    data = tmp_path / "train.txt"
+    data.write_text("\n\n".join(LINES) + "\n")
+    run = make_run(tmp_path / "r", 2.0, train={"seed": 1}, tokenizer=tokenizer)
+    write_run_info(run, tokenizer.fingerprint, file_digest(data))
+    comparison = compare_runs([run], tmp_path / "out", data=str(data))
+    markdown = comparison.markdown.read_text()
+    tokens = comparison.runs[0].held_out["num_tokens"]
+    assert f"Held-out metrics: the whole of {data} (2 documents, {tokens:,} tokens scored per run)" in markdown
+    assert f"Warning: --data {data} is the training text of r;" in markdown
+    assert "is the training text of r" in caplog.text
+    header = row_of(markdown, "run")
+    assert header.index("held-out bits_per_byte") < header.index("held-out loss") < header.index("final val loss")

@@ -19,10 +19,11 @@ from fha.cli import main
 from fha.data import PackedBatches
 from fha.errors import FhaError
 from fha.run_info import RUN_INFO_FILE
-from fha.study import RunPlan, Shard, load_spec, run_study, write_report
 from fha.study.layout import EVAL_FILE, RUNS_DIR
-from fha.study.report import _verdict_sentence
+from fha.study.report import _verdict_sentence, write_report
 from fha.study.results import RESULTS_FILE
+from fha.study.runner import Shard, run_study
+from fha.study.spec import RunPlan, load_spec
 from fha.study.stats import mean_interval, paired_difference, t_cdf, t_quantile
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -116,12 +117,12 @@ def test_paired_difference_equals_hand_computation():
 def test_verdict_sentences_follow_the_interval():
     better = _verdict_sentence("fha", "mha", paired_difference({0: 1.0, 1: 1.1, 2: 1.2}, {0: 1.1, 1: 1.21, 2: 1.29}))
     assert better.startswith("fha is better than mha by 0.1000 bits/byte (fha − mha = -0.1000, 95% CI [")
-    assert better.endswith("at this budget; it was better at 3 of 3 seeds.")
+    assert better.endswith("at this budget; fha was better at 3 of 3 seeds.")
     worse = _verdict_sentence("fha", "mha", paired_difference({0: 1.2, 1: 1.3}, {0: 1.0, 1: 1.1}))
     assert worse.startswith("fha is worse than mha by 0.2000 bits/byte")
     same = _verdict_sentence("fha", "mha", paired_difference({0: 1.0, 1: 1.2}, {0: 1.1, 1: 1.1}))
     assert same == ("fha and mha are indistinguishable at this budget: fha − mha = 0.0000 bits/byte, "
-                    "95% CI [-1.2706, +1.2706], which includes 0; it was better at 1 of 2 seeds.")
+                    "95% CI [-1.2706, +1.2706], which includes 0; fha was better at 1 of 2 seeds.")
 
 
 # ------------------------------------------------------------------ spec

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from fha.compare import PlotOptions, compare_runs
+from fha.compare.plots import X_AXES
 from fha.compare.report import groups_table, markdown_table, runs_table
 from fha.data.sources import TINYSTORIES
 from fha.device import DEVICE_CHOICES, setup_device
@@ -21,12 +22,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "compare",
         help="plot and tabulate several runs side by side",
         description="Write loss curves (PNG), report.md and a self-contained report.html comparing runs. "
-                    "Runs whose configs differ only in the seed are grouped (mean and spread).",
+                    "Runs whose configs differ only in the seed (same tokenizer and data) are grouped "
+                    "(mean and spread); groups with the same seeds are compared seed by seed.",
     )
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the plots and reports")
     parser.add_argument("--names", nargs="+", metavar="NAME", help="names of the runs, in order (default: folder names)")
-    parser.add_argument("--log-x", action="store_true", help="logarithmic step / time axis")
+    parser.add_argument("--x-axis", nargs="+", default=["tokens"], metavar="AXIS",
+                        help=f"x axes to plot, one figure each: {', '.join(X_AXES)} (default: tokens; wall time "
+                             "measures the machine's load as much as the model)")
+    parser.add_argument("--log-x", action="store_true", help="logarithmic x axis")
     parser.add_argument("--log-y", action="store_true", help="logarithmic loss axis")
     parser.add_argument("--skip-first", default="0", metavar="N|FRACTION",
                         help="leave the first N steps (an integer) or that fraction of each run's steps "
@@ -56,13 +61,15 @@ def parse_skip_first(text: str) -> float:
 def run_compare(args: argparse.Namespace) -> int:
     skip_first = parse_skip_first(args.skip_first)
     device = setup_device(args.device) if args.data is not None else "cpu"
-    options = PlotOptions(log_x=args.log_x, log_y=args.log_y, skip_first=skip_first)
+    options = PlotOptions(log_x=args.log_x, log_y=args.log_y, skip_first=skip_first, x_axes=tuple(args.x_axis))
     comparison = compare_runs(args.run_dirs, args.out, names=args.names, options=options, data=args.data,
                               device=device)
     print(markdown_table(runs_table(comparison.runs)))
     if comparison.groups:
         print()
         print(markdown_table(groups_table(comparison.groups)))
+    for heading, _, table in comparison.sections:
+        print(f"\n{heading}:\n{markdown_table(table)}")
     print()
     for path in [*comparison.plots, comparison.markdown, comparison.html]:
         print(f"wrote {path}")

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from fha.device import DEVICE_CHOICES
 from fha.errors import FhaError
-from fha.study import Shard, load_spec, run_study, write_report
-from fha.study.runner import default_jobs
+from fha.study.report import write_report
+from fha.study.runner import Shard, default_jobs, run_study
+from fha.study.spec import load_spec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -3,9 +3,10 @@
     from fha.compare import compare_runs, PlotOptions
     comparison = compare_runs(["runs/fha", "runs/mha"], "report/", options=PlotOptions(log_y=True))
 
-writes ``loss_vs_step.png``, ``loss_vs_time.png``, ``report.md`` and ``report.html`` (plots
-embedded) into the output folder. See `fha.compare.runs` for what is read from each run
-and how seed groups are found.
+writes ``loss_vs_tokens.png`` (or against step or wall time, `PlotOptions.x_axes`),
+``report.md`` and ``report.html`` (plots embedded) into the output folder. See
+`fha.compare.runs` for what is read from each run and how seed groups are found, and
+`fha.compare.fairness` for the checks that keep the comparison fair.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pathlib import Path
 
 import torch
 
+from fha.compare.fairness import environment_rows, mismatch_notes, paired_rows, training_text_note
 from fha.compare.plots import PlotOptions, first_kept_step, plot_losses
-from fha.compare.report import groups_table, runs_table, write_html, write_markdown
+from fha.compare.report import Table, groups_table, runs_table, write_html, write_markdown
 from fha.compare.runs import (
     RunSummary,
     SeedGroup,
@@ -59,6 +61,7 @@ class Comparison:
     plots: list[Path]
     markdown: Path
     html: Path
+    sections: list[tuple[str, str, Table]]  # (heading, note, table): paired differences, environment
 
 
 def compare_runs(
@@ -84,14 +87,27 @@ def compare_runs(
         if not len(run.log.after(first_kept_step(run.log, options.skip_first)).step):
             raise FhaError(f"--skip-first {_skipped(options.skip_first)} leaves nothing of run {run.name} "
                            f"(its last logged step is {run.steps})")
-    notes = []
+    notes = mismatch_notes(runs)
     if data is not None:
         documents = held_out_documents(data)
         for run in runs:
             log.info("evaluating %s on %s", run.name, data)
             model, tokenizer = load_model_and_tokenizer(run.path, device)  # train_config.json not needed
             run.held_out = evaluate(model, documents, tokenizer=tokenizer).to_dict()
-        notes.append(f"Held-out metrics: {data} ({len(documents):,} documents).")
+        counts = sorted({int(run.held_out["num_tokens"]) for run in runs})
+        scored = f"{counts[0]:,} tokens" if len(counts) == 1 else f"{counts[0]:,} to {counts[-1]:,} tokens by tokenizer"
+        notes.append(f"Held-out metrics: the whole of {data} ({len(documents):,} documents, {scored} scored per run); "
+                     "bits per byte is the headline, since it does not depend on the tokenizer.")
+        warning = training_text_note(runs, data)
+        if warning is not None:
+            notes.append(warning)
+    else:
+        notes.append("Losses are those of the last evaluation during training: the mean over eval windows (the "
+                     "'eval windows' column: eval_samples batches of random windows), not a whole text; pass --data "
+                     "for held-out bits per byte over a whole text.")
+    for note in notes:
+        if note.startswith("Warning:"):
+            log.warning("%s", note)
     if options.skip_first:
         notes.append(f"Curves leave out the first {_skipped(options.skip_first)}.")
     groups = seed_groups(runs)
@@ -99,10 +115,27 @@ def compare_runs(
     plots = plot_losses(runs, groups, out_dir, options)
     run_rows = runs_table(runs)
     group_rows = groups_table(groups) if groups else None
+    sections = _extra_sections(runs, groups, held_out=data is not None)
     markdown, page = out_dir / MARKDOWN_FILE, out_dir / HTML_FILE
-    write_markdown(markdown, run_rows, group_rows, plots, notes)
-    write_html(page, run_rows, group_rows, plots, notes)
-    return Comparison(runs, groups, plots, markdown, page)
+    write_markdown(markdown, run_rows, group_rows, plots, notes, sections)
+    write_html(page, run_rows, group_rows, plots, notes, sections)
+    return Comparison(runs, groups, plots, markdown, page, sections)
+
+
+def _extra_sections(runs: list[RunSummary], groups: list[SeedGroup], *, held_out: bool) -> list[tuple[str, str, Table]]:
+    sections = []
+    metric, value_of = (("held-out bits/byte", lambda run: run.held_out["bits_per_byte"]) if held_out
+                        else ("final val loss", lambda run: run.final_val_loss))
+    header, rows = paired_rows(groups, metric, value_of)
+    if rows:
+        sections.append(("Paired differences", f"Seed groups with the same seeds, compared seed by seed with the first "
+                         f"such group: differences in {metric} (lower is better), mean with 95% Student t-interval.",
+                         Table(header, rows)))
+    environment = environment_rows(runs)
+    if environment is not None:
+        sections.append(("Environment", "From each run's run_info.json (— where a run has none).",
+                         Table(*environment)))
+    return sections
 
 
 def _skipped(skip_first: float) -> str:

@@ -1,4 +1,4 @@
-"""Loss curves of several runs: train and validation loss against step and against wall time.
+"""Loss curves of several runs: train and validation loss against tokens seen (default), step or wall time.
 
 A run that belongs to a seed group is drawn as part of the group: the mean over its members
 as a line and the min-max range as a shaded band, at the steps all members logged. Drawn
@@ -7,6 +7,7 @@ with matplotlib's object-oriented API (no pyplot, no display needed).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import reduce
@@ -17,15 +18,25 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from fha.compare.runs import RunSummary, SeedGroup, TrainingLog
+from fha.errors import FhaError
 
+logger = logging.getLogger(__name__)
+
+LOSS_VS_TOKENS_FILE = "loss_vs_tokens.png"
 LOSS_VS_STEP_FILE = "loss_vs_step.png"
 LOSS_VS_TIME_FILE = "loss_vs_time.png"
+TOKENS = "tokens"  # x column computed from the step and the run's tokens per step
 PANEL_INCHES = (6.0, 4.2)
 DPI = 110
 BAND_ALPHA = 0.25
 # (panel title, TrainingLog column) for the two panels of each figure
 PANELS = (("train loss", "train_loss"), ("validation loss", "val_loss"))
-X_AXES = (("step", "step", LOSS_VS_STEP_FILE), ("wall time (s)", "time_s", LOSS_VS_TIME_FILE))
+# x axis name -> (axis label, column, file). Wall time measures the machine's load as much as the model.
+X_AXES = {
+    "tokens": ("training tokens seen", TOKENS, LOSS_VS_TOKENS_FILE),
+    "step": ("step", "step", LOSS_VS_STEP_FILE),
+    "time": ("wall time (s; machine-dependent)", "time_s", LOSS_VS_TIME_FILE),
+}
 
 
 @dataclass(frozen=True)
@@ -33,6 +44,20 @@ class PlotOptions:
     log_x: bool = False
     log_y: bool = False
     skip_first: float = 0.0  # an int >= 1: first step kept; a fraction in (0, 1): share of each run's steps dropped
+    x_axes: tuple[str, ...] = ("tokens",)  # one figure per entry, names of X_AXES
+
+    def __post_init__(self) -> None:
+        for name in self.x_axes:
+            if name not in X_AXES:
+                raise FhaError(f"--x-axis {name!r}: expected one of {', '.join(X_AXES)}")
+
+
+def _x_values(run: RunSummary, log: TrainingLog, x_column: str) -> np.ndarray:
+    if x_column != TOKENS:
+        return getattr(log, x_column)
+    if run.tokens_per_step is None:
+        raise FhaError(f"run {run.name} has no train_config.json, so its tokens seen are unknown; use --x-axis step")
+    return log.step * run.tokens_per_step
 
 
 def first_kept_step(log: TrainingLog, skip_first: float) -> float:
@@ -53,7 +78,7 @@ class _Series:
 
 def _run_series(run: RunSummary, x_column: str, y_column: str, options: PlotOptions) -> _Series:
     log = run.log.after(first_kept_step(run.log, options.skip_first))
-    x, y = getattr(log, x_column), getattr(log, y_column)
+    x, y = _x_values(run, log, x_column), getattr(log, y_column)
     keep = ~np.isnan(y) & _drawable(x, options)
     return _Series(run.name, x[keep], y[keep])
 
@@ -62,9 +87,9 @@ def _group_series(group: SeedGroup, x_column: str, y_column: str, options: PlotO
     logs = [run.log.after(first_kept_step(run.log, options.skip_first)) for run in group.runs]
     steps = reduce(np.intersect1d, [log.step for log in logs])  # steps every member logged
     x_rows, y_rows = [], []
-    for log in logs:
+    for run, log in zip(group.runs, logs):
         rows = np.searchsorted(log.step, steps)  # steps are increasing in a log
-        x_rows.append(getattr(log, x_column)[rows])
+        x_rows.append(_x_values(run, log, x_column)[rows])
         y_rows.append(getattr(log, y_column)[rows])
     xs, ys = np.stack(x_rows), np.stack(y_rows)  # (members, steps)
     keep = ~np.isnan(ys).any(axis=0) & _drawable(xs.mean(axis=0), options)
@@ -108,10 +133,16 @@ def _in_run_order(runs: Sequence[RunSummary], groups: Sequence[SeedGroup]) -> li
 def plot_losses(
     runs: Sequence[RunSummary], groups: Sequence[SeedGroup], out_dir: Path, options: PlotOptions
 ) -> list[Path]:
-    """Write loss_vs_step.png and loss_vs_time.png (train and validation panels each)."""
+    """Write one figure per x axis of `options` (train and validation panels each)."""
     curves = _in_run_order(runs, groups)
     written = []
-    for x_label, x_column, file_name in X_AXES:
+    axes_names = list(dict.fromkeys(options.x_axes))
+    unknown = [run.name for run in runs if run.tokens_per_step is None]
+    if "tokens" in axes_names and unknown:
+        logger.warning("tokens seen are unknown for %s (no train_config.json): plotting against step instead",
+                    ", ".join(unknown))
+        axes_names = list(dict.fromkeys("step" if name == "tokens" else name for name in axes_names))
+    for x_label, x_column, file_name in (X_AXES[name] for name in axes_names):
         figure = Figure(figsize=(PANEL_INCHES[0] * len(PANELS), PANEL_INCHES[1]), layout="constrained")
         axes = figure.subplots(1, len(PANELS), squeeze=False)[0]
         for ax, (title, y_column) in zip(axes, PANELS):

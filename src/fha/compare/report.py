@@ -65,11 +65,15 @@ def format_duration(seconds: float) -> str:
     return f"{int(seconds // SECONDS_PER_HOUR)}h {int(seconds % SECONDS_PER_HOUR // SECONDS_PER_MINUTE):02d}m"
 
 
+HEADLINE_METRIC = "bits_per_byte"  # held-out metric shown first: it does not depend on the tokenizer
+
+
 def _held_out_keys(runs: Sequence[RunSummary]) -> list[str]:
-    """The held-out metric names, in evaluate()'s order, when every run has them."""
+    """The held-out metric names, bits per byte first, when every run has them."""
     if not runs or not all(run.held_out for run in runs):
         return []
-    return [key for key in runs[0].held_out if not key.startswith("num_")]
+    keys = [key for key in runs[0].held_out if not key.startswith("num_")]
+    return sorted(keys, key=lambda key: key != HEADLINE_METRIC)
 
 
 # (header, how to format one run) for the columns that every report has
@@ -80,8 +84,12 @@ RUN_COLUMNS: list[tuple[str, Callable[[RunSummary], str]]] = [
     ("non-embedding", lambda run: f"{run.num_non_embedding:,}"),
     ("steps", lambda run: f"{run.steps:,}"),
     ("tokens seen", lambda run: format_si(run.tokens_seen)),
+]
+# the last logged losses, measured on eval_samples random windows (not a whole text)
+LOGGED_COLUMNS: list[tuple[str, Callable[[RunSummary], str]]] = [
     ("final val loss", lambda run: format_loss(run.final_val_loss)),
     ("val perplexity", lambda run: format_loss(run.final_perplexity)),
+    ("eval windows", lambda run: MISSING if run.eval_windows is None else f"{run.eval_windows:,}"),
 ]
 SPEED_COLUMNS: list[tuple[str, Callable[[RunSummary], str]]] = [
     ("tokens/s", lambda run: format_rate(run.tokens_per_s)),
@@ -90,14 +98,15 @@ SPEED_COLUMNS: list[tuple[str, Callable[[RunSummary], str]]] = [
 
 
 def runs_table(runs: Sequence[RunSummary]) -> Table:
-    """One row per run."""
+    """One row per run; held-out metrics (when measured) come before the logged eval-window losses."""
     held_out = _held_out_keys(runs)
     header = [name for name, _ in RUN_COLUMNS] + [f"held-out {key}" for key in held_out]
-    header += [name for name, _ in SPEED_COLUMNS]
+    header += [name for name, _ in LOGGED_COLUMNS] + [name for name, _ in SPEED_COLUMNS]
     rows = []
     for run in runs:
         row = [cell(run) for _, cell in RUN_COLUMNS]
         row += [format_loss(run.held_out[key]) for key in held_out]
+        row += [cell(run) for _, cell in LOGGED_COLUMNS]
         row += [cell(run) for _, cell in SPEED_COLUMNS]
         rows.append(row)
     return Table(header, rows)
@@ -144,26 +153,32 @@ GROUPS_NOTE = ("Runs with equal model configs whose train configs differ only in
                "mean ± sample standard deviation (min–max).")
 
 
-def write_markdown(path: Path, runs: Table, groups: Table | None, plots: Sequence[Path], notes: Sequence[str]) -> None:
+def write_markdown(path: Path, runs: Table, groups: Table | None, plots: Sequence[Path], notes: Sequence[str],
+                   sections: Sequence[tuple[str, str, Table]] = ()) -> None:
+    """`sections`: (heading, note, table) after the seed groups."""
     parts = [f"# {TITLE}", ""]
-    if notes:
-        parts += [" ".join(notes), ""]
+    parts += [line for note in notes for line in (note, "")]
     parts += ["## Runs", "", markdown_table(runs), ""]
     if groups is not None:
         parts += ["## Seed groups", "", GROUPS_NOTE, "", markdown_table(groups), ""]
+    for heading, note, table in sections:
+        parts += [f"## {heading}", "", note, "", markdown_table(table), ""]
     parts += ["## Loss curves", ""]
     for plot in plots:
         parts += [f"![{plot.stem.replace('_', ' ')}]({plot.name})", ""]
     path.write_text("\n".join(parts))
 
 
-def write_html(path: Path, runs: Table, groups: Table | None, plots: Sequence[Path], notes: Sequence[str]) -> None:
+def write_html(path: Path, runs: Table, groups: Table | None, plots: Sequence[Path], notes: Sequence[str],
+               sections: Sequence[tuple[str, str, Table]] = ()) -> None:
     parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{TITLE}</title>",
              f"<style>{HTML_STYLE}</style></head><body>", f"<h1>{TITLE}</h1>"]
     parts += [f"<p>{html.escape(note)}</p>" for note in notes]
     parts += ["<h2>Runs</h2>", _html_table(runs)]
     if groups is not None:
         parts += ["<h2>Seed groups</h2>", f"<p>{html.escape(GROUPS_NOTE.replace('`', ''))}</p>", _html_table(groups)]
+    for heading, note, table in sections:
+        parts += [f"<h2>{html.escape(heading)}</h2>", f"<p>{html.escape(note)}</p>", _html_table(table)]
     parts.append("<h2>Loss curves</h2>")
     for plot in plots:
         encoded = base64.b64encode(plot.read_bytes()).decode("ascii")

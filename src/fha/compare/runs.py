@@ -4,9 +4,10 @@ Only small files are read: model_config.json, train_config.json (optional, read 
 JSON so that compare does not depend on the training code) and log_data.csv. Parameter
 counts come from building the model on PyTorch's "meta" device, which allocates nothing.
 
-Seed groups: runs whose model configs are equal and whose train configs are equal in every
-field except ``seed`` are repeats of one experiment. Runs without a train_config.json are
-never grouped, since nothing says how they were trained.
+Seed groups: runs whose model configs are equal, whose train configs are equal in every
+field except ``seed``, and which used the same tokenizer and data (run_info.json) are
+repeats of one experiment. Runs without a train_config.json are never grouped, since
+nothing says how they were trained.
 """
 
 from __future__ import annotations
@@ -26,12 +27,15 @@ import torch
 from fha.config import ModelConfig
 from fha.errors import FhaError
 from fha.model.gpt import GPT
-from fha.run import LOG_FILE, MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, require_run_dir
+from fha.run import LOG_FILE, MODEL_CONFIG_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE, require_run_dir
+from fha.run_info import read_run_info
+from fha.tokenizer import Tokenizer
 
 STEP, TRAIN_LOSS, VAL_LOSS, TIME, TOKENS_PER_S = "Step", "Train Loss", "Validation Loss", "Time Elapsed", "Tokens/s"
 REQUIRED_COLUMNS = (STEP, TRAIN_LOSS, VAL_LOSS, TIME)
 # Train config fields that size one optimizer step, and the one that repeats differ in.
 BATCH_SIZE, GRAD_ACCUM, SEQ_LEN, SEED = "batch_size", "grad_accum_steps", "seq_len", "seed"
+EVAL_SAMPLES, DEFAULT_EVAL_SAMPLES = "eval_samples", 20  # TrainConfig's default, read without the training code
 GROUP_LABEL_TRIM = "-_. "  # stripped from the common prefix of member names
 HELD_OUT_PREFIX = "held_out:"  # metric names of SeedGroup.spread that come from RunSummary.held_out
 
@@ -100,6 +104,27 @@ class RunSummary:
     num_parameters: int
     num_non_embedding: int
     held_out: dict[str, float] = field(default_factory=dict)  # evaluate() metrics when --data is given
+    info: dict[str, Any] | None = None  # run_info.json (None for runs trained before it existed)
+    tokenizer_fingerprint: str | None = None
+
+    @property
+    def data_key(self) -> str | None:
+        """The digests of the training and validation data (None when run_info.json does not record them)."""
+        data = (self.info or {}).get("data")
+        if not data:
+            return None
+        parts = []
+        for split in ("train", "val"):
+            entry = data.get(split, {})
+            parts.append(f"{split} {entry.get('sha256') or json.dumps(entry, sort_keys=True)}")
+        return ", ".join(parts)
+
+    @property
+    def eval_windows(self) -> int | None:
+        """Windows behind each logged loss: eval_samples batches of batch_size (per process)."""
+        if self.train_config is None or BATCH_SIZE not in self.train_config:
+            return None
+        return int(self.train_config.get(EVAL_SAMPLES, DEFAULT_EVAL_SAMPLES)) * int(self.train_config[BATCH_SIZE])
 
     @property
     def final_val_loss(self) -> float:
@@ -161,7 +186,8 @@ class RunSummary:
         if self.train_config is None:
             return None
         train = {key: value for key, value in self.train_config.items() if key != SEED}
-        return json.dumps([self.model_config.to_dict(), train], sort_keys=True, default=str)
+        return json.dumps([self.model_config.to_dict(), train, self.tokenizer_fingerprint, self.data_key],
+                          sort_keys=True, default=str)
 
 
 def load_summary(path: str | Path, name: str | None = None) -> RunSummary:
@@ -170,6 +196,10 @@ def load_summary(path: str | Path, name: str | None = None) -> RunSummary:
     config = ModelConfig.from_json(path / MODEL_CONFIG_FILE)
     train_config = _read_train_config(path / TRAIN_CONFIG_FILE)
     log = read_log(path / LOG_FILE)
+    info = read_run_info(path)
+    fingerprint = (info or {}).get("tokenizer_fingerprint")
+    if fingerprint is None and (path / TOKENIZER_FILE).is_file():
+        fingerprint = Tokenizer.load(path / TOKENIZER_FILE).fingerprint
     with torch.device("meta"):  # counts parameters without allocating them
         model = GPT(config)
     return RunSummary(
@@ -180,6 +210,8 @@ def load_summary(path: str | Path, name: str | None = None) -> RunSummary:
         log=log,
         num_parameters=model.num_parameters(),
         num_non_embedding=model.num_parameters(non_embedding=True),
+        info=info,
+        tokenizer_fingerprint=fingerprint,
     )
 
 

@@ -20,6 +20,7 @@ DPI = 110
 BAND_ALPHA = 0.25
 POINT_ALPHA = 0.6
 JITTER = 0.08  # horizontal spread of the per-seed points around their variant
+X_MARGIN = 0.5  # room left and right of the outer categories
 
 
 def _save(figure: Figure, path: Path) -> Path:
@@ -63,6 +64,7 @@ def test_scores(results: StudyResults, out_dir: Path) -> Path:
         else:
             ax.plot([position], [interval.mean], "o", color="black")
     ax.set_xticks(range(len(names)), names)
+    ax.set_xlim(-X_MARGIN, len(names) - 1 + X_MARGIN)
     ax.set_ylabel("test bits per byte (lower is better)")
     ax.set_title("Test bits per byte: seeds (gray), mean and 95% t-interval (black)")
     ax.grid(True, axis="y", alpha=0.3)
@@ -85,6 +87,7 @@ def paired_differences(results: StudyResults, out_dir: Path) -> Path:
                         fmt="o", color="black", capsize=6, zorder=3)
     ax.axhline(0.0, color="firebrick", linewidth=1)
     ax.set_xticks(range(len(others)), [f"{name} − {baseline}" for name in others])
+    ax.set_xlim(-X_MARGIN, len(others) - 1 + X_MARGIN)
     ax.set_ylabel("difference in test bits per byte")
     ax.set_title("Paired differences (below 0: better than the baseline)")
     ax.grid(True, axis="y", alpha=0.3)

@@ -87,7 +87,7 @@ def verdict(results: StudyResults) -> str:
 
 def _verdict_sentence(name: str, baseline: str, paired: PairedDifference) -> str:
     interval = paired.interval
-    won = f"it was better at {paired.wins} of {paired.n} seeds"
+    won = f"{name} was better at {paired.wins} of {paired.n} seeds"
     if interval.n < 2:
         return (f"With one seed no interval can be given: {name} − {baseline} = {fmt_signed(interval.mean)} "
                 "bits/byte.")
