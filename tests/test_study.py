@@ -264,3 +264,21 @@ def test_another_spec_in_the_same_folder_is_refused(reference, tmp_path):
     spec = load_spec(write_spec(tmp_path, tokens=16 * TOKENS_PER_STEP, data=reference.parent))
     with pytest.raises(FhaError, match=r"holds another study \(spec.tokens was 512, the spec gives 1024\)"):
         run_study(spec, copy)
+
+
+def test_parallel_jobs_give_the_same_results(reference, tmp_path):
+    out = tmp_path / "study"
+    progress = run_study(load_spec(reference.parent / "study.toml"), out, jobs=2)
+    assert len(progress.finished) == 6 and not progress.failed
+    assert (out / RUNS_DIR / run_ids(reference)[0] / "train.log").stat().st_size > 0  # each worker's output
+    ours = [row.split(",") for row in read_csv_after_report(out).splitlines()[1:]]
+    theirs = [row.split(",") for row in read_csv(reference).splitlines()[1:]]
+    assert [row[:6] for row in ours] == [row[:6] for row in theirs]
+    # one thread per job instead of two may round sums differently: equal to float32 precision
+    for mine, other in zip(ours, theirs):
+        assert [float(x) for x in mine[6:]] == pytest.approx([float(x) for x in other[6:]], rel=1e-4)
+
+
+def read_csv_after_report(out: Path) -> str:
+    write_report(out)
+    return read_csv(out)

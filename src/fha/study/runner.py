@@ -251,10 +251,11 @@ def _run_all(runs: list[RunPlan], spec: StudySpec, out_dir: Path, jobs: int, thr
                 error = future.exception()
                 if isinstance(error, KeyboardInterrupt):
                     raise KeyboardInterrupt
-                if error is not None:  # the worker process itself died
-                    outcomes.append(RunOutcome(task.run, one_line(error)))
-                else:
-                    outcomes.append(future.result())
+                outcome = RunOutcome(task.run, one_line(error)) if error is not None else future.result()
+                outcomes.append(outcome)  # an error here means the worker process itself died
+                log.info("%s: %s (%d of %d; output in %s)", task.run.run_id,
+                         "finished" if outcome.error is None else "failed", len(outcomes), len(tasks),
+                         run_dir(task.out_dir, task.run) / RUN_LOG_FILE)
         except KeyboardInterrupt:
             pool.shutdown(wait=True, cancel_futures=True)  # running trainings checkpoint and stop
             raise
