@@ -77,7 +77,7 @@ def reference(tmp_path_factory) -> Path:
     out = folder / "study"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FHA_CACHE_DIR", str(folder / "cache"))
-        run_study(load_spec(write_spec(folder)), out)
+        run_study(load_spec(write_spec(folder)), out, jobs=1)
         write_report(out)
     return out
 
@@ -173,7 +173,7 @@ def test_same_seed_gives_both_variants_the_same_batches(tmp_path, monkeypatch):
         return x, y
 
     monkeypatch.setattr(PackedBatches, "next_batch", recording)
-    run_study(load_spec(write_spec(tmp_path, seeds="[0, 1]", sweep=False)), tmp_path / "out")
+    run_study(load_spec(write_spec(tmp_path, seeds="[0, 1]", sweep=False)), tmp_path / "out", jobs=1)
     per_run = {seed: [batch for s, batch in drawn if s == seed] for seed in (0, 1)}  # training draws only
     for seed, batches in per_run.items():
         assert len(batches) == 2 * 8  # fha then mha, 8 steps each
@@ -201,7 +201,7 @@ def test_rerun_skips_finished_runs(reference, tmp_path):
     shutil.copytree(reference, copy)
     logs = {path: path.stat().st_mtime_ns for path in (copy / RUNS_DIR).rglob("log_data.csv")}
     spec = load_spec(reference.parent / "study.toml")
-    progress = run_study(spec, copy)
+    progress = run_study(spec, copy, jobs=1)
     assert len(progress.finished) == 6 and not progress.failed  # 4 sweep runs (2 reused) + 2 more main runs
     assert {path: path.stat().st_mtime_ns for path in logs} == logs
 
@@ -210,7 +210,8 @@ def test_killed_study_resumes_and_gives_the_same_results(reference, tmp_path):
     out = tmp_path / "study"
     spec_path = reference.parent / "study.toml"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.Popen([sys.executable, "-m", "fha", "study", "run", str(spec_path), "--out", str(out)],
+    process = subprocess.Popen([sys.executable, "-m", "fha", "study", "run", str(spec_path), "--out", str(out),
+                                "--jobs", "1"],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     victim = out / RUNS_DIR / "fha/lr-0.01/seed-0"  # the second run
     deadline = time.monotonic() + 120
@@ -221,7 +222,7 @@ def test_killed_study_resumes_and_gives_the_same_results(reference, tmp_path):
     assert (out / RUNS_DIR / "fha/lr-0.003/seed-0" / EVAL_FILE).is_file() and not (victim / EVAL_FILE).exists()
     first_log = (out / RUNS_DIR / "fha/lr-0.003/seed-0/log_data.csv").stat().st_mtime_ns
 
-    run_study(load_spec(spec_path), out)
+    run_study(load_spec(spec_path), out, jobs=1)
     assert (out / RUNS_DIR / "fha/lr-0.003/seed-0/log_data.csv").stat().st_mtime_ns == first_log  # not retrained
     assert len(json.loads((victim / RUN_INFO_FILE).read_text())["resumes"]) == 1  # resumed, not restarted
     write_report(out)
@@ -231,11 +232,11 @@ def test_killed_study_resumes_and_gives_the_same_results(reference, tmp_path):
 def test_two_shards_give_the_same_report(reference, tmp_path):
     out = tmp_path / "study"
     spec = load_spec(reference.parent / "study.toml")
-    first = run_study(spec, out, shard=Shard.parse("1/2"))
+    first = run_study(spec, out, shard=Shard.parse("1/2"), jobs=1)
     assert first.waiting_for_sweep  # the other shard's sweep runs are missing
-    second = run_study(spec, out, shard=Shard.parse("2/2"))
+    second = run_study(spec, out, shard=Shard.parse("2/2"), jobs=1)
     assert not second.waiting_for_sweep
-    run_study(spec, out, shard=Shard.parse("1/2"))
+    run_study(spec, out, shard=Shard.parse("1/2"), jobs=1)
     report = write_report(out)
     assert read_csv(out) == read_csv(reference)
     assert report.verdict == write_report(reference, tmp_path / "again").verdict
@@ -263,7 +264,7 @@ def test_another_spec_in_the_same_folder_is_refused(reference, tmp_path):
     shutil.copytree(reference, copy)
     spec = load_spec(write_spec(tmp_path, tokens=16 * TOKENS_PER_STEP, data=reference.parent))
     with pytest.raises(FhaError, match=r"holds another study \(spec.tokens was 512, the spec gives 1024\)"):
-        run_study(spec, copy)
+        run_study(spec, copy, jobs=1)
 
 
 def test_parallel_jobs_give_the_same_results(reference, tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 from fha.device import DEVICE_CHOICES
 from fha.errors import FhaError
 from fha.study.report import write_report
-from fha.study.runner import Shard, default_jobs, run_study
+from fha.study.runner import Shard, run_study
 from fha.study.spec import load_spec
 
 
@@ -26,8 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                           "command to resume after an interruption.")
     run.add_argument("spec", type=Path, metavar="SPEC", help="the study TOML, e.g. studies/quick.toml")
     run.add_argument("--out", type=Path, required=True, metavar="DIR", help="the study folder")
-    run.add_argument("--jobs", type=int, default=default_jobs(), metavar="N",
-                     help="trainings at once, the CPU cores divided between them (default: %(default)s)")
+    run.add_argument("--jobs", type=int, metavar="N",
+                     help="trainings at once, the CPU cores divided between them (default: one per core "
+                          "on CPU, one on a GPU)")
     run.add_argument("--shard", default="1/1", metavar="I/N",
                      help="run only shard I of N (every N-th run), e.g. one task of an array job")
     run.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="default: cuda, then mps, then cpu")
