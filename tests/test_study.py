@@ -283,3 +283,29 @@ def test_parallel_jobs_give_the_same_results(reference, tmp_path):
 def read_csv_after_report(out: Path) -> str:
     write_report(out)
     return read_csv(out)
+
+
+def test_a_failing_run_is_retried_once_then_reported(tmp_path, monkeypatch, capsys):
+    import fha.study.runner as runner
+
+    spec_path = write_spec(tmp_path, seeds="[0]", sweep=False)
+    real_train, calls = runner.train, []
+
+    def flaky(request):
+        calls.append(request.out_dir.name)
+        if request.model_config.attention == "fha" and calls.count(request.out_dir.name) == 1:
+            raise RuntimeError("simulated crash")
+        return real_train(request)
+
+    monkeypatch.setattr(runner, "train", flaky)
+    progress = run_study(load_spec(spec_path), tmp_path / "out", jobs=1)
+    assert not progress.failed and len(progress.finished) == 2 and len(calls) == 3  # fha twice, mha once
+
+    def broken(request):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(runner, "train", broken)
+    assert main(["study", "run", str(spec_path), "--out", str(tmp_path / "out2"), "--jobs", "1"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err == ("fha: error: 2 run(s) failed twice: fha/lr-0.01/seed-0 (disk on fire); mha/lr-0.01/seed-0 "
+                   "(disk on fire); rerun the same command to retry them")
