@@ -252,8 +252,9 @@ class StudySpec:
         tables = self.base_tables(run.variant)
         train = dict(tables["train"])
         base_lr = float(train.get("lr_max", TrainConfig.lr_max))
-        for name in LR_SCALED:
-            train[name] = float(train.get(name, getattr(TrainConfig, name))) * run.lr_max / base_lr
+        if run.lr_max != base_lr:
+            for name in LR_SCALED:
+                train[name] = float(train.get(name, getattr(TrainConfig, name))) * run.lr_max / base_lr
         train["lr_max"] = run.lr_max
         train["seed"] = run.seed
         batch_size = train.get("batch_size", TrainConfig.batch_size)
