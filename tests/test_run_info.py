@@ -49,3 +49,12 @@ def test_seed_changes_neither_the_split_nor_the_tokenizer(corpus, tmp_path):
         fingerprints[name] = Tokenizer.load(tmp_path / name / TOKENIZER_FILE).fingerprint
     assert fingerprints["seed0"] == fingerprints["seed1"]
     assert fingerprints["split1"] != fingerprints["seed0"]  # other held-out documents, other tokenizer
+
+
+def test_command_line_reads_like_the_shell_line(monkeypatch):
+    from fha.run_info import command_line
+
+    monkeypatch.setattr("sys.argv", ["/x/fha/__main__.py", "study", "run", "my spec.toml"])
+    assert command_line() == "python -m fha study run 'my spec.toml'"
+    monkeypatch.setattr("sys.argv", ["/venv/bin/fha", "train", "--preset", "tiny"])
+    assert command_line() == "fha train --preset tiny"

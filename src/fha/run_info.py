@@ -96,7 +96,7 @@ def command_line() -> str:
     program = Path(sys.argv[0]).name if sys.argv else "python"
     if program == "__main__.py":
         program = "python -m fha"
-    return shlex.join([program, *sys.argv[1:]])
+    return " ".join([program, shlex.join(sys.argv[1:])]).rstrip()
 
 
 def session(device: torch.device, world_size: int) -> dict[str, Any]:
