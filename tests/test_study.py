@@ -16,14 +16,14 @@ import pytest
 from train_helpers import write_corpus
 
 from fha.cli import main
-from fha.data import PackedBatches
+from fha.data import PackedBatches, load_documents
 from fha.errors import FhaError
 from fha.run_info import RUN_INFO_FILE
 from fha.study.layout import EVAL_FILE, RUNS_DIR
 from fha.study.report import _verdict_sentence, write_report
 from fha.study.results import RESULTS_FILE
 from fha.study.runner import Shard, run_study
-from fha.study.spec import RunPlan, load_spec
+from fha.study.spec import RunPlan, load_spec, spec_from_dict
 from fha.study.stats import mean_interval, paired_difference, t_cdf, t_quantile
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +53,7 @@ lr_max = [0.003, 0.01]
 seed = 0
 """
 TOKENS_PER_STEP = 4 * 16
+TEST_STORIES = 10
 
 
 def write_spec(folder: Path, *, tokens: int = 8 * TOKENS_PER_STEP, seeds: str = "[0, 1]", sweep: bool = True,
@@ -309,3 +310,32 @@ def test_a_failing_run_is_retried_once_then_reported(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err.splitlines()[-1]
     assert err == ("fha: error: 2 run(s) failed twice: fha/lr-0.01/seed-0 (disk on fire); mha/lr-0.01/seed-0 "
                    "(disk on fire); rerun the same command to retry them")
+
+
+def test_main_study_compares_every_named_baseline():
+    from fha.baselines import BASELINES
+
+    spec = load_spec(REPO_ROOT / "studies" / "main.toml")
+    assert {variant.name: variant.set for variant in spec.variants} == BASELINES
+    assert spec.baseline == "mha" and len(spec.seeds) >= 3 and spec.sweep is not None
+    assert spec.data.test == "../shared/data/tinystories-3m/test.txt"
+
+
+def test_quick_study_runs_on_the_sample(sample_dir, tmp_path):
+    """The shipped quick study, end to end on the sample text, cut to 2 seeds of 3 small steps."""
+    from fha.study.spec import tomllib  # tomli on Python 3.10
+
+    data = tomllib.loads((REPO_ROOT / "studies" / "quick.toml").read_text())
+    assert data["data"] == {"train": "../shared/data/tinystories-sample/train.txt",
+                            "test": "../shared/data/tinystories-sample/valid.txt"}  # from the project root
+    assert (data["baseline"], data["seeds"], [v["name"] for v in data["variants"]]) == ("mha", [0, 1, 2], ["fha", "mha"])
+    test_text = tmp_path / "test.txt"  # a slice of the test text keeps the evaluations short
+    test_text.write_text("\n<|endoftext|>\n".join(load_documents(sample_dir / "valid.txt")[:TEST_STORIES]))
+    data["data"] = {"train": str(sample_dir / "train.txt"), "test": str(test_text)}
+    data["tokens"], data["seeds"] = 3 * 8 * 128, [0, 1]  # 3 steps of 8 sequences of the tiny preset's 128 tokens
+    data["set"].update(batch_size=8, eval_samples=1)
+    spec = spec_from_dict(data, REPO_ROOT / "studies", label="quick.toml")
+    run_study(spec, tmp_path / "quick", jobs=1)
+    report = write_report(tmp_path / "quick")
+    assert report.verdict.startswith("fha ") and "3.07K training tokens per run (3,072), 2 seeds" in report.verdict
+    assert len(read_csv(tmp_path / "quick").splitlines()) == 1 + 4
