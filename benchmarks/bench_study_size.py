@@ -105,7 +105,8 @@ def main() -> None:
     total = 0.0
     print(f"{spec.tokens:,} training tokens per run, {runs_per_variant} runs per variant, "
           f"{evaluated_text:,} tokens of validation + test text\n")
-    print("| variant | train tokens/s | eval tokens/s | minutes per run | minutes, all its runs |\n|---|---|---|---|---|")
+    print("| variant | train tokens/s | eval tokens/s | minutes per run | minutes, all its runs |")
+    print("|---|---|---|---|---|")
     for variant in spec.variants:
         model_config, train_config = spec.configs(RunPlan(variant.name, spec.seeds[0],
                                                           spec.learning_rates(variant.name)[0]))
@@ -115,7 +116,8 @@ def main() -> None:
         seconds = spec.tokens / (train_speed[variant.name] * scale) + \
             (in_training + evaluated_text) / (eval_speed[variant.name] * scale)
         total += runs_per_variant * seconds
-        print(f"| {variant.name} | {train_speed[variant.name] * scale:,.0f} | {eval_speed[variant.name] * scale:,.0f} | "
+        train, evaluation = train_speed[variant.name] * scale, eval_speed[variant.name] * scale
+        print(f"| {variant.name} | {train:,.0f} | {evaluation:,.0f} | "
               f"{seconds / SECONDS_PER_MINUTE:.1f} | {runs_per_variant * seconds / SECONDS_PER_MINUTE:.1f} |")
     print(f"\nestimated study time: {total / SECONDS_PER_MINUTE:.0f} minutes, plus tokenizer training and start-up")
 

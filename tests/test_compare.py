@@ -274,7 +274,8 @@ def test_runs_with_other_tokenizers_or_data_are_flagged_not_grouped(tmp_path):
     markdown = comparison.markdown.read_text()
     assert ("Warning: these runs use different tokenizers: fha-seed1, fha-seed3 (tokenizer aaaa); fha-seed2 "
             "(tokenizer bbbb).") in markdown
-    assert "Warning: these runs were trained or validated on different data: fha-seed1, fha-seed2 (train d1, val" in markdown
+    assert ("Warning: these runs were trained or validated on different data: fha-seed1, fha-seed2 (train d1, val"
+            in markdown)
     assert "| fha-seed1 | — | 0.1.0 | 2.x | — | cpu (float32) | 2 |" in markdown  # the environment table
 
 

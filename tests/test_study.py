@@ -328,7 +328,8 @@ def test_quick_study_runs_on_the_sample(sample_dir, tmp_path):
     data = tomllib.loads((REPO_ROOT / "studies" / "quick.toml").read_text())
     assert data["data"] == {"train": "../shared/data/tinystories-sample/train.txt",
                             "test": "../shared/data/tinystories-sample/valid.txt"}  # from the project root
-    assert (data["baseline"], data["seeds"], [v["name"] for v in data["variants"]]) == ("mha", [0, 1, 2], ["fha", "mha"])
+    variants = [variant["name"] for variant in data["variants"]]
+    assert (data["baseline"], data["seeds"], variants) == ("mha", [0, 1, 2], ["fha", "mha"])
     test_text = tmp_path / "test.txt"  # a slice of the test text keeps the evaluations short
     test_text.write_text("\n<|endoftext|>\n".join(load_documents(sample_dir / "valid.txt")[:TEST_STORIES]))
     data["data"] = {"train": str(sample_dir / "train.txt"), "test": str(test_text)}

@@ -6,10 +6,11 @@ from functools import reduce
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from fha.study.results import StudyResults
-from fha.study.stats import mean_interval, paired_difference
+from fha.study.stats import Interval, mean_interval, paired_difference
 
 CURVES_FILE = "validation_curves.png"
 TEST_FILE = "test_bits_per_byte.png"
@@ -26,6 +27,15 @@ X_MARGIN = 0.5  # room left and right of the outer categories
 def _save(figure: Figure, path: Path) -> Path:
     figure.savefig(path, dpi=DPI)
     return path
+
+
+def _mean_with_interval(ax: Axes, position: float, interval: Interval) -> None:
+    """A black dot at the mean with error bars to the interval's ends (no bars for one value)."""
+    if interval.n < 2:
+        ax.plot([position], [interval.mean], "o", color="black", zorder=3)
+        return
+    below, above = interval.mean - interval.low, interval.high - interval.mean
+    ax.errorbar([position], [interval.mean], yerr=[[below], [above]], fmt="o", color="black", capsize=6, zorder=3)
 
 
 def validation_curves(results: StudyResults, out_dir: Path) -> Path:
@@ -57,12 +67,7 @@ def test_scores(results: StudyResults, out_dir: Path) -> Path:
         values = list(results.by_seed(name).values())
         offsets = np.linspace(-JITTER, JITTER, len(values))
         ax.scatter(position + offsets, values, alpha=POINT_ALPHA, color="gray", zorder=2)
-        interval = mean_interval(values)
-        if interval.n >= 2:
-            ax.errorbar([position], [interval.mean], yerr=[[interval.mean - interval.low], [interval.high - interval.mean]],
-                        fmt="o", color="black", capsize=6, zorder=3)
-        else:
-            ax.plot([position], [interval.mean], "o", color="black")
+        _mean_with_interval(ax, position, mean_interval(values))
     ax.set_xticks(range(len(names)), names)
     ax.set_xlim(-X_MARGIN, len(names) - 1 + X_MARGIN)
     ax.set_ylabel("test bits per byte (lower is better)")
@@ -81,10 +86,7 @@ def paired_differences(results: StudyResults, out_dir: Path) -> Path:
         paired = paired_difference(results.by_seed(name), results.by_seed(baseline))
         offsets = np.linspace(-JITTER, JITTER, paired.n)
         ax.scatter(position + offsets, paired.differences, alpha=POINT_ALPHA, color="gray", zorder=2)
-        interval = paired.interval
-        if interval.n >= 2:
-            ax.errorbar([position], [interval.mean], yerr=[[interval.mean - interval.low], [interval.high - interval.mean]],
-                        fmt="o", color="black", capsize=6, zorder=3)
+        _mean_with_interval(ax, position, paired.interval)
     ax.axhline(0.0, color="firebrick", linewidth=1)
     ax.set_xticks(range(len(others)), [f"{name} − {baseline}" for name in others])
     ax.set_xlim(-X_MARGIN, len(others) - 1 + X_MARGIN)

@@ -148,8 +148,8 @@ def check_poolable(runs: list[RunResult], record: dict[str, Any]) -> None:
     """Refuse runs that differ from the first (and from the study's record) in tokenizer, data or budget."""
     expected = _fingerprints(runs[0])
     if expected["tokenizer"] != record.get("tokenizer_fingerprint"):
-        raise FhaError(f"cannot pool runs: {runs[0].plan.run_id} used tokenizer {expected['tokenizer']}, the study's is "
-                       f"{record.get('tokenizer_fingerprint')}")
+        raise FhaError(f"cannot pool runs: {runs[0].plan.run_id} used tokenizer {expected['tokenizer']}, the "
+                       f"study's is {record.get('tokenizer_fingerprint')}")
     if expected["train data"] != record["data"]["train"]:
         raise FhaError(f"cannot pool runs: {runs[0].plan.run_id} trained on data {expected['train data']}, the "
                        f"study's training file is {record['data']['train']}")
@@ -166,4 +166,5 @@ def write_results_csv(path: Path, results: StudyResults) -> None:
         writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS, lineterminator="\n")
         writer.writeheader()
         for run in results.runs:
-            writer.writerow({key: repr(value) if isinstance(value, float) else value for key, value in run.row().items()})
+            row = run.row()
+            writer.writerow({key: repr(value) if isinstance(value, float) else value for key, value in row.items()})

@@ -149,8 +149,8 @@ def prepare_study(spec: StudySpec, out_dir: Path) -> Tokenizer:
     if existing is not None:
         for key in ("spec", "data"):
             if existing.get(key) != record[key]:
-                raise FhaError(f"{out_dir}: holds another study ({_first_difference(existing.get(key), record[key], key)});"
-                               " use another --out")
+                difference = _first_difference(existing.get(key), record[key], key)
+                raise FhaError(f"{out_dir}: holds another study ({difference}); use another --out")
     if spec.data.tokenizer is not None:
         tokenizer = Tokenizer.load(spec.data.tokenizer)
     elif tokenizer_path.is_file():

@@ -69,7 +69,8 @@ def _require(condition: bool, message: str) -> None:
 
 def _check_keys(where: str, table: dict[str, Any], allowed: tuple[str, ...]) -> None:
     for key in table:
-        _require(key in allowed, f"{where}unknown key {key!r}{near_matches(key, allowed)}; allowed: {', '.join(allowed)}")
+        _require(key in allowed,
+                 f"{where}unknown key {key!r}{near_matches(key, allowed)}; allowed: {', '.join(allowed)}")
 
 
 def _check_overrides(where: str, overrides: dict[str, Any], *, variant: bool) -> None:
@@ -162,7 +163,8 @@ class StudySpec:
     folder: Path = Path(".")  # where a relative `base` file is found
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.base, str) and self.base, f"base must be a preset name or a TOML file, got {self.base!r}")
+        _require(isinstance(self.base, str) and bool(self.base),
+                 f"base must be a preset name or a TOML file, got {self.base!r}")
         _require(isinstance(self.tokens, int) and not isinstance(self.tokens, bool) and self.tokens > 0,
                  f"tokens must be a positive integer, got {self.tokens!r}")
         _require(len(self.seeds) > 0 and all(isinstance(s, int) and not isinstance(s, bool) for s in self.seeds),
