@@ -68,9 +68,9 @@ def _as_int_tuples(value: Any, depth: int) -> Any:
 def _type_name(kind: Any) -> str:
     depth = _tuple_depth(kind)
     if depth == 1:
-        return "a list of integers (1,2,4)"
+        return "a list of integers (1,2,4; in TOML [1, 2, 4])"
     if depth == 2:
-        return f"one list of integers per layer (1,2,4{LAYER_SEPARATOR}4,4,4)"
+        return f"one list of integers per layer (1,2,4{LAYER_SEPARATOR}4,4,4; in TOML [[1, 2, 4], [4, 4, 4]])"
     return "None" if kind is type(None) else kind.__name__
 
 
@@ -290,9 +290,10 @@ class ModelConfig(ConfigBase):
     def _check_written_patterns(self) -> None:
         written = [name for name in ("head_splits", "layer_head_splits") if getattr(self, name) is not None]
         if not self.variant.reads_pattern:
-            _require(not written, f"{' and '.join(written)} {'is' if len(written) == 1 else 'are'} read only by "
-                                  f"attention='split' (got attention={self.attention!r}); set attention='split' "
-                                  "with it or leave it out")
+            if written:
+                raise ValueError(f"{' and '.join(written)} {'is' if len(written) == 1 else 'are'} read only by "
+                                 f"attention='split' (got attention={self.attention!r}); set attention='split' "
+                                 f"with it, or {written[0]}=none")
             return
         _require(len(written) == 1, "attention='split' needs exactly one of head_splits (the cut of every "
                                     f"layer) and layer_head_splits (one per layer), got {len(written)}")
@@ -329,11 +330,6 @@ class ModelConfig(ConfigBase):
     @property
     def variant(self) -> AttentionVariant:
         return ATTENTION_VARIANTS[self.attention]
-
-    @property
-    def subhead_dims(self) -> list[int]:
-        """Size of the sub-heads of each query head of the first layer."""
-        return [self.head_dim // n for n in self.layer_splits[0]]
 
     @property
     def rope_cuts(self) -> tuple[int, ...]:

@@ -121,7 +121,7 @@ def save_head_layout(config: ModelConfig, path: str | Path) -> Path:
                         ha="center", va="center", fontsize=TOKEN_FONT_SIZE + 1)
         where = f"layer {layer} · " if per_layer else ""
         labels.append(f"{where}head {layout.level}: {layout.num_subheads} × {layout.subhead_dim}\n"
-                      f"reads kv head {layout.kv_head}")
+                      f"reads kv head {layout.value_head}")
     ax.set_yticks(range(len(rows)), labels, fontsize=TOKEN_FONT_SIZE + 2)
     ax.invert_yaxis()
     ax.set_xlim(0, config.head_dim)
