@@ -220,6 +220,9 @@ def fractal_attention(
         y = _attend(_cut(q, heads, 1, n), _cut(k, heads, L // Hk, n), _cut(v, heads, L // Hv, n),
                     is_causal=is_causal, attn_mask=attn_mask, scale=score_scale(scale, hd, d),
                     dropout_p=dropout_p, head_multiple=multiple)  # (B, h*n, T, d)
+        if h == 1:
+            heads_out[heads[0]] = y.transpose(1, 2).reshape(B, T, 1, hd)  # (B, T, 1, hd)
+            continue
         y = y.view(B, h, n, T, d).permute(0, 3, 1, 2, 4).reshape(B, T, h, hd)  # (B, T, h, hd)
         if h == L:
             return y.transpose(1, 2)  # one cut for every head: (B, L, T, hd)
@@ -229,12 +232,13 @@ def fractal_attention(
 
 
 def _subhead_owners(
-    splits: tuple[int, ...], Hk: int, hd: int, scale: str | float, dtype: torch.dtype, device: torch.device
+    splits: tuple[int, ...], Hk: int, Hv: int, hd: int, scale: str | float, dtype: torch.dtype,
+    device: torch.device,
 ) -> tuple[Tensor, Tensor]:
     """Which sub-head owns each head dimension, per head: 0/1 rows padded to N = max(splits).
 
     Returns the rows times each head's softmax scale, (Hk, G, N, hd) with G = L / Hk, and the
-    plain rows, (L*N, hd).
+    plain rows by value head, (Hv, Gv*N, hd) with Gv = L / Hv.
     """
     L, N = len(splits), max(splits)
     dims = torch.arange(hd)
@@ -246,7 +250,7 @@ def _subhead_owners(
     with torch.inference_mode(False):  # usable by autograd even when first built while decoding
         owner = torch.stack(owners).to(device=device, dtype=dtype)  # (L, N, hd)
         scaled = owner * torch.tensor(scales, dtype=dtype, device=device)[:, None, None]  # (L, N, hd)
-        return scaled.view(Hk, L // Hk, N, hd), owner.view(L * N, hd)  # (Hk, G, N, hd), (L*N, hd)
+        return scaled.view(Hk, L // Hk, N, hd), owner.view(Hv, L // Hv * N, hd)  # (Hk, G, N, hd), (Hv, Gv*N, hd)
 
 
 # Every layer of every eager decoding step needs the same matrices; a compiled graph builds
@@ -270,7 +274,7 @@ def _fractal_single_query(
     B, L, _, hd = q.shape
     Hk, Hv, S = k.shape[1], v.shape[1], k.shape[2]
     owners = _subhead_owners if torch.compiler.is_compiling() else _cached_subhead_owners
-    scaled, owner = owners(splits, Hk, hd, scale, q.dtype, q.device)  # (Hk, G, N, hd), (L*N, hd)
+    scaled, owner = owners(splits, Hk, Hv, hd, scale, q.dtype, q.device)  # (Hk, G, N, hd), (Hv, Gv*N, hd)
     G, N = scaled.shape[1], scaled.shape[2]
     queries = (q.reshape(B, Hk, G, 1, hd) * scaled).view(B, Hk, G * N, hd)  # (B, Hk, G*N, hd)
     scores = queries @ k.transpose(-1, -2)  # (B, Hk, G*N, S)
@@ -283,8 +287,9 @@ def _fractal_single_query(
         weights = weights.masked_fill(hidden, 0.0)  # a query that sees no key: zeros, not NaN
     if weights.dtype != v.dtype:
         weights = weights.to(v.dtype)
-    weights = weights.view(B, Hv, L // Hv * N, S)  # (B, Hv, Gv*N, S), Gv = L / Hv
-    mixed = (weights @ v) * owner.view(Hv, L // Hv * N, hd)  # (B, Hv, Gv*N, hd)
+    if Hk != Hv:
+        weights = weights.view(B, Hv, L // Hv * N, S)  # (B, Hv, Gv*N, S)
+    mixed = (weights @ v) * owner  # (B, Hv, Gv*N, hd)
     return mixed.view(B, L, N, hd).sum(dim=-2).view(B, L, 1, hd)  # (B, L, T=1, hd)
 
 
