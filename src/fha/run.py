@@ -101,6 +101,10 @@ def require_run_dir(path: str | Path) -> Path:
         raise FhaError(f"{path}: no such run folder")
     if not path.is_dir():
         raise FhaError(f"{path}: not a run folder (it is a file)")
+    if not (path / MODEL_FILE).is_file() and (path / TRAIN_CONFIG_FILE).is_file():
+        raise FhaError(f"{path}: no {MODEL_FILE} yet: training has not finished (it appears at the end; a "
+                       f"checkpoint under {path / CHECKPOINTS_DIR} is a run folder too, or resume with "
+                       f"fha train --resume {path})")
     for name in (MODEL_CONFIG_FILE, MODEL_FILE):
         if not (path / name).is_file():
             raise FhaError(f"{path}: not a run folder (no {name})")
