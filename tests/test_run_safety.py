@@ -534,3 +534,30 @@ def test_tokens_per_second_counts_only_real_tokens(corpus, tmp_path, monkeypatch
         assert rates == [full, full]
     else:
         assert all(0 < rate < full for rate in rates), rates
+
+
+PEER_SCRIPT = """
+import os, sys
+import torch.distributed as dist
+from fha.errors import FhaError
+from fha.train import distributed as dist_util
+rank = int(sys.argv[1])
+dist.init_process_group("gloo", init_method="file://" + sys.argv[2], rank=rank, world_size=2)
+if rank == 0:
+    os._exit(2)  # fails during setup, after the process group formed
+try:
+    dist_util.barrier()
+except FhaError as err:
+    print(f"fha: error: {err}", file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def test_a_process_whose_peer_failed_says_so_in_one_line(tmp_path, env):
+    store = tmp_path / "store"
+    peers = [subprocess.Popen([sys.executable, "-c", PEER_SCRIPT, str(rank), str(store)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for rank in (0, 1)]
+    outputs = [peer.communicate(timeout=SUBPROCESS_TIMEOUT_S) for peer in peers]
+    assert peers[0].returncode == 2
+    survivor = subprocess.CompletedProcess(peers[1].args, peers[1].returncode, *outputs[1])
+    assert error_line(survivor).startswith("fha: error: process 1: another process of this run stopped (")

@@ -40,13 +40,13 @@ from fha.train import distributed as dist_util
 from fha.train.checkpoint import Checkpoint, checkpoint_path, list_checkpoints, save_checkpoint
 from fha.train.config import TrainConfig
 from fha.train.corpus import DataSpec, read_documents, tokenize_splits, train_tokenizer
-from fha.train.preflight import check_model_fits, check_resume_steps
-from fha.train.resume_data import DataSources, resolve_data_sources
-from fha.train.run_folder import RunFolder, check_out_dir
 from fha.train.distributed import DistInfo
 from fha.train.divergence import describe_last_good
 from fha.train.logbook import LogBook
 from fha.train.optim import make_optimizer, set_learning_rate
+from fha.train.preflight import check_model_fits, check_resume_steps
+from fha.train.resume_data import DataSources, resolve_data_sources
+from fha.train.run_folder import RunFolder, check_out_dir
 from fha.train.schedule import LRSchedule
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,6 @@ class _Trainer:
         self.elapsed = 0.0  # seconds of training so far, across resumes
         self.last_real_fraction = 1.0  # share of the last global batch's targets that count in the loss
         self.last_real_tokens = 0  # targets of the last global batch that count in the loss (not padding)
-        self.last_loss = math.nan  # mean loss of the last optimiser step
         self.checkpointed_step: int | None = None  # step of the last checkpoint this process took part in
         self.stop = _StopRequest()
 
@@ -254,7 +253,6 @@ class _Trainer:
             self.sampler.load_state_dict(state["sampler"])
             self.step = int(state["step"])
             self.elapsed = float(state["elapsed"])
-            self.last_loss = float(state.get("loss", math.nan))
             _set_rng_states(state["rng"], self.info.rank)
         except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as err:
             raise FhaError(f"{checkpoint.path}: cannot resume from this checkpoint ({err})") from None
@@ -345,7 +343,6 @@ class _Trainer:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step = step_number
-        self.last_loss = mean_loss
         return lr, mean_loss, stop_requested
 
     def _last_good_checkpoint(self) -> str:
@@ -399,7 +396,6 @@ class _Trainer:
                 "elapsed": self.elapsed,
                 "world_size": self.info.world_size,
                 "data": self.sources.to_state(),
-                "loss": self.last_loss,
             }
             path = save_checkpoint(self.run_dir, self.step, model=self.model, train_config=self.config,
                                    tokenizer=self.tokenizer, state=state)
