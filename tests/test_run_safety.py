@@ -11,6 +11,7 @@ import csv
 import hashlib
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,14 +21,15 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from tiny_run import make_run
 from train_helpers import run_tiny, tiny_model_config, write_corpus
 
 from fha.cli import main
 from fha.errors import FhaError
 from fha.model.gpt import GPT
-from fha.run import MODEL_FILE
+from fha.run import MODEL_FILE, read_weights_into
 from fha.train import checkpoint as ckpt
-from fha.train.checkpoint import STATE_FILE, list_checkpoints, load_checkpoint
+from fha.train.checkpoint import list_checkpoints, load_checkpoint
 from fha.train.divergence import healthy_loss_limit
 from fha.train.logbook import read_log
 from fha.train.run_folder import PREVIOUS_RUN_DIR, RunFolder
@@ -272,6 +274,16 @@ def test_a_start_killed_before_its_first_checkpoint_is_rerun_cleanly(corpus, tmp
     assert [step for step, _ in list_checkpoints(out)] == [2, 4, 6]
 
 
+def test_temporary_files_of_a_killed_writer_do_not_block_a_rerun(corpus, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "log_data.csv.tmp").write_text("Step,Learn")  # killed while starting the log
+    (out / ".model.safetensors.tmp-12345").write_bytes(b"\x00")  # killed while publishing the final weights
+    assert cli("train", *TINY, *SIX_STEPS, "--data", corpus, "--out", out) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "log_data.csv", "model.safetensors",
+                                                     "model_config.json", "tokenizer.json", "train_config.json"]
+
+
 def test_a_folder_with_foreign_files_is_not_cleared(corpus, tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
@@ -416,25 +428,40 @@ def test_non_finite_weights_are_refused_on_load(tmp_path, env, run_dir_factory):
         assert name in line and line.endswith("the run diverged before they were saved")
 
 
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """A tiny trained run folder, made once per module; tests copy it before changing it."""
+    return make_run(tmp_path_factory.mktemp("trained") / "run")
+
+
 @pytest.fixture
-def run_dir_factory():
-    from tiny_run import make_run
+def run_dir_factory(trained_run):
+    def copy(directory: Path) -> Path:
+        shutil.copytree(trained_run, directory)
+        return directory
 
-    return make_run
+    return copy
 
 
-@pytest.mark.parametrize("sets, expected", [
-    (["mlp_hidden_mult=inf"], "invalid configuration: mlp_hidden_mult must be a finite number, got inf"),
-    (["eps=inf"], "invalid configuration: eps must be a finite number, got inf"),
-    (["dim=99999999999999999999999"], "invalid configuration: dim must be at most 2147483647"),
-    (["seed=-1"], "invalid configuration: seed must be a whole number in [0, 2**32), got -1"),
-    (["seed=99999999999999999999"], "seed must be a whole number in [0, 2**32), got 99999999999999999999"),
-    (["num_restarts=1000000000"], "num_restarts (1000000000) must be below max_iters"),
+@pytest.mark.parametrize("setting, expected", [
+    ("eps=inf", "invalid configuration: eps must be a finite number, got inf"),
+    ("dim=99999999999999999999999", "invalid configuration: dim must be at most 2147483647"),
+    ("seed=-1", "invalid configuration: seed must be a whole number in [0, 2**32), got -1"),
+    ("seed=99999999999999999999", "seed must be a whole number in [0, 2**32), got 99999999999999999999"),
+    ("num_restarts=1000000000", "num_restarts (1000000000) must be below max_iters"),
 ])
-def test_bad_settings_are_one_line_before_anything_is_written(corpus, tmp_path, env, sets, expected):
+def test_bad_settings_are_one_line_before_anything_is_written(corpus, tmp_path, capsys, setting, expected):
     out = tmp_path / "run"
-    args = [item for setting in sets for item in ("--set", setting)]
-    assert expected in error_line(fha(env, "train", *TINY, *args, "--data", corpus, "--out", out))
+    assert cli("train", *TINY, "--set", setting, "--data", corpus, "--out", out) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fha: error: ") and "\n" not in err and expected in err
+    assert not out.exists()
+
+
+def test_an_infinite_setting_is_one_line_in_a_real_process(corpus, tmp_path, env):
+    out = tmp_path / "run"
+    assert error_line(fha(env, "train", *TINY, "--set", "mlp_hidden_mult=inf", "--data", corpus, "--out", out)) == (
+        "fha: error: invalid configuration: mlp_hidden_mult must be a finite number, got inf")
     assert not out.exists()
 
 
@@ -482,11 +509,8 @@ def test_resume_below_the_checkpoints_step_and_a_binary_log(corpus, tmp_path, ca
         f"fha: error: {out / 'log_data.csv'}: not a readable training log (")
 
 
-def test_unreadable_weights_are_not_called_corrupt(tmp_path, run_dir_factory):
-    from fha.run import read_weights_into
-    from tiny_run import make_model, make_tokenizer
-
-    model = make_model(make_tokenizer())
+def test_unreadable_weights_are_not_called_corrupt(tmp_path):
+    model = GPT(tiny_model_config())
     with pytest.raises(FhaError, match=r"missing\.safetensors: cannot read the weights \(No such file or directory\)"):
         read_weights_into(model, tmp_path / "missing.safetensors")
     (tmp_path / "garbage.safetensors").write_bytes(b"\x00" * 64)

@@ -16,6 +16,7 @@ What a crash at any moment can cost is at most the steps since the last checkpoi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -36,6 +37,8 @@ _PUBLISH_TEMP = f".{MODEL_FILE}.tmp-"
 # the folder's run is the one at the top level, which tells an interrupted move which way it went.
 RUN_ARTEFACTS = (CHECKPOINTS_DIR, MODEL_FILE, MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, TOKENIZER_FILE, LOG_FILE)
 UNFINISHED_START = frozenset((MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, TOKENIZER_FILE, LOG_FILE, CHECKPOINTS_DIR))
+# Temporary files of a process killed while writing them (the log is rewritten via LOG_FILE.tmp on a start).
+LEFTOVER_PREFIXES = (f"{LOG_FILE}.tmp", _PUBLISH_TEMP)
 
 
 def check_out_dir(out_dir: Path) -> None:
@@ -68,7 +71,7 @@ class RunFolder:
         self.path = path
         self.overwrite = overwrite
         self.resume_step = resume_step
-        self._lock = None
+        self._held = contextlib.ExitStack()  # the lock, and undoing an unfinished --overwrite before releasing it
         self._aside: Path | None = None  # the previous run, until the new one's first checkpoint
 
     # ------------------------------------------------------------------ entering and leaving
@@ -78,31 +81,30 @@ class RunFolder:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise FhaError(f"{self.path}: cannot create the run folder ({err.strerror or err})") from None
-        self._lock = run_lock.locked(self.path)
-        self._lock.__enter__()
+        self._held.enter_context(run_lock.locked(self.path))
+        self._held.callback(self._restore_if_replaced)
         try:
             self._recover_interrupted_overwrite()
             self._prepare()
         except BaseException:
-            self._release()
+            self._held.close()
             raise
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> None:
-        try:
-            if self._aside is not None:
-                self._restore_previous_run()
-        finally:
-            self._release()
+        self._held.close()
 
-    def _release(self) -> None:
-        if self._lock is not None:
-            lock, self._lock = self._lock, None
-            lock.__exit__(None, None, None)
+    def _restore_if_replaced(self) -> None:
+        """Leaving before the new run's first checkpoint (an error, Ctrl-C): the previous run comes back."""
+        if self._aside is not None:
+            self._restore_previous_run()
 
     # ------------------------------------------------------------------ preparation
     def _prepare(self) -> None:
+        for entry in self.path.iterdir():
+            if entry.name.startswith(LEFTOVER_PREFIXES):
+                _remove(entry)
         entries = {entry.name for entry in self.path.iterdir()} - {run_lock.LOCK_FILE}
         if self.resume_step is not None:
             self._discard_later_checkpoints()
