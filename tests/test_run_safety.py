@@ -163,7 +163,7 @@ def test_two_writers_started_together_leave_exactly_one_run(corpus, tmp_path, en
 
 def test_a_folder_in_use_refuses_a_second_writer_and_a_resume(corpus, tmp_path, env):
     out = tmp_path / "run"
-    steps = ["--set", "max_iters=8", "--set", "eval_interval=2", "--set", "checkpoint_interval=2"]
+    steps = ["--set", "max_iters=16", "--set", "eval_interval=4", "--set", "checkpoint_interval=2"]
     writer = start_fha(env, "train", *TINY, *steps, "--data", corpus, "--out", out)
     try:
         while not list_checkpoints(out) and writer.poll() is None:
@@ -177,8 +177,8 @@ def test_a_folder_in_use_refuses_a_second_writer_and_a_resume(corpus, tmp_path, 
     finally:
         writer.send_signal(signal.SIGCONT)
     assert writer.wait(SUBPROCESS_TIMEOUT_S) == 0
-    assert [row["Step"] for row in read_log(out / "log_data.csv")] == [0, 2, 4, 6, 8]
-    assert [step for step, _ in list_checkpoints(out)] == [2, 4, 6, 8]
+    assert [row["Step"] for row in read_log(out / "log_data.csv")] == [0, 4, 8, 12, 16]
+    assert [step for step, _ in list_checkpoints(out)] == list(range(2, 17, 2))
 
 
 def test_a_stale_lock_of_a_killed_run_is_taken_over(corpus, tmp_path, env):
