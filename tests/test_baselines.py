@@ -143,7 +143,7 @@ def test_the_head_rope_layout_applies_one_rotation_to_every_head():
 @pytest.mark.slow
 def test_compiled_patterns_match_eager():
     config = small(attention="split", layer_head_splits=[[2, 1, 2, 8], [4, 4, 4, 4], [1, 2, 4, 8]],
-                   rope_layout="subhead")
+                   rope_layout="subhead", num_kv_heads=2)
     model = model_of(config)
     idx = ids(2, 16)
     eager, _ = model(idx)

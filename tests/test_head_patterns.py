@@ -238,3 +238,27 @@ def test_every_variant_has_a_summary_and_a_description():
         assert variant.summary
         config = ModelConfig(attention=name, head_splits=[1, 2, 4, 8] if variant.reads_pattern else None, **SHAPE)
         assert variant.describe(config).startswith(name)
+
+
+@pytest.mark.parametrize("d", range(2, 65))
+def test_padding_subheads_for_fused_kernels_is_exact_for_every_size(d):
+    """Sub-heads zero-padded to a multiple of 8 (what CUDA's fused kernels take) give the
+    reference's values and gradients, also with queries shorter than keys."""
+    for T, S, splits in ((5, 5, [1, 2]), (3, 7, [2, 1])):
+        q, k, v = make_qkv(2, 2, 1, 1, T, S, 2 * d)
+        out = fractal_attention(q, k, v, splits=splits, head_multiple=8)
+        ref_inputs = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+        ref = reference_fractal_attention(*ref_inputs, splits=splits)
+        torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+        upstream = torch.randn_like(out)
+        for got, want in zip(torch.autograd.grad(out, (q, k, v), upstream),
+                             torch.autograd.grad(ref, ref_inputs, upstream)):
+            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_padded_calls_hand_sdpa_multiples_of_the_head_multiple(sdpa_query_shapes):
+    q, k, v = make_qkv(1, 3, 1, 1, 6, 6, 16, dtype=torch.float32)
+    fractal_attention(q, k, v, splits=[1, 2, 4], head_multiple=8)
+    assert sdpa_query_shapes == [(1, 1, 6, 16), (1, 2, 6, 8), (1, 4, 6, 8)]  # 4-dim sub-heads padded to 8
+    assert attention_module.fused_head_multiple(torch.device("cpu")) == 1
+    assert attention_module.fused_head_multiple(torch.device("cuda", 0)) == 8

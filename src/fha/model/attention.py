@@ -39,6 +39,16 @@ if TYPE_CHECKING:
 # (`python benchmarks/bench_attention.py --decode`); the limit stays below that.
 SINGLE_QUERY_MAX_SCORES = 1 << 16
 OWNER_CACHE_SIZE = 32  # (shape, scale, dtype, device) combinations of owner matrices kept
+# Head sizes the fused SDPA kernels of a device type take without falling back to the math
+# kernel, which materialises the T x S scores: CUDA's flash, memory-efficient and cuDNN
+# kernels want multiples of 8. Smaller sub-heads are zero-padded up to it (exact: zero
+# dimensions add nothing to q.k and the padded output columns are dropped).
+FUSED_HEAD_MULTIPLE = {"cuda": 8}
+
+
+def fused_head_multiple(device: torch.device) -> int:
+    """The multiple that sub-head sizes are padded to on `device` (1: no padding)."""
+    return FUSED_HEAD_MULTIPLE.get(device.type, 1)
 
 
 def causal_mask(T: int, S: int, device: torch.device) -> Tensor | None:
@@ -61,16 +71,20 @@ def _attend(
     scale: float,
     dropout_p: float,
     enable_gqa: bool = False,
+    head_multiple: int = 1,
 ) -> Tensor:
-    """One SDPA call with bottom-right causality; the fused causal kernel when S == T."""
-    T, S = q.shape[-2], k.shape[-2]
-    if attn_mask is None and is_causal:
-        if T == S:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, dropout_p=dropout_p,
-                                                  enable_gqa=enable_gqa)
-        attn_mask = causal_mask(T, S, q.device)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale, dropout_p=dropout_p,
-                                          enable_gqa=enable_gqa)
+    """One SDPA call with bottom-right causality; the fused causal kernel when S == T. Heads
+    whose size is not a multiple of `head_multiple` are zero-padded to one for the call."""
+    T, S, d = q.shape[-2], k.shape[-2], q.shape[-1]
+    pad = -d % head_multiple
+    if pad:
+        q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))  # (..., d + pad) each
+    fused_causal = attn_mask is None and is_causal and T == S
+    if attn_mask is None and is_causal and T != S:
+        attn_mask = causal_mask(T, S, q.device)  # None for a single query, which sees every key
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=fused_causal, scale=scale,
+                                       dropout_p=dropout_p, enable_gqa=enable_gqa)
+    return y[..., :d] if pad else y
 
 
 def score_scale(scale: str | float, hd: int, d: int) -> float:
@@ -154,6 +168,7 @@ def fractal_attention(
     scale: str | float = "subhead",
     dropout_p: float = 0.0,
     attn_mask: Tensor | None = None,
+    head_multiple: int | None = None,
 ) -> Tensor:
     """Attention whose query head i is cut into splits[i] sub-heads (fractal-head attention
     when ``splits = [1, split, split**2, ...]``, the default built from `split`).
@@ -167,7 +182,9 @@ def fractal_attention(
 
     attn_mask: optional boolean (B, 1, T, S) or (T, S) mask of allowed keys; it replaces the
     causal mask (the caller includes causality in it). A query that may see no key at all
-    gets zeros, as in SDPA. Returns (B, L, T, hd).
+    gets zeros, as in SDPA. head_multiple: sub-heads whose size is not a multiple of it are
+    zero-padded for their SDPA call (exact); None takes what the device's fused kernels need
+    (`fused_head_multiple`). Returns (B, L, T, hd).
     """
     L, Hk, Hv = _check_shapes(q, k, v)
     B, _, T, hd = q.shape
@@ -177,14 +194,15 @@ def fractal_attention(
         raise ValueError(f"attn_mask must be boolean (True = may attend), got {attn_mask.dtype}")
     if T == 1 and dropout_p == 0.0 and B * L * max(splits) * S <= SINGLE_QUERY_MAX_SCORES:
         return _fractal_single_query(q, k, v, splits=splits, scale=scale, attn_mask=attn_mask)
+    multiple = fused_head_multiple(q.device) if head_multiple is None else head_multiple
     parts, order = [], []
     for n, heads in cut_groups(splits):
         h, d = len(heads), hd // n
         q_c = _subheads(_heads(q, heads, 1), n)  # (B, h*n, T, d)
         k_c = _subheads(_heads(k, heads, L // Hk), n)  # (B, h*n, S, d)
         v_c = _subheads(_heads(v, heads, L // Hv), n)  # (B, h*n, S, d)
-        y = _attend(q_c, k_c, v_c, is_causal=is_causal, attn_mask=attn_mask,
-                    scale=score_scale(scale, hd, d), dropout_p=dropout_p)  # (B, h*n, T, d)
+        y = _attend(q_c, k_c, v_c, is_causal=is_causal, attn_mask=attn_mask, scale=score_scale(scale, hd, d),
+                    dropout_p=dropout_p, head_multiple=multiple)  # (B, h*n, T, d)
         parts.append(y.view(B, h, n, T, d).permute(0, 3, 1, 2, 4).reshape(B, T, h, hd))  # (B, T, h, hd)
         order.extend(heads)
     out = torch.cat(parts, dim=2)  # (B, T, L, hd) with heads in group order
@@ -272,12 +290,12 @@ def grouped_attention(
     if Hkv != L and T == 1:
         # A decoding step: SDPA shares each kv head itself rather than copying the whole cache.
         return _attend(q, k, v, is_causal=is_causal, attn_mask=attn_mask, scale=score_scale(scale, hd, hd),
-                       dropout_p=dropout_p, enable_gqa=True)  # (B, L, 1, hd)
+                       dropout_p=dropout_p, enable_gqa=True, head_multiple=fused_head_multiple(q.device))
     if Hkv != L:
         k = k[:, :, None].expand(B, Hkv, L // Hkv, S, hd).reshape(B, L, S, hd)  # (B, L, S, hd)
         v = v[:, :, None].expand(B, Hkv, L // Hkv, S, hd).reshape(B, L, S, hd)  # (B, L, S, hd)
-    return _attend(q, k, v, is_causal=is_causal, attn_mask=attn_mask,
-                   scale=score_scale(scale, hd, hd), dropout_p=dropout_p)  # (B, L, T, hd)
+    return _attend(q, k, v, is_causal=is_causal, attn_mask=attn_mask, scale=score_scale(scale, hd, hd),
+                   dropout_p=dropout_p, head_multiple=fused_head_multiple(q.device))  # (B, L, T, hd)
 
 
 AttentionKernel = Callable[..., Tensor]
