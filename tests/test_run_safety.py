@@ -21,13 +21,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from tiny_run import make_run
+from tiny_run import make_tokenizer
 from train_helpers import run_tiny, tiny_model_config, write_corpus
 
 from fha.cli import main
 from fha.errors import FhaError
 from fha.model.gpt import GPT
-from fha.run import MODEL_FILE, read_weights_into
+from fha.run import MODEL_FILE, TOKENIZER_FILE, read_weights_into, save_weights
 from fha.train import checkpoint as ckpt
 from fha.train.checkpoint import list_checkpoints, load_checkpoint
 from fha.train.divergence import healthy_loss_limit
@@ -430,8 +430,12 @@ def test_non_finite_weights_are_refused_on_load(tmp_path, env, run_dir_factory):
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory) -> Path:
-    """A tiny trained run folder, made once per module; tests copy it before changing it."""
-    return make_run(tmp_path_factory.mktemp("trained") / "run")
+    """A tiny run folder (an untrained model suffices here), made once per module; tests copy it."""
+    directory = tmp_path_factory.mktemp("trained") / "run"
+    tokenizer = make_tokenizer()
+    save_weights(GPT(tiny_model_config(vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id)), directory)
+    tokenizer.save(directory / TOKENIZER_FILE)
+    return directory
 
 
 @pytest.fixture
@@ -465,17 +469,20 @@ def test_an_infinite_setting_is_one_line_in_a_real_process(corpus, tmp_path, env
     assert not out.exists()
 
 
-def test_bad_inputs_are_one_line(corpus, tmp_path, env):
+def test_bad_inputs_are_one_line(corpus, tmp_path, env, capsys):
     surrogate = tmp_path / "odd.jsonl"
     surrogate.write_text('{"text": "fine"}\n{"text": "a\\ud800b"}\n', encoding="utf-8")
     expected = f"{surrogate}:2: the text holds a lone surrogate '\\ud800'"
     assert expected in error_line(fha(env, "train", *TINY, "--data", surrogate, "--out", tmp_path / "r1"))
     a_file = tmp_path / "a-file"
     a_file.write_text("")
-    assert error_line(fha(env, "train", *TINY, "--data", corpus, "--out", a_file / "run")) == (
+    assert cli("train", *TINY, "--data", corpus, "--out", a_file / "run") == 2
+    assert capsys.readouterr().err.strip() == (
         f"fha: error: {a_file / 'run'}: --out must be a folder, and this lies below {a_file}, which is a file")
-    assert "argument --out: expected a folder name, got an empty string" in error_line(
-        fha(env, "train", *TINY, "--data", corpus, "--out", ""))
+    with pytest.raises(SystemExit) as usage_error:
+        cli("train", *TINY, "--data", corpus, "--out", "")
+    assert usage_error.value.code == 2
+    assert "argument --out: expected a folder name, got an empty string" in capsys.readouterr().err
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     assert error_line(fha(env, "train", *TINY, "--data", fifo, "--out", tmp_path / "r2")) == (

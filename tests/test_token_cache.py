@@ -99,7 +99,6 @@ def test_fha_cache_command(tmp_path):
         return result.stdout
 
     folder = tmp_path / "cache" / "tokens"
-    assert fha_cache() == f"token cache: {folder} (set FHA_CACHE_DIR to move it)\nempty\n"
     tokenizer = Tokenizer.train(DOCS, 48)
     prepare_tokens(DOCS, tokenizer, folder, "train-x", "stories.txt [train]")
     meta = json.loads((folder / "train-x.json").read_text())
@@ -109,7 +108,14 @@ def test_fha_cache_command(tmp_path):
                                   "stories.txt", "[train]"]
     assert listing[2].startswith("1 entries, ") and listing[2].endswith("in all; 'fha cache clear' deletes them")
     assert fha_cache("clear").startswith("removed 3 files (")
-    assert fha_cache().endswith("empty\n")
+    assert list_cache(folder) == []
+
+
+def test_fha_cache_on_an_empty_cache(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FHA_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["cache"]) == 0
+    folder = tmp_path / "cache" / "tokens"
+    assert capsys.readouterr().out == f"token cache: {folder} (set FHA_CACHE_DIR to move it)\nempty\n"
 
 
 def test_fha_cache_rejects_an_unknown_action(capsys):
