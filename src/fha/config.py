@@ -30,6 +30,7 @@ HEAD_SEPARATOR, LAYER_SEPARATOR = ",", "/"  # --set layer_head_splits=1,2,4/4,4,
 NORM_TYPES = tuple(NORMS)
 MLP_NONLINEARITIES = tuple(NONLINEARITIES)
 GATED_HIDDEN_FRACTION = 2 / 3  # three gated matrices hold as many weights as two ungated ones
+MAX_SIZE = 2**31 - 1  # no size of a model reaches this; larger values are typing slips that overflow later
 
 
 def near_matches(name: str, candidates: typing.Iterable[str]) -> str:
@@ -194,6 +195,18 @@ def require_positive(config: ConfigBase, *names: str) -> None:
         _require(getattr(config, name) > 0, f"{name} must be positive, got {getattr(config, name)!r}")
 
 
+def require_finite(config: ConfigBase, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        _require(math.isfinite(value), f"{name} must be a finite number, got {value!r}")
+
+
+def require_at_most(config: ConfigBase, limit: int, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        _require(value <= limit, f"{name} must be at most {limit}, got {value!r}")
+
+
 def require_choice(config: ConfigBase, name: str, allowed: tuple[str, ...]) -> None:
     value = getattr(config, name)
     _require(value in allowed, f"{name} must be one of {', '.join(allowed)}, got {value!r}")
@@ -253,6 +266,9 @@ class ModelConfig(ConfigBase):
             self, "dim", "vocab_size", "num_layers", "max_seq_len", "num_q_heads", "num_kv_heads",
             "head_dim", "fractal_split", "theta", "mlp_hidden_mult", "eps",
         )
+        require_finite(self, "theta", "mlp_hidden_mult", "eps")
+        require_at_most(self, MAX_SIZE, "dim", "vocab_size", "num_layers", "max_seq_len", "num_q_heads",
+                        "num_kv_heads", "head_dim", "fractal_split")
         require_choice(self, "attention", ATTENTION_TYPES)
         require_choice(self, "rope_layout", ROPE_LAYOUTS)
         require_choice(self, "mlp_nonlinearity", MLP_NONLINEARITIES)

@@ -68,7 +68,13 @@ def load_weights(directory: str | Path, device: str | torch.device = "cpu") -> G
 
 
 def read_weights_into(model: GPT, weights: Path, label: str = "weights") -> None:
-    """Load a safetensors file into model; a damaged or mismatched file is a one-line FhaError."""
+    """Load a safetensors file into model; a missing, unreadable, damaged, mismatched or non-finite
+    (a diverged run's) file is a one-line FhaError."""
+    try:
+        with open(weights, "rb"):
+            pass
+    except OSError as err:
+        raise FhaError(f"{weights}: cannot read the {label} ({err.strerror or one_line(err)})") from None
     try:
         missing, unexpected = load_model(model, str(weights), strict=False)
     except (SafetensorError, OSError, RuntimeError, ValueError) as err:
@@ -76,6 +82,16 @@ def read_weights_into(model: GPT, weights: Path, label: str = "weights") -> None
     if missing or unexpected:
         raise FhaError(f"{weights}: {label} do not match model_config.json "
                        f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+    non_finite = non_finite_tensors(model)
+    if non_finite:
+        raise FhaError(f"{weights}: the {label} hold NaN or infinite values ({len(non_finite)} tensors, e.g. "
+                       f"{', '.join(non_finite[:3])}); the run diverged before they were saved")
+
+
+def non_finite_tensors(model: torch.nn.Module) -> list[str]:
+    """Names of the parameters that hold a NaN or an infinity."""
+    return [name for name, tensor in model.state_dict().items()
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
 
 
 def require_run_dir(path: str | Path) -> Path:
@@ -85,6 +101,10 @@ def require_run_dir(path: str | Path) -> Path:
         raise FhaError(f"{path}: no such run folder")
     if not path.is_dir():
         raise FhaError(f"{path}: not a run folder (it is a file)")
+    if not (path / MODEL_FILE).is_file() and (path / TRAIN_CONFIG_FILE).is_file():
+        raise FhaError(f"{path}: no {MODEL_FILE} yet: training has not finished (it appears at the end; a "
+                       f"checkpoint under {path / CHECKPOINTS_DIR} is a run folder too, or resume with "
+                       f"fha train --resume {path})")
     for name in (MODEL_CONFIG_FILE, MODEL_FILE):
         if not (path / name).is_file():
             raise FhaError(f"{path}: not a run folder (no {name})")

@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 from typing import NoReturn
 
 from fha.errors import FhaError
 
-COMMAND_MODULES = ("tokenizer", "train", "schedule", "generate", "eval", "compare", "inspect")
+COMMAND_MODULES = ("tokenizer", "train", "schedule", "generate", "eval", "compare", "inspect", "cache")
 
 log = logging.getLogger("fha")
 
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; `argv` None means the process's own command line (the `fha` program)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -50,9 +52,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (FhaError, ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as err:
+    except (FhaError, ValueError, OSError) as err:  # OSError: missing files, permissions, a full disk
         print(f"fha: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fha: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if argv is None:
+            _ignore_late_interrupts()
+
+
+def _ignore_late_interrupts() -> None:
+    """The command is over (its files are written): a Ctrl-C or SIGTERM while the interpreter shuts
+    down could only turn a finished command into a traceback, so the process ignores them."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)

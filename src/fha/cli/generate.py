@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_NEW_TOKENS = 256
 DEFAULT_TEMPERATURE = 1.0
 SEED_BITS = 31  # seeds chosen at random stay short enough to retype
+SEED_LIMIT = 2**32  # the largest seeds every generator involved accepts, with room for one per row
+MIN_TEMPERATURE = 1e-6  # below this, logits / temperature overflow float32 while sampling is greedy anyway
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -87,6 +89,11 @@ def _check_options(args: argparse.Namespace) -> None:
         raise FhaError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
     if not (math.isfinite(args.temperature) and args.temperature >= 0):
         raise FhaError(f"--temperature must be a finite number >= 0, got {args.temperature}")
+    if 0 < args.temperature < MIN_TEMPERATURE:
+        raise FhaError(f"--temperature {args.temperature:g} is below {MIN_TEMPERATURE:g}, where sampling is greedy "
+                       "in all but name (and the scaled logits overflow); pass --temperature 0 for greedy decoding")
+    if args.seed is not None and not 0 <= args.seed < SEED_LIMIT:
+        raise FhaError(f"--seed must be a whole number in [0, 2**32), got {args.seed}")
     if args.top_k is not None and args.top_k < 1:
         raise FhaError(f"--top-k must be at least 1, got {args.top_k}")
     if args.top_p is not None and not 0.0 < args.top_p <= 1.0:

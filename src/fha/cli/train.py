@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fha.data.sources import TINYSTORIES
 from fha.device import DEVICE_CHOICES
 from fha.errors import FhaError
 from fha.run import CHECKPOINTS_DIR
@@ -41,10 +42,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="validation text; without it a val_fraction of --data is held out")
     parser.add_argument("--tokenizer", type=Path, metavar="TOKENIZER.json",
                         help="use this tokenizer (its size sets vocab_size); without it one is trained")
-    parser.add_argument("--out", type=Path, metavar="RUN_DIR", help="the run folder to write")
+    parser.add_argument("--out", type=folder_path, metavar="RUN_DIR", help="the run folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous run in RUN_DIR")
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="default: cuda, then mps, then cpu")
     parser.set_defaults(func=run_train)
+
+
+def folder_path(text: str) -> Path:
+    """An --out value: a folder name, never the empty string (which would silently mean '.')."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder name, got an empty string")
+    return Path(text)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -87,7 +95,11 @@ def _resume_request(args: argparse.Namespace) -> TrainRequest:
     data = args.data or saved_data.get("source")
     if data is None:
         raise FhaError(f"{checkpoint.path}: the checkpoint does not record its data; pass --data")
-    val_data = args.val_data if args.data else saved_data.get("val_source")
+    val_data = args.val_data if args.val_data is not None else saved_data.get("val_source")
+    for flag, given, saved in (("--data", args.data, data), ("--val-data", args.val_data, val_data)):
+        if given is None and saved is not None and saved != TINYSTORIES and not Path(saved).exists():
+            raise FhaError(f"{checkpoint.path}: the run's {flag} {saved} is not there any more; pass {flag} with "
+                           "the same documents (they are checked against the fingerprint the checkpoint holds)")
     out = args.out or checkpoint.run_dir
     if out is None:
         raise FhaError(f"{checkpoint.path}: this checkpoint is not inside a run's {CHECKPOINTS_DIR}/ folder; "

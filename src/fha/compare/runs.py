@@ -65,7 +65,7 @@ def read_log(path: Path) -> TrainingLog:
             if missing:
                 raise FhaError(f"{path}: corrupt log (missing column {', '.join(missing)})")
             rows = [{key.strip(): value for key, value in row.items() if key is not None} for row in reader]
-    except UnicodeDecodeError as err:
+    except (UnicodeDecodeError, csv.Error) as err:
         raise FhaError(f"{path}: corrupt log (not text: {err})") from None
     if not rows:
         raise FhaError(f"{path}: the log has no rows")
@@ -192,6 +192,10 @@ def _read_train_config(path: Path) -> dict[str, Any] | None:
         raise FhaError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(data, dict):
         raise FhaError(f"{path}: expected a JSON object of train config fields")
+    for key in (BATCH_SIZE, GRAD_ACCUM, SEQ_LEN):
+        value = data.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise FhaError(f"{path}: {key} must be a positive whole number, got {value!r}")
     return data
 
 

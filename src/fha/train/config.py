@@ -18,6 +18,7 @@ from fha.config import ConfigBase, require_choice, require_positive, require_pro
 ANNEAL_TYPES = ("cos", "lin")
 BATCHING_MODES = ("packed", "padded")
 CYCLE_LENGTH_TOLERANCE = 1e-9  # float slack when the shortest annealing cycle is exactly one step
+SEED_LIMIT = 2**32  # numpy's and torch's generators take seeds below this (plus small offsets) on every platform
 
 
 def _require(condition: bool, message: str) -> None:
@@ -68,9 +69,13 @@ class TrainConfig(ConfigBase):
             _require(math.isfinite(value) and value > 0, f"{name} must be a positive number, got {value!r}")
         _require(self.lr_min <= self.lr_max, f"lr_min ({self.lr_min}) must not exceed lr_max ({self.lr_max})")
         _require(self.lr_init <= self.lr_max, f"lr_init ({self.lr_init}) must not exceed lr_max ({self.lr_max})")
+        _require(0 <= self.seed < SEED_LIMIT, f"seed must be a whole number in [0, 2**32), got {self.seed}")
         require_choice(self, "anneal_type", ANNEAL_TYPES)
         require_choice(self, "batching", BATCHING_MODES)
         _require(self.num_restarts >= 0, f"num_restarts must be 0 or more, got {self.num_restarts}")
+        _require(self.num_restarts < self.max_iters,
+                 f"num_restarts ({self.num_restarts}) must be below max_iters ({self.max_iters}): every annealing "
+                 "cycle needs at least one step")
         _require(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
                  f"weight_decay must be 0 or more, got {self.weight_decay!r}")
         require_probability(self, "adam_beta1")

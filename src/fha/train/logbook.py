@@ -6,7 +6,7 @@ import csv
 import os
 from pathlib import Path
 
-from fha.errors import FhaError
+from fha.errors import FhaError, one_line
 
 COLUMNS = ("Step", "Learning Rate", "Train Loss", "Validation Loss", "Perplexity", "Time Elapsed", "Tokens/s")
 
@@ -36,11 +36,14 @@ class LogBook:
         """
         rows: list[list[str]] = []
         if previous is not None and previous.is_file():
-            with open(previous, newline="") as handle:
-                reader = csv.reader(handle)
-                header = next(reader, None)
-                if header == list(COLUMNS):
-                    rows = [row for row in reader if row and _step_of(row, previous) <= (up_to_step or 0)]
+            try:
+                with open(previous, newline="", encoding="utf-8") as handle:
+                    reader = csv.reader(handle)
+                    header = next(reader, None)
+                    if header == list(COLUMNS):
+                        rows = [row for row in reader if row and _step_of(row, previous) <= (up_to_step or 0)]
+            except (UnicodeDecodeError, csv.Error) as err:
+                raise FhaError(f"{previous}: not a readable training log ({one_line(err)})") from None
         temp = self.path.with_name(self.path.name + ".tmp")
         with open(temp, "w", newline="") as handle:
             writer = csv.writer(handle)
@@ -56,6 +59,9 @@ class LogBook:
 
 
 def read_log(path: str | Path) -> list[dict[str, float]]:
-    """The rows of a log_data.csv as numbers keyed by column name."""
-    with open(path, newline="") as handle:
-        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+    """The rows of a log_data.csv as numbers keyed by column name; a damaged file is an FhaError."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+    except (UnicodeDecodeError, csv.Error, ValueError, TypeError) as err:
+        raise FhaError(f"{path}: not a readable training log ({one_line(err)})") from None

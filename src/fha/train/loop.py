@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import shutil
 import signal
 import sys
 import threading
@@ -33,32 +32,26 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from fha.config import ModelConfig
 from fha.data import IGNORE_INDEX, PackedBatches, PaddedBatches, TokenData
 from fha.device import autocast, setup_device
-from fha.errors import FhaError
+from fha.errors import FhaError, one_line
 from fha.model.gpt import GPT
-from fha.run import (
-    CHECKPOINTS_DIR,
-    LOG_FILE,
-    MODEL_CONFIG_FILE,
-    MODEL_FILE,
-    TOKENIZER_FILE,
-    TRAIN_CONFIG_FILE,
-    save_weights,
-)
+from fha.run import LOG_FILE, MODEL_CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE, read_weights_into
 from fha.tokenizer import Tokenizer
 from fha.train import distributed as dist_util
-from fha.train.checkpoint import Checkpoint, list_checkpoints, save_checkpoint
+from fha.train.checkpoint import Checkpoint, checkpoint_path, list_checkpoints, save_checkpoint
 from fha.train.config import TrainConfig
 from fha.train.corpus import DataSpec, read_documents, tokenize_splits, train_tokenizer
 from fha.train.distributed import DistInfo
+from fha.train.divergence import describe_last_good
 from fha.train.logbook import LogBook
 from fha.train.optim import make_optimizer, set_learning_rate
+from fha.train.preflight import check_model_fits, check_resume_steps
+from fha.train.resume_data import DataSources, resolve_data_sources
+from fha.train.run_folder import RunFolder, check_out_dir
 from fha.train.schedule import LRSchedule
 
 log = logging.getLogger(__name__)
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation windows are drawn apart from the training stream
-RUN_ARTEFACTS = (MODEL_FILE, MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, TOKENIZER_FILE, LOG_FILE, CHECKPOINTS_DIR)
-SETUP_FILES = frozenset((MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, TOKENIZER_FILE))  # written before the first step
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SPEED_SMOOTHING = 0.9  # weight of the running average of tokens/s shown in the progress bar
 
@@ -96,69 +89,36 @@ class TrainResult:
 
 
 def train(request: TrainRequest) -> TrainResult:
-    """Train, writing the run folder (on rank 0); raises FhaError for problems the user can fix."""
+    """Train, writing the run folder (on rank 0); raises FhaError for problems the user can fix.
+
+    Everything that can be checked before training (data, configs, the model's size against
+    the memory) is checked before the run folder is touched; see `fha.train.run_folder` for
+    what a failure or a crash afterwards can cost.
+    """
     info = DistInfo.from_env()
-    if request.resume is not None:
-        request.resume.check_resumable()
+    resume = request.resume
+    if resume is not None:
+        resume.check_resumable()
+        check_resume_steps(resume, request.train_config)
     if not info.is_main:
         logging.getLogger().setLevel(logging.WARNING)
+    check_out_dir(request.out_dir)
     spec = DataSpec(request.data, request.val_data, request.train_config.val_fraction, request.train_config.seed)
     documents = read_documents(spec)  # before anything else: bad data fails fast and touches nothing
+    sources = resolve_data_sources(request, documents)
+    device = dist_util.local_device(info, setup_device(request.device))
+    check_model_fits(request.model_config, request.train_config, device)
+    folder: RunFolder | None = None
     if info.is_main:
-        resume = request.resume
         same_dir = (resume is not None and resume.run_dir is not None
                     and resume.run_dir.resolve() == request.out_dir.resolve())
-        prepare_run_dir(request.out_dir, overwrite=request.overwrite, resuming_same_dir=same_dir)
-        if same_dir:
-            discard_later_checkpoints(request.out_dir, resume.step, overwrite=request.overwrite)
-    device = dist_util.local_device(info, setup_device(request.device))
-    dist_util.init_process_group(info, device)
-    try:
-        return _Trainer(request, info, device).run(spec, documents)
-    finally:
-        dist_util.destroy_process_group()
-
-
-def prepare_run_dir(out_dir: Path, *, overwrite: bool, resuming_same_dir: bool) -> None:
-    """Create the run folder; never reuse one that holds a run unless told to.
-
-    A folder that holds only the files written before the first step (a start that failed,
-    e.g. on a corpus too short for the context) counts as empty, so the retry needs no flag.
-    """
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FhaError(f"{out_dir}: --out must be a folder, and this is a file")
-    holds_run = out_dir.is_dir() and any(entry.name not in SETUP_FILES for entry in out_dir.iterdir())
-    if holds_run and not resuming_same_dir:
-        if not overwrite:
-            raise FhaError(
-                f"{out_dir}: folder is not empty; continue its run with --resume {out_dir}, replace it with "
-                "--overwrite, or choose another --out"
-            )
-        for name in RUN_ARTEFACTS:
-            target = out_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-        log.warning("--overwrite: removed the previous run in %s", out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-
-def discard_later_checkpoints(run_dir: Path, step: int, *, overwrite: bool) -> None:
-    """Resuming a run in its own folder from an older checkpoint: the later checkpoints belong to the
-    abandoned continuation and a later ``--resume RUN_DIR`` would pick them, so they go, but only
-    with --overwrite."""
-    later = [path for found_step, path in list_checkpoints(run_dir) if found_step > step]
-    if not later:
-        return
-    if not overwrite:
-        raise FhaError(
-            f"{run_dir}: holds checkpoints after step {step} ({', '.join(p.name for p in later)}); resume into "
-            "another --out, or pass --overwrite to discard them"
-        )
-    for path in later:
-        shutil.rmtree(path)
-    log.warning("--overwrite: removed %d checkpoints after step %d", len(later), step)
+        folder = RunFolder(request.out_dir, overwrite=request.overwrite, resume_step=resume.step if same_dir else None)
+    with folder if folder is not None else contextlib.nullcontext():
+        dist_util.init_process_group(info, device)
+        try:
+            return _Trainer(request, info, device, folder, sources).run(spec, documents)
+        finally:
+            dist_util.destroy_process_group()
 
 
 class _StopRequest:
@@ -189,8 +149,11 @@ class _StopRequest:
 
 
 class _Trainer:
-    def __init__(self, request: TrainRequest, info: DistInfo, device: torch.device) -> None:
+    def __init__(self, request: TrainRequest, info: DistInfo, device: torch.device, folder: RunFolder | None,
+                 sources: DataSources) -> None:
         self.request = request
+        self.folder = folder  # rank 0's hold on the run folder; None on the other ranks
+        self.sources = sources
         self.info = info
         self.device = device
         self.config = request.train_config
@@ -199,6 +162,8 @@ class _Trainer:
         self.step = 0
         self.elapsed = 0.0  # seconds of training so far, across resumes
         self.last_real_fraction = 1.0  # share of the last global batch's targets that count in the loss
+        self.last_real_tokens = 0  # targets of the last global batch that count in the loss (not padding)
+        self.checkpointed_step: int | None = None  # step of the last checkpoint this process took part in
         self.stop = _StopRequest()
 
     # ------------------------------------------------------------------ setup
@@ -218,7 +183,10 @@ class _Trainer:
             self.tokens = tokenize_splits(documents, self.tokenizer, spec)
 
         torch.manual_seed(self.config.seed)
-        self.model = GPT(self.model_config).to(self.device)
+        try:
+            self.model = GPT(self.model_config).to(self.device)
+        except (RuntimeError, MemoryError) as err:  # what allocators raise when memory runs out
+            raise FhaError(f"cannot allocate the model ({one_line(err)}); make it smaller") from None
         self.optimizer = make_optimizer(self.model, self.config, self.device)
         self.sampler = self._sampler(self.tokens["train"], self.config.seed)
         log.info(
@@ -239,7 +207,8 @@ class _Trainer:
             self.model.compile()
         if info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+            with dist_util.peers_alive():
+                self.train_model = DistributedDataParallel(self.model, device_ids=ids)
 
     def _tokenizer(self, train_documents: list[str]) -> Tokenizer:
         if self.request.resume is not None:
@@ -309,7 +278,7 @@ class _Trainer:
                 lr, loss, stop_requested = self._optimizer_step()
                 seconds = time.perf_counter() - started
                 self.elapsed += seconds
-                tokens = self.global_batch * self.model_config.max_seq_len
+                tokens = self.last_real_tokens
                 interval_tokens += tokens
                 interval_time += seconds
                 bar.update(1)
@@ -327,10 +296,7 @@ class _Trainer:
                 if stop_requested and not done:  # a stop during the last step still finishes the run
                     log.warning("stopped at step %d; resume with: fha train --resume %s", self.step, self.run_dir)
                     raise KeyboardInterrupt
-        if self.info.is_main:
-            save_weights(self.model, self.run_dir)
-            log.info("finished %d steps; run folder: %s", self.step, self.run_dir)
-        dist_util.barrier()
+            self._finish()  # still under the stop handler: a Ctrl-C now cannot cut the final save short
         result.step = self.step
         result.val_loss = result.history[-1]["Validation Loss"] if result.history else None
         return result
@@ -348,6 +314,7 @@ class _Trainer:
         batches = [self.sampler.next_batch() for _ in range(accum)]
         counts = [int(_real_targets(y, self.tokenizer.pad_id).sum()) for _, y in batches]
         global_count = int(dist_util.all_reduce_sum(torch.tensor(sum(counts), device=self.device)))
+        self.last_real_tokens = global_count
         self.last_real_fraction = global_count / (self.global_batch * self.model_config.max_seq_len)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         self.model.train()
@@ -379,10 +346,16 @@ class _Trainer:
         return lr, mean_loss, stop_requested
 
     def _last_good_checkpoint(self) -> str:
-        checkpoints = list_checkpoints(self.run_dir)
-        if not checkpoints:
-            return "no checkpoint was written yet"
-        return f"the last good checkpoint is {checkpoints[-1][1]}"
+        return describe_last_good(list_checkpoints(self.run_dir), self._checkpoint_validation_loss,
+                                  self.model_config.vocab_size)
+
+    def _checkpoint_validation_loss(self, path: Path) -> float | None:
+        """The validation loss of a checkpoint's weights (the run is over: its model is free), None if not finite."""
+        try:
+            read_weights_into(self.model, path / MODEL_FILE, label="checkpoint weights")
+        except FhaError:
+            return None
+        return self._evaluate(self.tokens["val"])
 
     @torch.no_grad()
     def _evaluate(self, data: TokenData) -> float:
@@ -422,11 +395,22 @@ class _Trainer:
                 "rng": _rng_states(),
                 "elapsed": self.elapsed,
                 "world_size": self.info.world_size,
-                "data": {"source": self.request.data, "val_source": self.request.val_data},
+                "data": self.sources.to_state(),
             }
             path = save_checkpoint(self.run_dir, self.step, model=self.model, train_config=self.config,
                                    tokenizer=self.tokenizer, state=state)
+            self.folder.checkpoint_written()
             log.debug("checkpoint %s", path)
+        self.checkpointed_step = self.step
+        dist_util.barrier()
+
+    def _finish(self) -> None:
+        """Publish the final checkpoint's weights as the run's model.safetensors."""
+        if self.checkpointed_step != self.step:
+            self._checkpoint()  # a resume that had no step left to take still leaves its folder complete
+        if self.info.is_main:
+            self.folder.publish_final_weights(checkpoint_path(self.run_dir, self.step))
+            log.info("finished %d steps; run folder: %s", self.step, self.run_dir)
         dist_util.barrier()
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 from fha.errors import FhaError
 from fha.train.config import TrainConfig
 
+MAX_PLOT_POINTS = 10_000  # steps evaluated for a plot; more would not show and would take minutes for 1e9 steps
+
 
 @dataclass(frozen=True)
 class LRSchedule:
@@ -88,13 +90,26 @@ class LRSchedule:
         )
 
 
+def plot_steps(schedule: LRSchedule) -> list[int]:
+    """The steps a plot evaluates: all of them, or for long schedules `MAX_PLOT_POINTS` evenly spaced
+    ones plus the steps on both sides of every cycle boundary, so no restart is lost between samples."""
+    last = schedule.max_iters - 1
+    if schedule.max_iters <= MAX_PLOT_POINTS:
+        return list(range(schedule.max_iters))
+    steps = {round(i * last / (MAX_PLOT_POINTS - 1)) for i in range(MAX_PLOT_POINTS)}
+    for bound in (schedule.warmup_iters, *schedule.cycle_boundaries()):
+        steps.update(s for s in (math.floor(bound) - 1, math.floor(bound), math.ceil(bound)) if 0 <= s <= last)
+    return sorted(steps)
+
+
 def plot_schedule(schedule: LRSchedule, path: str | Path, title: str = "learning rate") -> None:
     """Draw the rate against the step into an image file (the format follows the suffix)."""
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     fig = Figure(figsize=(7, 3.5), layout="tight")
     ax = fig.subplots()
-    ax.plot(range(schedule.max_iters), schedule.values())
+    steps = plot_steps(schedule)
+    ax.plot(steps, [schedule(step) for step in steps])
     ax.set_xlabel("step")
     ax.set_ylabel("learning rate")
     ax.set_yscale("log")
