@@ -1,5 +1,5 @@
 """Head-split patterns in the model: parameter-matched baselines, exact equivalences, KV cache,
-padding, RoPE per sub-head and torch.compile."""
+RoPE per sub-head and torch.compile (left padding: tests/test_model.py)."""
 
 import math
 
@@ -78,22 +78,6 @@ def test_cached_greedy_generation_equals_full_recomputation(name):
         logits, _ = model(idx[:, -24:])
         idx = torch.cat([idx, logits[:, -1].argmax(dim=-1, keepdim=True)], dim=1)
     assert torch.equal(out, idx)
-
-
-@pytest.mark.parametrize("changes", [
-    dict(attention="split", layer_head_splits=[[1, 2, 4, 8], [8, 8, 2, 2], [4, 1, 4, 1]]),
-    dict(attention="fha", rope_layout="subhead", num_kv_heads=2),
-    dict(attention="coarse-to-fine", rope_layout="subhead"),
-])
-def test_left_padded_rows_compute_what_they_compute_alone(changes):
-    model = model_of(small(**changes))
-    long, short = ids(1, 12)[0], ids(1, 7, seed=5)[0]
-    padded = torch.stack([long, torch.cat([torch.zeros(5, dtype=torch.long), short])])
-    mask = torch.ones(2, 12, dtype=torch.bool)
-    mask[1, :5] = False
-    logits, _ = model(padded, token_mask=mask)
-    torch.testing.assert_close(logits[0], model(long[None])[0][0], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(logits[1, 5:], model(short[None])[0][0], rtol=1e-5, atol=1e-5)
 
 
 def test_subhead_rope_gives_every_subhead_the_spectrum_of_its_own_size():

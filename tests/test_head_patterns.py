@@ -89,19 +89,6 @@ def test_split_spelling_equals_its_geometric_pattern_exactly():
         fractal_attention(q, k, v, split=3, splits=[1, 2, 4, 8])
 
 
-@pytest.fixture
-def sdpa_query_shapes(monkeypatch):
-    shapes = []
-    real = F.scaled_dot_product_attention
-
-    def counting(*args, **kwargs):
-        shapes.append(tuple(args[0].shape))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", counting)
-    return shapes
-
-
 @pytest.mark.parametrize(
     "splits,expected",
     [
