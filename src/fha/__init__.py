@@ -1,5 +1,7 @@
 """fha: Fractal-Head Attention for small GPT language models."""
 
+__version__ = "0.1.0"  # the package version (pyproject.toml reads it from here)
+
 from fha.compare import compare_runs
 from fha.completion import Completion, complete
 from fha.config import ModelConfig

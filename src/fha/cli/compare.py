@@ -10,7 +10,8 @@ from pathlib import Path
 from fha.compare import PlotOptions, compare_runs
 from fha.compare.report import groups_table, markdown_table, runs_table
 from fha.data.sources import TINYSTORIES
-from fha.device import DEVICE_CHOICES, setup_device
+from fha.cli.options import add_device_argument
+from fha.device import setup_device
 from fha.errors import FhaError
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", metavar="SOURCE",
                         help=f"also evaluate every run on this text (a .txt/.jsonl file, or {TINYSTORIES!r} "
                              "for its validation split)")
-    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="device for --data evaluation")
+    add_device_argument(parser, "device for --data evaluation: ")
     parser.set_defaults(func=run_compare)
 
 

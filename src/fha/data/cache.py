@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from fha.errors import FhaError
+from fha.progress import Progress
 from fha.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def _encode_to_disk(documents: Sequence[str], tokenizer: Tokenizer, paths: _Cach
     tmp_tokens = paths.tokens.with_name(paths.tokens.name + ".tmp")
     with (
         open(tmp_tokens, "wb") as out,
-        tqdm(total=len(documents), desc=f"tokenising {name}", unit="doc", unit_scale=True, leave=False) as progress,
+        Progress(len(documents), f"tokenising {name}", unit="doc", leave=False) as progress,
     ):
         for start in range(0, len(documents), ENCODE_BATCH_DOCS):
             batch = documents[start : start + ENCODE_BATCH_DOCS]

@@ -88,6 +88,23 @@ class LRSchedule:
         )
 
 
+SCHEDULE_FIELDS = ("max_iters", "lr_init", "lr_max", "lr_min", "warmup_iters", "anneal_type", "num_restarts", "T_mult",
+                   "final_flat_iters")
+
+
+def describe_schedule_change(before: TrainConfig, after: TrainConfig, step: int) -> str | None:
+    """What a resume at `step` with `after` in place of `before` does to the learning rate; None
+    when the schedule stays the same (warmup and final flat part follow `max_iters` by default)."""
+    old, new = LRSchedule.from_config(before), LRSchedule.from_config(after)
+    if old == new:
+        return None
+    changed = ", ".join(f"{name} {getattr(before, name)} -> {getattr(after, name)}" for name in SCHEDULE_FIELDS
+                        if getattr(before, name) != getattr(after, name))
+    return (f"resuming at step {step} with a changed schedule ({changed}): the rate of the next step is "
+            f"{new(step):.3g} instead of {old(step):.3g}, and the remaining steps follow the new schedule. "
+            f"Before: {old.describe()}. Now: {new.describe()}")
+
+
 def plot_schedule(schedule: LRSchedule, path: str | Path, title: str = "learning rate") -> None:
     """Draw the rate against the step into an image file (the format follows the suffix)."""
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
