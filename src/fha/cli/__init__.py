@@ -65,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet = getattr(args, "quiet", False)
-    if quiet:
-        progress.set_mode("off")
+    progress.set_mode("off" if quiet else "auto")
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING if quiet else logging.INFO,
         format="%(message)s",

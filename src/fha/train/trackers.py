@@ -61,16 +61,22 @@ class WandbTracker:
         except ImportError:
             raise FhaError(f"--log-to wandb: the wandb package is not installed ({INSTALL_HINT})") from None
         (run_dir / WANDB_DIR).mkdir(parents=True, exist_ok=True)
+        # console "off": W&B does not wrap stdout/stderr, whose terminal test picks the progress display
+        settings = wandb.Settings(console="off", silent=True)
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", WANDB_PROJECT), name=run_dir.resolve().name,
-                              dir=str(run_dir), config=dict(config), mode=os.environ.get("WANDB_MODE", WANDB_DEFAULT_MODE),
-                              reinit="create_new")
-        log.info("wandb: %s run %s in %s", self.run.settings.mode, self.run.id, run_dir / WANDB_DIR)
+                              dir=str(run_dir), config=dict(config), reinit="create_new", settings=settings,
+                              mode=os.environ.get("WANDB_MODE", WANDB_DEFAULT_MODE))
+        self.offline = self.run.settings.mode == "offline"
+        log.info("wandb: %s run %s in %s", self.run.settings.mode, self.run.id, self.run.dir)
 
     def log(self, step: int, values: Mapping[str, float]) -> None:
         self.run.log(dict(values), step=step)
 
     def close(self) -> None:
+        folder = Path(self.run.dir).parent
         self.run.finish()
+        if self.offline:
+            log.info("wandb: upload this offline run with: wandb sync %s", folder)
 
 
 TRACKERS: dict[str, Callable[[Path, Mapping[str, Any], int], Tracker]] = {
