@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from fha.device import DEVICE_HELP, PRECISION_HELP, PRECISIONS
+from fha.figures import DEFAULT_DPI, DEFAULT_FORMAT, FIGURE_FORMATS, MIN_DPI
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -21,6 +22,13 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
 
 def add_device_argument(parser: argparse.ArgumentParser, purpose: str = "") -> None:
     parser.add_argument("--device", default="auto", metavar="DEVICE", help=f"{purpose}{DEVICE_HELP}")
+
+
+def add_figure_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", default=DEFAULT_FORMAT, choices=FIGURE_FORMATS,
+                        help=f"image format of the figures (default {DEFAULT_FORMAT}; svg and pdf are vector graphics)")
+    parser.add_argument("--dpi", type=int, default=DEFAULT_DPI, metavar="N",
+                        help=f"resolution of PNG figures in dots per inch (default {DEFAULT_DPI}, at least {MIN_DPI})")
 
 
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:

@@ -252,9 +252,10 @@ class _Trainer:
         self.optimizer = make_optimizer(self.model, self.config, self.device)
         self.sampler = self._sampler(self.tokens["train"], self.config.seed)
         log.info(
-            "model: %s attention, %d parameters (%d without embeddings); %d steps of %d sequences x %d tokens",
-            self.model_config.attention, self.model.num_parameters(), self.model.num_parameters(non_embedding=True),
-            self.config.max_iters, self.global_batch, self.model_config.max_seq_len,
+            "model: %s attention, %s parameters (%s without embeddings); %s steps of %d sequences x %d tokens",
+            self.model_config.attention, f"{self.model.num_parameters():,}",
+            f"{self.model.num_parameters(non_embedding=True):,}", f"{self.config.max_iters:,}", self.global_batch,
+            self.model_config.max_seq_len,
         )
         self.logbook = LogBook(self.run_dir / LOG_FILE)
         self.metrics = RunLogger(self.run_dir, self.config.log_interval,
@@ -454,8 +455,8 @@ class _Trainer:
         if self.info.is_main:
             self.logbook.append(self.step, lr, train_loss, val_loss, perplexity, self.elapsed, tokens_per_s)
             self.metrics.record_eval(row)
-            log.info("step %d: train loss %.4f, val loss %.4f, perplexity %.2f, lr %.3g, %.0f tokens/s",
-                     self.step, train_loss, val_loss, perplexity, lr, tokens_per_s)
+            log.info("step %d: train loss %.4f, val loss %.4f, perplexity %.2f, lr %.3g, %s tokens/s",
+                     self.step, train_loss, val_loss, perplexity, lr, f"{tokens_per_s:,.0f}")
         return row
 
     def _checkpoint(self) -> None:

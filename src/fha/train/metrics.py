@@ -18,10 +18,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fha.run import METRICS_FILE
 from fha.train.logbook import LogBook
 from fha.train.trackers import Tracker
 
-METRICS_FILE = "metrics.csv"
+__all__ = ["METRICS_COLUMNS", "METRICS_FILE", "MetricsWindow", "RunLogger"]
 METRICS_COLUMNS = ("Step", "Tokens Seen", "Learning Rate", "Train Loss", "Grad Norm", "Tokens/s", "Time Elapsed")
 # tracker names of the values of one metrics row and one evaluation (log_data.csv) row
 STEP_TAGS = {"Tokens Seen": "train/tokens_seen", "Learning Rate": "train/lr", "Train Loss": "train/loss",

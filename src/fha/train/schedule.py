@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from fha.errors import FhaError
+from fha.figures import DEFAULT_DPI, check_dpi, grid, plain_log_ticks, save_figure
 from fha.train.config import TrainConfig
 
 
@@ -105,7 +105,7 @@ def describe_schedule_change(before: TrainConfig, after: TrainConfig, step: int)
             f"Before: {old.describe()}. Now: {new.describe()}")
 
 
-def plot_schedule(schedule: LRSchedule, path: str | Path, title: str = "learning rate") -> None:
+def plot_schedule(schedule: LRSchedule, path: str | Path, title: str = "learning rate", dpi: int = DEFAULT_DPI) -> None:
     """Draw the rate against the step into an image file (the format follows the suffix)."""
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
@@ -115,11 +115,8 @@ def plot_schedule(schedule: LRSchedule, path: str | Path, title: str = "learning
     ax.set_xlabel("step")
     ax.set_ylabel("learning rate")
     ax.set_yscale("log")
+    plain_log_ticks(ax.yaxis)
     ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(path)
-    except ValueError as err:  # matplotlib's word for an unknown image format
-        raise FhaError(f"{path}: cannot write this plot ({err})") from None
+    grid(ax, minor=True)
+    check_dpi(dpi)
+    save_figure(fig, path, dpi)
