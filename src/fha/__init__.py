@@ -14,6 +14,7 @@ from fha.model.gpt import GPT
 from fha.model.kv_cache import KVCache
 from fha.run import load_run
 from fha.tokenizer import Tokenizer
+from fha.train.api import train_model
 
 __all__ = [
     "GPT",
@@ -32,4 +33,5 @@ __all__ = [
     "grouped_attention",
     "load_run",
     "trace_shapes",
+    "train_model",
 ]

@@ -41,6 +41,8 @@ from fha.run import (
     MODEL_FILE,
     TOKENIZER_FILE,
     TRAIN_CONFIG_FILE,
+    LoadedRun,
+    load_run,
     save_weights,
 )
 from fha.tokenizer import Tokenizer
@@ -96,10 +98,16 @@ class TrainRequest:
 
 @dataclass
 class TrainResult:
+    """The run folder a training wrote, its last step, and the evaluations of this call."""
+
     run_dir: Path
     step: int
     val_loss: float | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+
+    def load(self, device: str | torch.device = "cpu") -> LoadedRun:
+        """(model, tokenizer, configs) of the run, as `fha.load_run` reads them."""
+        return load_run(self.run_dir, device)
 
 
 def train(request: TrainRequest) -> TrainResult:
