@@ -33,11 +33,11 @@ NUMBER_CELL = re.compile(r"[-+]?\d[\d,]*(\.\d+)?(%| s|m \d\ds|h \d\dm)?( ± .*)?
 HTML_STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 .table-scroll { max-width: 100%; overflow-x: auto; margin: 1em 0; }
-table { border-collapse: collapse; font-size: 0.9em; }
+table { border-collapse: collapse; font-size: 0.9em; width: max-content; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f2f2f2; }
 td { white-space: nowrap; }
-td.text { white-space: normal; min-width: 10em; }
+td.text { white-space: normal; max-width: 24em; }
 th.num, td.num { text-align: right; font-variant-numeric: tabular-nums; }
 img { max-width: 100%; margin: 1em 0; }
 """
