@@ -41,7 +41,15 @@ def no_hooks_left(model: GPT) -> bool:
 
 
 # ----------------------------------------------------------------------------- shape tree
-@pytest.mark.parametrize("changes", [{}, {"attention": "mha", "num_kv_heads": 3}, {"second_resid_norm": True}])
+PATTERN_CASES = [
+    {"attention": "split", "layer_head_splits": [[4, 1, 2], [2, 2, 8]], "rope_layout": "subhead"},
+    {"attention": "uniform-finest", "rope_layout": "subhead"},
+    {"attention": "reversed-fha", "num_kv_heads": 3},
+]
+
+
+@pytest.mark.parametrize("changes", [{}, {"attention": "mha", "num_kv_heads": 3}, {"second_resid_norm": True},
+                                     *PATTERN_CASES])
 def test_trace_covers_every_module_and_every_level(changes):
     model = make_model(**changes)
     idx = example_input(model.config, batch_size=2, seq_len=7)
@@ -51,9 +59,13 @@ def test_trace_covers_every_module_and_every_level(changes):
     assert traced == {name for name, _ in model.named_modules()}
     text = trace.render()
     for layer in range(model.config.num_layers):
-        for layout in level_layouts(model.config):
-            n, d = layout.num_subheads, layout.subhead_dim
-            assert f"blocks.{layer}.attn.level{layout.level}  level  kv head {layout.kv_head}, {n} sub-head" in text
+        assert len(level_layouts(model.config, layer)) == model.config.num_q_heads
+        for layout, n in zip(level_layouts(model.config, layer), model.config.layer_splits[layer]):
+            d = model.config.head_dim // n
+            assert (layout.num_subheads, layout.subhead_dim) == (n, d)
+            reads = (f"kv head {layout.kv_head}" if layout.key_head == layout.kv_head
+                     else f"key head {layout.key_head}, value head {layout.kv_head}")
+            assert f"blocks.{layer}.attn.level{layout.level}  level  {reads}, {n} sub-head" in text
             assert f"q (2, {n}, 7, {d})" in text
     assert "<model>  GPT  (2, 7) -> ((2, 7, 61), None)" in text
     assert trace.roots[0].children[-1].label() == "output  Linear (tied to embedding)  (2, 7, 32) -> (2, 7, 61)"
@@ -121,6 +133,7 @@ ATTENTION_CASES = [
     {"fractal_split": 3, "head_dim": 18, "num_q_heads": 3},
     {"attention": "mha", "num_kv_heads": 3},
     {"attention": "mha", "num_q_heads": 4, "num_kv_heads": 2},
+    *PATTERN_CASES,
 ]
 
 

@@ -37,19 +37,24 @@ def test_seed_1m_has_the_original_numbers():
         64, 4, 8.0, True, "SiLU")
     assert (model.num_q_heads, model.num_kv_heads, model.head_dim, model.max_seq_len, model.vocab_size) == (
         3, 1, 64, 512, 8192)
-    assert (model.attention, model.fractal_split) == ("fha", 2)
+    assert (model.attention, model.fractal_split, model.fractal_scale, model.rope_layout) == ("fha", 2, "head", "head")
+    assert (model.norm_bias, model.dropout, model.attn_dropout) == (True, 0.0, 0.0)
     assert (train.max_iters, train.batch_size, train.lr_init, train.lr_max, train.lr_min) == (2000, 32, 1e-6, 0.1, 1e-3)
-    assert (train.weight_decay, train.warmup_steps, train.final_flat_steps) == (0.05, 100, 600)
+    assert (train.weight_decay, train.warmup_steps, train.final_flat_steps) == (0.05, 100, 400)
 
 
 def test_seed_03m_and_08m():
     small, train = configs("seed-0.3m")
     assert (small.dim, small.num_layers, small.num_q_heads, small.head_dim, small.max_seq_len, small.vocab_size) == (
         64, 4, 4, 32, 256, 2048)
-    assert (train.batch_size, train.max_iters, train.lr_init, train.lr_max, train.lr_min) == (32, 100, 1e-5, 0.1, 1e-3)
+    assert (small.fractal_scale, small.norm_bias) == ("head", True)
+    assert (train.batch_size, train.max_iters, train.lr_init, train.lr_max, train.lr_min) == (32, 100, 1e-6, 1e-2, 1e-4)
+    assert (train.warmup_steps, train.final_flat_steps) == (10, 10)
     assert (train.weight_decay, train.num_restarts, train.T_mult) == (0.02, 3, 2.0)
-    wide, _ = configs("seed-0.8m")
+    wide, wide_train = configs("seed-0.8m")
     assert wide.dim == 128 and wide.replace(dim=64) == small
+    assert (wide_train.lr_init, wide_train.lr_max, wide_train.lr_min) == (1e-5, 0.1, 1e-3)
+    assert wide_train.replace(lr_init=1e-6, lr_max=1e-2, lr_min=1e-4) == train
 
 
 @pytest.mark.parametrize("seed", SEEDS)

@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
 from fha.errors import FhaError
-from fha.model.attention import ATTENTION_KERNELS
 from fha.model.layers import NONLINEARITIES, NORMS
+from fha.model.variants import ATTENTION_VARIANTS, AttentionVariant
 
 C = TypeVar("C", bound="ConfigBase")
 
-ATTENTION_TYPES = tuple(ATTENTION_KERNELS)
+ATTENTION_TYPES = tuple(ATTENTION_VARIANTS)
 FRACTAL_SCALES = ("subhead", "head")
+ROPE_LAYOUTS = ("head", "subhead")
+HEAD_SEPARATOR, LAYER_SEPARATOR = ",", "/"  # --set layer_head_splits=1,2,4/4,4,4
 NORM_TYPES = tuple(NORMS)
 MLP_NONLINEARITIES = tuple(NONLINEARITIES)
 GATED_HIDDEN_FRACTION = 2 / 3  # three gated matrices hold as many weights as two ungated ones
@@ -36,7 +38,7 @@ def near_matches(name: str, candidates: typing.Iterable[str]) -> str:
     return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
-def _allowed_types(annotation: Any) -> tuple[type, ...]:
+def _allowed_types(annotation: Any) -> tuple[Any, ...]:
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         return tuple(t for arg in typing.get_args(annotation) for t in _allowed_types(arg))
     if annotation is None or annotation is type(None):
@@ -44,8 +46,45 @@ def _allowed_types(annotation: Any) -> tuple[type, ...]:
     return (annotation,)
 
 
-def _parse_scalar(text: str, kind: type) -> Any:
+def _tuple_depth(kind: Any) -> int:
+    """1 for tuple[int, ...], 2 for tuple[tuple[int, ...], ...], 0 for anything else."""
+    if typing.get_origin(kind) is not tuple:
+        return 0
+    return 1 + _tuple_depth(typing.get_args(kind)[0])
+
+
+def _as_int_tuples(value: Any, depth: int) -> Any:
+    """`value` (lists or tuples nested `depth` deep around integers) as nested tuples; raises
+    ValueError when it is not of that shape."""
+    if depth == 0:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(value)
+        return value
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(value)
+    return tuple(_as_int_tuples(item, depth - 1) for item in value)
+
+
+def _type_name(kind: Any) -> str:
+    depth = _tuple_depth(kind)
+    if depth == 1:
+        return "a list of integers (1,2,4)"
+    if depth == 2:
+        return f"one list of integers per layer (1,2,4{LAYER_SEPARATOR}4,4,4)"
+    return "None" if kind is type(None) else kind.__name__
+
+
+def _parse_int_lists(text: str, depth: int) -> Any:
+    """"1,2,4" (depth 1) or "1,2,4/4,4,4" (depth 2) as nested tuples of integers."""
+    if depth == 1:
+        return tuple(int(item) for item in text.split(HEAD_SEPARATOR))
+    return tuple(_parse_int_lists(part, depth - 1) for part in text.split(LAYER_SEPARATOR))
+
+
+def _parse_scalar(text: str, kind: Any) -> Any:
     lowered = text.strip().lower()
+    if _tuple_depth(kind):
+        return _parse_int_lists(text.replace(" ", ""), _tuple_depth(kind))
     if kind is type(None):
         if lowered in ("none", "null"):
             return None
@@ -120,7 +159,7 @@ class ConfigBase:
                 return _parse_scalar(text, kind)
             except ValueError:
                 continue
-        names = " or ".join(k.__name__ for k in kinds)
+        names = " or ".join(_type_name(k) for k in kinds)
         raise ValueError(f"{name}={text!r}: expected {names}")
 
     def _check_types(self) -> None:
@@ -129,11 +168,19 @@ class ConfigBase:
             if float in kinds and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
                 object.__setattr__(self, name, value)
-            ok = any(
-                isinstance(value, kind) and not (kind is int and isinstance(value, bool)) for kind in kinds
-            )
+            ok = False
+            for kind in kinds:
+                if _tuple_depth(kind):
+                    try:
+                        value = _as_int_tuples(value, _tuple_depth(kind))
+                    except ValueError:
+                        continue
+                    object.__setattr__(self, name, value)  # lists from TOML or JSON become tuples
+                    ok = True
+                elif isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+                    ok = True
             if not ok:
-                names = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
+                names = " or ".join(_type_name(k) for k in kinds)
                 raise ValueError(f"{name} must be {names}, got {value!r}")
 
 
@@ -159,11 +206,16 @@ def require_probability(config: ConfigBase, name: str) -> None:
 
 @dataclasses.dataclass
 class ModelConfig(ConfigBase):
-    """Architecture of a GPT whose attention is fractal-head ("fha") or ordinary ("mha").
+    """Architecture of a GPT whose attention heads are cut into sub-heads by a named variant.
 
     With ``attention="fha"`` query head ``i`` (a *level*) is cut into ``fractal_split**i``
-    sub-heads of ``head_dim / fractal_split**i`` dimensions. ``"mha"`` uses the same
-    projections with whole heads, so the two are parameter-matched.
+    sub-heads of ``head_dim / fractal_split**i`` dimensions; ``"mha"`` keeps whole heads; the
+    other names of `fha.model.variants.ATTENTION_VARIANTS` cut them otherwise, and ``"split"``
+    takes any cut from `head_splits` (every layer) or `layer_head_splits` (one pattern per
+    layer). All variants use the same projections, so they are parameter-matched.
+    `rope_layout="subhead"` gives every sub-head RoPE's full spectrum for its own size.
+
+    Derived in ``__post_init__``: `layer_splits`, the cut of every head of every layer.
     """
 
     dim: int = 64
@@ -176,6 +228,9 @@ class ModelConfig(ConfigBase):
     head_dim: int = 32
     fractal_split: int = 2
     fractal_scale: str | float = "subhead"
+    head_splits: tuple[int, ...] | None = None
+    layer_head_splits: tuple[tuple[int, ...], ...] | None = None
+    rope_layout: str = "head"
     theta: float = 10000.0
     dropout: float = 0.0
     attn_dropout: float = 0.0
@@ -190,6 +245,7 @@ class ModelConfig(ConfigBase):
     second_resid_norm: bool = False
     scale_first_resid: bool = True
     pad_id: int | None = None
+    layer_splits: tuple[tuple[int, ...], ...] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -198,6 +254,7 @@ class ModelConfig(ConfigBase):
             "head_dim", "fractal_split", "theta", "mlp_hidden_mult", "eps",
         )
         require_choice(self, "attention", ATTENTION_TYPES)
+        require_choice(self, "rope_layout", ROPE_LAYOUTS)
         require_choice(self, "mlp_nonlinearity", MLP_NONLINEARITIES)
         require_choice(self, "norm_type", NORM_TYPES)
         require_probability(self, "dropout")
@@ -219,18 +276,10 @@ class ModelConfig(ConfigBase):
             f"num_q_heads ({self.num_q_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})",
         )
         _require(self.head_dim % 2 == 0, f"head_dim must be even for RoPE, got {self.head_dim}")
-        if self.attention == "fha":
-            cuts = self.fractal_split ** (self.num_q_heads - 1)
-            _require(
-                self.head_dim % cuts == 0,
-                f"head_dim ({self.head_dim}) must be divisible by fractal_split**(num_q_heads-1) "
-                f"= {self.fractal_split}**{self.num_q_heads - 1} = {cuts}",
-            )
-            _require(
-                (self.head_dim // cuts) % 2 == 0,
-                f"the smallest sub-head has {self.head_dim // cuts} dimensions; it must be even so "
-                f"that no RoPE pair is cut (lower num_q_heads or fractal_split, or raise head_dim)",
-            )
+        self._check_written_patterns()
+        self.layer_splits = tuple(self.variant.head_splits(self, layer) for layer in range(self.num_layers))
+        for layer, splits in enumerate(self.layer_splits):
+            self._check_cuts(splits, self._pattern_name(layer))
         if self.pad_id is not None:
             _require(
                 0 <= self.pad_id < self.vocab_size,
@@ -238,15 +287,88 @@ class ModelConfig(ConfigBase):
             )
         _require(self.mlp_hidden_dim > 0, f"mlp_hidden_mult={self.mlp_hidden_mult} gives no hidden units")
 
+    def _check_written_patterns(self) -> None:
+        written = [name for name in ("head_splits", "layer_head_splits") if getattr(self, name) is not None]
+        if not self.variant.reads_pattern:
+            _require(not written, f"{' and '.join(written)} {'is' if len(written) == 1 else 'are'} read only by "
+                                  f"attention='split' (got attention={self.attention!r}); set attention='split' "
+                                  "with it or leave it out")
+            return
+        _require(len(written) == 1, "attention='split' needs exactly one of head_splits (the cut of every "
+                                    f"layer) and layer_head_splits (one per layer), got {len(written)}")
+        if self.layer_head_splits is not None:
+            _require(
+                len(self.layer_head_splits) == self.num_layers,
+                f"layer_head_splits has {len(self.layer_head_splits)} patterns; it needs one per layer "
+                f"(num_layers={self.num_layers})",
+            )
+
+    def _pattern_name(self, layer: int) -> str:
+        """Where a layer's cut comes from, for error messages."""
+        if self.layer_head_splits is not None:
+            return f"layer_head_splits[{layer}]"
+        if self.head_splits is not None:
+            return "head_splits"
+        return f"attention={self.attention!r} with fractal_split={self.fractal_split}"
+
+    def _check_cuts(self, splits: tuple[int, ...], source: str) -> None:
+        L, hd = self.num_q_heads, self.head_dim
+        _require(len(splits) == L,
+                 f"{source} has {len(splits)} entries; it needs one per query head (num_q_heads={L})")
+        for head, n in enumerate(splits):
+            _require(n >= 1, f"{source}: head {head} is cut into {n} sub-heads; a cut must be 1 or more")
+            _require(hd % n == 0,
+                     f"{source} cuts head {head} into {n} sub-heads, but head_dim ({hd}) is not divisible by {n}")
+        for head, n in enumerate(splits):
+            _require(
+                (hd // n) % 2 == 0,
+                f"{source} cuts head {head} into {n} sub-heads of {hd // n} dimensions; the smallest sub-head "
+                "must be even so that no RoPE pair is cut (cut less, or raise head_dim)",
+            )
+
     @property
-    def split(self) -> int:
-        """Sub-head split factor actually used: 1 for ordinary attention."""
-        return self.fractal_split if self.attention == "fha" else 1
+    def variant(self) -> AttentionVariant:
+        return ATTENTION_VARIANTS[self.attention]
 
     @property
     def subhead_dims(self) -> list[int]:
-        """Size of the sub-heads at each level (query head)."""
-        return [self.head_dim // self.split**level for level in range(self.num_q_heads)]
+        """Size of the sub-heads of each query head of the first layer."""
+        return [self.head_dim // n for n in self.layer_splits[0]]
+
+    @property
+    def rope_cuts(self) -> tuple[int, ...]:
+        """The cut that each row of the RoPE tables serves: one row (1, a whole head) unless
+        `rope_layout` is "subhead", then one row per distinct cut of the model."""
+        if self.rope_layout == "head":
+            return (1,)
+        return tuple(sorted({n for splits in self.layer_splits for n in splits}))
+
+    @property
+    def key_heads(self) -> int:
+        """Key heads a layer attends with: `num_kv_heads`, or `num_q_heads` when sub-head RoPE
+        must rotate a kv head differently for query heads of different cuts that share it."""
+        if self.rope_layout == "head":
+            return self.num_kv_heads
+        group = self.num_q_heads // self.num_kv_heads
+        shared = all(len(set(splits[g * group : (g + 1) * group])) == 1
+                     for splits in self.layer_splits for g in range(self.num_kv_heads))
+        return self.num_kv_heads if shared else self.num_q_heads
+
+    def rope_plan(self, layer: int) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+        """How layer `layer` applies RoPE: the kv head each of its `key_heads` key heads is
+        rotated from, and the RoPE table row of each query head then each key head (None when
+        the tables have a single row, which every head shares)."""
+        splits, group = self.layer_splits[layer], self.num_q_heads // self.num_kv_heads
+        if self.key_heads == self.num_kv_heads:
+            sources = tuple(range(self.num_kv_heads))
+            key_cuts = tuple(splits[g * group] for g in sources)
+        else:
+            sources = tuple(head // group for head in range(self.num_q_heads))
+            key_cuts = splits
+        if len(self.rope_cuts) == 1:
+            return sources, None
+        row = {n: index for index, n in enumerate(self.rope_cuts)}
+        return sources, tuple(row[n] for n in splits + key_cuts)
 
     @property
     def mlp_hidden_dim(self) -> int:

@@ -37,7 +37,7 @@ class AttentionCall:
 
     name: str  # module name, e.g. "blocks.0.attn"
     x: Tensor  # (B, T, C)
-    rotation: Tensor  # RoPE, complex (T, 1, hd/2) or (B, T, 1, hd/2)
+    rotation: Tensor  # RoPE, complex (T, R, hd/2) or (B, T, R, hd/2)
     attn_mask: Tensor | None  # (B, 1, T, S) boolean, or None for plain causal attention
     output: Tensor  # (B, T, C)
 
@@ -96,9 +96,9 @@ def level_weights(attn: Attention, config: ModelConfig, call: AttentionCall) -> 
     T, S = q.shape[-2], k.shape[-2]
     allowed = call.attn_mask if call.attn_mask is not None else causal_mask(T, S, q.device)  # (T, S) or None
     weights = []
-    for layout in level_layouts(config):
+    for layout in level_layouts(config, attn.layer):
         q_l = _subheads(q[:, layout.level], layout)  # (B, n, T, d)
-        k_l = _subheads(k[:, layout.kv_head], layout)  # (B, n, S, d)
+        k_l = _subheads(k[:, layout.key_head], layout)  # (B, n, S, d)
         scores = (q_l @ k_l.transpose(-2, -1)) * layout.scale  # (B, n, T, S)
         if allowed is not None:
             scores = scores.masked_fill(~allowed, float("-inf"))
@@ -111,7 +111,7 @@ def mix_values(attn: Attention, config: ModelConfig, call: AttentionCall, weight
     _, _, v = attn.project(call.x, call.rotation)
     B, T, _ = call.x.shape
     levels = []
-    for layout, w in zip(level_layouts(config), weights):
+    for layout, w in zip(level_layouts(config, attn.layer), weights):
         v_l = _subheads(v[:, layout.kv_head], layout)  # (B, n, S, d)
         y = w @ v_l  # (B, n, T, d)
         levels.append(y.transpose(1, 2).reshape(B, T, config.head_dim))  # (B, T, hd)

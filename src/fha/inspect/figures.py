@@ -19,9 +19,9 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from fha.config import ModelConfig
-from fha.inspect.attention_maps import LayerAttention
 from fha.figures import DEFAULT_DPI, DEFAULT_FORMAT, save_figure
-from fha.inspect.layout import level_layouts
+from fha.inspect.attention_maps import LayerAttention
+from fha.inspect.layout import describe_attention, level_layouts
 
 log = logging.getLogger(__name__)
 
@@ -110,27 +110,30 @@ def _save_layer_overview(layer: LayerAttention, tokens: Sequence[str], path: Pat
 
 
 def save_head_layout(config: ModelConfig, path: str | Path, dpi: int = DEFAULT_DPI) -> Path:
-    """Draw which dimensions of head_dim each sub-head owns at each level, and the kv head each level reads."""
+    """Draw which dimensions of head_dim each sub-head owns in every query head, and the kv head
+    each reads: one block of rows for the whole model, or one per layer when layers differ."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    layouts = level_layouts(config)
-    figure = Figure(figsize=(LAYOUT_WIDTH_INCHES, LAYOUT_ROW_INCHES * (len(layouts) + 1)), layout="constrained")
+    per_layer = len(set(config.layer_splits)) > 1
+    rows = [(layer, layout) for layer in range(config.num_layers if per_layer else 1)
+            for layout in level_layouts(config, layer)]
+    figure = Figure(figsize=(LAYOUT_WIDTH_INCHES, LAYOUT_ROW_INCHES * (len(rows) + 1)), layout="constrained")
     ax = figure.add_subplot()
-    for layout in layouts:
+    labels = []
+    for y, (layer, layout) in enumerate(rows):
         for sub in range(layout.num_subheads):
             dims = layout.dims(sub)
-            ax.barh(layout.level, len(dims), left=dims.start, height=0.8, edgecolor="black",
+            ax.barh(y, len(dims), left=dims.start, height=0.8, edgecolor="black",
                     color=SUBHEAD_COLORS[sub % len(SUBHEAD_COLORS)])
             if layout.subhead_dim >= MIN_LABEL_FRACTION * config.head_dim:
-                ax.text(dims.start + len(dims) / 2, layout.level, f"{dims.start}–{dims.stop - 1}",
+                ax.text(dims.start + len(dims) / 2, y, f"{dims.start}–{dims.stop - 1}",
                         ha="center", va="center", fontsize=TOKEN_FONT_SIZE + 1)
-    ax.set_yticks([layout.level for layout in layouts],
-                  [f"level {layout.level}: {layout.num_subheads} × {layout.subhead_dim}\nreads kv head {layout.kv_head}"
-                   for layout in layouts], fontsize=TOKEN_FONT_SIZE + 2)
+        where = f"layer {layer} · " if per_layer else ""
+        labels.append(f"{where}head {layout.level}: {layout.num_subheads} × {layout.subhead_dim}\n"
+                      f"reads kv head {layout.kv_head}")
+    ax.set_yticks(range(len(rows)), labels, fontsize=TOKEN_FONT_SIZE + 2)
     ax.invert_yaxis()
     ax.set_xlim(0, config.head_dim)
     ax.set_xlabel(f"dimension of the head (head_dim = {config.head_dim})")
-    scale = f", scale {config.fractal_scale}" if config.attention == "fha" else ""
-    ax.set_title(f"{config.attention} head layout: split {config.split}{scale}, "
-                 f"{config.num_q_heads} query heads, {config.num_kv_heads} kv head{'s' if config.num_kv_heads > 1 else ''}")
+    ax.set_title(f"head layout: {describe_attention(config)}", fontsize=TOKEN_FONT_SIZE + 3)
     return save_figure(figure, path, dpi)

@@ -1,10 +1,11 @@
-"""How a model's attention heads are laid out: levels, sub-heads, the dimensions each owns.
+"""How a model's attention heads are laid out: the sub-heads of every query head, the
+dimensions each owns, and the key and value heads it reads.
 
 Derived from the `ModelConfig` alone, because the attention kernel is a plain function with
-no modules inside it to hook. The rules mirror `fha.model.attention`: query head ``i`` (a
-*level*) reads kv head ``i // (num_q_heads // num_kv_heads)`` and, in fractal-head
-attention, is cut into ``split**i`` contiguous sub-heads of ``head_dim // split**i``
-dimensions; ordinary attention ("mha") is the same with one sub-head per level.
+no modules inside it to hook. The cut of each head comes from the config's attention variant
+(`fha.model.variants`), and the rules mirror `fha.model.attention`: query head ``i`` reads
+value head ``i // (num_q_heads // num_kv_heads)`` and the key head of the same rule over
+``config.key_heads``, and is cut into ``layer_splits[layer][i]`` contiguous sub-heads.
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fha.config import ModelConfig
+from fha.model.attention import score_scale
 
 
 @dataclass(frozen=True)
 class LevelLayout:
-    """One query head (level) of an attention layer."""
+    """One query head (a *level* in fractal-head attention) of an attention layer."""
 
     level: int
-    kv_head: int
+    kv_head: int  # the value head it reads (and the key head, unless keys are rotated per query head)
+    key_head: int  # the key head it reads
     num_subheads: int  # n
     subhead_dim: int  # d = head_dim // n
     scale: float  # the softmax temperature its sub-heads use
@@ -29,39 +32,24 @@ class LevelLayout:
         return range(subhead * self.subhead_dim, (subhead + 1) * self.subhead_dim)
 
 
-def softmax_scale(config: ModelConfig, subhead_dim: int) -> float:
-    """The factor the kernel multiplies q.k by, for a sub-head of `subhead_dim` dimensions.
-
-    `grouped_attention` ("mha") always uses ``head_dim**-0.5``; `fractal_attention` follows
-    `config.fractal_scale`: "subhead" is ``d**-0.5``, "head" is ``head_dim**-0.5``, a number
-    is used as it is.
-    """
-    if config.attention != "fha" or config.fractal_scale == "head":
-        return config.head_dim**-0.5
-    if config.fractal_scale == "subhead":
-        return subhead_dim**-0.5
-    return float(config.fractal_scale)
-
-
-def level_layouts(config: ModelConfig) -> list[LevelLayout]:
-    """The levels of one attention layer of `config`, in query-head order."""
-    group = config.num_q_heads // config.num_kv_heads
+def level_layouts(config: ModelConfig, layer: int = 0) -> list[LevelLayout]:
+    """The query heads of attention layer `layer` of `config`, in order."""
+    L, hd = config.num_q_heads, config.head_dim
+    scale = config.variant.score_scale(config)
     layouts = []
-    for level, d in enumerate(config.subhead_dims):
+    for head, n in enumerate(config.layer_splits[layer]):
         layouts.append(LevelLayout(
-            level=level,
-            kv_head=level // group,
-            num_subheads=config.head_dim // d,
-            subhead_dim=d,
-            scale=softmax_scale(config, d),
+            level=head,
+            kv_head=head // (L // config.num_kv_heads),
+            key_head=head // (L // config.key_heads),
+            num_subheads=n,
+            subhead_dim=hd // n,
+            scale=score_scale(scale, hd, hd // n),
         ))
     return layouts
 
 
 def describe_attention(config: ModelConfig) -> str:
-    """A short phrase: "fha (split 2, scale subhead; sub-heads 32/16/8/4)" or "mha"."""
-    if config.attention != "fha":
-        return f"{config.attention} ({config.num_q_heads} heads of {config.head_dim}, {config.num_kv_heads} kv)"
-    sizes = "/".join(str(d) for d in config.subhead_dims)
-    return (f"{config.attention} (split {config.fractal_split}, scale {config.fractal_scale}; "
-            f"{config.num_q_heads} levels, sub-heads {sizes}, {config.num_kv_heads} kv)")
+    """A short phrase: "fha (split 2, scale subhead; 4 levels, sub-heads 32/16/8/4, 1 kv)"."""
+    rope = "; RoPE per sub-head" if config.rope_layout == "subhead" else ""
+    return config.variant.describe(config) + rope

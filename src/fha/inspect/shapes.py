@@ -10,7 +10,7 @@ a module appears under the traced module that was running when it was called (gr
 its ModuleList, such as ``blocks``, when that is traced too). Under each
 traced attention module the kernel and its levels are added as derived lines (the kernel is
 a function, so there is nothing to hook); their shapes use the notation of
-`fha.model.attention`: q (B, L, T, hd), k/v (B, Hkv, S, hd), one level's sub-heads (B, n, T, d).
+`fha.model.attention`: q (B, L, T, hd), k/v (B, Hkv, S, hd), one head's sub-heads (B, n, T, d).
 Likewise the output layer, tied to the embedding and applied as a function, is a derived
 line at the end of a traced GPT.
 """
@@ -110,7 +110,7 @@ class ShapeTrace:
         node.outputs = format_shape(output)
         if isinstance(module, Attention) and config is not None:
             given = attention_arguments(module, args, kwargs)
-            _add_kernel_lines(node, config, given["x"], given["cache"] is not None)
+            _add_kernel_lines(node, config, module.layer, given["x"], given["cache"] is not None)
         if isinstance(module, GPT) and isinstance(output[0], Tensor):
             logits = output[0]  # (B, T, V)
             node.children.append(ShapeNode(
@@ -144,24 +144,27 @@ def _dims(*sizes: int | str) -> str:
     return "(" + ", ".join(str(size) for size in sizes) + ")"
 
 
-def _add_kernel_lines(attn_node: ShapeNode, config: ModelConfig, x: Tensor, has_cache: bool) -> None:
-    """Insert the kernel line, with one line per level, before the output projection's line."""
+def _add_kernel_lines(attn_node: ShapeNode, config: ModelConfig, layer: int, x: Tensor, has_cache: bool) -> None:
+    """Insert the kernel line, with one line per query head, before the output projection's line."""
     B, T = x.shape[0], x.shape[1]
     S = "S" if has_cache else T  # keys held in a KV cache are not visible from the inputs
-    L, Hkv, hd = config.num_q_heads, config.num_kv_heads, config.head_dim
-    kernel_name = "fractal_attention" if config.attention == "fha" else "grouped_attention"
-    settings = f"split {config.fractal_split}, scale {config.fractal_scale}" if config.attention == "fha" else ""
+    L, Hk, Hkv, hd = config.num_q_heads, config.key_heads, config.num_kv_heads, config.head_dim
+    variant = config.variant
+    kv = f"k/v {_dims(B, Hkv, S, hd)}" if Hk == Hkv else f"k {_dims(B, Hk, S, hd)}, v {_dims(B, Hkv, S, hd)}"
     kernel = ShapeNode(
         f"{attn_node.name}.kernel", "kernel",
-        inputs=f"{kernel_name}({settings}) q {_dims(B, L, T, hd)}, k/v {_dims(B, Hkv, S, hd)}",
+        inputs=f"{variant.kernel_name}({variant.kernel_label(config, config.layer_splits[layer])}) "
+               f"q {_dims(B, L, T, hd)}, {kv}",
         outputs=_dims(B, L, T, hd), derived=True,
     )
-    for layout in level_layouts(config):
+    for layout in level_layouts(config, layer):
         n, d = layout.num_subheads, layout.subhead_dim
         noun = "sub-head" if n == 1 else "sub-heads"
+        reads = (f"kv head {layout.kv_head}" if layout.key_head == layout.kv_head
+                 else f"key head {layout.key_head}, value head {layout.kv_head}")
         kernel.children.append(ShapeNode(
             f"{attn_node.name}.level{layout.level}", "level",
-            inputs=f"kv head {layout.kv_head}, {n} {noun} of {d}: q {_dims(B, n, T, d)}, k/v {_dims(B, n, S, d)}",
+            inputs=f"{reads}, {n} {noun} of {d}: q {_dims(B, n, T, d)}, k/v {_dims(B, n, S, d)}",
             outputs=_dims(B, n, T, d), derived=True,
         ))
     names = [child.name for child in attn_node.children]

@@ -6,18 +6,22 @@ Notation used in the shape comments:
     S  key/value positions (S >= T; S > T when a KV cache holds earlier positions)
     L  query heads; in fractal-head attention each query head is one *level*
     Hkv  key/value heads (grouped-query sharing: query head i reads kv head i // (L // Hkv))
+    Hk, Hv  key heads and value heads when they differ (Hk = L for sub-head RoPE, see Attention)
     hd head size
-    n  sub-heads at one level (split**level)
+    n  sub-heads of one head (splits[i]; split**i in fractal-head attention)
     d  sub-head size (hd // n)
-    N  sub-heads at the deepest level (split**(L-1)), the widest level
+    h  query heads that share one cut (one SDPA call)
+    N  sub-heads of the most finely cut head (max(splits))
     G  query heads per key/value head (L // Hkv)
+    R  rows of the RoPE tables (one per distinct cut with sub-head RoPE, else 1)
     C  model width (dim)
 """
 
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +39,16 @@ if TYPE_CHECKING:
 # (`python benchmarks/bench_attention.py --decode`); the limit stays below that.
 SINGLE_QUERY_MAX_SCORES = 1 << 16
 OWNER_CACHE_SIZE = 32  # (shape, scale, dtype, device) combinations of owner matrices kept
+# Head sizes the fused SDPA kernels of a device type take without falling back to the math
+# kernel, which materialises the T x S scores: CUDA's flash, memory-efficient and cuDNN
+# kernels want multiples of 8. Smaller sub-heads are zero-padded up to it (exact: zero
+# dimensions add nothing to q.k and the padded output columns are dropped).
+FUSED_HEAD_MULTIPLE = {"cuda": 8}
+
+
+def fused_head_multiple(device: torch.device) -> int:
+    """The multiple that sub-head sizes are padded to on `device` (1: no padding)."""
+    return FUSED_HEAD_MULTIPLE.get(device.type, 1)
 
 
 def causal_mask(T: int, S: int, device: torch.device) -> Tensor | None:
@@ -57,19 +71,28 @@ def _attend(
     scale: float,
     dropout_p: float,
     enable_gqa: bool = False,
+    head_multiple: int = 1,
 ) -> Tensor:
-    """One SDPA call with bottom-right causality; the fused causal kernel when S == T."""
-    T, S = q.shape[-2], k.shape[-2]
-    if attn_mask is None and is_causal:
-        if T == S:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, dropout_p=dropout_p,
-                                                  enable_gqa=enable_gqa)
-        attn_mask = causal_mask(T, S, q.device)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, scale=scale, dropout_p=dropout_p,
-                                          enable_gqa=enable_gqa)
+    """One SDPA call with bottom-right causality; the fused causal kernel when S == T. Heads
+    whose size is not a multiple of `head_multiple` are zero-padded to one for the call."""
+    T, S, d = q.shape[-2], k.shape[-2], q.shape[-1]
+    pad = -d % head_multiple
+    if pad:
+        q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))  # (..., d + pad) each
+    fused_causal = attn_mask is None and is_causal and T == S
+    if attn_mask is None and is_causal and T != S:
+        attn_mask = causal_mask(T, S, q.device)  # None for a single query, which sees every key
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=fused_causal, scale=scale,
+                                       dropout_p=dropout_p, enable_gqa=enable_gqa)
+    return y[..., :d] if pad else y
 
 
-def _scale_for(scale: str | float, hd: int, d: int) -> float:
+def score_scale(scale: str | float, hd: int, d: int) -> float:
+    """The factor q.k is multiplied by in a sub-head of `d` dimensions cut from a head of `hd`.
+
+    "subhead": ``d**-0.5`` (every sub-head is an ordinary attention head); "head": ``hd**-0.5``
+    for every sub-head (the original FHA design); a positive number is used as it is.
+    """
     if scale == "subhead":
         return d**-0.5
     if scale == "head":
@@ -79,16 +102,59 @@ def _scale_for(scale: str | float, hd: int, d: int) -> float:
     raise ValueError(f"scale must be 'subhead', 'head' or a positive number, got {scale!r}")
 
 
-def _check_shapes(q: Tensor, k: Tensor, v: Tensor) -> tuple[int, int]:
-    if q.dim() != 4 or k.dim() != 4 or v.shape != k.shape:
+def _check_shapes(q: Tensor, k: Tensor, v: Tensor) -> tuple[int, int, int]:
+    """L, Hk, Hv of q (B, L, T, hd), k (B, Hk, S, hd), v (B, Hv, S, hd)."""
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4 or k.shape[0] != v.shape[0] or k.shape[2:] != v.shape[2:]:
         raise ValueError(f"expected q (B, L, T, hd) and k, v (B, Hkv, S, hd), got {tuple(q.shape)}, "
                          f"{tuple(k.shape)}, {tuple(v.shape)}")
-    L, Hkv = q.shape[1], k.shape[1]
-    if L % Hkv:
-        raise ValueError(f"query heads ({L}) must be a multiple of key/value heads ({Hkv})")
+    L, Hk, Hv = q.shape[1], k.shape[1], v.shape[1]
+    for name, heads in ((("key/value", Hk),) if Hk == Hv else (("key", Hk), ("value", Hv))):
+        if L % heads:
+            raise ValueError(f"query heads ({L}) must be a multiple of {name} heads ({heads})")
     if k.shape[-2] < q.shape[-2]:
         raise ValueError(f"keys ({k.shape[-2]}) must cover at least the queries ({q.shape[-2]})")
-    return L, Hkv
+    return L, Hk, Hv
+
+
+def check_splits(splits: Sequence[int], num_heads: int, hd: int) -> tuple[int, ...]:
+    """`splits` as a tuple after checking it: one positive cut per head, each dividing `hd`."""
+    splits = tuple(splits)
+    if len(splits) != num_heads:
+        raise ValueError(f"splits has {len(splits)} entries for {num_heads} query heads; give one per head")
+    for head, n in enumerate(splits):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"head {head}: the number of sub-heads must be a positive integer, got {n!r}")
+        if hd % n:
+            raise ValueError(f"head {head}: head size {hd} is not divisible by its cut into {n} sub-heads")
+    return splits
+
+
+def cut_groups(splits: tuple[int, ...]) -> tuple[tuple[int, tuple[int, ...]], ...]:
+    """The heads of each distinct cut, ``((n, heads), ...)`` in order of first appearance."""
+    heads: dict[int, list[int]] = {}
+    for head, n in enumerate(splits):
+        heads.setdefault(n, []).append(head)
+    return tuple((n, tuple(members)) for n, members in heads.items())
+
+
+def _heads(x: Tensor, heads: tuple[int, ...], group: int) -> Tensor:
+    """The heads that query heads `heads` read from x (B, H, S, hd), H = L / group: (B, h, S, hd).
+
+    A view where they are consecutive or all one head (expanded), a gathered copy otherwise.
+    """
+    source = [head // group for head in heads]
+    first = source[0]
+    if source == list(range(first, first + len(source))):
+        return x[:, first : first + len(source)]  # (B, h, S, hd)
+    if source == [first] * len(source):
+        return x[:, first : first + 1].expand(-1, len(source), -1, -1)  # (B, h, S, hd)
+    return x[:, source]  # (B, h, S, hd)
+
+
+def _subheads(x: Tensor, n: int) -> Tensor:
+    """(B, h, S, hd) -> (B, h*n, S, d): every head cut into n contiguous sub-heads of d = hd / n."""
+    B, h, S, hd = x.shape
+    return x.unflatten(-1, (n, hd // n)).transpose(2, 3).reshape(B, h * n, S, hd // n)  # (B, h*n, S, d)
 
 
 def fractal_attention(
@@ -97,67 +163,73 @@ def fractal_attention(
     v: Tensor,
     *,
     split: int = 2,
+    splits: Sequence[int] | None = None,
     is_causal: bool = True,
     scale: str | float = "subhead",
     dropout_p: float = 0.0,
     attn_mask: Tensor | None = None,
+    head_multiple: int | None = None,
 ) -> Tensor:
-    """Fractal-head attention: level i cuts its head into split**i sub-heads.
+    """Attention whose query head i is cut into splits[i] sub-heads (fractal-head attention
+    when ``splits = [1, split, split**2, ...]``, the default built from `split`).
 
-    q: (B, L, T, hd); k, v: (B, Hkv, S, hd). Query level i reads kv head i // (L // Hkv)
-    and cuts it, like its own head, into n = split**i contiguous sub-heads of d = hd // n
-    dimensions, each an ordinary softmax attention head. One fused SDPA call per level; a
-    small decoding step (one query position, no dropout, at most SINGLE_QUERY_MAX_SCORES
-    scores) takes every level at once.
+    q: (B, L, T, hd); k: (B, Hk, S, hd); v: (B, Hv, S, hd). Query head i reads key head
+    i // (L // Hk) and value head i // (L // Hv) (grouped-query order; usually Hk == Hv) and
+    cuts them, like its own head, into n = splits[i] contiguous sub-heads of d = hd // n
+    dimensions, each an ordinary softmax attention head. One fused SDPA call per distinct
+    cut (the heads that share a cut go in one call); a small decoding step (one query
+    position, no dropout, at most SINGLE_QUERY_MAX_SCORES scores) takes every head at once.
 
     attn_mask: optional boolean (B, 1, T, S) or (T, S) mask of allowed keys; it replaces the
-    causal mask (the caller includes causality in it), and every query must keep at least one
-    key. Returns (B, L, T, hd).
+    causal mask (the caller includes causality in it). A query that may see no key at all
+    gets zeros, as in SDPA. head_multiple: sub-heads whose size is not a multiple of it are
+    zero-padded for their SDPA call (exact); None takes what the device's fused kernels need
+    (`fused_head_multiple`). Returns (B, L, T, hd).
     """
-    L, Hkv = _check_shapes(q, k, v)
+    L, Hk, Hv = _check_shapes(q, k, v)
     B, _, T, hd = q.shape
     S = k.shape[-2]
-    if hd % split ** (L - 1):
-        raise ValueError(f"head size {hd} is not divisible by split**(levels-1) = {split ** (L - 1)}")
+    splits = check_splits([split**level for level in range(L)] if splits is None else splits, L, hd)
     if attn_mask is not None and attn_mask.dtype != torch.bool:
         raise ValueError(f"attn_mask must be boolean (True = may attend), got {attn_mask.dtype}")
-    if T == 1 and dropout_p == 0.0 and B * L * split ** (L - 1) * S <= SINGLE_QUERY_MAX_SCORES:
-        return _fractal_single_query(q, k, v, split=split, scale=scale, attn_mask=attn_mask)
-    group = L // Hkv
-    levels = []
-    for level in range(L):
-        n = split**level
-        d = hd // n
-        g = level // group
-        q_l = q[:, level].view(B, T, n, d).transpose(1, 2)  # (B, n, T, d)
-        k_l = k[:, g].view(B, S, n, d).transpose(1, 2)  # (B, n, S, d)
-        v_l = v[:, g].view(B, S, n, d).transpose(1, 2)  # (B, n, S, d)
-        y = _attend(q_l, k_l, v_l, is_causal=is_causal, attn_mask=attn_mask,
-                    scale=_scale_for(scale, hd, d), dropout_p=dropout_p)  # (B, n, T, d)
-        levels.append(y.transpose(1, 2).reshape(B, T, hd))  # (B, T, hd)
-    return torch.stack(levels, dim=2).transpose(1, 2)  # (B, T, L, hd) viewed as (B, L, T, hd)
+    if T == 1 and dropout_p == 0.0 and B * L * max(splits) * S <= SINGLE_QUERY_MAX_SCORES:
+        return _fractal_single_query(q, k, v, splits=splits, scale=scale, attn_mask=attn_mask)
+    multiple = fused_head_multiple(q.device) if head_multiple is None else head_multiple
+    parts, order = [], []
+    for n, heads in cut_groups(splits):
+        h, d = len(heads), hd // n
+        q_c = _subheads(_heads(q, heads, 1), n)  # (B, h*n, T, d)
+        k_c = _subheads(_heads(k, heads, L // Hk), n)  # (B, h*n, S, d)
+        v_c = _subheads(_heads(v, heads, L // Hv), n)  # (B, h*n, S, d)
+        y = _attend(q_c, k_c, v_c, is_causal=is_causal, attn_mask=attn_mask, scale=score_scale(scale, hd, d),
+                    dropout_p=dropout_p, head_multiple=multiple)  # (B, h*n, T, d)
+        parts.append(y.view(B, h, n, T, d).permute(0, 3, 1, 2, 4).reshape(B, T, h, hd))  # (B, T, h, hd)
+        order.extend(heads)
+    out = torch.cat(parts, dim=2)  # (B, T, L, hd) with heads in group order
+    if order != list(range(L)):
+        out = out.index_select(2, torch.tensor(order, device=q.device).argsort())  # (B, T, L, hd)
+    return out.transpose(1, 2)  # (B, L, T, hd)
 
 
 def _subhead_owners(
-    L: int, Hkv: int, hd: int, split: int, scale: str | float, dtype: torch.dtype, device: torch.device
+    splits: tuple[int, ...], Hk: int, hd: int, scale: str | float, dtype: torch.dtype, device: torch.device
 ) -> tuple[Tensor, Tensor]:
-    """Which sub-head owns each head dimension, per level: 0/1 rows padded to N sub-heads.
+    """Which sub-head owns each head dimension, per head: 0/1 rows padded to N = max(splits).
 
-    Returns the rows times each level's softmax scale, (Hkv, G, N, hd), and the plain rows,
-    (Hkv, G*N, hd).
+    Returns the rows times each head's softmax scale, (Hk, G, N, hd) with G = L / Hk, and the
+    plain rows, (L*N, hd).
     """
-    N = split ** (L - 1)
-    G = L // Hkv
+    L, N = len(splits), max(splits)
     dims = torch.arange(hd)
     owners, scales = [], []
-    for level in range(L):
-        d = hd // split**level
-        owners.append(torch.arange(N)[:, None] == dims[None, :] // d)  # (N, hd)
-        scales.append(_scale_for(scale, hd, d))
+    for n in splits:
+        d = hd // n
+        owners.append(torch.arange(N)[:, None] == dims[None, :] // d)  # (N, hd); rows n.. are all False
+        scales.append(score_scale(scale, hd, d))
     with torch.inference_mode(False):  # usable by autograd even when first built while decoding
         owner = torch.stack(owners).to(device=device, dtype=dtype)  # (L, N, hd)
         scaled = owner * torch.tensor(scales, dtype=dtype, device=device)[:, None, None]  # (L, N, hd)
-        return scaled.view(Hkv, G, N, hd), owner.view(Hkv, G * N, hd)  # (Hkv, G, N, hd), (Hkv, G*N, hd)
+        return scaled.view(Hk, L // Hk, N, hd), owner.view(L * N, hd)  # (Hk, G, N, hd), (L*N, hd)
 
 
 # Every layer of every eager decoding step needs the same matrices; a compiled graph builds
@@ -166,35 +238,37 @@ _cached_subhead_owners = functools.lru_cache(maxsize=OWNER_CACHE_SIZE)(_subhead_
 
 
 def _fractal_single_query(
-    q: Tensor, k: Tensor, v: Tensor, *, split: int, scale: str | float, attn_mask: Tensor | None
+    q: Tensor, k: Tensor, v: Tensor, *, splits: tuple[int, ...], scale: str | float, attn_mask: Tensor | None
 ) -> Tensor:
-    """Fractal-head attention for one query position (a decoding step), every level at once.
+    """`fractal_attention` for one query position (a decoding step), every head at once.
 
-    Multiplying a level's query by its scaled owner rows gives one query per sub-head, zero
+    Multiplying a head's query by its scaled owner rows gives one query per sub-head, zero
     outside the sub-head's dimensions, so `queries @ k^T` holds every sub-head's scores; the
-    owner rows then keep each sub-head's own block of `weights @ v`. Levels are padded to N
-    sub-heads (the padding rows are zero and never reach the output). Two matrix products
-    per kv head instead of one SDPA call per level: fewer operators, which is what a small
-    decoding step pays for, but about G*N/L times the arithmetic, hence the size limit.
-    The softmax runs in at least float32, as SDPA's does.
+    owner rows then keep each sub-head's own block of `weights @ v`. Heads are padded to
+    N = max(splits) sub-heads (the padding rows are zero and never reach the output). Two
+    matrix products per kv head instead of one SDPA call per cut: fewer operators, which is
+    what a small decoding step pays for, but about G*N/L times the arithmetic, hence the size
+    limit. The softmax runs in at least float32, as SDPA's does.
     """
     B, L, _, hd = q.shape
-    Hkv, S = k.shape[1], k.shape[2]
-    G = L // Hkv
+    Hk, Hv, S = k.shape[1], v.shape[1], k.shape[2]
     owners = _subhead_owners if torch.compiler.is_compiling() else _cached_subhead_owners
-    scaled, owner = owners(L, Hkv, hd, split, scale, q.dtype, q.device)  # (Hkv, G, N, hd), (Hkv, G*N, hd)
-    N = scaled.shape[2]
-    queries = (q.reshape(B, Hkv, G, 1, hd) * scaled).view(B, Hkv, G * N, hd)  # (B, Hkv, G*N, hd)
-    scores = queries @ k.transpose(-1, -2)  # (B, Hkv, G*N, S)
+    scaled, owner = owners(splits, Hk, hd, scale, q.dtype, q.device)  # (Hk, G, N, hd), (L*N, hd)
+    G, N = scaled.shape[1], scaled.shape[2]
+    queries = (q.reshape(B, Hk, G, 1, hd) * scaled).view(B, Hk, G * N, hd)  # (B, Hk, G*N, hd)
+    scores = queries @ k.transpose(-1, -2)  # (B, Hk, G*N, S)
     if attn_mask is not None:
         mask_rows = attn_mask.shape[0] if attn_mask.dim() == 4 else 1
-        scores = scores.masked_fill(~attn_mask.reshape(mask_rows, 1, 1, S), float("-inf"))  # (B, Hkv, G*N, S)
-    weights = scores.softmax(dim=-1, dtype=at_least_float32(scores.dtype))  # (B, Hkv, G*N, S)
+        hidden = ~attn_mask.reshape(mask_rows, 1, 1, S)  # (B or 1, 1, 1, S)
+        scores = scores.masked_fill(hidden, float("-inf"))  # (B, Hk, G*N, S)
+    weights = scores.softmax(dim=-1, dtype=at_least_float32(scores.dtype))  # (B, Hk, G*N, S)
+    if attn_mask is not None:
+        weights = weights.masked_fill(hidden, 0.0)  # a query that sees no key: zeros, not NaN
     if weights.dtype != v.dtype:
         weights = weights.to(v.dtype)
-    mixed = (weights @ v) * owner  # (B, Hkv, G*N, hd)
-    y = mixed.view(B, Hkv, G, N, hd).sum(dim=-2)  # (B, Hkv, G, hd)
-    return y.view(B, L, 1, hd)  # (B, L, T=1, hd)
+    weights = weights.view(B, Hv, L // Hv * N, S)  # (B, Hv, Gv*N, S), Gv = L / Hv
+    mixed = (weights @ v) * owner.view(Hv, L // Hv * N, hd)  # (B, Hv, Gv*N, hd)
+    return mixed.view(B, L, N, hd).sum(dim=-2).view(B, L, 1, hd)  # (B, L, T=1, hd)
 
 
 def grouped_attention(
@@ -208,72 +282,71 @@ def grouped_attention(
     attn_mask: Tensor | None = None,
 ) -> Tensor:
     """Ordinary multi-head / grouped-query attention in one SDPA call (same layout as above)."""
-    L, Hkv = _check_shapes(q, k, v)
+    L, Hkv, Hv = _check_shapes(q, k, v)
+    if Hv != Hkv:
+        raise ValueError(f"grouped_attention needs as many key heads as value heads, got {Hkv} and {Hv}")
     B, _, T, hd = q.shape
     S = k.shape[-2]
     if Hkv != L and T == 1:
         # A decoding step: SDPA shares each kv head itself rather than copying the whole cache.
-        return _attend(q, k, v, is_causal=is_causal, attn_mask=attn_mask, scale=_scale_for(scale, hd, hd),
-                       dropout_p=dropout_p, enable_gqa=True)  # (B, L, 1, hd)
+        return _attend(q, k, v, is_causal=is_causal, attn_mask=attn_mask, scale=score_scale(scale, hd, hd),
+                       dropout_p=dropout_p, enable_gqa=True, head_multiple=fused_head_multiple(q.device))
     if Hkv != L:
         k = k[:, :, None].expand(B, Hkv, L // Hkv, S, hd).reshape(B, L, S, hd)  # (B, L, S, hd)
         v = v[:, :, None].expand(B, Hkv, L // Hkv, S, hd).reshape(B, L, S, hd)  # (B, L, S, hd)
-    return _attend(q, k, v, is_causal=is_causal, attn_mask=attn_mask,
-                   scale=_scale_for(scale, hd, hd), dropout_p=dropout_p)  # (B, L, T, hd)
+    return _attend(q, k, v, is_causal=is_causal, attn_mask=attn_mask, scale=score_scale(scale, hd, hd),
+                   dropout_p=dropout_p, head_multiple=fused_head_multiple(q.device))  # (B, L, T, hd)
 
 
 AttentionKernel = Callable[..., Tensor]
 
 
-def _fractal_kernel(config: ModelConfig) -> AttentionKernel:
-    def kernel(q: Tensor, k: Tensor, v: Tensor, **kwargs) -> Tensor:
-        return fractal_attention(q, k, v, split=config.fractal_split, scale=config.fractal_scale, **kwargs)
+def rope_frequencies(
+    head_dim: int, max_seq_len: int, theta: float, cuts: Sequence[int] = (1,)
+) -> tuple[Tensor, Tensor]:
+    """cos and sin tables, (max_seq_len, R, head_dim // 2), for interleaved-pair RoPE.
 
-    return kernel
-
-
-def _grouped_kernel(config: ModelConfig) -> AttentionKernel:
-    def kernel(q: Tensor, k: Tensor, v: Tensor, **kwargs) -> Tensor:
-        return grouped_attention(q, k, v, **kwargs)
-
-    return kernel
-
-
-ATTENTION_KERNELS: dict[str, Callable[[ModelConfig], AttentionKernel]] = {
-    "fha": _fractal_kernel,
-    "mha": _grouped_kernel,
-}
-
-
-def rope_frequencies(head_dim: int, max_seq_len: int, theta: float) -> tuple[Tensor, Tensor]:
-    """cos and sin tables, (max_seq_len, head_dim // 2), for interleaved-pair RoPE."""
-    inv_freq = theta ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)  # (hd/2,)
-    angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float64), inv_freq)  # (T, hd/2)
+    Row r serves a head cut into ``cuts[r]`` sub-heads of d = head_dim / cuts[r] dimensions:
+    every sub-head gets the full spectrum ``theta**(-2j/d)`` of a head of its own size. The
+    default, one row for an uncut head, is ordinary RoPE over the whole head.
+    """
+    rows = []
+    for n in cuts:
+        d = head_dim // n
+        rows.append((theta ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)).repeat(n))  # (hd/2,)
+    inv_freq = torch.stack(rows)  # (R, hd/2)
+    angles = torch.arange(max_seq_len, dtype=torch.float64)[:, None, None] * inv_freq  # (T, R, hd/2)
     return angles.cos().float(), angles.sin().float()
 
 
 def rope_rotation(cos: Tensor, sin: Tensor) -> Tensor:
-    """The rotation of each position, with a head axis for broadcasting, in float32.
+    """The rotation of each position and table row (the head axis), in float32.
 
-    cos and sin (T, hd/2) or (B, T, hd/2). Eagerly: exp(i * angle) as complex64, (T, 1, hd/2)
-    or (B, T, 1, hd/2). Under torch.compile: the (cos, sin) pairs as real numbers, (T, 1, hd/2,
-    2) or (B, T, 1, hd/2, 2), because inductor generates no code for complex numbers and would
-    run every complex operator on its own.
+    cos and sin (T, R, hd/2) or (B, T, R, hd/2). Eagerly: exp(i * angle) as complex64 of the
+    same shape. Under torch.compile: the (cos, sin) pairs as real numbers, (..., R, hd/2, 2),
+    because inductor generates no code for complex numbers and would run every complex
+    operator on its own.
     """
     if cos.dtype != torch.float32:  # tables of a model cast to half precision
         cos, sin = cos.float(), sin.float()
     if torch.compiler.is_compiling():
-        return torch.stack((cos, sin), dim=-1).unsqueeze(-3)
-    return torch.complex(cos, sin).unsqueeze(-2)
+        return torch.stack((cos, sin), dim=-1)
+    return torch.complex(cos, sin)
+
+
+def rotation_rows(rotation: Tensor, rows: Tensor) -> Tensor:
+    """The rows `rows` (H,) of a rotation from `rope_rotation`, along its head axis."""
+    return rotation.index_select(-2 if rotation.is_complex() else -3, rows)
 
 
 def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
     """Rotate adjacent pairs (2j, 2j+1) of the last dimension.
 
-    x: (B, T, H, hd); rotation: from `rope_rotation`, complex or real pairs. Pairs never cross a
-    sub-head boundary (sub-head sizes are even), so each sub-head keeps RoPE's relative-position
-    property. Eagerly each pair is one complex number multiplied by its rotation: a few large
-    kernels instead of a dozen elementwise ones (which a compiled graph fuses into one).
+    x: (B, T, H, hd); rotation: from `rope_rotation`, complex or real pairs, with a head axis
+    of 1 (shared) or H rows. Pairs never cross a sub-head boundary (sub-head sizes are even),
+    so each sub-head keeps RoPE's relative-position property. Eagerly each pair is one complex
+    number multiplied by its rotation: a few large kernels instead of a dozen elementwise ones
+    (which a compiled graph fuses into one).
     """
     B, T, H, hd = x.shape
     pairs = x if x.dtype == torch.float32 else x.float()
@@ -281,7 +354,7 @@ def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
     if rotation.is_complex():
         rotated = torch.view_as_real(torch.view_as_complex(pairs) * rotation)  # (B, T, H, hd/2, 2)
     else:
-        cos, sin = rotation.unbind(-1)  # (..., 1, hd/2) each
+        cos, sin = rotation.unbind(-1)  # (..., 1 or H, hd/2) each
         even, odd = pairs.unbind(-1)  # (B, T, H, hd/2) each
         rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)  # (B, T, H, hd/2, 2)
     rotated = rotated.view(B, T, H, hd)  # (B, T, H, hd)
@@ -289,9 +362,14 @@ def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
 
 
 class Attention(nn.Module):
-    """Projections, RoPE and a kernel chosen by name (fractal-head or ordinary attention)."""
+    """Projections, RoPE and the kernel of the configured attention variant for one layer.
 
-    def __init__(self, config: ModelConfig) -> None:
+    With ``rope_layout="subhead"`` a key head that query heads of different cuts read is
+    rotated once per reading query head (``config.key_heads`` key heads), because each cut
+    needs its own frequencies; values are never rotated and keep ``num_kv_heads`` heads.
+    """
+
+    def __init__(self, config: ModelConfig, layer: int = 0) -> None:
         super().__init__()
         self.num_q_heads = config.num_q_heads
         self.num_kv_heads = config.num_kv_heads
@@ -301,16 +379,31 @@ class Attention(nn.Module):
         kv_width = config.num_kv_heads * config.head_dim
         self.qkv = nn.Linear(config.dim, q_width + 2 * kv_width, bias=False)
         self.out = nn.Linear(q_width, config.dim, bias=False)
-        self.kernel = ATTENTION_KERNELS[config.attention](config)
+        self.layer = layer
+        self.splits = config.layer_splits[layer]
+        self.kernel = config.variant.make_kernel(self.splits, config.variant.score_scale(config))
+        key_sources, rows = config.rope_plan(layer)
+        self.num_key_heads = len(key_sources)
+        own_keys = key_sources == tuple(range(self.num_kv_heads))
+        heads = tuple(range(self.num_q_heads)) + tuple(self.num_q_heads + g for g in key_sources)
+        self.register_buffer("key_sources", None if own_keys else torch.tensor(heads), persistent=False)
+        self.register_buffer("rope_rows", None if rows is None else torch.tensor(rows), persistent=False)
 
     def project(self, x: Tensor, rotation: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """q (B, L, T, hd) and k, v (B, Hkv, T, hd) of x (B, T, C); RoPE applied to q and k."""
+        """q (B, L, T, hd), k (B, Hk, T, hd) and v (B, Hkv, T, hd) of x (B, T, C); RoPE applied
+        to q and k. Hk is num_kv_heads, or num_q_heads when each query head needs its own key
+        rotation (sub-head RoPE over a kv head read by different cuts)."""
         B, T, _ = x.shape
-        L, Hkv, hd = self.num_q_heads, self.num_kv_heads, self.head_dim
+        L, Hkv, Hk, hd = self.num_q_heads, self.num_kv_heads, self.num_key_heads, self.head_dim
         qk, v = self.qkv(x).split(((L + Hkv) * hd, Hkv * hd), dim=-1)  # (B, T, (L + Hkv) hd), (B, T, Hkv hd)
-        q, k = apply_rope(qk.view(B, T, L + Hkv, hd), rotation).split((L, Hkv), dim=2)  # (B, T, L | Hkv, hd)
+        qk = qk.view(B, T, L + Hkv, hd)  # (B, T, L + Hkv, hd)
+        if self.key_sources is not None:
+            qk = qk.index_select(2, self.key_sources)  # (B, T, L + Hk, hd): each key head from its kv head
+        if self.rope_rows is not None:
+            rotation = rotation_rows(rotation, self.rope_rows)  # one row per q and k head
+        q, k = apply_rope(qk, rotation).split((L, Hk), dim=2)  # (B, T, L | Hk, hd)
         v = v.view(B, T, Hkv, hd)  # (B, T, Hkv, hd)
-        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, L | Hkv, T, hd)
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, L | Hk | Hkv, T, hd)
 
     def forward(
         self,
@@ -323,7 +416,7 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         q, k, v = self.project(x, rotation)
         if cache is not None:
-            k, v = cache.append(k, v)  # (B, Hkv, S, hd)
+            k, v = cache.append(k, v)  # (B, Hk, S, hd), (B, Hkv, S, hd)
         dropout_p = self.attn_dropout if self.training else 0.0
         y = self.kernel(q, k, v, dropout_p=dropout_p, attn_mask=attn_mask)  # (B, L, T, hd)
         return self.out(y.transpose(1, 2).reshape(B, T, self.num_q_heads * self.head_dim))  # (B, T, C)

@@ -20,7 +20,7 @@ LINEAR_INIT_STD = 0.02
 
 
 class GPT(nn.Module):
-    """Decoder-only transformer; attention is fractal-head or ordinary per `config.attention`.
+    """Decoder-only transformer whose attention heads are cut as `config.attention` says.
 
     ``logits, loss = model(idx, targets)``: logits (B, T, vocab_size); loss is the mean
     cross-entropy over targets that are neither `config.pad_id` nor -100.
@@ -32,11 +32,11 @@ class GPT(nn.Module):
         self.embedding = nn.Embedding(config.vocab_size, config.dim)
         self.embed_scale = math.sqrt(config.dim) if config.scale_first_resid else 1.0
         self.dropout = make_dropout(config.dropout)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
+        self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.num_layers))
         self.norm = make_norm(config)
-        cos, sin = rope_frequencies(config.head_dim, config.max_seq_len, config.theta)
-        self.register_buffer("rope_cos", cos, persistent=False)  # (max_seq_len, hd/2)
-        self.register_buffer("rope_sin", sin, persistent=False)  # (max_seq_len, hd/2)
+        cos, sin = rope_frequencies(config.head_dim, config.max_seq_len, config.theta, config.rope_cuts)
+        self.register_buffer("rope_cos", cos, persistent=False)  # (max_seq_len, R, hd/2)
+        self.register_buffer("rope_sin", sin, persistent=False)  # (max_seq_len, R, hd/2)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -95,7 +95,7 @@ class GPT(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """RoPE rotations of the new positions, and the attention mask where padding needs one."""
         if kv_cache is None and token_mask is None:
-            return rope_rotation(self.rope_cos[:T], self.rope_sin[:T]), None  # (T, 1, hd/2)
+            return rope_rotation(self.rope_cos[:T], self.rope_sin[:T]), None  # (T, R, hd/2)
         if kv_cache is None:
             positions = token_positions(torch.zeros(B, dtype=torch.long, device=token_mask.device), T, token_mask)
             attn_mask = padding_mask(token_mask[:, :0], token_mask, T)
@@ -105,7 +105,7 @@ class GPT(nn.Module):
                 start = kv_cache.length
                 return rope_rotation(self.rope_cos[start : start + T], self.rope_sin[start : start + T]), None
             positions = kv_cache.positions(T, token_mask)  # (B, T)
-        return rope_rotation(self.rope_cos[positions], self.rope_sin[positions]), attn_mask  # (B, T, 1, hd/2)
+        return rope_rotation(self.rope_cos[positions], self.rope_sin[positions]), attn_mask  # (B, T, R, hd/2)
 
     def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
         """Mean cross-entropy over targets that are neither padding nor IGNORE_INDEX."""

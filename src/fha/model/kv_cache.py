@@ -1,6 +1,7 @@
 """Key/value cache for incremental decoding, with optional left padding of prompts.
 
-Notation as in attention.py: B batch, Hkv key/value heads, M cache capacity, hd head size.
+Notation as in attention.py: B batch, Hkv key/value heads, Hk key heads (Hkv unless sub-head
+RoPE needs a key head per query head), M cache capacity, hd head size.
 """
 
 from __future__ import annotations
@@ -53,12 +54,15 @@ class KVCache:
         capacity: int,
         head_dim: int,
         *,
+        num_key_heads: int | None = None,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
     ) -> None:
-        shape = (num_layers, batch_size, num_kv_heads, capacity, head_dim)
-        self.keys = torch.zeros(shape, dtype=dtype, device=device)  # (layers, B, Hkv, M, hd)
-        self.values = torch.zeros(shape, dtype=dtype, device=device)  # (layers, B, Hkv, M, hd)
+        key_heads = num_kv_heads if num_key_heads is None else num_key_heads
+        self.keys = torch.zeros(num_layers, batch_size, key_heads, capacity, head_dim, dtype=dtype,
+                                device=device)  # (layers, B, Hk, M, hd)
+        self.values = torch.zeros(num_layers, batch_size, num_kv_heads, capacity, head_dim, dtype=dtype,
+                                  device=device)  # (layers, B, Hkv, M, hd)
         self.valid = torch.ones(batch_size, capacity, dtype=torch.bool, device=device)  # (B, M)
         self.next_position = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,)
         self.length = 0
@@ -75,6 +79,7 @@ class KVCache:
             config.num_kv_heads,
             capacity or config.max_seq_len,
             config.head_dim,
+            num_key_heads=config.key_heads,
             dtype=param.dtype,
             device=param.device,
         )
@@ -115,11 +120,12 @@ class LayerCache:
 
     def __init__(self, cache: KVCache, index: int) -> None:
         self.cache = cache
-        self.keys = cache.keys[index]  # (B, Hkv, M, hd)
+        self.keys = cache.keys[index]  # (B, Hk, M, hd)
         self.values = cache.values[index]  # (B, Hkv, M, hd)
 
     def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Store k, v (B, Hkv, T, hd) after the cached positions; return all of them (B, Hkv, S, hd)."""
+        """Store k (B, Hk, T, hd) and v (B, Hkv, T, hd) after the cached positions; return all of
+        them, (B, Hk, S, hd) and (B, Hkv, S, hd)."""
         start, T = self.cache.length, k.shape[2]
         if start + T > self.cache.capacity:
             raise ValueError(f"KV cache holds {self.cache.capacity} positions; {start + T} were asked for")

@@ -109,10 +109,10 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-norm residual block; `second_resid_norm` also normalises each branch's output."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, layer: int = 0) -> None:
         super().__init__()
         self.attn_norm = make_norm(config)
-        self.attn = Attention(config)
+        self.attn = Attention(config, layer)
         self.mlp_norm = make_norm(config)
         self.mlp = MLP(config)
         self.attn_out_norm = make_norm(config) if config.second_resid_norm else None

@@ -4,8 +4,8 @@ The learning-rate schedule is the original project's: a linear warmup from `lr_i
 `lr_max`, then `num_restarts + 1` annealing cycles from `lr_max` down to `lr_min` (warm
 restarts, each `T_mult` times longer than the one before, together filling the span up to
 the final flat part), then `final_flat_iters` steps at `lr_min`. `warmup_iters` and
-`final_flat_iters` default to fixed fractions of `max_iters` (None means "the default
-fraction"), so changing `max_iters` alone rescales the whole schedule.
+`final_flat_iters` default to `warmup_fraction` and `final_flat_fraction` of `max_iters`
+(None means "use the fraction"), so changing `max_iters` alone rescales the whole schedule.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from fha.config import ConfigBase, require_choice, require_positive, require_pro
 
 ANNEAL_TYPES = ("cos", "lin")
 BATCHING_MODES = ("packed", "padded")
-DEFAULT_WARMUP_FRACTION = 0.05
-DEFAULT_FINAL_FLAT_FRACTION = 0.3
 CYCLE_LENGTH_TOLERANCE = 1e-9  # float slack when the shortest annealing cycle is exactly one step
 
 
@@ -42,10 +40,12 @@ class TrainConfig(ConfigBase):
     lr_max: float = 1e-2
     lr_min: float = 1e-4
     warmup_iters: int | None = None
+    warmup_fraction: float = 0.05
     anneal_type: str = "cos"
     num_restarts: int = 0
     T_mult: float = 2.0
     final_flat_iters: int | None = None
+    final_flat_fraction: float = 0.3
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
@@ -82,6 +82,9 @@ class TrainConfig(ConfigBase):
         for name in ("warmup_iters", "final_flat_iters"):
             value = getattr(self, name)
             _require(value is None or value >= 0, f"{name} must be 0 or more (or None for the default), got {value}")
+        for name in ("warmup_fraction", "final_flat_fraction"):
+            value = getattr(self, name)
+            _require(0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value!r}")
         _require(math.isfinite(self.T_mult), f"T_mult must be a finite number, got {self.T_mult!r}")
         anneal = self.max_iters - self.warmup_steps - self.final_flat_steps
         cycles = self.num_restarts + 1
@@ -100,14 +103,14 @@ class TrainConfig(ConfigBase):
 
     @property
     def warmup_steps(self) -> int:
-        """`warmup_iters`, or its default fraction of `max_iters`."""
+        """`warmup_iters`, or `warmup_fraction` of `max_iters`."""
         if self.warmup_iters is not None:
             return self.warmup_iters
-        return int(DEFAULT_WARMUP_FRACTION * self.max_iters)
+        return int(self.warmup_fraction * self.max_iters)
 
     @property
     def final_flat_steps(self) -> int:
-        """`final_flat_iters`, or its default fraction of `max_iters`."""
+        """`final_flat_iters`, or `final_flat_fraction` of `max_iters`."""
         if self.final_flat_iters is not None:
             return self.final_flat_iters
-        return int(DEFAULT_FINAL_FLAT_FRACTION * self.max_iters)
+        return int(self.final_flat_fraction * self.max_iters)

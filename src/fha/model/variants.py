@@ -1,0 +1,152 @@
+"""Attention variants by name: how each layer's query heads are cut into sub-heads, the
+score scale, and the kernel that computes it.
+
+Every variant uses the same projections (``num_q_heads`` query heads and ``num_kv_heads``
+key/value heads of ``head_dim``), so all of them have exactly the same parameters and differ
+only in the cut: head ``i`` of layer ``l`` is cut into ``layer_splits[l][i]`` contiguous
+sub-heads. A new pattern is one entry in `ATTENTION_VARIANTS`; the config, the model, the
+shape tree and the attention maps all read the cut from here.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fha.model.attention import AttentionKernel, fractal_attention, grouped_attention
+
+if TYPE_CHECKING:
+    from fha.config import ModelConfig
+
+HeadSplits = tuple[int, ...]
+
+
+def subhead_sizes(config: ModelConfig) -> str:
+    """"32/16/8": the sub-head size of each query head, per layer when the layers differ."""
+    per_layer = ["/".join(str(config.head_dim // n) for n in splits) for splits in config.layer_splits]
+    if len(set(per_layer)) == 1:
+        return per_layer[0]
+    return ", ".join(f"layer {layer} {sizes}" for layer, sizes in enumerate(per_layer))
+
+
+def _describe_fractal(config: ModelConfig) -> str:
+    return (f"fha (split {config.fractal_split}, scale {config.fractal_scale}; {config.num_q_heads} levels, "
+            f"sub-heads {subhead_sizes(config)}, {config.num_kv_heads} kv)")
+
+
+def _describe_whole(config: ModelConfig) -> str:
+    return f"{config.attention} ({config.num_q_heads} heads of {config.head_dim}, {config.num_kv_heads} kv)"
+
+
+def _describe_cut(config: ModelConfig) -> str:
+    return (f"{config.attention} (scale {config.fractal_scale}; {config.num_q_heads} heads, "
+            f"sub-heads {subhead_sizes(config)}, {config.num_kv_heads} kv)")
+
+
+def _fractal_label(config: ModelConfig, splits: HeadSplits) -> str:
+    return f"split {config.fractal_split}, scale {config.fractal_scale}"
+
+
+def _splits_label(config: ModelConfig, splits: HeadSplits) -> str:
+    return f"splits {'/'.join(str(n) for n in splits)}, scale {config.fractal_scale}"
+
+
+def _no_label(config: ModelConfig, splits: HeadSplits) -> str:
+    return ""
+
+
+def _fractal_kernel(splits: HeadSplits, scale: str | float) -> AttentionKernel:
+    return functools.partial(fractal_attention, splits=splits, scale=scale)
+
+
+def _grouped_kernel(splits: HeadSplits, scale: str | float) -> AttentionKernel:
+    return functools.partial(grouped_attention, scale=scale)
+
+
+@dataclass(frozen=True)
+class AttentionVariant:
+    """One way of cutting heads. `head_splits(config, layer)` gives the cut of every query head
+    of that layer; `make_kernel(splits, scale)` the attention function of a layer;
+    `describe(config)` a phrase for reports and `kernel_label(config, splits)` the settings
+    shown on the kernel's line of the shape tree, beside `kernel_name`."""
+
+    summary: str
+    head_splits: Callable[[ModelConfig, int], HeadSplits]
+    make_kernel: Callable[[HeadSplits, str | float], AttentionKernel] = _fractal_kernel
+    kernel_name: str = "fractal_attention"
+    kernel_label: Callable[[ModelConfig, HeadSplits], str] = _splits_label
+    describe: Callable[[ModelConfig], str] = _describe_cut
+    uses_fractal_scale: bool = True  # False: whole heads, always scaled by head_dim**-0.5
+    reads_pattern: bool = False  # True: the cut comes from head_splits / layer_head_splits
+
+    def score_scale(self, config: ModelConfig) -> str | float:
+        """The `scale` argument its kernel gets (see `fha.model.attention.score_scale`)."""
+        return config.fractal_scale if self.uses_fractal_scale else "head"
+
+
+def _levels(config: ModelConfig) -> list[int]:
+    """The fractal cuts 1, s, s**2, ... of the query heads, s = fractal_split."""
+    return [config.fractal_split**level for level in range(config.num_q_heads)]
+
+
+def _uniform(config: ModelConfig, level: int) -> HeadSplits:
+    return (config.fractal_split**level,) * config.num_q_heads
+
+
+def _layer_level(config: ModelConfig, layer: int) -> int:
+    """The fractal level that layer `layer` of `num_layers` sits at, from 0 (first) to L - 1 (last)."""
+    if config.num_layers == 1:
+        return 0
+    return round(layer * (config.num_q_heads - 1) / (config.num_layers - 1))
+
+
+def _written_pattern(config: ModelConfig, layer: int) -> HeadSplits:
+    if config.layer_head_splits is not None:
+        return tuple(config.layer_head_splits[layer])
+    return tuple(config.head_splits)
+
+
+ATTENTION_VARIANTS: dict[str, AttentionVariant] = {
+    "fha": AttentionVariant(
+        "fractal heads: head i cut into fractal_split**i sub-heads",
+        lambda config, layer: tuple(_levels(config)),
+        kernel_label=_fractal_label,
+        describe=_describe_fractal,
+    ),
+    "mha": AttentionVariant(
+        "ordinary multi-head / grouped-query attention: whole heads",
+        lambda config, layer: (1,) * config.num_q_heads,
+        make_kernel=_grouped_kernel,
+        kernel_name="grouped_attention",
+        kernel_label=_no_label,
+        describe=_describe_whole,
+        uses_fractal_scale=False,
+    ),
+    "reversed-fha": AttentionVariant(
+        "fractal heads in reverse order: head i cut into fractal_split**(L-1-i) sub-heads",
+        lambda config, layer: tuple(reversed(_levels(config))),
+    ),
+    "uniform-finest": AttentionVariant(
+        "every head cut like FHA's finest level: fractal_split**(L-1) sub-heads each",
+        lambda config, layer: _uniform(config, config.num_q_heads - 1),
+    ),
+    "uniform-middle": AttentionVariant(
+        "every head cut like FHA's middle level: fractal_split**(L//2) sub-heads each",
+        lambda config, layer: _uniform(config, config.num_q_heads // 2),
+    ),
+    "coarse-to-fine": AttentionVariant(
+        "uniform cuts per layer, whole heads in the first layer to FHA's finest in the last",
+        lambda config, layer: _uniform(config, _layer_level(config, layer)),
+    ),
+    "fine-to-coarse": AttentionVariant(
+        "uniform cuts per layer, FHA's finest in the first layer to whole heads in the last",
+        lambda config, layer: _uniform(config, _layer_level(config, config.num_layers - 1 - layer)),
+    ),
+    "split": AttentionVariant(
+        "any cut: head_splits (every layer) or layer_head_splits (one pattern per layer)",
+        _written_pattern,
+        reads_pattern=True,
+    ),
+}
