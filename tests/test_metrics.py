@@ -6,6 +6,7 @@ import csv
 import json
 import struct
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -104,10 +105,9 @@ def test_offline_wandb_run_records_the_metrics(corpus, tmp_path, monkeypatch):
     run = train(TrainRequest(*_tiny_configs(log_interval=3), str(corpus), tmp_path / "run", device="cpu",
                              trackers=("wandb",)))
     (log_file,) = (run.run_dir / WANDB_DIR).glob("offline-run-*/run-*.wandb")
+    records = _finished_wandb_log(log_file, wandb_internal_pb2.Record)
     history = {}
-    for data in _wandb_records(log_file):
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(data)
+    for record in records:
         if record.WhichOneof("record_type") == "history":
             row = {"/".join(item.nested_key) or item.key: json.loads(item.value_json) for item in record.history.item}
             history[row["_step"]] = row
@@ -124,6 +124,23 @@ WANDB_HEADER = 7  # ":W&B", a 2-byte magic number and a version byte
 WANDB_BLOCK = 32768  # the log is cut into blocks; a record header never straddles two
 RECORD_HEADER = struct.Struct("<IHB")  # checksum, length, kind
 FULL, LAST = 1, 4  # kinds of a record's last (or only) piece
+WANDB_FLUSH_WAIT_S = 60.0
+WANDB_POLL_S = 0.1
+
+
+def _finished_wandb_log(path: Path, record_type: type) -> list:
+    """The parsed records of a W&B log, once its writer (a separate process, which may still be
+    flushing when `finish` returns) has written the final "exit" record."""
+    deadline = time.monotonic() + WANDB_FLUSH_WAIT_S
+    while True:
+        records = []
+        for data in _wandb_records(path):
+            record = record_type()
+            record.ParseFromString(data)
+            records.append(record)
+        if any(record.WhichOneof("record_type") == "exit" for record in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(WANDB_POLL_S)
 
 
 def _wandb_records(path: Path) -> list[bytes]:

@@ -88,8 +88,8 @@ class LRSchedule:
         )
 
 
-SCHEDULE_FIELDS = ("max_iters", "lr_init", "lr_max", "lr_min", "warmup_iters", "anneal_type", "num_restarts", "T_mult",
-                   "final_flat_iters")
+SCHEDULE_FIELDS = ("max_iters", "lr_init", "lr_max", "lr_min", "warmup_iters", "warmup_fraction", "anneal_type",
+                   "num_restarts", "T_mult", "final_flat_iters", "final_flat_fraction")
 
 
 def describe_schedule_change(before: TrainConfig, after: TrainConfig, step: int) -> str | None:
