@@ -103,3 +103,22 @@ def test_training_log_in_a_file_has_plain_lines_and_the_evaluations(corpus, tmp_
 
 def test_quiet_training_prints_nothing(corpus, tmp_path):
     assert _train_to_a_file(corpus, tmp_path, "--quiet") == ""
+
+
+def test_eval_and_batched_generate_report_plain_lines(capsys, tmp_path):
+    from tiny_run import LINES, make_run
+
+    from fha.cli import main
+
+    run_dir = make_run(tmp_path / "run")
+    data = tmp_path / "valid.txt"
+    data.write_text("\n<|endoftext|>\n".join(LINES) + "\n")
+    assert main(["eval", str(run_dir), "--data", str(data), "--json", "--batch-size", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and re.search(r"^evaluating batch (\d+)/\1 \| elapsed \d+:\d\d$", err, re.MULTILINE)
+    assert main(["generate", str(run_dir), "--prompt", "Lily", "--prompt", "Tom", "--max-new-tokens", "5",
+                 "--temperature", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and re.search(r"^generating token \d/5 \| elapsed", err, re.MULTILINE)
+    assert main(["-q", "eval", str(run_dir), "--data", str(data), "--json"]) == 0
+    assert "evaluating" not in capsys.readouterr().err
