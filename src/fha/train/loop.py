@@ -116,13 +116,13 @@ def train(request: TrainRequest) -> TrainResult:
     check_precision(request.precision)
     if request.precision == "fp16":
         raise FhaError("--precision fp16 is not offered for training (it needs loss scaling); use bf16 or fp32")
+    if not info.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
     if request.resume is not None:
         request.resume.check_resumable()
         finished = _finished_run(request)
         if finished is not None:
             return finished
-    if not info.is_main:
-        logging.getLogger().setLevel(logging.WARNING)
     spec = DataSpec(request.data, request.val_data, request.train_config.val_fraction, request.train_config.seed)
     documents = read_documents(spec)  # before anything else: bad data fails fast and touches nothing
     if info.is_main:
