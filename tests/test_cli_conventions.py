@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 from test_train_cli import TINY_SETS
-from tiny_run import LINES, make_run
+from tiny_run import LINES
 
 import fha
 from fha.cli import main
@@ -75,9 +75,9 @@ def test_precision_choice_is_checked_by_the_parser(capsys):
     assert "argument --precision: invalid choice: 'fp8'" in capsys.readouterr().err
 
 
-def test_eval_in_bf16_on_cpu_is_close_to_float32(capsys, caplog, tmp_path):
+def test_eval_in_bf16_on_cpu_is_close_to_float32(capsys, caplog, tmp_path, tiny_run_dir):
     caplog.set_level(logging.INFO)
-    run_dir = make_run(tmp_path / "run")
+    run_dir = tiny_run_dir
     data = tmp_path / "valid.txt"
     data.write_text("\n<|endoftext|>\n".join(LINES) + "\n")
     results = {}
@@ -89,9 +89,8 @@ def test_eval_in_bf16_on_cpu_is_close_to_float32(capsys, caplog, tmp_path):
     assert results["bf16"]["loss"] == pytest.approx(results["fp32"]["loss"], rel=0.02)
 
 
-def test_generate_accepts_precision(capsys, tmp_path):
-    run_dir = make_run(tmp_path / "run")
-    assert main(["generate", str(run_dir), "--prompt", "Once", "--max-new-tokens", "5", "--temperature", "0",
+def test_generate_accepts_precision(capsys, tiny_run_dir):
+    assert main(["generate", str(tiny_run_dir), "--prompt", "Once", "--max-new-tokens", "5", "--temperature", "0",
                  "--precision", "bf16"]) == 0
     assert capsys.readouterr().out.startswith("Once")
 

@@ -171,10 +171,8 @@ def test_attention_maps_show_masked_positions_apart_and_label_the_colour_bar(tmp
         assert len(colour_bars) == 1
 
 
-def test_inspect_and_schedule_write_the_asked_format(tmp_path, capsys):
-    from tiny_run import make_run as make_tiny_run
-
-    run_dir = make_tiny_run(tmp_path / "run")
+def test_inspect_and_schedule_write_the_asked_format(tmp_path, capsys, tiny_run_dir):
+    run_dir = tiny_run_dir
     out = tmp_path / "maps"
     assert main(["inspect", str(run_dir), "--attention", "--prompt", "Lily", "--out", str(out), "--format", "svg",
                  "--layers", "0"]) == 0

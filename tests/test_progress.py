@@ -12,7 +12,7 @@ import pytest
 from test_train_cli import TINY_SETS
 
 from fha import progress
-from fha.progress import Progress, format_count, format_duration, track
+from fha.progress import Progress, format_duration, short_count, track
 
 PLAIN_LINE = re.compile(r"^step \d+/6 \| loss \d+\.\d{4} \| lr \d\.\d\de-\d\d \| \d+(\.\d)?k? tok/s \| (eta|elapsed) "
                         r"\d+:\d\d$")
@@ -34,7 +34,7 @@ def test_plain_lines_every_tenth_and_at_the_end():
     stream = io.StringIO()
     with Progress(100, "step", stream=stream) as bar:
         for step in range(95):
-            bar.set_fields(loss=f"{step:.2f}", **{"tok/s": format_count(61_000)})
+            bar.set_fields(loss=f"{step:.2f}", **{"tok/s": short_count(61_000)})
             bar.update()
     lines = stream.getvalue().splitlines()
     assert "\r" not in stream.getvalue()
@@ -74,7 +74,7 @@ def test_durations(seconds, text):
 
 @pytest.mark.parametrize("value, text", [(950, "950"), (61_234, "61k"), (1_234, "1.2k"), (2_500_000, "2.5M")])
 def test_counts(value, text):
-    assert format_count(value) == text
+    assert short_count(value) == text
 
 
 def _train_to_a_file(corpus, tmp_path, *extra: str) -> str:
@@ -105,12 +105,12 @@ def test_quiet_training_prints_nothing(corpus, tmp_path):
     assert _train_to_a_file(corpus, tmp_path, "--quiet") == ""
 
 
-def test_eval_and_batched_generate_report_plain_lines(capsys, tmp_path):
-    from tiny_run import LINES, make_run
+def test_eval_and_batched_generate_report_plain_lines(capsys, tmp_path, tiny_run_dir):
+    from tiny_run import LINES
 
     from fha.cli import main
 
-    run_dir = make_run(tmp_path / "run")
+    run_dir = tiny_run_dir
     data = tmp_path / "valid.txt"
     data.write_text("\n<|endoftext|>\n".join(LINES) + "\n")
     assert main(["eval", str(run_dir), "--data", str(data), "--json", "--batch-size", "1"]) == 0

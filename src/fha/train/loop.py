@@ -33,7 +33,7 @@ from fha.data import IGNORE_INDEX, PackedBatches, PaddedBatches, TokenData
 from fha.device import autocast, autocast_dtype, check_precision, setup_device
 from fha.errors import FhaError
 from fha.model.gpt import GPT
-from fha.progress import Progress, format_count
+from fha.progress import Progress, short_count
 from fha.run import (
     CHECKPOINTS_DIR,
     LOG_FILE,
@@ -365,7 +365,7 @@ class _Trainer:
                 done = self.step == self.config.max_iters
                 self.metrics.record_step(self.step, lr, loss, self.last_grad_norm, seconds, self.elapsed, final=done)
                 speed = tokens / seconds if speed is None else _smooth(speed, tokens / seconds)
-                fields = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "tok/s": format_count(speed)}
+                fields = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "tok/s": short_count(speed)}
                 if self.config.batching == "padded":
                     fields["real"] = f"{self.last_real_fraction:.0%}"  # share of positions that are not padding
                 bar.set_fields(**fields)
