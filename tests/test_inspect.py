@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from matplotlib.image import imread
 
 from fha import GPT, KVCache, ModelConfig, Tokenizer
 from fha.cli import main
@@ -18,6 +19,7 @@ from fha.inspect import (
     level_layouts,
     level_weights,
     mix_values,
+    save_head_layout,
     trace_shapes,
 )
 from fha.run import TOKENIZER_FILE, save_weights
@@ -180,6 +182,13 @@ def test_weights_follow_a_padding_mask_given_to_the_model():
         assert (weights[0][0, :, 2:, :2] == 0).all()  # real tokens of row 0 never read its padding
         torch.testing.assert_close(mix_values(modules[call.name], model.config, call, weights)[:, 2:],
                                    call.output[:, 2:])
+
+
+def test_head_layout_draws_one_block_of_rows_per_layer_when_layers_differ(tmp_path):
+    same = save_head_layout(make_model().config, tmp_path / "same.png")
+    per_layer = save_head_layout(make_model(attention="coarse-to-fine").config, tmp_path / "per_layer.png")
+    rows = {path: imread(path).shape[0] for path in (same, per_layer)}
+    assert rows[per_layer] > 1.5 * rows[same]  # 2 layers x 3 heads of rows against 3
 
 
 def test_unknown_layer_is_an_error():
