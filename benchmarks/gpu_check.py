@@ -39,7 +39,7 @@ import torch
 from timing import synchronize, time_interleaved
 
 from bench_generate import generate_with_cache, generate_without_cache
-from fha import GPT, ModelConfig, fractal_attention
+from fha import GPT, ModelConfig
 from fha.model.attention import fused_head_multiple
 from fha.model.kv_cache import KVCache
 from fha.model.variants import ATTENTION_VARIANTS

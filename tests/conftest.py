@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch.nn.functional as F
-from tiny_run import make_model, make_tokenizer
+from tiny_run import make_model, make_run, make_tokenizer
 
 import fha.model.attention as attention_module
 from train_helpers import write_corpus
@@ -41,6 +41,12 @@ def corpus(tmp_path) -> Path:
 def tokenizer():
     """A tokenizer trained on tiny_run's lines (one per test module)."""
     return make_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory) -> Path:
+    """tiny_run's trained run folder, shared by the tests that only read it."""
+    return make_run(tmp_path_factory.mktemp("tiny-run") / "tiny")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 from reference_attention import reference_fractal_attention
 
 import fha.model.attention as attention_module

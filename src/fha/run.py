@@ -6,11 +6,16 @@
       train_config.json    TrainConfig (absent for a bare exported model)
       tokenizer.json       the tokenizer the model was trained with
       log_data.csv         one row per evaluation
-      checkpoints/step-N/  everything a resume needs
+      metrics.csv          one row per log_interval training steps
+      checkpoints/step-N/  everything a resume needs (itself loadable like a run folder)
+
+A run that is still training, or was stopped, has no model.safetensors yet; `load_run` then
+uses its latest checkpoint and says so.
 """
 
 from __future__ import annotations
 
+import logging
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -26,11 +31,14 @@ from fha.model.gpt import GPT
 if TYPE_CHECKING:
     from fha.tokenizer import Tokenizer
 
+log = logging.getLogger(__name__)
+
 MODEL_FILE = "model.safetensors"
 MODEL_CONFIG_FILE = "model_config.json"
 TRAIN_CONFIG_FILE = "train_config.json"
 TOKENIZER_FILE = "tokenizer.json"
 LOG_FILE = "log_data.csv"
+METRICS_FILE = "metrics.csv"
 CHECKPOINTS_DIR = "checkpoints"
 
 
@@ -111,11 +119,29 @@ def require_run_dir(path: str | Path) -> Path:
     return path
 
 
+def weights_folder(path: str | Path) -> Path:
+    """The folder to load weights from: `path` itself, or, for a run folder without final weights
+    (still training, or stopped), its latest checkpoint, with a one-line note."""
+    path = Path(path)
+    if not path.is_dir() or (path / MODEL_FILE).is_file() or not (path / MODEL_CONFIG_FILE).is_file():
+        return path
+    from fha.train.checkpoint import list_checkpoints  # the checkpoint module builds on this one
+
+    usable = [(step, folder) for step, folder in list_checkpoints(path) if (folder / MODEL_FILE).is_file()]
+    if not usable:
+        return path
+    step, folder = usable[-1]
+    log.warning("%s: no final weights (the run is unfinished); using its latest checkpoint, step %d (%s)",
+                path, step, folder)
+    return folder
+
+
 def load_model_and_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, Tokenizer]:
-    """The model (in eval mode) and tokenizer of a run folder, checked to fit each other."""
+    """The model (in eval mode) and tokenizer of a run folder (or of its latest checkpoint when
+    it has no final weights yet), checked to fit each other."""
     from fha.tokenizer import Tokenizer
 
-    path = require_run_dir(path)
+    path = require_run_dir(weights_folder(path))
     if not (path / TOKENIZER_FILE).is_file():
         raise FhaError(f"{path}: not a run folder (no {TOKENIZER_FILE})")
     model = load_weights(path, device).eval()
@@ -127,7 +153,8 @@ def load_model_and_tokenizer(path: str | Path, device: str | torch.device = "cpu
 
 
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
-    """(model in eval mode, tokenizer, configs) of a finished or exported run."""
+    """(model in eval mode, tokenizer, configs) of a run: finished, exported, or unfinished (its
+    latest checkpoint)."""
     model, tokenizer = load_model_and_tokenizer(path, device)
     train = None
     if (Path(path) / TRAIN_CONFIG_FILE).is_file():

@@ -3,8 +3,8 @@
     from fha.compare import compare_runs, PlotOptions
     comparison = compare_runs(["runs/fha", "runs/mha"], "report/", options=PlotOptions(log_y=True))
 
-writes ``loss_vs_step.png``, ``loss_vs_time.png``, ``report.md`` and ``report.html`` (plots
-embedded) into the output folder. See `fha.compare.runs` for what is read from each run
+writes ``loss_vs_step.png``, ``loss_vs_time.png`` (or ``.svg``, ``.pdf``: ``PlotOptions(format=...)``),
+``report.md`` and ``report.html`` (plots embedded) into the output folder. See `fha.compare.runs` for what is read from each run
 and how seed groups are found.
 """
 
@@ -92,6 +92,9 @@ def compare_runs(
             model, tokenizer = load_model_and_tokenizer(run.path, device)  # train_config.json not needed
             run.held_out = evaluate(model, documents, tokenizer=tokenizer).to_dict()
         notes.append(f"Held-out metrics: {data} ({len(documents):,} documents).")
+    unfinished = [run.name for run in runs if not run.finished]
+    if unfinished:
+        notes.append(f"Unfinished (no final weights yet; numbers as of their last log row): {', '.join(unfinished)}.")
     if options.skip_first:
         notes.append(f"Curves leave out the first {_skipped(options.skip_first)}.")
     groups = seed_groups(runs)

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from fha.errors import FhaError
+from fha.progress import Progress
 from fha.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def _encode_to_disk(documents: Sequence[str], tokenizer: Tokenizer, paths: _Cach
     tmp_tokens = _temp_path(paths.tokens)
     with (
         open(tmp_tokens, "wb") as out,
-        tqdm(total=len(documents), desc=f"tokenising {name}", unit="doc", unit_scale=True, leave=False) as progress,
+        Progress(len(documents), f"tokenising {name}", unit="doc", leave=False) as progress,
     ):
         for start in range(0, len(documents), ENCODE_BATCH_DOCS):
             batch = documents[start : start + ENCODE_BATCH_DOCS]

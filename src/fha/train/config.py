@@ -54,6 +54,7 @@ class TrainConfig(ConfigBase):
     grad_clip: float | None = 1.0
     eval_interval: int = 100
     eval_samples: int = 20
+    log_interval: int = 10
     checkpoint_interval: int = 500
     seed: int = 0
     batching: str = "packed"
@@ -63,7 +64,7 @@ class TrainConfig(ConfigBase):
     def __post_init__(self) -> None:
         self._check_types()
         require_positive(self, "batch_size", "max_iters", "grad_accum_steps", "eval_interval", "eval_samples",
-                         "checkpoint_interval", "T_mult")
+                         "log_interval", "checkpoint_interval", "T_mult")
         for name in ("lr_init", "lr_max", "lr_min", "adam_eps"):
             value = getattr(self, name)
             _require(math.isfinite(value) and value > 0, f"{name} must be a positive number, got {value!r}")

@@ -26,15 +26,23 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from fha.config import ModelConfig
 from fha.data import IGNORE_INDEX, PackedBatches, PaddedBatches, TokenData
-from fha.device import autocast, setup_device
+from fha.device import autocast, autocast_dtype, check_precision, setup_device
 from fha.errors import FhaError, one_line
 from fha.model.gpt import GPT
-from fha.run import LOG_FILE, MODEL_CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE, read_weights_into
+from fha.progress import Progress, short_count
+from fha.run import (
+    LOG_FILE,
+    MODEL_CONFIG_FILE,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    TRAIN_CONFIG_FILE,
+    LoadedRun,
+    load_run,
+    read_weights_into,
+)
 from fha.tokenizer import Tokenizer
 from fha.train import distributed as dist_util
 from fha.train.checkpoint import Checkpoint, checkpoint_path, list_checkpoints, save_checkpoint
@@ -43,11 +51,13 @@ from fha.train.corpus import DataSpec, read_documents, tokenize_splits, train_to
 from fha.train.distributed import DistInfo
 from fha.train.divergence import describe_last_good
 from fha.train.logbook import LogBook
+from fha.train.metrics import RunLogger
 from fha.train.optim import make_optimizer, set_learning_rate
 from fha.train.preflight import check_model_fits, check_resume_steps
 from fha.train.resume_data import DataSources, resolve_data_sources
 from fha.train.run_folder import RunFolder, check_out_dir
-from fha.train.schedule import LRSchedule
+from fha.train.schedule import LRSchedule, describe_schedule_change
+from fha.train.trackers import open_trackers
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +77,9 @@ class TrainRequest:
     `tokenizer`: use this one (its vocabulary size becomes the model's); None trains one of
     ``model_config.vocab_size`` tokens on the training documents. `resume`: continue from
     this checkpoint (its configs, tokenizer and data sources are used unless changed here).
+    `precision`: the autocast dtype (`fha.device.PRECISIONS`; fp16 is not offered for
+    training, which would need loss scaling). `trackers`: names from
+    `fha.train.trackers.TRACKERS` that receive the metrics beside the CSV files.
     """
 
     model_config: ModelConfig
@@ -78,14 +91,22 @@ class TrainRequest:
     device: str = "auto"
     overwrite: bool = False
     resume: Checkpoint | None = None
+    precision: str = "auto"
+    trackers: tuple[str, ...] = ()
 
 
 @dataclass
 class TrainResult:
+    """The run folder a training wrote, its last step, and the evaluations of this call."""
+
     run_dir: Path
     step: int
     val_loss: float | None = None
     history: list[dict[str, float]] = field(default_factory=list)
+
+    def load(self, device: str | torch.device = "cpu") -> LoadedRun:
+        """(model, tokenizer, configs) of the run, as `fha.load_run` reads them."""
+        return load_run(self.run_dir, device)
 
 
 def train(request: TrainRequest) -> TrainResult:
@@ -96,17 +117,24 @@ def train(request: TrainRequest) -> TrainResult:
     what a failure or a crash afterwards can cost.
     """
     info = DistInfo.from_env()
+    check_precision(request.precision)
+    if request.precision == "fp16":
+        raise FhaError("--precision fp16 is not offered for training (it needs loss scaling); use bf16 or fp32")
     resume = request.resume
     if resume is not None:
         resume.check_resumable()
         check_resume_steps(resume, request.train_config)
+        finished = _finished_run(request)
+        if finished is not None:
+            return finished
     if not info.is_main:
         logging.getLogger().setLevel(logging.WARNING)
     check_out_dir(request.out_dir)
     spec = DataSpec(request.data, request.val_data, request.train_config.val_fraction, request.train_config.seed)
     documents = read_documents(spec)  # before anything else: bad data fails fast and touches nothing
     sources = resolve_data_sources(request, documents)
-    device = dist_util.local_device(info, setup_device(request.device))
+    device = dist_util.local_device(info, setup_device(request.device, request.precision))
+    autocast_dtype(device, request.precision)  # the card chosen for this process supports it
     check_model_fits(request.model_config, request.train_config, device)
     folder: RunFolder | None = None
     if info.is_main:
@@ -119,6 +147,21 @@ def train(request: TrainRequest) -> TrainResult:
             return _Trainer(request, info, device, folder, sources).run(spec, documents)
         finally:
             dist_util.destroy_process_group()
+
+
+def _finished_run(request: TrainRequest) -> TrainResult | None:
+    """A resume of a run that has done its `max_iters` does nothing and says so; a resume that
+    changes the budget says how the learning-rate schedule changes."""
+    resume, config = request.resume, request.train_config
+    if resume.step >= config.max_iters:
+        log.info("%s: the run is complete (step %d of max_iters=%d); nothing to do. To train further, raise the "
+                 "budget with --set max_iters=N (the learning-rate schedule changes with it)",
+                 resume.path, resume.step, config.max_iters)
+        return TrainResult(request.out_dir, resume.step)
+    change = describe_schedule_change(resume.train_config, config, resume.step)
+    if change is not None:
+        log.warning("%s", change)
+    return None
 
 
 class _StopRequest:
@@ -164,6 +207,7 @@ class _Trainer:
         self.last_real_fraction = 1.0  # share of the last global batch's targets that count in the loss
         self.last_real_tokens = 0  # targets of the last global batch that count in the loss (not padding)
         self.checkpointed_step: int | None = None  # step of the last checkpoint this process took part in
+        self.last_grad_norm = math.nan  # of the last update, before clipping
         self.stop = _StopRequest()
 
     # ------------------------------------------------------------------ setup
@@ -190,18 +234,25 @@ class _Trainer:
         self.optimizer = make_optimizer(self.model, self.config, self.device)
         self.sampler = self._sampler(self.tokens["train"], self.config.seed)
         log.info(
-            "model: %s attention, %d parameters (%d without embeddings); %d steps of %d sequences x %d tokens",
-            self.model_config.attention, self.model.num_parameters(), self.model.num_parameters(non_embedding=True),
-            self.config.max_iters, self.global_batch, self.model_config.max_seq_len,
+            "model: %s attention, %s parameters (%s without embeddings); %s steps of %d sequences x %d tokens",
+            self.model_config.attention, f"{self.model.num_parameters():,}",
+            f"{self.model.num_parameters(non_embedding=True):,}", f"{self.config.max_iters:,}", self.global_batch,
+            self.model_config.max_seq_len,
         )
         self.logbook = LogBook(self.run_dir / LOG_FILE)
+        self.metrics = RunLogger(self.run_dir, self.config.log_interval,
+                                 self.global_batch * self.model_config.max_seq_len, enabled=info.is_main)
         if resume is not None:
             self._restore(resume)
         elif info.rank:
             torch.manual_seed(self.config.seed + info.rank)  # different dropout masks per process
         if info.is_main:
-            previous_log = resume.run_dir / LOG_FILE if resume is not None and resume.run_dir is not None else None
+            previous_run = resume.run_dir if resume is not None else None
+            previous_log = previous_run / LOG_FILE if previous_run is not None else None
             self.logbook.start(previous_log, self.step)
+            self.metrics.start(previous_run, self.step)
+            tracker_config = {**self.model_config.to_dict(), **self.config.to_dict(), "data": request.data}
+            self.metrics.trackers = open_trackers(request.trackers, self.run_dir, tracker_config, self.step)
         self.train_model: torch.nn.Module = self.model
         if self.config.compile:
             self.model.compile()
@@ -253,6 +304,7 @@ class _Trainer:
             self.sampler.load_state_dict(state["sampler"])
             self.step = int(state["step"])
             self.elapsed = float(state["elapsed"])
+            self.metrics.load_state_dict(state.get("metrics_window", {}))  # absent in older checkpoints
             _set_rng_states(state["rng"], self.info.rank)
         except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as err:
             raise FhaError(f"{checkpoint.path}: cannot resume from this checkpoint ({err})") from None
@@ -261,6 +313,12 @@ class _Trainer:
     # ------------------------------------------------------------------ loop
     def run(self, spec: DataSpec, documents: dict[str, list[str]]) -> TrainResult:
         self._setup(spec, documents)
+        try:
+            return self._run()
+        finally:
+            self.metrics.close()
+
+    def _run(self) -> TrainResult:
         result = TrainResult(self.run_dir, self.step)
         start_step = self.step
         if start_step == 0:
@@ -269,9 +327,7 @@ class _Trainer:
         speed: float | None = None  # smoothed tokens/s for the progress bar
         with (
             self.stop.installed(),
-            logging_redirect_tqdm(),
-            tqdm(total=self.config.max_iters, initial=start_step, desc="train", unit="step", file=sys.stderr,
-                 disable=not self.info.is_main, dynamic_ncols=True) as bar,
+            Progress(self.config.max_iters, "step", unit="step", initial=start_step, enabled=self.info.is_main) as bar,
         ):
             while self.step < self.config.max_iters:
                 started = time.perf_counter()
@@ -281,13 +337,14 @@ class _Trainer:
                 tokens = self.last_real_tokens
                 interval_tokens += tokens
                 interval_time += seconds
-                bar.update(1)
-                speed = tokens / seconds if speed is None else _smooth(speed, tokens / seconds)
-                postfix = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "tok_s": f"{speed:,.0f}"}
-                if self.config.batching == "padded":
-                    postfix["real"] = f"{self.last_real_fraction:.0%}"  # share of positions that are not padding
-                bar.set_postfix(postfix, refresh=False)
                 done = self.step == self.config.max_iters
+                self.metrics.record_step(self.step, lr, loss, self.last_grad_norm, seconds, self.elapsed, final=done)
+                speed = tokens / seconds if speed is None else _smooth(speed, tokens / seconds)
+                fields = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "tok/s": short_count(speed)}
+                if self.config.batching == "padded":
+                    fields["real"] = f"{self.last_real_fraction:.0%}"  # share of positions that are not padding
+                bar.set_fields(**fields)
+                bar.update(1)
                 if self.step % self.config.eval_interval == 0 or done:
                     result.history.append(self._evaluate_and_log(interval_tokens / max(interval_time, 1e-9)))
                     interval_tokens, interval_time = 0, 0.0
@@ -323,7 +380,7 @@ class _Trainer:
             last = micro == accum - 1
             sync = contextlib.nullcontext() if last or not self.info.enabled else self.train_model.no_sync()
             with sync:
-                with autocast(self.device):
+                with autocast(self.device, self.request.precision):
                     _, loss = self.train_model(x, y, return_logits=False)
                 # DDP averages gradients over processes, hence the world_size.
                 (loss * (count * self.info.world_size / global_count)).backward()
@@ -336,6 +393,7 @@ class _Trainer:
         stop_requested = bool(totals[1] > 0)
         max_norm = self.config.grad_clip if self.config.grad_clip is not None else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        self.last_grad_norm = grad_norm  # before clipping
         step_number = self.step + 1
         if not math.isfinite(mean_loss) or not math.isfinite(grad_norm):
             what = f"loss became {mean_loss}" if not math.isfinite(mean_loss) else f"gradient norm became {grad_norm}"
@@ -365,7 +423,7 @@ class _Trainer:
         totals = torch.zeros(2, dtype=torch.float64, device=self.device)  # (sum of losses, number of targets)
         for _ in range(self.config.eval_samples):
             x, y = (t.to(self.device, non_blocking=True) for t in sampler.next_batch())
-            with autocast(self.device):
+            with autocast(self.device, self.request.precision):
                 _, loss = self.model(x, y, return_logits=False)
             count = _real_targets(y, self.tokenizer.pad_id).sum()
             if count:
@@ -383,8 +441,9 @@ class _Trainer:
                "Perplexity": perplexity, "Time Elapsed": self.elapsed, "Tokens/s": tokens_per_s}
         if self.info.is_main:
             self.logbook.append(self.step, lr, train_loss, val_loss, perplexity, self.elapsed, tokens_per_s)
-            log.info("step %d: train loss %.4f, val loss %.4f, perplexity %.2f, lr %.3g, %.0f tokens/s",
-                     self.step, train_loss, val_loss, perplexity, lr, tokens_per_s)
+            self.metrics.record_eval(row)
+            log.info("step %d: train loss %.4f, val loss %.4f, perplexity %.2f, lr %.3g, %s tokens/s",
+                     self.step, train_loss, val_loss, perplexity, lr, f"{tokens_per_s:,.0f}")
         return row
 
     def _checkpoint(self) -> None:
@@ -394,6 +453,7 @@ class _Trainer:
                 "sampler": self.sampler.state_dict(),
                 "rng": _rng_states(),
                 "elapsed": self.elapsed,
+                "metrics_window": self.metrics.state_dict(),
                 "world_size": self.info.world_size,
                 "data": self.sources.to_state(),
             }

@@ -24,9 +24,18 @@ from pathlib import Path
 from types import TracebackType
 
 from fha.errors import FhaError
-from fha.run import CHECKPOINTS_DIR, LOG_FILE, MODEL_CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE
+from fha.run import (
+    CHECKPOINTS_DIR,
+    LOG_FILE,
+    METRICS_FILE,
+    MODEL_CONFIG_FILE,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    TRAIN_CONFIG_FILE,
+)
 from fha.train import run_lock
 from fha.train.checkpoint import list_checkpoints
+from fha.train.trackers import TENSORBOARD_DIR, WANDB_DIR
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +44,10 @@ MOVED_LIST = ".moved"  # inside PREVIOUS_RUN_DIR: the names of the previous run'
 _PUBLISH_TEMP = f".{MODEL_FILE}.tmp-"
 # Moved aside checkpoints first and back last: while checkpoints/ holds a complete checkpoint,
 # the folder's run is the one at the top level, which tells an interrupted move which way it went.
-RUN_ARTEFACTS = (CHECKPOINTS_DIR, MODEL_FILE, MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, TOKENIZER_FILE, LOG_FILE)
-UNFINISHED_START = frozenset((MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, TOKENIZER_FILE, LOG_FILE, CHECKPOINTS_DIR))
+RUN_ARTEFACTS = (CHECKPOINTS_DIR, MODEL_FILE, MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, TOKENIZER_FILE, LOG_FILE,
+                 METRICS_FILE, TENSORBOARD_DIR, WANDB_DIR)
+UNFINISHED_START = frozenset((MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, TOKENIZER_FILE, LOG_FILE, CHECKPOINTS_DIR,
+                              METRICS_FILE, TENSORBOARD_DIR, WANDB_DIR))
 # Temporary files of a process killed while writing them (the log is rewritten via LOG_FILE.tmp on a start).
 LEFTOVER_PREFIXES = (f"{LOG_FILE}.tmp", _PUBLISH_TEMP)
 

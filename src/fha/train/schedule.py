@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from fha.errors import FhaError
+from fha.figures import DEFAULT_DPI, check_dpi, grid, plain_log_ticks, save_figure
 from fha.train.config import TrainConfig
 
 MAX_PLOT_POINTS = 10_000  # steps evaluated for a plot; more would not show and would take minutes for 1e9 steps
@@ -102,7 +102,24 @@ def plot_steps(schedule: LRSchedule) -> list[int]:
     return sorted(steps)
 
 
-def plot_schedule(schedule: LRSchedule, path: str | Path, title: str = "learning rate") -> None:
+SCHEDULE_FIELDS = ("max_iters", "lr_init", "lr_max", "lr_min", "warmup_iters", "warmup_fraction", "anneal_type",
+                   "num_restarts", "T_mult", "final_flat_iters", "final_flat_fraction")
+
+
+def describe_schedule_change(before: TrainConfig, after: TrainConfig, step: int) -> str | None:
+    """What a resume at `step` with `after` in place of `before` does to the learning rate; None
+    when the schedule stays the same (warmup and final flat part follow `max_iters` by default)."""
+    old, new = LRSchedule.from_config(before), LRSchedule.from_config(after)
+    if old == new:
+        return None
+    changed = ", ".join(f"{name} {getattr(before, name)} -> {getattr(after, name)}" for name in SCHEDULE_FIELDS
+                        if getattr(before, name) != getattr(after, name))
+    return (f"resuming at step {step} with a changed schedule ({changed}): the rate of the next step is "
+            f"{new(step):.3g} instead of {old(step):.3g}, and the remaining steps follow the new schedule. "
+            f"Before: {old.describe()}. Now: {new.describe()}")
+
+
+def plot_schedule(schedule: LRSchedule, path: str | Path, title: str = "learning rate", dpi: int = DEFAULT_DPI) -> None:
     """Draw the rate against the step into an image file (the format follows the suffix)."""
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
@@ -113,11 +130,8 @@ def plot_schedule(schedule: LRSchedule, path: str | Path, title: str = "learning
     ax.set_xlabel("step")
     ax.set_ylabel("learning rate")
     ax.set_yscale("log")
+    plain_log_ticks(ax.yaxis)
     ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(path)
-    except ValueError as err:  # matplotlib's word for an unknown image format
-        raise FhaError(f"{path}: cannot write this plot ({err})") from None
+    grid(ax, minor=True)
+    check_dpi(dpi)
+    save_figure(fig, path, dpi)
