@@ -3,11 +3,13 @@
     python benchmarks/gpu_check.py --out gpu_check.json        # on a machine with an NVIDIA GPU
     python benchmarks/gpu_check.py --smoke --out smoke.json    # anywhere: tiny shapes, correctness only
 
-1. correctness: `fractal_attention` for the cut of every attention variant (and a written
-   pattern), float32 and bfloat16, forward and backward, with 1, 2 and L kv heads, keys for
-   every query head (sub-head RoPE), queries shorter than keys (a KV cache) and a single
-   query, against the slow float64 reference of tests/reference_attention.py on the CPU;
-   and, per variant, cached greedy generation equal to full recomputation on the device.
+1. correctness: the kernel of every attention variant (as the model builds it: `grouped_attention`
+   for mha) over each of its cuts, float32 and bfloat16, forward and backward, with 1, 2 and L
+   kv heads, a key head per query head over one value head where sub-head RoPE needs it,
+   queries shorter than keys (a KV cache) and a single query, a padding mask and the head
+   score scale, against the slow float64 reference of tests/reference_attention.py on the
+   CPU; and, per variant and RoPE layout, cached greedy generation equal to full
+   recomputation on the device.
 2. backends: which SDPA backends (each tried alone with `torch.nn.attention.sdpa_kernel`)
    accept each sub-head size of the shapes below, as fha hands it to SDPA (after its padding
    to `fused_head_multiple`) and as it would be raw, in float32 and bfloat16.
@@ -16,8 +18,9 @@
    median; the FHA/MHA ratio of each pair is measured in the same rounds.
 4. decoding: new tokens/s with and without the KV cache at batch 1 and 8, eager and compiled.
 
---smoke runs 1 and 2 with tiny shapes on whatever device there is (the CPU in CI), so a change
-that breaks the GPU path's code fails a test even where no GPU is lent. Tables are printed as
+--smoke runs 1 and 2 with tiny shapes on whatever device there is (the CPU in CI), with CUDA's
+padding of sub-heads to multiples of 8 forced in some cases, so a change that breaks the GPU
+path's code fails a test even where no GPU is lent. Tables are printed as
 Markdown and everything is written as JSON. The exit status is 1 when a correctness check
 fails. Tolerances (|got - want| <= atol + rtol * |want|): float32 1e-4 (TF32 off), bfloat16
 3e-2 against the float64 reference of the bf16-rounded inputs.
@@ -36,7 +39,7 @@ import torch
 from timing import synchronize, time_interleaved
 
 from bench_generate import generate_with_cache, generate_without_cache
-from fha import GPT, ModelConfig, fractal_attention
+from fha import GPT, ModelConfig
 from fha.model.attention import fused_head_multiple
 from fha.model.kv_cache import KVCache
 from fha.model.variants import ATTENTION_VARIANTS
@@ -57,32 +60,48 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def variant_patterns() -> dict[str, list[tuple[int, ...]]]:
-    """The distinct per-layer cuts of every variant at the seed-0.3m attention shape."""
-    patterns = {}
+def variant_cases() -> list[tuple[str, ModelConfig]]:
+    """(variant, config) with every distinct per-layer cut of every variant at the seed-0.3m
+    attention shape, with sub-head RoPE (which may give each query head its own key head)."""
+    cases = []
     for name, variant in ATTENTION_VARIANTS.items():
         config = ModelConfig(attention=name, head_splits=WRITTEN_PATTERN if variant.reads_pattern else None,
-                             **PATTERN_SHAPE, num_kv_heads=1)
-        patterns[name] = sorted(set(config.layer_splits))
-    return patterns
+                             rope_layout="subhead", **PATTERN_SHAPE, num_kv_heads=1)
+        cases.append((name, config))
+    return cases
 
 
-def kernel_case(splits, Hk, Hv, T, S, dtype, device, smoke: bool, seed: int = 0) -> dict:
-    """One kernel check: values and gradients against the float64 reference on the CPU."""
-    L, hd, B = len(splits), PATTERN_SHAPE["head_dim"], 2 if smoke else 4
+def padding_mask(B: int, T: int, S: int, gen: torch.Generator) -> torch.Tensor:
+    """Causal, with random keys hidden and every query keeping its own position: (B, 1, T, S)."""
+    causal = torch.ones(T, S, dtype=torch.bool).tril(diagonal=S - T)
+    own = torch.zeros(T, S, dtype=torch.bool)
+    own[torch.arange(T), torch.arange(S - T, S)] = True
+    return (causal & (torch.rand(B, 1, T, S, generator=gen) > 0.3)) | own
+
+
+def kernel_case(config: ModelConfig, splits, Hk, Hv, T, S, dtype, device, smoke: bool, *, scale_setting="subhead",
+                masked=False, head_multiple=None, seed: int = 0) -> dict:
+    """One check of the variant's own kernel (as the model builds it): values and gradients
+    against the float64 reference on the CPU."""
+    L, hd, B = len(splits), config.head_dim, 2 if smoke else 4
+    config = config.replace(fractal_scale=scale_setting)
+    scale = config.variant.score_scale(config)
+    kernel = config.variant.make_kernel(splits, hd, scale)
     gen = torch.Generator().manual_seed(seed)
     cpu = [torch.randn(B, heads, length, hd, generator=gen, dtype=torch.float64).to(dtype).double()
            for heads, length in ((L, T), (Hk, S), (Hv, S))]
+    mask = padding_mask(B, T, S, gen) if masked else None
     ours = [t.to(device=device, dtype=dtype).requires_grad_() for t in cpu]
     ref_inputs = [t.clone().requires_grad_() for t in cpu]
-    out = fractal_attention(*ours, splits=splits)
-    ref = reference_fractal_attention(*ref_inputs, splits=list(splits))
+    out = kernel(*ours, attn_mask=None if mask is None else mask.to(device), head_multiple=head_multiple)
+    ref = reference_fractal_attention(*ref_inputs, splits=list(splits), scale=scale, attn_mask=mask)
     upstream = torch.randn(ref.shape, generator=gen, dtype=torch.float64)
     grads = torch.autograd.grad(out, ours, upstream.to(device=device, dtype=dtype))
     ref_grads = torch.autograd.grad(ref, ref_inputs, upstream)
     tol = TOLERANCES[dtype]
     errors = [_excess(out, ref, tol)] + [_excess(g, r, tol) for g, r in zip(grads, ref_grads)]
     return {"splits": list(splits), "key_heads": Hk, "value_heads": Hv, "T": T, "S": S, "dtype": dtype_name(dtype),
+            "scale": scale_setting, "masked": masked, "head_multiple": head_multiple,
             "max_error_over_tolerance": max(errors), "ok": max(errors) <= 1.0}
 
 
@@ -93,15 +112,28 @@ def _excess(got: torch.Tensor, want: torch.Tensor, tol: float) -> float:
 
 
 def correctness(device: torch.device, dtypes: list[torch.dtype], smoke: bool) -> list[dict]:
+    """Every variant's kernel over its cuts: kv sharing 1, 2 and L (and a key head per query
+    head over one value head where sub-head RoPE needs it), training, KV-cache and
+    single-query shapes; then a padding mask, the head scale and, in smoke mode, the padding
+    to multiples of 8 that CUDA gets, forced here."""
     rows = []
     shapes = [(6, 6), (1, 9)] if smoke else [(64, 64), (17, 80), (1, 80)]
-    for name, patterns in variant_patterns().items():
-        for splits in patterns:
-            L = len(splits)
+    for name, config in variant_cases():
+        L = config.num_q_heads
+        sharing = [(1, 1), (2, 2), (L, L)] + ([(L, 1)] if config.key_heads != config.num_kv_heads else [])
+        for splits in sorted(set(config.layer_splits)):
             for dtype in dtypes:
-                for Hk, Hv in ((1, 1), (2, 2), (L, 1)) if smoke else ((1, 1), (2, 2), (L, L), (L, 1)):
+                def check(Hk, Hv, T, S, **extra):
+                    rows.append({"variant": name, **kernel_case(config, splits, Hk, Hv, T, S, dtype, device, smoke,
+                                                                **extra)})
+                for Hk, Hv in sharing:
                     for T, S in shapes:
-                        rows.append({"variant": name, **kernel_case(splits, Hk, Hv, T, S, dtype, device, smoke)})
+                        check(Hk, Hv, T, S)
+                T, S = shapes[0][0], shapes[0][1] + 3
+                check(2, 2, T, S, masked=True)
+                check(1, 1, T, S, scale_setting="head")
+                if smoke:
+                    check(1, 1, T, S, masked=True, head_multiple=8)
     return rows
 
 

@@ -7,7 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
-from tiny_run import make_model, make_tokenizer
+import torch.nn.functional as F
+from tiny_run import make_model, make_run, make_tokenizer
+
+import fha.model.attention as attention_module
 from train_helpers import write_corpus
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +43,27 @@ def tokenizer():
     return make_tokenizer()
 
 
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory) -> Path:
+    """tiny_run's trained run folder, shared by the tests that only read it."""
+    return make_run(tmp_path_factory.mktemp("tiny-run") / "tiny")
+
+
 @pytest.fixture(scope="module")
 def model(tokenizer):
     """A tiny model briefly trained with that tokenizer (one per test module)."""
     return make_model(tokenizer)
+
+
+@pytest.fixture
+def sdpa_query_shapes(monkeypatch):
+    """The query shape of every SDPA call fractal_attention makes while the test runs."""
+    shapes = []
+    real = F.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        shapes.append(tuple(args[0].shape))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", counting)
+    return shapes

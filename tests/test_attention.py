@@ -77,20 +77,6 @@ def test_non_causal_sees_every_key():
     torch.testing.assert_close(fractal_attention(q, k, v, is_causal=False), expected)
 
 
-@pytest.fixture
-def sdpa_query_shapes(monkeypatch):
-    """The query shape of every SDPA call fractal_attention makes while the test runs."""
-    shapes = []
-    real = F.scaled_dot_product_attention
-
-    def counting(*args, **kwargs):
-        shapes.append(tuple(args[0].shape))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", counting)
-    return shapes
-
-
 def test_one_fused_call_per_level(sdpa_query_shapes):
     q, k, v = make_qkv(2, 3, 1, 8, 8, 16, dtype=torch.float32)
     fractal_attention(q, k, v, split=2)

@@ -1,5 +1,5 @@
 """Head-split patterns in the model: parameter-matched baselines, exact equivalences, KV cache,
-padding, RoPE per sub-head and torch.compile."""
+RoPE per sub-head and torch.compile (left padding: tests/test_model.py)."""
 
 import math
 
@@ -51,6 +51,8 @@ def test_named_baselines_differ_from_fha_in_their_cut_rope_or_scale():
     assert baseline_config(base, "fha-head-scale").replace(fractal_scale="subhead") == fha
     with pytest.raises(ValueError, match="unknown baseline 'fractal'"):
         baseline_config(base, "fractal")
+    written = base.replace(attention="split", head_splits=[2, 2, 2, 2])
+    assert baseline_config(written, "fha") == fha  # a base's written pattern does not leak into a baseline
 
 
 def test_the_geometric_pattern_is_bit_identical_to_fha():
@@ -76,22 +78,6 @@ def test_cached_greedy_generation_equals_full_recomputation(name):
         logits, _ = model(idx[:, -24:])
         idx = torch.cat([idx, logits[:, -1].argmax(dim=-1, keepdim=True)], dim=1)
     assert torch.equal(out, idx)
-
-
-@pytest.mark.parametrize("changes", [
-    dict(attention="split", layer_head_splits=[[1, 2, 4, 8], [8, 8, 2, 2], [4, 1, 4, 1]]),
-    dict(attention="fha", rope_layout="subhead", num_kv_heads=2),
-    dict(attention="coarse-to-fine", rope_layout="subhead"),
-])
-def test_left_padded_rows_compute_what_they_compute_alone(changes):
-    model = model_of(small(**changes))
-    long, short = ids(1, 12)[0], ids(1, 7, seed=5)[0]
-    padded = torch.stack([long, torch.cat([torch.zeros(5, dtype=torch.long), short])])
-    mask = torch.ones(2, 12, dtype=torch.bool)
-    mask[1, :5] = False
-    logits, _ = model(padded, token_mask=mask)
-    torch.testing.assert_close(logits[0], model(long[None])[0][0], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(logits[1, 5:], model(short[None])[0][0], rtol=1e-5, atol=1e-5)
 
 
 def test_subhead_rope_gives_every_subhead_the_spectrum_of_its_own_size():
@@ -123,6 +109,29 @@ def test_rope_keeps_relative_positions_inside_every_subhead_of_the_model(rope_la
             dims = slice(j * d, (j + 1) * d)
             scores = [(q[0, head, m, dims] * k[0, head // group, m - 3, dims]).sum().item() for m in (3, 10, 40)]
             assert scores[0] == pytest.approx(scores[1], abs=1e-4) and scores[0] == pytest.approx(scores[2], abs=1e-4)
+
+
+@pytest.mark.parametrize("rope_layout", ["head", "subhead"])
+def test_every_subhead_of_the_model_rotates_with_the_spectrum_of_its_layout(rope_layout):
+    """q of one token at position p is q at position 0 with pair j of a sub-head of d dimensions
+    turned by p * theta**(-2j/d), where d is the sub-head's size ("subhead") or head_dim ("head")."""
+    config = small(attention="split", head_splits=[1, 8, 2, 4], rope_layout=rope_layout, num_kv_heads=2,
+                   max_seq_len=16, theta=100.0)
+    attn = model_of(config).blocks[0].attn
+    rotation = rope_rotation(*rope_frequencies(config.head_dim, 16, config.theta, config.rope_cuts))
+    x = torch.randn(1, 1, config.dim).expand(1, 16, config.dim)  # the same token at every position
+    q, k, _ = attn.project(x, rotation)  # (1, L, 16, hd), (1, Hk, 16, hd)
+    position, hd = 11, config.head_dim
+    for head, n in enumerate(config.layer_splits[0]):
+        d = hd // n if rope_layout == "subhead" else hd
+        angles = position * torch.tensor([config.theta ** (-2 * (j % (d // 2)) / d) for j in range(hd // 2)])
+        start = torch.view_as_complex(q[0, head, 0].reshape(hd // 2, 2).contiguous())
+        expected = torch.view_as_real(start * torch.polar(torch.ones_like(angles), angles)).flatten()
+        torch.testing.assert_close(q[0, head, position], expected, rtol=1e-4, atol=1e-5)
+        key_head = head // (config.num_q_heads // k.shape[1])
+        key_start = torch.view_as_complex(k[0, key_head, 0].reshape(hd // 2, 2).contiguous())
+        key_expected = torch.view_as_real(key_start * torch.polar(torch.ones_like(angles), angles)).flatten()
+        torch.testing.assert_close(k[0, key_head, position], key_expected, rtol=1e-4, atol=1e-5)
 
 
 def test_subhead_rope_rotates_a_shared_kv_head_once_per_reading_query_head():

@@ -7,6 +7,7 @@ import stat
 
 import pytest
 import torch
+from safetensors import SafetensorError
 from train_helpers import tiny_model_config, tiny_train_config
 
 from fha import GPT, Tokenizer
@@ -62,18 +63,34 @@ def test_latest_checkpoint_is_found_and_same_step_is_replaced(tmp_path, parts):
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-10", "step-2"]
 
 
-def test_crash_while_writing_leaves_no_checkpoint(tmp_path, parts, monkeypatch):
+# What the two writers raise when the disk is full (seen on a full tmpfs): safetensors its own
+# error, torch.save a RuntimeError from its zip writer.
+FULL_DISK_ERRORS = {
+    "safetensors": ("fha.run.save_model", SafetensorError("Error while serializing: I/O error: No space left on "
+                                                          "device (os error 28)")),
+    "torch": ("fha.train.checkpoint.torch.save", RuntimeError("[enforce fail at inline_container.cc:672] . "
+                                                              "unexpected pos 576 vs 534")),
+}
+
+
+@pytest.mark.parametrize("writer", sorted(FULL_DISK_ERRORS))
+def test_full_disk_while_writing_leaves_no_checkpoint_and_loses_none(tmp_path, parts, monkeypatch, writer):
     save(tmp_path, 2, parts)
+    before = (tmp_path / "checkpoints" / "step-2" / "model.safetensors").read_bytes()
+    target, error = FULL_DISK_ERRORS[writer]
 
     def crash(*args, **kwargs):
-        raise OSError("disk full")
+        raise error
 
-    monkeypatch.setattr(ckpt.torch, "save", crash)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(target, crash)
+    with pytest.raises(FhaError, match=r"step-4: cannot write the checkpoint \(.*MiB free on that disk\); the "
+                                       "earlier checkpoints are untouched"):
         save(tmp_path, 4, parts)
-    with pytest.raises(OSError):
+    with pytest.raises(FhaError, match="step-2: cannot write the checkpoint"):
         save(tmp_path, 2, parts)  # replacing an existing step must not damage it either
     monkeypatch.undo()
+    assert (tmp_path / "checkpoints" / "step-2" / "model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-2"]  # no temporary folder left
     assert [step for step, _ in ckpt.list_checkpoints(tmp_path)] == [2]
     assert ckpt.load_checkpoint(tmp_path).step == 2
     save(tmp_path, 6, parts)  # the next save clears the leftovers of the crash

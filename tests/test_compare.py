@@ -91,14 +91,14 @@ def test_table_values_match_the_runs(runs, tmp_path):
         assert cells["parameters"] == f"{model.num_parameters():,}"
         assert cells["non-embedding"] == f"{model.num_parameters(non_embedding=True):,}"
         assert cells["final val loss"] == f"{final_val:.4f}"
-        assert cells["val perplexity"] == f"{math.exp(final_val):.4f}"
+        assert cells["val perplexity"] == f"{math.exp(final_val):.2f}"
         assert cells["steps"] == "30" and cells["wall time"] == "15.0 s" and cells["tokens/s"] == "1,000"
     fha = dict(zip(header, row_of(markdown, "fha-seed1")))
     assert fha["attention"].startswith("fha (split 2, scale subhead; 2 levels, sub-heads 16/8")
     assert dict(zip(header, row_of(markdown, "mha")))["attention"].startswith("mha")
     first = comparison.runs[0]
     assert first.tokens_seen == 30 * 4 * 2 * 16  # steps x batch x grad_accum x max_seq_len
-    assert fha["tokens seen"] == "3.84K"
+    assert fha["tokens seen"] == "3,840"
     assert dict(zip(header, row_of(markdown, "bare")))["tokens seen"] == "—"
 
 

@@ -45,12 +45,12 @@ def test_every_validation_rule_names_its_field(changes, field):
 
 def test_constraints_of_fha_do_not_apply_to_mha():
     config = ModelConfig(attention="mha", head_dim=24, num_q_heads=4)
-    assert config.subhead_dims == [24, 24, 24, 24]
+    assert config.layer_splits == ((1, 1, 1, 1),) * config.num_layers
 
 
 def test_derived_values():
     config = ModelConfig(head_dim=32, num_q_heads=3, fractal_split=2, dim=60, mlp_hidden_mult=3.0)
-    assert config.subhead_dims == [32, 16, 8]
+    assert config.layer_splits == ((1, 2, 4),) * config.num_layers
     assert config.mlp_hidden_dim == 120
     assert ModelConfig(dim=60, mlp_hidden_mult=3.0, mlp_gated=False).mlp_hidden_dim == 180
 

@@ -22,8 +22,10 @@ def test_smoke_mode_passes_every_check_and_writes_its_report(tmp_path):
     variants = {row["variant"] for row in report["correctness"]}
     assert {"fha", "mha", "uniform-finest", "reversed-fha", "coarse-to-fine", "split"} <= variants
     assert {row["dtype"] for row in report["correctness"]} == {"float32", "bfloat16"}
-    assert any(row["T"] == 1 for row in report["correctness"]) and any(
-        row["key_heads"] > row["value_heads"] for row in report["correctness"])
+    rows = report["correctness"]
+    assert any(row["T"] == 1 for row in rows) and any(row["key_heads"] > row["value_heads"] for row in rows)
+    assert any(row["masked"] for row in rows) and any(row["scale"] == "head" for row in rows)
+    assert any(row["head_multiple"] == 8 for row in rows)  # CUDA's padding, forced on the CPU
     assert all(row["tokens_equal_fp32"] for row in report["generation"])
     assert {row["subhead_dim"] for row in report["backends"]} == {2, 4, 8, 16, 32, 64}
     assert "worst error / tolerance" in done.stdout and "0 failed" in done.stdout

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 from reference_attention import reference_fractal_attention
 
 import fha.model.attention as attention_module
@@ -84,19 +83,9 @@ def test_a_query_that_sees_no_key_gets_zeros_like_sdpa(T):
 def test_split_spelling_equals_its_geometric_pattern_exactly():
     q, k, v = make_qkv(2, 4, 1, 1, 9, 9, 32, dtype=torch.float32)
     assert torch.equal(fractal_attention(q, k, v, split=2), fractal_attention(q, k, v, splits=[1, 2, 4, 8]))
-
-
-@pytest.fixture
-def sdpa_query_shapes(monkeypatch):
-    shapes = []
-    real = F.scaled_dot_product_attention
-
-    def counting(*args, **kwargs):
-        shapes.append(tuple(args[0].shape))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(attention_module.F, "scaled_dot_product_attention", counting)
-    return shapes
+    assert torch.equal(fractal_attention(q, k, v), fractal_attention(q, k, v, splits=[1, 2, 4, 8]))  # split 2
+    with pytest.raises(ValueError, match="give split .* or splits, not both"):
+        fractal_attention(q, k, v, split=3, splits=[1, 2, 4, 8])
 
 
 @pytest.mark.parametrize(
@@ -116,7 +105,7 @@ def test_one_sdpa_call_per_distinct_cut(sdpa_query_shapes, splits, expected):
 @pytest.mark.parametrize(
     "splits,message",
     [
-        ([1, 2], "splits has 2 entries for 3 query heads"),
+        ([1, 2], "splits has 2 entries for heads of 16; the query has 3 heads of 16"),
         ([1, 0, 2], "head 1: the number of sub-heads must be a positive integer, got 0"),
         ([1, -2, 2], "head 1: the number of sub-heads must be a positive integer, got -2"),
         ([1, 3, 2], "head 1: head size 16 is not divisible by its cut into 3 sub-heads"),
@@ -154,7 +143,7 @@ def test_written_patterns():
     assert per_layer.layer_splits == ((1, 1, 1, 1), (2, 2, 4, 4), (1, 2, 4, 8))
     assert per_layer.layer_head_splits == ((1, 1, 1, 1), (2, 2, 4, 4), (1, 2, 4, 8))  # lists become tuples
     finest = ModelConfig(attention="split", head_splits=[1, 2, 4, 16], **SHAPE)  # sub-heads of 2: one RoPE pair
-    assert finest.subhead_dims == [32, 16, 8, 2]
+    assert finest.layer_splits[0] == (1, 2, 4, 16)
 
 
 @pytest.mark.parametrize(
@@ -183,7 +172,8 @@ def test_bad_patterns_give_one_clear_error(changes, message):
 
 
 def test_patterns_belong_to_the_split_variant():
-    with pytest.raises(ValueError, match="head_splits is read only by attention='split' .got attention='fha'."):
+    with pytest.raises(ValueError, match="head_splits is read only by attention='split' .got attention='fha'.; set "
+                                         "attention='split' with it, or head_splits=none"):
         ModelConfig(head_splits=[1, 2, 4, 8], **SHAPE)
 
 
@@ -210,9 +200,11 @@ def test_patterns_parse_from_set_strings(name, text, value):
 @pytest.mark.parametrize(
     "name,text,message",
     [
-        ("head_splits", "1,two,4", r"head_splits='1,two,4': expected a list of integers \(1,2,4\) or None"),
+        ("head_splits", "1,two,4", r"head_splits='1,two,4': expected a list of integers \(1,2,4; in TOML \[1, 2, 4\]\) "
+                                   "or None"),
         ("head_splits", "[1,2,4]", "expected a list of integers"),
-        ("layer_head_splits", "1,2/x", r"expected one list of integers per layer \(1,2,4/4,4,4\) or None"),
+        ("layer_head_splits", "1,2/x", r"expected one list of integers per layer \(1,2,4/4,4,4; in TOML "
+                                       r"\[\[1, 2, 4\], \[4, 4, 4\]\]\) or None"),
     ],
 )
 def test_pattern_parse_errors_say_what_was_expected(name, text, message):
@@ -233,9 +225,8 @@ def test_rope_layout_is_validated():
         ModelConfig(rope_layout="level")
 
 
-def test_every_variant_has_a_summary_and_a_description():
+def test_every_variant_has_a_description():
     for name, variant in ATTENTION_VARIANTS.items():
-        assert variant.summary
         config = ModelConfig(attention=name, head_splits=[1, 2, 4, 8] if variant.reads_pattern else None, **SHAPE)
         assert variant.describe(config).startswith(name)
 

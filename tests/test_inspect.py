@@ -65,8 +65,8 @@ def test_trace_covers_every_module_and_every_level(changes):
         for layout, n in zip(level_layouts(model.config, layer), model.config.layer_splits[layer]):
             d = model.config.head_dim // n
             assert (layout.num_subheads, layout.subhead_dim) == (n, d)
-            reads = (f"kv head {layout.kv_head}" if layout.key_head == layout.kv_head
-                     else f"key head {layout.key_head}, value head {layout.kv_head}")
+            reads = (f"kv head {layout.value_head}" if layout.key_head == layout.value_head
+                     else f"key head {layout.key_head}, value head {layout.value_head}")
             assert f"blocks.{layer}.attn.level{layout.level}  level  {reads}, {n} sub-head" in text
             assert f"q (2, {n}, 7, {d})" in text
     assert "<model>  GPT  (2, 7) -> ((2, 7, 61), None)" in text

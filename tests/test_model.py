@@ -97,8 +97,14 @@ def test_cache_chunks_with_more_than_one_token():
     torch.testing.assert_close(second, full[:, 6:16], rtol=1e-5, atol=1e-5)
 
 
-def test_left_padded_rows_compute_what_they_compute_alone():
-    model = make_model()
+@pytest.mark.parametrize("changes", [
+    {},
+    dict(attention="split", layer_head_splits=[[1, 2, 4], [4, 4, 1]]),
+    dict(attention="fha", rope_layout="subhead"),  # a key head per query head in the cache
+    dict(attention="coarse-to-fine", rope_layout="subhead"),
+])
+def test_left_padded_rows_compute_what_they_compute_alone(changes):
+    model = make_model(**changes)
     long, short = random_ids(1, 12)[0], random_ids(1, 7, seed=5)[0]
     padded = torch.stack([long, torch.cat([torch.zeros(5, dtype=torch.long), short])])
     mask = torch.ones(2, 12, dtype=torch.bool)

@@ -338,5 +338,5 @@ def test_quick_study_runs_on_the_sample(sample_dir, tmp_path):
     spec = spec_from_dict(data, REPO_ROOT / "studies", label="quick.toml")
     run_study(spec, tmp_path / "quick", jobs=1)
     report = write_report(tmp_path / "quick")
-    assert report.verdict.startswith("fha ") and "3.07K training tokens per run (3,072), 2 seeds" in report.verdict
+    assert report.verdict.startswith("fha ") and "3,072 training tokens per run, 2 seeds" in report.verdict
     assert len(read_csv(tmp_path / "quick").splitlines()) == 1 + 4

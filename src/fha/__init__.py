@@ -1,5 +1,7 @@
 """fha: Fractal-Head Attention for small GPT language models."""
 
+__version__ = "0.1.0"  # the package version (pyproject.toml reads it from here)
+
 from fha.compare import compare_runs
 from fha.completion import Completion, complete
 from fha.config import ModelConfig
@@ -12,6 +14,7 @@ from fha.model.gpt import GPT
 from fha.model.kv_cache import KVCache
 from fha.run import load_run
 from fha.tokenizer import Tokenizer
+from fha.train.api import train_model
 
 __all__ = [
     "GPT",
@@ -30,4 +33,5 @@ __all__ = [
     "grouped_attention",
     "load_run",
     "trace_shapes",
+    "train_model",
 ]

@@ -4,7 +4,8 @@ FHA differs from ordinary attention in three ways at once: more and smaller head
 mixed sizes, and a different spread of RoPE frequencies per sub-head (plus its score scale).
 Each baseline below changes one of them and keeps every projection, so applied to the same
 base config (e.g. the `seed-0.3m` preset) all of them have exactly the same parameters.
-Every entry sets the attention settings in full, so it means the same on any base;
+Every entry sets all the attention settings but the shape (variant, score scale, RoPE layout,
+no written pattern), so it means the same on any base of the same heads and `fractal_split`;
 ``fha train --preset seed-0.3m --set key=value ...`` with its overrides trains it.
 """
 
@@ -14,7 +15,8 @@ from typing import Any
 
 from fha.config import ModelConfig
 
-_FHA = {"attention": "fha", "fractal_scale": "subhead", "rope_layout": "head"}
+_FHA = {"attention": "fha", "fractal_scale": "subhead", "rope_layout": "head", "head_splits": None,
+        "layer_head_splits": None}
 
 BASELINES: dict[str, dict[str, Any]] = {
     "fha": _FHA,  # sub-heads of 32/16/8/4 at the seed-0.3m shape, each an ordinary head

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from fha.generation import stream
+from fha.progress import track
 from fha.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -144,9 +144,7 @@ def complete(
             model, idx.to(device), max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
             eos_id=tokenizer.eos_id, generator=generators, token_mask=token_mask.to(device),
         )
-        progress = tqdm(steps, total=max_new_tokens, desc="generating", unit="tok", leave=False,
-                        disable=not show_progress)
-        for tokens in progress:
+        for tokens in track(steps, max_new_tokens, "generating token", unit="tok", enabled=show_progress):
             for row, token_id in enumerate(tokens.tolist()):
                 if done[row]:
                     continue

@@ -30,6 +30,7 @@ HEAD_SEPARATOR, LAYER_SEPARATOR = ",", "/"  # --set layer_head_splits=1,2,4/4,4,
 NORM_TYPES = tuple(NORMS)
 MLP_NONLINEARITIES = tuple(NONLINEARITIES)
 GATED_HIDDEN_FRACTION = 2 / 3  # three gated matrices hold as many weights as two ungated ones
+MAX_SIZE = 2**31 - 1  # no size of a model reaches this; larger values are typing slips that overflow later
 
 
 def near_matches(name: str, candidates: typing.Iterable[str]) -> str:
@@ -68,9 +69,9 @@ def _as_int_tuples(value: Any, depth: int) -> Any:
 def _type_name(kind: Any) -> str:
     depth = _tuple_depth(kind)
     if depth == 1:
-        return "a list of integers (1,2,4)"
+        return "a list of integers (1,2,4; in TOML [1, 2, 4])"
     if depth == 2:
-        return f"one list of integers per layer (1,2,4{LAYER_SEPARATOR}4,4,4)"
+        return f"one list of integers per layer (1,2,4{LAYER_SEPARATOR}4,4,4; in TOML [[1, 2, 4], [4, 4, 4]])"
     return "None" if kind is type(None) else kind.__name__
 
 
@@ -194,6 +195,18 @@ def require_positive(config: ConfigBase, *names: str) -> None:
         _require(getattr(config, name) > 0, f"{name} must be positive, got {getattr(config, name)!r}")
 
 
+def require_finite(config: ConfigBase, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        _require(math.isfinite(value), f"{name} must be a finite number, got {value!r}")
+
+
+def require_at_most(config: ConfigBase, limit: int, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        _require(value <= limit, f"{name} must be at most {limit}, got {value!r}")
+
+
 def require_choice(config: ConfigBase, name: str, allowed: tuple[str, ...]) -> None:
     value = getattr(config, name)
     _require(value in allowed, f"{name} must be one of {', '.join(allowed)}, got {value!r}")
@@ -253,6 +266,9 @@ class ModelConfig(ConfigBase):
             self, "dim", "vocab_size", "num_layers", "max_seq_len", "num_q_heads", "num_kv_heads",
             "head_dim", "fractal_split", "theta", "mlp_hidden_mult", "eps",
         )
+        require_finite(self, "theta", "mlp_hidden_mult", "eps")
+        require_at_most(self, MAX_SIZE, "dim", "vocab_size", "num_layers", "max_seq_len", "num_q_heads",
+                        "num_kv_heads", "head_dim", "fractal_split")
         require_choice(self, "attention", ATTENTION_TYPES)
         require_choice(self, "rope_layout", ROPE_LAYOUTS)
         require_choice(self, "mlp_nonlinearity", MLP_NONLINEARITIES)
@@ -290,9 +306,10 @@ class ModelConfig(ConfigBase):
     def _check_written_patterns(self) -> None:
         written = [name for name in ("head_splits", "layer_head_splits") if getattr(self, name) is not None]
         if not self.variant.reads_pattern:
-            _require(not written, f"{' and '.join(written)} {'is' if len(written) == 1 else 'are'} read only by "
-                                  f"attention='split' (got attention={self.attention!r}); set attention='split' "
-                                  "with it or leave it out")
+            if written:
+                raise ValueError(f"{' and '.join(written)} {'is' if len(written) == 1 else 'are'} read only by "
+                                 f"attention='split' (got attention={self.attention!r}); set attention='split' "
+                                 f"with it, or {written[0]}=none")
             return
         _require(len(written) == 1, "attention='split' needs exactly one of head_splits (the cut of every "
                                     f"layer) and layer_head_splits (one per layer), got {len(written)}")
@@ -329,11 +346,6 @@ class ModelConfig(ConfigBase):
     @property
     def variant(self) -> AttentionVariant:
         return ATTENTION_VARIANTS[self.attention]
-
-    @property
-    def subhead_dims(self) -> list[int]:
-        """Size of the sub-heads of each query head of the first layer."""
-        return [self.head_dim // n for n in self.layer_splits[0]]
 
     @property
     def rope_cuts(self) -> tuple[int, ...]:

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from fha.data import IGNORE_INDEX, TokenData, eval_windows
 from fha.data.sources import TINYSTORIES, load_documents, load_splits
 from fha.device import autocast
+from fha.progress import track
 from fha.tokenizer import PAD_ID, Tokenizer
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ def evaluate(
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: torch.device | str | None = None,
     show_progress: bool = False,
+    precision: str = "auto",
 ) -> EvalResult:
     """Metrics of `model` over a whole text: a `TokenData`, or documents plus their `tokenizer`.
 
@@ -124,7 +125,8 @@ def evaluate(
             raise ValueError("evaluating documents needs their tokenizer")
         tokens, num_bytes = encode_documents(data, tokenizer)
     return evaluate_tokens(
-        model, tokens, num_bytes, top_k=top_k, batch_size=batch_size, device=device, show_progress=show_progress
+        model, tokens, num_bytes, top_k=top_k, batch_size=batch_size, device=device, show_progress=show_progress,
+        precision=precision,
     )
 
 
@@ -138,6 +140,7 @@ def evaluate_tokens(
     batch_size: int = DEFAULT_BATCH_SIZE,
     device: torch.device | str | None = None,
     show_progress: bool = False,
+    precision: str = "auto",
 ) -> EvalResult:
     """`evaluate` on an already tokenised text; `num_bytes` is its UTF-8 size for bits per byte."""
     if top_k < 1:
@@ -157,10 +160,10 @@ def evaluate_tokens(
     was_training = model.training
     model.eval()
     try:
-        for x, y in tqdm(windows, total=-(-num_windows // batch_size), desc="evaluating", unit="batch",
-                         leave=False, disable=not show_progress):
+        for x, y in track(windows, -(-num_windows // batch_size), "evaluating batch", unit="batch",
+                          enabled=show_progress):
             x, y = x.to(device), y.to(device)
-            with autocast(device):
+            with autocast(device, precision):
                 logits, _ = model(x)  # (B, T, V)
             nats, hits1, hitsk, scored = _batch_sums(logits.float(), y, pad_id, top_k)
             total_nats += nats
@@ -205,6 +208,7 @@ def next_token_guesses(
     *,
     top_k: int = DEFAULT_TOP_K,
     device: torch.device | str | None = None,
+    precision: str = "auto",
 ) -> list[TokenGuess]:
     """For each token after the first (within one context window), the model's top-k guesses.
 
@@ -220,7 +224,7 @@ def next_token_guesses(
     was_training = model.training
     model.eval()
     try:
-        with autocast(device):
+        with autocast(device, precision):
             logits, _ = model(ids[None, :-1].to(device))
     finally:
         model.train(was_training)

@@ -6,11 +6,16 @@
       train_config.json    TrainConfig (absent for a bare exported model)
       tokenizer.json       the tokenizer the model was trained with
       log_data.csv         one row per evaluation
-      checkpoints/step-N/  everything a resume needs
+      metrics.csv          one row per log_interval training steps
+      checkpoints/step-N/  everything a resume needs (itself loadable like a run folder)
+
+A run that is still training, or was stopped, has no model.safetensors yet; `load_run` then
+uses its latest checkpoint and says so.
 """
 
 from __future__ import annotations
 
+import logging
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -26,11 +31,14 @@ from fha.model.gpt import GPT
 if TYPE_CHECKING:
     from fha.tokenizer import Tokenizer
 
+log = logging.getLogger(__name__)
+
 MODEL_FILE = "model.safetensors"
 MODEL_CONFIG_FILE = "model_config.json"
 TRAIN_CONFIG_FILE = "train_config.json"
 TOKENIZER_FILE = "tokenizer.json"
 LOG_FILE = "log_data.csv"
+METRICS_FILE = "metrics.csv"
 CHECKPOINTS_DIR = "checkpoints"
 
 
@@ -68,7 +76,13 @@ def load_weights(directory: str | Path, device: str | torch.device = "cpu") -> G
 
 
 def read_weights_into(model: GPT, weights: Path, label: str = "weights") -> None:
-    """Load a safetensors file into model; a damaged or mismatched file is a one-line FhaError."""
+    """Load a safetensors file into model; a missing, unreadable, damaged, mismatched or non-finite
+    (a diverged run's) file is a one-line FhaError."""
+    try:
+        with open(weights, "rb"):
+            pass
+    except OSError as err:
+        raise FhaError(f"{weights}: cannot read the {label} ({err.strerror or one_line(err)})") from None
     try:
         missing, unexpected = load_model(model, str(weights), strict=False)
     except (SafetensorError, OSError, RuntimeError, ValueError) as err:
@@ -76,6 +90,16 @@ def read_weights_into(model: GPT, weights: Path, label: str = "weights") -> None
     if missing or unexpected:
         raise FhaError(f"{weights}: {label} do not match model_config.json "
                        f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+    non_finite = non_finite_tensors(model)
+    if non_finite:
+        raise FhaError(f"{weights}: the {label} hold NaN or infinite values ({len(non_finite)} tensors, e.g. "
+                       f"{', '.join(non_finite[:3])}); the run diverged before they were saved")
+
+
+def non_finite_tensors(model: torch.nn.Module) -> list[str]:
+    """Names of the parameters that hold a NaN or an infinity."""
+    return [name for name, tensor in model.state_dict().items()
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
 
 
 def require_run_dir(path: str | Path) -> Path:
@@ -85,17 +109,39 @@ def require_run_dir(path: str | Path) -> Path:
         raise FhaError(f"{path}: no such run folder")
     if not path.is_dir():
         raise FhaError(f"{path}: not a run folder (it is a file)")
+    if not (path / MODEL_FILE).is_file() and (path / TRAIN_CONFIG_FILE).is_file():
+        raise FhaError(f"{path}: no {MODEL_FILE} yet: training has not finished (it appears at the end; a "
+                       f"checkpoint under {path / CHECKPOINTS_DIR} is a run folder too, or resume with "
+                       f"fha train --resume {path})")
     for name in (MODEL_CONFIG_FILE, MODEL_FILE):
         if not (path / name).is_file():
             raise FhaError(f"{path}: not a run folder (no {name})")
     return path
 
 
+def weights_folder(path: str | Path) -> Path:
+    """The folder to load weights from: `path` itself, or, for a run folder without final weights
+    (still training, or stopped), its latest checkpoint, with a one-line note."""
+    path = Path(path)
+    if not path.is_dir() or (path / MODEL_FILE).is_file() or not (path / MODEL_CONFIG_FILE).is_file():
+        return path
+    from fha.train.checkpoint import list_checkpoints  # the checkpoint module builds on this one
+
+    usable = [(step, folder) for step, folder in list_checkpoints(path) if (folder / MODEL_FILE).is_file()]
+    if not usable:
+        return path
+    step, folder = usable[-1]
+    log.warning("%s: no final weights (the run is unfinished); using its latest checkpoint, step %d (%s)",
+                path, step, folder)
+    return folder
+
+
 def load_model_and_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, Tokenizer]:
-    """The model (in eval mode) and tokenizer of a run folder, checked to fit each other."""
+    """The model (in eval mode) and tokenizer of a run folder (or of its latest checkpoint when
+    it has no final weights yet), checked to fit each other."""
     from fha.tokenizer import Tokenizer
 
-    path = require_run_dir(path)
+    path = require_run_dir(weights_folder(path))
     if not (path / TOKENIZER_FILE).is_file():
         raise FhaError(f"{path}: not a run folder (no {TOKENIZER_FILE})")
     model = load_weights(path, device).eval()
@@ -107,7 +153,8 @@ def load_model_and_tokenizer(path: str | Path, device: str | torch.device = "cpu
 
 
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
-    """(model in eval mode, tokenizer, configs) of a finished or exported run."""
+    """(model in eval mode, tokenizer, configs) of a run: finished, exported, or unfinished (its
+    latest checkpoint)."""
     model, tokenizer = load_model_and_tokenizer(path, device)
     train = None
     if (Path(path) / TRAIN_CONFIG_FILE).is_file():

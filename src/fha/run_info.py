@@ -99,17 +99,18 @@ def command_line() -> str:
     return " ".join([program, shlex.join(sys.argv[1:])]).rstrip()
 
 
-def session(device: torch.device, world_size: int) -> dict[str, Any]:
+def session(device: torch.device, world_size: int, precision: str = "auto") -> dict[str, Any]:
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": command_line(),
-        "device": describe(device),
+        "device": describe(device, precision),
         "threads": torch.get_num_threads(),
         "world_size": world_size,
     }
 
 
-def collect(device: torch.device, world_size: int, tokenizer_fingerprint: str, data: dict[str, Any]) -> dict[str, Any]:
+def collect(device: torch.device, world_size: int, tokenizer_fingerprint: str, data: dict[str, Any],
+            precision: str = "auto") -> dict[str, Any]:
     """The full record of a new run on this machine."""
     return {
         "fha_version": fha_version(),
@@ -117,7 +118,7 @@ def collect(device: torch.device, world_size: int, tokenizer_fingerprint: str, d
         "python_version": platform.python_version(),
         "platform": platform.platform(),
         "git_commit": git_commit(),
-        **session(device, world_size),
+        **session(device, world_size, precision),
         "cpu_count": os.cpu_count(),
         "tokenizer_fingerprint": tokenizer_fingerprint,
         "data": data,
@@ -126,13 +127,13 @@ def collect(device: torch.device, world_size: int, tokenizer_fingerprint: str, d
 
 
 def write_run_info(run_dir: Path, *, device: torch.device, world_size: int, tokenizer_fingerprint: str,
-                   data: dict[str, Any], resumed: bool) -> dict[str, Any]:
+                   data: dict[str, Any], resumed: bool, precision: str = "auto") -> dict[str, Any]:
     """Write (a new run) or extend (a resume) run_info.json; returns what was written."""
     previous = read_run_info(run_dir) if resumed else None
     if previous is not None:
-        info = {**previous, "resumes": [*previous.get("resumes", []), session(device, world_size)]}
+        info = {**previous, "resumes": [*previous.get("resumes", []), session(device, world_size, precision)]}
     else:
-        info = collect(device, world_size, tokenizer_fingerprint, data)
+        info = collect(device, world_size, tokenizer_fingerprint, data, precision)
     temporary = run_dir / f".{RUN_INFO_FILE}.tmp"
     temporary.write_text(json.dumps(info, indent=2) + "\n")
     temporary.replace(run_dir / RUN_INFO_FILE)

@@ -23,6 +23,7 @@ from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
 from fha.errors import FhaError, one_line
+from fha.progress import resolved_mode
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class Tokenizer:
             vocab_size=vocab_size,
             special_tokens=list(SPECIAL_TOKENS),
             limit_alphabet=vocab_size - len(SPECIAL_TOKENS),
-            show_progress=False,
+            show_progress=resolved_mode() == "bar",  # the library's bar redraws; no plain-lines form
         )
         counted = _CountingIterable(texts)
         hf.train_from_iterator(counted, trainer)

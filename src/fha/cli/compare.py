@@ -11,7 +11,8 @@ from fha.compare import PlotOptions, compare_runs
 from fha.compare.plots import X_AXES
 from fha.compare.report import groups_table, markdown_table, runs_table
 from fha.data.sources import TINYSTORIES
-from fha.device import DEVICE_CHOICES, setup_device
+from fha.cli.options import add_device_argument, add_figure_arguments
+from fha.device import setup_device
 from fha.errors import FhaError
 
 log = logging.getLogger(__name__)
@@ -21,9 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "compare",
         help="plot and tabulate several runs side by side",
-        description="Write loss curves (PNG), report.md and a self-contained report.html comparing runs. "
-                    "Runs whose configs differ only in the seed (same tokenizer and data) are grouped "
-                    "(mean and spread); groups with the same seeds are compared seed by seed.",
+        description="Write loss curves (PNG, SVG or PDF), report.md and a self-contained report.html comparing "
+                    "runs. Runs whose configs differ only in the seed (same tokenizer and data) are grouped "
+                    "(mean and spread) and groups with the same seeds are compared seed by seed; runs still "
+                    "training or stopped (no final weights) are read from their logs and marked unfinished.",
     )
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the plots and reports")
@@ -39,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", metavar="SOURCE",
                         help=f"also evaluate every run on this text (a .txt/.jsonl file, or {TINYSTORIES!r} "
                              "for its validation split)")
-    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="device for --data evaluation")
+    add_device_argument(parser, "device for --data evaluation: ")
+    add_figure_arguments(parser)
     parser.set_defaults(func=run_compare)
 
 
@@ -61,7 +64,8 @@ def parse_skip_first(text: str) -> float:
 def run_compare(args: argparse.Namespace) -> int:
     skip_first = parse_skip_first(args.skip_first)
     device = setup_device(args.device) if args.data is not None else "cpu"
-    options = PlotOptions(log_x=args.log_x, log_y=args.log_y, skip_first=skip_first, x_axes=tuple(args.x_axis))
+    options = PlotOptions(log_x=args.log_x, log_y=args.log_y, skip_first=skip_first, format=args.format,
+                          dpi=args.dpi, x_axes=tuple(args.x_axis))
     comparison = compare_runs(args.run_dirs, args.out, names=args.names, options=options, data=args.data,
                               device=device)
     print(markdown_table(runs_table(comparison.runs)))

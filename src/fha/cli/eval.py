@@ -12,7 +12,8 @@ import logging
 from pathlib import Path
 
 from fha.data.sources import TINYSTORIES
-from fha.device import DEVICE_CHOICES, setup_device
+from fha.cli.options import add_device_argument, add_precision_argument
+from fha.device import setup_device
 from fha.errors import FhaError
 from fha.evaluate import (
     DEFAULT_BATCH_SIZE,
@@ -47,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"context windows per forward pass (default {DEFAULT_BATCH_SIZE})")
     parser.add_argument("--max-documents", type=int, metavar="N", help="evaluate only the first N documents")
     parser.add_argument("--json", action="store_true", help="print one JSON object of the metrics on stdout")
-    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    add_device_argument(parser)
+    add_precision_argument(parser)
     parser.set_defaults(func=run_eval)
 
 
@@ -58,21 +60,22 @@ def run_eval(args: argparse.Namespace) -> int:
         raise FhaError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.max_documents is not None and args.max_documents < 1:
         raise FhaError(f"--max-documents must be at least 1, got {args.max_documents}")
-    device = setup_device(args.device)
+    device = setup_device(args.device, args.precision)
     model, tokenizer, _ = load_run(args.run_dir, device)
     if args.top_k > tokenizer.vocab_size:
         raise FhaError(f"--top-k {args.top_k} exceeds the vocabulary of {tokenizer.vocab_size} tokens")
     documents = held_out_documents(args.data)[: args.max_documents]
     log.info("evaluating %s on %d documents from %s", args.run_dir, len(documents), args.data)
     result = evaluate(model, documents, tokenizer=tokenizer, top_k=args.top_k, batch_size=args.batch_size,
-                      show_progress=True)
+                      show_progress=True, precision=args.precision)
     if args.json:
         print(json.dumps(result.to_dict()))
         return 0
     print(_table(args.run_dir, args.data, len(documents), result))
     first = tokenizer.encode(documents[0], bos=True, eos=True)[: GUESS_VIEW_TOKENS + 1]
     print()
-    print(_guess_view(next_token_guesses(model, first, top_k=args.top_k), tokenizer, args.top_k))
+    guesses = next_token_guesses(model, first, top_k=args.top_k, precision=args.precision)
+    print(_guess_view(guesses, tokenizer, args.top_k))
     return 0
 
 

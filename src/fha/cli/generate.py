@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from fha.completion import Completion, complete
-from fha.device import DEVICE_CHOICES, setup_device
+from fha.cli.options import add_device_argument, add_precision_argument
+from fha.device import autocast, setup_device
 from fha.errors import FhaError
 from fha.run import load_run
 
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_NEW_TOKENS = 256
 DEFAULT_TEMPERATURE = 1.0
 SEED_BITS = 31  # seeds chosen at random stay short enough to retype
+SEED_LIMIT = 2**32  # the largest seeds every generator involved accepts, with room for one per row
+MIN_TEMPERATURE = 1e-6  # below this, logits / temperature overflow float32 while sampling is greedy anyway
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="sample only from the most likely tokens that together hold probability P")
     parser.add_argument("--seed", type=int, help="random seed (default: a random one, logged)")
     parser.add_argument("--num-samples", type=int, default=1, metavar="N", help="continuations per prompt")
-    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    add_device_argument(parser)
+    add_precision_argument(parser)
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the model first: each step gets faster, but compiling takes "
                              "seconds to a minute, so it pays off for long or many texts")
@@ -55,7 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_generate(args: argparse.Namespace) -> int:
     _check_options(args)
     prompts = _read_prompts(args.prompt, args.prompt_file)
-    device = setup_device(args.device)
+    device = setup_device(args.device, args.precision)
     model, tokenizer, _ = load_run(args.run_dir, device)
     if args.compile:
         log.info("compiling the model; the first tokens wait for it")
@@ -67,13 +71,14 @@ def run_generate(args: argparse.Namespace) -> int:
     streaming = num_rows == 1
     if streaming:
         _write(prompts[0])
-    completions = complete(
-        model, tokenizer, prompts,
-        max_new_tokens=args.max_new_tokens, num_samples=args.num_samples, temperature=args.temperature,
-        top_k=args.top_k, top_p=args.top_p, seed=seed,
-        on_text=(lambda _row, text: _write(text)) if streaming else None,
-        show_progress=not streaming,
-    )
+    with autocast(device, args.precision):
+        completions = complete(
+            model, tokenizer, prompts,
+            max_new_tokens=args.max_new_tokens, num_samples=args.num_samples, temperature=args.temperature,
+            top_k=args.top_k, top_p=args.top_p, seed=seed,
+            on_text=(lambda _row, text: _write(text)) if streaming else None,
+            show_progress=not streaming,
+        )
     if streaming:
         _write("\n")
     else:
@@ -87,6 +92,11 @@ def _check_options(args: argparse.Namespace) -> None:
         raise FhaError(f"--max-new-tokens must be >= 0, got {args.max_new_tokens}")
     if not (math.isfinite(args.temperature) and args.temperature >= 0):
         raise FhaError(f"--temperature must be a finite number >= 0, got {args.temperature}")
+    if 0 < args.temperature < MIN_TEMPERATURE:
+        raise FhaError(f"--temperature {args.temperature:g} is below {MIN_TEMPERATURE:g}, where sampling is greedy "
+                       "in all but name (and the scaled logits overflow); pass --temperature 0 for greedy decoding")
+    if args.seed is not None and not 0 <= args.seed < SEED_LIMIT:
+        raise FhaError(f"--seed must be a whole number in [0, 2**32), got {args.seed}")
     if args.top_k is not None and args.top_k < 1:
         raise FhaError(f"--top-k must be at least 1, got {args.top_k}")
     if args.top_p is not None and not 0.0 < args.top_p <= 1.0:

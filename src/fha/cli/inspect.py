@@ -17,7 +17,9 @@ from pathlib import Path
 import torch
 
 from fha.config import ModelConfig
+from fha.cli.options import add_figure_arguments
 from fha.errors import FhaError
+from fha.figures import DEFAULT_DPI, DEFAULT_FORMAT, check_figure_options
 from fha.inspect import (
     attention_maps,
     describe_attention,
@@ -27,14 +29,14 @@ from fha.inspect import (
     shape_tree,
 )
 from fha.model.gpt import GPT
-from fha.run import MODEL_CONFIG_FILE, load_run, require_run_dir
+from fha.run import MODEL_CONFIG_FILE, load_run, require_run_dir, weights_folder
 from fha.tokenizer import DISPLAY_ESCAPES, Tokenizer
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 2  # two rows, so that B and T are told apart in the shapes
 DEFAULT_SEQ_LEN = 16
-HEAD_LAYOUT_FILE = "head_layout.png"
+HEAD_LAYOUT_STEM = "head_layout"
 VISIBLE_SPACE = "␣"  # token labels show spaces, which matter in BPE pieces
 MODEL_TABLE = "model"  # the [model] table of a TOML config or preset
 
@@ -63,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     maps.add_argument("--prompt", metavar="TEXT", help="the text whose attention is drawn")
     maps.add_argument("--out", type=Path, metavar="DIR", help="folder for the PNG files")
     maps.add_argument("--layers", type=int, nargs="+", metavar="N", help="layer indices to draw (default all)")
+    add_figure_arguments(maps)
     parser.set_defaults(func=run_inspect)
 
 
@@ -75,6 +78,8 @@ def run_inspect(args: argparse.Namespace) -> int:
     for option in ("prompt", "out", "layers"):
         if getattr(args, option) is not None:
             raise FhaError(f"--{option} is used with --attention")
+    if (args.format, args.dpi) != (DEFAULT_FORMAT, DEFAULT_DPI):
+        raise FhaError("--format and --dpi are used with --attention")
     config = _apply_overrides(_model_config(args), args.overrides)
     seq_len = args.seq_len if args.seq_len is not None else min(DEFAULT_SEQ_LEN, config.max_seq_len)
     if not 1 <= seq_len <= config.max_seq_len:
@@ -95,7 +100,7 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 def _model_config(args: argparse.Namespace) -> ModelConfig:
     if args.run_dir is not None:
-        return ModelConfig.from_json(require_run_dir(args.run_dir) / MODEL_CONFIG_FILE)
+        return ModelConfig.from_json(require_run_dir(weights_folder(args.run_dir)) / MODEL_CONFIG_FILE)
     if args.preset is not None:
         return _preset_model_config(args.preset)
     return load_model_config_file(args.config)
@@ -150,6 +155,7 @@ def _run_attention(args: argparse.Namespace) -> int:
         raise FhaError("--attention needs --prompt TEXT and --out DIR")
     if args.out.exists() and not args.out.is_dir():
         raise FhaError(f"--out {args.out}: is a file, not a folder")
+    check_figure_options(args.format, args.dpi)
     model, tokenizer, configs = load_run(args.run_dir)
     ids = tokenizer.encode(args.prompt, bos=True)
     limit = configs.model.max_seq_len
@@ -158,8 +164,8 @@ def _run_attention(args: argparse.Namespace) -> int:
         ids = ids[:limit]
     maps = attention_maps(model, torch.tensor([ids]), args.layers)
     labels = token_labels(tokenizer, ids)
-    written = save_attention_heatmaps(maps, labels, args.out)
-    layout = save_head_layout(configs.model, args.out / HEAD_LAYOUT_FILE)
+    written = save_attention_heatmaps(maps, labels, args.out, fmt=args.format, dpi=args.dpi)
+    layout = save_head_layout(configs.model, args.out / f"{HEAD_LAYOUT_STEM}.{args.format}", dpi=args.dpi)
     print(f"{len(ids)} tokens: {' '.join(labels)}")
     print(f"wrote {len(written)} heatmaps for layers {', '.join(str(m.layer) for m in maps)} to {args.out}")
     print(f"wrote the head layout to {layout}")

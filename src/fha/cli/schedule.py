@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fha.figures import DEFAULT_DPI
 from fha.train.presets import (
     build_configs,
     load_experiment,
@@ -21,7 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", type=Path, metavar="FILE.toml", help="an experiment file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="change a setting (repeatable), e.g. --set max_iters=5000")
-    parser.add_argument("--plot", type=Path, metavar="IMAGE", help="draw the schedule into this file (.png, .svg, .pdf)")
+    parser.add_argument("--plot", type=Path, metavar="IMAGE",
+                        help="draw the schedule into this file; its suffix (.png, .svg, .pdf) sets the format")
+    parser.add_argument("--dpi", type=int, default=DEFAULT_DPI, metavar="N",
+                        help=f"resolution of a PNG plot in dots per inch (default {DEFAULT_DPI})")
     parser.set_defaults(func=run_schedule)
 
 
@@ -31,6 +35,6 @@ def run_schedule(args: argparse.Namespace) -> int:
     schedule = LRSchedule.from_config(train_config)
     print(schedule.describe())
     if args.plot is not None:
-        plot_schedule(schedule, args.plot, title=f"learning rate: {args.preset or args.config}")
+        plot_schedule(schedule, args.plot, title=f"learning rate: {args.preset or args.config}", dpi=args.dpi)
         print(f"wrote {args.plot}")
     return 0

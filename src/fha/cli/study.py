@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fha.device import DEVICE_CHOICES
+from fha.cli.options import add_device_argument
 from fha.errors import FhaError
 from fha.study.report import write_report
 from fha.study.runner import Shard, run_study
@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "on CPU, one on a GPU)")
     run.add_argument("--shard", default="1/1", metavar="I/N",
                      help="run only shard I of N (every N-th run), e.g. one task of an array job")
-    run.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="default: cuda, then mps, then cpu")
+    add_device_argument(run)
     run.set_defaults(func=run_run)
     report = commands.add_parser("report", help="write report.md, report.html, results.csv and figures",
                                  description="Read a finished study folder (all shards) and write its report.")

@@ -5,19 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fha.device import DEVICE_CHOICES
-from fha.errors import FhaError
-from fha.run import CHECKPOINTS_DIR
-from fha.tokenizer import Tokenizer
-from fha.train.checkpoint import load_checkpoint
-from fha.train.loop import TrainRequest, train
-from fha.train.presets import (
-    build_configs,
-    load_experiment,
-    merge,
-    parse_overrides,
-    preset_names,
-)
+from fha.cli.options import add_device_argument, add_precision_argument
+from fha.config import ConfigBase
+from fha.train.api import build_request, resolve_configs
+from fha.train.loop import train
+from fha.train.presets import parse_overrides, preset_names
+from fha.train.trackers import TRACKERS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,56 +34,57 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="validation text; without it a val_fraction of --data is held out")
     parser.add_argument("--tokenizer", type=Path, metavar="TOKENIZER.json",
                         help="use this tokenizer (its size sets vocab_size); without it one is trained")
-    parser.add_argument("--out", type=Path, metavar="RUN_DIR", help="the run folder to write")
+    parser.add_argument("--out", type=folder_path, metavar="RUN_DIR", help="the run folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous run in RUN_DIR")
-    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="default: cuda, then mps, then cpu")
+    add_device_argument(parser)
+    add_precision_argument(parser)
+    parser.add_argument("--log-to", action="append", default=[], choices=tuple(TRACKERS), metavar="TRACKER",
+                        help=f"also log metrics to {' or '.join(TRACKERS)} (repeatable; metrics.csv is always "
+                             "written)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved model and training config (as an experiment file) and exit")
     parser.set_defaults(func=run_train)
 
 
+def folder_path(text: str) -> Path:
+    """An --out value: a folder name, never the empty string (which would silently mean '.')."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder name, got an empty string")
+    return Path(text)
+
+
 def run_train(args: argparse.Namespace) -> int:
-    request = _resume_request(args) if args.resume is not None else _new_request(args)
-    train(request)
+    overrides = {key: value for table in parse_overrides(args.overrides).values() for key, value in table.items()}
+    if args.print_config:
+        model_config, train_config = resolve_configs(args.preset, config=args.config, overrides=overrides,
+                                                     resume=args.resume)
+        print(experiment_toml({"model": model_config, "train": train_config}))
+        return 0
+    train(build_request(
+        args.preset, config=args.config, overrides=overrides, data=args.data, val_data=args.val_data, out=args.out,
+        resume=args.resume, tokenizer=args.tokenizer, device=args.device, precision=args.precision,
+        overwrite=args.overwrite, log_to=args.log_to,
+    ))
     return 0
 
 
-def _new_request(args: argparse.Namespace) -> TrainRequest:
-    if args.preset is None and args.config is None:
-        raise FhaError("give --preset NAME, --config FILE.toml or --resume PATH")
-    if args.data is None:
-        raise FhaError("--data is required: a text file (.txt, .jsonl) or 'tinystories'")
-    if args.out is None:
-        raise FhaError("--out RUN_DIR is required")
-    overrides = parse_overrides(args.overrides)
-    model_config, train_config = build_configs(merge(load_experiment(args.preset, args.config), overrides))
-    tokenizer = None
-    if args.tokenizer is not None:
-        tokenizer = Tokenizer.load(args.tokenizer)
-        asked = overrides["model"].get("vocab_size")
-        if asked is not None and asked != tokenizer.vocab_size:
-            raise FhaError(f"--set vocab_size={asked} but {args.tokenizer} has {tokenizer.vocab_size} tokens")
-    return TrainRequest(model_config, train_config, args.data, args.out, val_data=args.val_data,
-                        tokenizer=tokenizer, device=args.device, overwrite=args.overwrite)
+def experiment_toml(configs: dict[str, ConfigBase]) -> str:
+    """The configs as an experiment file that ``--config`` reads back; unset optional fields
+    (None: their default rule applies) are shown as comments."""
+    lines = []
+    for table, config in configs.items():
+        lines.append(f"[{table}]")
+        for key, value in config.to_dict().items():
+            lines.append(f"# {key} = (not set)" if value is None else f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines).rstrip()
 
 
-def _resume_request(args: argparse.Namespace) -> TrainRequest:
-    for flag, value in (("--preset", args.preset), ("--config", args.config), ("--tokenizer", args.tokenizer)):
-        if value is not None:
-            raise FhaError(f"{flag} cannot be combined with --resume (the checkpoint holds its configs and tokenizer)")
-    overrides = parse_overrides(args.overrides)
-    if overrides["model"]:
-        names = ", ".join(sorted(overrides["model"]))
-        raise FhaError(f"--set {names}: the model of a run cannot change on --resume (only training settings)")
-    checkpoint = load_checkpoint(args.resume)
-    checkpoint.check_resumable()
-    _, train_config = build_configs({"train": {**checkpoint.train_config.to_dict(), **overrides["train"]}})
-    saved_data = checkpoint.state.get("data", {})
-    data = args.data or saved_data.get("source")
-    if data is None:
-        raise FhaError(f"{checkpoint.path}: the checkpoint does not record its data; pass --data")
-    val_data = args.val_data if args.data else saved_data.get("val_source")
-    out = args.out or checkpoint.run_dir
-    if out is None:
-        raise FhaError(f"{checkpoint.path}: this checkpoint is not inside a run's {CHECKPOINTS_DIR}/ folder; "
-                       "pass --out RUN_DIR to say where the resumed run goes")
-    return TrainRequest(checkpoint.model_config, train_config, data, out,
-                        val_data=val_data, device=args.device, overwrite=args.overwrite, resume=checkpoint)
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):  # head-split patterns
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)

@@ -3,10 +3,10 @@
     from fha.compare import compare_runs, PlotOptions
     comparison = compare_runs(["runs/fha", "runs/mha"], "report/", options=PlotOptions(log_y=True))
 
-writes ``loss_vs_tokens.png`` (or against step or wall time, `PlotOptions.x_axes`),
-``report.md`` and ``report.html`` (plots embedded) into the output folder. See
-`fha.compare.runs` for what is read from each run and how seed groups are found, and
-`fha.compare.fairness` for the checks that keep the comparison fair.
+writes ``loss_vs_tokens.png`` (or against step or wall time, `PlotOptions.x_axes`; or ``.svg``,
+``.pdf``: ``PlotOptions(format=...)``), ``report.md`` and ``report.html`` (plots embedded)
+into the output folder. See `fha.compare.runs` for what is read from each run and how seed
+groups are found, and `fha.compare.fairness` for the checks that keep the comparison fair.
 """
 
 from __future__ import annotations
@@ -108,6 +108,9 @@ def compare_runs(
     for note in notes:
         if note.startswith("Warning:"):
             log.warning("%s", note)
+    unfinished = [run.name for run in runs if not run.finished]
+    if unfinished:
+        notes.append(f"Unfinished (no final weights yet; numbers as of their last log row): {', '.join(unfinished)}.")
     if options.skip_first:
         notes.append(f"Curves leave out the first {_skipped(options.skip_first)}.")
     groups = seed_groups(runs)

@@ -1,8 +1,11 @@
 """Loss curves of several runs: train and validation loss against tokens seen (default), step or wall time.
 
 A run that belongs to a seed group is drawn as part of the group: the mean over its members
-as a line and the min-max range as a shaded band, at the steps all members logged. Drawn
-with matplotlib's object-oriented API (no pyplot, no display needed).
+as a line and the min-max range as a shaded band, at the steps all members logged. The
+training loss comes from metrics.csv (every log_interval steps) when the runs have it, else
+from the evaluations of log_data.csv; curves of evaluations carry a marker at each point.
+Unfinished runs are labelled so. Drawn with matplotlib's object-oriented API (no pyplot, no
+display needed), as PNG, SVG or PDF (`fha.figures`).
 """
 
 from __future__ import annotations
@@ -19,23 +22,27 @@ from matplotlib.figure import Figure
 
 from fha.compare.runs import RunSummary, SeedGroup, TrainingLog
 from fha.errors import FhaError
+from fha.figures import DEFAULT_DPI, DEFAULT_FORMAT, check_figure_options, grid, plain_log_ticks, save_figure
 
 logger = logging.getLogger(__name__)
 
-LOSS_VS_TOKENS_FILE = "loss_vs_tokens.png"
+LOSS_VS_TOKENS_FILE = "loss_vs_tokens.png"  # with the default format
 LOSS_VS_STEP_FILE = "loss_vs_step.png"
 LOSS_VS_TIME_FILE = "loss_vs_time.png"
+REPORT_IMAGE_SUFFIXES = (".png", ".svg")  # what the reports can show; a PDF gets a PNG copy beside it
 TOKENS = "tokens"  # x column computed from the step and the run's tokens per step
 PANEL_INCHES = (6.0, 4.2)
-DPI = 110
 BAND_ALPHA = 0.25
+EVAL_MARKER = "o"
+MARKER_SIZE = 3.5
+UNFINISHED = "unfinished"
 # (panel title, TrainingLog column) for the two panels of each figure
 PANELS = (("train loss", "train_loss"), ("validation loss", "val_loss"))
-# x axis name -> (axis label, column, file). Wall time measures the machine's load as much as the model.
+# x axis name -> (axis label, column, file stem). Wall time measures the machine's load as much as the model.
 X_AXES = {
-    "tokens": ("training tokens seen", TOKENS, LOSS_VS_TOKENS_FILE),
-    "step": ("step", "step", LOSS_VS_STEP_FILE),
-    "time": ("wall time (s; machine-dependent)", "time_s", LOSS_VS_TIME_FILE),
+    "tokens": ("training tokens seen", TOKENS, Path(LOSS_VS_TOKENS_FILE).stem),
+    "step": ("step", "step", Path(LOSS_VS_STEP_FILE).stem),
+    "time": ("wall time (s; machine-dependent)", "time_s", Path(LOSS_VS_TIME_FILE).stem),
 }
 
 
@@ -44,15 +51,19 @@ class PlotOptions:
     log_x: bool = False
     log_y: bool = False
     skip_first: float = 0.0  # an int >= 1: first step kept; a fraction in (0, 1): share of each run's steps dropped
+    format: str = DEFAULT_FORMAT  # png, svg or pdf
+    dpi: int = DEFAULT_DPI
     x_axes: tuple[str, ...] = ("tokens",)  # one figure per entry, names of X_AXES
 
     def __post_init__(self) -> None:
+        check_figure_options(self.format, self.dpi)
         for name in self.x_axes:
             if name not in X_AXES:
                 raise FhaError(f"--x-axis {name!r}: expected one of {', '.join(X_AXES)}")
 
 
 def _x_values(run: RunSummary, log: TrainingLog, x_column: str) -> np.ndarray:
+    """A column of `log` (a run's log_data.csv or metrics.csv), or the tokens seen at its steps."""
     if x_column != TOKENS:
         return getattr(log, x_column)
     if run.tokens_per_step is None:
@@ -74,17 +85,31 @@ class _Series:
     y: np.ndarray
     low: np.ndarray | None = None  # band, for seed groups
     high: np.ndarray | None = None
+    markers: bool = True  # points are evaluations (sparse), not metrics rows
+
+
+def _source(runs: Sequence[RunSummary], y_column: str) -> str:
+    """"metrics" when the curve can come from every run's metrics.csv, else "log"."""
+    dense = y_column == "train_loss" and all(run.metrics is not None and len(run.metrics.step) for run in runs)
+    return "metrics" if dense else "log"
+
+
+def _label(run: RunSummary) -> str:
+    return run.name if run.finished else f"{run.name} ({UNFINISHED})"
 
 
 def _run_series(run: RunSummary, x_column: str, y_column: str, options: PlotOptions) -> _Series:
-    log = run.log.after(first_kept_step(run.log, options.skip_first))
+    source = getattr(run, _source([run], y_column))
+    log = source.after(first_kept_step(source, options.skip_first))
     x, y = _x_values(run, log, x_column), getattr(log, y_column)
     keep = ~np.isnan(y) & _drawable(x, options)
-    return _Series(run.name, x[keep], y[keep])
+    return _Series(_label(run), x[keep], y[keep], markers=source is run.log)
 
 
 def _group_series(group: SeedGroup, x_column: str, y_column: str, options: PlotOptions) -> _Series:
-    logs = [run.log.after(first_kept_step(run.log, options.skip_first)) for run in group.runs]
+    source = _source(group.runs, y_column)
+    sources = [getattr(run, source) for run in group.runs]
+    logs = [log.after(first_kept_step(log, options.skip_first)) for log in sources]
     steps = reduce(np.intersect1d, [log.step for log in logs])  # steps every member logged
     x_rows, y_rows = [], []
     for run, log in zip(group.runs, logs):
@@ -94,8 +119,10 @@ def _group_series(group: SeedGroup, x_column: str, y_column: str, options: PlotO
     xs, ys = np.stack(x_rows), np.stack(y_rows)  # (members, steps)
     keep = ~np.isnan(ys).any(axis=0) & _drawable(xs.mean(axis=0), options)
     xs, ys = xs[:, keep], ys[:, keep]
-    label = f"{group.label} (mean of {len(group.runs)} seeds, min-max band)"
-    return _Series(label, xs.mean(axis=0), ys.mean(axis=0), ys.min(axis=0), ys.max(axis=0))
+    unfinished = f", {UNFINISHED}" if not all(run.finished for run in group.runs) else ""
+    label = f"{group.label} (mean of {len(group.runs)} seeds, min-max band{unfinished})"
+    return _Series(label, xs.mean(axis=0), ys.mean(axis=0), ys.min(axis=0), ys.max(axis=0),
+                   markers=source == "log")
 
 
 def _drawable(x: np.ndarray, options: PlotOptions) -> np.ndarray:
@@ -106,7 +133,8 @@ def _drawable(x: np.ndarray, options: PlotOptions) -> np.ndarray:
 
 def _draw(ax: Axes, series: Sequence[_Series], title: str, x_label: str, options: PlotOptions) -> None:
     for item in series:
-        (line,) = ax.plot(item.x, item.y, label=item.label)
+        (line,) = ax.plot(item.x, item.y, label=item.label, marker=EVAL_MARKER if item.markers else None,
+                          markersize=MARKER_SIZE)
         if item.low is not None:
             ax.fill_between(item.x, item.low, item.high, color=line.get_color(), alpha=BAND_ALPHA, linewidth=0)
     ax.set_title(title)
@@ -114,9 +142,11 @@ def _draw(ax: Axes, series: Sequence[_Series], title: str, x_label: str, options
     ax.set_ylabel("loss (nats/token)")
     if options.log_x:
         ax.set_xscale("log")
+        plain_log_ticks(ax.xaxis)
     if options.log_y:
         ax.set_yscale("log")
-    ax.grid(True, alpha=0.3)
+        plain_log_ticks(ax.yaxis)
+    grid(ax, minor=options.log_x or options.log_y)
 
 
 def _in_run_order(runs: Sequence[RunSummary], groups: Sequence[SeedGroup]) -> list[RunSummary | SeedGroup]:
@@ -133,16 +163,18 @@ def _in_run_order(runs: Sequence[RunSummary], groups: Sequence[SeedGroup]) -> li
 def plot_losses(
     runs: Sequence[RunSummary], groups: Sequence[SeedGroup], out_dir: Path, options: PlotOptions
 ) -> list[Path]:
-    """Write one figure per x axis of `options` (train and validation panels each)."""
+    """Write one figure per x axis of `options` (loss_vs_tokens by default) in `options.format`, train and
+    validation panels each; returns their paths. A PDF gets a PNG copy beside it for the reports
+    (`report_image`)."""
     curves = _in_run_order(runs, groups)
     written = []
     axes_names = list(dict.fromkeys(options.x_axes))
     unknown = [run.name for run in runs if run.tokens_per_step is None]
     if "tokens" in axes_names and unknown:
         logger.warning("tokens seen are unknown for %s (no train_config.json): plotting against step instead",
-                    ", ".join(unknown))
+                       ", ".join(unknown))
         axes_names = list(dict.fromkeys("step" if name == "tokens" else name for name in axes_names))
-    for x_label, x_column, file_name in (X_AXES[name] for name in axes_names):
+    for x_label, x_column, stem in (X_AXES[name] for name in axes_names):
         figure = Figure(figsize=(PANEL_INCHES[0] * len(PANELS), PANEL_INCHES[1]), layout="constrained")
         axes = figure.subplots(1, len(PANELS), squeeze=False)[0]
         for ax, (title, y_column) in zip(axes, PANELS):
@@ -150,7 +182,13 @@ def plot_losses(
                       else _run_series(item, x_column, y_column, options) for item in curves]
             _draw(ax, series, title, x_label, options)
         axes[-1].legend(fontsize="small")
-        path = out_dir / file_name
-        figure.savefig(path, dpi=DPI)
+        path = save_figure(figure, out_dir / f"{stem}.{options.format}", options.dpi)
+        if path.suffix not in REPORT_IMAGE_SUFFIXES:
+            save_figure(figure, report_image(path), options.dpi)
         written.append(path)
     return written
+
+
+def report_image(plot: Path) -> Path:
+    """The image file the reports show for a plot: itself, or its PNG copy."""
+    return plot if plot.suffix in REPORT_IMAGE_SUFFIXES else plot.with_suffix(".png")

@@ -1,7 +1,11 @@
 """The comparison report as tables of strings, written as Markdown and as one HTML page.
 
 The HTML page embeds the plots as base64 data URIs, so it can be mailed or archived alone;
-the Markdown file links the PNG files next to it.
+the Markdown file links the image files next to it. Its tables scroll sideways inside the
+page when they are wider than the window, with numbers right-aligned.
+
+One number format everywhere: counts with thousands separators (90,304), losses with four
+decimals, perplexities with two, accuracies as percentages (34.67%).
 """
 
 from __future__ import annotations
@@ -9,23 +13,32 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fha.compare.plots import UNFINISHED, report_image
 from fha.compare.runs import HELD_OUT_PREFIX, RunSummary, SeedGroup, Spread
 from fha.inspect.layout import describe_attention
 
 MISSING = "—"
 SECONDS_PER_MINUTE = 60
 SECONDS_PER_HOUR = 3600
-SI_STEPS = ((1e9, "B"), (1e6, "M"), (1e3, "K"))
+ACCURACY_SUFFIX = "_accuracy"  # held-out metrics shown as percentages
+PERPLEXITY = "perplexity"
 TITLE = "Run comparison"
+IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml"}
+NUMBER_CELL = re.compile(r"[-+]?\d[\d,]*(\.\d+)?(%| s|m \d\ds|h \d\dm)?( ± .*)?")
 HTML_STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+.table-scroll { max-width: 100%; overflow-x: auto; margin: 1em 0; }
+table { border-collapse: collapse; font-size: 0.9em; width: max-content; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f2f2f2; }
+td { white-space: nowrap; }
+td.text { white-space: normal; max-width: 24em; }
+th.num, td.num { text-align: right; font-variant-numeric: tabular-nums; }
 img { max-width: 100%; margin: 1em 0; }
 """
 
@@ -44,14 +57,25 @@ def format_rate(value: float) -> str:
     return MISSING if math.isnan(value) else f"{value:,.0f}"
 
 
-def format_si(count: int | None) -> str:
-    """1234567 -> "1.23M"."""
-    if count is None:
-        return MISSING
-    for size, suffix in SI_STEPS:
-        if count >= size:
-            return f"{count / size:.3g}{suffix}"
-    return str(count)
+def format_count(count: int | None) -> str:
+    """1234567 -> "1,234,567"."""
+    return MISSING if count is None else f"{count:,}"
+
+
+def format_perplexity(value: float) -> str:
+    return MISSING if math.isnan(value) else f"{value:,.2f}"
+
+
+def format_percent(value: float) -> str:
+    """A share in [0, 1] as a percentage: 0.3467 -> "34.67%"."""
+    return MISSING if math.isnan(value) else f"{value:.2%}"
+
+
+def metric_format(key: str) -> Callable[[float], str]:
+    """How a held-out metric of evaluate() is shown."""
+    if key.endswith(ACCURACY_SUFFIX):
+        return format_percent
+    return format_perplexity if key == PERPLEXITY else format_loss
 
 
 def format_duration(seconds: float) -> str:
@@ -78,17 +102,17 @@ def _held_out_keys(runs: Sequence[RunSummary]) -> list[str]:
 
 # (header, how to format one run) for the columns that every report has
 RUN_COLUMNS: list[tuple[str, Callable[[RunSummary], str]]] = [
-    ("run", lambda run: run.name),
+    ("run", lambda run: run.name if run.finished else f"{run.name} ({UNFINISHED})"),
     ("attention", lambda run: describe_attention(run.model_config)),
     ("parameters", lambda run: f"{run.num_parameters:,}"),
     ("non-embedding", lambda run: f"{run.num_non_embedding:,}"),
     ("steps", lambda run: f"{run.steps:,}"),
-    ("tokens seen", lambda run: format_si(run.tokens_seen)),
+    ("tokens seen", lambda run: format_count(run.tokens_seen)),
 ]
 # the last logged losses, measured on eval_samples random windows (not a whole text)
 LOGGED_COLUMNS: list[tuple[str, Callable[[RunSummary], str]]] = [
     ("final val loss", lambda run: format_loss(run.final_val_loss)),
-    ("val perplexity", lambda run: format_loss(run.final_perplexity)),
+    ("val perplexity", lambda run: format_perplexity(run.final_perplexity)),
     ("eval windows", lambda run: MISSING if run.eval_windows is None else f"{run.eval_windows:,}"),
 ]
 SPEED_COLUMNS: list[tuple[str, Callable[[RunSummary], str]]] = [
@@ -105,7 +129,7 @@ def runs_table(runs: Sequence[RunSummary]) -> Table:
     rows = []
     for run in runs:
         row = [cell(run) for _, cell in RUN_COLUMNS]
-        row += [format_loss(run.held_out[key]) for key in held_out]
+        row += [metric_format(key)(run.held_out[key]) for key in held_out]
         row += [cell(run) for _, cell in LOGGED_COLUMNS]
         row += [cell(run) for _, cell in SPEED_COLUMNS]
         rows.append(row)
@@ -122,9 +146,9 @@ def groups_table(groups: Sequence[SeedGroup]) -> Table:
     all_runs = [run for group in groups for run in group.runs]
     metrics: list[tuple[str, str, Callable[[float], str]]] = [
         ("final val loss", "final_val_loss", format_loss),
-        ("val perplexity", "final_perplexity", format_loss),
+        ("val perplexity", "final_perplexity", format_perplexity),
     ]
-    metrics += [(f"held-out {key}", HELD_OUT_PREFIX + key, format_loss) for key in _held_out_keys(all_runs)]
+    metrics += [(f"held-out {key}", HELD_OUT_PREFIX + key, metric_format(key)) for key in _held_out_keys(all_runs)]
     metrics += [("tokens/s", "tokens_per_s", format_rate), ("wall time", "wall_time_s", format_duration)]
     header = ["group", "runs", "seeds"] + [name for name, _, _ in metrics]
     rows = []
@@ -143,10 +167,18 @@ def markdown_table(table: Table) -> str:
     return "\n".join([line(table.header), line(["---"] * len(table.header))] + [line(row) for row in table.rows])
 
 
+def numeric_columns(table: Table) -> list[bool]:
+    """Columns whose every cell is a number (or missing): these are right-aligned."""
+    return [all(cell == MISSING or NUMBER_CELL.fullmatch(cell) for cell in column) and any(column)
+            for column in zip(*table.rows)] if table.rows else [False] * len(table.header)
+
+
 def _html_table(table: Table) -> str:
-    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in table.header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in table.rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    kinds = ["num" if numeric else "text" for numeric in numeric_columns(table)]
+    head = "".join(f"<th class=\"{kind}\">{html.escape(cell)}</th>" for kind, cell in zip(kinds, table.header))
+    body = "".join("<tr>" + "".join(f"<td class=\"{kind}\">{html.escape(cell)}</td>" for kind, cell in zip(kinds, row))
+                   + "</tr>" for row in table.rows)
+    return f"<div class=\"table-scroll\"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
 GROUPS_NOTE = ("Runs with equal model configs whose train configs differ only in `seed`; "
@@ -165,7 +197,9 @@ def write_markdown(path: Path, runs: Table, groups: Table | None, plots: Sequenc
         parts += [f"## {heading}", "", note, "", markdown_table(table), ""]
     parts += ["## Loss curves", ""]
     for plot in plots:
-        parts += [f"![{plot.stem.replace('_', ' ')}]({plot.name})", ""]
+        parts += [f"![{plot.stem.replace('_', ' ')}]({report_image(plot).name})", ""]
+        if report_image(plot) != plot:
+            parts += [f"([{plot.name}]({plot.name}))", ""]
     path.write_text("\n".join(parts))
 
 
@@ -181,7 +215,8 @@ def write_html(path: Path, runs: Table, groups: Table | None, plots: Sequence[Pa
         parts += [f"<h2>{html.escape(heading)}</h2>", f"<p>{html.escape(note)}</p>", _html_table(table)]
     parts.append("<h2>Loss curves</h2>")
     for plot in plots:
-        encoded = base64.b64encode(plot.read_bytes()).decode("ascii")
-        parts.append(f"<img alt=\"{html.escape(plot.stem)}\" src=\"data:image/png;base64,{encoded}\">")
+        image = report_image(plot)
+        encoded = base64.b64encode(image.read_bytes()).decode("ascii")
+        parts.append(f"<img alt=\"{html.escape(plot.stem)}\" src=\"data:{IMAGE_TYPES[image.suffix]};base64,{encoded}\">")
     parts.append("</body></html>")
     path.write_text("\n".join(parts) + "\n")

@@ -1,8 +1,10 @@
 """What `fha compare` knows about one run, read from its folder, and seed groups of runs.
 
 Only small files are read: model_config.json, train_config.json (optional, read as plain
-JSON so that compare does not depend on the training code) and log_data.csv. Parameter
-counts come from building the model on PyTorch's "meta" device, which allocates nothing.
+JSON so that compare does not depend on the training code), log_data.csv and metrics.csv
+(optional). Parameter counts come from building the model on PyTorch's "meta" device, which
+allocates nothing. A run still training or stopped (no model.safetensors yet) is read all
+the same and marked unfinished.
 
 Seed groups: runs whose model configs are equal, whose train configs are equal in every
 field except ``seed``, and which used the same tokenizer and data (run_info.json) are
@@ -27,12 +29,13 @@ import torch
 from fha.config import ModelConfig
 from fha.errors import FhaError
 from fha.model.gpt import GPT
-from fha.run import LOG_FILE, MODEL_CONFIG_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE, require_run_dir
+from fha.run import LOG_FILE, METRICS_FILE, MODEL_CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE
 from fha.run_info import read_run_info
 from fha.tokenizer import Tokenizer
 
 STEP, TRAIN_LOSS, VAL_LOSS, TIME, TOKENS_PER_S = "Step", "Train Loss", "Validation Loss", "Time Elapsed", "Tokens/s"
 REQUIRED_COLUMNS = (STEP, TRAIN_LOSS, VAL_LOSS, TIME)
+METRICS_REQUIRED = (STEP, TRAIN_LOSS, TIME)  # of metrics.csv
 # Train config fields that size one optimizer step, and the one that repeats differ in.
 BATCH_SIZE, GRAD_ACCUM, SEQ_LEN, SEED = "batch_size", "grad_accum_steps", "seq_len", "seed"
 EVAL_SAMPLES, DEFAULT_EVAL_SAMPLES = "eval_samples", 20  # TrainConfig's default, read without the training code
@@ -69,7 +72,7 @@ def read_log(path: Path) -> TrainingLog:
             if missing:
                 raise FhaError(f"{path}: corrupt log (missing column {', '.join(missing)})")
             rows = [{key.strip(): value for key, value in row.items() if key is not None} for row in reader]
-    except UnicodeDecodeError as err:
+    except (UnicodeDecodeError, csv.Error) as err:
         raise FhaError(f"{path}: corrupt log (not text: {err})") from None
     if not rows:
         raise FhaError(f"{path}: the log has no rows")
@@ -79,6 +82,27 @@ def read_log(path: Path) -> TrainingLog:
             column[line - 2] = _number(row.get(name), path, line, name, required=name == STEP)
     return TrainingLog(values[STEP].astype(np.int64), values[TRAIN_LOSS], values[VAL_LOSS], values[TIME],
                        values[TOKENS_PER_S])
+
+
+def read_metrics_log(path: Path) -> TrainingLog | None:
+    """Parse metrics.csv (training loss every log_interval steps) as a TrainingLog without
+    validation losses; None when the run has none (older runs). Bad content is an FhaError."""
+    if not path.is_file():
+        return None
+    try:
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            missing = [name for name in METRICS_REQUIRED if name not in (reader.fieldnames or [])]
+            if missing:
+                raise FhaError(f"{path}: corrupt log (missing column {', '.join(missing)})")
+            rows = list(reader)
+    except UnicodeDecodeError as err:
+        raise FhaError(f"{path}: corrupt log (not text: {err})") from None
+    columns = {name: np.array([_number(row.get(name), path, line, name, required=name == STEP)
+                               for line, row in enumerate(rows, start=2)], dtype=np.float64)
+               for name in (*METRICS_REQUIRED, TOKENS_PER_S)}
+    return TrainingLog(columns[STEP].astype(np.int64), columns[TRAIN_LOSS], np.full(len(rows), math.nan),
+                       columns[TIME], columns[TOKENS_PER_S])
 
 
 def _number(text: str | None, path: Path, line: int, column: str, required: bool) -> float:
@@ -104,6 +128,8 @@ class RunSummary:
     num_parameters: int
     num_non_embedding: int
     held_out: dict[str, float] = field(default_factory=dict)  # evaluate() metrics when --data is given
+    finished: bool = True  # False while the run has no final weights (still training, or stopped)
+    metrics: TrainingLog | None = None  # metrics.csv's rows (val_loss all NaN), when the run has one
     info: dict[str, Any] | None = None  # run_info.json (None for runs trained before it existed)
     tokenizer_fingerprint: str | None = None
 
@@ -191,8 +217,8 @@ class RunSummary:
 
 
 def load_summary(path: str | Path, name: str | None = None) -> RunSummary:
-    """Read a run folder (model_config.json, model.safetensors, log_data.csv; train_config.json optional)."""
-    path = require_run_dir(path)
+    """Read a run folder (model_config.json, log_data.csv; train_config.json, metrics.csv optional)."""
+    path = _run_folder(path)
     config = ModelConfig.from_json(path / MODEL_CONFIG_FILE)
     train_config = _read_train_config(path / TRAIN_CONFIG_FILE)
     log = read_log(path / LOG_FILE)
@@ -210,9 +236,23 @@ def load_summary(path: str | Path, name: str | None = None) -> RunSummary:
         log=log,
         num_parameters=model.num_parameters(),
         num_non_embedding=model.num_parameters(non_embedding=True),
+        finished=(path / MODEL_FILE).is_file(),
+        metrics=read_metrics_log(path / METRICS_FILE),
         info=info,
         tokenizer_fingerprint=fingerprint,
     )
+
+
+def _run_folder(path: str | Path) -> Path:
+    """A folder with a model config; its weights may be missing (an unfinished run)."""
+    path = Path(path)
+    if not path.exists():
+        raise FhaError(f"{path}: no such run folder")
+    if not path.is_dir():
+        raise FhaError(f"{path}: not a run folder (it is a file)")
+    if not (path / MODEL_CONFIG_FILE).is_file():
+        raise FhaError(f"{path}: not a run folder (no {MODEL_CONFIG_FILE})")
+    return path
 
 
 def _read_train_config(path: Path) -> dict[str, Any] | None:
@@ -224,6 +264,10 @@ def _read_train_config(path: Path) -> dict[str, Any] | None:
         raise FhaError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(data, dict):
         raise FhaError(f"{path}: expected a JSON object of train config fields")
+    for key in (BATCH_SIZE, GRAD_ACCUM, SEQ_LEN):
+        value = data.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise FhaError(f"{path}: {key} must be a positive whole number, got {value!r}")
     return data
 
 

@@ -5,33 +5,43 @@ A corpus named ``NAME`` in ``CACHE_DIR`` is stored as three files:
 * ``NAME.tokens.bin``: every document as ``<bos> doc <eos>``, back to back, as raw
   uint16 (vocabularies up to 65,536 ids) or uint32, read back with ``numpy.memmap``;
 * ``NAME.offsets.npy``: int64 start of each document in the token array, plus the total;
-* ``NAME.json``: metadata (tokenizer fingerprint, source description, counts), written
-  last, so a cache without it is incomplete.
+* ``NAME.json``: metadata (tokenizer fingerprint, source description, counts, SHA-256 of
+  the two other files), written last, so a cache without it is incomplete.
 
 The cache is reused when the metadata's tokenizer fingerprint, source description and
-document/character counts match the request; otherwise (stale, or damaged files) it is
-rebuilt. The source description should identify the data (`describe_source` gives path,
-size and modification time of files).
+document/character counts match the request and both files still have their recorded
+checksums; otherwise (stale, or damaged files) it is rebuilt. The source description
+should identify the data (`describe_source` gives path, size and modification time of files).
+
+Several processes may fill the same entry at once (two runs started together on new data):
+each writes under its own temporary names and renames them into place, and as they encode
+the same documents with the same tokenizer, whichever rename comes last leaves the same files.
+Temporary files of a process killed while writing start with ``.`` and end in ``.tmp``;
+`clear_cache` removes them with everything else.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from fha.errors import FhaError
+from fha.progress import Progress
 from fha.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: checksums of the token and offset files
+HASH_CHUNK_BYTES = 2**24
+TEMP_SUFFIX = ".tmp"
 UINT16_LIMIT = 2**16
 ENCODE_BATCH_DOCS = 1024
 MAX_UNKNOWN_EXAMPLES = 10
@@ -99,7 +109,7 @@ def prepare_tokens(
     meta.update(expected)
     _write_json_atomic(paths.meta, meta)
     _report_unknown(meta, name)
-    return _open(paths, meta)
+    return _open(paths, meta, verify=False)
 
 
 class _CachePaths:
@@ -115,16 +125,18 @@ def _encode_to_disk(documents: Sequence[str], tokenizer: Tokenizer, paths: _Cach
     lengths = np.empty(len(documents), dtype=np.int64)
     num_bytes = num_unknown = 0
     unknown_examples: set[str] = set()
-    tmp_tokens = paths.tokens.with_name(paths.tokens.name + ".tmp")
+    tokens_digest = hashlib.sha256()
+    tmp_tokens = _temp_path(paths.tokens)
     with (
         open(tmp_tokens, "wb") as out,
-        tqdm(total=len(documents), desc=f"tokenising {name}", unit="doc", unit_scale=True, leave=False) as progress,
+        Progress(len(documents), f"tokenising {name}", unit="doc", leave=False) as progress,
     ):
         for start in range(0, len(documents), ENCODE_BATCH_DOCS):
             batch = documents[start : start + ENCODE_BATCH_DOCS]
             encoded = tokenizer.encode_batch(batch, bos=True, eos=True)
             flat = np.concatenate([np.asarray(ids, dtype=dtype) for ids in encoded])
             out.write(flat.tobytes())
+            tokens_digest.update(flat.tobytes())
             lengths[start : start + len(batch)] = [len(ids) for ids in encoded]
             num_bytes += sum(len(doc.encode("utf-8")) for doc in batch)
             batch_unknown = int(np.count_nonzero(flat == tokenizer.unk_id))
@@ -137,10 +149,14 @@ def _encode_to_disk(documents: Sequence[str], tokenizer: Tokenizer, paths: _Cach
     offsets = np.zeros(len(documents) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     os.replace(tmp_tokens, paths.tokens)
-    tmp_offsets = paths.offsets.with_name(paths.offsets.name + ".tmp.npy")
-    np.save(tmp_offsets, offsets)
+    tmp_offsets = _temp_path(paths.offsets)
+    with open(tmp_offsets, "wb") as out:
+        np.save(out, offsets)
+    offsets_sha256 = _file_sha256(tmp_offsets)
     os.replace(tmp_offsets, paths.offsets)
     return {
+        "tokens_sha256": tokens_digest.hexdigest(),
+        "offsets_sha256": offsets_sha256,
         "dtype": dtype.name,
         "vocab_size": tokenizer.vocab_size,
         "num_tokens": int(offsets[-1]),
@@ -162,18 +178,23 @@ def _load_if_valid(paths: _CachePaths, expected: dict) -> TokenData | None:
         if stale:
             log.info("token cache %s is stale (%s changed); rebuilding", paths.meta, ", ".join(stale))
             return None
-        return _open(paths, meta)
+        return _open(paths, meta, verify=True)
     except (OSError, EOFError, ValueError, KeyError, TypeError) as err:  # EOFError: numpy on an empty file
         log.warning("token cache %s is damaged (%s); rebuilding", paths.meta, err)
         return None
 
 
-def _open(paths: _CachePaths, meta: dict) -> TokenData:
-    """Map the cache files; raises ValueError if they disagree with the metadata."""
+def _open(paths: _CachePaths, meta: dict, *, verify: bool) -> TokenData:
+    """Map the cache files; raises ValueError if they disagree with the metadata (`verify`: also
+    with its checksums, which reads both files once)."""
     dtype = np.dtype(meta["dtype"])
     num_tokens = int(meta["num_tokens"])
     if paths.tokens.stat().st_size != num_tokens * dtype.itemsize:
         raise ValueError(f"{paths.tokens.name} should hold {num_tokens} tokens")
+    if verify:
+        for path, key in ((paths.tokens, "tokens_sha256"), (paths.offsets, "offsets_sha256")):
+            if _file_sha256(path) != meta[key]:
+                raise ValueError(f"{path.name} does not match its checksum")
     offsets = np.load(paths.offsets, allow_pickle=False)
     if offsets.shape != (int(meta["num_documents"]) + 1,) or int(offsets[-1]) != num_tokens:
         raise ValueError(f"{paths.offsets.name} does not match {paths.meta.name}")
@@ -201,7 +222,74 @@ def _report_unknown(meta: dict, name: str) -> None:
         )
 
 
+def _temp_path(path: Path) -> Path:
+    """A new, unique temporary file beside `path` (hidden, ``.tmp``), for writing then renaming."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    os.close(fd)
+    return Path(name)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = _temp_path(path)
     tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One cached corpus (or, with `complete` False, files without metadata: leftovers)."""
+
+    name: str
+    num_bytes: int
+    num_tokens: int | None
+    source: str
+    complete: bool
+
+
+def list_cache(cache_dir: str | Path) -> list[CacheEntry]:
+    """The entries of a token cache folder, complete ones first, then leftovers of interrupted writes."""
+    cache_dir = Path(cache_dir)
+    if not cache_dir.is_dir():
+        return []
+    files = [path for path in cache_dir.iterdir() if path.is_file()]
+    entries, claimed = [], set()
+    for meta_file in sorted(p for p in files if p.suffix == ".json" and not p.name.startswith(".")):
+        name = meta_file.name.removesuffix(".json")
+        paths = _CachePaths(cache_dir, name)
+        members = [p for p in (paths.tokens, paths.offsets, paths.meta) if p.exists()]
+        claimed.update(members)
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+            num_tokens, source = int(meta["num_tokens"]), str(meta["source"])
+        except (OSError, ValueError, KeyError, TypeError):
+            num_tokens, source = None, "(unreadable metadata)"
+        entries.append(CacheEntry(name, sum(p.stat().st_size for p in members), num_tokens, source, True))
+    for path in sorted(set(files) - claimed):
+        entries.append(CacheEntry(path.name, path.stat().st_size, None, "(left by an interrupted write)", False))
+    return entries
+
+
+def clear_cache(cache_dir: str | Path) -> tuple[int, int]:
+    """Delete every file of a token cache folder; returns (files, bytes) removed.
+
+    A run that already opened its token arrays keeps reading them (the data stays until it
+    closes them); a run that starts afterwards tokenises its data again.
+    """
+    cache_dir = Path(cache_dir)
+    count = size = 0
+    if not cache_dir.is_dir():
+        return count, size
+    for path in cache_dir.iterdir():
+        if path.is_file():
+            size += path.stat().st_size
+            path.unlink(missing_ok=True)
+            count += 1
+    return count, size

@@ -7,7 +7,7 @@
   attention kernel's levels and sub-heads.
 * `attention_maps(model, idx)`: per layer, the softmax weights of every level and sub-head,
   recomputed from hooked inputs and checked against the module's output (`mix_values`).
-* `save_attention_heatmaps(...)`, `save_head_layout(config, path)`: PNG figures.
+* `save_attention_heatmaps(...)`, `save_head_layout(config, path)`: PNG, SVG or PDF figures.
 """
 
 from fha.inspect.attention_maps import (

@@ -112,7 +112,7 @@ def mix_values(attn: Attention, config: ModelConfig, call: AttentionCall, weight
     B, T, _ = call.x.shape
     levels = []
     for layout, w in zip(level_layouts(config, attn.layer), weights):
-        v_l = _subheads(v[:, layout.kv_head], layout)  # (B, n, S, d)
+        v_l = _subheads(v[:, layout.value_head], layout)  # (B, n, S, d)
         y = w @ v_l  # (B, n, T, d)
         levels.append(y.transpose(1, 2).reshape(B, T, config.head_dim))  # (B, T, hd)
     return attn.out(torch.cat(levels, dim=-1))  # (B, T, L*hd) -> (B, T, C)

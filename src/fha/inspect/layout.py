@@ -21,8 +21,8 @@ class LevelLayout:
     """One query head (a *level* in fractal-head attention) of an attention layer."""
 
     level: int
-    kv_head: int  # the value head it reads (and the key head, unless keys are rotated per query head)
-    key_head: int  # the key head it reads
+    value_head: int  # the value head it reads
+    key_head: int  # the key head it reads: the value head's number, unless keys are rotated per query head
     num_subheads: int  # n
     subhead_dim: int  # d = head_dim // n
     scale: float  # the softmax temperature its sub-heads use
@@ -40,7 +40,7 @@ def level_layouts(config: ModelConfig, layer: int = 0) -> list[LevelLayout]:
     for head, n in enumerate(config.layer_splits[layer]):
         layouts.append(LevelLayout(
             level=head,
-            kv_head=head // (L // config.num_kv_heads),
+            value_head=head // (L // config.num_kv_heads),
             key_head=head // (L // config.key_heads),
             num_subheads=n,
             subhead_dim=hd // n,

@@ -160,8 +160,8 @@ def _add_kernel_lines(attn_node: ShapeNode, config: ModelConfig, layer: int, x: 
     for layout in level_layouts(config, layer):
         n, d = layout.num_subheads, layout.subhead_dim
         noun = "sub-head" if n == 1 else "sub-heads"
-        reads = (f"kv head {layout.kv_head}" if layout.key_head == layout.kv_head
-                 else f"key head {layout.key_head}, value head {layout.kv_head}")
+        reads = (f"kv head {layout.value_head}" if layout.key_head == layout.value_head
+                 else f"key head {layout.key_head}, value head {layout.value_head}")
         kernel.children.append(ShapeNode(
             f"{attn_node.name}.level{layout.level}", "level",
             inputs=f"{reads}, {n} {noun} of {d}: q {_dims(B, n, T, d)}, k/v {_dims(B, n, S, d)}",

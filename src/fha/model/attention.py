@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -74,9 +75,10 @@ def _attend(
     head_multiple: int = 1,
 ) -> Tensor:
     """One SDPA call with bottom-right causality; the fused causal kernel when S == T. Heads
-    whose size is not a multiple of `head_multiple` are zero-padded to one for the call."""
+    whose size is not a multiple of `head_multiple` are zero-padded to one for the call
+    (except a single query, for which no fused kernel saves anything)."""
     T, S, d = q.shape[-2], k.shape[-2], q.shape[-1]
-    pad = -d % head_multiple
+    pad = -d % head_multiple if T > 1 else 0  # a single query has no T x S scores to keep off the math kernel
     if pad:
         q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))  # (..., d + pad) each
     fused_causal = attn_mask is None and is_causal and T == S
@@ -116,45 +118,54 @@ def _check_shapes(q: Tensor, k: Tensor, v: Tensor) -> tuple[int, int, int]:
     return L, Hk, Hv
 
 
-def check_splits(splits: Sequence[int], num_heads: int, hd: int) -> tuple[int, ...]:
-    """`splits` as a tuple after checking it: one positive cut per head, each dividing `hd`."""
+@dataclass(frozen=True)
+class CutPlan:
+    """A checked head cut and what the kernel derives from it, made once per layer.
+
+    splits: sub-heads of each query head; groups: ``((n, heads), ...)``, the heads of each
+    distinct cut in order of first appearance (one SDPA call each).
+    """
+
+    head_dim: int
+    splits: tuple[int, ...]
+    groups: tuple[tuple[int, tuple[int, ...]], ...]
+
+
+def plan_cuts(splits: Sequence[int], head_dim: int) -> CutPlan:
+    """Check `splits` (one positive cut per head, each dividing `head_dim`) and plan its calls."""
     splits = tuple(splits)
-    if len(splits) != num_heads:
-        raise ValueError(f"splits has {len(splits)} entries for {num_heads} query heads; give one per head")
+    if not splits:
+        raise ValueError("splits is empty; give one cut per query head")
     for head, n in enumerate(splits):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"head {head}: the number of sub-heads must be a positive integer, got {n!r}")
-        if hd % n:
-            raise ValueError(f"head {head}: head size {hd} is not divisible by its cut into {n} sub-heads")
-    return splits
-
-
-def cut_groups(splits: tuple[int, ...]) -> tuple[tuple[int, tuple[int, ...]], ...]:
-    """The heads of each distinct cut, ``((n, heads), ...)`` in order of first appearance."""
+        if head_dim % n:
+            raise ValueError(f"head {head}: head size {head_dim} is not divisible by its cut into {n} sub-heads")
     heads: dict[int, list[int]] = {}
     for head, n in enumerate(splits):
         heads.setdefault(n, []).append(head)
-    return tuple((n, tuple(members)) for n, members in heads.items())
+    return CutPlan(head_dim, splits, tuple((n, tuple(members)) for n, members in heads.items()))
 
 
-def _heads(x: Tensor, heads: tuple[int, ...], group: int) -> Tensor:
-    """The heads that query heads `heads` read from x (B, H, S, hd), H = L / group: (B, h, S, hd).
+def _cut(x: Tensor, heads: tuple[int, ...], group: int, n: int) -> Tensor:
+    """The heads that query heads `heads` read from x (B, H, S, hd), H = L / group, each cut into
+    n contiguous sub-heads of d = hd / n: (B, h*n, S, d).
 
-    A view where they are consecutive or all one head (expanded), a gathered copy otherwise.
+    A view where the heads are one, consecutive, or all one shared head (expanded then copied
+    into place by reshape); a gathered copy otherwise.
     """
+    B, _, S, hd = x.shape
     source = [head // group for head in heads]
     first = source[0]
+    if len(source) == 1:
+        return x[:, first].view(B, S, n, hd // n).transpose(1, 2)  # (B, n, S, d)
     if source == list(range(first, first + len(source))):
-        return x[:, first : first + len(source)]  # (B, h, S, hd)
-    if source == [first] * len(source):
-        return x[:, first : first + 1].expand(-1, len(source), -1, -1)  # (B, h, S, hd)
-    return x[:, source]  # (B, h, S, hd)
-
-
-def _subheads(x: Tensor, n: int) -> Tensor:
-    """(B, h, S, hd) -> (B, h*n, S, d): every head cut into n contiguous sub-heads of d = hd / n."""
-    B, h, S, hd = x.shape
-    return x.unflatten(-1, (n, hd // n)).transpose(2, 3).reshape(B, h * n, S, hd // n)  # (B, h*n, S, d)
+        picked = x[:, first : first + len(source)]  # (B, h, S, hd)
+    elif source == [first] * len(source):
+        picked = x[:, first : first + 1].expand(-1, len(source), -1, -1)  # (B, h, S, hd)
+    else:
+        picked = x[:, source]  # (B, h, S, hd)
+    return picked.unflatten(-1, (n, hd // n)).transpose(2, 3).reshape(B, len(source) * n, S, hd // n)
 
 
 def fractal_attention(
@@ -162,8 +173,8 @@ def fractal_attention(
     k: Tensor,
     v: Tensor,
     *,
-    split: int = 2,
-    splits: Sequence[int] | None = None,
+    split: int | None = None,
+    splits: Sequence[int] | CutPlan | None = None,
     is_causal: bool = True,
     scale: str | float = "subhead",
     dropout_p: float = 0.0,
@@ -171,7 +182,7 @@ def fractal_attention(
     head_multiple: int | None = None,
 ) -> Tensor:
     """Attention whose query head i is cut into splits[i] sub-heads (fractal-head attention
-    when ``splits = [1, split, split**2, ...]``, the default built from `split`).
+    when ``splits = [1, split, split**2, ...]``, which `split` alone gives; default split 2).
 
     q: (B, L, T, hd); k: (B, Hk, S, hd); v: (B, Hv, S, hd). Query head i reads key head
     i // (L // Hk) and value head i // (L // Hv) (grouped-query order; usually Hk == Hv) and
@@ -179,6 +190,7 @@ def fractal_attention(
     dimensions, each an ordinary softmax attention head. One fused SDPA call per distinct
     cut (the heads that share a cut go in one call); a small decoding step (one query
     position, no dropout, at most SINGLE_QUERY_MAX_SCORES scores) takes every head at once.
+    `splits` may be a `CutPlan` made once by `plan_cuts` (what the model's layers pass).
 
     attn_mask: optional boolean (B, 1, T, S) or (T, S) mask of allowed keys; it replaces the
     causal mask (the caller includes causality in it). A query that may see no key at all
@@ -189,35 +201,44 @@ def fractal_attention(
     L, Hk, Hv = _check_shapes(q, k, v)
     B, _, T, hd = q.shape
     S = k.shape[-2]
-    splits = check_splits([split**level for level in range(L)] if splits is None else splits, L, hd)
+    if split is not None and splits is not None:
+        raise ValueError("give split (the fractal pattern 1, split, split**2, ...) or splits, not both")
+    if not isinstance(splits, CutPlan):
+        geometric = [(2 if split is None else split) ** level for level in range(L)]
+        splits = plan_cuts(geometric if splits is None else splits, hd)
+    if len(splits.splits) != L or splits.head_dim != hd:
+        raise ValueError(f"splits has {len(splits.splits)} entries for heads of {splits.head_dim}; the query has "
+                         f"{L} heads of {hd}: give one cut per query head")
     if attn_mask is not None and attn_mask.dtype != torch.bool:
         raise ValueError(f"attn_mask must be boolean (True = may attend), got {attn_mask.dtype}")
-    if T == 1 and dropout_p == 0.0 and B * L * max(splits) * S <= SINGLE_QUERY_MAX_SCORES:
-        return _fractal_single_query(q, k, v, splits=splits, scale=scale, attn_mask=attn_mask)
+    if T == 1 and dropout_p == 0.0 and B * L * max(splits.splits) * S <= SINGLE_QUERY_MAX_SCORES:
+        return _fractal_single_query(q, k, v, splits=splits.splits, scale=scale, attn_mask=attn_mask)
     multiple = fused_head_multiple(q.device) if head_multiple is None else head_multiple
-    parts, order = [], []
-    for n, heads in cut_groups(splits):
+    heads_out: list[Tensor | None] = [None] * L
+    for n, heads in splits.groups:
         h, d = len(heads), hd // n
-        q_c = _subheads(_heads(q, heads, 1), n)  # (B, h*n, T, d)
-        k_c = _subheads(_heads(k, heads, L // Hk), n)  # (B, h*n, S, d)
-        v_c = _subheads(_heads(v, heads, L // Hv), n)  # (B, h*n, S, d)
-        y = _attend(q_c, k_c, v_c, is_causal=is_causal, attn_mask=attn_mask, scale=score_scale(scale, hd, d),
+        y = _attend(_cut(q, heads, 1, n), _cut(k, heads, L // Hk, n), _cut(v, heads, L // Hv, n),
+                    is_causal=is_causal, attn_mask=attn_mask, scale=score_scale(scale, hd, d),
                     dropout_p=dropout_p, head_multiple=multiple)  # (B, h*n, T, d)
-        parts.append(y.view(B, h, n, T, d).permute(0, 3, 1, 2, 4).reshape(B, T, h, hd))  # (B, T, h, hd)
-        order.extend(heads)
-    out = torch.cat(parts, dim=2)  # (B, T, L, hd) with heads in group order
-    if order != list(range(L)):
-        out = out.index_select(2, torch.tensor(order, device=q.device).argsort())  # (B, T, L, hd)
-    return out.transpose(1, 2)  # (B, L, T, hd)
+        if h == 1:
+            heads_out[heads[0]] = y.transpose(1, 2).reshape(B, T, 1, hd)  # (B, T, 1, hd)
+            continue
+        y = y.view(B, h, n, T, d).permute(0, 3, 1, 2, 4).reshape(B, T, h, hd)  # (B, T, h, hd)
+        if h == L:
+            return y.transpose(1, 2)  # one cut for every head: (B, L, T, hd)
+        for index, head in enumerate(heads):
+            heads_out[head] = y[:, :, index : index + 1]  # (B, T, 1, hd)
+    return torch.cat(heads_out, dim=2).transpose(1, 2)  # (B, T, L, hd) viewed as (B, L, T, hd)
 
 
 def _subhead_owners(
-    splits: tuple[int, ...], Hk: int, hd: int, scale: str | float, dtype: torch.dtype, device: torch.device
+    splits: tuple[int, ...], Hk: int, Hv: int, hd: int, scale: str | float, dtype: torch.dtype,
+    device: torch.device,
 ) -> tuple[Tensor, Tensor]:
     """Which sub-head owns each head dimension, per head: 0/1 rows padded to N = max(splits).
 
     Returns the rows times each head's softmax scale, (Hk, G, N, hd) with G = L / Hk, and the
-    plain rows, (L*N, hd).
+    plain rows by value head, (Hv, Gv*N, hd) with Gv = L / Hv.
     """
     L, N = len(splits), max(splits)
     dims = torch.arange(hd)
@@ -229,7 +250,7 @@ def _subhead_owners(
     with torch.inference_mode(False):  # usable by autograd even when first built while decoding
         owner = torch.stack(owners).to(device=device, dtype=dtype)  # (L, N, hd)
         scaled = owner * torch.tensor(scales, dtype=dtype, device=device)[:, None, None]  # (L, N, hd)
-        return scaled.view(Hk, L // Hk, N, hd), owner.view(L * N, hd)  # (Hk, G, N, hd), (L*N, hd)
+        return scaled.view(Hk, L // Hk, N, hd), owner.view(Hv, L // Hv * N, hd)  # (Hk, G, N, hd), (Hv, Gv*N, hd)
 
 
 # Every layer of every eager decoding step needs the same matrices; a compiled graph builds
@@ -253,7 +274,7 @@ def _fractal_single_query(
     B, L, _, hd = q.shape
     Hk, Hv, S = k.shape[1], v.shape[1], k.shape[2]
     owners = _subhead_owners if torch.compiler.is_compiling() else _cached_subhead_owners
-    scaled, owner = owners(splits, Hk, hd, scale, q.dtype, q.device)  # (Hk, G, N, hd), (L*N, hd)
+    scaled, owner = owners(splits, Hk, Hv, hd, scale, q.dtype, q.device)  # (Hk, G, N, hd), (Hv, Gv*N, hd)
     G, N = scaled.shape[1], scaled.shape[2]
     queries = (q.reshape(B, Hk, G, 1, hd) * scaled).view(B, Hk, G * N, hd)  # (B, Hk, G*N, hd)
     scores = queries @ k.transpose(-1, -2)  # (B, Hk, G*N, S)
@@ -266,8 +287,9 @@ def _fractal_single_query(
         weights = weights.masked_fill(hidden, 0.0)  # a query that sees no key: zeros, not NaN
     if weights.dtype != v.dtype:
         weights = weights.to(v.dtype)
-    weights = weights.view(B, Hv, L // Hv * N, S)  # (B, Hv, Gv*N, S), Gv = L / Hv
-    mixed = (weights @ v) * owner.view(Hv, L // Hv * N, hd)  # (B, Hv, Gv*N, hd)
+    if Hk != Hv:
+        weights = weights.view(B, Hv, L // Hv * N, S)  # (B, Hv, Gv*N, S)
+    mixed = (weights @ v) * owner  # (B, Hv, Gv*N, hd)
     return mixed.view(B, L, N, hd).sum(dim=-2).view(B, L, 1, hd)  # (B, L, T=1, hd)
 
 
@@ -280,6 +302,7 @@ def grouped_attention(
     scale: str | float = "subhead",
     dropout_p: float = 0.0,
     attn_mask: Tensor | None = None,
+    head_multiple: int | None = None,
 ) -> Tensor:
     """Ordinary multi-head / grouped-query attention in one SDPA call (same layout as above)."""
     L, Hkv, Hv = _check_shapes(q, k, v)
@@ -287,15 +310,16 @@ def grouped_attention(
         raise ValueError(f"grouped_attention needs as many key heads as value heads, got {Hkv} and {Hv}")
     B, _, T, hd = q.shape
     S = k.shape[-2]
+    multiple = fused_head_multiple(q.device) if head_multiple is None else head_multiple
     if Hkv != L and T == 1:
         # A decoding step: SDPA shares each kv head itself rather than copying the whole cache.
         return _attend(q, k, v, is_causal=is_causal, attn_mask=attn_mask, scale=score_scale(scale, hd, hd),
-                       dropout_p=dropout_p, enable_gqa=True, head_multiple=fused_head_multiple(q.device))
+                       dropout_p=dropout_p, enable_gqa=True, head_multiple=multiple)  # (B, L, 1, hd)
     if Hkv != L:
         k = k[:, :, None].expand(B, Hkv, L // Hkv, S, hd).reshape(B, L, S, hd)  # (B, L, S, hd)
         v = v[:, :, None].expand(B, Hkv, L // Hkv, S, hd).reshape(B, L, S, hd)  # (B, L, S, hd)
     return _attend(q, k, v, is_causal=is_causal, attn_mask=attn_mask, scale=score_scale(scale, hd, hd),
-                   dropout_p=dropout_p, head_multiple=fused_head_multiple(q.device))  # (B, L, T, hd)
+                   dropout_p=dropout_p, head_multiple=multiple)  # (B, L, T, hd)
 
 
 AttentionKernel = Callable[..., Tensor]
@@ -381,7 +405,7 @@ class Attention(nn.Module):
         self.out = nn.Linear(q_width, config.dim, bias=False)
         self.layer = layer
         self.splits = config.layer_splits[layer]
-        self.kernel = config.variant.make_kernel(self.splits, config.variant.score_scale(config))
+        self.kernel = config.variant.make_kernel(self.splits, config.head_dim, config.variant.score_scale(config))
         key_sources, rows = config.rope_plan(layer)
         self.num_key_heads = len(key_sources)
         own_keys = key_sources == tuple(range(self.num_kv_heads))

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fha.model.attention import AttentionKernel, fractal_attention, grouped_attention
+from fha.model.attention import AttentionKernel, fractal_attention, grouped_attention, plan_cuts
 
 if TYPE_CHECKING:
     from fha.config import ModelConfig
@@ -57,24 +57,23 @@ def _no_label(config: ModelConfig, splits: HeadSplits) -> str:
     return ""
 
 
-def _fractal_kernel(splits: HeadSplits, scale: str | float) -> AttentionKernel:
-    return functools.partial(fractal_attention, splits=splits, scale=scale)
+def _fractal_kernel(splits: HeadSplits, head_dim: int, scale: str | float) -> AttentionKernel:
+    return functools.partial(fractal_attention, splits=plan_cuts(splits, head_dim), scale=scale)
 
 
-def _grouped_kernel(splits: HeadSplits, scale: str | float) -> AttentionKernel:
+def _grouped_kernel(splits: HeadSplits, head_dim: int, scale: str | float) -> AttentionKernel:
     return functools.partial(grouped_attention, scale=scale)
 
 
 @dataclass(frozen=True)
 class AttentionVariant:
     """One way of cutting heads. `head_splits(config, layer)` gives the cut of every query head
-    of that layer; `make_kernel(splits, scale)` the attention function of a layer;
+    of that layer; `make_kernel(splits, head_dim, scale)` the attention function of a layer;
     `describe(config)` a phrase for reports and `kernel_label(config, splits)` the settings
     shown on the kernel's line of the shape tree, beside `kernel_name`."""
 
-    summary: str
     head_splits: Callable[[ModelConfig, int], HeadSplits]
-    make_kernel: Callable[[HeadSplits, str | float], AttentionKernel] = _fractal_kernel
+    make_kernel: Callable[[HeadSplits, int, str | float], AttentionKernel] = _fractal_kernel
     kernel_name: str = "fractal_attention"
     kernel_label: Callable[[ModelConfig, HeadSplits], str] = _splits_label
     describe: Callable[[ModelConfig], str] = _describe_cut
@@ -109,14 +108,12 @@ def _written_pattern(config: ModelConfig, layer: int) -> HeadSplits:
 
 
 ATTENTION_VARIANTS: dict[str, AttentionVariant] = {
-    "fha": AttentionVariant(
-        "fractal heads: head i cut into fractal_split**i sub-heads",
+    "fha": AttentionVariant(  # fractal heads: head i cut into fractal_split**i sub-heads
         lambda config, layer: tuple(_levels(config)),
         kernel_label=_fractal_label,
         describe=_describe_fractal,
     ),
-    "mha": AttentionVariant(
-        "ordinary multi-head / grouped-query attention: whole heads",
+    "mha": AttentionVariant(  # ordinary multi-head / grouped-query attention: whole heads
         lambda config, layer: (1,) * config.num_q_heads,
         make_kernel=_grouped_kernel,
         kernel_name="grouped_attention",
@@ -124,28 +121,22 @@ ATTENTION_VARIANTS: dict[str, AttentionVariant] = {
         describe=_describe_whole,
         uses_fractal_scale=False,
     ),
-    "reversed-fha": AttentionVariant(
-        "fractal heads in reverse order: head i cut into fractal_split**(L-1-i) sub-heads",
+    "reversed-fha": AttentionVariant(  # fractal cuts in reverse: head i into fractal_split**(L-1-i)
         lambda config, layer: tuple(reversed(_levels(config))),
     ),
-    "uniform-finest": AttentionVariant(
-        "every head cut like FHA's finest level: fractal_split**(L-1) sub-heads each",
+    "uniform-finest": AttentionVariant(  # every head cut like FHA's finest level
         lambda config, layer: _uniform(config, config.num_q_heads - 1),
     ),
-    "uniform-middle": AttentionVariant(
-        "every head cut like FHA's middle level: fractal_split**(L//2) sub-heads each",
+    "uniform-middle": AttentionVariant(  # every head cut like FHA's level L // 2
         lambda config, layer: _uniform(config, config.num_q_heads // 2),
     ),
-    "coarse-to-fine": AttentionVariant(
-        "uniform cuts per layer, whole heads in the first layer to FHA's finest in the last",
+    "coarse-to-fine": AttentionVariant(  # one cut per layer: whole heads first, FHA's finest last
         lambda config, layer: _uniform(config, _layer_level(config, layer)),
     ),
-    "fine-to-coarse": AttentionVariant(
-        "uniform cuts per layer, FHA's finest in the first layer to whole heads in the last",
+    "fine-to-coarse": AttentionVariant(  # one cut per layer: FHA's finest first, whole heads last
         lambda config, layer: _uniform(config, _layer_level(config, config.num_layers - 1 - layer)),
     ),
-    "split": AttentionVariant(
-        "any cut: head_splits (every layer) or layer_head_splits (one pattern per layer)",
+    "split": AttentionVariant(  # any cut: head_splits (every layer) or layer_head_splits (per layer)
         _written_pattern,
         reads_pattern=True,
     ),

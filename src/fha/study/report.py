@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fha.compare.report import Table, format_duration, format_rate, format_si, markdown_table
+from fha.compare.report import Table, format_count, format_duration, format_rate, markdown_table
 from fha.study.figures import draw_all
 from fha.study.results import RESULTS_FILE, StudyResults, load_results, write_results_csv
 from fha.study.stats import Interval, PairedDifference, mean_interval, paired_difference
@@ -70,7 +70,7 @@ class Report:
 
 def budget_phrase(results: StudyResults) -> str:
     spec = results.spec
-    return f"{format_si(spec.tokens)} training tokens per run ({spec.tokens:,}), {len(spec.seeds)} seeds"
+    return f"{format_count(spec.tokens)} training tokens per run, {len(spec.seeds)} seeds"
 
 
 def verdict(results: StudyResults) -> str:

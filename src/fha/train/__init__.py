@@ -4,8 +4,10 @@
 * `load_experiment`, `parse_overrides`, `build_configs` (`presets`): TOML presets and ``--set``.
 * `save_checkpoint`, `load_checkpoint` (`checkpoint`): atomic, complete checkpoints.
 * `train(TrainRequest(...))` (`loop`): the loop itself, on one process or several (torchrun).
+* `train_model(preset, overrides=..., data=..., out=...)` (`api`): the arguments of ``fha train``.
 """
 
+from fha.train.api import build_request, resolve_configs, train_model
 from fha.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from fha.train.config import TrainConfig
 from fha.train.loop import TrainingDiverged, TrainRequest, TrainResult, train
@@ -25,11 +27,14 @@ __all__ = [
     "TrainResult",
     "TrainingDiverged",
     "build_configs",
+    "build_request",
     "load_checkpoint",
     "load_experiment",
     "parse_overrides",
     "plot_schedule",
     "preset_names",
+    "resolve_configs",
     "save_checkpoint",
     "train",
+    "train_model",
 ]

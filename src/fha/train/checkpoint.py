@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from fha.config import ModelConfig
 from fha.errors import FhaError, one_line
@@ -109,12 +110,18 @@ def save_checkpoint(
     _remove_leftovers(parent)
     temp = parent / f".{final.name}{_TEMP_MARK}{os.getpid()}"
     shutil.rmtree(temp, ignore_errors=True)
-    temp.mkdir()
-    save_weights(model, temp)
-    train_config.to_json(temp / TRAIN_CONFIG_FILE)
-    tokenizer.save(temp / TOKENIZER_FILE)
-    torch.save({**state, "step": step}, temp / STATE_FILE)
-    _sync_folder(temp)
+    try:
+        temp.mkdir()
+        save_weights(model, temp)
+        train_config.to_json(temp / TRAIN_CONFIG_FILE)
+        tokenizer.save(temp / TOKENIZER_FILE)
+        torch.save({**state, "step": step}, temp / STATE_FILE)
+        _sync_folder(temp)
+    except (OSError, SafetensorError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
+        shutil.rmtree(temp, ignore_errors=True)
+        free = shutil.disk_usage(parent).free
+        raise FhaError(f"{final}: cannot write the checkpoint ({one_line(err)}; {free / 2**20:,.0f} MiB free on "
+                       "that disk); the earlier checkpoints are untouched") from None
     if final.exists():
         old = parent / f".{final.name}{_OLD_MARK}{os.getpid()}"
         os.replace(final, old)
@@ -162,6 +169,9 @@ def find_checkpoint(path: str | Path) -> Path:
     if (path / STATE_FILE).exists() or _CHECKPOINT_NAME.match(path.name):
         return path
     checkpoints = list_checkpoints(path)
+    if not checkpoints and (path / TRAIN_CONFIG_FILE).is_file():
+        raise FhaError(f"{path}: no checkpoint to resume from: its run stopped before its first checkpoint; run "
+                       "the same fha train command again (it starts over in this folder)")
     if not checkpoints:
         raise FhaError(f"{path}: no checkpoint to resume from (no {CHECKPOINTS_DIR}/{CHECKPOINT_PREFIX}N folder)")
     return checkpoints[-1][1]

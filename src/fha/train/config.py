@@ -18,6 +18,7 @@ from fha.config import ConfigBase, require_choice, require_positive, require_pro
 ANNEAL_TYPES = ("cos", "lin")
 BATCHING_MODES = ("packed", "padded")
 CYCLE_LENGTH_TOLERANCE = 1e-9  # float slack when the shortest annealing cycle is exactly one step
+SEED_LIMIT = 2**32  # numpy's and torch's generators take seeds below this (plus small offsets) on every platform
 
 
 def _require(condition: bool, message: str) -> None:
@@ -53,6 +54,7 @@ class TrainConfig(ConfigBase):
     grad_clip: float | None = 1.0
     eval_interval: int = 100
     eval_samples: int = 20
+    log_interval: int = 10
     checkpoint_interval: int = 500
     seed: int = 0
     batching: str = "packed"
@@ -63,15 +65,19 @@ class TrainConfig(ConfigBase):
     def __post_init__(self) -> None:
         self._check_types()
         require_positive(self, "batch_size", "max_iters", "grad_accum_steps", "eval_interval", "eval_samples",
-                         "checkpoint_interval", "T_mult")
+                         "log_interval", "checkpoint_interval", "T_mult")
         for name in ("lr_init", "lr_max", "lr_min", "adam_eps"):
             value = getattr(self, name)
             _require(math.isfinite(value) and value > 0, f"{name} must be a positive number, got {value!r}")
         _require(self.lr_min <= self.lr_max, f"lr_min ({self.lr_min}) must not exceed lr_max ({self.lr_max})")
         _require(self.lr_init <= self.lr_max, f"lr_init ({self.lr_init}) must not exceed lr_max ({self.lr_max})")
+        _require(0 <= self.seed < SEED_LIMIT, f"seed must be a whole number in [0, 2**32), got {self.seed}")
         require_choice(self, "anneal_type", ANNEAL_TYPES)
         require_choice(self, "batching", BATCHING_MODES)
         _require(self.num_restarts >= 0, f"num_restarts must be 0 or more, got {self.num_restarts}")
+        _require(self.num_restarts < self.max_iters,
+                 f"num_restarts ({self.num_restarts}) must be below max_iters ({self.max_iters}): every annealing "
+                 "cycle needs at least one step")
         _require(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
                  f"weight_decay must be 0 or more, got {self.weight_decay!r}")
         require_probability(self, "adam_beta1")

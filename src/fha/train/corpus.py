@@ -51,6 +51,11 @@ def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR).expanduser()
 
 
+def token_cache_dir() -> Path:
+    """Where the token arrays of all runs are cached (`fha cache` lists and clears it)."""
+    return cache_root() / "tokens"
+
+
 def read_documents(spec: DataSpec) -> dict[str, list[str]]:
     splits = load_splits(spec.source, spec.val_source, val_fraction=spec.val_fraction, seed=spec.split_seed)
     log.info("data: %d training and %d validation documents", len(splits["train"]), len(splits["val"]))
@@ -64,7 +69,7 @@ def train_tokenizer(documents: list[str], vocab_size: int) -> Tokenizer:
 
 def tokenize_splits(documents: dict[str, list[str]], tokenizer: Tokenizer, spec: DataSpec) -> dict[str, TokenData]:
     """Both splits as token arrays, from the cache when it is still valid."""
-    folder = cache_root() / "tokens"
+    folder = token_cache_dir()
     result = {}
     for split in SPLITS:
         description = spec.describe(split)

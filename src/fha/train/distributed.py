@@ -7,11 +7,15 @@ group uses NCCL between GPUs and Gloo on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from fha.errors import FhaError, one_line
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,9 @@ def local_device(info: DistInfo, device: torch.device) -> torch.device:
 def init_process_group(info: DistInfo, device: torch.device) -> None:
     if info.enabled and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, init_method="env://", rank=info.rank, world_size=info.world_size)
+        with peers_alive():
+            dist.init_process_group(backend=backend, init_method="env://", rank=info.rank,
+                                    world_size=info.world_size)
 
 
 def destroy_process_group() -> None:
@@ -56,13 +62,31 @@ def destroy_process_group() -> None:
         dist.destroy_process_group()
 
 
+class PeerFailed(FhaError):
+    """Another process of the run stopped, so a collective operation could not complete."""
+
+
+@contextlib.contextmanager
+def peers_alive() -> Iterator[None]:
+    """Report a collective that fails because another process died as one line, not a traceback;
+    that process prints the actual cause."""
+    try:
+        yield
+    except (RuntimeError, dist.DistError) as err:
+        rank = dist.get_rank() if dist.is_initialized() else "?"
+        raise PeerFailed(f"process {rank}: another process of this run stopped ({one_line(err)}); its own "
+                         "message says why") from None
+
+
 def barrier() -> None:
     if dist.is_initialized():
-        dist.barrier()
+        with peers_alive():
+            dist.barrier()
 
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     """The element-wise sum over all processes (in place; returned for convenience)."""
     if dist.is_initialized():
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        with peers_alive():
+            dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values

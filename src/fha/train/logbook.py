@@ -1,12 +1,14 @@
-"""``log_data.csv``: one row per evaluation, plain numbers, kept consistent across resumes."""
+"""CSV logs of a run, plain numbers, kept consistent across resumes: ``log_data.csv`` (one row per
+evaluation, `COLUMNS`) and ``metrics.csv`` (one row per `log_interval` steps, `fha.train.metrics`)."""
 
 from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
-from fha.errors import FhaError
+from fha.errors import FhaError, one_line
 
 COLUMNS = ("Step", "Learning Rate", "Train Loss", "Validation Loss", "Perplexity", "Time Elapsed", "Tokens/s")
 
@@ -24,10 +26,11 @@ def _step_of(row: list[str], path: Path) -> int:
 
 
 class LogBook:
-    """Appends rows to a CSV file; rank 0 only."""
+    """Appends rows of `columns` (the first is the step) to a CSV file; rank 0 only."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, columns: Sequence[str] = COLUMNS) -> None:
         self.path = Path(path)
+        self.columns = tuple(columns)
 
     def start(self, previous: Path | None = None, up_to_step: int | None = None) -> None:
         """Begin the file: empty, or the rows of `previous` with Step <= `up_to_step` (a resume).
@@ -36,26 +39,35 @@ class LogBook:
         """
         rows: list[list[str]] = []
         if previous is not None and previous.is_file():
-            with open(previous, newline="") as handle:
-                reader = csv.reader(handle)
-                header = next(reader, None)
-                if header == list(COLUMNS):
-                    rows = [row for row in reader if row and _step_of(row, previous) <= (up_to_step or 0)]
+            try:
+                with open(previous, newline="", encoding="utf-8") as handle:
+                    reader = csv.reader(handle)
+                    header = next(reader, None)
+                    if header == list(self.columns):
+                        rows = [row for row in reader if row and _step_of(row, previous) <= (up_to_step or 0)]
+            except (UnicodeDecodeError, csv.Error) as err:
+                raise FhaError(f"{previous}: not a readable training log ({one_line(err)})") from None
         temp = self.path.with_name(self.path.name + ".tmp")
         with open(temp, "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(COLUMNS)
+            writer.writerow(self.columns)
             writer.writerows(rows)
         os.replace(temp, self.path)
 
     def append(self, step: int, lr: float, train_loss: float, val_loss: float, perplexity: float,
                elapsed: float, tokens_per_s: float) -> None:
-        values = (step, lr, train_loss, val_loss, perplexity, elapsed, tokens_per_s)
+        self.write_row((step, lr, train_loss, val_loss, perplexity, elapsed, tokens_per_s))
+
+    def write_row(self, values: Sequence[float]) -> None:
+        """One row of numbers in the order of `columns`."""
         with open(self.path, "a", newline="") as handle:
             csv.writer(handle).writerow([_format(v) for v in values])
 
 
 def read_log(path: str | Path) -> list[dict[str, float]]:
-    """The rows of a log_data.csv as numbers keyed by column name."""
-    with open(path, newline="") as handle:
-        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+    """The rows of a log_data.csv as numbers keyed by column name; a damaged file is an FhaError."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+    except (UnicodeDecodeError, csv.Error, ValueError, TypeError) as err:
+        raise FhaError(f"{path}: not a readable training log ({one_line(err)})") from None

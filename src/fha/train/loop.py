@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import shutil
 import signal
 import sys
 import threading
@@ -27,41 +26,43 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from fha.config import ModelConfig
 from fha.data import IGNORE_INDEX, PackedBatches, PaddedBatches, TokenData
-from fha.device import autocast, setup_device
-from fha.errors import FhaError
+from fha.device import autocast, autocast_dtype, check_precision, setup_device
+from fha.errors import FhaError, one_line
 from fha.model.gpt import GPT
+from fha.progress import Progress, short_count
 from fha.run import (
-    CHECKPOINTS_DIR,
     LOG_FILE,
     MODEL_CONFIG_FILE,
     MODEL_FILE,
     TOKENIZER_FILE,
     TRAIN_CONFIG_FILE,
-    save_weights,
+    LoadedRun,
+    load_run,
+    read_weights_into,
 )
-from fha.run_info import RUN_INFO_FILE, describe_data, write_run_info
+from fha.run_info import describe_data, write_run_info
 from fha.tokenizer import Tokenizer
 from fha.train import distributed as dist_util
-from fha.train.checkpoint import Checkpoint, list_checkpoints, save_checkpoint
+from fha.train.checkpoint import Checkpoint, checkpoint_path, list_checkpoints, save_checkpoint
 from fha.train.config import TrainConfig
 from fha.train.corpus import DataSpec, read_documents, tokenize_splits, train_tokenizer
 from fha.train.distributed import DistInfo
+from fha.train.divergence import describe_last_good
 from fha.train.logbook import LogBook
+from fha.train.metrics import RunLogger
 from fha.train.optim import make_optimizer, set_learning_rate
-from fha.train.schedule import LRSchedule
+from fha.train.preflight import check_model_fits, check_resume_steps
+from fha.train.resume_data import DataSources, resolve_data_sources
+from fha.train.run_folder import RunFolder, check_out_dir
+from fha.train.schedule import LRSchedule, describe_schedule_change
+from fha.train.trackers import open_trackers
 
 log = logging.getLogger(__name__)
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation windows are drawn apart from the training stream
-RUN_ARTEFACTS = (MODEL_FILE, MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, TOKENIZER_FILE, LOG_FILE, CHECKPOINTS_DIR,
-                 RUN_INFO_FILE)
-# written before the first step
-SETUP_FILES = frozenset((MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, TOKENIZER_FILE, RUN_INFO_FILE))
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SPEED_SMOOTHING = 0.9  # weight of the running average of tokens/s shown in the progress bar
 
@@ -77,6 +78,9 @@ class TrainRequest:
     `tokenizer`: use this one (its vocabulary size becomes the model's); None trains one of
     ``model_config.vocab_size`` tokens on the training documents. `resume`: continue from
     this checkpoint (its configs, tokenizer and data sources are used unless changed here).
+    `precision`: the autocast dtype (`fha.device.PRECISIONS`; fp16 is not offered for
+    training, which would need loss scaling). `trackers`: names from
+    `fha.train.trackers.TRACKERS` that receive the metrics beside the CSV files.
     """
 
     model_config: ModelConfig
@@ -88,81 +92,78 @@ class TrainRequest:
     device: str = "auto"
     overwrite: bool = False
     resume: Checkpoint | None = None
+    precision: str = "auto"
+    trackers: tuple[str, ...] = ()
 
 
 @dataclass
 class TrainResult:
+    """The run folder a training wrote, its last step, and the evaluations of this call."""
+
     run_dir: Path
     step: int
     val_loss: float | None = None
     history: list[dict[str, float]] = field(default_factory=list)
 
+    def load(self, device: str | torch.device = "cpu") -> LoadedRun:
+        """(model, tokenizer, configs) of the run, as `fha.load_run` reads them."""
+        return load_run(self.run_dir, device)
+
 
 def train(request: TrainRequest) -> TrainResult:
-    """Train, writing the run folder (on rank 0); raises FhaError for problems the user can fix."""
+    """Train, writing the run folder (on rank 0); raises FhaError for problems the user can fix.
+
+    Everything that can be checked before training (data, configs, the model's size against
+    the memory) is checked before the run folder is touched; see `fha.train.run_folder` for
+    what a failure or a crash afterwards can cost.
+    """
     info = DistInfo.from_env()
-    if request.resume is not None:
-        request.resume.check_resumable()
+    check_precision(request.precision)
+    if request.precision == "fp16":
+        raise FhaError("--precision fp16 is not offered for training (it needs loss scaling); use bf16 or fp32")
+    resume = request.resume
+    if resume is not None:
+        resume.check_resumable()
+        check_resume_steps(resume, request.train_config)
+        finished = _finished_run(request)
+        if finished is not None:
+            return finished
     if not info.is_main:
         logging.getLogger().setLevel(logging.WARNING)
+    check_out_dir(request.out_dir)
     spec = DataSpec(request.data, request.val_data, request.train_config.val_fraction,
                     request.train_config.split_seed)
     documents = read_documents(spec)  # before anything else: bad data fails fast and touches nothing
+    sources = resolve_data_sources(request, documents)
+    device = dist_util.local_device(info, setup_device(request.device, request.precision))
+    autocast_dtype(device, request.precision)  # the card chosen for this process supports it
+    check_model_fits(request.model_config, request.train_config, device)
+    folder: RunFolder | None = None
     if info.is_main:
-        resume = request.resume
         same_dir = (resume is not None and resume.run_dir is not None
                     and resume.run_dir.resolve() == request.out_dir.resolve())
-        prepare_run_dir(request.out_dir, overwrite=request.overwrite, resuming_same_dir=same_dir)
-        if same_dir:
-            discard_later_checkpoints(request.out_dir, resume.step, overwrite=request.overwrite)
-    device = dist_util.local_device(info, setup_device(request.device))
-    dist_util.init_process_group(info, device)
-    try:
-        return _Trainer(request, info, device).run(spec, documents)
-    finally:
-        dist_util.destroy_process_group()
+        folder = RunFolder(request.out_dir, overwrite=request.overwrite, resume_step=resume.step if same_dir else None)
+    with folder if folder is not None else contextlib.nullcontext():
+        dist_util.init_process_group(info, device)
+        try:
+            return _Trainer(request, info, device, folder, sources).run(spec, documents)
+        finally:
+            dist_util.destroy_process_group()
 
 
-def prepare_run_dir(out_dir: Path, *, overwrite: bool, resuming_same_dir: bool) -> None:
-    """Create the run folder; never reuse one that holds a run unless told to.
-
-    A folder that holds only the files written before the first step (a start that failed,
-    e.g. on a corpus too short for the context) counts as empty, so the retry needs no flag.
-    """
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FhaError(f"{out_dir}: --out must be a folder, and this is a file")
-    holds_run = out_dir.is_dir() and any(entry.name not in SETUP_FILES for entry in out_dir.iterdir())
-    if holds_run and not resuming_same_dir:
-        if not overwrite:
-            raise FhaError(
-                f"{out_dir}: folder is not empty; continue its run with --resume {out_dir}, replace it with "
-                "--overwrite, or choose another --out"
-            )
-        for name in RUN_ARTEFACTS:
-            target = out_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-        log.warning("--overwrite: removed the previous run in %s", out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-
-def discard_later_checkpoints(run_dir: Path, step: int, *, overwrite: bool) -> None:
-    """Resuming a run in its own folder from an older checkpoint: the later checkpoints belong to the
-    abandoned continuation and a later ``--resume RUN_DIR`` would pick them, so they go, but only
-    with --overwrite."""
-    later = [path for found_step, path in list_checkpoints(run_dir) if found_step > step]
-    if not later:
-        return
-    if not overwrite:
-        raise FhaError(
-            f"{run_dir}: holds checkpoints after step {step} ({', '.join(p.name for p in later)}); resume into "
-            "another --out, or pass --overwrite to discard them"
-        )
-    for path in later:
-        shutil.rmtree(path)
-    log.warning("--overwrite: removed %d checkpoints after step %d", len(later), step)
+def _finished_run(request: TrainRequest) -> TrainResult | None:
+    """A resume of a run that has done its `max_iters` does nothing and says so; a resume that
+    changes the budget says how the learning-rate schedule changes."""
+    resume, config = request.resume, request.train_config
+    if resume.step >= config.max_iters:
+        log.info("%s: the run is complete (step %d of max_iters=%d); nothing to do. To train further, raise the "
+                 "budget with --set max_iters=N (the learning-rate schedule changes with it)",
+                 resume.path, resume.step, config.max_iters)
+        return TrainResult(request.out_dir, resume.step)
+    change = describe_schedule_change(resume.train_config, config, resume.step)
+    if change is not None:
+        log.warning("%s", change)
+    return None
 
 
 class _StopRequest:
@@ -193,8 +194,11 @@ class _StopRequest:
 
 
 class _Trainer:
-    def __init__(self, request: TrainRequest, info: DistInfo, device: torch.device) -> None:
+    def __init__(self, request: TrainRequest, info: DistInfo, device: torch.device, folder: RunFolder | None,
+                 sources: DataSources) -> None:
         self.request = request
+        self.folder = folder  # rank 0's hold on the run folder; None on the other ranks
+        self.sources = sources
         self.info = info
         self.device = device
         self.config = request.train_config
@@ -203,6 +207,9 @@ class _Trainer:
         self.step = 0
         self.elapsed = 0.0  # seconds of training so far, across resumes
         self.last_real_fraction = 1.0  # share of the last global batch's targets that count in the loss
+        self.last_real_tokens = 0  # targets of the last global batch that count in the loss (not padding)
+        self.checkpointed_step: int | None = None  # step of the last checkpoint this process took part in
+        self.last_grad_norm = math.nan  # of the last update, before clipping
         self.stop = _StopRequest()
 
     # ------------------------------------------------------------------ setup
@@ -219,35 +226,47 @@ class _Trainer:
             data = describe_data(request.data, request.val_data, val_fraction=spec.val_fraction,
                                  split_seed=spec.split_seed)
             write_run_info(self.run_dir, device=self.device, world_size=info.world_size,
-                           tokenizer_fingerprint=self.tokenizer.fingerprint, data=data, resumed=resume is not None)
+                           tokenizer_fingerprint=self.tokenizer.fingerprint, data=data, resumed=resume is not None,
+                           precision=request.precision)
             self.tokens = tokenize_splits(documents, self.tokenizer, spec)
         dist_util.barrier()  # rank 0 has filled the token cache; the others reuse it
         if not info.is_main:
             self.tokens = tokenize_splits(documents, self.tokenizer, spec)
 
         torch.manual_seed(self.config.seed)
-        self.model = GPT(self.model_config).to(self.device)
+        try:
+            self.model = GPT(self.model_config).to(self.device)
+        except (RuntimeError, MemoryError) as err:  # what allocators raise when memory runs out
+            raise FhaError(f"cannot allocate the model ({one_line(err)}); make it smaller") from None
         self.optimizer = make_optimizer(self.model, self.config, self.device)
         self.sampler = self._sampler(self.tokens["train"], self.config.seed)
         log.info(
-            "model: %s attention, %d parameters (%d without embeddings); %d steps of %d sequences x %d tokens",
-            self.model_config.attention, self.model.num_parameters(), self.model.num_parameters(non_embedding=True),
-            self.config.max_iters, self.global_batch, self.model_config.max_seq_len,
+            "model: %s attention, %s parameters (%s without embeddings); %s steps of %d sequences x %d tokens",
+            self.model_config.attention, f"{self.model.num_parameters():,}",
+            f"{self.model.num_parameters(non_embedding=True):,}", f"{self.config.max_iters:,}", self.global_batch,
+            self.model_config.max_seq_len,
         )
         self.logbook = LogBook(self.run_dir / LOG_FILE)
+        self.metrics = RunLogger(self.run_dir, self.config.log_interval,
+                                 self.global_batch * self.model_config.max_seq_len, enabled=info.is_main)
         if resume is not None:
             self._restore(resume)
         elif info.rank:
             torch.manual_seed(self.config.seed + info.rank)  # different dropout masks per process
         if info.is_main:
-            previous_log = resume.run_dir / LOG_FILE if resume is not None and resume.run_dir is not None else None
+            previous_run = resume.run_dir if resume is not None else None
+            previous_log = previous_run / LOG_FILE if previous_run is not None else None
             self.logbook.start(previous_log, self.step)
+            self.metrics.start(previous_run, self.step)
+            tracker_config = {**self.model_config.to_dict(), **self.config.to_dict(), "data": request.data}
+            self.metrics.trackers = open_trackers(request.trackers, self.run_dir, tracker_config, self.step)
         self.train_model: torch.nn.Module = self.model
         if self.config.compile:
             self.model.compile()
         if info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+            with dist_util.peers_alive():
+                self.train_model = DistributedDataParallel(self.model, device_ids=ids)
 
     def _tokenizer(self, train_documents: list[str]) -> Tokenizer:
         if self.request.resume is not None:
@@ -292,6 +311,7 @@ class _Trainer:
             self.sampler.load_state_dict(state["sampler"])
             self.step = int(state["step"])
             self.elapsed = float(state["elapsed"])
+            self.metrics.load_state_dict(state.get("metrics_window", {}))  # absent in older checkpoints
             _set_rng_states(state["rng"], self.info.rank)
         except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as err:
             raise FhaError(f"{checkpoint.path}: cannot resume from this checkpoint ({err})") from None
@@ -300,6 +320,12 @@ class _Trainer:
     # ------------------------------------------------------------------ loop
     def run(self, spec: DataSpec, documents: dict[str, list[str]]) -> TrainResult:
         self._setup(spec, documents)
+        try:
+            return self._run()
+        finally:
+            self.metrics.close()
+
+    def _run(self) -> TrainResult:
         result = TrainResult(self.run_dir, self.step)
         start_step = self.step
         if start_step == 0:
@@ -308,25 +334,24 @@ class _Trainer:
         speed: float | None = None  # smoothed tokens/s for the progress bar
         with (
             self.stop.installed(),
-            logging_redirect_tqdm(),
-            tqdm(total=self.config.max_iters, initial=start_step, desc="train", unit="step", file=sys.stderr,
-                 disable=not self.info.is_main, dynamic_ncols=True) as bar,
+            Progress(self.config.max_iters, "step", unit="step", initial=start_step, enabled=self.info.is_main) as bar,
         ):
             while self.step < self.config.max_iters:
                 started = time.perf_counter()
                 lr, loss, stop_requested = self._optimizer_step()
                 seconds = time.perf_counter() - started
                 self.elapsed += seconds
-                tokens = self.global_batch * self.model_config.max_seq_len
+                tokens = self.last_real_tokens
                 interval_tokens += tokens
                 interval_time += seconds
-                bar.update(1)
-                speed = tokens / seconds if speed is None else _smooth(speed, tokens / seconds)
-                postfix = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "tok_s": f"{speed:,.0f}"}
-                if self.config.batching == "padded":
-                    postfix["real"] = f"{self.last_real_fraction:.0%}"  # share of positions that are not padding
-                bar.set_postfix(postfix, refresh=False)
                 done = self.step == self.config.max_iters
+                self.metrics.record_step(self.step, lr, loss, self.last_grad_norm, seconds, self.elapsed, final=done)
+                speed = tokens / seconds if speed is None else _smooth(speed, tokens / seconds)
+                fields = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "tok/s": short_count(speed)}
+                if self.config.batching == "padded":
+                    fields["real"] = f"{self.last_real_fraction:.0%}"  # share of positions that are not padding
+                bar.set_fields(**fields)
+                bar.update(1)
                 if self.step % self.config.eval_interval == 0 or done:
                     result.history.append(self._evaluate_and_log(interval_tokens / max(interval_time, 1e-9)))
                     interval_tokens, interval_time = 0, 0.0
@@ -335,10 +360,7 @@ class _Trainer:
                 if stop_requested and not done:  # a stop during the last step still finishes the run
                     log.warning("stopped at step %d; resume with: fha train --resume %s", self.step, self.run_dir)
                     raise KeyboardInterrupt
-        if self.info.is_main:
-            save_weights(self.model, self.run_dir)
-            log.info("finished %d steps; run folder: %s", self.step, self.run_dir)
-        dist_util.barrier()
+            self._finish()  # still under the stop handler: a Ctrl-C now cannot cut the final save short
         result.step = self.step
         result.val_loss = result.history[-1]["Validation Loss"] if result.history else None
         return result
@@ -356,6 +378,7 @@ class _Trainer:
         batches = [self.sampler.next_batch() for _ in range(accum)]
         counts = [int(_real_targets(y, self.tokenizer.pad_id).sum()) for _, y in batches]
         global_count = int(dist_util.all_reduce_sum(torch.tensor(sum(counts), device=self.device)))
+        self.last_real_tokens = global_count
         self.last_real_fraction = global_count / (self.global_batch * self.model_config.max_seq_len)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         self.model.train()
@@ -364,7 +387,7 @@ class _Trainer:
             last = micro == accum - 1
             sync = contextlib.nullcontext() if last or not self.info.enabled else self.train_model.no_sync()
             with sync:
-                with autocast(self.device):
+                with autocast(self.device, self.request.precision):
                     _, loss = self.train_model(x, y, return_logits=False)
                 # DDP averages gradients over processes, hence the world_size.
                 (loss * (count * self.info.world_size / global_count)).backward()
@@ -377,6 +400,7 @@ class _Trainer:
         stop_requested = bool(totals[1] > 0)
         max_norm = self.config.grad_clip if self.config.grad_clip is not None else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        self.last_grad_norm = grad_norm  # before clipping
         step_number = self.step + 1
         if not math.isfinite(mean_loss) or not math.isfinite(grad_norm):
             what = f"loss became {mean_loss}" if not math.isfinite(mean_loss) else f"gradient norm became {grad_norm}"
@@ -387,10 +411,16 @@ class _Trainer:
         return lr, mean_loss, stop_requested
 
     def _last_good_checkpoint(self) -> str:
-        checkpoints = list_checkpoints(self.run_dir)
-        if not checkpoints:
-            return "no checkpoint was written yet"
-        return f"the last good checkpoint is {checkpoints[-1][1]}"
+        return describe_last_good(list_checkpoints(self.run_dir), self._checkpoint_validation_loss,
+                                  self.model_config.vocab_size)
+
+    def _checkpoint_validation_loss(self, path: Path) -> float | None:
+        """The validation loss of a checkpoint's weights (the run is over: its model is free), None if not finite."""
+        try:
+            read_weights_into(self.model, path / MODEL_FILE, label="checkpoint weights")
+        except FhaError:
+            return None
+        return self._evaluate(self.tokens["val"])
 
     @torch.no_grad()
     def _evaluate(self, data: TokenData) -> float:
@@ -400,7 +430,7 @@ class _Trainer:
         totals = torch.zeros(2, dtype=torch.float64, device=self.device)  # (sum of losses, number of targets)
         for _ in range(self.config.eval_samples):
             x, y = (t.to(self.device, non_blocking=True) for t in sampler.next_batch())
-            with autocast(self.device):
+            with autocast(self.device, self.request.precision):
                 _, loss = self.model(x, y, return_logits=False)
             count = _real_targets(y, self.tokenizer.pad_id).sum()
             if count:
@@ -418,8 +448,9 @@ class _Trainer:
                "Perplexity": perplexity, "Time Elapsed": self.elapsed, "Tokens/s": tokens_per_s}
         if self.info.is_main:
             self.logbook.append(self.step, lr, train_loss, val_loss, perplexity, self.elapsed, tokens_per_s)
-            log.info("step %d: train loss %.4f, val loss %.4f, perplexity %.2f, lr %.3g, %.0f tokens/s",
-                     self.step, train_loss, val_loss, perplexity, lr, tokens_per_s)
+            self.metrics.record_eval(row)
+            log.info("step %d: train loss %.4f, val loss %.4f, perplexity %.2f, lr %.3g, %s tokens/s",
+                     self.step, train_loss, val_loss, perplexity, lr, f"{tokens_per_s:,.0f}")
         return row
 
     def _checkpoint(self) -> None:
@@ -429,12 +460,24 @@ class _Trainer:
                 "sampler": self.sampler.state_dict(),
                 "rng": _rng_states(),
                 "elapsed": self.elapsed,
+                "metrics_window": self.metrics.state_dict(),
                 "world_size": self.info.world_size,
-                "data": {"source": self.request.data, "val_source": self.request.val_data},
+                "data": self.sources.to_state(),
             }
             path = save_checkpoint(self.run_dir, self.step, model=self.model, train_config=self.config,
                                    tokenizer=self.tokenizer, state=state)
+            self.folder.checkpoint_written()
             log.debug("checkpoint %s", path)
+        self.checkpointed_step = self.step
+        dist_util.barrier()
+
+    def _finish(self) -> None:
+        """Publish the final checkpoint's weights as the run's model.safetensors."""
+        if self.checkpointed_step != self.step:
+            self._checkpoint()  # a resume that had no step left to take still leaves its folder complete
+        if self.info.is_main:
+            self.folder.publish_final_weights(checkpoint_path(self.run_dir, self.step))
+            log.info("finished %d steps; run folder: %s", self.step, self.run_dir)
         dist_util.barrier()
 
 

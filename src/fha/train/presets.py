@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.resources
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -123,17 +124,29 @@ def owner_of(key: str) -> str:
 
 def parse_overrides(overrides: list[str]) -> Tables:
     """``["dim=128", "max_iters=50"]`` as typed values, sorted into the tables that own them."""
-    tables: Tables = {name: {} for name in TABLES}
+    pairs: dict[str, str] = {}
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise FhaError(f"--set {item!r}: expected key=value")
+        pairs[key] = text
+    return override_tables(pairs)
+
+
+def override_tables(overrides: Mapping[str, Any]) -> Tables:
+    """``{"dim": 128, "attention": "mha"}`` sorted into the tables that own the keys; string values
+    are parsed as ``--set key=value`` would (``"128"`` becomes 128), others are kept as given."""
+    tables: Tables = {name: {} for name in TABLES}
+    for key, value in overrides.items():
         table = owner_of(key)
+        if not isinstance(value, str):
+            tables[table][key] = value
+            continue
         try:
-            tables[table][key] = TABLES[table].parse_field(key, text)
+            tables[table][key] = TABLES[table].parse_field(key, value)
         except ValueError as err:
-            raise FhaError(f"--set {item}: {err}") from None
+            raise FhaError(f"--set {key}={value}: {err}") from None
     return tables
 
 

@@ -19,8 +19,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from fha.errors import FhaError
+from fha.figures import DEFAULT_DPI, check_dpi, grid, plain_log_ticks, save_figure
 from fha.train.config import TrainConfig
+
+MAX_PLOT_POINTS = 10_000  # steps evaluated for a plot; more would not show and would take minutes for 1e9 steps
 
 
 @dataclass(frozen=True)
@@ -88,21 +90,48 @@ class LRSchedule:
         )
 
 
-def plot_schedule(schedule: LRSchedule, path: str | Path, title: str = "learning rate") -> None:
+def plot_steps(schedule: LRSchedule) -> list[int]:
+    """The steps a plot evaluates: all of them, or for long schedules `MAX_PLOT_POINTS` evenly spaced
+    ones plus the steps on both sides of every cycle boundary, so no restart is lost between samples."""
+    last = schedule.max_iters - 1
+    if schedule.max_iters <= MAX_PLOT_POINTS:
+        return list(range(schedule.max_iters))
+    steps = {round(i * last / (MAX_PLOT_POINTS - 1)) for i in range(MAX_PLOT_POINTS)}
+    for bound in (schedule.warmup_iters, *schedule.cycle_boundaries()):
+        steps.update(s for s in (math.floor(bound) - 1, math.floor(bound), math.ceil(bound)) if 0 <= s <= last)
+    return sorted(steps)
+
+
+SCHEDULE_FIELDS = ("max_iters", "lr_init", "lr_max", "lr_min", "warmup_iters", "warmup_fraction", "anneal_type",
+                   "num_restarts", "T_mult", "final_flat_iters", "final_flat_fraction")
+
+
+def describe_schedule_change(before: TrainConfig, after: TrainConfig, step: int) -> str | None:
+    """What a resume at `step` with `after` in place of `before` does to the learning rate; None
+    when the schedule stays the same (warmup and final flat part follow `max_iters` by default)."""
+    old, new = LRSchedule.from_config(before), LRSchedule.from_config(after)
+    if old == new:
+        return None
+    changed = ", ".join(f"{name} {getattr(before, name)} -> {getattr(after, name)}" for name in SCHEDULE_FIELDS
+                        if getattr(before, name) != getattr(after, name))
+    return (f"resuming at step {step} with a changed schedule ({changed}): the rate of the next step is "
+            f"{new(step):.3g} instead of {old(step):.3g}, and the remaining steps follow the new schedule. "
+            f"Before: {old.describe()}. Now: {new.describe()}")
+
+
+def plot_schedule(schedule: LRSchedule, path: str | Path, title: str = "learning rate", dpi: int = DEFAULT_DPI) -> None:
     """Draw the rate against the step into an image file (the format follows the suffix)."""
     from matplotlib.figure import Figure  # no pyplot: no global backend or figure state
 
     fig = Figure(figsize=(7, 3.5), layout="tight")
     ax = fig.subplots()
-    ax.plot(range(schedule.max_iters), schedule.values())
+    steps = plot_steps(schedule)
+    ax.plot(steps, [schedule(step) for step in steps])
     ax.set_xlabel("step")
     ax.set_ylabel("learning rate")
     ax.set_yscale("log")
+    plain_log_ticks(ax.yaxis)
     ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(path)
-    except ValueError as err:  # matplotlib's word for an unknown image format
-        raise FhaError(f"{path}: cannot write this plot ({err})") from None
+    grid(ax, minor=True)
+    check_dpi(dpi)
+    save_figure(fig, path, dpi)

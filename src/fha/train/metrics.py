@@ -1,0 +1,104 @@
+"""Per-step training metrics: ``metrics.csv`` every `log_interval` steps, and optional trackers.
+
+A row of ``metrics.csv`` summarises the steps since the previous row: the mean training loss
+of their batches, their mean gradient norm (before clipping), the learning rate of the last
+one, and their throughput. `Tokens Seen` counts the token positions of every batch so far
+(``step x global batch x max_seq_len``). The sums over an unfinished window travel in the
+checkpoint, so a resumed run writes exactly the rows of the uninterrupted one (on CPU).
+
+Evaluations (the rows of ``log_data.csv``) and the metrics rows also go to the trackers
+chosen with ``fha train --log-to`` (TensorBoard, Weights & Biases; `fha.train.trackers`).
+The CSV files are always written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from fha.run import METRICS_FILE
+from fha.train.logbook import LogBook
+from fha.train.trackers import Tracker
+
+__all__ = ["METRICS_COLUMNS", "METRICS_FILE", "MetricsWindow", "RunLogger"]
+METRICS_COLUMNS = ("Step", "Tokens Seen", "Learning Rate", "Train Loss", "Grad Norm", "Tokens/s", "Time Elapsed")
+# tracker names of the values of one metrics row and one evaluation (log_data.csv) row
+STEP_TAGS = {"Tokens Seen": "train/tokens_seen", "Learning Rate": "train/lr", "Train Loss": "train/loss",
+             "Grad Norm": "train/grad_norm", "Tokens/s": "train/tokens_per_s"}
+EVAL_TAGS = {"Train Loss": "eval/train_loss", "Validation Loss": "eval/val_loss", "Perplexity": "eval/perplexity"}
+
+
+@dataclasses.dataclass
+class MetricsWindow:
+    """Sums over the steps since the last metrics row."""
+
+    steps: int = 0
+    loss_sum: float = 0.0
+    grad_norm_sum: float = 0.0
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, loss: float, grad_norm: float, tokens: int, seconds: float) -> None:
+        self.steps += 1
+        self.loss_sum += loss
+        self.grad_norm_sum += grad_norm
+        self.tokens += tokens
+        self.seconds += seconds
+
+
+class RunLogger:
+    """Writes metrics.csv and feeds the trackers; on ranks other than 0 it only keeps the window."""
+
+    def __init__(self, run_dir: Path, log_interval: int, tokens_per_step: int, trackers: Sequence[Tracker] = (),
+                 enabled: bool = True) -> None:
+        self.log_interval = log_interval
+        self.tokens_per_step = tokens_per_step
+        self.trackers = list(trackers)
+        self.enabled = enabled
+        self.book = LogBook(run_dir / METRICS_FILE, METRICS_COLUMNS)
+        self.window = MetricsWindow()
+
+    def start(self, previous_run: Path | None, step: int) -> None:
+        """Begin metrics.csv: empty, or the previous run's rows up to the resumed `step`."""
+        if self.enabled:
+            previous = previous_run / METRICS_FILE if previous_run is not None else None
+            self.book.start(previous, step)
+
+    def record_step(self, step: int, lr: float, loss: float, grad_norm: float, seconds: float, elapsed: float,
+                    *, final: bool = False) -> dict[str, float] | None:
+        """Count one optimiser step; returns the metrics row when one is due (every `log_interval`
+        steps, and at the last step)."""
+        self.window.add(loss, grad_norm, self.tokens_per_step, seconds)
+        if step % self.log_interval and not final:
+            return None
+        window = self.window
+        row = {"Step": step, "Tokens Seen": step * self.tokens_per_step, "Learning Rate": lr,
+               "Train Loss": window.loss_sum / window.steps, "Grad Norm": window.grad_norm_sum / window.steps,
+               "Tokens/s": window.tokens / window.seconds if window.seconds > 0 else 0.0, "Time Elapsed": elapsed}
+        self.window = MetricsWindow()
+        if self.enabled:
+            self.book.write_row([row[name] for name in METRICS_COLUMNS])
+            self._send(step, row, STEP_TAGS)
+        return row
+
+    def record_eval(self, row: Mapping[str, float]) -> None:
+        """Send an evaluation (a log_data.csv row) to the trackers."""
+        if self.enabled:
+            self._send(int(row["Step"]), row, EVAL_TAGS)
+
+    def _send(self, step: int, row: Mapping[str, float], tags: Mapping[str, str]) -> None:
+        values = {tag: float(row[name]) for name, tag in tags.items()}
+        for tracker in self.trackers:
+            tracker.log(step, values)
+
+    def state_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.window)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.window = MetricsWindow(**state)
+
+    def close(self) -> None:
+        for tracker in self.trackers:
+            tracker.close()

@@ -1,0 +1,60 @@
+"""fha.train_model: the arguments of ``fha train`` from Python, giving the same run as the CLI."""
+
+from __future__ import annotations
+
+import pytest
+from test_train_cli import TINY_SETS
+
+import fha
+from fha.cli import main
+from fha.errors import FhaError
+from fha.train import resolve_configs
+from fha.train.logbook import read_log
+
+OVERRIDES = dict(item.split("=") for item in TINY_SETS[1::2])  # the CLI tests' --set values, as strings
+
+
+def test_python_run_equals_the_cli_run(corpus, tmp_path, capsys):
+    assert main(["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--out", str(tmp_path / "cli")]) == 0
+    typed = {key: int(value) for key, value in OVERRIDES.items()}  # typed values work like --set strings
+    run = fha.train_model("tiny", overrides=typed, data=corpus, out=tmp_path / "api", device="cpu")
+    assert run.run_dir == tmp_path / "api" and run.step == 4
+    keys = ("Step", "Learning Rate", "Train Loss", "Validation Loss")
+    logged = {name: [tuple(row[k] for k in keys) for row in read_log(tmp_path / name / "log_data.csv")]
+              for name in ("cli", "api")}
+    assert logged["api"] == logged["cli"] and len(logged["api"]) == 3
+    model, tokenizer, configs = run.load()
+    assert configs.train.max_iters == 4 and model.config == configs.model
+    assert tokenizer.vocab_size == model.config.vocab_size
+
+
+def test_resume_and_config_tables(corpus, tmp_path):
+    tables = {"model": {"dim": 32, "num_layers": 1, "max_seq_len": 16, "vocab_size": 64, "num_q_heads": 2,
+                        "head_dim": 16},
+              "train": {"batch_size": 4, "max_iters": 4, "eval_interval": 2, "eval_samples": 1,
+                        "checkpoint_interval": 2}}
+    out = tmp_path / "run"
+    first = fha.train_model(config=tables, overrides={"attention": "mha"}, data=str(corpus), out=out, device="cpu")
+    assert first.load().configs.model.attention == "mha"
+    longer = fha.train_model(resume=out, overrides={"max_iters": 6}, device="cpu")
+    assert longer.step == 6 and [row["Step"] for row in read_log(out / "log_data.csv")] == [0, 2, 4, 6]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"preset": "tiny", "overrides": {"dimm": 3}}, "--set dimm: unknown setting (did you mean dim?)"),
+    ({"preset": "tiny", "overrides": {"dim": "x"}}, "--set dim=x: "),
+    ({"config": {"modle": {}}}, "config: unknown table 'modle' (the tables are model, train)"),
+    ({"preset": "tiny"}, "--data is required"),
+    ({"preset": "tiny", "data": "x.txt"}, "--out RUN_DIR is required"),
+    ({"resume": "somewhere", "preset": "tiny"}, "--preset cannot be combined with --resume"),
+    ({}, "give --preset NAME, --config FILE.toml or --resume PATH"),
+])
+def test_mistakes_are_fha_errors(kwargs, message):
+    with pytest.raises(FhaError) as caught:
+        fha.train_model(**kwargs)
+    assert str(caught.value).startswith(message)
+
+
+def test_resolve_configs_is_what_print_config_shows():
+    model, train = resolve_configs("tiny", overrides={"attention": "mha", "max_iters": 12})
+    assert model.attention == "mha" and train.max_iters == 12 and train.log_interval == 10
