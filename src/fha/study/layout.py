@@ -6,6 +6,7 @@
       study.json              the spec, the data files' digests, the tokenizer's fingerprint
       tokenizer.json          the one tokenizer every run uses
       runs/VARIANT/lr-LR/seed-K/   a run folder, plus eval.json once it is evaluated
+      logs/VARIANT/lr-LR/seed-K.log   the output of a run trained by a parallel worker (--jobs > 1)
 
 A run counts as finished when its eval.json exists: it is written last, after training and
 the evaluations on the whole validation and test texts.
@@ -24,11 +25,16 @@ from fha.study.spec import RunPlan, StudySpec, spec_from_dict
 STUDY_FILE = "study.json"
 TOKENIZER_FILE = "tokenizer.json"
 RUNS_DIR = "runs"
+LOGS_DIR = "logs"  # outside the run folders, which hold only what training writes
 EVAL_FILE = "eval.json"
 
 
 def run_dir(out_dir: Path, run: RunPlan) -> Path:
     return out_dir / RUNS_DIR / run.run_id
+
+
+def worker_log(out_dir: Path, run: RunPlan) -> Path:
+    return out_dir / LOGS_DIR / f"{run.run_id}.log"
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

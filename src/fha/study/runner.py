@@ -38,6 +38,7 @@ from fha.study.layout import (
     read_eval,
     read_json,
     run_dir,
+    worker_log,
     write_json_atomic,
 )
 from fha.study.spec import RunPlan, StudySpec
@@ -50,7 +51,6 @@ log = logging.getLogger(__name__)
 
 ATTEMPTS = 2  # a failing run is retried once
 EVAL_SPLITS = ("valid", "test")
-RUN_LOG_FILE = "train.log"  # a parallel worker's output, inside its run folder
 
 
 @dataclass(frozen=True)
@@ -260,7 +260,7 @@ def _run_all(runs: list[RunPlan], spec: StudySpec, out_dir: Path, jobs: int, thr
                 outcomes.append(outcome)  # an error here means the worker process itself died
                 log.info("%s: %s (%d of %d; output in %s)", task.run.run_id,
                          "finished" if outcome.error is None else "failed", len(outcomes), len(tasks),
-                         run_dir(task.out_dir, task.run) / RUN_LOG_FILE)
+                         worker_log(task.out_dir, task.run))
         except KeyboardInterrupt:
             pool.shutdown(wait=True, cancel_futures=True)  # running trainings checkpoint and stop
             raise
@@ -273,7 +273,7 @@ def execute(task: RunTask) -> RunOutcome:
     folder.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         if task.redirect_output:
-            stack.enter_context(_output_to(folder / RUN_LOG_FILE))
+            stack.enter_context(_output_to(worker_log(task.out_dir, task.run)))
         torch.set_num_threads(task.threads)
         log.info("%s: training (%d threads)", task.run.run_id, task.threads)
         try:
@@ -314,6 +314,7 @@ def _train_and_evaluate(task: RunTask, folder: Path) -> dict[str, Any]:
 @contextlib.contextmanager
 def _output_to(path: Path):
     """Send this process's log records and progress bars to `path` (parallel workers would interleave)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as stream, contextlib.redirect_stderr(stream):
         handler = logging.StreamHandler(stream)
         handler.setFormatter(logging.Formatter("%(message)s"))
