@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run a study (variants x seeds, one tokenizer, paired batches) and report it",
         description="Train every variant of a study spec at every seed with one tokenizer and the same "
                     "batches per seed, evaluate each run on the whole test text, and report paired "
-                    "differences with 95%% t-intervals. See docs/studies.md.",
+                    "differences with 95% t-intervals. See docs/studies.md.",
     )
     commands = parser.add_subparsers(dest="study_command", metavar="{run,report}", required=True)
     run = commands.add_parser("run", help="train and evaluate the runs of a study (resumable)",
