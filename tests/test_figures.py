@@ -46,13 +46,14 @@ def test_png_figures_have_the_asked_resolution(two_runs, tmp_path):
 
 
 def test_svg_and_pdf_figures(two_runs, tmp_path, capsys):
-    assert main(["compare", *map(str, two_runs), "--out", str(tmp_path / "svg"), "--format", "svg"]) == 0
+    axes = ["--x-axis", "step", "time"]
+    assert main(["compare", *map(str, two_runs), "--out", str(tmp_path / "svg"), "--format", "svg", *axes]) == 0
     svg = tmp_path / "svg" / "loss_vs_step.svg"
     assert "<svg" in svg.read_text()[:500] and not (tmp_path / "svg" / "loss_vs_step.png").exists()
     page = (tmp_path / "svg" / "report.html").read_text()
     assert page.count('src="data:image/svg+xml;base64,') == 2
 
-    assert main(["compare", *map(str, two_runs), "--out", str(tmp_path / "pdf"), "--format", "pdf"]) == 0
+    assert main(["compare", *map(str, two_runs), "--out", str(tmp_path / "pdf"), "--format", "pdf", *axes]) == 0
     pdf = tmp_path / "pdf" / "loss_vs_time.pdf"
     assert pdf.read_bytes().startswith(b"%PDF")
     markdown = (tmp_path / "pdf" / "report.md").read_text()

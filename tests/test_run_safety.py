@@ -135,8 +135,8 @@ def test_overwrite_replaces_the_run_only_after_the_new_first_checkpoint(corpus, 
         patch.setattr("fha.train.loop.save_checkpoint", stop_at_first_checkpoint)
         assert cli("train", *TINY, "--set", "max_iters=4", "--set", "checkpoint_interval=2", "--set", "seed=1",
                      "--data", corpus, "--out", out, "--overwrite") == 0
-    assert interrupted["aside"] == [".moved", "checkpoints", "log_data.csv", "model.safetensors",
-                                    "model_config.json", "tokenizer.json", "train_config.json"]
+    assert interrupted["aside"] == [".moved", "checkpoints", "log_data.csv", "metrics.csv", "model.safetensors",
+                                    "model_config.json", "run_info.json", "tokenizer.json", "train_config.json"]
     assert not (out / PREVIOUS_RUN_DIR).exists() and train_seed(out) == 1
     assert [step for step, _ in list_checkpoints(out)] == [2, 4]
 
@@ -280,8 +280,9 @@ def test_temporary_files_of_a_killed_writer_do_not_block_a_rerun(corpus, tmp_pat
     (out / "log_data.csv.tmp").write_text("Step,Learn")  # killed while starting the log
     (out / ".model.safetensors.tmp-12345").write_bytes(b"\x00")  # killed while publishing the final weights
     assert cli("train", *TINY, *SIX_STEPS, "--data", corpus, "--out", out) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "log_data.csv", "model.safetensors",
-                                                     "model_config.json", "tokenizer.json", "train_config.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "log_data.csv", "metrics.csv", "model.safetensors",
+                                                     "model_config.json", "run_info.json", "tokenizer.json",
+                                                     "train_config.json"]
 
 
 def test_a_folder_with_foreign_files_is_not_cleared(corpus, tmp_path, capsys):
