@@ -135,7 +135,7 @@ def test_overwrite_replaces_the_run_only_after_the_new_first_checkpoint(corpus, 
         patch.setattr("fha.train.loop.save_checkpoint", stop_at_first_checkpoint)
         assert cli("train", *TINY, "--set", "max_iters=4", "--set", "checkpoint_interval=2", "--set", "seed=1",
                      "--data", corpus, "--out", out, "--overwrite") == 0
-    assert interrupted["aside"] == [".moved", "checkpoints", "log_data.csv", "model.safetensors",
+    assert interrupted["aside"] == [".moved", "checkpoints", "log_data.csv", "metrics.csv", "model.safetensors",
                                     "model_config.json", "tokenizer.json", "train_config.json"]
     assert not (out / PREVIOUS_RUN_DIR).exists() and train_seed(out) == 1
     assert [step for step, _ in list_checkpoints(out)] == [2, 4]
@@ -253,7 +253,9 @@ def test_resumed_run_never_shows_older_final_weights(corpus, tmp_path, env):
     assert killed.returncode == KILLED
     assert not (out / MODEL_FILE).exists()  # the old 6-step weights went with the old settings
     assert '"max_iters": 8' in (out / "train_config.json").read_text()
-    assert "training has not finished" in error_line(fha(env, "eval", out, "--data", corpus))
+    evaluated = fha(env, "eval", out, "--data", corpus)  # the new run's latest checkpoint, never the old weights
+    assert evaluated.returncode == 0 and "no final weights (the run is unfinished); using its latest checkpoint, " \
+        "step 2" in evaluated.stderr
     assert fha(env, "train", "--resume", out / "checkpoints" / "step-2", "--overwrite", "--set", "max_iters=8",
                "--set", "lr_max=0.005").returncode == 0
     assert (out / MODEL_FILE).read_bytes() == (out / "checkpoints" / "step-8" / MODEL_FILE).read_bytes()
@@ -280,7 +282,7 @@ def test_temporary_files_of_a_killed_writer_do_not_block_a_rerun(corpus, tmp_pat
     (out / "log_data.csv.tmp").write_text("Step,Learn")  # killed while starting the log
     (out / ".model.safetensors.tmp-12345").write_bytes(b"\x00")  # killed while publishing the final weights
     assert cli("train", *TINY, *SIX_STEPS, "--data", corpus, "--out", out) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "log_data.csv", "model.safetensors",
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "log_data.csv", "metrics.csv", "model.safetensors",
                                                      "model_config.json", "tokenizer.json", "train_config.json"]
 
 
