@@ -119,13 +119,15 @@ def test_verbose_and_quiet_together_is_a_usage_error(capsys):
     assert "argument -q/--quiet: not allowed with argument -v/--verbose" in capsys.readouterr().err
 
 
-def test_print_config_is_an_experiment_file_that_reads_back(capsys, tmp_path):
-    assert main(["train", "--preset", "tiny", "--set", "attention=mha", "--set", "max_iters=77", "--print-config"]) == 0
+@pytest.mark.parametrize("sets", [["attention=mha", "max_iters=77"],
+                                  ["attention=split", "layer_head_splits=1,2/4,4", "max_iters=77"]])
+def test_print_config_is_an_experiment_file_that_reads_back(capsys, tmp_path, sets):
+    assert main(["train", "--preset", "tiny", *(arg for item in sets for arg in ("--set", item)), "--print-config"]) == 0
     text = capsys.readouterr().out
     tables = tomllib.loads(text)
-    assert tables["model"]["attention"] == "mha" and tables["train"]["max_iters"] == 77
+    assert tables["model"]["attention"] == sets[0].partition("=")[2] and tables["train"]["max_iters"] == 77
     assert "# warmup_iters = (not set)" in text
-    expected = build_configs(merge(load_experiment("tiny"), parse_overrides(["attention=mha", "max_iters=77"])))
+    expected = build_configs(merge(load_experiment("tiny"), parse_overrides(sets)))
     saved = tmp_path / "resolved.toml"
     saved.write_text(text)
     assert build_configs(load_experiment(config_file=saved)) == expected

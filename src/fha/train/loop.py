@@ -152,10 +152,11 @@ def train(request: TrainRequest) -> TrainResult:
 
 
 def _finished_run(request: TrainRequest) -> TrainResult | None:
-    """A resume of a run that has done its `max_iters` does nothing and says so; a resume that
-    changes the budget says how the learning-rate schedule changes."""
+    """A resume of a run that has done its `max_iters` and has its final weights does nothing and
+    says so (one stopped while publishing them goes on to publish them); a resume that changes
+    the budget says how the learning-rate schedule changes."""
     resume, config = request.resume, request.train_config
-    if resume.step >= config.max_iters:
+    if resume.step >= config.max_iters and (request.out_dir / MODEL_FILE).is_file():
         log.info("%s: the run is complete (step %d of max_iters=%d); nothing to do. To train further, raise the "
                  "budget with --set max_iters=N (the learning-rate schedule changes with it)",
                  resume.path, resume.step, config.max_iters)
