@@ -23,8 +23,9 @@ import argparse
 import torch
 import torch.nn.functional as F
 from timing import time_interleaved
+from workloads import training_step
 
-from fha import GPT, ModelConfig, fractal_attention
+from fha import ModelConfig, fractal_attention
 from fha.model import attention as attention_module
 
 LEVELS, HEAD_DIM, KV_HEADS, SEQ_LEN, SPLIT = 3, 64, 1, 512, 2
@@ -113,28 +114,13 @@ def seed_1m_config(attention: str) -> ModelConfig:
     )
 
 
-def training_step(attention: str, batch_size: int, return_logits: bool = False):
-    torch.manual_seed(0)
-    model = GPT(seed_1m_config(attention)).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    idx = torch.randint(0, 8192, (batch_size, SEQ_LEN + 1))
-
-    def step():
-        _, loss = model(idx[:, :-1], idx[:, 1:], return_logits=return_logits)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return model, step
-
-
 def model_table(batch_size: int, repeats: int) -> list[str]:
     rows = [
         "| attention | loss | parameters | step (s) | training tokens/s |",
         "|---|---|---|---|---|",
     ]
     variants = {
-        (attention, loss_name): training_step(attention, batch_size, return_logits)
+        (attention, loss_name): training_step(seed_1m_config(attention), batch_size, return_logits=return_logits)
         for attention in ("fha", "mha")
         for return_logits, loss_name in ((False, "chunked (training default)"), (True, "full logits"))
     }
@@ -149,7 +135,7 @@ def model_table(batch_size: int, repeats: int) -> list[str]:
 
 
 def profile(batch_size: int) -> None:
-    _, step = training_step("fha", batch_size)
+    _, step = training_step(seed_1m_config("fha"), batch_size)
     step()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         step()

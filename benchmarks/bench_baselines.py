@@ -16,28 +16,13 @@ import argparse
 
 import torch
 from timing import time_interleaved
+from workloads import training_step
 
-from fha import GPT, ModelConfig
 from fha.baselines import BASELINES, baseline_config
 from fha.model.variants import subhead_sizes
 from fha.train.presets import build_configs, load_experiment
 
 REFERENCE = "mha"
-
-
-def training_step(config: ModelConfig, batch_size: int):
-    torch.manual_seed(0)
-    model = GPT(config).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    idx = torch.randint(0, config.vocab_size, (batch_size, config.max_seq_len + 1))
-
-    def step():
-        _, loss = model(idx[:, :-1], idx[:, 1:], return_logits=False)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return model, step
 
 
 def main() -> None:

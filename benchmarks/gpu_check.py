@@ -36,9 +36,10 @@ import time
 from pathlib import Path
 
 import torch
-from timing import synchronize, time_interleaved
-
 from bench_generate import generate_with_cache, generate_without_cache
+from timing import synchronize, time_interleaved
+from workloads import training_step
+
 from fha import GPT, ModelConfig
 from fha.model.attention import fused_head_multiple
 from fha.model.kv_cache import KVCache
@@ -213,8 +214,9 @@ def training_table(device: torch.device, repeats: int, batch_size: int, compile_
         for compiled in (False, True) if compile_models else (False,):
             steps, models = {}, {}
             for attention in ("fha", "mha"):
-                models[attention], steps[attention] = _training_step(base.replace(attention=attention), device,
-                                                                     batch_size, compiled)
+                models[attention], steps[attention] = training_step(
+                    base.replace(attention=attention), batch_size, device=device, compiled=compiled,
+                    bf16_autocast=device.type == "cuda")
             peaks = {attention: _peak_memory(step, device) for attention, step in steps.items()}
             timed = time_interleaved(steps, repeats, warmup=2, device=device)
             tokens = batch_size * base.max_seq_len
@@ -224,24 +226,6 @@ def training_table(device: torch.device, repeats: int, batch_size: int, compile_
                              "step_s": timed[attention], "tokens_per_s": tokens / timed[attention],
                              "peak_memory_mib": peaks[attention], "fha_over_mha": timed["fha"] / timed["mha"]})
     return rows
-
-
-def _training_step(config: ModelConfig, device: torch.device, batch_size: int, compiled: bool):
-    torch.manual_seed(0)
-    model = GPT(config).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device.type == "cuda")
-    forward = torch.compile(model) if compiled else model
-    idx = torch.randint(0, config.vocab_size, (batch_size, config.max_seq_len + 1), device=device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-    def step():
-        with autocast:
-            _, loss = forward(idx[:, :-1], idx[:, 1:], return_logits=False)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return model, step
 
 
 def _peak_memory(step, device: torch.device) -> float | None:
