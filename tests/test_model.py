@@ -314,3 +314,15 @@ def test_training_without_logits_gives_the_same_loss_and_gradients():
     torch.testing.assert_close(fused, loss)
     for got, want in zip(fused_grads, grads):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("changes", [{}, dict(rope_layout="subhead", attention="coarse-to-fine")])
+def test_a_model_built_on_the_meta_device_emptied_and_loaded_computes_like_the_original(changes):
+    original = make_model(**changes)
+    with torch.device("meta"):
+        shell = GPT(original.config)
+    shell.to_empty(device="cpu")
+    shell.load_state_dict(original.state_dict())
+    idx = random_ids(2, 12)
+    assert torch.equal(shell.eval()(idx)[0], original(idx)[0])
+    assert torch.equal(shell.generate(idx[:, :4], 8, temperature=0), original.generate(idx[:, :4], 8, temperature=0))

@@ -406,12 +406,18 @@ class Attention(nn.Module):
         self.layer = layer
         self.splits = config.layer_splits[layer]
         self.kernel = config.variant.make_kernel(self.splits, config.head_dim, config.variant.score_scale(config))
-        key_sources, rows = config.rope_plan(layer)
+        key_sources, self._rope_rows = config.rope_plan(layer)
         self.num_key_heads = len(key_sources)
         own_keys = key_sources == tuple(range(self.num_kv_heads))
-        heads = tuple(range(self.num_q_heads)) + tuple(self.num_q_heads + g for g in key_sources)
-        self.register_buffer("key_sources", None if own_keys else torch.tensor(heads), persistent=False)
-        self.register_buffer("rope_rows", None if rows is None else torch.tensor(rows), persistent=False)
+        self._key_sources = None if own_keys else (*range(self.num_q_heads), *(self.num_q_heads + g for g in key_sources))
+        for name, value in self.constant_buffers().items():
+            self.register_buffer(name, value, persistent=False)
+
+    def constant_buffers(self) -> dict[str, Tensor | None]:
+        """The index buffers: q heads then each key head's source head among the projections
+        (None when the keys are the kv heads), and each of them's RoPE table row (None: one row)."""
+        return {"key_sources": None if self._key_sources is None else torch.tensor(self._key_sources),
+                "rope_rows": None if self._rope_rows is None else torch.tensor(self._rope_rows)}
 
     def project(self, x: Tensor, rotation: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """q (B, L, T, hd), k (B, Hk, T, hd) and v (B, Hkv, T, hd) of x (B, T, C); RoPE applied

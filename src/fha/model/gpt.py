@@ -34,10 +34,28 @@ class GPT(nn.Module):
         self.dropout = make_dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.num_layers))
         self.norm = make_norm(config)
-        cos, sin = rope_frequencies(config.head_dim, config.max_seq_len, config.theta, config.rope_cuts)
-        self.register_buffer("rope_cos", cos, persistent=False)  # (max_seq_len, R, hd/2)
-        self.register_buffer("rope_sin", sin, persistent=False)  # (max_seq_len, R, hd/2)
+        for name, value in self.constant_buffers().items():
+            self.register_buffer(name, value, persistent=False)
         self.reset_parameters()
+
+    def constant_buffers(self) -> dict[str, Tensor]:
+        """The RoPE tables, (max_seq_len, R, hd/2) each."""
+        config = self.config
+        cos, sin = rope_frequencies(config.head_dim, config.max_seq_len, config.theta, config.rope_cuts)
+        return {"rope_cos": cos, "rope_sin": sin}
+
+    def to_empty(self, *, device: torch.device | str | None, recurse: bool = True) -> GPT:
+        """Like `nn.Module.to_empty`, and the buffers that are not saved (RoPE tables, index and
+        constant tensors, which `load_state_dict` does not restore) computed again, so that a model
+        built on the meta device, emptied onto a device and loaded works."""
+        super().to_empty(device=device, recurse=recurse)
+        with torch.no_grad():
+            for module in self.modules():
+                computed = module.constant_buffers() if hasattr(module, "constant_buffers") else {}
+                for name, value in computed.items():
+                    if value is not None:
+                        getattr(module, name).copy_(value)
+        return self
 
     def reset_parameters(self) -> None:
         """Small embeddings (the output layer is tied to them, so an untrained model predicts

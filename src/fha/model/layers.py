@@ -44,7 +44,11 @@ class RMSNorm(_Norm):
 
     def __init__(self, dim: int, eps: float, affine: bool, bias: bool) -> None:
         super().__init__(dim, eps, affine, bias)
-        self.register_buffer("eps_tensor", torch.tensor(eps), persistent=False)
+        for name, value in self.constant_buffers().items():
+            self.register_buffer(name, value, persistent=False)
+
+    def constant_buffers(self) -> dict[str, Tensor]:
+        return {"eps_tensor": torch.tensor(self.eps)}
 
     def forward(self, x: Tensor) -> Tensor:
         norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=at_least_float32(x.dtype))  # (..., 1)
