@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import reduce
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -65,14 +66,9 @@ def test_scores(results: StudyResults, out_dir: Path) -> Path:
     names = [variant.name for variant in results.spec.variants]
     for position, name in enumerate(names):
         values = list(results.by_seed(name).values())
-        offsets = np.linspace(-JITTER, JITTER, len(values))
-        ax.scatter(position + offsets, values, alpha=POINT_ALPHA, color="gray", zorder=2)
-        _mean_with_interval(ax, position, mean_interval(values))
-    ax.set_xticks(range(len(names)), names)
-    ax.set_xlim(-X_MARGIN, len(names) - 1 + X_MARGIN)
-    ax.set_ylabel("test bits per byte (lower is better)")
-    ax.set_title("Test bits per byte: seeds (gray), mean and 95% t-interval (black)")
-    ax.grid(True, axis="y", alpha=0.3)
+        _seeds_with_interval(ax, position, values, mean_interval(values))
+    _label_positions(ax, names, "test bits per byte (lower is better)",
+                     "Test bits per byte: seeds (gray), mean and 95% t-interval (black)")
     return _save(figure, out_dir / TEST_FILE)
 
 
@@ -84,16 +80,26 @@ def paired_differences(results: StudyResults, out_dir: Path) -> Path:
     ax = figure.subplots()
     for position, name in enumerate(others):
         paired = paired_difference(results.by_seed(name), results.by_seed(baseline))
-        offsets = np.linspace(-JITTER, JITTER, paired.n)
-        ax.scatter(position + offsets, paired.differences, alpha=POINT_ALPHA, color="gray", zorder=2)
-        _mean_with_interval(ax, position, paired.interval)
+        _seeds_with_interval(ax, position, paired.differences, paired.interval)
     ax.axhline(0.0, color="firebrick", linewidth=1)
-    ax.set_xticks(range(len(others)), [f"{name} − {baseline}" for name in others])
-    ax.set_xlim(-X_MARGIN, len(others) - 1 + X_MARGIN)
-    ax.set_ylabel("difference in test bits per byte")
-    ax.set_title("Paired differences (below 0: better than the baseline)")
-    ax.grid(True, axis="y", alpha=0.3)
+    _label_positions(ax, [f"{name} − {baseline}" for name in others], "difference in test bits per byte",
+                     "Paired differences (below 0: better than the baseline)")
     return _save(figure, out_dir / PAIRED_FILE)
+
+
+def _seeds_with_interval(ax: Axes, position: int, values: Sequence[float], interval: Interval) -> None:
+    """One value per seed as gray points spread around `position`, then the mean and its interval."""
+    offsets = np.linspace(-JITTER, JITTER, len(values))
+    ax.scatter(position + offsets, values, alpha=POINT_ALPHA, color="gray", zorder=2)
+    _mean_with_interval(ax, position, interval)
+
+
+def _label_positions(ax: Axes, labels: list[str], ylabel: str, title: str) -> None:
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_xlim(-X_MARGIN, len(labels) - 1 + X_MARGIN)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, axis="y", alpha=0.3)
 
 
 def sweep_curves(results: StudyResults, out_dir: Path) -> Path:
