@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from functools import reduce
 from collections.abc import Sequence
+from functools import reduce
 from pathlib import Path
 
 import numpy as np
