@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from matplotlib.image import imread
 from train_helpers import write_corpus
 
 from fha.cli import main
@@ -195,6 +196,18 @@ def test_study_end_to_end(reference, capsys):
         assert heading in markdown
     assert main(["study", "report", str(reference)]) == 0
     assert "at this budget" in capsys.readouterr().out
+
+
+def test_report_figures_at_a_chosen_resolution_and_in_vector_formats(reference, tmp_path):
+    low, high = tmp_path / "low", tmp_path / "high"
+    assert main(["study", "report", str(reference), "--report-dir", str(low), "--dpi", "100"]) == 0
+    assert main(["study", "report", str(reference), "--report-dir", str(high), "--format", "svg", "--dpi", "200"]) == 0
+    pngs = sorted(path.name for path in high.glob("*.png"))
+    assert len(pngs) == 4 and sorted(path.stem for path in high.glob("*.svg")) == [name[:-4] for name in pngs]
+    assert not list(low.glob("*.svg"))
+    for name in pngs:  # the PNGs the reports embed follow --dpi
+        assert imread(high / name).shape[0] == 2 * imread(low / name).shape[0]
+    assert main(["study", "report", str(reference), "--report-dir", str(low), "--dpi", "20"]) == 2
 
 
 def test_rerun_skips_finished_runs(reference, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fha.cli.options import add_device_argument
+from fha.cli.options import add_device_argument, add_figure_arguments
 from fha.errors import FhaError
 from fha.study.report import write_report
 from fha.study.runner import Shard, run_study
@@ -37,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                  description="Read a finished study folder (all shards) and write its report.")
     report.add_argument("out", type=Path, metavar="DIR", help="the study folder")
     report.add_argument("--report-dir", type=Path, metavar="DIR", help="where to write the report (default: DIR)")
+    add_figure_arguments(report)
     report.set_defaults(func=run_report)
 
 
@@ -55,7 +56,7 @@ def run_run(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    report = write_report(args.out, args.report_dir)
+    report = write_report(args.out, args.report_dir, fmt=args.format, dpi=args.dpi)
     print(report.verdict)
     print()
     for path in [report.csv, *report.figures, report.markdown, report.html]:

@@ -10,24 +10,25 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from fha.figures import DEFAULT_DPI, DEFAULT_FORMAT, check_figure_options, save_figure
 from fha.study.results import StudyResults
 from fha.study.stats import Interval, mean_interval, paired_difference
 
-CURVES_FILE = "validation_curves.png"
-TEST_FILE = "test_bits_per_byte.png"
-PAIRED_FILE = "paired_differences.png"
-SWEEP_FILE = "learning_rate_sweep.png"
+CURVES_FILE = "validation_curves"
+TEST_FILE = "test_bits_per_byte"
+PAIRED_FILE = "paired_differences"
+SWEEP_FILE = "learning_rate_sweep"
 FIGURE_INCHES = (7.0, 4.2)
-DPI = 110
 BAND_ALPHA = 0.25
 POINT_ALPHA = 0.6
 JITTER = 0.08  # horizontal spread of the per-seed points around their variant
 X_MARGIN = 0.5  # room left and right of the outer categories
 
 
-def _save(figure: Figure, path: Path) -> Path:
-    figure.savefig(path, dpi=DPI)
-    return path
+def _named(figure: Figure, stem: str) -> Figure:
+    """The figure with the file stem `draw_all` writes it under."""
+    figure.set_label(stem)
+    return figure
 
 
 def _mean_with_interval(ax: Axes, position: float, interval: Interval) -> None:
@@ -39,7 +40,7 @@ def _mean_with_interval(ax: Axes, position: float, interval: Interval) -> None:
     ax.errorbar([position], [interval.mean], yerr=[[below], [above]], fmt="o", color="black", capsize=6, zorder=3)
 
 
-def validation_curves(results: StudyResults, out_dir: Path) -> Path:
+def validation_curves(results: StudyResults) -> Figure:
     """Validation loss against tokens seen: the mean over seeds per variant, with a min-max band."""
     figure = Figure(figsize=FIGURE_INCHES, layout="constrained")
     ax = figure.subplots()
@@ -56,10 +57,10 @@ def validation_curves(results: StudyResults, out_dir: Path) -> Path:
     ax.set_title("Validation loss (band: min-max over seeds)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
-    return _save(figure, out_dir / CURVES_FILE)
+    return _named(figure, CURVES_FILE)
 
 
-def test_scores(results: StudyResults, out_dir: Path) -> Path:
+def test_scores(results: StudyResults) -> Figure:
     """Each seed's test bits per byte, and the mean with its 95% t-interval, per variant."""
     figure = Figure(figsize=FIGURE_INCHES, layout="constrained")
     ax = figure.subplots()
@@ -69,10 +70,10 @@ def test_scores(results: StudyResults, out_dir: Path) -> Path:
         _seeds_with_interval(ax, position, values, mean_interval(values))
     _label_positions(ax, names, "test bits per byte (lower is better)",
                      "Test bits per byte: seeds (gray), mean and 95% t-interval (black)")
-    return _save(figure, out_dir / TEST_FILE)
+    return _named(figure, TEST_FILE)
 
 
-def paired_differences(results: StudyResults, out_dir: Path) -> Path:
+def paired_differences(results: StudyResults) -> Figure:
     """Per variant, its test bits per byte minus the baseline's at the same seed."""
     baseline = results.spec.baseline
     others = [variant.name for variant in results.spec.variants if variant.name != baseline]
@@ -84,7 +85,7 @@ def paired_differences(results: StudyResults, out_dir: Path) -> Path:
     ax.axhline(0.0, color="firebrick", linewidth=1)
     _label_positions(ax, [f"{name} − {baseline}" for name in others], "difference in test bits per byte",
                      "Paired differences (below 0: better than the baseline)")
-    return _save(figure, out_dir / PAIRED_FILE)
+    return _named(figure, PAIRED_FILE)
 
 
 def _seeds_with_interval(ax: Axes, position: int, values: Sequence[float], interval: Interval) -> None:
@@ -102,7 +103,7 @@ def _label_positions(ax: Axes, labels: list[str], ylabel: str, title: str) -> No
     ax.grid(True, axis="y", alpha=0.3)
 
 
-def sweep_curves(results: StudyResults, out_dir: Path) -> Path:
+def sweep_curves(results: StudyResults) -> Figure:
     """Validation bits per byte against the peak learning rate, per variant (diverged rates left out)."""
     figure = Figure(figsize=FIGURE_INCHES, layout="constrained")
     ax = figure.subplots()
@@ -117,12 +118,20 @@ def sweep_curves(results: StudyResults, out_dir: Path) -> Path:
     ax.set_title(f"Learning-rate sweep at seed {results.spec.sweep.seed} (star: chosen)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
-    return _save(figure, out_dir / SWEEP_FILE)
+    return _named(figure, SWEEP_FILE)
 
 
-def draw_all(results: StudyResults, out_dir: Path) -> list[Path]:
-    figures = [validation_curves(results, out_dir), test_scores(results, out_dir),
-               paired_differences(results, out_dir)]
+def draw_all(results: StudyResults, out_dir: Path, fmt: str = DEFAULT_FORMAT, dpi: int = DEFAULT_DPI) -> list[Path]:
+    """Write every figure as PNG at `dpi` (the reports embed these) and, for another `fmt`, also
+    in that format beside it. Returns the PNG paths."""
+    check_figure_options(fmt, dpi)
+    figures = [validation_curves(results), test_scores(results),
+               paired_differences(results)]
     if results.sweep:
-        figures.append(sweep_curves(results, out_dir))
-    return figures
+        figures.append(sweep_curves(results))
+    written = []
+    for figure in figures:
+        written.append(save_figure(figure, out_dir / f"{figure.get_label()}.png", dpi))
+        if fmt != "png":
+            save_figure(figure, out_dir / f"{figure.get_label()}.{fmt}", dpi)
+    return written

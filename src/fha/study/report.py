@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fha.compare.report import Table, format_count, format_duration, format_rate, markdown_table
+from fha.figures import DEFAULT_DPI, DEFAULT_FORMAT
 from fha.study.figures import draw_all
 from fha.study.results import RESULTS_FILE, StudyResults, load_results, write_results_csv
 from fha.study.stats import Interval, PairedDifference, mean_interval, paired_difference
@@ -193,14 +194,16 @@ def _settings(values: dict) -> str:
     return ", ".join(f"{key}={value}" for key, value in values.items())
 
 
-def write_report(out_dir: Path, report_dir: Path | None = None) -> Report:
-    """Read the study in `out_dir` and write the report files into `report_dir` (default: `out_dir`)."""
+def write_report(out_dir: Path, report_dir: Path | None = None, *, fmt: str = DEFAULT_FORMAT,
+                 dpi: int = DEFAULT_DPI) -> Report:
+    """Read the study in `out_dir` and write the report files into `report_dir` (default: `out_dir`);
+    figures are PNG at `dpi`, and also in `fmt` when that is svg or pdf."""
     results = load_results(out_dir)
     report_dir = report_dir or out_dir
     report_dir.mkdir(parents=True, exist_ok=True)
     csv_path = report_dir / RESULTS_FILE
     write_results_csv(csv_path, results)
-    figures = draw_all(results, report_dir)
+    figures = draw_all(results, report_dir, fmt, dpi)
     text = verdict(results)
     env_lines, env_table = environment(results)
     sections: list[tuple[str, list[str], Table | None, str]] = [
