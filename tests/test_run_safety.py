@@ -576,10 +576,12 @@ import torch.distributed as dist
 from fha.errors import FhaError
 from fha.train import distributed as dist_util
 rank = int(sys.argv[1])
-dist.init_process_group("gloo", init_method="file://" + sys.argv[2], rank=rank, world_size=2)
-if rank == 0:
-    os._exit(2)  # fails during setup, after the process group formed
 try:
+    # As dist_util.init_process_group does: rank 0 may be gone before rank 1 has finished joining.
+    with dist_util.peers_alive(rank):
+        dist.init_process_group("gloo", init_method="file://" + sys.argv[2], rank=rank, world_size=2)
+    if rank == 0:
+        os._exit(2)  # fails during setup, after the process group formed
     dist_util.barrier()
 except FhaError as err:
     print(f"fha: error: {err}", file=sys.stderr)

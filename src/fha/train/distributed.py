@@ -52,7 +52,7 @@ def local_device(info: DistInfo, device: torch.device) -> torch.device:
 def init_process_group(info: DistInfo, device: torch.device) -> None:
     if info.enabled and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        with peers_alive():
+        with peers_alive(info.rank):
             dist.init_process_group(backend=backend, init_method="env://", rank=info.rank,
                                     world_size=info.world_size)
 
@@ -67,14 +67,17 @@ class PeerFailed(FhaError):
 
 
 @contextlib.contextmanager
-def peers_alive() -> Iterator[None]:
+def peers_alive(rank: int | None = None) -> Iterator[None]:
     """Report a collective that fails because another process died as one line, not a traceback;
-    that process prints the actual cause."""
+    that process prints the actual cause. `rank`: this process's, for failures before the
+    process group exists (while joining it)."""
     try:
         yield
     except (RuntimeError, dist.DistError) as err:
-        rank = dist.get_rank() if dist.is_initialized() else "?"
-        raise PeerFailed(f"process {rank}: another process of this run stopped ({one_line(err)}); its own "
+        if dist.is_initialized():
+            rank = dist.get_rank()
+        who = "?" if rank is None else rank
+        raise PeerFailed(f"process {who}: another process of this run stopped ({one_line(err)}); its own "
                          "message says why") from None
 
 
