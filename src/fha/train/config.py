@@ -14,6 +14,7 @@ import dataclasses
 import math
 
 from fha.config import ConfigBase, require_choice, require_positive, require_probability
+from fha.errors import FhaValueError
 
 ANNEAL_TYPES = ("cos", "lin")
 BATCHING_MODES = ("packed", "padded")
@@ -23,7 +24,7 @@ SEED_LIMIT = 2**32  # numpy's and torch's generators take seeds below this (plus
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
-        raise ValueError(message)
+        raise FhaValueError(message)
 
 
 @dataclasses.dataclass

@@ -67,6 +67,6 @@ def check_resume_steps(checkpoint: Checkpoint, train_config: TrainConfig) -> Non
     if train_config.max_iters < checkpoint.step:
         raise FhaError(
             f"{checkpoint.path}: max_iters={train_config.max_iters} is below the checkpoint's step {checkpoint.step}; "
-            f"a resume continues up to max_iters, so pass --set max_iters={checkpoint.step} or more "
+            f"a resume continues up to max_iters, so set max_iters={checkpoint.step} or more "
             f"(or resume an earlier checkpoint)"
         )
