@@ -8,6 +8,9 @@ from fha import GPT, KVCache, ModelConfig
 from fha.generation import decode_step, prefill
 from fha.model.attention import Attention, apply_rope, rope_frequencies, rope_rotation
 from fha.model.layers import MLP, NORMS
+from fha.model.loss import IGNORE_INDEX, counted_targets
+from fha.model.modes import eval_mode
+from fha.sampling import GREEDY, Sampling
 
 
 def tiny_config(**changes):
@@ -126,7 +129,7 @@ def greedy_by_full_forward(model, idx, steps):
 def test_greedy_generation_equals_argmax_of_full_passes_past_the_context(attention):
     model = make_model(attention=attention)
     prompt = random_ids(2, 6)
-    out = model.generate(prompt, 40, temperature=0)  # 46 tokens > max_seq_len 32
+    out = model.generate(prompt, 40, GREEDY)  # 46 tokens > max_seq_len 32
     assert out.shape == (2, 46)
     assert torch.equal(out[:, :6], prompt)
     assert torch.equal(out, greedy_by_full_forward(model, prompt, 40))
@@ -135,9 +138,9 @@ def test_greedy_generation_equals_argmax_of_full_passes_past_the_context(attenti
 def test_generation_stops_once_every_row_has_eos():
     model = make_model()
     prompt = random_ids(2, 4)
-    greedy = model.generate(prompt, 10, temperature=0)
+    greedy = model.generate(prompt, 10, GREEDY)
     eos = int(greedy[0, 6])  # row 0 produces this token at its third step
-    out = model.generate(prompt, 10, temperature=0, eos_id=eos)
+    out = model.generate(prompt, 10, GREEDY, eos_id=eos)
     row1_hits = (greedy[1, 4:] == eos).nonzero()
     last_needed = max(3, int(row1_hits[0]) + 1 if len(row1_hits) else 10)
     assert out.shape[1] == 4 + last_needed
@@ -148,14 +151,14 @@ def test_generation_stops_once_every_row_has_eos():
 def test_seeded_sampling_is_reproducible():
     model = make_model()
     prompt = random_ids(2, 4)
-    a = model.generate(prompt, 12, top_k=10, top_p=0.9, generator=torch.Generator().manual_seed(3))
-    b = model.generate(prompt, 12, top_k=10, top_p=0.9, generator=torch.Generator().manual_seed(3))
+    a = model.generate(prompt, 12, Sampling(top_k=10, top_p=0.9), generator=torch.Generator().manual_seed(3))
+    b = model.generate(prompt, 12, Sampling(top_k=10, top_p=0.9), generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
 
 
 def test_generated_tokens_are_ordinary_tensors_to_train_on():
     model = make_model().train()
-    out = model.generate(random_ids(2, 5), 6, temperature=0)
+    out = model.generate(random_ids(2, 5), 6, GREEDY)
     assert not out.is_inference()
     _, loss = model(out[:, :-1], out[:, 1:])
     loss.backward()  # generated tokens used as training data
@@ -325,4 +328,28 @@ def test_a_model_built_on_the_meta_device_emptied_and_loaded_computes_like_the_o
     shell.load_state_dict(original.state_dict())
     idx = random_ids(2, 12)
     assert torch.equal(shell.eval()(idx)[0], original(idx)[0])
-    assert torch.equal(shell.generate(idx[:, :4], 8, temperature=0), original.generate(idx[:, :4], 8, temperature=0))
+    assert torch.equal(shell.generate(idx[:, :4], 8, GREEDY), original.generate(idx[:, :4], 8, GREEDY))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_eval_mode_turns_dropout_off_inside_and_gives_the_mode_back(training):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5)).train(training)
+    with eval_mode(model) as inside:
+        assert inside is model
+        assert not any(module.training for module in model.modules())
+    assert all(module.training == training for module in model.modules())
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_eval_mode_gives_the_mode_back_when_the_block_raises(training):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5)).train(training)
+    with pytest.raises(RuntimeError, match="inside"):
+        with eval_mode(model):
+            raise RuntimeError("inside")
+    assert all(module.training == training for module in model.modules())
+
+
+def test_counted_targets_skip_ignore_index_and_padding():
+    targets = torch.tensor([[5, IGNORE_INDEX, 0, 7], [0, 0, 3, IGNORE_INDEX]])
+    assert counted_targets(targets, pad_id=None).tolist() == [[True, False, True, True], [True, True, True, False]]
+    assert counted_targets(targets, pad_id=0).tolist() == [[True, False, False, True], [False, False, True, False]]
