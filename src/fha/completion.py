@@ -119,7 +119,9 @@ def complete(
 ) -> list[Completion]:
     """Continue every prompt `num_samples` times in one batch; stop each row at ``<eos>``.
 
-    Rows are ordered prompt by prompt (all samples of prompt 0 first). `on_text(row, text)`
+    `sampling` picks each token; unless it is greedy, each row draws from its own generator
+    seeded from `seed` (see `sample_generators`). Rows are ordered prompt by prompt (all
+    samples of prompt 0 first). `on_text(row, text)`
     receives each row's new text as soon as it is complete, for streaming. Prompts longer
     than the model's context are kept whole in the output; the model sees their last
     ``max_seq_len`` tokens.
