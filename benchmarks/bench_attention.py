@@ -26,7 +26,7 @@ from timing import time_interleaved
 from workloads import training_step
 
 from fha import ModelConfig, fractal_attention
-from fha.model import attention as attention_module
+from fha.model import decode_attention
 
 LEVELS, HEAD_DIM, KV_HEADS, SEQ_LEN, SPLIT = 3, 64, 1, 512, 2
 
@@ -155,21 +155,21 @@ def decode_table(repeats: int) -> list[str]:
     """Microseconds of one decoding step, all levels at once vs one SDPA call per level."""
     rows = ["| levels, kv heads, split, hd | B | S | scores (B L N S) | all levels at once (us) "
             "| per level (us) | faster |", "|---|---|---|---|---|---|---|"]
-    limit = attention_module.SINGLE_QUERY_MAX_SCORES
+    limit = decode_attention.SINGLE_QUERY_MAX_SCORES
     for L, Hkv, split, hd in DECODE_SHAPES:
         for B in DECODE_BATCHES:
             for S in DECODE_KEYS:
                 q, k, v = torch.randn(B, L, 1, hd), torch.randn(B, Hkv, S, hd), torch.randn(B, Hkv, S, hd)
 
                 def run(max_scores: int) -> None:
-                    attention_module.SINGLE_QUERY_MAX_SCORES = max_scores
+                    decode_attention.SINGLE_QUERY_MAX_SCORES = max_scores
                     for _ in range(DECODE_CALLS):
                         fractal_attention(q, k, v, split=split)
 
                 try:
                     timed = time_interleaved({"once": lambda: run(2**62), "per level": lambda: run(0)}, repeats)
                 finally:
-                    attention_module.SINGLE_QUERY_MAX_SCORES = limit
+                    decode_attention.SINGLE_QUERY_MAX_SCORES = limit
                 once, per_level = (timed[key] / DECODE_CALLS * 1e6 for key in ("once", "per level"))
                 rows.append(f"| {L}, {Hkv}, {split}, {hd} | {B} | {S} | {B * L * split ** (L - 1) * S:,} "
                             f"| {once:.0f} | {per_level:.0f} | {'at once' if once < per_level else 'per level'} |")

@@ -34,6 +34,7 @@ from fha import GPT, ModelConfig
 from fha.device import setup_device
 from fha.generation import generate, sample_next
 from fha.model import attention, kv_cache, layers
+from fha.sampling import GREEDY
 
 # The seed-1m shape: about 1M parameters, most of them in the 8192 x 64 embedding.
 MODEL_SHAPE = {
@@ -49,12 +50,12 @@ def generate_without_cache(model: GPT, idx: torch.Tensor, new_tokens: int) -> to
     window = model.config.max_seq_len
     for _ in range(new_tokens):
         logits, _ = model(idx[:, -window:])  # (B, T, V)
-        idx = torch.cat([idx, sample_next(logits[:, -1], temperature=0.0)[:, None]], dim=1)
+        idx = torch.cat([idx, sample_next(logits[:, -1], GREEDY)[:, None]], dim=1)
     return idx
 
 
 def generate_with_cache(model: GPT, idx: torch.Tensor, new_tokens: int) -> torch.Tensor:
-    return generate(model, idx, new_tokens, temperature=0.0)
+    return generate(model, idx, new_tokens, sampling=GREEDY)
 
 
 def checked(run: Callable[[GPT, torch.Tensor, int], torch.Tensor], model: GPT, idx: torch.Tensor,

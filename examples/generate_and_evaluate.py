@@ -20,6 +20,7 @@ from fha.completion import complete
 from fha.data import load_documents
 from fha.evaluation import evaluate
 from fha.run import TOKENIZER_FILE, save_weights
+from fha.sampling import Sampling
 
 STORIES = [
     "Once upon a time there was a little cat. The cat liked to sleep in the sun.",
@@ -49,7 +50,7 @@ def main(argv: list[str]) -> None:
             print(f"{name:>15}: {value:.4g}" if isinstance(value, float) else f"{name:>15}: {value}")
 
         for completion in complete(model, tokenizer, ["Once upon a time", "Tom had"], max_new_tokens=24,
-                                   temperature=0.8, top_k=50, seed=0):
+                                   sampling=Sampling(temperature=0.8, top_k=50), seed=0):
             print(f"\n{completion.prompt}{completion.text}")
 
 

@@ -1,5 +1,6 @@
 """Shared test fixtures: where the TinyStories sample lives (set FHA_SAMPLE_DATA to move it), a
-private token cache for every test, a small synthetic corpus and a tiny trained run."""
+private token cache for every test, a small synthetic corpus, the one tiny model shape and a
+tiny trained run."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch.nn.functional as F
+from tiny_model import make_tiny_model
 from tiny_run import make_model, make_run, make_tokenizer
 
 import fha.model.attention as attention_module
+from fha import GPT
 from train_helpers import write_corpus
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +56,13 @@ def tiny_run_dir(tmp_path_factory) -> Path:
 def model(tokenizer):
     """A tiny model briefly trained with that tokenizer (one per test module)."""
     return make_model(tokenizer)
+
+
+@pytest.fixture
+def tiny_model() -> GPT:
+    """A freshly initialised GPT of the tests' one tiny config (tiny_model.TINY_MODEL, seed 0), in eval mode;
+    tests about another shape call `tiny_model.tiny_config(**changes)` or `make_tiny_model(**changes)`."""
+    return make_tiny_model()
 
 
 @pytest.fixture

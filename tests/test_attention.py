@@ -4,6 +4,7 @@ import torch.nn.functional as F
 from reference_attention import reference_fractal_attention
 
 import fha.model.attention as attention_module
+import fha.model.decode_attention as decode_attention
 from fha import fractal_attention, grouped_attention
 from fha.model.attention import apply_rope, causal_mask, rope_frequencies, rope_rotation
 
@@ -77,12 +78,14 @@ def test_non_causal_sees_every_key():
     torch.testing.assert_close(fractal_attention(q, k, v, is_causal=False), expected)
 
 
+@pytest.mark.fast_path
 def test_one_fused_call_per_level(sdpa_query_shapes):
     q, k, v = make_qkv(2, 3, 1, 8, 8, 16, dtype=torch.float32)
     fractal_attention(q, k, v, split=2)
     assert sdpa_query_shapes == [(2, 1, 8, 16), (2, 2, 8, 8), (2, 4, 8, 4)]
 
 
+@pytest.mark.fast_path
 def test_a_decoding_step_takes_every_level_at_once(monkeypatch):
     def no_sdpa(*args, **kwargs):
         raise AssertionError("the single-query path should not call SDPA")
@@ -105,8 +108,9 @@ def test_masked_decoding_step_equals_attention_over_the_visible_keys(split, L, H
         torch.testing.assert_close(out[row : row + 1], ref, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.fast_path
 def test_a_decoding_step_too_large_for_the_single_query_path_calls_sdpa_per_level(sdpa_query_shapes):
-    S = attention_module.SINGLE_QUERY_MAX_SCORES // (3 * 4) + 1  # B * L * N * S just over the limit
+    S = decode_attention.SINGLE_QUERY_MAX_SCORES // (3 * 4) + 1  # B * L * N * S just over the limit
     q, k, v = make_qkv(1, 3, 1, 1, S, 8)
     out = fractal_attention(q, k, v, split=2)
     assert sdpa_query_shapes == [(1, 1, 1, 8), (1, 2, 1, 4), (1, 4, 1, 2)]
@@ -128,8 +132,9 @@ def test_masks_must_be_boolean():
         fractal_attention(q, k, v, attn_mask=torch.zeros(1, 4))
 
 
+@pytest.mark.fast_path
 def test_decoding_matrices_cached_in_inference_mode_still_support_autograd():
-    attention_module._cached_subhead_owners.cache_clear()
+    decode_attention._cached_subhead_owners.cache_clear()
     q, k, v = make_qkv(1, 3, 1, 1, 5, 16, dtype=torch.float32)
     with torch.inference_mode():
         fractal_attention(q.detach(), k.detach(), v.detach(), split=2)

@@ -5,11 +5,13 @@ import math
 
 import pytest
 import torch
+from tiny_model import TINY_MODEL, tiny_config
 
 from fha import GPT, ModelConfig
 from fha.baselines import BASELINES, baseline_config
 from fha.generation import generate
 from fha.model.attention import apply_rope, rope_frequencies, rope_rotation
+from fha.sampling import GREEDY
 from fha.train.presets import build_configs, load_experiment
 
 
@@ -18,9 +20,8 @@ def seed_03m() -> ModelConfig:
 
 
 def small(**changes) -> ModelConfig:
-    """The seed-0.3m attention shape (4 heads of 32, one kv head) on a small model."""
-    base = dict(dim=32, vocab_size=61, num_layers=3, max_seq_len=24, num_q_heads=4, num_kv_heads=1, head_dim=32)
-    return ModelConfig(**{**base, **changes})
+    """The seed-0.3m attention shape (4 heads of 32, one kv head) on the tests' tiny model, in three layers."""
+    return tiny_config(**{"num_layers": 3, "num_q_heads": 4, "head_dim": 32, **changes})
 
 
 def model_of(config: ModelConfig, seed: int = 0) -> GPT:
@@ -28,7 +29,7 @@ def model_of(config: ModelConfig, seed: int = 0) -> GPT:
     return GPT(config).eval()
 
 
-def ids(B, T, vocab=61, seed=1):
+def ids(B, T, vocab=TINY_MODEL["vocab_size"], seed=1):
     return torch.randint(0, vocab, (B, T), generator=torch.Generator().manual_seed(seed))
 
 
@@ -73,10 +74,11 @@ def test_the_geometric_pattern_is_bit_identical_to_fha():
 def test_cached_greedy_generation_equals_full_recomputation(name):
     model = model_of(baseline_config(small(), name))
     prompt = ids(2, 5)
-    out = generate(model, prompt, 26, temperature=0)  # past max_seq_len 24
+    context = model.config.max_seq_len
+    out = generate(model, prompt, context + 2, sampling=GREEDY)  # past the context
     idx = prompt
-    for _ in range(26):
-        logits, _ = model(idx[:, -24:])
+    for _ in range(context + 2):
+        logits, _ = model(idx[:, -context:])
         idx = torch.cat([idx, logits[:, -1].argmax(dim=-1, keepdim=True)], dim=1)
     assert torch.equal(out, idx)
 

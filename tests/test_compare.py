@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_model import tiny_config
 
 from fha import GPT, ModelConfig, Tokenizer
 from fha.cli import main
@@ -18,7 +19,7 @@ from fha.compare.plots import first_kept_step
 from fha.run import LOG_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE, save_weights
 
 HEADER = "Step,Learning Rate,Train Loss,Validation Loss,Perplexity,Time Elapsed,Tokens/s"
-BASE_MODEL = {"dim": 32, "vocab_size": 50, "num_layers": 1, "max_seq_len": 16, "num_q_heads": 2, "head_dim": 16}
+BASE_MODEL = {"num_layers": 1, "num_q_heads": 2, "max_seq_len": 16}  # the tiny model: one layer of two levels
 BASE_TRAIN = {"batch_size": 4, "grad_accum_steps": 2, "max_iters": 30, "lr_max": 0.01, "seed": 0}
 STEPS = (0, 10, 20, 30)
 LINES = ["Once upon a time there was a cat.", "The cat sat on a mat and was happy."]
@@ -38,7 +39,7 @@ def make_run(directory: Path, final_val: float, *, train: dict | None = None, to
              **model_changes) -> Path:
     torch.manual_seed(0)
     changes = {**model_changes, **({"vocab_size": tokenizer.vocab_size} if tokenizer else {})}
-    save_weights(GPT(ModelConfig(**{**BASE_MODEL, **changes})), directory)
+    save_weights(GPT(tiny_config(**{**BASE_MODEL, **changes})), directory)
     if train is not None:
         (directory / TRAIN_CONFIG_FILE).write_text(json.dumps({**BASE_TRAIN, **train}))
     if tokenizer is not None:

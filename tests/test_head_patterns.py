@@ -88,6 +88,7 @@ def test_split_spelling_equals_its_geometric_pattern_exactly():
         fractal_attention(q, k, v, split=3, splits=[1, 2, 4, 8])
 
 
+@pytest.mark.fast_path
 @pytest.mark.parametrize(
     "splits,expected",
     [
@@ -247,6 +248,7 @@ def test_padding_subheads_for_fused_kernels_is_exact_for_every_size(d):
             torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.fast_path
 def test_padded_calls_hand_sdpa_multiples_of_the_head_multiple(sdpa_query_shapes):
     q, k, v = make_qkv(1, 3, 1, 1, 6, 6, 16, dtype=torch.float32)
     fractal_attention(q, k, v, splits=[1, 2, 4], head_multiple=8)

@@ -21,7 +21,7 @@ PACKAGE_DIR = Path(fha.__file__).parent
 # modules of its own layer or of a layer below, never above.
 LAYERS = (
     ("fha.errors", "fha.lazy", "fha.progress", "fha.figure_formats", "fha.figures", "fha.stats"),
-    ("fha.variants", "fha.config", "fha.baselines", "fha.train.config"),
+    ("fha.variants", "fha.config", "fha.sampling", "fha.baselines", "fha.train.config"),
     ("fha.model", "fha.device"),
     ("fha.tokenizer", "fha.data", "fha.generation", "fha.run", "fha.run_info", "fha.completion"),
     ("fha.train", "fha.evaluation"),

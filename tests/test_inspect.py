@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 from matplotlib.image import imread
+from tiny_model import make_tiny_model
 
-from fha import GPT, KVCache, ModelConfig, Tokenizer
+from fha import GPT, KVCache, Tokenizer
 from fha.cli import main
 from fha.inspection import (
     attention_maps,
@@ -29,9 +30,8 @@ SHARPEN = 20.0  # scales the qkv weights so that attention is far from uniform a
 
 
 def make_model(seed: int = 0, sharpen: float = 1.0, **changes) -> GPT:
-    torch.manual_seed(seed)
-    base = {"dim": 32, "vocab_size": 61, "num_layers": 2, "max_seq_len": 24, "num_q_heads": 3, "num_kv_heads": 1, "head_dim": 16}
-    model = GPT(ModelConfig(**{**base, **changes})).eval()
+    """The tests' tiny model with its qkv weights multiplied by `sharpen`."""
+    model = make_tiny_model(seed, **changes)
     with torch.no_grad():
         for _, attn in attention_modules(model):
             attn.qkv.weight.mul_(sharpen)
@@ -69,8 +69,8 @@ def test_trace_covers_every_module_and_every_level(changes):
                      else f"key head {layout.key_head}, value head {layout.value_head}")
             assert f"blocks.{layer}.attn.level{layout.level}  level  {reads}, {n} sub-head" in text
             assert f"q (2, {n}, 7, {d})" in text
-    assert "<model>  GPT  (2, 7) -> ((2, 7, 61), None)" in text
-    assert trace.roots[0].children[-1].label() == "output  Linear (tied to embedding)  (2, 7, 32) -> (2, 7, 61)"
+    assert "<model>  GPT  (2, 7) -> ((2, 7, 97), None)" in text
+    assert trace.roots[0].children[-1].label() == "output  Linear (tied to embedding)  (2, 7, 32) -> (2, 7, 97)"
     c = model.config
     assert f"blocks.1.attn.qkv  Linear  (2, 7, 32) -> (2, 7, {(c.num_q_heads + 2 * c.num_kv_heads) * c.head_dim})" in text
 
@@ -230,7 +230,7 @@ def test_cli_tree_of_a_run_with_module_patterns(run_dir, capsys):
     (["inspect"], "exactly one of RUN_DIR, --preset NAME or --config FILE"),
     (["inspect", "--config", "{cfg}", "--modules", "nothing*"], "no module name matches"),
     (["inspect", "--config", "{cfg}", "--set", "dimm=3"], "unknown ModelConfig field 'dimm' (did you mean dim?)"),
-    (["inspect", "--config", "{cfg}", "--seq-len", "999"], "seq_len <= max_seq_len=24"),
+    (["inspect", "--config", "{cfg}", "--seq-len", "999"], "seq_len <= max_seq_len=32"),
     (["inspect", "--config", "{cfg}", "--attention", "--prompt", "a", "--out", "x"], "--attention needs a trained RUN_DIR"),
     (["inspect", "{run}", "--attention", "--prompt", "a"], "--attention needs --prompt TEXT and --out DIR"),
     (["inspect", "{run}", "--prompt", "a"], "--prompt is used with --attention"),

@@ -3,21 +3,15 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_model import make_tiny_model, tiny_config
 
 from fha import GPT, KVCache, ModelConfig
 from fha.generation import decode_step, generate, prefill
 from fha.model.attention import Attention, apply_rope, rope_frequencies, rope_rotation
 from fha.model.layers import MLP, NORMS
-
-
-def tiny_config(**changes):
-    base = dict(dim=32, vocab_size=97, num_layers=2, max_seq_len=32, num_q_heads=3, num_kv_heads=1, head_dim=16)
-    return ModelConfig(**{**base, **changes})
-
-
-def make_model(seed=0, **changes):
-    torch.manual_seed(seed)
-    return GPT(tiny_config(**changes)).eval()
+from fha.model.loss import IGNORE_INDEX, counted_targets
+from fha.model.modes import eval_mode
+from fha.sampling import GREEDY, Sampling
 
 
 def random_ids(B, T, vocab=97, seed=1):
@@ -36,7 +30,7 @@ def test_untrained_loss_is_close_to_log_vocab(scale_first_resid):
 
 @pytest.mark.parametrize("attention", ["fha", "mha"])
 def test_logits_shape_and_causality(attention):
-    model = make_model(attention=attention)
+    model = make_tiny_model(attention=attention)
     idx = random_ids(2, 20)
     changed = idx.clone()
     changed[:, 12:] = (changed[:, 12:] + 5) % 97
@@ -47,11 +41,11 @@ def test_logits_shape_and_causality(attention):
 
 
 def test_fha_and_mha_are_parameter_matched():
-    assert make_model(attention="fha").num_parameters() == make_model(attention="mha").num_parameters()
+    assert make_tiny_model(attention="fha").num_parameters() == make_tiny_model(attention="mha").num_parameters()
 
 
-def test_parameter_counts():
-    model = make_model()
+def test_parameter_counts(tiny_model):
+    model = tiny_model
     total = sum(p.numel() for p in model.parameters())
     assert model.num_parameters() == total
     assert model.num_parameters(non_embedding=True) == total - 97 * 32
@@ -59,7 +53,7 @@ def test_parameter_counts():
 
 
 def test_loss_ignores_padding_and_ignore_index():
-    model = make_model(pad_id=0)
+    model = make_tiny_model(pad_id=0)
     idx = random_ids(2, 10)
     targets = random_ids(2, 10, seed=3)
     targets[0, :4] = 0
@@ -72,7 +66,7 @@ def test_loss_ignores_padding_and_ignore_index():
 
 @pytest.mark.parametrize("attention", ["fha", "mha"])
 def test_kv_cache_decoding_equals_full_recomputation(attention):
-    model = make_model(attention=attention, num_q_heads=4, num_kv_heads=2)
+    model = make_tiny_model(attention=attention, num_q_heads=4, num_kv_heads=2)
     idx = random_ids(3, 24)
     full, _ = model(idx)
     cache = KVCache.for_model(model, batch_size=3)
@@ -86,8 +80,8 @@ def test_kv_cache_decoding_equals_full_recomputation(attention):
     torch.testing.assert_close(chunk, full[:, :5], rtol=1e-5, atol=1e-5)
 
 
-def test_cache_chunks_with_more_than_one_token():
-    model = make_model()
+def test_cache_chunks_with_more_than_one_token(tiny_model):
+    model = tiny_model
     idx = random_ids(2, 16)
     full, _ = model(idx)
     cache = KVCache.for_model(model, 2)
@@ -104,7 +98,7 @@ def test_cache_chunks_with_more_than_one_token():
     dict(attention="coarse-to-fine", rope_layout="subhead"),
 ])
 def test_left_padded_rows_compute_what_they_compute_alone(changes):
-    model = make_model(**changes)
+    model = make_tiny_model(**changes)
     long, short = random_ids(1, 12)[0], random_ids(1, 7, seed=5)[0]
     padded = torch.stack([long, torch.cat([torch.zeros(5, dtype=torch.long), short])])
     mask = torch.ones(2, 12, dtype=torch.bool)
@@ -124,20 +118,20 @@ def greedy_by_full_forward(model, idx, steps):
 
 @pytest.mark.parametrize("attention", ["fha", "mha"])
 def test_greedy_generation_equals_argmax_of_full_passes_past_the_context(attention):
-    model = make_model(attention=attention)
+    model = make_tiny_model(attention=attention)
     prompt = random_ids(2, 6)
-    out = generate(model, prompt, 40, temperature=0)  # 46 tokens > max_seq_len 32
+    out = generate(model, prompt, 40, sampling=GREEDY)  # 46 tokens > max_seq_len 32
     assert out.shape == (2, 46)
     assert torch.equal(out[:, :6], prompt)
     assert torch.equal(out, greedy_by_full_forward(model, prompt, 40))
 
 
-def test_generation_stops_once_every_row_has_eos():
-    model = make_model()
+def test_generation_stops_once_every_row_has_eos(tiny_model):
+    model = tiny_model
     prompt = random_ids(2, 4)
-    greedy = generate(model, prompt, 10, temperature=0)
+    greedy = generate(model, prompt, 10, sampling=GREEDY)
     eos = int(greedy[0, 6])  # row 0 produces this token at its third step
-    out = generate(model, prompt, 10, temperature=0, eos_id=eos)
+    out = generate(model, prompt, 10, sampling=GREEDY, eos_id=eos)
     row1_hits = (greedy[1, 4:] == eos).nonzero()
     last_needed = max(3, int(row1_hits[0]) + 1 if len(row1_hits) else 10)
     assert out.shape[1] == 4 + last_needed
@@ -145,17 +139,17 @@ def test_generation_stops_once_every_row_has_eos():
     assert (out[0, 7:] == eos).all()
 
 
-def test_seeded_sampling_is_reproducible():
-    model = make_model()
+def test_seeded_sampling_is_reproducible(tiny_model):
+    model = tiny_model
     prompt = random_ids(2, 4)
-    a = generate(model, prompt, 12, top_k=10, top_p=0.9, generator=torch.Generator().manual_seed(3))
-    b = generate(model, prompt, 12, top_k=10, top_p=0.9, generator=torch.Generator().manual_seed(3))
+    a = generate(model, prompt, 12, sampling=Sampling(top_k=10, top_p=0.9), generator=torch.Generator().manual_seed(3))
+    b = generate(model, prompt, 12, sampling=Sampling(top_k=10, top_p=0.9), generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
 
 
-def test_generated_tokens_are_ordinary_tensors_to_train_on():
-    model = make_model().train()
-    out = generate(model, random_ids(2, 5), 6, temperature=0)
+def test_generated_tokens_are_ordinary_tensors_to_train_on(tiny_model):
+    model = tiny_model.train()
+    out = generate(model, random_ids(2, 5), 6, sampling=GREEDY)
     assert not out.is_inference()
     _, loss = model(out[:, :-1], out[:, 1:])
     loss.backward()  # generated tokens used as training data
@@ -164,7 +158,7 @@ def test_generated_tokens_are_ordinary_tensors_to_train_on():
 
 @pytest.mark.parametrize("attention", ["fha", "mha"])
 def test_kv_cache_decoding_in_bfloat16_follows_full_recomputation(attention):
-    model = make_model(attention=attention, num_q_heads=4, num_kv_heads=2).to(torch.bfloat16)
+    model = make_tiny_model(attention=attention, num_q_heads=4, num_kv_heads=2).to(torch.bfloat16)
     idx = random_ids(2, 12)
     full, _ = model(idx)
     cache = KVCache.for_model(model, batch_size=2)
@@ -176,8 +170,8 @@ def test_kv_cache_decoding_in_bfloat16_follows_full_recomputation(attention):
 
 
 def test_dropout_acts_only_in_training_mode():
-    reference = make_model(seed=4)
-    model = make_model(seed=4, dropout=0.3, attn_dropout=0.3)
+    reference = make_tiny_model(seed=4)
+    model = make_tiny_model(seed=4, dropout=0.3, attn_dropout=0.3)
     idx = random_ids(2, 16)
     torch.testing.assert_close(model(idx)[0], reference(idx)[0])
     model.train()
@@ -187,7 +181,7 @@ def test_dropout_acts_only_in_training_mode():
 
 
 def test_attn_dropout_alone_changes_training_outputs():
-    model = make_model(seed=4, attn_dropout=0.5).train()
+    model = make_tiny_model(seed=4, attn_dropout=0.5).train()
     idx = random_ids(2, 16)
     assert not torch.allclose(model(idx)[0], model(idx)[0])
 
@@ -278,8 +272,8 @@ def test_every_variant_runs_and_learns(norm_type):
     assert losses[-1] < losses[0] - 0.5
 
 
-def test_sequence_longer_than_context_is_rejected():
-    model = make_model()
+def test_sequence_longer_than_context_is_rejected(tiny_model):
+    model = tiny_model
     with pytest.raises(ValueError, match="max_seq_len"):
         model(random_ids(1, 33))
 
@@ -303,7 +297,7 @@ def test_chunked_linear_cross_entropy_matches_full_logits(rows_per_chunk):
 
 
 def test_training_without_logits_gives_the_same_loss_and_gradients():
-    model = make_model(pad_id=0).train()
+    model = make_tiny_model(pad_id=0).train()
     idx, targets = random_ids(2, 12), random_ids(2, 12, seed=9)
     targets[0, :3] = 0
     logits, loss = model(idx, targets)
@@ -318,11 +312,35 @@ def test_training_without_logits_gives_the_same_loss_and_gradients():
 
 @pytest.mark.parametrize("changes", [{}, dict(rope_layout="subhead", attention="coarse-to-fine")])
 def test_a_model_built_on_the_meta_device_emptied_and_loaded_computes_like_the_original(changes):
-    original = make_model(**changes)
+    original = make_tiny_model(**changes)
     with torch.device("meta"):
         shell = GPT(original.config)
     shell.to_empty(device="cpu")
     shell.load_state_dict(original.state_dict())
     idx = random_ids(2, 12)
     assert torch.equal(shell.eval()(idx)[0], original(idx)[0])
-    assert torch.equal(generate(shell, idx[:, :4], 8, temperature=0), generate(original, idx[:, :4], 8, temperature=0))
+    assert torch.equal(generate(shell, idx[:, :4], 8, sampling=GREEDY), generate(original, idx[:, :4], 8, sampling=GREEDY))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_eval_mode_turns_dropout_off_inside_and_gives_the_mode_back(training):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5)).train(training)
+    with eval_mode(model) as inside:
+        assert inside is model
+        assert not any(module.training for module in model.modules())
+    assert all(module.training == training for module in model.modules())
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_eval_mode_gives_the_mode_back_when_the_block_raises(training):
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5)).train(training)
+    with pytest.raises(RuntimeError, match="inside"):
+        with eval_mode(model):
+            raise RuntimeError("inside")
+    assert all(module.training == training for module in model.modules())
+
+
+def test_counted_targets_skip_ignore_index_and_padding():
+    targets = torch.tensor([[5, IGNORE_INDEX, 0, 7], [0, 0, 3, IGNORE_INDEX]])
+    assert counted_targets(targets, pad_id=None).tolist() == [[True, False, True, True], [True, True, True, False]]
+    assert counted_targets(targets, pad_id=0).tolist() == [[True, False, False, True], [False, False, True, False]]

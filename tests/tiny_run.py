@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from tiny_model import tiny_config
 
-from fha import GPT, ModelConfig, Tokenizer
+from fha import GPT, Tokenizer
 from fha.run import TOKENIZER_FILE, save_weights
 
 LINES = [
@@ -33,8 +34,8 @@ def make_tokenizer() -> Tokenizer:
 
 def make_model(tokenizer: Tokenizer, seed: int = 0) -> GPT:
     torch.manual_seed(seed)
-    model = GPT(ModelConfig(vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, dim=32, num_layers=2,
-                            num_q_heads=2, head_dim=16, max_seq_len=CONTEXT))
+    model = GPT(tiny_config(vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, num_q_heads=2,
+                            max_seq_len=CONTEXT))
     data = torch.tensor([t for line in LINES for t in tokenizer.encode(line, bos=True, eos=True)])
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
     generator = torch.Generator().manual_seed(seed)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from tiny_model import tiny_config
+
 from fha.config import ModelConfig
 from fha.train.config import TrainConfig
 from fha.train.loop import TrainRequest, TrainResult, train
@@ -28,9 +30,9 @@ def write_corpus(path: Path, num_docs: int = 120, seed: int = 0) -> Path:
 
 
 def tiny_model_config(**changes) -> ModelConfig:
-    base = {"dim": 32, "num_layers": 1, "vocab_size": VOCAB_SIZE, "max_seq_len": SEQ_LEN, "num_q_heads": 2,
-            "num_kv_heads": 1, "head_dim": 16, "mlp_hidden_mult": 2.0}
-    return ModelConfig(**{**base, **changes})
+    """The tests' tiny model cut down for training: one layer of two levels, short rows."""
+    return tiny_config(**{"num_layers": 1, "num_q_heads": 2, "vocab_size": VOCAB_SIZE, "max_seq_len": SEQ_LEN,
+                          "mlp_hidden_mult": 2.0, **changes})
 
 
 def tiny_train_config(**changes) -> TrainConfig:

@@ -20,6 +20,7 @@ _EXPORTS = {
     "FhaError": "fha.errors",
     "KVCache": "fha.model.kv_cache",
     "ModelConfig": "fha.config",
+    "Sampling": "fha.sampling",
     "Tokenizer": "fha.tokenizer",
     "attention_maps": "fha.inspection",
     "compare_runs": "fha.compare.comparison",
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from fha.model.gpt import GPT
     from fha.model.kv_cache import KVCache
     from fha.run import load_run
+    from fha.sampling import Sampling
     from fha.tokenizer import Tokenizer
     from fha.train.api import train_model
 

@@ -19,7 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from fha.generation import stream
+from fha.model.modes import eval_mode
 from fha.progress import track
+from fha.sampling import Sampling
 from fha.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -110,16 +112,16 @@ def complete(
     *,
     max_new_tokens: int = 256,
     num_samples: int = 1,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
+    sampling: Sampling = Sampling(),
     seed: int = 0,
     on_text: Callable[[int, str], None] | None = None,
     show_progress: bool = False,
 ) -> list[Completion]:
     """Continue every prompt `num_samples` times in one batch; stop each row at ``<eos>``.
 
-    Rows are ordered prompt by prompt (all samples of prompt 0 first). `on_text(row, text)`
+    `sampling` picks each token; unless it is greedy, each row draws from its own generator
+    seeded from `seed` (see `sample_generators`). Rows are ordered prompt by prompt (all
+    samples of prompt 0 first). `on_text(row, text)`
     receives each row's new text as soon as it is complete, for streaming. Prompts longer
     than the model's context are kept whole in the output; the model sees their last
     ``max_seq_len`` tokens.
@@ -133,17 +135,13 @@ def complete(
     _warn_about_prompts(prompts, encoded, tokenizer, model.config.max_seq_len)
     rows = [ids for ids in encoded for _ in range(num_samples)]
     idx, token_mask = left_pad(rows, tokenizer.pad_id)
-    generators = sample_generators(seed, prompts, num_samples, device) if temperature > 0 else None
+    generators = None if sampling.greedy else sample_generators(seed, prompts, num_samples, device)
     decoders = [IncrementalDecoder(tokenizer) for _ in rows]
     new_ids: list[list[int]] = [[] for _ in rows]
     done = [False] * len(rows)
-    was_training = model.training
-    model.eval()
-    try:
-        steps = stream(
-            model, idx.to(device), max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-            eos_id=tokenizer.eos_id, generator=generators, token_mask=token_mask.to(device),
-        )
+    with eval_mode(model):
+        steps = stream(model, idx.to(device), max_new_tokens, sampling=sampling, eos_id=tokenizer.eos_id,
+                       generator=generators, token_mask=token_mask.to(device))
         for tokens in track(steps, max_new_tokens, "generating token", unit="tok", enabled=show_progress):
             for row, token_id in enumerate(tokens.tolist()):
                 if done[row]:
@@ -154,8 +152,6 @@ def complete(
                     continue
                 new_ids[row].append(token_id)
                 _emit(on_text, row, decoders[row].push(token_id))
-    finally:
-        model.train(was_training)
     for row, decoder in enumerate(decoders):
         if not done[row]:
             _emit(on_text, row, decoder.flush())

@@ -186,36 +186,37 @@ class ConfigBase:
                 raise FhaValueError(f"{name} must be {names}, got {value!r}")
 
 
-def _require(condition: bool, message: str) -> None:
+def require(condition: bool, message: str) -> None:
+    """Raise FhaValueError(message) unless condition holds (the configs' one way to reject a value)."""
     if not condition:
         raise FhaValueError(message)
 
 
 def require_positive(config: ConfigBase, *names: str) -> None:
     for name in names:
-        _require(getattr(config, name) > 0, f"{name} must be positive, got {getattr(config, name)!r}")
+        require(getattr(config, name) > 0, f"{name} must be positive, got {getattr(config, name)!r}")
 
 
 def require_finite(config: ConfigBase, *names: str) -> None:
     for name in names:
         value = getattr(config, name)
-        _require(math.isfinite(value), f"{name} must be a finite number, got {value!r}")
+        require(math.isfinite(value), f"{name} must be a finite number, got {value!r}")
 
 
 def require_at_most(config: ConfigBase, limit: int, *names: str) -> None:
     for name in names:
         value = getattr(config, name)
-        _require(value <= limit, f"{name} must be at most {limit}, got {value!r}")
+        require(value <= limit, f"{name} must be at most {limit}, got {value!r}")
 
 
 def require_choice(config: ConfigBase, name: str, allowed: tuple[str, ...]) -> None:
     value = getattr(config, name)
-    _require(value in allowed, f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    require(value in allowed, f"{name} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 def require_probability(config: ConfigBase, name: str) -> None:
     value = getattr(config, name)
-    _require(0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value!r}")
+    require(0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value!r}")
 
 
 @dataclasses.dataclass
@@ -277,32 +278,32 @@ class ModelConfig(ConfigBase):
         require_probability(self, "dropout")
         require_probability(self, "attn_dropout")
         if isinstance(self.fractal_scale, str):
-            _require(
+            require(
                 self.fractal_scale in FRACTAL_SCALES,
                 f"fractal_scale must be one of {', '.join(FRACTAL_SCALES)} or a positive number, "
                 f"got {self.fractal_scale!r}",
             )
         else:
-            _require(
+            require(
                 math.isfinite(self.fractal_scale) and self.fractal_scale > 0,
                 f"fractal_scale must be one of {', '.join(FRACTAL_SCALES)} or a positive number, "
                 f"got {self.fractal_scale!r}",
             )
-        _require(
+        require(
             self.num_q_heads % self.num_kv_heads == 0,
             f"num_q_heads ({self.num_q_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})",
         )
-        _require(self.head_dim % 2 == 0, f"head_dim must be even for RoPE, got {self.head_dim}")
+        require(self.head_dim % 2 == 0, f"head_dim must be even for RoPE, got {self.head_dim}")
         self._check_written_patterns()
         self.layer_splits = tuple(self.variant.head_splits(self, layer) for layer in range(self.num_layers))
         for layer, splits in enumerate(self.layer_splits):
             self._check_cuts(splits, self._pattern_name(layer))
         if self.pad_id is not None:
-            _require(
+            require(
                 0 <= self.pad_id < self.vocab_size,
                 f"pad_id must be None or in [0, vocab_size={self.vocab_size}), got {self.pad_id}",
             )
-        _require(self.mlp_hidden_dim > 0, f"mlp_hidden_mult={self.mlp_hidden_mult} gives no hidden units")
+        require(self.mlp_hidden_dim > 0, f"mlp_hidden_mult={self.mlp_hidden_mult} gives no hidden units")
 
     def _check_written_patterns(self) -> None:
         written = [name for name in ("head_splits", "layer_head_splits") if getattr(self, name) is not None]
@@ -312,10 +313,10 @@ class ModelConfig(ConfigBase):
                                  f"attention='split' (got attention={self.attention!r}); set attention='split' "
                                  f"with it, or {written[0]}=none")
             return
-        _require(len(written) == 1, "attention='split' needs exactly one of head_splits (the cut of every "
+        require(len(written) == 1, "attention='split' needs exactly one of head_splits (the cut of every "
                                     f"layer) and layer_head_splits (one per layer), got {len(written)}")
         if self.layer_head_splits is not None:
-            _require(
+            require(
                 len(self.layer_head_splits) == self.num_layers,
                 f"layer_head_splits has {len(self.layer_head_splits)} patterns; it needs one per layer "
                 f"(num_layers={self.num_layers})",
@@ -331,14 +332,14 @@ class ModelConfig(ConfigBase):
 
     def _check_cuts(self, splits: tuple[int, ...], source: str) -> None:
         L, hd = self.num_q_heads, self.head_dim
-        _require(len(splits) == L,
+        require(len(splits) == L,
                  f"{source} has {len(splits)} entries; it needs one per query head (num_q_heads={L})")
         for head, n in enumerate(splits):
-            _require(n >= 1, f"{source}: head {head} is cut into {n} sub-heads; a cut must be 1 or more")
-            _require(hd % n == 0,
+            require(n >= 1, f"{source}: head {head} is cut into {n} sub-heads; a cut must be 1 or more")
+            require(hd % n == 0,
                      f"{source} cuts head {head} into {n} sub-heads, but head_dim ({hd}) is not divisible by {n}")
         for head, n in enumerate(splits):
-            _require(
+            require(
                 (hd // n) % 2 == 0,
                 f"{source} cuts head {head} into {n} sub-heads of {hd // n} dimensions; the smallest sub-head "
                 "must be even so that no RoPE pair is cut (cut less, or raise head_dim)",

@@ -30,9 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fha.data import IGNORE_INDEX, TokenData, eval_windows
+from fha.data import TokenData, eval_windows
 from fha.data.sources import TINYSTORIES, load_documents, load_splits
 from fha.device import autocast
+from fha.model.loss import counted_targets
+from fha.model.modes import eval_mode
 from fha.progress import track
 from fha.tokenizer import PAD_ID, Tokenizer
 
@@ -158,9 +160,7 @@ def evaluate_tokens(
     counts = np.zeros(3, dtype=np.int64)  # scored tokens, top-1 hits, top-k hits
     num_windows = -(-(len(tokens) - 1) // seq_len)
     windows = eval_windows(tokens, seq_len, batch_size, pad_id=PAD_ID if pad_id is None else pad_id)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for x, y in track(windows, -(-num_windows // batch_size), "evaluating batch", unit="batch",
                           enabled=show_progress):
             x, y = x.to(device), y.to(device)
@@ -169,8 +169,6 @@ def evaluate_tokens(
             nats, hits1, hitsk, scored = _batch_sums(logits.float(), y, pad_id, top_k)
             total_nats += nats
             counts += (scored, hits1, hitsk)
-    finally:
-        model.train(was_training)
     num_scored, top1_hits, topk_hits = (int(c) for c in counts)
     if num_scored == 0:
         raise FhaValueError("the text has no tokens to predict (every target is padding)")
@@ -189,9 +187,7 @@ def evaluate_tokens(
 
 def _batch_sums(logits: Tensor, targets: Tensor, pad_id: int | None, top_k: int) -> tuple[float, int, int, int]:
     """(summed nats, top-1 hits, top-k hits, scored targets) of one batch; logits (B, T, V)."""
-    scored = targets != IGNORE_INDEX  # (B, T)
-    if pad_id is not None:
-        scored &= targets != pad_id
+    scored = counted_targets(targets, pad_id)  # (B, T)
     flat_logits = logits[scored]  # (N, V)
     flat_targets = targets[scored]  # (N,)
     nats = F.cross_entropy(flat_logits, flat_targets, reduction="sum")
@@ -222,13 +218,8 @@ def next_token_guesses(
     ids = torch.as_tensor(np.asarray(tokens), dtype=torch.long)[: model.config.max_seq_len + 1]
     if len(ids) < 2:
         return []
-    was_training = model.training
-    model.eval()
-    try:
-        with autocast(device, precision):
-            logits, _ = model(ids[None, :-1].to(device))
-    finally:
-        model.train(was_training)
+    with eval_mode(model), autocast(device, precision):
+        logits, _ = model(ids[None, :-1].to(device))
     probs = logits[0].float().softmax(dim=-1).cpu()  # (T, V)
     targets = ids[1:]
     target_probs = probs.gather(1, targets[:, None]).squeeze(1)  # (T,)

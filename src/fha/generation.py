@@ -2,7 +2,8 @@
 
 Works with any model that has the GPT forward signature (``model(idx, kv_cache=...,
 token_mask=...)``) and a ``config`` with ``max_seq_len``. Prompts of different lengths are
-left-padded and masked, so each row produces what it would produce alone.
+left-padded and masked, so each row produces what it would produce alone. How each token
+is picked is one `Sampling` value (temperature, top-k, top-p).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from fha.model.kv_cache import KVCache
+from fha.model.modes import eval_mode
+from fha.sampling import Sampling
 
 
 def prefill(model: nn.Module, idx: Tensor, cache: KVCache, token_mask: Tensor | None = None) -> Tensor:
@@ -28,37 +31,30 @@ def decode_step(model: nn.Module, token: Tensor, cache: KVCache) -> Tensor:
     return logits[:, -1]
 
 
-def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:
+def filter_logits(logits: Tensor, sampling: Sampling) -> Tensor:
     """Set to -inf every logit outside the top-k and outside the nucleus of mass top_p.
 
-    Both filters apply (a token must pass each). The nucleus keeps the smallest set of the
-    most likely tokens whose probabilities sum to at least top_p; ties at the boundary are
-    resolved by sort order. The input is not modified.
+    Both filters of `sampling` apply (a token must pass each). The nucleus keeps the smallest
+    set of the most likely tokens whose probabilities sum to at least top_p; ties at the
+    boundary are resolved by sort order. The input is not modified.
     """
-    if top_k is not None:
-        if top_k < 1:
-            raise FhaValueError(f"top_k must be at least 1, got {top_k}")
-        if top_k < logits.shape[-1]:
-            kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]  # (B, 1)
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None:
-        if not 0.0 < top_p <= 1.0:
-            raise FhaValueError(f"top_p must be in (0, 1], got {top_p}")
-        if top_p < 1.0:
-            sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
-            probs = sorted_logits.softmax(dim=-1)  # (B, V)
-            mass_before = probs.cumsum(dim=-1) - probs  # (B, V)
-            drop_sorted = mass_before >= top_p  # (B, V)
-            drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # (B, V)
-            logits = logits.masked_fill(drop, float("-inf"))
+    top_k, top_p = sampling.top_k, sampling.top_p
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
+        probs = sorted_logits.softmax(dim=-1)  # (B, V)
+        mass_before = probs.cumsum(dim=-1) - probs  # (B, V)
+        drop_sorted = mass_before >= top_p  # (B, V)
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # (B, V)
+        logits = logits.masked_fill(drop, float("-inf"))
     return logits
 
 
 def sample_next(
     logits: Tensor,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
+    sampling: Sampling = Sampling(),
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
 ) -> Tensor:
     """Pick the next token per row (B,) from logits (B, V); temperature 0 is greedy (argmax).
@@ -66,11 +62,9 @@ def sample_next(
     generator may be one generator per row: each row then draws from its own stream, so
     its samples do not depend on which other rows share the batch.
     """
-    if temperature < 0:
-        raise FhaValueError(f"temperature must be >= 0, got {temperature}")
-    if temperature == 0:
+    if sampling.greedy:
         return logits.argmax(dim=-1)
-    logits = filter_logits(logits.float() / temperature, top_k, top_p)
+    logits = filter_logits(logits.float() / sampling.temperature, sampling)
     probs = logits.softmax(dim=-1)  # (B, V)
     if isinstance(generator, Sequence):
         rows = [torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generator, strict=True)]
@@ -83,9 +77,7 @@ def stream(
     idx: Tensor,
     max_new_tokens: int,
     *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
+    sampling: Sampling = Sampling(),
     eos_id: int | None = None,
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
     token_mask: Tensor | None = None,
@@ -108,7 +100,7 @@ def stream(
     finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
     new_tokens: list[Tensor] = []
     for step in range(max_new_tokens):
-        token = sample_next(logits, temperature, top_k, top_p, generator)  # (B,)
+        token = sample_next(logits, sampling, generator)  # (B,)
         if eos_id is not None:
             token = token.masked_fill(finished, eos_id)
             finished |= token == eos_id
@@ -133,9 +125,7 @@ def generate(
     idx: Tensor,
     max_new_tokens: int,
     *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
+    sampling: Sampling = Sampling(),
     eos_id: int | None = None,
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
     token_mask: Tensor | None = None,
@@ -145,18 +135,9 @@ def generate(
     The steps run under `torch.inference_mode()` (less bookkeeping per operator); the result
     is built outside it, so callers get an ordinary tensor they may modify or train on.
     """
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            new = list(
-                stream(
-                    model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                    eos_id=eos_id, generator=generator, token_mask=token_mask,
-                )
-            )
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.inference_mode():
+        new = list(stream(model, idx, max_new_tokens, sampling=sampling, eos_id=eos_id, generator=generator,
+                          token_mask=token_mask))
     if not new:
         return idx
     return torch.cat([idx, torch.stack(new, dim=1)], dim=1)  # (B, T + steps)

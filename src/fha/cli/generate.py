@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from fha.cli.options import add_device_argument, add_precision_argument
 from fha.errors import FhaError
+from fha.sampling import Sampling
 
 if TYPE_CHECKING:
     from fha.completion import Completion
@@ -79,8 +80,8 @@ def run_generate(args: argparse.Namespace) -> int:
     with autocast(device, args.precision):
         completions = complete(
             model, tokenizer, prompts,
-            max_new_tokens=args.max_new_tokens, num_samples=args.num_samples, temperature=args.temperature,
-            top_k=args.top_k, top_p=args.top_p, seed=seed,
+            max_new_tokens=args.max_new_tokens, num_samples=args.num_samples,
+            sampling=Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p), seed=seed,
             on_text=(lambda _row, text: _write(text)) if streaming else None,
             show_progress=not streaming,
         )

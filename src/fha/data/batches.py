@@ -27,9 +27,8 @@ import numpy as np
 import torch
 
 from fha.errors import FhaError
+from fha.model.loss import IGNORE_INDEX
 from fha.tokenizer import PAD_ID
-
-IGNORE_INDEX = -100  # target value that torch.nn.functional.cross_entropy skips
 
 
 class _EpochSampler(ABC):

@@ -11,15 +11,12 @@ Notation used in the shape comments:
     n  sub-heads of one head (splits[i]; split**i in fractal-head attention)
     d  sub-head size (hd // n)
     h  query heads that share one cut (one SDPA call)
-    N  sub-heads of the most finely cut head (max(splits))
-    G  query heads per key/value head (L // Hkv)
     R  rows of the RoPE tables (one per distinct cut with sub-head RoPE, else 1)
     C  model width (dim)
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -30,17 +27,13 @@ from torch import Tensor, nn
 
 from fha.model.dtypes import at_least_float32
 from fha.variants import score_scale
+from fha.model.decode_attention import single_query_attention, takes_single_query_path
 
 if TYPE_CHECKING:
     from fha.config import ModelConfig
     from fha.model.kv_cache import LayerCache
 
 
-# The single-query path does about G*N/L times the arithmetic of one SDPA call per level; on
-# a 2-core CPU it stops paying off somewhere above 100k scores (B * L * N * S) per call
-# (`python benchmarks/bench_attention.py --decode`); the limit stays below that.
-SINGLE_QUERY_MAX_SCORES = 1 << 16
-OWNER_CACHE_SIZE = 32  # (shape, scale, dtype, device) combinations of owner matrices kept
 # Head sizes the fused SDPA kernels of a device type take without falling back to the math
 # kernel, which materialises the T x S scores: CUDA's flash, memory-efficient and cuDNN
 # kernels want multiples of 8. Smaller sub-heads are zero-padded up to it (exact: zero
@@ -175,7 +168,7 @@ def fractal_attention(
     cuts them, like its own head, into n = splits[i] contiguous sub-heads of d = hd // n
     dimensions, each an ordinary softmax attention head. One fused SDPA call per distinct
     cut (the heads that share a cut go in one call); a small decoding step (one query
-    position, no dropout, at most SINGLE_QUERY_MAX_SCORES scores) takes every head at once.
+    position, no dropout, few enough scores) takes every head at once (fha.model.decode_attention).
     `splits` may be a `CutPlan` made once by `plan_cuts` (what the model's layers pass).
 
     attn_mask: optional boolean (B, 1, T, S) or (T, S) mask of allowed keys; it replaces the
@@ -186,7 +179,6 @@ def fractal_attention(
     """
     L, Hk, Hv = _check_shapes(q, k, v)
     B, _, T, hd = q.shape
-    S = k.shape[-2]
     if split is not None and splits is not None:
         raise ValueError("give split (the fractal pattern 1, split, split**2, ...) or splits, not both")
     if not isinstance(splits, CutPlan):
@@ -197,8 +189,9 @@ def fractal_attention(
                          f"{L} heads of {hd}: give one cut per query head")
     if attn_mask is not None and attn_mask.dtype != torch.bool:
         raise ValueError(f"attn_mask must be boolean (True = may attend), got {attn_mask.dtype}")
-    if T == 1 and dropout_p == 0.0 and B * L * max(splits.splits) * S <= SINGLE_QUERY_MAX_SCORES:
-        return _fractal_single_query(q, k, v, splits=splits.splits, scale=scale, attn_mask=attn_mask)
+    if takes_single_query_path(q, k, max(splits.splits), dropout_p):
+        scales = tuple(score_scale(scale, hd, hd // n) for n in splits.splits)
+        return single_query_attention(q, k, v, splits=splits.splits, scales=scales, attn_mask=attn_mask)
     multiple = fused_head_multiple(q.device) if head_multiple is None else head_multiple
     heads_out: list[Tensor | None] = [None] * L
     for n, heads in splits.groups:
@@ -215,68 +208,6 @@ def fractal_attention(
         for index, head in enumerate(heads):
             heads_out[head] = y[:, :, index : index + 1]  # (B, T, 1, hd)
     return torch.cat(heads_out, dim=2).transpose(1, 2)  # (B, T, L, hd) viewed as (B, L, T, hd)
-
-
-def _subhead_owners(
-    splits: tuple[int, ...], Hk: int, Hv: int, hd: int, scale: str | float, dtype: torch.dtype,
-    device: torch.device,
-) -> tuple[Tensor, Tensor]:
-    """Which sub-head owns each head dimension, per head: 0/1 rows padded to N = max(splits).
-
-    Returns the rows times each head's softmax scale, (Hk, G, N, hd) with G = L / Hk, and the
-    plain rows by value head, (Hv, Gv*N, hd) with Gv = L / Hv.
-    """
-    L, N = len(splits), max(splits)
-    dims = torch.arange(hd)
-    owners, scales = [], []
-    for n in splits:
-        d = hd // n
-        owners.append(torch.arange(N)[:, None] == dims[None, :] // d)  # (N, hd); rows n.. are all False
-        scales.append(score_scale(scale, hd, d))
-    with torch.inference_mode(False):  # usable by autograd even when first built while decoding
-        owner = torch.stack(owners).to(device=device, dtype=dtype)  # (L, N, hd)
-        scaled = owner * torch.tensor(scales, dtype=dtype, device=device)[:, None, None]  # (L, N, hd)
-        return scaled.view(Hk, L // Hk, N, hd), owner.view(Hv, L // Hv * N, hd)  # (Hk, G, N, hd), (Hv, Gv*N, hd)
-
-
-# Every layer of every eager decoding step needs the same matrices; a compiled graph builds
-# them itself (torch.compile traces through caches rather than trusting them).
-_cached_subhead_owners = functools.lru_cache(maxsize=OWNER_CACHE_SIZE)(_subhead_owners)
-
-
-def _fractal_single_query(
-    q: Tensor, k: Tensor, v: Tensor, *, splits: tuple[int, ...], scale: str | float, attn_mask: Tensor | None
-) -> Tensor:
-    """`fractal_attention` for one query position (a decoding step), every head at once.
-
-    Multiplying a head's query by its scaled owner rows gives one query per sub-head, zero
-    outside the sub-head's dimensions, so `queries @ k^T` holds every sub-head's scores; the
-    owner rows then keep each sub-head's own block of `weights @ v`. Heads are padded to
-    N = max(splits) sub-heads (the padding rows are zero and never reach the output). Two
-    matrix products per kv head instead of one SDPA call per cut: fewer operators, which is
-    what a small decoding step pays for, but about G*N/L times the arithmetic, hence the size
-    limit. The softmax runs in at least float32, as SDPA's does.
-    """
-    B, L, _, hd = q.shape
-    Hk, Hv, S = k.shape[1], v.shape[1], k.shape[2]
-    owners = _subhead_owners if torch.compiler.is_compiling() else _cached_subhead_owners
-    scaled, owner = owners(splits, Hk, Hv, hd, scale, q.dtype, q.device)  # (Hk, G, N, hd), (Hv, Gv*N, hd)
-    G, N = scaled.shape[1], scaled.shape[2]
-    queries = (q.reshape(B, Hk, G, 1, hd) * scaled).view(B, Hk, G * N, hd)  # (B, Hk, G*N, hd)
-    scores = queries @ k.transpose(-1, -2)  # (B, Hk, G*N, S)
-    if attn_mask is not None:
-        mask_rows = attn_mask.shape[0] if attn_mask.dim() == 4 else 1
-        hidden = ~attn_mask.reshape(mask_rows, 1, 1, S)  # (B or 1, 1, 1, S)
-        scores = scores.masked_fill(hidden, float("-inf"))  # (B, Hk, G*N, S)
-    weights = scores.softmax(dim=-1, dtype=at_least_float32(scores.dtype))  # (B, Hk, G*N, S)
-    if attn_mask is not None:
-        weights = weights.masked_fill(hidden, 0.0)  # a query that sees no key: zeros, not NaN
-    if weights.dtype != v.dtype:
-        weights = weights.to(v.dtype)
-    if Hk != Hv:
-        weights = weights.view(B, Hv, L // Hv * N, S)  # (B, Hv, Gv*N, S)
-    mixed = (weights @ v) * owner  # (B, Hv, Gv*N, hd)
-    return mixed.view(B, L, N, hd).sum(dim=-2).view(B, L, 1, hd)  # (B, L, T=1, hd)
 
 
 def grouped_attention(

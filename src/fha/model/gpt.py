@@ -12,7 +12,7 @@ from fha.config import ModelConfig
 from fha.model.attention import rope_frequencies, rope_rotation
 from fha.model.kv_cache import KVCache, padding_mask, token_positions
 from fha.model.layers import Block, apply_dropout, make_dropout, make_norm
-from fha.model.loss import IGNORE_INDEX, linear_cross_entropy
+from fha.model.loss import IGNORE_INDEX, counted_targets, linear_cross_entropy
 
 EMBEDDING_INIT_STD = 0.02
 LINEAR_INIT_STD = 0.02
@@ -132,4 +132,4 @@ class GPT(nn.Module):
     def _loss_targets(self, targets: Tensor) -> Tensor:
         if self.config.pad_id is None:
             return targets
-        return targets.masked_fill(targets == self.config.pad_id, IGNORE_INDEX)
+        return targets.masked_fill(~counted_targets(targets, self.config.pad_id), IGNORE_INDEX)

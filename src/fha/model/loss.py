@@ -16,7 +16,14 @@ from torch import Tensor
 from fha.model.dtypes import at_least_float32
 
 ROWS_PER_CHUNK = 2048
-IGNORE_INDEX = -100
+IGNORE_INDEX = -100  # target value that is skipped (torch.nn.functional.cross_entropy's default)
+
+
+def counted_targets(targets: Tensor, pad_id: int | None) -> Tensor:
+    """Where a target counts in the loss: it is neither IGNORE_INDEX nor, when `pad_id` is
+    given, padding. A boolean tensor shaped like `targets`."""
+    counted = targets != IGNORE_INDEX
+    return counted if pad_id is None else counted & (targets != pad_id)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fha.config import ModelConfig, near_matches
+from fha.config import ModelConfig, near_matches, require
 from fha.errors import FhaError
 from fha.train.config import TrainConfig
 from fha.train.presets import Tables, build_configs, load_experiment, merge, owner_of
@@ -62,14 +62,9 @@ LR_SCALED = ("lr_init", "lr_min")  # follow lr_max in a sweep
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
-
-
 def _check_keys(where: str, table: dict[str, Any], allowed: tuple[str, ...]) -> None:
     for key in table:
-        _require(key in allowed,
+        require(key in allowed,
                  f"{where}unknown key {key!r}{near_matches(key, allowed)}; allowed: {', '.join(allowed)}")
 
 
@@ -103,7 +98,7 @@ class StudyData:
     def __post_init__(self) -> None:
         for name in DATA_KEYS:
             value = getattr(self, name)
-            _require(value is None or (isinstance(value, str) and value.strip()),
+            require(value is None or (isinstance(value, str) and value.strip()),
                      f"data.{name} must be a file path, got {value!r}")
 
     def missing_files(self) -> list[str]:
@@ -124,12 +119,12 @@ class Sweep:
     seed: int
 
     def __post_init__(self) -> None:
-        _require(len(self.lr_max) > 0, "sweep.lr_max must list at least one learning rate")
+        require(len(self.lr_max) > 0, "sweep.lr_max must list at least one learning rate")
         for value in self.lr_max:
-            _require(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            require(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
                      and value > 0, f"sweep.lr_max must hold positive numbers, got {value!r}")
-        _require(len(set(self.lr_max)) == len(self.lr_max), f"sweep.lr_max has repeated values: {list(self.lr_max)}")
-        _require(isinstance(self.seed, int) and not isinstance(self.seed, bool),
+        require(len(set(self.lr_max)) == len(self.lr_max), f"sweep.lr_max has repeated values: {list(self.lr_max)}")
+        require(isinstance(self.seed, int) and not isinstance(self.seed, bool),
                  f"sweep.seed must be an integer, got {self.seed!r}")
 
 
@@ -163,22 +158,22 @@ class StudySpec:
     folder: Path = Path(".")  # where a relative `base` file is found
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.base, str) and bool(self.base),
+        require(isinstance(self.base, str) and bool(self.base),
                  f"base must be a preset name or a TOML file, got {self.base!r}")
-        _require(isinstance(self.tokens, int) and not isinstance(self.tokens, bool) and self.tokens > 0,
+        require(isinstance(self.tokens, int) and not isinstance(self.tokens, bool) and self.tokens > 0,
                  f"tokens must be a positive integer, got {self.tokens!r}")
-        _require(len(self.seeds) > 0 and all(isinstance(s, int) and not isinstance(s, bool) for s in self.seeds),
+        require(len(self.seeds) > 0 and all(isinstance(s, int) and not isinstance(s, bool) for s in self.seeds),
                  f"seeds must be a non-empty list of integers, got {list(self.seeds)!r}")
-        _require(len(set(self.seeds)) == len(self.seeds), f"seeds has repeated values: {list(self.seeds)}")
-        _require(len(self.variants) >= 2, f"variants must list at least two variants, got {len(self.variants)}")
+        require(len(set(self.seeds)) == len(self.seeds), f"seeds has repeated values: {list(self.seeds)}")
+        require(len(self.variants) >= 2, f"variants must list at least two variants, got {len(self.variants)}")
         names = [variant.name for variant in self.variants]
         for index, variant in enumerate(self.variants):
-            _require(isinstance(variant.name, str) and bool(VARIANT_NAME.match(variant.name)),
+            require(isinstance(variant.name, str) and bool(VARIANT_NAME.match(variant.name)),
                      f"variants[{index}].name must be letters, digits, '.', '_' or '-', got {variant.name!r}")
-            _require(names.count(variant.name) == 1, f"variants[{index}].name: {variant.name!r} is used twice")
+            require(names.count(variant.name) == 1, f"variants[{index}].name: {variant.name!r} is used twice")
             _check_overrides(f"variants[{index}].set", variant.set, variant=True)
         _check_overrides("set", self.set, variant=False)
-        _require(self.baseline in names,
+        require(self.baseline in names,
                  f"baseline: {self.baseline!r} is not a variant; variants: {', '.join(names)}")
         for variant in self.variants:  # every variant must build, and the budget must be whole steps of each
             for lr_max in self.learning_rates(variant.name):
@@ -189,30 +184,30 @@ class StudySpec:
     def from_dict(cls, data: dict[str, Any], folder: Path = Path(".")) -> StudySpec:
         _check_keys("", data, TOP_LEVEL_KEYS)
         for key in REQUIRED_KEYS:
-            _require(key in data, f"{key}: missing (a study needs {', '.join(REQUIRED_KEYS)})")
-        _require(isinstance(data["data"], dict), "data must be a table ([data])")
+            require(key in data, f"{key}: missing (a study needs {', '.join(REQUIRED_KEYS)})")
+        require(isinstance(data["data"], dict), "data must be a table ([data])")
         _check_keys("data: ", data["data"], DATA_KEYS)
-        _require("train" in data["data"] and "test" in data["data"], "data: needs train and test")
+        require("train" in data["data"] and "test" in data["data"], "data: needs train and test")
         variants = data["variants"]
-        _require(isinstance(variants, list) and all(isinstance(v, dict) for v in variants),
+        require(isinstance(variants, list) and all(isinstance(v, dict) for v in variants),
                  "variants must be an array of tables ([[variants]])")
         parsed = []
         for index, variant in enumerate(variants):
             _check_keys(f"variants[{index}]: ", variant, VARIANT_KEYS)
-            _require("name" in variant, f"variants[{index}].name: missing")
+            require("name" in variant, f"variants[{index}].name: missing")
             overrides = variant.get("set", {})
-            _require(isinstance(overrides, dict), f"variants[{index}].set must be a table")
+            require(isinstance(overrides, dict), f"variants[{index}].set must be a table")
             parsed.append(Variant(variant["name"], dict(overrides)))
         shared = data.get("set", {})
-        _require(isinstance(shared, dict), "set must be a table ([set])")
+        require(isinstance(shared, dict), "set must be a table ([set])")
         sweep = data.get("sweep")
         if sweep is not None:
-            _require(isinstance(sweep, dict), "sweep must be a table ([sweep])")
+            require(isinstance(sweep, dict), "sweep must be a table ([sweep])")
             _check_keys("sweep: ", sweep, SWEEP_KEYS)
-            _require("lr_max" in sweep and isinstance(sweep["lr_max"], list), "sweep.lr_max must be a list of numbers")
+            require("lr_max" in sweep and isinstance(sweep["lr_max"], list), "sweep.lr_max must be a list of numbers")
             sweep = Sweep(tuple(sweep["lr_max"]), sweep.get("seed", 0))
         seeds = data["seeds"]
-        _require(isinstance(seeds, list), f"seeds must be a list of integers, got {seeds!r}")
+        require(isinstance(seeds, list), f"seeds must be a list of integers, got {seeds!r}")
         return cls(
             base=data["base"], baseline=data["baseline"], seeds=tuple(seeds), tokens=data["tokens"],
             data=StudyData(**data["data"]), variants=tuple(parsed), set=dict(shared), sweep=sweep,
@@ -263,10 +258,10 @@ class StudySpec:
         accum = train.get("grad_accum_steps", TrainConfig.grad_accum_steps)
         seq_len = tables["model"].get("max_seq_len", ModelConfig.max_seq_len)
         for name, value in (("batch_size", batch_size), ("grad_accum_steps", accum), ("max_seq_len", seq_len)):
-            _require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
+            require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
                      f"{name} must be a positive integer, got {value!r}")
         per_step = batch_size * accum * seq_len
-        _require(self.tokens % per_step == 0,
+        require(self.tokens % per_step == 0,
                  f"tokens: {self.tokens} is not a whole number of steps of variant {run.variant} ({per_step} tokens "
                  f"per step = batch_size {batch_size} x grad_accum_steps {accum} x max_seq_len {seq_len}); the "
                  f"nearest are {self.tokens // per_step * per_step} and {(self.tokens // per_step + 1) * per_step}")

@@ -13,18 +13,12 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from fha.config import ConfigBase, require_choice, require_positive, require_probability
-from fha.errors import FhaValueError
+from fha.config import ConfigBase, require, require_choice, require_positive, require_probability
 
 ANNEAL_TYPES = ("cos", "lin")
 BATCHING_MODES = ("packed", "padded")
 CYCLE_LENGTH_TOLERANCE = 1e-9  # float slack when the shortest annealing cycle is exactly one step
 SEED_LIMIT = 2**32  # numpy's and torch's generators take seeds below this (plus small offsets) on every platform
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise FhaValueError(message)
 
 
 @dataclasses.dataclass
@@ -69,30 +63,30 @@ class TrainConfig(ConfigBase):
                          "log_interval", "checkpoint_interval", "T_mult")
         for name in ("lr_init", "lr_max", "lr_min", "adam_eps"):
             value = getattr(self, name)
-            _require(math.isfinite(value) and value > 0, f"{name} must be a positive number, got {value!r}")
-        _require(self.lr_min <= self.lr_max, f"lr_min ({self.lr_min}) must not exceed lr_max ({self.lr_max})")
-        _require(self.lr_init <= self.lr_max, f"lr_init ({self.lr_init}) must not exceed lr_max ({self.lr_max})")
-        _require(0 <= self.seed < SEED_LIMIT, f"seed must be a whole number in [0, 2**32), got {self.seed}")
+            require(math.isfinite(value) and value > 0, f"{name} must be a positive number, got {value!r}")
+        require(self.lr_min <= self.lr_max, f"lr_min ({self.lr_min}) must not exceed lr_max ({self.lr_max})")
+        require(self.lr_init <= self.lr_max, f"lr_init ({self.lr_init}) must not exceed lr_max ({self.lr_max})")
+        require(0 <= self.seed < SEED_LIMIT, f"seed must be a whole number in [0, 2**32), got {self.seed}")
         require_choice(self, "anneal_type", ANNEAL_TYPES)
         require_choice(self, "batching", BATCHING_MODES)
-        _require(self.num_restarts >= 0, f"num_restarts must be 0 or more, got {self.num_restarts}")
-        _require(self.num_restarts < self.max_iters,
+        require(self.num_restarts >= 0, f"num_restarts must be 0 or more, got {self.num_restarts}")
+        require(self.num_restarts < self.max_iters,
                  f"num_restarts ({self.num_restarts}) must be below max_iters ({self.max_iters}): every annealing "
                  "cycle needs at least one step")
-        _require(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+        require(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
                  f"weight_decay must be 0 or more, got {self.weight_decay!r}")
         require_probability(self, "adam_beta1")
         require_probability(self, "adam_beta2")
         if self.grad_clip is not None:
-            _require(self.grad_clip > 0, f"grad_clip must be positive or None (no clipping), got {self.grad_clip!r}")
-        _require(0.0 < self.val_fraction < 1.0, f"val_fraction must be between 0 and 1, got {self.val_fraction!r}")
+            require(self.grad_clip > 0, f"grad_clip must be positive or None (no clipping), got {self.grad_clip!r}")
+        require(0.0 < self.val_fraction < 1.0, f"val_fraction must be between 0 and 1, got {self.val_fraction!r}")
         for name in ("warmup_iters", "final_flat_iters"):
             value = getattr(self, name)
-            _require(value is None or value >= 0, f"{name} must be 0 or more (or None for the default), got {value}")
+            require(value is None or value >= 0, f"{name} must be 0 or more (or None for the default), got {value}")
         for name in ("warmup_fraction", "final_flat_fraction"):
             value = getattr(self, name)
-            _require(0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value!r}")
-        _require(math.isfinite(self.T_mult), f"T_mult must be a finite number, got {self.T_mult!r}")
+            require(0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value!r}")
+        require(math.isfinite(self.T_mult), f"T_mult must be a finite number, got {self.T_mult!r}")
         anneal = self.max_iters - self.warmup_steps - self.final_flat_steps
         cycles = self.num_restarts + 1
         try:
@@ -100,7 +94,7 @@ class TrainConfig(ConfigBase):
             shortest = anneal * min(lengths) / sum(lengths)
         except OverflowError:
             shortest = 0.0
-        _require(
+        require(
             shortest >= 1.0 - CYCLE_LENGTH_TOLERANCE,
             f"warmup_iters ({self.warmup_steps}) + final_flat_iters ({self.final_flat_steps}) leave {anneal} of "
             f"max_iters={self.max_iters} steps for {cycles} annealing cycles growing by T_mult={self.T_mult:g}, "

@@ -28,10 +28,12 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from fha.config import ModelConfig
-from fha.data import IGNORE_INDEX, PackedBatches, PaddedBatches, TokenData
+from fha.data import PackedBatches, PaddedBatches, TokenData
 from fha.device import autocast, autocast_dtype, check_precision, setup_device
 from fha.errors import FhaError, one_line
 from fha.model.gpt import GPT
+from fha.model.loss import counted_targets
+from fha.model.modes import eval_mode
 from fha.progress import Progress, short_count
 from fha.run import (
     LOG_FILE,
@@ -377,7 +379,7 @@ class _Trainer:
         set_learning_rate(self.optimizer, lr)
         accum = self.config.grad_accum_steps
         batches = [self.sampler.next_batch() for _ in range(accum)]
-        counts = [int(_real_targets(y, self.tokenizer.pad_id).sum()) for _, y in batches]
+        counts = [int(counted_targets(y, self.tokenizer.pad_id).sum()) for _, y in batches]
         global_count = int(dist_util.all_reduce_sum(torch.tensor(sum(counts), device=self.device)))
         self.last_real_tokens = global_count
         self.last_real_fraction = global_count / (self.global_batch * self.model_config.max_seq_len)
@@ -426,18 +428,17 @@ class _Trainer:
     @torch.no_grad()
     def _evaluate(self, data: TokenData) -> float:
         """Mean loss per target over `eval_samples` global batches (the same windows every time)."""
-        self.model.eval()
         sampler = self._sampler(data, self.config.seed + EVAL_SEED_OFFSET)
         totals = torch.zeros(2, dtype=torch.float64, device=self.device)  # (sum of losses, number of targets)
-        for _ in range(self.config.eval_samples):
-            x, y = (t.to(self.device, non_blocking=True) for t in sampler.next_batch())
-            with autocast(self.device, self.request.precision):
-                _, loss = self.model(x, y, return_logits=False)
-            count = _real_targets(y, self.tokenizer.pad_id).sum()
-            if count:
-                totals += torch.stack([loss.double() * count, count.double()])
+        with eval_mode(self.model):
+            for _ in range(self.config.eval_samples):
+                x, y = (t.to(self.device, non_blocking=True) for t in sampler.next_batch())
+                with autocast(self.device, self.request.precision):
+                    _, loss = self.model(x, y, return_logits=False)
+                count = counted_targets(y, self.tokenizer.pad_id).sum()
+                if count:
+                    totals += torch.stack([loss.double() * count, count.double()])
         dist_util.all_reduce_sum(totals)
-        self.model.train()
         return float(totals[0] / totals[1]) if totals[1] > 0 else math.nan
 
     def _evaluate_and_log(self, tokens_per_s: float) -> dict[str, float]:
@@ -480,11 +481,6 @@ class _Trainer:
             self.folder.publish_final_weights(checkpoint_path(self.run_dir, self.step))
             log.info("finished %d steps; run folder: %s", self.step, self.run_dir)
         dist_util.barrier()
-
-
-def _real_targets(targets: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """Where a target counts in the loss (the model skips `IGNORE_INDEX` and padding)."""
-    return (targets != IGNORE_INDEX) & (targets != pad_id)
 
 
 def _smooth(average: float, value: float) -> float:
