@@ -34,13 +34,19 @@ def test_version(capsys):
 
 
 @pytest.mark.parametrize("name, message", [
-    ("gpu", "--device 'gpu': unknown device (use auto, cpu, cuda, cuda:N, mps)"),
-    ("cuda:x", "--device 'cuda:x': unknown device"),
-    ("cuda:", "--device 'cuda:': unknown device"),
+    ("gpu", "`device` 'gpu': unknown device (use auto, cpu, cuda, cuda:N, mps)"),
+    ("cuda:x", "`device` 'cuda:x': unknown device"),
+    ("cuda:", "`device` 'cuda:': unknown device"),
 ])
 def test_unknown_device_names(name, message):
     with pytest.raises(FhaError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
         pick_device(name)
+
+
+def test_the_command_line_names_the_flag_where_the_library_names_the_parameter(tmp_path, capsys):
+    assert main(["generate", str(tmp_path), "--prompt", "Once", "--device", "gpu"]) == 2
+    assert capsys.readouterr().err == ("fha: error: --device 'gpu': unknown device (use auto, cpu, cuda, cuda:N, "
+                                       "mps)\n")
 
 
 def test_cuda_index_is_accepted_and_checked(monkeypatch):
@@ -48,13 +54,13 @@ def test_cuda_index_is_accepted_and_checked(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert pick_device("cuda:1") == torch.device("cuda", 1)
     assert pick_device("cuda") == torch.device("cuda")
-    with pytest.raises(FhaError, match=r"^--device cuda:2: this machine has 2 CUDA devices \(cuda:0 to cuda:1\)$"):
+    with pytest.raises(FhaError, match=r"^`device` cuda:2: this machine has 2 CUDA devices \(cuda:0 to cuda:1\)$"):
         pick_device("cuda:2")
 
 
 def test_cuda_absent(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(FhaError, match="^--device cuda:1: CUDA is not available on this machine$"):
+    with pytest.raises(FhaError, match="^`device` cuda:1: CUDA is not available on this machine$"):
         pick_device("cuda:1")
 
 
@@ -63,9 +69,9 @@ def test_precision_on_cpu():
     assert autocast_dtype(cpu, "auto") is None and autocast_dtype(cpu, "fp32") is None
     assert autocast_dtype(cpu, "bf16") is torch.bfloat16
     assert describe(cpu, "bf16") == "cpu (bf16 autocast)" and describe(cpu, "fp32") == "cpu (float32)"
-    with pytest.raises(FhaError, match=r"^--precision fp16: float16 autocast needs a GPU \(cuda or mps\), not cpu$"):
+    with pytest.raises(FhaError, match=r"^`precision` fp16: float16 autocast needs a GPU \(cuda or mps\), not cpu$"):
         autocast_dtype(cpu, "fp16")
-    with pytest.raises(FhaError, match=r"^--precision 'fp8': unknown precision \(use one of auto, fp32, bf16, fp16\)$"):
+    with pytest.raises(FhaError, match=r"^`precision` 'fp8': unknown precision \(use one of auto, fp32, bf16, fp16\)$"):
         autocast_dtype(cpu, "fp8")
 
 
@@ -157,3 +163,35 @@ def test_resume_with_a_larger_budget_says_how_the_schedule_changes(corpus, tmp_p
     assert warning.startswith("resuming at step 10 with a changed schedule (max_iters 20 -> 40): the rate of the "
                               "next step is ")
     assert "Before: warmup 1 steps" in warning and "Now: warmup 2 steps" in warning
+
+
+def test_an_output_path_under_a_file_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    data = tmp_path / "stories.txt"
+    data.write_text("Once upon a time there was a cat. The cat sat on a mat.\n" * 20)
+    out = blocker / "tokenizer.json"
+    assert main(["tokenizer", "train", "--data", str(data), "--vocab-size", "64", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fha: error: {out}: cannot write here (File exists)")
+    assert err.count("\n") == 1
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    """Only FhaError becomes one line; anything else is a bug and is not hidden."""
+    import fha.cli.schedule as schedule_command
+
+    def broken(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(schedule_command, "run_schedule", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["schedule", "--preset", "tiny"])
+
+
+def test_verbose_shows_the_traceback_of_an_error(tmp_path, capsys, caplog):
+    caplog.set_level(logging.DEBUG, logger="fha")
+    assert main(["-v", "generate", str(tmp_path), "--prompt", "Once", "--device", "gpu"]) == 2
+    assert capsys.readouterr().err.startswith("fha: error: --device 'gpu'")
+    traced = [record for record in caplog.records if record.exc_info]
+    assert len(traced) == 1 and traced[0].exc_info[0] is FhaError

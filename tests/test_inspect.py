@@ -229,7 +229,7 @@ def test_cli_tree_of_a_run_with_module_patterns(run_dir, capsys):
 @pytest.mark.parametrize("argv,message", [
     (["inspect"], "exactly one of RUN_DIR, --preset NAME or --config FILE"),
     (["inspect", "--config", "{cfg}", "--modules", "nothing*"], "no module name matches"),
-    (["inspect", "--config", "{cfg}", "--set", "dimm=3"], "unknown ModelConfig field 'dimm' (did you mean dim?)"),
+    (["inspect", "--config", "{cfg}", "--set", "dimm=3"], "unknown setting 'dimm' (did you mean dim?)"),
     (["inspect", "--config", "{cfg}", "--seq-len", "999"], "seq_len <= max_seq_len=32"),
     (["inspect", "--config", "{cfg}", "--attention", "--prompt", "a", "--out", "x"], "--attention needs a trained RUN_DIR"),
     (["inspect", "{run}", "--attention", "--prompt", "a"], "--attention needs --prompt TEXT and --out DIR"),

@@ -6,6 +6,12 @@ flags, rewrites a backquoted parameter as the flag that sets it (`data` -> --dat
 nothing else, so that a bug still shows its traceback.
 """
 
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
 
 class FhaError(Exception):
     """A problem with the user's input (files, configs, checkpoints) rather than a bug.
@@ -21,6 +27,16 @@ class FhaValueError(FhaError, ValueError):
 
 
 MAX_DETAIL_CHARS = 200
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Turn an OSError raised while creating or writing `path` (a folder under a file, no
+    permission, a full disk) into an FhaError naming the path."""
+    try:
+        yield
+    except OSError as err:
+        raise FhaError(f"{path}: cannot write here ({err.strerror or one_line(err)})") from err
 
 
 def one_line(err: BaseException) -> str:

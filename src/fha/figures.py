@@ -16,7 +16,7 @@ from matplotlib.axis import Axis
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter
 
-from fha.errors import FhaError
+from fha.errors import FhaError, writing
 from fha.figure_formats import DEFAULT_DPI, FIGURE_FORMATS
 
 MINOR_LABEL_THRESHOLDS = (2, 0.5)  # label minor ticks when the axis spans fewer decades than this
@@ -50,6 +50,7 @@ def save_figure(figure: Figure, path: str | Path, dpi: int = DEFAULT_DPI) -> Pat
     if fmt not in FIGURE_FORMATS:
         raise FhaError(f"{path}: cannot write a figure as {fmt or 'a file without suffix'!r} "
                        f"(use .{', .'.join(FIGURE_FORMATS)})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=dpi, format=fmt)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=dpi, format=fmt)
     return path

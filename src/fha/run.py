@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 from fha.config import ModelConfig
-from fha.errors import FhaError, one_line
+from fha.errors import FhaError, one_line, writing
 from fha.model.gpt import GPT
 from fha.tokenizer import Tokenizer
 from fha.train.config import TrainConfig
@@ -62,11 +62,12 @@ def save_weights(model: GPT, directory: str | Path) -> None:
     permissions the config file got from the umask, like the rest of the run folder.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     config_file, weights = directory / MODEL_CONFIG_FILE, directory / MODEL_FILE
-    model.config.to_json(config_file)
-    save_model(model, str(weights))
-    weights.chmod(stat.S_IMODE(config_file.stat().st_mode))
+    with writing(directory):
+        directory.mkdir(parents=True, exist_ok=True)
+        model.config.to_json(config_file)
+        save_model(model, str(weights))
+        weights.chmod(stat.S_IMODE(config_file.stat().st_mode))
 
 
 def load_weights(directory: str | Path, device: str | torch.device = "cpu") -> GPT:

@@ -22,7 +22,7 @@ from pathlib import Path
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
-from fha.errors import FhaError, FhaValueError, one_line
+from fha.errors import FhaError, FhaValueError, one_line, writing
 from fha.progress import resolved_mode
 
 log = logging.getLogger(__name__)
@@ -118,8 +118,9 @@ class Tokenizer:
     def save(self, path: str | Path) -> None:
         """Write the tokenizer as one JSON file (parent folders are created)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self._json, encoding="utf-8")
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(self._json, encoding="utf-8")
 
     # ----------------------------------------------------------------- properties
     @property

@@ -21,7 +21,7 @@ from fha.compare.runs import (
     read_log,
     seed_groups,
 )
-from fha.errors import FhaError
+from fha.errors import FhaError, writing
 from fha.evaluation import evaluate, held_out_documents
 from fha.run import load_model_and_tokenizer
 
@@ -91,7 +91,8 @@ def compare_runs(
     if options.skip_first:
         notes.append(f"Curves leave out the first {_skipped(options.skip_first)}.")
     groups = seed_groups(runs)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with writing(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
     plots = plot_losses(runs, groups, out_dir, options)
     run_rows = runs_table(runs)
     group_rows = groups_table(groups) if groups else None

@@ -18,6 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from fha.errors import writing
 from fha.config import ModelConfig
 from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT
 from fha.figures import save_figure
@@ -71,7 +72,8 @@ def save_attention_heatmaps(
     MAX_LABELED_TOKENS). Returns the paths written.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with writing(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for layer in maps:
         written.append(_save_layer_overview(layer, tokens, out_dir / f"layer{layer.layer}.{fmt}", row, dpi))
@@ -115,7 +117,8 @@ def save_head_layout(config: ModelConfig, path: str | Path, dpi: int = DEFAULT_D
     """Draw which dimensions of head_dim each sub-head owns in every query head, and the kv head
     each reads: one block of rows for the whole model, or one per layer when layers differ."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with writing(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
     per_layer = len(set(config.layer_splits)) > 1
     rows = [(layer, layout) for layer in range(config.num_layers if per_layer else 1)
             for layout in level_layouts(config, layer)]

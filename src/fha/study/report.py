@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fha.errors import writing
 from fha.compare.report import Table, format_count, format_duration, format_rate, markdown_table
 from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT
 from fha.study.figures import draw_all
@@ -200,9 +201,10 @@ def write_report(out_dir: Path, report_dir: Path | None = None, *, fmt: str = DE
     figures are PNG at `dpi`, and also in `fmt` when that is svg or pdf."""
     results = load_results(out_dir)
     report_dir = report_dir or out_dir
-    report_dir.mkdir(parents=True, exist_ok=True)
     csv_path = report_dir / RESULTS_FILE
-    write_results_csv(csv_path, results)
+    with writing(report_dir):
+        report_dir.mkdir(parents=True, exist_ok=True)
+        write_results_csv(csv_path, results)
     figures = draw_all(results, report_dir, fmt, dpi)
     text = verdict(results)
     env_lines, env_table = environment(results)

@@ -26,7 +26,7 @@ import torch
 from fha.data import TokenData, prepare_tokens
 from fha.data.sources import load_documents, load_splits
 from fha.device import pick_device
-from fha.errors import FhaError, one_line
+from fha.errors import FhaError, one_line, writing
 from fha.evaluation import evaluate
 from fha.run import MODEL_FILE, load_model_and_tokenizer
 from fha.run_info import file_digest
@@ -124,7 +124,8 @@ def run_study(spec: StudySpec, out_dir: Path, *, jobs: int | None = None, shard:
     missing = spec.data.missing_files()
     if missing:
         raise FhaError(f"data file not found: {', '.join(missing)}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with writing(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = prepare_study(spec, out_dir)
     tokenize_eval_texts(spec, tokenizer)  # once here, so that parallel workers find them cached
     threads = max(1, available_cores() // jobs)
