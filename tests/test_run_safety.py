@@ -155,7 +155,7 @@ def test_two_writers_started_together_leave_exactly_one_run(corpus, tmp_path, en
     (_, _, loser_err), = [r for r in results if r[1] == 2]
     assert (f"in use by pid {winner} on host" in loser_err or "folder is not empty" in loser_err), loser_err
     seed = train_seed(out)
-    assert [row["Step"] for row in read_log(out / "log_data.csv")] == [0, 4, 8]
+    assert [row.step for row in read_log(out / "log_data.csv")] == [0, 4, 8]
     assert all(load_checkpoint(path).train_config.seed == seed for _, path in list_checkpoints(out))
     assert f'"seed": {seed}' in (out / "train_config.json").read_text()
     assert not (out / LOCK_FILE).exists()
@@ -177,7 +177,7 @@ def test_a_folder_in_use_refuses_a_second_writer_and_a_resume(corpus, tmp_path, 
     finally:
         writer.send_signal(signal.SIGCONT)
     assert writer.wait(SUBPROCESS_TIMEOUT_S) == 0
-    assert [row["Step"] for row in read_log(out / "log_data.csv")] == [0, 4, 8, 12, 16]
+    assert [row.step for row in read_log(out / "log_data.csv")] == [0, 4, 8, 12, 16]
     assert [step for step, _ in list_checkpoints(out)] == list(range(2, 17, 2))
 
 
@@ -328,7 +328,7 @@ def test_divergence_names_a_checkpoint_that_can_be_resumed(corpus, tmp_path, mon
     assert f"fha train --resume {out / 'checkpoints' / 'step-2'} --overwrite --set lr_max=..." in message
     monkeypatch.undo()
     assert cli("train", "--resume", out / "checkpoints" / "step-2", "--overwrite", "--set", "lr_max=0.005") == 0
-    assert all(math.isfinite(row["Validation Loss"]) for row in read_log(out / "log_data.csv"))
+    assert all(math.isfinite(row.val_loss) for row in read_log(out / "log_data.csv"))
 
 
 # ---------------------------------------------------------------------------- 8. the very end
@@ -562,7 +562,7 @@ def test_tokens_per_second_counts_only_real_tokens(corpus, tmp_path, monkeypatch
     monkeypatch.setattr("fha.train.loop.time.perf_counter", lambda: float(next(clock)))
     run_tiny(corpus, tmp_path / "run", tiny_model_config(max_seq_len=64), batching=batching, max_iters=4,
              eval_interval=2)
-    rates = [row["Tokens/s"] for row in read_log(tmp_path / "run" / "log_data.csv")][1:]
+    rates = [row.tokens_per_s for row in read_log(tmp_path / "run" / "log_data.csv")][1:]
     full = 4 * 64  # batch_size x max_seq_len; the stories are shorter, so padded rows hold pads
     if batching == "packed":
         assert rates == [full, full]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import signal
 
@@ -22,7 +23,8 @@ from fha.data import PackedBatches
 from fha.errors import FhaError
 from fha.run import load_run
 from fha.train.checkpoint import list_checkpoints, load_checkpoint
-from fha.train.logbook import COLUMNS, read_log
+from fha.train.logbook import COLUMNS, LogRow, read_log
+from fha.train import loop
 from fha.train.loop import TrainRequest, train
 from fha.train.optim import make_optimizer, parameter_groups
 
@@ -55,13 +57,16 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(corpus, tmp_path):
     checkpoint = load_checkpoint(tmp_path / "full" / "checkpoints" / "step-3")
     resumed = train(TrainRequest(checkpoint.model_config, checkpoint.train_config, str(corpus), tmp_path / "resumed",
                                  device="cpu", resume=checkpoint))
-    keys = ("Step", "Learning Rate", "Train Loss", "Validation Loss")
-    after = [tuple(row[k] for k in keys) for row in full.history if row["Step"] > 3]
-    assert [tuple(row[k] for k in keys) for row in resumed.history] == after
+    after = [untimed(row) for row in full.history if row.step > 3]
+    assert [untimed(row) for row in resumed.history] == after
     logged = read_log(tmp_path / "resumed" / "log_data.csv")  # rows 0-3 copied, 4-6 new
-    assert [tuple(row[k] for k in keys) for row in logged] == [tuple(row[k] for k in keys) for row in full.history]
+    assert [untimed(row) for row in logged] == [untimed(row) for row in full.history]
     a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
     assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def untimed(row: LogRow) -> tuple[float, ...]:
+    return row.step, row.learning_rate, row.train_loss, row.val_loss
 
 
 def test_grad_accumulation_equals_one_big_batch(corpus, tmp_path):
@@ -202,3 +207,29 @@ def test_ctrl_c_during_the_last_step_still_finishes_the_run(corpus, tmp_path, mo
     assert result.step == 4
     assert (out / "model.safetensors").is_file()
     assert [step for step, _ in list_checkpoints(out)] == [4]
+
+
+def test_the_setup_is_one_frozen_value_the_loop_reads(corpus, tmp_path, monkeypatch):
+    """`train` builds the fixed parts first (set_up), then runs the loop over them."""
+    built = []
+    set_up = loop.set_up
+
+    def recording_set_up(*args, **kwargs):
+        built.append(set_up(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(loop, "set_up", recording_set_up)
+    result = run_tiny(corpus, tmp_path / "full", checkpoint_interval=3)
+    (setup,) = built
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setup.model = None
+    assert setup.start_step == 0 and setup.train_model is setup.model  # one process: no DDP wrapper
+    assert setup.model_config.vocab_size == setup.tokenizer.vocab_size == result.load()[0].config.vocab_size
+    assert setup.config == tiny_train_config(checkpoint_interval=3) and setup.run_dir == tmp_path / "full"
+
+    checkpoint = load_checkpoint(tmp_path / "full" / "checkpoints" / "step-3")
+    train(TrainRequest(checkpoint.model_config, checkpoint.train_config, str(corpus), tmp_path / "resumed",
+                       device="cpu", resume=checkpoint))
+    resumed = built[-1]
+    assert resumed.start_step == 3 and resumed.start_elapsed == checkpoint.state["elapsed"]
+    assert resumed.tokenizer is checkpoint.tokenizer

@@ -19,8 +19,8 @@ def test_python_run_equals_the_cli_run(corpus, tmp_path, capsys):
     typed = {key: int(value) for key, value in OVERRIDES.items()}  # typed values work like --set strings
     run = fha.train_model("tiny", overrides=typed, data=corpus, out=tmp_path / "api", device="cpu")
     assert run.run_dir == tmp_path / "api" and run.step == 4
-    keys = ("Step", "Learning Rate", "Train Loss", "Validation Loss")
-    logged = {name: [tuple(row[k] for k in keys) for row in read_log(tmp_path / name / "log_data.csv")]
+    logged = {name: [(row.step, row.learning_rate, row.train_loss, row.val_loss)
+                     for row in read_log(tmp_path / name / "log_data.csv")]
               for name in ("cli", "api")}
     assert logged["api"] == logged["cli"] and len(logged["api"]) == 3
     model, tokenizer, configs = run.load()
@@ -37,7 +37,7 @@ def test_resume_and_config_tables(corpus, tmp_path):
     first = fha.train_model(config=tables, overrides={"attention": "mha"}, data=str(corpus), out=out, device="cpu")
     assert first.load().configs.model.attention == "mha"
     longer = fha.train_model(resume=out, overrides={"max_iters": 6}, device="cpu")
-    assert longer.step == 6 and [row["Step"] for row in read_log(out / "log_data.csv")] == [0, 2, 4, 6]
+    assert longer.step == 6 and [row.step for row in read_log(out / "log_data.csv")] == [0, 2, 4, 6]
 
 
 @pytest.mark.parametrize("kwargs, message", [

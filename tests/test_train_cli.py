@@ -39,7 +39,7 @@ def test_train_and_resume_through_the_cli(corpus, tmp_path, capsys):
     assert [step for step, _ in list_checkpoints(out)] == [2, 4]
     assert main(["train", "--resume", str(out), "--set", "max_iters=6"]) == 0
     assert [step for step, _ in list_checkpoints(out)] == [2, 4, 6]
-    assert [row["Step"] for row in read_log(out / "log_data.csv")] == [0, 2, 4, 6]
+    assert [row.step for row in read_log(out / "log_data.csv")] == [0, 2, 4, 6]
 
 
 @pytest.mark.parametrize("extra, expected", [
@@ -100,7 +100,7 @@ def test_tiny_preset_on_the_tinystories_sample(sample_dir, tmp_path, capsys):
                  "--val-data", str(sample_dir / "valid.txt"), "--out", str(out)]) == 0
     run = load_run(out)
     assert run.model.config.vocab_size == run.tokenizer.vocab_size == 512
-    assert [row["Step"] for row in read_log(out / "log_data.csv")] == [0, 3]
+    assert [row.step for row in read_log(out / "log_data.csv")] == [0, 3]
 
 
 def test_tokenizer_size_conflicting_with_set_vocab_size(corpus, tmp_path, capsys):
@@ -151,7 +151,7 @@ def test_resuming_an_older_checkpoint_in_place_keeps_later_ones_unless_overwrite
     assert main(["train", "--resume", str(out / "checkpoints" / "step-2"), "--overwrite",
                  "--set", "max_iters=3", "--set", "checkpoint_interval=3"]) == 0
     assert [step for step, _ in list_checkpoints(out)] == [2, 3]
-    assert [row["Step"] for row in read_log(out / "log_data.csv")] == [0, 2, 3]
+    assert [row.step for row in read_log(out / "log_data.csv")] == [0, 2, 3]
 
 
 def test_checkpoint_copied_out_of_its_run_needs_out(corpus, tmp_path, capsys):

@@ -48,10 +48,10 @@ def test_two_gloo_processes_match_one_process(tmp_path, monkeypatch):
 
     assert (tmp_path / "ddp" / "tokenizer.json").read_text() == (tmp_path / "single" / "tokenizer.json").read_text()
     ddp_log, single_log = read_log(tmp_path / "ddp" / "log_data.csv"), read_log(tmp_path / "single" / "log_data.csv")
-    assert [row["Step"] for row in ddp_log] == [row["Step"] for row in single_log] == [0, 1, 2, 3, 4]
+    assert [row.step for row in ddp_log] == [row.step for row in single_log] == [0, 1, 2, 3, 4]
     for ddp_row, single_row in zip(ddp_log, single_log, strict=True):
-        for key in ("Learning Rate", "Train Loss", "Validation Loss"):
-            assert ddp_row[key] == pytest.approx(single_row[key], rel=1e-5)
+        for key in ("learning_rate", "train_loss", "val_loss"):
+            assert getattr(ddp_row, key) == pytest.approx(getattr(single_row, key), rel=1e-5)
     ddp_weights = load_file(tmp_path / "ddp" / "model.safetensors")
     single_weights = load_file(tmp_path / "single" / "model.safetensors")
     for name, tensor in single_weights.items():
