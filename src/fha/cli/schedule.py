@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--preset", metavar="NAME", help=f"one of: {', '.join(preset_names())}")
     parser.add_argument("--config", type=Path, metavar="FILE.toml", help="an experiment file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="change a setting (repeatable), e.g. --set max_iters=5000")
+                        help="change a setting (repeatable), e.g. --set max_steps=5000")
     parser.add_argument("--plot", type=Path, metavar="IMAGE",
                         help="draw the schedule into this file; its suffix (.png, .svg, .pdf) sets the format")
     parser.add_argument("--dpi", type=int, default=DEFAULT_DPI, metavar="N",

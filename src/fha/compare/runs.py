@@ -1,7 +1,7 @@
 """What `fha compare` knows about one run, read from its folder, and seed groups of runs.
 
-Only small files are read: model_config.json, train_config.json (optional, read as plain
-JSON so that compare does not depend on the training code), log_data.csv and metrics.csv
+Only small files are read: model_config.json, train_config.json (optional; read as plain
+JSON, with renamed fields under their current names), log_data.csv and metrics.csv
 (optional). Parameter counts come from building the model on PyTorch's "meta" device, which
 allocates nothing. A run still training or stopped (no model.safetensors yet) is read all
 the same and marked unfinished.
@@ -31,6 +31,7 @@ from fha.model.gpt import GPT
 from fha.run import LOG_FILE, METRICS_FILE, MODEL_CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE
 from fha.run_info import read_run_info
 from fha.tokenizer import Tokenizer
+from fha.train.config import TrainConfig
 from fha.train.logbook import LogRow, MetricsRow, read_rows
 
 # Train config fields that size one optimizer step, and the one that repeats differ in.
@@ -229,6 +230,10 @@ def _read_train_config(path: Path) -> dict[str, Any] | None:
         raise FhaError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(data, dict):
         raise FhaError(f"{path}: expected a JSON object of train config fields")
+    try:
+        data = TrainConfig.with_current_names(data)  # runs written before a field was renamed group with newer ones
+    except ValueError as err:
+        raise FhaError(f"{path}: {err}") from None
     for key in (BATCH_SIZE, GRAD_ACCUM):
         value = data.get(key, 1)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

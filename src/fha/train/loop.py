@@ -156,14 +156,14 @@ def train(request: TrainRequest) -> TrainResult:
 
 
 def _finished_run(request: TrainRequest) -> TrainResult | None:
-    """A resume of a run that has done its `max_iters` and has its final weights does nothing and
+    """A resume of a run that has done its `max_steps` and has its final weights does nothing and
     says so (one stopped while publishing them goes on to publish them); a resume that changes
     the budget says how the learning-rate schedule changes."""
     resume, config = request.resume, request.train_config
-    if resume.step >= config.max_iters and (request.out_dir / MODEL_FILE).is_file():
-        log.info("%s: the run is complete (step %d of max_iters=%d); nothing to do. To train further, raise the "
-                 "budget with --set max_iters=N (the learning-rate schedule changes with it)",
-                 resume.path, resume.step, config.max_iters)
+    if resume.step >= config.max_steps and (request.out_dir / MODEL_FILE).is_file():
+        log.info("%s: the run is complete (step %d of max_steps=%d); nothing to do. To train further, raise the "
+                 "budget with --set max_steps=N (the learning-rate schedule changes with it)",
+                 resume.path, resume.step, config.max_steps)
         return TrainResult(request.out_dir, resume.step)
     change = describe_schedule_change(resume.train_config, config, resume.step)
     if change is not None:
@@ -280,7 +280,7 @@ def set_up(request: TrainRequest, info: DistInfo, device: torch.device, folder: 
     log.info(
         "model: %s attention, %s parameters (%s without embeddings); %s steps of %d sequences x %d tokens",
         model_config.attention, f"{model.num_parameters():,}", f"{model.num_parameters(non_embedding=True):,}",
-        f"{config.max_iters:,}", global_batch, model_config.max_seq_len,
+        f"{config.max_steps:,}", global_batch, model_config.max_seq_len,
     )
     logbook = LogBook(run_dir / LOG_FILE, LogRow)
     metrics = RunLogger(run_dir, config.log_interval, global_batch * model_config.max_seq_len, enabled=info.is_main)
@@ -390,9 +390,9 @@ class _Loop:
         speed: float | None = None  # smoothed tokens/s for the progress bar
         with (
             self.stop.installed(),
-            Progress(config.max_iters, "step", unit="step", initial=progress.step, enabled=setup.info.is_main) as bar,
+            Progress(config.max_steps, "step", unit="step", initial=progress.step, enabled=setup.info.is_main) as bar,
         ):
-            while progress.step < config.max_iters:
+            while progress.step < config.max_steps:
                 started = time.perf_counter()
                 lr, loss, stop_requested = self._optimizer_step()
                 seconds = time.perf_counter() - started
@@ -400,7 +400,7 @@ class _Loop:
                 tokens = progress.last_real_tokens
                 interval_tokens += tokens
                 interval_time += seconds
-                done = progress.step == config.max_iters
+                done = progress.step == config.max_steps
                 setup.metrics.record_step(progress.step, lr, loss, progress.last_grad_norm, seconds, progress.elapsed,
                                           final=done)
                 speed = tokens / seconds if speed is None else _smooth(speed, tokens / seconds)
