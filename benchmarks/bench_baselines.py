@@ -19,7 +19,7 @@ from timing import time_interleaved
 from workloads import training_step
 
 from fha.baselines import BASELINES, baseline_config
-from fha.model.variants import subhead_sizes
+from fha.variants import subhead_sizes
 from fha.train.presets import build_configs, load_experiment
 
 REFERENCE = "mha"

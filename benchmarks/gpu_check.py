@@ -41,9 +41,9 @@ from timing import synchronize, time_interleaved
 from workloads import training_step
 
 from fha import GPT, ModelConfig
-from fha.model.attention import fused_head_multiple
+from fha.model.attention import KERNELS, fused_head_multiple
 from fha.model.kv_cache import KVCache
-from fha.model.variants import ATTENTION_VARIANTS
+from fha.variants import ATTENTION_VARIANTS
 from fha.train.presets import build_configs, load_experiment
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -87,7 +87,7 @@ def kernel_case(config: ModelConfig, splits, Hk, Hv, T, S, dtype, device, smoke:
     L, hd, B = len(splits), config.head_dim, 2 if smoke else 4
     config = config.replace(fractal_scale=scale_setting)
     scale = config.variant.score_scale(config)
-    kernel = config.variant.make_kernel(splits, hd, scale)
+    kernel = KERNELS[config.variant.kernel_name](splits, hd, scale)
     gen = torch.Generator().manual_seed(seed)
     cpu = [torch.randn(B, heads, length, hd, generator=gen, dtype=torch.float64).to(dtype).double()
            for heads, length in ((L, T), (Hk, S), (Hv, S))]

@@ -18,7 +18,7 @@ import torch
 from fha import GPT, ModelConfig, Tokenizer, load_run
 from fha.completion import complete
 from fha.data import load_documents
-from fha.evaluate import evaluate
+from fha.evaluation import evaluate
 from fha.run import TOKENIZER_FILE, save_weights
 
 STORIES = [

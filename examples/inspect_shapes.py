@@ -7,7 +7,7 @@ Run with `python examples/inspect_shapes.py`; the same tree is printed by
 import torch
 
 from fha import GPT, ModelConfig
-from fha.inspect import (
+from fha.inspection import (
     attention_maps,
     attention_modules,
     example_input,

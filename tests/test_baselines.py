@@ -8,6 +8,7 @@ import torch
 
 from fha import GPT, ModelConfig
 from fha.baselines import BASELINES, baseline_config
+from fha.generation import generate
 from fha.model.attention import apply_rope, rope_frequencies, rope_rotation
 from fha.train.presets import build_configs, load_experiment
 
@@ -72,7 +73,7 @@ def test_the_geometric_pattern_is_bit_identical_to_fha():
 def test_cached_greedy_generation_equals_full_recomputation(name):
     model = model_of(baseline_config(small(), name))
     prompt = ids(2, 5)
-    out = model.generate(prompt, 26, temperature=0)  # past max_seq_len 24
+    out = generate(model, prompt, 26, temperature=0)  # past max_seq_len 24
     idx = prompt
     for _ in range(26):
         logits, _ = model(idx[:, -24:])

@@ -249,7 +249,7 @@ def test_bad_output_and_skip_options_are_one_line_errors(runs, tmp_path, capsys,
 
 def test_held_out_documents_is_shared_with_eval(tmp_path):
     from fha.compare import held_out_documents
-    from fha.evaluate import held_out_documents as eval_held_out_documents
+    from fha.evaluation import held_out_documents as eval_held_out_documents
 
     data = tmp_path / "held_out.txt"
     data.write_text("\n\n".join(LINES) + "\n")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from tiny_run import CONTEXT, LINES
 
-from fha.evaluate import (
+from fha.evaluation import (
     EvalResult,
     encode_documents,
     evaluate,

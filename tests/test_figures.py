@@ -148,7 +148,7 @@ def test_a_run_with_only_its_logs_is_compared_but_not_evaluated(tmp_path, capsys
 def test_attention_maps_show_masked_positions_apart_and_label_the_colour_bar(tmp_path, monkeypatch):
     from tiny_run import make_model, make_tokenizer
 
-    from fha.inspect import attention_maps, figures, save_attention_heatmaps
+    from fha.inspection import attention_maps, figures, save_attention_heatmaps
 
     tokenizer = make_tokenizer()
     model = make_model(tokenizer)

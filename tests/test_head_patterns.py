@@ -6,7 +6,7 @@ from reference_attention import reference_fractal_attention
 
 import fha.model.attention as attention_module
 from fha import ModelConfig, fractal_attention
-from fha.model.variants import ATTENTION_VARIANTS
+from fha.variants import ATTENTION_VARIANTS
 
 
 def make_qkv(B, L, Hk, Hv, T, S, hd, dtype=torch.float64, seed=0):

@@ -11,7 +11,7 @@ from matplotlib.image import imread
 
 from fha import GPT, KVCache, ModelConfig, Tokenizer
 from fha.cli import main
-from fha.inspect import (
+from fha.inspection import (
     attention_maps,
     attention_modules,
     capture_attention,

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from fha import GPT, KVCache, ModelConfig
-from fha.generation import decode_step, prefill
+from fha.generation import decode_step, generate, prefill
 from fha.model.attention import Attention, apply_rope, rope_frequencies, rope_rotation
 from fha.model.layers import MLP, NORMS
 
@@ -126,7 +126,7 @@ def greedy_by_full_forward(model, idx, steps):
 def test_greedy_generation_equals_argmax_of_full_passes_past_the_context(attention):
     model = make_model(attention=attention)
     prompt = random_ids(2, 6)
-    out = model.generate(prompt, 40, temperature=0)  # 46 tokens > max_seq_len 32
+    out = generate(model, prompt, 40, temperature=0)  # 46 tokens > max_seq_len 32
     assert out.shape == (2, 46)
     assert torch.equal(out[:, :6], prompt)
     assert torch.equal(out, greedy_by_full_forward(model, prompt, 40))
@@ -135,9 +135,9 @@ def test_greedy_generation_equals_argmax_of_full_passes_past_the_context(attenti
 def test_generation_stops_once_every_row_has_eos():
     model = make_model()
     prompt = random_ids(2, 4)
-    greedy = model.generate(prompt, 10, temperature=0)
+    greedy = generate(model, prompt, 10, temperature=0)
     eos = int(greedy[0, 6])  # row 0 produces this token at its third step
-    out = model.generate(prompt, 10, temperature=0, eos_id=eos)
+    out = generate(model, prompt, 10, temperature=0, eos_id=eos)
     row1_hits = (greedy[1, 4:] == eos).nonzero()
     last_needed = max(3, int(row1_hits[0]) + 1 if len(row1_hits) else 10)
     assert out.shape[1] == 4 + last_needed
@@ -148,14 +148,14 @@ def test_generation_stops_once_every_row_has_eos():
 def test_seeded_sampling_is_reproducible():
     model = make_model()
     prompt = random_ids(2, 4)
-    a = model.generate(prompt, 12, top_k=10, top_p=0.9, generator=torch.Generator().manual_seed(3))
-    b = model.generate(prompt, 12, top_k=10, top_p=0.9, generator=torch.Generator().manual_seed(3))
+    a = generate(model, prompt, 12, top_k=10, top_p=0.9, generator=torch.Generator().manual_seed(3))
+    b = generate(model, prompt, 12, top_k=10, top_p=0.9, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
 
 
 def test_generated_tokens_are_ordinary_tensors_to_train_on():
     model = make_model().train()
-    out = model.generate(random_ids(2, 5), 6, temperature=0)
+    out = generate(model, random_ids(2, 5), 6, temperature=0)
     assert not out.is_inference()
     _, loss = model(out[:, :-1], out[:, 1:])
     loss.backward()  # generated tokens used as training data
@@ -325,4 +325,4 @@ def test_a_model_built_on_the_meta_device_emptied_and_loaded_computes_like_the_o
     shell.load_state_dict(original.state_dict())
     idx = random_ids(2, 12)
     assert torch.equal(shell.eval()(idx)[0], original(idx)[0])
-    assert torch.equal(shell.generate(idx[:, :4], 8, temperature=0), original.generate(idx[:, :4], 8, temperature=0))
+    assert torch.equal(generate(shell, idx[:, :4], 8, temperature=0), generate(original, idx[:, :4], 8, temperature=0))

@@ -25,7 +25,7 @@ from fha.study.report import _verdict_sentence, write_report
 from fha.study.results import RESULTS_FILE
 from fha.study.runner import Shard, run_study
 from fha.study.spec import RunPlan, load_spec, spec_from_dict
-from fha.study.stats import mean_interval, paired_difference, t_cdf, t_quantile
+from fha.stats import mean_interval, paired_difference, t_cdf, t_quantile
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = """

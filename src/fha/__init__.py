@@ -1,37 +1,53 @@
-"""fha: Fractal-Head Attention for small GPT language models."""
+"""fha: Fractal-Head Attention for small GPT language models.
+
+The names below are loaded on first use (module ``__getattr__``), so that importing one part
+of the package, or running ``fha --help``, does not import torch, matplotlib and the rest.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from fha.lazy import lazy_exports
 
 __version__ = "0.1.0"  # the package version (pyproject.toml reads it from here)
 
-from fha.compare import compare_runs
-from fha.completion import Completion, complete
-from fha.config import ModelConfig
-from fha.errors import FhaError
-from fha.evaluate import EvalResult, evaluate
-from fha.generation import generate
-from fha.inspect import attention_maps, trace_shapes
-from fha.model.attention import fractal_attention, grouped_attention
-from fha.model.gpt import GPT
-from fha.model.kv_cache import KVCache
-from fha.run import load_run
-from fha.tokenizer import Tokenizer
-from fha.train.api import train_model
+# Each public name and the module that defines it.
+_EXPORTS = {
+    "GPT": "fha.model.gpt",
+    "Completion": "fha.completion",
+    "EvalResult": "fha.evaluation",
+    "FhaError": "fha.errors",
+    "KVCache": "fha.model.kv_cache",
+    "ModelConfig": "fha.config",
+    "Tokenizer": "fha.tokenizer",
+    "attention_maps": "fha.inspection",
+    "compare_runs": "fha.compare.comparison",
+    "complete": "fha.completion",
+    "evaluate": "fha.evaluation",
+    "fractal_attention": "fha.model.attention",
+    "generate": "fha.generation",
+    "grouped_attention": "fha.model.attention",
+    "load_run": "fha.run",
+    "trace_shapes": "fha.inspection",
+    "train_model": "fha.train.api",
+}
 
-__all__ = [
-    "GPT",
-    "Completion",
-    "EvalResult",
-    "FhaError",
-    "KVCache",
-    "ModelConfig",
-    "Tokenizer",
-    "attention_maps",
-    "compare_runs",
-    "complete",
-    "evaluate",
-    "fractal_attention",
-    "generate",
-    "grouped_attention",
-    "load_run",
-    "trace_shapes",
-    "train_model",
-]
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from fha.compare.comparison import compare_runs
+    from fha.completion import Completion, complete
+    from fha.config import ModelConfig
+    from fha.errors import FhaError
+    from fha.evaluation import EvalResult, evaluate
+    from fha.generation import generate
+    from fha.inspection import attention_maps, trace_shapes
+    from fha.model.attention import fractal_attention, grouped_attention
+    from fha.model.gpt import GPT
+    from fha.model.kv_cache import KVCache
+    from fha.run import load_run
+    from fha.tokenizer import Tokenizer
+    from fha.train.api import train_model
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

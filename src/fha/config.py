@@ -17,9 +17,8 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
-from fha.errors import FhaError
-from fha.model.layers import NONLINEARITIES, NORMS
-from fha.model.variants import ATTENTION_VARIANTS, AttentionVariant
+from fha.errors import FhaValueError, FhaError
+from fha.variants import ATTENTION_VARIANTS, AttentionVariant
 
 C = TypeVar("C", bound="ConfigBase")
 
@@ -27,8 +26,10 @@ ATTENTION_TYPES = tuple(ATTENTION_VARIANTS)
 FRACTAL_SCALES = ("subhead", "head")
 ROPE_LAYOUTS = ("head", "subhead")
 HEAD_SEPARATOR, LAYER_SEPARATOR = ",", "/"  # --set layer_head_splits=1,2,4/4,4,4
-NORM_TYPES = tuple(NORMS)
-MLP_NONLINEARITIES = tuple(NONLINEARITIES)
+# The names of the model's registries (fha.model.layers NORMS and NONLINEARITIES), written out so
+# that the config loads without torch; a test checks that they agree.
+NORM_TYPES = ("RMSNorm", "LayerNorm", "CosineNorm")
+MLP_NONLINEARITIES = ("GeLU", "SiLU", "ReLU")
 GATED_HIDDEN_FRACTION = 2 / 3  # three gated matrices hold as many weights as two ungated ones
 MAX_SIZE = 2**31 - 1  # no size of a model reaches this; larger values are typing slips that overflow later
 
@@ -59,10 +60,10 @@ def _as_int_tuples(value: Any, depth: int) -> Any:
     ValueError when it is not of that shape."""
     if depth == 0:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(value)
+            raise FhaValueError(value)
         return value
     if not isinstance(value, (list, tuple)):
-        raise ValueError(value)
+        raise FhaValueError(value)
     return tuple(_as_int_tuples(item, depth - 1) for item in value)
 
 
@@ -100,7 +101,7 @@ def _parse_scalar(text: str, kind: Any) -> Any:
         return float(text)
     elif kind is str:
         return text
-    raise ValueError(text)
+    raise FhaValueError(text)
 
 
 @dataclasses.dataclass
@@ -143,7 +144,7 @@ class ConfigBase:
         known = cls.field_types()
         for key in data:
             if key not in known:
-                raise ValueError(f"unknown {cls.__name__} field '{key}'{near_matches(key, known)}")
+                raise FhaValueError(f"unknown {cls.__name__} field '{key}'{near_matches(key, known)}")
         return cls(**dict(data))
 
     def to_dict(self) -> dict[str, Any]:
@@ -178,7 +179,7 @@ class ConfigBase:
         name = cls.current_name(name)
         known = cls.field_types()
         if name not in known:
-            raise ValueError(f"unknown {cls.__name__} field '{name}'{near_matches(name, known)}")
+            raise FhaValueError(f"unknown {cls.__name__} field '{name}'{near_matches(name, known)}")
         kinds = known[name]
         # Try the narrower types first so that "3" becomes an int where an int is allowed.
         order = (type(None), bool, int, float, str)
@@ -188,7 +189,7 @@ class ConfigBase:
             except ValueError:
                 continue
         names = " or ".join(_type_name(k) for k in kinds)
-        raise ValueError(f"{name}={text!r}: expected {names}")
+        raise FhaValueError(f"{name}={text!r}: expected {names}")
 
     def _check_types(self) -> None:
         for name, kinds in self.field_types().items():
@@ -209,12 +210,12 @@ class ConfigBase:
                     ok = True
             if not ok:
                 names = " or ".join(_type_name(k) for k in kinds)
-                raise ValueError(f"{name} must be {names}, got {value!r}")
+                raise FhaValueError(f"{name} must be {names}, got {value!r}")
 
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
-        raise ValueError(message)
+        raise FhaValueError(message)
 
 
 def require_positive(config: ConfigBase, *names: str) -> None:
@@ -250,7 +251,7 @@ class ModelConfig(ConfigBase):
 
     With ``attention="fha"`` query head ``i`` (a *level*) is cut into ``fractal_split**i``
     sub-heads of ``head_dim / fractal_split**i`` dimensions; ``"mha"`` keeps whole heads; the
-    other names of `fha.model.variants.ATTENTION_VARIANTS` cut them otherwise, and ``"split"``
+    other names of `fha.variants.ATTENTION_VARIANTS` cut them otherwise, and ``"split"``
     takes any cut from `head_splits` (every layer) or `layer_head_splits` (one pattern per
     layer). All variants use the same projections, so they are parameter-matched.
     `rope_layout="subhead"` gives every sub-head RoPE's full spectrum for its own size.
@@ -334,7 +335,7 @@ class ModelConfig(ConfigBase):
         written = [name for name in ("head_splits", "layer_head_splits") if getattr(self, name) is not None]
         if not self.variant.reads_pattern:
             if written:
-                raise ValueError(f"{' and '.join(written)} {'is' if len(written) == 1 else 'are'} read only by "
+                raise FhaValueError(f"{' and '.join(written)} {'is' if len(written) == 1 else 'are'} read only by "
                                  f"attention='split' (got attention={self.attention!r}); set attention='split' "
                                  f"with it, or {written[0]}=none")
             return

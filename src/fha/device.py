@@ -14,10 +14,7 @@ log = logging.getLogger(__name__)
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")  # for help texts; N is a card index
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-DEVICE_HELP = "cpu, cuda, cuda:N, mps or auto (default: cuda, then mps, then cpu)"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-PRECISION_HELP = ("autocast dtype: auto (bf16 on CUDA cards that support it, else fp32), fp32, bf16 "
-                  "(CUDA, CPU, MPS) or fp16 (CUDA, MPS)")
 PRECISION_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 FP16_DEVICE_TYPES = ("cuda", "mps")
 DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -27,7 +24,7 @@ def pick_device(name: str | None = "auto") -> torch.device:
     """CUDA, then Apple MPS, then CPU for "auto"; an explicit name must be available."""
     name = name or "auto"
     if not DEVICE_PATTERN.fullmatch(name):
-        raise FhaError(f"--device {name!r}: unknown device (use {', '.join(DEVICE_CHOICES)})")
+        raise FhaError(f"`device` {name!r}: unknown device (use {', '.join(DEVICE_CHOICES)})")
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -37,19 +34,19 @@ def pick_device(name: str | None = "auto") -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise FhaError(f"--device {name}: CUDA is not available on this machine")
+            raise FhaError(f"`device` {name}: CUDA is not available on this machine")
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise FhaError(f"--device {name}: this machine has {count} CUDA device{'s' if count != 1 else ''} "
+            raise FhaError(f"`device` {name}: this machine has {count} CUDA device{'s' if count != 1 else ''} "
                            f"(cuda:0 to cuda:{count - 1})")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise FhaError(f"--device {name}: Apple MPS is not available on this machine")
+        raise FhaError(f"`device` {name}: Apple MPS is not available on this machine")
     return device
 
 
 def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
-        raise FhaError(f"--precision {precision!r}: unknown precision (use one of {', '.join(PRECISIONS)})")
+        raise FhaError(f"`precision` {precision!r}: unknown precision (use one of {', '.join(PRECISIONS)})")
 
 
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
@@ -65,9 +62,9 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
         return None
     dtype = PRECISION_DTYPES[precision]
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise FhaError(f"--precision bf16: {torch.cuda.get_device_name(device)} does not support bfloat16")
+        raise FhaError(f"`precision` bf16: {torch.cuda.get_device_name(device)} does not support bfloat16")
     if precision == "fp16" and device.type not in FP16_DEVICE_TYPES:
-        raise FhaError(f"--precision fp16: float16 autocast needs a GPU (cuda or mps), not {device.type}")
+        raise FhaError(f"`precision` fp16: float16 autocast needs a GPU (cuda or mps), not {device.type}")
     return dtype
 
 

@@ -1,4 +1,10 @@
-"""The one exception type that the command line turns into a one-line message."""
+"""The exceptions that the command line turns into a one-line message.
+
+The library names what was wrong in its own words: a parameter in backquotes (`data`), a
+setting with its value (max_steps=50), a file by its path. The command line, which knows its
+flags, rewrites a backquoted parameter as the flag that sets it (`data` -> --data) and catches
+nothing else, so that a bug still shows its traceback.
+"""
 
 
 class FhaError(Exception):
@@ -7,6 +13,11 @@ class FhaError(Exception):
     The `fha` command prints ``fha: error: <message>`` and exits with status 2 instead of
     showing a traceback, so the message must name the file, field or value at fault.
     """
+
+
+class FhaValueError(FhaError, ValueError):
+    """A setting or argument whose value is not allowed; the message names the field or parameter
+    and the allowed values. A ValueError too, as Python callers expect of a bad value."""
 
 
 MAX_DETAIL_CHARS = 200

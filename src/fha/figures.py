@@ -17,11 +17,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter
 
 from fha.errors import FhaError
+from fha.figure_formats import DEFAULT_DPI, FIGURE_FORMATS
 
-FIGURE_FORMATS = ("png", "svg", "pdf")
-DEFAULT_FORMAT = "png"
-DEFAULT_DPI = 150
-MIN_DPI = 50
 MINOR_LABEL_THRESHOLDS = (2, 0.5)  # label minor ticks when the axis spans fewer decades than this
 MAJOR_GRID_ALPHA = 0.35
 MINOR_GRID_ALPHA = 0.12
@@ -44,17 +41,6 @@ def grid(ax, *, minor: bool = False) -> None:
     ax.grid(True, which="major", alpha=MAJOR_GRID_ALPHA)
     if minor:
         ax.grid(True, which="minor", alpha=MINOR_GRID_ALPHA)
-
-
-def check_figure_options(fmt: str, dpi: int) -> None:
-    if fmt not in FIGURE_FORMATS:
-        raise FhaError(f"--format {fmt!r}: choose one of {', '.join(FIGURE_FORMATS)}")
-    check_dpi(dpi)
-
-
-def check_dpi(dpi: int) -> None:
-    if dpi < MIN_DPI:
-        raise FhaError(f"--dpi must be at least {MIN_DPI}, got {dpi}")
 
 
 def save_figure(figure: Figure, path: str | Path, dpi: int = DEFAULT_DPI) -> Path:

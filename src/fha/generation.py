@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+from fha.errors import FhaValueError
 import torch
 from torch import Tensor, nn
 
@@ -36,13 +37,13 @@ def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None 
     """
     if top_k is not None:
         if top_k < 1:
-            raise ValueError(f"top_k must be at least 1, got {top_k}")
+            raise FhaValueError(f"top_k must be at least 1, got {top_k}")
         if top_k < logits.shape[-1]:
             kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]  # (B, 1)
             logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None:
         if not 0.0 < top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+            raise FhaValueError(f"top_p must be in (0, 1], got {top_p}")
         if top_p < 1.0:
             sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
             probs = sorted_logits.softmax(dim=-1)  # (B, V)
@@ -66,7 +67,7 @@ def sample_next(
     its samples do not depend on which other rows share the batch.
     """
     if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+        raise FhaValueError(f"temperature must be >= 0, got {temperature}")
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = filter_logits(logits.float() / temperature, top_k, top_p)
@@ -96,7 +97,7 @@ def stream(
     without a cache would see them.
     """
     if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        raise FhaValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     window = model.config.max_seq_len
     B = idx.shape[0]
     if token_mask is None:

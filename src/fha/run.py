@@ -16,9 +16,10 @@ uses its latest checkpoint and says so.
 from __future__ import annotations
 
 import logging
+import re
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 from safetensors import SafetensorError
@@ -27,9 +28,8 @@ from safetensors.torch import load_model, save_model
 from fha.config import ModelConfig
 from fha.errors import FhaError, one_line
 from fha.model.gpt import GPT
-
-if TYPE_CHECKING:
-    from fha.tokenizer import Tokenizer
+from fha.tokenizer import Tokenizer
+from fha.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,13 @@ TOKENIZER_FILE = "tokenizer.json"
 LOG_FILE = "log_data.csv"
 METRICS_FILE = "metrics.csv"
 CHECKPOINTS_DIR = "checkpoints"
+CHECKPOINT_PREFIX = "step-"
+CHECKPOINT_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")  # checkpoints/step-N
 
 
 class RunConfigs(NamedTuple):
     model: ModelConfig
-    train: Any  # fha.train.config.TrainConfig, or None for a bare exported model
+    train: TrainConfig | None  # None for a bare exported model
 
 
 class LoadedRun(NamedTuple):
@@ -119,14 +121,25 @@ def require_run_dir(path: str | Path) -> Path:
     return path
 
 
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of the complete checkpoints of a run, oldest first."""
+    folder = Path(run_dir) / CHECKPOINTS_DIR
+    if not folder.is_dir():
+        return []
+    found = []
+    for entry in folder.iterdir():
+        match = CHECKPOINT_NAME.match(entry.name)
+        if match and entry.is_dir():
+            found.append((int(match.group(1)), entry))
+    return sorted(found)
+
+
 def weights_folder(path: str | Path) -> Path:
     """The folder to load weights from: `path` itself, or, for a run folder without final weights
     (still training, or stopped), its latest checkpoint, with a one-line note."""
     path = Path(path)
     if not path.is_dir() or (path / MODEL_FILE).is_file() or not (path / MODEL_CONFIG_FILE).is_file():
         return path
-    from fha.train.checkpoint import list_checkpoints  # the checkpoint module builds on this one
-
     usable = [(step, folder) for step, folder in list_checkpoints(path) if (folder / MODEL_FILE).is_file()]
     if not usable:
         return path
@@ -139,8 +152,6 @@ def weights_folder(path: str | Path) -> Path:
 def load_model_and_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, Tokenizer]:
     """The model (in eval mode) and tokenizer of a run folder (or of its latest checkpoint when
     it has no final weights yet), checked to fit each other."""
-    from fha.tokenizer import Tokenizer
-
     path = require_run_dir(weights_folder(path))
     if not (path / TOKENIZER_FILE).is_file():
         raise FhaError(f"{path}: not a run folder (no {TOKENIZER_FILE})")
@@ -158,7 +169,5 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
     model, tokenizer = load_model_and_tokenizer(path, device)
     train = None
     if (Path(path) / TRAIN_CONFIG_FILE).is_file():
-        from fha.train.config import TrainConfig
-
         train = TrainConfig.from_json(Path(path) / TRAIN_CONFIG_FILE)
     return LoadedRun(model, tokenizer, RunConfigs(model.config, train))

@@ -22,7 +22,7 @@ from pathlib import Path
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
-from fha.errors import FhaError, one_line
+from fha.errors import FhaError, FhaValueError, one_line
 from fha.progress import resolved_mode
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ class Tokenizer:
     def id_to_token(self, token_id: int) -> str:
         """The raw piece for `token_id` (special tokens as their names, e.g. ``<bos>``)."""
         if not 0 <= token_id < self.vocab_size:
-            raise ValueError(f"token id {token_id} is outside the vocabulary (size {self.vocab_size})")
+            raise FhaValueError(f"token id {token_id} is outside the vocabulary (size {self.vocab_size})")
         return self._pieces[token_id]
 
     def summary(self) -> str:
@@ -185,7 +185,7 @@ class Tokenizer:
         """
         values = ids.tolist() if hasattr(ids, "tolist") else [int(i) for i in ids]
         if values and (min(values) < 0 or max(values) >= self.vocab_size):
-            raise ValueError(f"token ids must be in [0, {self.vocab_size}), got {min(values)}..{max(values)}")
+            raise FhaValueError(f"token ids must be in [0, {self.vocab_size}), got {min(values)}..{max(values)}")
         table = self._decode_table
         return "".join(table[i] for i in values)
 

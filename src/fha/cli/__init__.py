@@ -1,8 +1,12 @@
 """The `fha` console script: one parser, one subcommand per module in this package.
 
 Each command module defines ``register(subparsers)``, which adds its parser and sets
-``func`` to the function that runs it. Errors the user can fix (`FhaError`, `ValueError`
-from config validation, missing files) become one line on stderr and exit status 2.
+``func`` to the function that runs it. Registering imports nothing heavy (the command's
+function imports the library), so ``fha --help`` and usage errors answer without torch.
+
+Errors the user can fix (`FhaError`) become one line on stderr and exit status 2, with the
+library's backquoted parameter names (`data`) written as the flags that set them (--data);
+anything else is a bug and keeps its traceback. ``-v`` shows the traceback of an FhaError too.
 """
 
 from __future__ import annotations
@@ -10,12 +14,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import importlib.metadata
 import platform
+import re
 import signal
 import sys
 from typing import NoReturn
-
-import torch
 
 from fha import __version__, progress
 from fha.cli.options import add_output_options
@@ -49,8 +53,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The library's parameters (named `like_this` in its messages) and the flags that set them.
+PARAMETER_FLAGS = {
+    "config": "--config",
+    "data": "--data",
+    "device": "--device",
+    "dpi": "--dpi",
+    "format": "--format",
+    "jobs": "--jobs",
+    "log_to": "--log-to",
+    "names": "--names",
+    "out": "--out",
+    "overrides": "--set",
+    "overwrite": "--overwrite",
+    "precision": "--precision",
+    "preset": "--preset",
+    "resume": "--resume",
+    "shard": "--shard",
+    "skip_first": "--skip-first",
+    "tokenizer": "--tokenizer",
+    "val_data": "--val-data",
+    "x_axes": "--x-axis",
+}
+_PARAMETER = re.compile(r"`(\w+)`")
+
+
 def version_text() -> str:
-    return f"fha {__version__} (torch {torch.__version__}, Python {platform.python_version()})"
+    """The versions of fha, torch (read from its metadata: importing torch takes a second) and Python."""
+    return (f"fha {__version__} (torch {importlib.metadata.version('torch')}, "
+            f"Python {platform.python_version()})")
+
+
+def in_flags(message: str) -> str:
+    """A library message as the command line says it: `data` becomes --data."""
+    return _PARAMETER.sub(lambda match: PARAMETER_FLAGS.get(match.group(1), match.group(0)), message)
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -75,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (FhaError, ValueError, OSError) as err:  # OSError: missing files, permissions, a full disk
-        print(f"fha: error: {err}", file=sys.stderr)
+    except FhaError as err:
+        log.debug("the error's traceback (shown because of -v):", exc_info=True)
+        print(f"fha: error: {in_flags(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fha: interrupted", file=sys.stderr)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fha.data.cache import clear_cache, list_cache
-from fha.train.corpus import CACHE_ENV, token_cache_dir
+from fha.data.cache_location import CACHE_ENV, token_cache_dir
 
 KIB = 1024
 SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
@@ -36,6 +35,8 @@ def human_size(num_bytes: int) -> str:
 
 
 def run_cache(args: argparse.Namespace) -> int:
+    from fha.data.cache import clear_cache, list_cache
+
     folder = token_cache_dir()
     if args.action == "clear":
         count, size = clear_cache(folder)

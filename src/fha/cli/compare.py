@@ -7,13 +7,11 @@ import logging
 import math
 from pathlib import Path
 
-from fha.compare import PlotOptions, compare_runs
-from fha.compare.plots import X_AXES
-from fha.compare.report import groups_table, markdown_table, runs_table
-from fha.data.sources import TINYSTORIES
 from fha.cli.options import add_device_argument, add_figure_arguments
-from fha.device import setup_device
+from fha.data.sources import TINYSTORIES
 from fha.errors import FhaError
+
+X_AXIS_CHOICES = ("tokens", "step", "time")  # fha.compare.plots.X_AXES, without importing matplotlib
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the plots and reports")
     parser.add_argument("--names", nargs="+", metavar="NAME", help="names of the runs, in order (default: folder names)")
     parser.add_argument("--x-axis", nargs="+", default=["tokens"], metavar="AXIS",
-                        help=f"x axes to plot, one figure each: {', '.join(X_AXES)} (default: tokens; wall time "
+                        help=f"x axes to plot, one figure each: {', '.join(X_AXIS_CHOICES)} (default: tokens; wall time "
                              "measures the machine's load as much as the model)")
     parser.add_argument("--log-x", action="store_true", help="logarithmic x axis")
     parser.add_argument("--log-y", action="store_true", help="logarithmic loss axis")
@@ -62,6 +60,10 @@ def parse_skip_first(text: str) -> float:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    from fha.compare import PlotOptions, compare_runs
+    from fha.compare.report import groups_table, markdown_table, runs_table
+    from fha.device import setup_device
+
     skip_first = parse_skip_first(args.skip_first)
     device = setup_device(args.device) if args.data is not None else "cpu"
     options = PlotOptions(log_x=args.log_x, log_y=args.log_y, skip_first=skip_first, format=args.format,

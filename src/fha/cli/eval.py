@@ -10,25 +10,20 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fha.data.sources import TINYSTORIES
 from fha.cli.options import add_device_argument, add_precision_argument
-from fha.device import setup_device
+from fha.data.sources import TINYSTORIES
 from fha.errors import FhaError
-from fha.evaluate import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_TOP_K,
-    EvalResult,
-    TokenGuess,
-    evaluate,
-    held_out_documents,
-    next_token_guesses,
-)
-from fha.run import load_run
-from fha.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from fha.evaluation import EvalResult, TokenGuess
+    from fha.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
+DEFAULT_TOP_K = 5  # fha.evaluation's defaults, without importing torch
+DEFAULT_BATCH_SIZE = 8
 GUESS_VIEW_TOKENS = 16  # positions of the first document shown beside the model's guesses
 
 
@@ -60,6 +55,10 @@ def run_eval(args: argparse.Namespace) -> int:
         raise FhaError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.max_documents is not None and args.max_documents < 1:
         raise FhaError(f"--max-documents must be at least 1, got {args.max_documents}")
+    from fha.device import setup_device
+    from fha.evaluation import evaluate, held_out_documents, next_token_guesses
+    from fha.run import load_run
+
     device = setup_device(args.device, args.precision)
     model, tokenizer, _ = load_run(args.run_dir, device)
     if args.top_k > tokenizer.vocab_size:

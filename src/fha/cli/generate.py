@@ -13,12 +13,13 @@ import math
 import random
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from fha.completion import Completion, complete
 from fha.cli.options import add_device_argument, add_precision_argument
-from fha.device import autocast, setup_device
 from fha.errors import FhaError
-from fha.run import load_run
+
+if TYPE_CHECKING:
+    from fha.completion import Completion
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_generate(args: argparse.Namespace) -> int:
     _check_options(args)
     prompts = _read_prompts(args.prompt, args.prompt_file)
+    from fha.completion import complete
+    from fha.device import autocast, setup_device
+    from fha.run import load_run
+
     device = setup_device(args.device, args.precision)
     model, tokenizer, _ = load_run(args.run_dir, device)
     if args.compile:

@@ -14,23 +14,13 @@ import argparse
 import logging
 from pathlib import Path
 
-import torch
-
+from fha.cli.options import add_experiment_arguments, add_figure_arguments
 from fha.config import ModelConfig
-from fha.cli.options import add_figure_arguments
 from fha.errors import FhaError
-from fha.figures import DEFAULT_DPI, DEFAULT_FORMAT, check_figure_options
-from fha.inspect import (
-    attention_maps,
-    describe_attention,
-    example_input,
-    save_attention_heatmaps,
-    save_head_layout,
-    shape_tree,
-)
-from fha.model.gpt import GPT
-from fha.run import MODEL_CONFIG_FILE, load_run, require_run_dir, weights_folder
+from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT, check_figure_options
 from fha.tokenizer import DISPLAY_ESCAPES, Tokenizer
+from fha.train.presets import load_experiment, parse_overrides
+from fha.variants import describe_attention
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "or with --attention save heatmaps of a trained run's attention weights.",
     )
     parser.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR", help="a run folder")
-    parser.add_argument("--preset", metavar="NAME", help="a named preset (e.g. tiny, seed-1m)")
-    parser.add_argument("--config", type=Path, metavar="FILE",
-                        help="a TOML config with a [model] table, or a model_config.json")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                        help="change a model config field (repeatable); not with --attention")
+    add_experiment_arguments(parser, preset_help="a named preset (e.g. tiny, seed-1m)",
+                             config_help="a TOML config with a [model] table, or a model_config.json",
+                             set_help="change a model config field (repeatable); not with --attention")
     parser.add_argument("--modules", nargs="+", metavar="PATTERN",
                         help="trace only modules whose name matches a glob, e.g. 'blocks.0*' '*.attn' norm")
     parser.add_argument("--seq-len", type=int, metavar="N", help=f"tokens per row (default {DEFAULT_SEQ_LEN}, "
@@ -86,6 +74,9 @@ def run_inspect(args: argparse.Namespace) -> int:
         raise FhaError(f"--seq-len: need 1 <= seq_len <= max_seq_len={config.max_seq_len}, got {seq_len}")
     if args.batch_size < 1:
         raise FhaError(f"--batch-size must be at least 1, got {args.batch_size}")
+    from fha.inspection import example_input, shape_tree
+    from fha.model.gpt import GPT
+
     idx = example_input(config, args.batch_size, seq_len)
     model = GPT(config).eval()
     tree = shape_tree(model, idx, args.modules)
@@ -100,6 +91,8 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 def _model_config(args: argparse.Namespace) -> ModelConfig:
     if args.run_dir is not None:
+        from fha.run import MODEL_CONFIG_FILE, require_run_dir, weights_folder
+
         return ModelConfig.from_json(require_run_dir(weights_folder(args.run_dir)) / MODEL_CONFIG_FILE)
     if args.preset is not None:
         return _preset_model_config(args.preset)
@@ -108,8 +101,6 @@ def _model_config(args: argparse.Namespace) -> ModelConfig:
 
 def _preset_model_config(name: str) -> ModelConfig:
     """The [model] table of a training preset, with its ``base`` chain resolved."""
-    from fha.train.presets import load_experiment
-
     return _experiment_model_config(load_experiment(preset=name), f"--preset {name}")
 
 
@@ -118,8 +109,6 @@ def load_model_config_file(path: Path) -> ModelConfig:
     file (read with the training loader, so a ``base = "preset"`` line is followed)."""
     if path.suffix.lower() != ".toml":
         return ModelConfig.from_json(path)
-    from fha.train.presets import load_experiment
-
     return _experiment_model_config(load_experiment(config_file=path), str(path))
 
 
@@ -131,17 +120,12 @@ def _experiment_model_config(tables: dict, label: str) -> ModelConfig:
 
 
 def _apply_overrides(config: ModelConfig, overrides: list[str]) -> ModelConfig:
-    changes = {}
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise FhaError(f"--set {item!r}: expected KEY=VALUE")
-        try:
-            changes[key.strip()] = ModelConfig.parse_field(key.strip(), text)
-        except ValueError as err:
-            raise FhaError(f"--set {item}: {err}") from None
+    """`config` with the --set changes, parsed as ``fha train`` parses them; model settings only."""
+    tables = parse_overrides(overrides)
+    if tables["train"]:
+        raise FhaError(f"--set {', '.join(tables['train'])}: training settings; inspect changes only the model")
     try:
-        return config.replace(**changes) if changes else config
+        return config.replace(**tables["model"]) if tables["model"] else config
     except (TypeError, ValueError) as err:
         raise FhaError(f"--set: {err}") from None
 
@@ -156,6 +140,11 @@ def _run_attention(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():
         raise FhaError(f"--out {args.out}: is a file, not a folder")
     check_figure_options(args.format, args.dpi)
+    import torch
+
+    from fha.inspection import attention_maps, save_attention_heatmaps, save_head_layout
+    from fha.run import load_run
+
     model, tokenizer, configs = load_run(args.run_dir)
     ids = tokenizer.encode(args.prompt, bos=True)
     limit = configs.model.max_seq_len

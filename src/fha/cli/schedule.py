@@ -5,23 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fha.figures import DEFAULT_DPI
-from fha.train.presets import (
-    build_configs,
-    load_experiment,
-    merge,
-    parse_overrides,
-    preset_names,
-)
-from fha.train.schedule import LRSchedule, plot_schedule
+from fha.cli.options import add_experiment_arguments
+from fha.figure_formats import DEFAULT_DPI
+from fha.train.presets import build_configs, load_experiment, merge, parse_overrides, preset_names
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("schedule", help="show the learning-rate schedule of a preset or config")
-    parser.add_argument("--preset", metavar="NAME", help=f"one of: {', '.join(preset_names())}")
-    parser.add_argument("--config", type=Path, metavar="FILE.toml", help="an experiment file")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="change a setting (repeatable), e.g. --set max_steps=5000")
+    add_experiment_arguments(parser, preset_help=f"one of: {', '.join(preset_names())}",
+                             config_help="an experiment file",
+                             set_help="change a setting (repeatable), e.g. --set max_steps=5000")
     parser.add_argument("--plot", type=Path, metavar="IMAGE",
                         help="draw the schedule into this file; its suffix (.png, .svg, .pdf) sets the format")
     parser.add_argument("--dpi", type=int, default=DEFAULT_DPI, metavar="N",
@@ -30,6 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_schedule(args: argparse.Namespace) -> int:
+    from fha.train.schedule import LRSchedule, plot_schedule
+
     tables = merge(load_experiment(args.preset, args.config), parse_overrides(args.overrides))
     _, train_config = build_configs(tables)
     schedule = LRSchedule.from_config(train_config)

@@ -7,9 +7,6 @@ from pathlib import Path
 
 from fha.cli.options import add_device_argument, add_figure_arguments
 from fha.errors import FhaError
-from fha.study.report import write_report
-from fha.study.runner import Shard, run_study
-from fha.study.spec import load_spec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_run(args: argparse.Namespace) -> int:
+    from fha.study.runner import Shard, run_study
+    from fha.study.spec import load_spec
+
     spec = load_spec(args.spec)
     progress = run_study(spec, args.out, jobs=args.jobs, shard=Shard.parse(args.shard), device=args.device)
     if progress.failed:
@@ -56,6 +56,8 @@ def run_run(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from fha.study.report import write_report
+
     report = write_report(args.out, args.report_dir, fmt=args.format, dpi=args.dpi)
     print(report.verdict)
     print()

@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 
 from fha.data.sources import TINYSTORIES, load_documents, load_splits
-from fha.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from fha.tokenizer import Tokenizer
+
     documents = _training_documents(args.data)
     tokenizer = Tokenizer.train(documents, args.vocab_size)
     tokenizer.save(args.out)
@@ -43,6 +44,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from fha.tokenizer import Tokenizer
+
     tokenizer = Tokenizer.load(args.tokenizer)
     if args.text is None:
         print(tokenizer.summary())

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fha.cli.options import add_device_argument, add_precision_argument
-from fha.config import ConfigBase
-from fha.train.api import build_request, resolve_configs
-from fha.train.loop import train
+from typing import TYPE_CHECKING
+
+from fha.cli.options import add_device_argument, add_experiment_arguments, add_precision_argument
 from fha.train.presets import parse_overrides, preset_names
 from fha.train.trackers import TRACKERS
+
+if TYPE_CHECKING:
+    from fha.config import ConfigBase
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,12 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--set reaches every field of the [model] and [train] tables, e.g. --set attention=mha --set max_steps=2000.",
     )
     source = parser.add_argument_group("what to train")
-    source.add_argument("--preset", metavar="NAME", help=f"a shipped experiment: {', '.join(preset_names())}")
-    source.add_argument("--config", type=Path, metavar="FILE.toml", help="an experiment file ([model] and [train])")
+    add_experiment_arguments(source, preset_help=f"a shipped experiment: {', '.join(preset_names())}",
+                             config_help="an experiment file ([model] and [train])",
+                             set_help="change a model or training setting (repeatable), e.g. --set dim=128")
     source.add_argument("--resume", type=Path, metavar="PATH",
                         help="continue a run: its folder (latest checkpoint) or a checkpoints/step-N folder")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="change a model or training setting (repeatable), e.g. --set dim=128")
     parser.add_argument("--data", metavar="SOURCE",
                         help="training text (.txt or .jsonl) or 'tinystories'; a resume reuses the run's")
     parser.add_argument("--val-data", metavar="SOURCE",
@@ -54,6 +55,9 @@ def folder_path(text: str) -> Path:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from fha.train.api import build_request, resolve_configs
+    from fha.train.loop import train
+
     overrides = {key: value for table in parse_overrides(args.overrides).values() for key, value in table.items()}
     if args.print_config:
         model_config, train_config = resolve_configs(args.preset, config=args.config, overrides=overrides,

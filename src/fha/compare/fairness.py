@@ -6,7 +6,7 @@
 * A `--data` text that is a run's own training text is flagged: metrics on it measure fit
   to seen text, not generalisation.
 * Seed groups with the same seeds are compared pairwise, seed by seed, against the first
-  such group (differences with a 95% t-interval, `fha.study.stats`).
+  such group (differences with a 95% t-interval, `fha.stats`).
 * Each run's environment (run_info.json) is tabulated.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fha.compare.runs import SEED, RunSummary, SeedGroup
 from fha.run_info import file_digest
-from fha.study.stats import paired_difference
+from fha.stats import paired_difference
 
 MISSING = "—"
 ENVIRONMENT_COLUMNS = (("started", "date"), ("fha", "fha_version"), ("torch", "torch_version"),
@@ -42,7 +42,7 @@ def mismatch_notes(runs: Sequence[RunSummary]) -> list[str]:
     if len(tokenizers) > 1:
         listed = "; ".join(f"{', '.join(names)} (tokenizer {fingerprint})" for fingerprint, names in tokenizers.items())
         notes.append(f"Warning: these runs use different tokenizers: {listed}. Their losses in nats per token are not "
-                     "comparable and they are not grouped; compare bits per byte on one text (--data) instead.")
+                     "comparable and they are not grouped; compare bits per byte on one text (`data`) instead.")
     data = _by_value(runs, lambda run: run.data_key)
     if len(data) > 1:
         listed = "; ".join(f"{', '.join(names)} ({key})" for key, names in data.items())
@@ -60,7 +60,7 @@ def training_text_note(runs: Sequence[RunSummary], data: str) -> str | None:
                   if run.info is not None and run.info.get("data", {}).get("train", {}).get("sha256") == digest]
     if not trained_on:
         return None
-    return (f"Warning: --data {data} is the training text of {', '.join(trained_on)}; metrics on it measure fit to "
+    return (f"Warning: `data` {data} is the training text of {', '.join(trained_on)}; metrics on it measure fit to "
             "text the model has seen, not how it generalises.")
 
 

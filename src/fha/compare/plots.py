@@ -22,7 +22,8 @@ from matplotlib.figure import Figure
 
 from fha.compare.runs import RunSummary, SeedGroup, TrainingLog
 from fha.errors import FhaError
-from fha.figures import DEFAULT_DPI, DEFAULT_FORMAT, check_figure_options, grid, plain_log_ticks, save_figure
+from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT, check_figure_options
+from fha.figures import grid, plain_log_ticks, save_figure
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class PlotOptions:
         check_figure_options(self.format, self.dpi)
         for name in self.x_axes:
             if name not in X_AXES:
-                raise FhaError(f"--x-axis {name!r}: expected one of {', '.join(X_AXES)}")
+                raise FhaError(f"`x_axes` {name!r}: expected one of {', '.join(X_AXES)}")
 
 
 def _x_values(run: RunSummary, log: TrainingLog, x_column: str) -> np.ndarray:
@@ -67,7 +68,7 @@ def _x_values(run: RunSummary, log: TrainingLog, x_column: str) -> np.ndarray:
     if x_column != TOKENS:
         return getattr(log, x_column)
     if run.tokens_per_step is None:
-        raise FhaError(f"run {run.name} has no train_config.json, so its tokens seen are unknown; use --x-axis step")
+        raise FhaError(f"run {run.name} has no train_config.json, so its tokens seen are unknown; use the x axis \"step\"")
     return log.step * run.tokens_per_step
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from fha.compare.plots import UNFINISHED, report_image
 from fha.compare.runs import HELD_OUT_PREFIX, RunSummary, SeedGroup, Spread
-from fha.inspect.layout import describe_attention
+from fha.variants import describe_attention
 
 MISSING = "—"
 SECONDS_PER_MINUTE = 60

@@ -6,21 +6,32 @@
   batches, with exactly resumable sampler state.
 """
 
-from fha.data.batches import IGNORE_INDEX, PackedBatches, PaddedBatches, eval_windows
-from fha.data.cache import TokenData, describe_source, prepare_tokens, token_dtype
-from fha.data.sources import download_tinystories, load_documents, load_splits, split_documents
+from __future__ import annotations
 
-__all__ = [
-    "IGNORE_INDEX",
-    "PackedBatches",
-    "PaddedBatches",
-    "TokenData",
-    "describe_source",
-    "download_tinystories",
-    "eval_windows",
-    "load_documents",
-    "load_splits",
-    "prepare_tokens",
-    "split_documents",
-    "token_dtype",
-]
+from typing import TYPE_CHECKING
+
+from fha.lazy import lazy_exports
+
+_EXPORTS = {
+    "describe_source": "fha.data.cache",
+    "download_tinystories": "fha.data.sources",
+    "eval_windows": "fha.data.batches",
+    "IGNORE_INDEX": "fha.data.batches",
+    "load_documents": "fha.data.sources",
+    "load_splits": "fha.data.sources",
+    "PackedBatches": "fha.data.batches",
+    "PaddedBatches": "fha.data.batches",
+    "prepare_tokens": "fha.data.cache",
+    "split_documents": "fha.data.sources",
+    "token_dtype": "fha.data.cache",
+    "TokenData": "fha.data.cache",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from fha.data.batches import eval_windows, IGNORE_INDEX, PackedBatches, PaddedBatches
+    from fha.data.cache import describe_source, prepare_tokens, token_dtype, TokenData
+    from fha.data.sources import download_tinystories, load_documents, load_splits, split_documents
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -39,7 +39,7 @@ _SEPARATOR_LINE = re.compile(r"^[ \t]*" + re.escape(DOC_SEPARATOR) + r"[ \t]*$",
 _BLANK_LINES = re.compile(r"\n[ \t]*\n\s*")
 JSONL_SUFFIX = ".jsonl"
 JSONL_TEXT_FIELD = "text"
-OFFLINE_HINT = "pass local text files instead (--data PATH)"
+OFFLINE_HINT = "pass local text files instead (`data` a path)"
 
 
 def load_documents(source: str | Path) -> list[str]:
@@ -77,7 +77,7 @@ def load_splits(
     """
     if str(source) == TINYSTORIES:
         if val_source is not None:
-            raise FhaError("--data tinystories brings its own validation split; do not also pass --val-data")
+            raise FhaError("`data` tinystories brings its own validation split; do not also pass `val_data`")
         paths = download_tinystories(cache_dir)
         return {split: load_documents(path) for split, path in paths.items()}
     documents = load_documents(source)

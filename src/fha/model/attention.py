@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fha.model.dtypes import at_least_float32
+from fha.variants import score_scale
 
 if TYPE_CHECKING:
     from fha.config import ModelConfig
@@ -87,21 +88,6 @@ def _attend(
     y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=fused_causal, scale=scale,
                                        dropout_p=dropout_p, enable_gqa=enable_gqa)
     return y[..., :d] if pad else y
-
-
-def score_scale(scale: str | float, hd: int, d: int) -> float:
-    """The factor q.k is multiplied by in a sub-head of `d` dimensions cut from a head of `hd`.
-
-    "subhead": ``d**-0.5`` (every sub-head is an ordinary attention head); "head": ``hd**-0.5``
-    for every sub-head (the original FHA design); a positive number is used as it is.
-    """
-    if scale == "subhead":
-        return d**-0.5
-    if scale == "head":
-        return hd**-0.5
-    if isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0:
-        return float(scale)
-    raise ValueError(f"scale must be 'subhead', 'head' or a positive number, got {scale!r}")
 
 
 def _check_shapes(q: Tensor, k: Tensor, v: Tensor) -> tuple[int, int, int]:
@@ -385,6 +371,22 @@ def apply_rope(x: Tensor, rotation: Tensor) -> Tensor:
     return rotated if x.dtype == torch.float32 else rotated.to(x.dtype)
 
 
+def _fractal_kernel(splits: tuple[int, ...], head_dim: int, scale: str | float) -> AttentionKernel:
+    return functools.partial(fractal_attention, splits=plan_cuts(splits, head_dim), scale=scale)
+
+
+def _grouped_kernel(splits: tuple[int, ...], head_dim: int, scale: str | float) -> AttentionKernel:
+    return functools.partial(grouped_attention, scale=scale)
+
+
+# The kernel of each attention variant, by its `kernel_name` (fha.variants): built from the
+# layer's cut, the head size and the score scale.
+KERNELS: dict[str, Callable[[tuple[int, ...], int, str | float], AttentionKernel]] = {
+    "fractal_attention": _fractal_kernel,
+    "grouped_attention": _grouped_kernel,
+}
+
+
 class Attention(nn.Module):
     """Projections, RoPE and the kernel of the configured attention variant for one layer.
 
@@ -405,7 +407,8 @@ class Attention(nn.Module):
         self.out = nn.Linear(q_width, config.dim, bias=False)
         self.layer = layer
         self.splits = config.layer_splits[layer]
-        self.kernel = config.variant.make_kernel(self.splits, config.head_dim, config.variant.score_scale(config))
+        make_kernel = KERNELS[config.variant.kernel_name]
+        self.kernel = make_kernel(self.splits, config.head_dim, config.variant.score_scale(config))
         key_sources, self._rope_rows = config.rope_plan(layer)
         self.num_key_heads = len(key_sources)
         own_keys = key_sources == tuple(range(self.num_kv_heads))

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fha.config import ModelConfig
-from fha.generation import generate as generate_tokens
 from fha.model.attention import rope_frequencies, rope_rotation
 from fha.model.kv_cache import KVCache, padding_mask, token_positions
 from fha.model.layers import Block, apply_dropout, make_dropout, make_norm
@@ -134,20 +133,3 @@ class GPT(nn.Module):
         if self.config.pad_id is None:
             return targets
         return targets.masked_fill(targets == self.config.pad_id, IGNORE_INDEX)
-
-    @torch.no_grad()
-    def generate(
-        self,
-        idx: Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        eos_id: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """Continue idx (B, T) by up to max_new_tokens tokens with a KV cache; see fha.generation."""
-        return generate_tokens(
-            self, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-            eos_id=eos_id, generator=generator,
-        )

@@ -10,9 +10,10 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from fha.figures import DEFAULT_DPI, DEFAULT_FORMAT, check_figure_options, save_figure
+from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT, check_figure_options
+from fha.figures import save_figure
 from fha.study.results import StudyResults
-from fha.study.stats import Interval, mean_interval, paired_difference
+from fha.stats import Interval, mean_interval, paired_difference
 
 CURVES_FILE = "validation_curves"
 TEST_FILE = "test_bits_per_byte"

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fha.compare.report import Table, format_count, format_duration, format_rate, markdown_table
-from fha.figures import DEFAULT_DPI, DEFAULT_FORMAT
+from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT
 from fha.study.figures import draw_all
 from fha.study.results import RESULTS_FILE, StudyResults, load_results, write_results_csv
-from fha.study.stats import Interval, PairedDifference, mean_interval, paired_difference
+from fha.stats import Interval, PairedDifference, mean_interval, paired_difference
 
 MARKDOWN_FILE = "report.md"
 HTML_FILE = "report.html"

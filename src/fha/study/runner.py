@@ -27,7 +27,7 @@ from fha.data import TokenData, prepare_tokens
 from fha.data.sources import load_documents, load_splits
 from fha.device import pick_device
 from fha.errors import FhaError, one_line
-from fha.evaluate import evaluate
+from fha.evaluation import evaluate
 from fha.run import MODEL_FILE, load_model_and_tokenizer
 from fha.run_info import file_digest
 from fha.study.layout import (
@@ -44,7 +44,8 @@ from fha.study.layout import (
 from fha.study.spec import RunPlan, StudySpec
 from fha.tokenizer import Tokenizer
 from fha.train.checkpoint import list_checkpoints, load_checkpoint
-from fha.train.corpus import SOURCE_HASH_CHARS, cache_root, train_tokenizer
+from fha.data.cache_location import token_cache_dir
+from fha.train.corpus import SOURCE_HASH_CHARS, train_tokenizer
 from fha.train.loop import TrainingDiverged, TrainRequest, train
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,9 @@ class Shard:
         try:
             shard = cls(int(index), int(count))
         except ValueError:
-            raise FhaError(f"--shard {text!r}: expected I/N, e.g. 1/4") from None
+            raise FhaError(f"`shard` {text!r}: expected I/N, e.g. 1/4") from None
         if not sep or not 1 <= shard.index <= shard.count:
-            raise FhaError(f"--shard {text!r}: expected I/N with 1 <= I <= N, e.g. 1/4")
+            raise FhaError(f"`shard` {text!r}: expected I/N with 1 <= I <= N, e.g. 1/4")
         return shard
 
     def take(self, runs: list[RunPlan]) -> list[RunPlan]:
@@ -119,7 +120,7 @@ def run_study(spec: StudySpec, out_dir: Path, *, jobs: int | None = None, shard:
     if jobs is None:
         jobs = default_jobs(pick_device(device))
     if jobs < 1:
-        raise FhaError(f"--jobs must be 1 or more, got {jobs}")
+        raise FhaError(f"`jobs` must be 1 or more, got {jobs}")
     missing = spec.data.missing_files()
     if missing:
         raise FhaError(f"data file not found: {', '.join(missing)}")
@@ -150,7 +151,7 @@ def prepare_study(spec: StudySpec, out_dir: Path) -> Tokenizer:
         for key in ("spec", "data"):
             if existing.get(key) != record[key]:
                 difference = _first_difference(existing.get(key), record[key], key)
-                raise FhaError(f"{out_dir}: holds another study ({difference}); use another --out")
+                raise FhaError(f"{out_dir}: holds another study ({difference}); use another `out`")
     if spec.data.tokenizer is not None:
         tokenizer = Tokenizer.load(spec.data.tokenizer)
     elif tokenizer_path.is_file():
@@ -165,7 +166,7 @@ def prepare_study(spec: StudySpec, out_dir: Path) -> Tokenizer:
     record["tokenizer_fingerprint"] = tokenizer.fingerprint
     if existing is not None and existing.get("tokenizer_fingerprint") != tokenizer.fingerprint:
         raise FhaError(f"{out_dir}: its runs use tokenizer {existing.get('tokenizer_fingerprint')}, "
-                       f"this spec gives {tokenizer.fingerprint}; use another --out")
+                       f"this spec gives {tokenizer.fingerprint}; use another `out`")
     if existing is None:
         write_json_atomic(out_dir / STUDY_FILE, record)
     return tokenizer
@@ -202,7 +203,7 @@ def tokenize_eval_texts(spec: StudySpec, tokenizer: Tokenizer) -> dict[str, Toke
         valid = _splits(spec)["val"]
         valid_from = f"{file_digest(spec.data.train)} val_fraction={config.val_fraction} split_seed={config.split_seed}"
     texts = {"valid": (valid, valid_from), "test": (load_documents(spec.data.test), file_digest(spec.data.test))}
-    folder = cache_root() / "tokens"
+    folder = token_cache_dir()
     result = {}
     for split, (documents, source) in texts.items():
         description = f"study {split} text: {source}"

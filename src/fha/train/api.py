@@ -76,9 +76,9 @@ def build_request(
     if checkpoint is not None:
         return _resume_request(checkpoint, train_config, data, val_data, out, common)
     if data is None:
-        raise FhaError("--data is required: a text file (.txt, .jsonl) or 'tinystories'")
+        raise FhaError("`data` is required: a text file (.txt, .jsonl) or 'tinystories'")
     if out is None:
-        raise FhaError("--out RUN_DIR is required")
+        raise FhaError("`out` (the run folder) is required")
     loaded = _tokenizer(tokenizer, override_tables(overrides or {}))
     return TrainRequest(model_config, train_config, str(data), Path(out), val_data=_text(val_data),
                         tokenizer=loaded, **common)
@@ -106,17 +106,17 @@ def _resolve(preset: str | None, config: str | Path | Mapping[str, Mapping[str, 
     if resume is not None:
         for name, value in (("preset", preset), ("config", config), ("tokenizer", tokenizer)):
             if value is not None:
-                raise FhaError(f"--{name} cannot be combined with --resume (the checkpoint holds its configs and "
+                raise FhaError(f"`{name}` cannot be combined with `resume` (the checkpoint holds its configs and "
                                "tokenizer)")
         if changes["model"]:
             names = ", ".join(sorted(changes["model"]))
-            raise FhaError(f"--set {names}: the model of a run cannot change on --resume (only training settings)")
+            raise FhaError(f"`overrides` {names}: the model of a run cannot change on `resume` (only training settings)")
         checkpoint = load_checkpoint(Path(resume))
         checkpoint.check_resumable()
         _, train_config = build_configs({"train": {**checkpoint.train_config.to_dict(), **changes["train"]}})
         return checkpoint.model_config, train_config, checkpoint
     if preset is None and config is None:
-        raise FhaError("give --preset NAME, --config FILE.toml or --resume PATH")
+        raise FhaError("give `preset` (a name), `config` (a TOML file) or `resume` (a run or checkpoint folder)")
     model_config, train_config = build_configs(merge(_experiment(preset, config), changes))
     return model_config, train_config, None
 
@@ -124,7 +124,7 @@ def _resolve(preset: str | None, config: str | Path | Mapping[str, Mapping[str, 
 def _experiment(preset: str | None, config: str | Path | Mapping[str, Mapping[str, Any]] | None) -> Tables:
     if isinstance(config, Mapping):
         if preset is not None:
-            raise FhaError("give exactly one of --preset NAME or --config FILE.toml")
+            raise FhaError("give exactly one of `preset` (a name) or `config` (a TOML file)")
         unknown = sorted(set(config) - set(TABLES))
         if unknown:
             raise FhaError(f"config: unknown table {unknown[0]!r} (the tables are {', '.join(TABLES)})")
@@ -138,7 +138,7 @@ def _tokenizer(tokenizer: str | Path | Tokenizer | None, changes: Tables) -> Tok
     loaded = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer.load(tokenizer)
     asked = changes["model"].get("vocab_size")
     if asked is not None and asked != loaded.vocab_size:
-        raise FhaError(f"--set vocab_size={asked} but {tokenizer} has {loaded.vocab_size} tokens")
+        raise FhaError(f"`overrides` vocab_size={asked} but {tokenizer} has {loaded.vocab_size} tokens")
     return loaded
 
 
@@ -147,7 +147,7 @@ def _resume_request(checkpoint: Checkpoint, train_config: TrainConfig, data: str
     saved_data = checkpoint.state.get("data", {})
     source = _text(data) or saved_data.get("source")
     if source is None:
-        raise FhaError(f"{checkpoint.path}: the checkpoint does not record its data; pass --data")
+        raise FhaError(f"{checkpoint.path}: the checkpoint does not record its data; pass `data`")
     val_source = _text(val_data) if val_data is not None else saved_data.get("val_source")
     for name, given, saved in (("data", data, source), ("val_data", val_data, val_source)):
         if given is None and saved is not None and saved != TINYSTORIES and not Path(saved).exists():
@@ -157,7 +157,7 @@ def _resume_request(checkpoint: Checkpoint, train_config: TrainConfig, data: str
     run_dir = Path(out) if out is not None else checkpoint.run_dir
     if run_dir is None:
         raise FhaError(f"{checkpoint.path}: this checkpoint is not inside a run's {CHECKPOINTS_DIR}/ folder; "
-                       "pass --out RUN_DIR to say where the resumed run goes")
+                       "pass `out` (a folder) to say where the resumed run goes")
     return TrainRequest(checkpoint.model_config, train_config, source, run_dir, val_data=val_source,
                         resume=checkpoint, **common)
 

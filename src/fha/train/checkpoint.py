@@ -33,11 +33,14 @@ from fha.config import ModelConfig
 from fha.errors import FhaError, one_line
 from fha.model.gpt import GPT
 from fha.run import (
+    CHECKPOINT_NAME,
+    CHECKPOINT_PREFIX,
     CHECKPOINTS_DIR,
     MODEL_CONFIG_FILE,
     MODEL_FILE,
     TOKENIZER_FILE,
     TRAIN_CONFIG_FILE,
+    list_checkpoints,
     read_weights_into,
     save_weights,
 )
@@ -47,8 +50,6 @@ from fha.train.config import TrainConfig
 log = logging.getLogger(__name__)
 
 STATE_FILE = "training_state.pt"
-CHECKPOINT_PREFIX = "step-"
-_CHECKPOINT_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")
 _TEMP_MARK = ".tmp-"
 _OLD_MARK = ".old-"
 REQUIRED_FILES = (MODEL_FILE, MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, TOKENIZER_FILE, STATE_FILE)
@@ -146,19 +147,6 @@ def _remove_leftovers(folder: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """(step, path) of the complete checkpoints of a run, oldest first."""
-    folder = Path(run_dir) / CHECKPOINTS_DIR
-    if not folder.is_dir():
-        return []
-    found = []
-    for entry in folder.iterdir():
-        match = _CHECKPOINT_NAME.match(entry.name)
-        if match and entry.is_dir():
-            found.append((int(match.group(1)), entry))
-    return sorted(found)
-
-
 def find_checkpoint(path: str | Path) -> Path:
     """A checkpoint folder itself, or the latest checkpoint of a run folder."""
     path = Path(path)
@@ -166,7 +154,7 @@ def find_checkpoint(path: str | Path) -> Path:
         raise FhaError(f"{path}: no such checkpoint or run folder")
     if not path.is_dir():
         raise FhaError(f"{path}: not a checkpoint (expected a run folder or its checkpoints/step-N folder)")
-    if (path / STATE_FILE).exists() or _CHECKPOINT_NAME.match(path.name):
+    if (path / STATE_FILE).exists() or CHECKPOINT_NAME.match(path.name):
         return path
     checkpoints = list_checkpoints(path)
     if not checkpoints and (path / TRAIN_CONFIG_FILE).is_file():

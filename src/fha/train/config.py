@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import ClassVar
 
 from fha.config import ConfigBase, require_choice, require_positive, require_probability
+from fha.errors import FhaValueError
 
 ANNEAL_TYPES = ("cos", "lin")
 BATCHING_MODES = ("packed", "padded")
@@ -30,7 +31,7 @@ SEED_LIMIT = 2**32  # numpy's and torch's generators take seeds below this (plus
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
-        raise ValueError(message)
+        raise FhaValueError(message)
 
 
 @dataclasses.dataclass

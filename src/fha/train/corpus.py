@@ -12,14 +12,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from fha.data.cache_location import token_cache_dir
 from fha.data import TokenData, describe_source, load_splits, prepare_tokens
 from fha.data.sources import TINYSTORIES
 from fha.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "FHA_CACHE_DIR"
-DEFAULT_CACHE_DIR = Path("~/.cache/fha")
 SPLITS = ("train", "val")
 SOURCE_HASH_CHARS = 12
 
@@ -45,15 +44,6 @@ class DataSpec:
             return describe_source(self.source if split == "train" else self.val_source)
         split_rule = f"val_fraction={self.val_fraction} split_seed={self.split_seed}"
         return f"{describe_source(self.source)} [{split} of {split_rule}]"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR).expanduser()
-
-
-def token_cache_dir() -> Path:
-    """Where the token arrays of all runs are cached (`fha cache` lists and clears it)."""
-    return cache_root() / "tokens"
 
 
 def read_documents(spec: DataSpec) -> dict[str, list[str]]:

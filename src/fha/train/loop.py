@@ -120,7 +120,7 @@ def train(request: TrainRequest) -> TrainResult:
     info = DistInfo.from_env()
     check_precision(request.precision)
     if request.precision == "fp16":
-        raise FhaError("--precision fp16 is not offered for training (it needs loss scaling); use bf16 or fp32")
+        raise FhaError("`precision` fp16 is not offered for training (it needs loss scaling); use bf16 or fp32")
     resume = request.resume
     if resume is not None:
         resume.check_resumable()
@@ -162,7 +162,7 @@ def _finished_run(request: TrainRequest) -> TrainResult | None:
     resume, config = request.resume, request.train_config
     if resume.step >= config.max_steps and (request.out_dir / MODEL_FILE).is_file():
         log.info("%s: the run is complete (step %d of max_steps=%d); nothing to do. To train further, raise the "
-                 "budget with --set max_steps=N (the learning-rate schedule changes with it)",
+                 "budget with the setting max_steps=N (the learning-rate schedule changes with it)",
                  resume.path, resume.step, config.max_steps)
         return TrainResult(request.out_dir, resume.step)
     change = describe_schedule_change(resume.train_config, config, resume.step)

@@ -66,7 +66,7 @@ def _file_text(path: Path) -> str:
 def load_experiment(preset: str | None = None, config_file: str | Path | None = None) -> Tables:
     """The ``{"model": {...}, "train": {...}}`` of a preset name or a TOML file (one of the two)."""
     if (preset is None) == (config_file is None):
-        raise FhaError("give exactly one of --preset NAME or --config FILE.toml")
+        raise FhaError("give exactly one of `preset` (a name) or `config` (a TOML file)")
     if preset is not None:
         return _resolve(preset, _preset_text(preset), depth=0)
     path = Path(config_file)
@@ -122,7 +122,7 @@ def owner_of(key: str) -> str:
               if config_type.current_name(key) in config_type.field_types()]
     if not owners:
         every = [field for config_type in TABLES.values() for field in config_type.field_types()]
-        raise FhaError(f"--set {key}: unknown setting{near_matches(key, every)}")
+        raise FhaError(f"unknown setting {key!r}{near_matches(key, every)}")
     return owners[0]
 
 
@@ -133,7 +133,7 @@ def parse_overrides(overrides: list[str]) -> Tables:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise FhaError(f"--set {item!r}: expected key=value")
+            raise FhaError(f"`overrides` {item!r}: expected key=value")
         pairs[key] = text
     return override_tables(pairs)
 
@@ -151,7 +151,7 @@ def override_tables(overrides: Mapping[str, Any]) -> Tables:
         try:
             tables[table][key] = TABLES[table].parse_field(key, value)
         except ValueError as err:
-            raise FhaError(f"--set {given}={value}: {err}") from None
+            raise FhaError(f"`overrides` {given}={value}: {err}") from None
     return tables
 
 

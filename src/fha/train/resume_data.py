@@ -68,9 +68,9 @@ def resolve_data_sources(request: TrainRequest, documents: dict[str, list[str]])
         return sources
     if saved_prints.get("train") != sources.fingerprints["train"]:
         raise FhaError(
-            f"{resume.path}: the training documents of --data {request.data} (val_fraction="
+            f"{resume.path}: the training documents of `data` {request.data} (val_fraction="
             f"{request.train_config.val_fraction}, seed={request.train_config.seed}"
-            f"{', --val-data ' + request.val_data if request.val_data else ''}) differ from the ones the run was "
+            f"{', `val_data` ' + request.val_data if request.val_data else ''}) differ from the ones the run was "
             f"trained on ({saved.get('source')}); a resume continues the sampler where it stopped, which only "
             "reproduces the run on the same documents: resume with the run's own data, or start a new run"
         )

@@ -58,7 +58,7 @@ def check_out_dir(out_dir: Path) -> None:
     for parent in (out_dir, *out_dir.parents):
         if parent.exists() and not parent.is_dir():
             what = "is a file" if parent == out_dir else f"lies below {parent}, which is a file"
-            raise FhaError(f"{out_dir}: --out must be a folder, and this {what}")
+            raise FhaError(f"{out_dir}: `out` must be a folder, and this {what}")
 
 
 def _remove(path: Path) -> None:
@@ -125,15 +125,15 @@ class RunFolder:
         if _has_checkpoint(self.path) or (self.path / MODEL_FILE).exists():
             if not self.overwrite:
                 raise FhaError(
-                    f"{self.path}: folder is not empty; continue its run with --resume {self.path}, replace it "
-                    "with --overwrite, or choose another --out"
+                    f"{self.path}: folder is not empty; continue its run with `resume` {self.path}, replace it "
+                    "with `overwrite`, or choose another `out`"
                 )
             self._move_previous_run_aside()
         elif entries:
             unknown = sorted(entries - UNFINISHED_START)
             if unknown:
                 raise FhaError(f"{self.path}: folder holds files that are not a run's ({', '.join(unknown[:3])}); "
-                               "choose another --out or empty it")
+                               "choose another `out` or empty it")
             for name in entries:
                 _remove(self.path / name)
             log.info("%s: cleared the files of a start that stopped before its first checkpoint", self.path)
@@ -149,7 +149,7 @@ class RunFolder:
         if not self.overwrite:
             raise FhaError(
                 f"{self.path}: holds checkpoints after step {step} ({', '.join(p.name for p in later)}); resume "
-                "into another --out, or pass --overwrite to discard them"
+                "into another `out`, or pass `overwrite` to discard them"
             )
         for path in later:
             shutil.rmtree(path)

@@ -40,7 +40,7 @@ class TensorBoardTracker:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise FhaError(f"--log-to tensorboard: the tensorboard package is not installed ({INSTALL_HINT})") from None
+            raise FhaError(f"`log_to` tensorboard: the tensorboard package is not installed ({INSTALL_HINT})") from None
         # purge_step: events a previous attempt logged after the resumed step are dropped
         self.writer = SummaryWriter(str(run_dir / TENSORBOARD_DIR), purge_step=start_step or None)
         self.writer.add_text("config", "\n".join(f"    {key} = {value!r}" for key, value in config.items()),
@@ -59,7 +59,7 @@ class WandbTracker:
         try:
             import wandb
         except ImportError:
-            raise FhaError(f"--log-to wandb: the wandb package is not installed ({INSTALL_HINT})") from None
+            raise FhaError(f"`log_to` wandb: the wandb package is not installed ({INSTALL_HINT})") from None
         (run_dir / WANDB_DIR).mkdir(parents=True, exist_ok=True)
         # console "off": W&B does not wrap stdout/stderr, whose terminal test picks the progress display
         settings = wandb.Settings(console="off", silent=True)
@@ -89,7 +89,7 @@ def open_trackers(names: Sequence[str], run_dir: Path, config: Mapping[str, Any]
     """The trackers called `names` (each once), logging into `run_dir`."""
     unknown = [name for name in names if name not in TRACKERS]
     if unknown:
-        raise FhaError(f"--log-to {unknown[0]}: unknown tracker (choose from {', '.join(TRACKERS)})")
+        raise FhaError(f"`log_to` {unknown[0]}: unknown tracker (choose from {', '.join(TRACKERS)})")
     opened: list[Tracker] = []
     try:
         for name in dict.fromkeys(names):

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from fha.errors import FhaValueError
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -90,7 +91,7 @@ def held_out_documents(source: str) -> list[str]:
 def encode_documents(documents: Sequence[str], tokenizer: Tokenizer) -> tuple[np.ndarray, int]:
     """(tokens, num_bytes): the documents as ``<bos> doc <eos>`` back to back, and their UTF-8 size."""
     if not documents:
-        raise ValueError("no documents to evaluate")
+        raise FhaValueError("no documents to evaluate")
     encoded = tokenizer.encode_batch(list(documents), bos=True, eos=True)
     tokens = np.concatenate([np.asarray(ids, dtype=np.int64) for ids in encoded])
     unknown = int(np.count_nonzero(tokens == tokenizer.unk_id))
@@ -122,7 +123,7 @@ def evaluate(
         if isinstance(data, str):
             raise TypeError("data must be a list of documents, not one string (wrap it in a list)")
         if tokenizer is None:
-            raise ValueError("evaluating documents needs their tokenizer")
+            raise FhaValueError("evaluating documents needs their tokenizer")
         tokens, num_bytes = encode_documents(data, tokenizer)
     return evaluate_tokens(
         model, tokens, num_bytes, top_k=top_k, batch_size=batch_size, device=device, show_progress=show_progress,
@@ -144,12 +145,12 @@ def evaluate_tokens(
 ) -> EvalResult:
     """`evaluate` on an already tokenised text; `num_bytes` is its UTF-8 size for bits per byte."""
     if top_k < 1:
-        raise ValueError(f"top_k must be at least 1, got {top_k}")
+        raise FhaValueError(f"top_k must be at least 1, got {top_k}")
     if num_bytes < 1:
-        raise ValueError(f"num_bytes must be positive, got {num_bytes}")
+        raise FhaValueError(f"num_bytes must be positive, got {num_bytes}")
     tokens = np.asarray(tokens.cpu() if isinstance(tokens, Tensor) else tokens)
     if len(tokens) < 2:
-        raise ValueError(f"need at least 2 tokens to predict one, got {len(tokens)}")
+        raise FhaValueError(f"need at least 2 tokens to predict one, got {len(tokens)}")
     device = _model_device(model) if device is None else torch.device(device)
     seq_len = model.config.max_seq_len
     pad_id = model.config.pad_id
@@ -172,7 +173,7 @@ def evaluate_tokens(
         model.train(was_training)
     num_scored, top1_hits, topk_hits = (int(c) for c in counts)
     if num_scored == 0:
-        raise ValueError("the text has no tokens to predict (every target is padding)")
+        raise FhaValueError("the text has no tokens to predict (every target is padding)")
     loss = total_nats / num_scored
     return EvalResult(
         loss=loss,
@@ -216,7 +217,7 @@ def next_token_guesses(
     not a metric.
     """
     if top_k < 1:
-        raise ValueError(f"top_k must be at least 1, got {top_k}")
+        raise FhaValueError(f"top_k must be at least 1, got {top_k}")
     device = _model_device(model) if device is None else torch.device(device)
     ids = torch.as_tensor(np.asarray(tokens), dtype=torch.long)[: model.config.max_seq_len + 1]
     if len(ids) < 2:

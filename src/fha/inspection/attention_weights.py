@@ -15,20 +15,21 @@ Shapes use the notation of `fha.model.attention`; weights of one level are (B, n
 from __future__ import annotations
 
 import contextlib
-import inspect as pyinspect
+import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from fha.errors import FhaValueError
 import torch
 from torch import Tensor, nn
 
 from fha.config import ModelConfig
-from fha.inspect.layout import LevelLayout, level_layouts
+from fha.inspection.layout import LevelLayout, level_layouts
 from fha.model.attention import Attention, causal_mask
 
-_FORWARD_SIGNATURE = pyinspect.signature(Attention.forward)
+_FORWARD_SIGNATURE = inspect.signature(Attention.forward)
 
 
 @dataclass
@@ -130,7 +131,7 @@ def attention_maps(model: nn.Module, idx: Tensor, layers: Sequence[int] | None =
     selected = range(len(modules)) if layers is None else layers
     for layer in selected:
         if not 0 <= layer < len(modules):
-            raise ValueError(f"layer {layer} does not exist (the model has {len(modules)} layers: 0..{len(modules) - 1})")
+            raise FhaValueError(f"layer {layer} does not exist (the model has {len(modules)} layers: 0..{len(modules) - 1})")
     with capture_attention(model) as calls:
         model(idx)
     return [LayerAttention(layer, calls[layer], level_weights(modules[calls[layer].name], model.config, calls[layer]))

@@ -19,9 +19,11 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from fha.config import ModelConfig
-from fha.figures import DEFAULT_DPI, DEFAULT_FORMAT, save_figure
-from fha.inspect.attention_maps import LayerAttention
-from fha.inspect.layout import describe_attention, level_layouts
+from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT
+from fha.figures import save_figure
+from fha.inspection.attention_weights import LayerAttention
+from fha.inspection.layout import level_layouts
+from fha.variants import describe_attention
 
 log = logging.getLogger(__name__)
 

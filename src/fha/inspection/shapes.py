@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from fha.errors import FhaValueError
 import torch
 from torch import Tensor, nn
 
 from fha.config import ModelConfig
-from fha.inspect.attention_maps import attention_arguments
-from fha.inspect.layout import level_layouts
+from fha.inspection.attention_weights import attention_arguments
+from fha.inspection.layout import level_layouts
 from fha.model.attention import Attention
 from fha.model.gpt import GPT
 
@@ -209,7 +210,7 @@ def trace_shapes(
 def example_input(config: ModelConfig, batch_size: int, seq_len: int, seed: int = 0) -> Tensor:
     """Random token ids (batch_size, seq_len) for a shape trace; seq_len at most max_seq_len."""
     if batch_size < 1 or not 1 <= seq_len <= config.max_seq_len:
-        raise ValueError(f"need batch_size >= 1 and 1 <= seq_len <= max_seq_len={config.max_seq_len}, "
+        raise FhaValueError(f"need batch_size >= 1 and 1 <= seq_len <= max_seq_len={config.max_seq_len}, "
                          f"got batch_size={batch_size}, seq_len={seq_len}")
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(0, config.vocab_size, (batch_size, seq_len), generator=generator)

@@ -3,7 +3,7 @@ dimensions each owns, and the key and value heads it reads.
 
 Derived from the `ModelConfig` alone, because the attention kernel is a plain function with
 no modules inside it to hook. The cut of each head comes from the config's attention variant
-(`fha.model.variants`), and the rules mirror `fha.model.attention`: query head ``i`` reads
+(`fha.variants`), and the rules mirror `fha.model.attention`: query head ``i`` reads
 value head ``i // (num_q_heads // num_kv_heads)`` and the key head of the same rule over
 ``config.key_heads``, and is cut into ``layer_splits[layer][i]`` contiguous sub-heads.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fha.config import ModelConfig
-from fha.model.attention import score_scale
+from fha.variants import score_scale
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,3 @@ def level_layouts(config: ModelConfig, layer: int = 0) -> list[LevelLayout]:
             scale=score_scale(scale, hd, hd // n),
         ))
     return layouts
-
-
-def describe_attention(config: ModelConfig) -> str:
-    """A short phrase: "fha (split 2, scale subhead; 4 levels, sub-heads 32/16/8/4, 1 kv)"."""
-    rope = "; RoPE per sub-head" if config.rope_layout == "subhead" else ""
-    return config.variant.describe(config) + rope

@@ -1,23 +1,23 @@
 """Attention variants by name: how each layer's query heads are cut into sub-heads, the
-score scale, and the kernel that computes it.
+score scale, and which kernel computes it.
 
 Every variant uses the same projections (``num_q_heads`` query heads and ``num_kv_heads``
 key/value heads of ``head_dim``), so all of them have exactly the same parameters and differ
 only in the cut: head ``i`` of layer ``l`` is cut into ``layer_splits[l][i]`` contiguous
 sub-heads. A new pattern is one entry in `ATTENTION_VARIANTS`; the config, the model, the
 shape tree and the attention maps all read the cut from here.
+
+Plain Python, below the config in the import order (no torch): the kernel is named here and
+built by `fha.model.kernels`.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from fha.model.attention import AttentionKernel, fractal_attention, grouped_attention, plan_cuts
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the config imports this module to validate its attention setting
     from fha.config import ModelConfig
 
 HeadSplits = tuple[int, ...]
@@ -29,6 +29,27 @@ def subhead_sizes(config: ModelConfig) -> str:
     if len(set(per_layer)) == 1:
         return per_layer[0]
     return ", ".join(f"layer {layer} {sizes}" for layer, sizes in enumerate(per_layer))
+
+
+def score_scale(scale: str | float, hd: int, d: int) -> float:
+    """The factor q.k is multiplied by in a sub-head of `d` dimensions cut from a head of `hd`.
+
+    "subhead": ``d**-0.5`` (every sub-head is an ordinary attention head); "head": ``hd**-0.5``
+    for every sub-head (the original FHA design); a positive number is used as it is.
+    """
+    if scale == "subhead":
+        return d**-0.5
+    if scale == "head":
+        return hd**-0.5
+    if isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0:
+        return float(scale)
+    raise ValueError(f"scale must be 'subhead', 'head' or a positive number, got {scale!r}")
+
+
+def describe_attention(config: ModelConfig) -> str:
+    """A short phrase: "fha (split 2, scale subhead; 4 levels, sub-heads 32/16/8/4, 1 kv)"."""
+    rope = "; RoPE per sub-head" if config.rope_layout == "subhead" else ""
+    return config.variant.describe(config) + rope
 
 
 def _describe_fractal(config: ModelConfig) -> str:
@@ -57,23 +78,14 @@ def _no_label(config: ModelConfig, splits: HeadSplits) -> str:
     return ""
 
 
-def _fractal_kernel(splits: HeadSplits, head_dim: int, scale: str | float) -> AttentionKernel:
-    return functools.partial(fractal_attention, splits=plan_cuts(splits, head_dim), scale=scale)
-
-
-def _grouped_kernel(splits: HeadSplits, head_dim: int, scale: str | float) -> AttentionKernel:
-    return functools.partial(grouped_attention, scale=scale)
-
-
 @dataclass(frozen=True)
 class AttentionVariant:
     """One way of cutting heads. `head_splits(config, layer)` gives the cut of every query head
-    of that layer; `make_kernel(splits, head_dim, scale)` the attention function of a layer;
-    `describe(config)` a phrase for reports and `kernel_label(config, splits)` the settings
-    shown on the kernel's line of the shape tree, beside `kernel_name`."""
+    of that layer; `kernel_name` the attention function that computes it (a key of
+    `fha.model.kernels.KERNELS`); `describe(config)` a phrase for reports and
+    `kernel_label(config, splits)` the settings shown on the kernel's line of the shape tree."""
 
     head_splits: Callable[[ModelConfig, int], HeadSplits]
-    make_kernel: Callable[[HeadSplits, int, str | float], AttentionKernel] = _fractal_kernel
     kernel_name: str = "fractal_attention"
     kernel_label: Callable[[ModelConfig, HeadSplits], str] = _splits_label
     describe: Callable[[ModelConfig], str] = _describe_cut
@@ -81,7 +93,7 @@ class AttentionVariant:
     reads_pattern: bool = False  # True: the cut comes from head_splits / layer_head_splits
 
     def score_scale(self, config: ModelConfig) -> str | float:
-        """The `scale` argument its kernel gets (see `fha.model.attention.score_scale`)."""
+        """The `scale` argument its kernel gets (see `score_scale`)."""
         return config.fractal_scale if self.uses_fractal_scale else "head"
 
 
@@ -115,7 +127,6 @@ ATTENTION_VARIANTS: dict[str, AttentionVariant] = {
     ),
     "mha": AttentionVariant(  # ordinary multi-head / grouped-query attention: whole heads
         lambda config, layer: (1,) * config.num_q_heads,
-        make_kernel=_grouped_kernel,
         kernel_name="grouped_attention",
         kernel_label=_no_label,
         describe=_describe_whole,
