@@ -110,7 +110,7 @@ def main() -> None:
     for variant in spec.variants:
         model_config, train_config = spec.configs(RunPlan(variant.name, spec.seeds[0],
                                                           spec.learning_rates(variant.name)[0]))
-        evaluations = train_config.max_iters // train_config.eval_interval + 2  # step 0, every interval, the end
+        evaluations = train_config.max_steps // train_config.eval_interval + 2  # step 0, every interval, the end
         in_training = evaluations * EVAL_SPLITS * train_config.eval_samples * train_config.batch_size * \
             model_config.max_seq_len
         seconds = spec.tokens / (train_speed[variant.name] * scale) + \

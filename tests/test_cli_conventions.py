@@ -125,14 +125,14 @@ def test_verbose_and_quiet_together_is_a_usage_error(capsys):
     assert "argument -q/--quiet: not allowed with argument -v/--verbose" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("sets", [["attention=mha", "max_iters=77"],
-                                  ["attention=split", "layer_head_splits=1,2/4,4", "max_iters=77"]])
+@pytest.mark.parametrize("sets", [["attention=mha", "max_steps=77"],
+                                  ["attention=split", "layer_head_splits=1,2/4,4", "max_steps=77"]])
 def test_print_config_is_an_experiment_file_that_reads_back(capsys, tmp_path, sets):
     assert main(["train", "--preset", "tiny", *(arg for item in sets for arg in ("--set", item)), "--print-config"]) == 0
     text = capsys.readouterr().out
     tables = tomllib.loads(text)
-    assert tables["model"]["attention"] == sets[0].partition("=")[2] and tables["train"]["max_iters"] == 77
-    assert "# warmup_iters = (not set)" in text
+    assert tables["model"]["attention"] == sets[0].partition("=")[2] and tables["train"]["max_steps"] == 77
+    assert "# warmup_steps = (not set)" in text
     expected = build_configs(merge(load_experiment("tiny"), parse_overrides(sets)))
     saved = tmp_path / "resolved.toml"
     saved.write_text(text)
@@ -146,7 +146,7 @@ def test_resume_of_a_finished_run_says_so_and_touches_nothing(corpus, tmp_path, 
     caplog.clear()
     caplog.set_level(logging.INFO)
     assert main(["train", "--resume", str(out)]) == 0
-    assert f"{out / 'checkpoints' / 'step-4'}: the run is complete (step 4 of max_iters=4); nothing to do" \
+    assert f"{out / 'checkpoints' / 'step-4'}: the run is complete (step 4 of max_steps=4); nothing to do" \
         in caplog.text
     assert "resuming" not in caplog.text
     assert ((out / "log_data.csv").read_text(), list_checkpoints(out)) == before
@@ -154,13 +154,13 @@ def test_resume_of_a_finished_run_says_so_and_touches_nothing(corpus, tmp_path, 
 
 def test_resume_with_a_larger_budget_says_how_the_schedule_changes(corpus, tmp_path, caplog):
     out = tmp_path / "run"
-    sets = [*TINY_SETS, "--set", "max_iters=20", "--set", "checkpoint_interval=10"]
+    sets = [*TINY_SETS, "--set", "max_steps=20", "--set", "checkpoint_interval=10"]
     assert main(["train", "--preset", "tiny", *sets, "--data", str(corpus), "--out", str(out)]) == 0
     caplog.clear()
-    assert main(["train", "--resume", str(out / "checkpoints" / "step-10"), "--set", "max_iters=40",
+    assert main(["train", "--resume", str(out / "checkpoints" / "step-10"), "--set", "max_steps=40",
                  "--out", str(tmp_path / "longer")]) == 0
     warning = next(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
-    assert warning.startswith("resuming at step 10 with a changed schedule (max_iters 20 -> 40): the rate of the "
+    assert warning.startswith("resuming at step 10 with a changed schedule (max_steps 20 -> 40): the rate of the "
                               "next step is ")
     assert "Before: warmup 1 steps" in warning and "Now: warmup 2 steps" in warning
 

@@ -20,7 +20,7 @@ from fha.run import LOG_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE, save_weights
 
 HEADER = "Step,Learning Rate,Train Loss,Validation Loss,Perplexity,Time Elapsed,Tokens/s"
 BASE_MODEL = {"num_layers": 1, "num_q_heads": 2, "max_seq_len": 16}  # the tiny model: one layer of two levels
-BASE_TRAIN = {"batch_size": 4, "grad_accum_steps": 2, "max_iters": 30, "lr_max": 0.01, "seed": 0}
+BASE_TRAIN = {"batch_size": 4, "grad_accum_steps": 2, "max_steps": 30, "lr_max": 0.01, "seed": 0}
 STEPS = (0, 10, 20, 30)
 LINES = ["Once upon a time there was a cat.", "The cat sat on a mat and was happy."]
 
@@ -309,3 +309,15 @@ def test_data_that_is_a_runs_training_text_is_flagged(tmp_path, caplog):
     assert "is the training text of r" in caplog.text
     header = row_of(markdown, "run")
     assert header.index("held-out bits_per_byte") < header.index("held-out loss") < header.index("final val loss")
+
+
+def test_a_run_written_with_the_old_step_field_names_groups_with_a_newer_one(tmp_path):
+    old = make_run(tmp_path / "old-seed1", 2.0, train={"seed": 1})
+    config = json.loads((old / TRAIN_CONFIG_FILE).read_text())
+    config["max_iters"] = config.pop("max_steps")  # as train_config.json was written before the rename
+    (old / TRAIN_CONFIG_FILE).write_text(json.dumps(config))
+    new = make_run(tmp_path / "new-seed2", 2.2, train={"seed": 2})
+    summaries = [load_summary(old), load_summary(new)]
+    assert summaries[0].train_config["max_steps"] == 30 and "max_iters" not in summaries[0].train_config
+    (group,) = seed_groups(summaries)
+    assert [run.name for run in group.runs] == ["old-seed1", "new-seed2"]

@@ -3,6 +3,8 @@ import json
 import pytest
 
 from fha import FhaError, ModelConfig
+from fha.train.config import TrainConfig
+from fha.train.presets import build_configs, load_experiment, merge, parse_overrides
 
 
 @pytest.mark.parametrize(
@@ -111,3 +113,21 @@ def test_parse_field_errors():
 def test_replace_validates_again():
     with pytest.raises(ValueError, match="num_q_heads"):
         ModelConfig().replace(num_kv_heads=3)
+
+
+def test_old_names_of_the_step_counts_still_load(tmp_path):
+    old = {"max_iters": 50, "warmup_iters": 5, "final_flat_iters": 10}
+    expected = TrainConfig(max_steps=50, warmup_steps=5, final_flat_steps=10)
+    assert TrainConfig.from_dict(old) == expected
+    path = tmp_path / "train_config.json"
+    path.write_text(json.dumps(old))
+    assert TrainConfig.from_json(path) == expected
+    assert expected.replace(max_iters=60).max_steps == 60
+    with pytest.raises(ValueError, match="^'max_iters' is the old name of 'max_steps'; give only 'max_steps'$"):
+        TrainConfig.from_dict({"max_steps": 50, "max_iters": 50})
+
+    toml = tmp_path / "old.toml"
+    toml.write_text('base = "tiny"\n[train]\nmax_iters = 40\nwarmup_iters = 4\n')
+    tables = merge(load_experiment(config_file=toml), parse_overrides(["final_flat_iters=8"]))
+    _, train = build_configs(tables)
+    assert (train.max_steps, train.warmup_steps, train.final_flat_steps) == (40, 4, 8)

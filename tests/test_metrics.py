@@ -92,8 +92,8 @@ def test_tensorboard_reader_loads_the_scalars(corpus, tmp_path):
         assert [s.step for s in scalars] == [int(row["Step"]) for row in metrics] == [2, 4, 6]
         assert [s.value for s in scalars] == pytest.approx([row[column] for row in metrics], rel=1e-6)  # float32
     evals = events.Scalars("eval/val_loss")
-    assert [s.step for s in evals] == [int(h["Step"]) for h in run.history] == [0, 2, 4, 6]
-    assert [s.value for s in evals] == pytest.approx([h["Validation Loss"] for h in run.history], rel=1e-6)
+    assert [s.step for s in evals] == [h.step for h in run.history] == [0, 2, 4, 6]
+    assert [s.value for s in evals] == pytest.approx([h.val_loss for h in run.history], rel=1e-6)
 
 
 def test_offline_wandb_run_records_the_metrics(corpus, tmp_path, monkeypatch):
@@ -117,7 +117,7 @@ def test_offline_wandb_run_records_the_metrics(corpus, tmp_path, monkeypatch):
         assert history[row["Step"]]["train/loss"] == row["Train Loss"]
         assert history[row["Step"]]["train/tokens_seen"] == row["Tokens Seen"]
     for row in run.history:
-        assert history[row["Step"]]["eval/val_loss"] == row["Validation Loss"]
+        assert history[row.step]["eval/val_loss"] == row.val_loss
 
 
 WANDB_HEADER = 7  # ":W&B", a 2-byte magic number and a version byte

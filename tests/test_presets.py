@@ -39,8 +39,8 @@ def test_seed_1m_has_the_original_numbers():
         3, 1, 64, 512, 8192)
     assert (model.attention, model.fractal_split, model.fractal_scale, model.rope_layout) == ("fha", 2, "head", "head")
     assert (model.norm_bias, model.dropout, model.attn_dropout) == (True, 0.0, 0.0)
-    assert (train.max_iters, train.batch_size, train.lr_init, train.lr_max, train.lr_min) == (2000, 32, 1e-6, 0.1, 1e-3)
-    assert (train.weight_decay, train.warmup_steps, train.final_flat_steps) == (0.05, 100, 400)
+    assert (train.max_steps, train.batch_size, train.lr_init, train.lr_max, train.lr_min) == (2000, 32, 1e-6, 0.1, 1e-3)
+    assert (train.weight_decay, train.warmup_length, train.final_flat_length) == (0.05, 100, 400)
 
 
 def test_seed_03m_and_08m():
@@ -48,8 +48,8 @@ def test_seed_03m_and_08m():
     assert (small.dim, small.num_layers, small.num_q_heads, small.head_dim, small.max_seq_len, small.vocab_size) == (
         64, 4, 4, 32, 256, 2048)
     assert (small.fractal_scale, small.norm_bias) == ("head", True)
-    assert (train.batch_size, train.max_iters, train.lr_init, train.lr_max, train.lr_min) == (32, 100, 1e-6, 1e-2, 1e-4)
-    assert (train.warmup_steps, train.final_flat_steps) == (10, 10)
+    assert (train.batch_size, train.max_steps, train.lr_init, train.lr_max, train.lr_min) == (32, 100, 1e-6, 1e-2, 1e-4)
+    assert (train.warmup_length, train.final_flat_length) == (10, 10)
     assert (train.weight_decay, train.num_restarts, train.T_mult) == (0.02, 3, 2.0)
     wide, wide_train = configs("seed-0.8m")
     assert wide.dim == 128 and wide.replace(dim=64) == small
@@ -71,16 +71,16 @@ def test_model_and_train_fields_are_disjoint():
 
 
 def test_set_routes_keys_to_their_config_with_types():
-    tables = parse_overrides(["dim=128", "attention=mha", "max_iters=50", "grad_clip=none", "compile=true"])
+    tables = parse_overrides(["dim=128", "attention=mha", "max_steps=50", "grad_clip=none", "compile=true"])
     assert tables["model"] == {"dim": 128, "attention": "mha"}
-    assert tables["train"] == {"max_iters": 50, "grad_clip": None, "compile": True}
+    assert tables["train"] == {"max_steps": 50, "grad_clip": None, "compile": True}
     model, train = build_configs(merge(load_experiment("seed-0.3m"), tables))
-    assert (model.dim, model.attention, train.max_iters, train.grad_clip) == (128, "mha", 50, None)
+    assert (model.dim, model.attention, train.max_steps, train.grad_clip) == (128, "mha", 50, None)
     assert owner_of("lr_max") == "train" and owner_of("head_dim") == "model"
 
 
 def test_bad_set_items_name_the_problem():
-    with pytest.raises(FhaError, match=r"max_iter.*did you mean max_iters"):
+    with pytest.raises(FhaError, match=r"max_iter.*did you mean max_steps"):
         parse_overrides(["max_iter=5"])
     with pytest.raises(FhaError, match="expected key=value"):
         parse_overrides(["dim"])
@@ -94,9 +94,9 @@ def test_bad_set_items_name_the_problem():
 
 def test_config_file_with_a_base(tmp_path):
     path = tmp_path / "mine.toml"
-    path.write_text('base = "seed-1m"\n[model]\nnum_layers = 2\n[train]\nmax_iters = 400\n')
+    path.write_text('base = "seed-1m"\n[model]\nnum_layers = 2\n[train]\nmax_steps = 400\n')
     model, train = build_configs(load_experiment(config_file=path))
-    assert (model.num_layers, model.dim, train.max_iters, train.warmup_steps) == (2, 64, 400, 20)
+    assert (model.num_layers, model.dim, train.max_steps, train.warmup_length) == (2, 64, 400, 20)
     child = tmp_path / "child.toml"
     child.write_text('base = "mine.toml"\n[model]\nattention = "mha"\n')
     assert build_configs(load_experiment(config_file=child))[0].num_layers == 2

@@ -83,7 +83,7 @@ def _train_to_a_file(corpus, tmp_path, *extra: str) -> str:
     env = {**os.environ, "FHA_CACHE_DIR": str(tmp_path / "cache")}
     with open(log_file, "w") as handle:
         subprocess.run([sys.executable, "-m", "fha", *extra, "train", "--preset", "tiny", *TINY_SETS,
-                        "--set", "max_iters=6", "--data", str(corpus), "--out", str(tmp_path / "run")],
+                        "--set", "max_steps=6", "--data", str(corpus), "--out", str(tmp_path / "run")],
                        stdout=handle, stderr=subprocess.STDOUT, env=env, check=True, timeout=300)
     return log_file.read_text()
 

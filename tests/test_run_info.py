@@ -31,7 +31,7 @@ def test_run_info_records_environment_tokenizer_and_data(corpus, tmp_path):
 
 def test_resume_keeps_the_first_record_and_appends_its_session(corpus, tmp_path):
     run = tmp_path / "run"
-    run_tiny(corpus, run, max_iters=6)
+    run_tiny(corpus, run, max_steps=6)
     first = read_run_info(run)
     checkpoint = load_checkpoint(run / "checkpoints" / "step-3")
     config = checkpoint.train_config
@@ -45,7 +45,7 @@ def test_resume_keeps_the_first_record_and_appends_its_session(corpus, tmp_path)
 def test_seed_changes_neither_the_split_nor_the_tokenizer(corpus, tmp_path):
     fingerprints = {}
     for name, changes in (("seed0", {"seed": 0}), ("seed1", {"seed": 1}), ("split1", {"split_seed": 1})):
-        run_tiny(corpus, tmp_path / name, max_iters=2, **changes)
+        run_tiny(corpus, tmp_path / name, max_steps=2, **changes)
         fingerprints[name] = Tokenizer.load(tmp_path / name / TOKENIZER_FILE).fingerprint
     assert fingerprints["seed0"] == fingerprints["seed1"]
     assert fingerprints["split1"] != fingerprints["seed0"]  # other held-out documents, other tokenizer

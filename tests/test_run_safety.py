@@ -40,7 +40,7 @@ HARNESS = TESTS / "crash_harness.py"
 SRC = TESTS.parent / "src"
 TINY = ["--preset", "tiny", "--set", "dim=32", "--set", "num_layers=1", "--set", "max_seq_len=16",
         "--set", "vocab_size=64", "--set", "batch_size=4", "--set", "eval_samples=1", "--device", "cpu"]
-SIX_STEPS = ["--set", "max_iters=6", "--set", "eval_interval=2", "--set", "checkpoint_interval=2"]
+SIX_STEPS = ["--set", "max_steps=6", "--set", "eval_interval=2", "--set", "checkpoint_interval=2"]
 KILLED = -signal.SIGKILL
 UNTIMED_COLUMNS = ("Step", "Learning Rate", "Train Loss", "Validation Loss", "Perplexity")
 SUBPROCESS_TIMEOUT_S = 180
@@ -121,7 +121,7 @@ def test_failed_overwrite_leaves_the_previous_run_untouched(corpus, tmp_path, en
 
 def test_overwrite_replaces_the_run_only_after_the_new_first_checkpoint(corpus, tmp_path):
     out = tmp_path / "run"
-    run_tiny(corpus, out, max_iters=4, checkpoint_interval=2, seed=0)
+    run_tiny(corpus, out, max_steps=4, checkpoint_interval=2, seed=0)
     interrupted = {}
 
     def stop_at_first_checkpoint(*args, **kwargs):
@@ -133,7 +133,7 @@ def test_overwrite_replaces_the_run_only_after_the_new_first_checkpoint(corpus, 
     save_checkpoint = ckpt.save_checkpoint
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("fha.train.loop.save_checkpoint", stop_at_first_checkpoint)
-        assert cli("train", *TINY, "--set", "max_iters=4", "--set", "checkpoint_interval=2", "--set", "seed=1",
+        assert cli("train", *TINY, "--set", "max_steps=4", "--set", "checkpoint_interval=2", "--set", "seed=1",
                      "--data", corpus, "--out", out, "--overwrite") == 0
     assert interrupted["aside"] == [".moved", "checkpoints", "log_data.csv", "metrics.csv", "model.safetensors",
                                     "model_config.json", "run_info.json", "tokenizer.json", "train_config.json"]
@@ -146,7 +146,7 @@ def test_overwrite_replaces_the_run_only_after_the_new_first_checkpoint(corpus, 
 
 def test_two_writers_started_together_leave_exactly_one_run(corpus, tmp_path, env):
     out = tmp_path / "run"
-    steps = ["--set", "max_iters=8", "--set", "eval_interval=4", "--set", "checkpoint_interval=4"]
+    steps = ["--set", "max_steps=8", "--set", "eval_interval=4", "--set", "checkpoint_interval=4"]
     writers = [start_fha(env, "train", *TINY, *steps, "--set", f"seed={seed}", "--data", corpus, "--out", out)
                for seed in (1, 2)]
     results = [(writer.pid, writer.wait(SUBPROCESS_TIMEOUT_S), writer.communicate()[1]) for writer in writers]
@@ -155,7 +155,7 @@ def test_two_writers_started_together_leave_exactly_one_run(corpus, tmp_path, en
     (_, _, loser_err), = [r for r in results if r[1] == 2]
     assert (f"in use by pid {winner} on host" in loser_err or "folder is not empty" in loser_err), loser_err
     seed = train_seed(out)
-    assert [row["Step"] for row in read_log(out / "log_data.csv")] == [0, 4, 8]
+    assert [row.step for row in read_log(out / "log_data.csv")] == [0, 4, 8]
     assert all(load_checkpoint(path).train_config.seed == seed for _, path in list_checkpoints(out))
     assert f'"seed": {seed}' in (out / "train_config.json").read_text()
     assert not (out / LOCK_FILE).exists()
@@ -163,7 +163,7 @@ def test_two_writers_started_together_leave_exactly_one_run(corpus, tmp_path, en
 
 def test_a_folder_in_use_refuses_a_second_writer_and_a_resume(corpus, tmp_path, env):
     out = tmp_path / "run"
-    steps = ["--set", "max_iters=16", "--set", "eval_interval=4", "--set", "checkpoint_interval=2"]
+    steps = ["--set", "max_steps=16", "--set", "eval_interval=4", "--set", "checkpoint_interval=2"]
     writer = start_fha(env, "train", *TINY, *steps, "--data", corpus, "--out", out)
     try:
         while not list_checkpoints(out) and writer.poll() is None:
@@ -177,7 +177,7 @@ def test_a_folder_in_use_refuses_a_second_writer_and_a_resume(corpus, tmp_path, 
     finally:
         writer.send_signal(signal.SIGCONT)
     assert writer.wait(SUBPROCESS_TIMEOUT_S) == 0
-    assert [row["Step"] for row in read_log(out / "log_data.csv")] == [0, 4, 8, 12, 16]
+    assert [row.step for row in read_log(out / "log_data.csv")] == [0, 4, 8, 12, 16]
     assert [step for step, _ in list_checkpoints(out)] == list(range(2, 17, 2))
 
 
@@ -197,11 +197,11 @@ def test_resume_from_another_folder_with_relative_paths(tmp_path, env):
     work = tmp_path / "work"
     work.mkdir()
     write_corpus(work / "stories.txt")
-    assert fha(env, "train", *TINY, "--set", "max_iters=4", "--set", "checkpoint_interval=2",
+    assert fha(env, "train", *TINY, "--set", "max_steps=4", "--set", "checkpoint_interval=2",
                "--data", "stories.txt", "--out", "run", cwd=work).returncode == 0
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    result = fha(env, "train", "--resume", work / "run", "--set", "max_iters=6", cwd=elsewhere)
+    result = fha(env, "train", "--resume", work / "run", "--set", "max_steps=6", cwd=elsewhere)
     assert result.returncode == 0, result.stderr[-3000:]
     assert load_checkpoint(work / "run").state["data"]["source"] == str(work / "stories.txt")
 
@@ -210,21 +210,21 @@ def test_resume_refuses_other_training_documents_and_applies_new_validation_ones
     data, val, other_val = (write_corpus(tmp_path / f"{name}.txt", seed=seed)
                             for name, seed in (("train", 0), ("val", 1), ("other-val", 2)))
     out = tmp_path / "run"
-    assert cli("train", *TINY, *SIX_STEPS, "--set", "max_iters=4", "--data", data, "--val-data", val,
+    assert cli("train", *TINY, *SIX_STEPS, "--set", "max_steps=4", "--data", data, "--val-data", val,
                "--out", out) == 0
     capsys.readouterr()
     # Other training documents: the sampler's position would mean nothing.
-    assert cli("train", "--resume", out, "--set", "max_iters=6", "--data", other_val) == 2
+    assert cli("train", "--resume", out, "--set", "max_steps=6", "--data", other_val) == 2
     assert "differ from the ones the run was trained on" in capsys.readouterr().err
     # Dropping --val-data changes the training split (val_fraction is held out of --data instead).
     moved = tmp_path / "moved.txt"
     moved.write_bytes(data.read_bytes())
     data.unlink()
-    assert cli("train", "--resume", out, "--set", "max_iters=6") == 2
+    assert cli("train", "--resume", out, "--set", "max_steps=6") == 2
     err = capsys.readouterr().err
     assert f"the run's --data {data} is not there any more; pass --data with the same documents" in err
     # The same documents from a new place are fine, and --val-data alone is applied, and said so.
-    assert cli("train", "--resume", out, "--set", "max_iters=6", "--data", moved, "--val-data", other_val) == 0
+    assert cli("train", "--resume", out, "--set", "max_steps=6", "--data", moved, "--val-data", other_val) == 0
     assert "validation data changed on resume" in caplog.text and str(other_val) in caplog.text
     data_state = load_checkpoint(out).state["data"]
     assert data_state["source"] == str(moved) and data_state["val_source"] == str(other_val)
@@ -233,10 +233,10 @@ def test_resume_refuses_other_training_documents_and_applies_new_validation_ones
 def test_resume_without_val_data_after_a_separate_validation_file_refuses(tmp_path, capsys):
     data, val = write_corpus(tmp_path / "train.txt"), write_corpus(tmp_path / "val.txt", seed=1)
     out = tmp_path / "run"
-    assert cli("train", *TINY, "--set", "max_iters=4", "--data", data, "--val-data", val, "--out", out) == 0
+    assert cli("train", *TINY, "--set", "max_steps=4", "--data", data, "--val-data", val, "--out", out) == 0
     capsys.readouterr()
     val.unlink()
-    assert cli("train", "--resume", out, "--set", "max_iters=6") == 2
+    assert cli("train", "--resume", out, "--set", "max_steps=6") == 2
     err = capsys.readouterr().err
     assert f"the run's --val-data {val} is not there any more; pass --val-data" in err
 
@@ -249,14 +249,14 @@ def test_resumed_run_never_shows_older_final_weights(corpus, tmp_path, env):
     assert cli("train", *TINY, *SIX_STEPS, "--data", corpus, "--out", out) == 0
     assert (out / MODEL_FILE).read_bytes() == (out / "checkpoints" / "step-6" / MODEL_FILE).read_bytes()
     killed = fha_signalled_at(env, "save_model:1:KILL", "train", "--resume", out / "checkpoints" / "step-2",
-                              "--overwrite", "--set", "max_iters=8", "--set", "lr_max=0.005")
+                              "--overwrite", "--set", "max_steps=8", "--set", "lr_max=0.005")
     assert killed.returncode == KILLED
     assert not (out / MODEL_FILE).exists()  # the old 6-step weights went with the old settings
-    assert '"max_iters": 8' in (out / "train_config.json").read_text()
+    assert '"max_steps": 8' in (out / "train_config.json").read_text()
     evaluated = fha(env, "eval", out, "--data", corpus)  # the new run's latest checkpoint, never the old weights
     assert evaluated.returncode == 0 and "no final weights (the run is unfinished); using its latest checkpoint, " \
         "step 2" in evaluated.stderr
-    assert fha(env, "train", "--resume", out / "checkpoints" / "step-2", "--overwrite", "--set", "max_iters=8",
+    assert fha(env, "train", "--resume", out / "checkpoints" / "step-2", "--overwrite", "--set", "max_steps=8",
                "--set", "lr_max=0.005").returncode == 0
     assert (out / MODEL_FILE).read_bytes() == (out / "checkpoints" / "step-8" / MODEL_FILE).read_bytes()
 
@@ -319,7 +319,7 @@ def test_divergence_names_a_checkpoint_that_can_be_resumed(corpus, tmp_path, mon
     monkeypatch.setattr(GPT, "forward", exploding)
     out = tmp_path / "run"
     with pytest.raises(FhaError) as raised:
-        run_tiny(corpus, out, checkpoint_interval=1, max_iters=8)
+        run_tiny(corpus, out, checkpoint_interval=1, max_steps=8)
     message = str(raised.value)
     assert message.startswith("loss became nan at step 5; the last good checkpoint is ")
     assert f"{out / 'checkpoints' / 'step-2'} (finite weights, validation loss" in message
@@ -328,7 +328,7 @@ def test_divergence_names_a_checkpoint_that_can_be_resumed(corpus, tmp_path, mon
     assert f"fha train --resume {out / 'checkpoints' / 'step-2'} --overwrite --set lr_max=..." in message
     monkeypatch.undo()
     assert cli("train", "--resume", out / "checkpoints" / "step-2", "--overwrite", "--set", "lr_max=0.005") == 0
-    assert all(math.isfinite(row["Validation Loss"]) for row in read_log(out / "log_data.csv"))
+    assert all(math.isfinite(row.val_loss) for row in read_log(out / "log_data.csv"))
 
 
 # ---------------------------------------------------------------------------- 8. the very end
@@ -455,7 +455,7 @@ def run_dir_factory(trained_run):
     ("dim=99999999999999999999999", "invalid configuration: dim must be at most 2147483647"),
     ("seed=-1", "invalid configuration: seed must be a whole number in [0, 2**32), got -1"),
     ("seed=99999999999999999999", "seed must be a whole number in [0, 2**32), got 99999999999999999999"),
-    ("num_restarts=1000000000", "num_restarts (1000000000) must be below max_iters"),
+    ("num_restarts=1000000000", "num_restarts (1000000000) must be below max_steps"),
 ])
 def test_bad_settings_are_one_line_before_anything_is_written(corpus, tmp_path, capsys, setting, expected):
     out = tmp_path / "run"
@@ -509,12 +509,12 @@ def test_resume_below_the_checkpoints_step_and_a_binary_log(corpus, tmp_path, ca
     out = tmp_path / "run"
     assert cli("train", *TINY, *SIX_STEPS, "--data", corpus, "--out", out) == 0
     capsys.readouterr()
-    assert cli("train", "--resume", out, "--set", "max_iters=3") == 2
+    assert cli("train", "--resume", out, "--set", "max_steps=3") == 2
     assert capsys.readouterr().err.strip() == (
-        f"fha: error: {out / 'checkpoints' / 'step-6'}: max_iters=3 is below the checkpoint's step 6; a resume "
-        "continues up to max_iters, so pass --set max_iters=6 or more (or resume an earlier checkpoint)")
+        f"fha: error: {out / 'checkpoints' / 'step-6'}: max_steps=3 is below the checkpoint's step 6; a resume "
+        "continues up to max_steps, so pass --set max_steps=6 or more (or resume an earlier checkpoint)")
     (out / "log_data.csv").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
-    assert cli("train", "--resume", out, "--set", "max_iters=8") == 2
+    assert cli("train", "--resume", out, "--set", "max_steps=8") == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
         f"fha: error: {out / 'log_data.csv'}: not a readable training log (")
 
@@ -542,13 +542,13 @@ def test_schedule_plot_of_a_billion_steps_evaluates_a_bounded_number_of_them():
     from fha.train.config import TrainConfig
     from fha.train.schedule import MAX_PLOT_POINTS, LRSchedule, plot_steps
 
-    schedule = LRSchedule.from_config(TrainConfig(max_iters=10**9, num_restarts=2))
+    schedule = LRSchedule.from_config(TrainConfig(max_steps=10**9, num_restarts=2))
     steps = plot_steps(schedule)
     assert len(steps) <= MAX_PLOT_POINTS + 3 * (schedule.num_cycles + 2)
     assert steps[0] == 0 and steps[-1] == 10**9 - 1
     for bound in schedule.cycle_boundaries()[1:-1]:  # each restart is drawn as a jump, not smoothed over
         assert math.floor(bound) - 1 in steps and math.ceil(bound) in steps
-    short = LRSchedule.from_config(TrainConfig(max_iters=50))
+    short = LRSchedule.from_config(TrainConfig(max_steps=50))
     assert plot_steps(short) == list(range(50))
 
 
@@ -560,9 +560,9 @@ def test_tokens_per_second_counts_only_real_tokens(corpus, tmp_path, monkeypatch
     """With a clock that advances one second per reading, Tokens/s is the real tokens per step."""
     clock = iter(range(10**6))
     monkeypatch.setattr("fha.train.loop.time.perf_counter", lambda: float(next(clock)))
-    run_tiny(corpus, tmp_path / "run", tiny_model_config(max_seq_len=64), batching=batching, max_iters=4,
+    run_tiny(corpus, tmp_path / "run", tiny_model_config(max_seq_len=64), batching=batching, max_steps=4,
              eval_interval=2)
-    rates = [row["Tokens/s"] for row in read_log(tmp_path / "run" / "log_data.csv")][1:]
+    rates = [row.tokens_per_s for row in read_log(tmp_path / "run" / "log_data.csv")][1:]
     full = 4 * 64  # batch_size x max_seq_len; the stories are shorter, so padded rows hold pads
     if batching == "packed":
         assert rates == [full, full]

@@ -15,7 +15,7 @@ LR_INIT, LR_MAX, LR_MIN = 1e-5, 0.1, 1e-3
 
 def make(**changes) -> LRSchedule:
     # 200 steps: 10 warmup, 150 annealing in cycles 10, 20, 40, 80 (starts 10, 20, 40, 80), 40 flat.
-    base = {"max_iters": 200, "warmup_iters": 10, "final_flat_iters": 40, "num_restarts": 3, "T_mult": 2.0,
+    base = {"max_steps": 200, "warmup_steps": 10, "final_flat_steps": 40, "num_restarts": 3, "T_mult": 2.0,
             "lr_init": LR_INIT, "lr_max": LR_MAX, "lr_min": LR_MIN, "anneal_type": "cos"}
     return LRSchedule.from_config(TrainConfig(**{**base, **changes}))
 
@@ -59,21 +59,21 @@ def test_equal_cycles_with_t_mult_one_and_a_single_cycle_without_restarts():
     assert single(85) == pytest.approx(cos_value(0.5))
 
 
-def test_defaults_are_fractions_of_max_iters():
-    config = TrainConfig(max_iters=2000)
-    assert (config.warmup_steps, config.final_flat_steps) == (100, 600)
-    assert TrainConfig(max_iters=2000, warmup_iters=0).warmup_steps == 0
+def test_defaults_are_fractions_of_max_steps():
+    config = TrainConfig(max_steps=2000)
+    assert (config.warmup_length, config.final_flat_length) == (100, 600)
+    assert TrainConfig(max_steps=2000, warmup_steps=0).warmup_length == 0
 
 
 def test_schedule_that_leaves_no_room_to_anneal_is_rejected():
     with pytest.raises(ValueError, match="annealing cycles"):
-        TrainConfig(max_iters=100, warmup_iters=60, final_flat_iters=38, num_restarts=3)
+        TrainConfig(max_steps=100, warmup_steps=60, final_flat_steps=38, num_restarts=3)
 
 
 def test_plot_and_cli(tmp_path, capsys):
     plot_schedule(make(), tmp_path / "a.png")
     assert (tmp_path / "a.png").stat().st_size > 0
-    assert main(["schedule", "--preset", "seed-1m", "--set", "max_iters=400", "--plot", str(tmp_path / "b.png")]) == 0
+    assert main(["schedule", "--preset", "seed-1m", "--set", "max_steps=400", "--plot", str(tmp_path / "b.png")]) == 0
     out = capsys.readouterr().out
     assert "warmup 20 steps" in out and (tmp_path / "b.png").is_file()
 
@@ -81,17 +81,17 @@ def test_plot_and_cli(tmp_path, capsys):
 @pytest.mark.parametrize("t_mult", [math.inf, 1e308])
 def test_infinite_or_overflowing_t_mult_is_rejected(t_mult):
     with pytest.raises(ValueError, match="T_mult"):
-        TrainConfig(max_iters=200, num_restarts=3, T_mult=t_mult)
+        TrainConfig(max_steps=200, num_restarts=3, T_mult=t_mult)
 
 
 def test_every_annealing_cycle_gets_at_least_one_step():
     # 15 annealing steps fit cycles of 1, 2, 4 and 8 steps; 14 would make the first one 0.93 steps
     # long and skip its restart altogether.
-    fits = make(max_iters=25, warmup_iters=5, final_flat_iters=5)
+    fits = make(max_steps=25, warmup_steps=5, final_flat_steps=5)
     starts = [math.ceil(b) for b in fits.cycle_boundaries()]
     assert starts == [5, 6, 8, 12, 20] and len(set(starts)) == len(starts)
     with pytest.raises(ValueError, match="annealing cycles"):
-        make(max_iters=24, warmup_iters=5, final_flat_iters=5)
+        make(max_steps=24, warmup_steps=5, final_flat_steps=5)
 
 
 def test_schedule_plot_goes_into_new_folders_and_bad_formats_are_one_line(tmp_path, capsys):

@@ -133,7 +133,7 @@ def test_verdict_sentences_follow_the_interval():
     ({"seeds": "[0, 0]"}, "seeds has repeated values: [0, 0]"),
     ({"tokens": 100}, "tokens: 100 is not a whole number of steps of variant fha (64 tokens per step = batch_size 4 "
                       "x grad_accum_steps 1 x max_seq_len 16); the nearest are 64 and 128"),
-    ({"shared": SHARED + "max_iters = 5\n"}, "set.max_iters: set by the study's `tokens`, not here"),
+    ({"shared": SHARED + "max_steps = 5\n"}, "set.max_steps: set by the study's `tokens`, not here"),
     ({"variants": VARIANTS.replace('attention = "mha"', 'attention = "mha", vocab_size = 32')},
      "variants[1].set.vocab_size: must be the same for every variant (put it in [set])"),
     ({"variants": VARIANTS.replace('attention = "mha"', 'atention = "mha"')},
@@ -150,10 +150,10 @@ def test_spec_errors_name_the_field(tmp_path, change, message):
     assert str(err.value).startswith(f"{path}: ") and message in str(err.value)
 
 
-def test_spec_budget_sets_max_iters_and_sweep_scales_the_schedule(tmp_path):
+def test_spec_budget_sets_max_steps_and_sweep_scales_the_schedule(tmp_path):
     spec = load_spec(write_spec(tmp_path))
     model, train = spec.configs(RunPlan("mha", 1, 0.003))
-    assert model.attention == "mha" and train.max_iters == 8 and train.seed == 1
+    assert model.attention == "mha" and train.max_steps == 8 and train.seed == 1
     assert train.lr_max == 0.003 and train.lr_min == pytest.approx(1e-3 * 0.003 / 1e-2)  # tiny: lr_min/lr_max = 0.1
 
 

@@ -19,7 +19,7 @@ from fha.tokenizer import Tokenizer
 TESTS = Path(__file__).resolve().parent
 DOCS = ["Once upon a time there was a cat.", "The dog ran to the park.", "Lily and Tom found a red ball."]
 TINY = ["--preset", "tiny", "--set", "dim=32", "--set", "num_layers=1", "--set", "max_seq_len=16",
-        "--set", "vocab_size=64", "--set", "batch_size=4", "--set", "eval_samples=1", "--set", "max_iters=4",
+        "--set", "vocab_size=64", "--set", "batch_size=4", "--set", "eval_samples=1", "--set", "max_steps=4",
         "--set", "eval_interval=2", "--set", "checkpoint_interval=2", "--device", "cpu"]
 RACE_DOCUMENTS = 4000  # enough text that both runs are still writing the cache when the other starts
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import signal
 
@@ -22,7 +23,8 @@ from fha.data import PackedBatches
 from fha.errors import FhaError
 from fha.run import load_run
 from fha.train.checkpoint import list_checkpoints, load_checkpoint
-from fha.train.logbook import COLUMNS, read_log
+from fha.train.logbook import COLUMNS, LogRow, read_log
+from fha.train import loop
 from fha.train.loop import TrainRequest, train
 from fha.train.optim import make_optimizer, parameter_groups
 
@@ -55,17 +57,20 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(corpus, tmp_path):
     checkpoint = load_checkpoint(tmp_path / "full" / "checkpoints" / "step-3")
     resumed = train(TrainRequest(checkpoint.model_config, checkpoint.train_config, str(corpus), tmp_path / "resumed",
                                  device="cpu", resume=checkpoint))
-    keys = ("Step", "Learning Rate", "Train Loss", "Validation Loss")
-    after = [tuple(row[k] for k in keys) for row in full.history if row["Step"] > 3]
-    assert [tuple(row[k] for k in keys) for row in resumed.history] == after
+    after = [untimed(row) for row in full.history if row.step > 3]
+    assert [untimed(row) for row in resumed.history] == after
     logged = read_log(tmp_path / "resumed" / "log_data.csv")  # rows 0-3 copied, 4-6 new
-    assert [tuple(row[k] for k in keys) for row in logged] == [tuple(row[k] for k in keys) for row in full.history]
+    assert [untimed(row) for row in logged] == [untimed(row) for row in full.history]
     a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
     assert all(torch.equal(a[name], b[name]) for name in a)
 
 
+def untimed(row: LogRow) -> tuple[float, ...]:
+    return row.step, row.learning_rate, row.train_loss, row.val_loss
+
+
 def test_grad_accumulation_equals_one_big_batch(corpus, tmp_path):
-    common = {"max_iters": 1, "eval_samples": 1, "grad_clip": None, "weight_decay": 0.1}
+    common = {"max_steps": 1, "eval_samples": 1, "grad_clip": None, "weight_decay": 0.1}
     run_tiny(corpus, tmp_path / "accum", batch_size=8, grad_accum_steps=4, **common)
     run_tiny(corpus, tmp_path / "big", batch_size=32, grad_accum_steps=1, **common)
     a, b = load_file(tmp_path / "accum" / "model.safetensors"), load_file(tmp_path / "big" / "model.safetensors")
@@ -80,7 +85,7 @@ def test_grad_accumulation_equals_one_big_batch_with_padding(corpus, tmp_path):
     # Rows of 64 positions hold whole stories of varying length, so the micro-batches have different
     # numbers of real targets: each must count in proportion to them, as in the big batch's mean.
     model = tiny_model_config(max_seq_len=64)
-    common = {"max_iters": 1, "eval_samples": 1, "grad_clip": None, "batching": "padded"}
+    common = {"max_steps": 1, "eval_samples": 1, "grad_clip": None, "batching": "padded"}
     run_tiny(corpus, tmp_path / "accum", model, batch_size=8, grad_accum_steps=4, **common)
     run_tiny(corpus, tmp_path / "big", model, batch_size=32, grad_accum_steps=1, **common)
     a, b = load_file(tmp_path / "accum" / "model.safetensors"), load_file(tmp_path / "big" / "model.safetensors")
@@ -126,7 +131,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(corpus, tm
     monkeypatch.setattr(GPT, "forward", poisoned)
     out = tmp_path / "run"
     with pytest.raises(FhaError, match=r"loss became nan at step 5; the last good checkpoint is .*step-4"):
-        run_tiny(corpus, out, checkpoint_interval=2, max_iters=8)
+        run_tiny(corpus, out, checkpoint_interval=2, max_steps=8)
     assert [step for step, _ in list_checkpoints(out)] == [2, 4]
     assert load_checkpoint(out).step == 4
     assert not (out / "model.safetensors").exists()
@@ -146,18 +151,18 @@ def test_ctrl_c_writes_a_checkpoint_then_stops(corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(GPT, "forward", interrupting)
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        run_tiny(corpus, out, checkpoint_interval=100, max_iters=8)
+        run_tiny(corpus, out, checkpoint_interval=100, max_steps=8)
     assert [step for step, _ in list_checkpoints(out)] == [2]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_existing_run_is_never_overwritten_silently(corpus, tmp_path):
     out = tmp_path / "run"
-    run_tiny(corpus, out, max_iters=2)
+    run_tiny(corpus, out, max_steps=2)
     with pytest.raises(FhaError, match="not empty.*--resume.*--overwrite"):
-        run_tiny(corpus, out, max_iters=2)
+        run_tiny(corpus, out, max_steps=2)
     assert [step for step, _ in list_checkpoints(out)] == [2]
-    request = TrainRequest(tiny_model_config(), tiny_train_config(max_iters=4), str(corpus), out, device="cpu",
+    request = TrainRequest(tiny_model_config(), tiny_train_config(max_steps=4), str(corpus), out, device="cpu",
                            overwrite=True)
     train(request)
     assert [step for step, _ in list_checkpoints(out)] == [3, 4]
@@ -165,7 +170,7 @@ def test_existing_run_is_never_overwritten_silently(corpus, tmp_path):
 
 def test_given_tokenizer_sets_vocab_size(corpus, tmp_path):
     tokenizer = Tokenizer.train([corpus.read_text()], 48)
-    request = TrainRequest(tiny_model_config(vocab_size=1000), tiny_train_config(max_iters=2), str(corpus),
+    request = TrainRequest(tiny_model_config(vocab_size=1000), tiny_train_config(max_steps=2), str(corpus),
                            tmp_path / "run", device="cpu", tokenizer=tokenizer)
     train(request)
     run = load_run(tmp_path / "run")
@@ -173,14 +178,14 @@ def test_given_tokenizer_sets_vocab_size(corpus, tmp_path):
 
 
 def test_padded_batching_runs(corpus, tmp_path):
-    result = run_tiny(corpus, tmp_path / "run", batching="padded", max_iters=2)
+    result = run_tiny(corpus, tmp_path / "run", batching="padded", max_steps=2)
     assert result.val_loss == result.val_loss  # finite, not nan
 
 
 def test_train_tokens_are_cached_once(corpus, tmp_path):
-    run_tiny(corpus, tmp_path / "a", max_iters=1, eval_samples=1)
+    run_tiny(corpus, tmp_path / "a", max_steps=1, eval_samples=1)
     cached = sorted(p.name for p in (tmp_path / "cache" / "tokens").iterdir())
-    run_tiny(corpus, tmp_path / "b", max_iters=1, eval_samples=1)
+    run_tiny(corpus, tmp_path / "b", max_steps=1, eval_samples=1)
     assert sorted(p.name for p in (tmp_path / "cache" / "tokens").iterdir()) == cached
     assert len([name for name in cached if name.endswith(".json")]) == 2  # train and val
 
@@ -198,7 +203,33 @@ def test_ctrl_c_during_the_last_step_still_finishes_the_run(corpus, tmp_path, mo
 
     monkeypatch.setattr(GPT, "forward", interrupting)
     out = tmp_path / "run"
-    result = run_tiny(corpus, out, checkpoint_interval=100, max_iters=4)
+    result = run_tiny(corpus, out, checkpoint_interval=100, max_steps=4)
     assert result.step == 4
     assert (out / "model.safetensors").is_file()
     assert [step for step, _ in list_checkpoints(out)] == [4]
+
+
+def test_the_setup_is_one_frozen_value_the_loop_reads(corpus, tmp_path, monkeypatch):
+    """`train` builds the fixed parts first (set_up), then runs the loop over them."""
+    built = []
+    set_up = loop.set_up
+
+    def recording_set_up(*args, **kwargs):
+        built.append(set_up(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(loop, "set_up", recording_set_up)
+    result = run_tiny(corpus, tmp_path / "full", checkpoint_interval=3)
+    (setup,) = built
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setup.model = None
+    assert setup.start_step == 0 and setup.train_model is setup.model  # one process: no DDP wrapper
+    assert setup.model_config.vocab_size == setup.tokenizer.vocab_size == result.load()[0].config.vocab_size
+    assert setup.config == tiny_train_config(checkpoint_interval=3) and setup.run_dir == tmp_path / "full"
+
+    checkpoint = load_checkpoint(tmp_path / "full" / "checkpoints" / "step-3")
+    train(TrainRequest(checkpoint.model_config, checkpoint.train_config, str(corpus), tmp_path / "resumed",
+                       device="cpu", resume=checkpoint))
+    resumed = built[-1]
+    assert resumed.start_step == 3 and resumed.start_elapsed == checkpoint.state["elapsed"]
+    assert resumed.tokenizer is checkpoint.tokenizer

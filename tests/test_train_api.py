@@ -19,25 +19,25 @@ def test_python_run_equals_the_cli_run(corpus, tmp_path, capsys):
     typed = {key: int(value) for key, value in OVERRIDES.items()}  # typed values work like --set strings
     run = fha.train_model("tiny", overrides=typed, data=corpus, out=tmp_path / "api", device="cpu")
     assert run.run_dir == tmp_path / "api" and run.step == 4
-    keys = ("Step", "Learning Rate", "Train Loss", "Validation Loss")
-    logged = {name: [tuple(row[k] for k in keys) for row in read_log(tmp_path / name / "log_data.csv")]
+    logged = {name: [(row.step, row.learning_rate, row.train_loss, row.val_loss)
+                     for row in read_log(tmp_path / name / "log_data.csv")]
               for name in ("cli", "api")}
     assert logged["api"] == logged["cli"] and len(logged["api"]) == 3
     model, tokenizer, configs = run.load()
-    assert configs.train.max_iters == 4 and model.config == configs.model
+    assert configs.train.max_steps == 4 and model.config == configs.model
     assert tokenizer.vocab_size == model.config.vocab_size
 
 
 def test_resume_and_config_tables(corpus, tmp_path):
     tables = {"model": {"dim": 32, "num_layers": 1, "max_seq_len": 16, "vocab_size": 64, "num_q_heads": 2,
                         "head_dim": 16},
-              "train": {"batch_size": 4, "max_iters": 4, "eval_interval": 2, "eval_samples": 1,
+              "train": {"batch_size": 4, "max_steps": 4, "eval_interval": 2, "eval_samples": 1,
                         "checkpoint_interval": 2}}
     out = tmp_path / "run"
     first = fha.train_model(config=tables, overrides={"attention": "mha"}, data=str(corpus), out=out, device="cpu")
     assert first.load().configs.model.attention == "mha"
-    longer = fha.train_model(resume=out, overrides={"max_iters": 6}, device="cpu")
-    assert longer.step == 6 and [row["Step"] for row in read_log(out / "log_data.csv")] == [0, 2, 4, 6]
+    longer = fha.train_model(resume=out, overrides={"max_steps": 6}, device="cpu")
+    assert longer.step == 6 and [row.step for row in read_log(out / "log_data.csv")] == [0, 2, 4, 6]
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -56,5 +56,5 @@ def test_mistakes_are_fha_errors(kwargs, message):
 
 
 def test_resolve_configs_is_what_print_config_shows():
-    model, train = resolve_configs("tiny", overrides={"attention": "mha", "max_iters": 12})
-    assert model.attention == "mha" and train.max_iters == 12 and train.log_interval == 10
+    model, train = resolve_configs("tiny", overrides={"attention": "mha", "max_steps": 12})
+    assert model.attention == "mha" and train.max_steps == 12 and train.log_interval == 10

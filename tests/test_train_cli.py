@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from fha.train.checkpoint import STATE_FILE, list_checkpoints
 from fha.train.logbook import read_log
 
 TINY_SETS = ["--set", "dim=32", "--set", "num_layers=1", "--set", "max_seq_len=16", "--set", "vocab_size=64",
-             "--set", "batch_size=4", "--set", "max_iters=4", "--set", "eval_interval=2", "--set", "eval_samples=1",
+             "--set", "batch_size=4", "--set", "max_steps=4", "--set", "eval_interval=2", "--set", "eval_samples=1",
              "--set", "checkpoint_interval=2"]
 
 
@@ -37,16 +38,32 @@ def test_train_and_resume_through_the_cli(corpus, tmp_path, capsys):
     assert main(["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--out", str(out),
                  "--device", "cpu"]) == 0
     assert [step for step, _ in list_checkpoints(out)] == [2, 4]
+    assert main(["train", "--resume", str(out), "--set", "max_steps=6"]) == 0
+    assert [step for step, _ in list_checkpoints(out)] == [2, 4, 6]
+    assert [row.step for row in read_log(out / "log_data.csv")] == [0, 2, 4, 6]
+
+
+def test_a_run_written_with_the_old_step_field_names_resumes(corpus, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--out", str(out),
+                 "--device", "cpu"]) == 0
+    for path in out.rglob("train_config.json"):  # the run's and its checkpoints', as written before the rename
+        config = json.loads(path.read_text())
+        for old, new in (("max_iters", "max_steps"), ("warmup_iters", "warmup_steps"),
+                         ("final_flat_iters", "final_flat_steps")):
+            config[old] = config.pop(new)
+        path.write_text(json.dumps(config))
     assert main(["train", "--resume", str(out), "--set", "max_iters=6"]) == 0
     assert [step for step, _ in list_checkpoints(out)] == [2, 4, 6]
-    assert [row["Step"] for row in read_log(out / "log_data.csv")] == [0, 2, 4, 6]
+    assert [row.step for row in read_log(out / "log_data.csv")] == [0, 2, 4, 6]
+    assert json.loads((out / "train_config.json").read_text())["max_steps"] == 6
 
 
 @pytest.mark.parametrize("extra, expected", [
     (["--set", "dimm=3"], "unknown setting (did you mean dim?)"),
     (["--set", "dim=0"], "invalid configuration: dim must be positive"),
     (["--set", "anneal_type=exp"], "anneal_type must be one of cos, lin"),
-    (["--set", "max_iters=ten"], "max_iters='ten': expected int"),
+    (["--set", "max_steps=ten"], "max_steps='ten': expected int"),
     (["--set", "T_mult=inf"], "T_mult must be a finite number"),
 ])
 def test_bad_settings(corpus, tmp_path, capsys, extra, expected):
@@ -95,12 +112,12 @@ def test_subprocess_error_is_one_line(tmp_path):
 
 def test_tiny_preset_on_the_tinystories_sample(sample_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--preset", "tiny", "--set", "max_iters=3", "--set", "batch_size=4",
+    assert main(["train", "--preset", "tiny", "--set", "max_steps=3", "--set", "batch_size=4",
                  "--set", "eval_samples=1", "--data", str(sample_dir / "train.txt"),
                  "--val-data", str(sample_dir / "valid.txt"), "--out", str(out)]) == 0
     run = load_run(out)
     assert run.model.config.vocab_size == run.tokenizer.vocab_size == 512
-    assert [row["Step"] for row in read_log(out / "log_data.csv")] == [0, 3]
+    assert [row.step for row in read_log(out / "log_data.csv")] == [0, 3]
 
 
 def test_tokenizer_size_conflicting_with_set_vocab_size(corpus, tmp_path, capsys):
@@ -129,7 +146,7 @@ def test_damaged_training_state_is_one_line(corpus, tmp_path, capsys, damage, ex
         else:
             state[key] = value
     torch.save(state, state_file)
-    fails_with_one_line(capsys, ["train", "--resume", str(out), "--set", "max_iters=6"], expected)
+    fails_with_one_line(capsys, ["train", "--resume", str(out), "--set", "max_steps=6"], expected)
 
 
 def test_empty_state_file_names_the_problem(corpus, tmp_path, capsys):
@@ -149,9 +166,9 @@ def test_resuming_an_older_checkpoint_in_place_keeps_later_ones_unless_overwrite
                         "holds checkpoints after step 2 (step-4)")
     assert [step for step, _ in list_checkpoints(out)] == [2, 4]
     assert main(["train", "--resume", str(out / "checkpoints" / "step-2"), "--overwrite",
-                 "--set", "max_iters=3", "--set", "checkpoint_interval=3"]) == 0
+                 "--set", "max_steps=3", "--set", "checkpoint_interval=3"]) == 0
     assert [step for step, _ in list_checkpoints(out)] == [2, 3]
-    assert [row["Step"] for row in read_log(out / "log_data.csv")] == [0, 2, 3]
+    assert [row.step for row in read_log(out / "log_data.csv")] == [0, 2, 3]
 
 
 def test_checkpoint_copied_out_of_its_run_needs_out(corpus, tmp_path, capsys):
@@ -185,4 +202,4 @@ def test_malformed_log_is_one_line_on_resume(corpus, tmp_path, capsys):
                  "--device", "cpu"]) == 0
     log_file = out / "log_data.csv"
     log_file.write_text(log_file.read_text() + "two,1,1,1,1,1,1\n")
-    fails_with_one_line(capsys, ["train", "--resume", str(out), "--set", "max_iters=6"], "malformed row")
+    fails_with_one_line(capsys, ["train", "--resume", str(out), "--set", "max_steps=6"], "malformed row")

@@ -23,7 +23,7 @@ def experiment_toml() -> str:
     lines += [f"{key} = {value}" for key, value in
               (("dim", model.dim), ("num_layers", model.num_layers), ("max_seq_len", model.max_seq_len),
                ("vocab_size", model.vocab_size), ("num_q_heads", model.num_q_heads), ("head_dim", model.head_dim))]
-    lines += ["[train]", f"batch_size = {PER_RANK_BATCH}", "max_iters = 4", "eval_interval = 1", "eval_samples = 2",
+    lines += ["[train]", f"batch_size = {PER_RANK_BATCH}", "max_steps = 4", "eval_interval = 1", "eval_samples = 2",
               "checkpoint_interval = 2", "lr_init = 1e-3", "lr_max = 1e-2", "lr_min = 1e-3"]
     return "\n".join(lines) + "\n"
 
@@ -43,15 +43,15 @@ def test_two_gloo_processes_match_one_process(tmp_path, monkeypatch):
     assert result.returncode == 0, result.stderr[-3000:]
 
     monkeypatch.setenv("FHA_CACHE_DIR", str(tmp_path / "cache"))
-    run_tiny(corpus, tmp_path / "single", batch_size=PER_RANK_BATCH * WORLD_SIZE, max_iters=4, eval_interval=1,
+    run_tiny(corpus, tmp_path / "single", batch_size=PER_RANK_BATCH * WORLD_SIZE, max_steps=4, eval_interval=1,
              eval_samples=2, checkpoint_interval=2)
 
     assert (tmp_path / "ddp" / "tokenizer.json").read_text() == (tmp_path / "single" / "tokenizer.json").read_text()
     ddp_log, single_log = read_log(tmp_path / "ddp" / "log_data.csv"), read_log(tmp_path / "single" / "log_data.csv")
-    assert [row["Step"] for row in ddp_log] == [row["Step"] for row in single_log] == [0, 1, 2, 3, 4]
+    assert [row.step for row in ddp_log] == [row.step for row in single_log] == [0, 1, 2, 3, 4]
     for ddp_row, single_row in zip(ddp_log, single_log, strict=True):
-        for key in ("Learning Rate", "Train Loss", "Validation Loss"):
-            assert ddp_row[key] == pytest.approx(single_row[key], rel=1e-5)
+        for key in ("learning_rate", "train_loss", "val_loss"):
+            assert getattr(ddp_row, key) == pytest.approx(getattr(single_row, key), rel=1e-5)
     ddp_weights = load_file(tmp_path / "ddp" / "model.safetensors")
     single_weights = load_file(tmp_path / "single" / "model.safetensors")
     for name, tensor in single_weights.items():

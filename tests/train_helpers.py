@@ -36,7 +36,7 @@ def tiny_model_config(**changes) -> ModelConfig:
 
 
 def tiny_train_config(**changes) -> TrainConfig:
-    base = {"batch_size": 4, "max_iters": 6, "eval_interval": 2, "eval_samples": 2, "checkpoint_interval": 3,
+    base = {"batch_size": 4, "max_steps": 6, "eval_interval": 2, "eval_samples": 2, "checkpoint_interval": 3,
             "lr_init": 1e-3, "lr_max": 1e-2, "lr_min": 1e-3, "seed": 0}
     return TrainConfig(**{**base, **changes})
 

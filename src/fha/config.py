@@ -106,7 +106,13 @@ def _parse_scalar(text: str, kind: Any) -> Any:
 
 @dataclasses.dataclass
 class ConfigBase:
-    """Behaviour shared by every config: strict dict/JSON loading and typed overrides."""
+    """Behaviour shared by every config: strict dict/JSON loading and typed overrides.
+
+    `RENAMED` maps a field's old name to its current one: files, ``--set`` and dicts that use
+    the old name still load, so runs and checkpoints written before the rename resume.
+    """
+
+    RENAMED: typing.ClassVar[Mapping[str, str]] = {}
 
     @classmethod
     def field_types(cls) -> dict[str, tuple[type, ...]]:
@@ -114,7 +120,27 @@ class ConfigBase:
         return {f.name: _allowed_types(hints[f.name]) for f in dataclasses.fields(cls) if f.init}
 
     @classmethod
+    def current_name(cls, key: str) -> str:
+        """The field's name now (an old name maps to the new one; any other key is returned as is)."""
+        return cls.RENAMED.get(key, key)
+
+    @classmethod
+    def with_current_names(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+        """`data` with old field names replaced by the current ones; a field given under both names is
+        a ValueError."""
+        result: dict[str, Any] = {}
+        given: dict[str, str] = {}  # current name -> the key it was given as
+        for key, value in data.items():
+            name = cls.current_name(key)
+            if name in result:
+                old, new = sorted((key, given[name]), key=lambda k: k == name)  # the old name first
+                raise ValueError(f"'{old}' is the old name of '{new}'; give only '{new}'")
+            result[name], given[name] = value, key
+        return result
+
+    @classmethod
     def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
+        data = cls.with_current_names(data)
         known = cls.field_types()
         for key in data:
             if key not in known:
@@ -145,11 +171,12 @@ class ConfigBase:
 
     def replace(self: C, **changes: Any) -> C:
         """A copy with some fields changed, validated again."""
-        return type(self).from_dict({**self.to_dict(), **changes})
+        return type(self).from_dict({**self.to_dict(), **self.with_current_names(changes)})
 
     @classmethod
     def parse_field(cls, name: str, text: str) -> Any:
         """Turn the string of a ``--set name=text`` into a value of the field's type."""
+        name = cls.current_name(name)
         known = cls.field_types()
         if name not in known:
             raise FhaValueError(f"unknown {cls.__name__} field '{name}'{near_matches(name, known)}")

@@ -1,7 +1,7 @@
 """The exceptions that the command line turns into a one-line message.
 
 The library names what was wrong in its own words: a parameter in backquotes (`data`), a
-setting with its value (max_iters=50), a file by its path. The command line, which knows its
+setting with its value (max_steps=50), a file by its path. The command line, which knows its
 flags, rewrites a backquoted parameter as the flag that sets it (`data` -> --data) and catches
 nothing else, so that a bug still shows its traceback.
 """

@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train a model (or resume a run)",
         description="Train an FHA or MHA model and write a run folder; or continue one with --resume.",
         epilog="Several GPUs (or CPU processes): torchrun --nproc_per_node N -m fha train ... ; "
-        "--set reaches every field of the [model] and [train] tables, e.g. --set attention=mha --set max_iters=2000.",
+        "--set reaches every field of the [model] and [train] tables, e.g. --set attention=mha --set max_steps=2000.",
     )
     source = parser.add_argument_group("what to train")
     add_experiment_arguments(source, preset_help=f"a shipped experiment: {', '.join(preset_names())}",

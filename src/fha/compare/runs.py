@@ -1,7 +1,7 @@
 """What `fha compare` knows about one run, read from its folder, and seed groups of runs.
 
-Only small files are read: model_config.json, train_config.json (optional, read as plain
-JSON so that compare does not depend on the training code), log_data.csv and metrics.csv
+Only small files are read: model_config.json, train_config.json (optional; read as plain
+JSON, with renamed fields under their current names), log_data.csv and metrics.csv
 (optional). Parameter counts come from building the model on PyTorch's "meta" device, which
 allocates nothing. A run still training or stopped (no model.safetensors yet) is read all
 the same and marked unfinished.
@@ -14,7 +14,6 @@ nothing says how they were trained.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -32,12 +31,11 @@ from fha.model.gpt import GPT
 from fha.run import LOG_FILE, METRICS_FILE, MODEL_CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE
 from fha.run_info import read_run_info
 from fha.tokenizer import Tokenizer
+from fha.train.config import TrainConfig
+from fha.train.logbook import LogRow, MetricsRow, read_rows
 
-STEP, TRAIN_LOSS, VAL_LOSS, TIME, TOKENS_PER_S = "Step", "Train Loss", "Validation Loss", "Time Elapsed", "Tokens/s"
-REQUIRED_COLUMNS = (STEP, TRAIN_LOSS, VAL_LOSS, TIME)
-METRICS_REQUIRED = (STEP, TRAIN_LOSS, TIME)  # of metrics.csv
 # Train config fields that size one optimizer step, and the one that repeats differ in.
-BATCH_SIZE, GRAD_ACCUM, SEQ_LEN, SEED = "batch_size", "grad_accum_steps", "seq_len", "seed"
+BATCH_SIZE, GRAD_ACCUM, SEED = "batch_size", "grad_accum_steps", "seed"
 EVAL_SAMPLES, DEFAULT_EVAL_SAMPLES = "eval_samples", 20  # TrainConfig's default, read without the training code
 GROUP_LABEL_TRIM = "-_. "  # stripped from the common prefix of member names
 HELD_OUT_PREFIX = "held_out:"  # metric names of SeedGroup.spread that come from RunSummary.held_out
@@ -53,6 +51,15 @@ class TrainingLog:
     time_s: np.ndarray
     tokens_per_s: np.ndarray  # all NaN when the log has no Tokens/s column
 
+    @classmethod
+    def of_rows(cls, rows: Sequence[LogRow | MetricsRow]) -> TrainingLog:
+        """The rows' columns; those of metrics.csv have no validation loss (all NaN)."""
+        def column(name: str) -> np.ndarray:
+            return np.array([getattr(row, name, math.nan) for row in rows], dtype=np.float64)
+
+        return cls(column("step").astype(np.int64), column("train_loss"), column("val_loss"), column("time_elapsed"),
+                   column("tokens_per_s"))
+
     def after(self, first_step: float) -> TrainingLog:
         """The rows with step >= first_step."""
         keep = self.step >= first_step
@@ -64,24 +71,10 @@ def read_log(path: Path) -> TrainingLog:
     """Parse log_data.csv; a missing file, missing column or unreadable number is an FhaError."""
     if not path.is_file():
         raise FhaError(f"{path.parent}: no {path.name} (the run has not logged an evaluation yet)")
-    try:
-        with path.open(newline="") as handle:
-            reader = csv.DictReader(handle)
-            columns = [name.strip() for name in reader.fieldnames or []]
-            missing = [name for name in REQUIRED_COLUMNS if name not in columns]
-            if missing:
-                raise FhaError(f"{path}: corrupt log (missing column {', '.join(missing)})")
-            rows = [{key.strip(): value for key, value in row.items() if key is not None} for row in reader]
-    except (UnicodeDecodeError, csv.Error) as err:
-        raise FhaError(f"{path}: corrupt log (not text: {err})") from None
+    rows = read_rows(path, LogRow)
     if not rows:
         raise FhaError(f"{path}: the log has no rows")
-    values = {name: np.empty(len(rows)) for name in (*REQUIRED_COLUMNS, TOKENS_PER_S)}
-    for line, row in enumerate(rows, start=2):  # line 1 is the header
-        for name, column in values.items():
-            column[line - 2] = _number(row.get(name), path, line, name, required=name == STEP)
-    return TrainingLog(values[STEP].astype(np.int64), values[TRAIN_LOSS], values[VAL_LOSS], values[TIME],
-                       values[TOKENS_PER_S])
+    return TrainingLog.of_rows(rows)
 
 
 def read_metrics_log(path: Path) -> TrainingLog | None:
@@ -89,31 +82,7 @@ def read_metrics_log(path: Path) -> TrainingLog | None:
     validation losses; None when the run has none (older runs). Bad content is an FhaError."""
     if not path.is_file():
         return None
-    try:
-        with path.open(newline="") as handle:
-            reader = csv.DictReader(handle)
-            missing = [name for name in METRICS_REQUIRED if name not in (reader.fieldnames or [])]
-            if missing:
-                raise FhaError(f"{path}: corrupt log (missing column {', '.join(missing)})")
-            rows = list(reader)
-    except UnicodeDecodeError as err:
-        raise FhaError(f"{path}: corrupt log (not text: {err})") from None
-    columns = {name: np.array([_number(row.get(name), path, line, name, required=name == STEP)
-                               for line, row in enumerate(rows, start=2)], dtype=np.float64)
-               for name in (*METRICS_REQUIRED, TOKENS_PER_S)}
-    return TrainingLog(columns[STEP].astype(np.int64), columns[TRAIN_LOSS], np.full(len(rows), math.nan),
-                       columns[TIME], columns[TOKENS_PER_S])
-
-
-def _number(text: str | None, path: Path, line: int, column: str, required: bool) -> float:
-    if text is None or not text.strip():
-        if required:
-            raise FhaError(f"{path}:{line}: corrupt log (no {column})")
-        return math.nan
-    try:
-        return float(text)
-    except ValueError:
-        raise FhaError(f"{path}:{line}: corrupt log ({column} is {text.strip()!r}, not a number)") from None
+    return TrainingLog.of_rows(read_rows(path, MetricsRow))
 
 
 @dataclass
@@ -169,15 +138,12 @@ class RunSummary:
 
     @property
     def tokens_per_step(self) -> int | None:
-        """batch_size x grad_accum_steps x sequence length, or None without a train config.
-
-        The sequence length is the train config's ``seq_len`` when it has one, else the
-        model's ``max_seq_len`` (training windows fill the context).
-        """
+        """batch_size x grad_accum_steps x max_seq_len (training windows fill the context), or
+        None without a train config."""
         if self.train_config is None or BATCH_SIZE not in self.train_config:
             return None
-        seq_len = self.train_config.get(SEQ_LEN, self.model_config.max_seq_len)
-        return int(self.train_config[BATCH_SIZE]) * int(self.train_config.get(GRAD_ACCUM, 1)) * int(seq_len)
+        return (int(self.train_config[BATCH_SIZE]) * int(self.train_config.get(GRAD_ACCUM, 1))
+                * self.model_config.max_seq_len)
 
     @property
     def tokens_seen(self) -> int | None:
@@ -264,7 +230,11 @@ def _read_train_config(path: Path) -> dict[str, Any] | None:
         raise FhaError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(data, dict):
         raise FhaError(f"{path}: expected a JSON object of train config fields")
-    for key in (BATCH_SIZE, GRAD_ACCUM, SEQ_LEN):
+    try:
+        data = TrainConfig.with_current_names(data)  # runs written before a field was renamed group with newer ones
+    except ValueError as err:
+        raise FhaError(f"{path}: {err}") from None
+    for key in (BATCH_SIZE, GRAD_ACCUM):
         value = data.get(key, 1)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise FhaError(f"{path}: {key} must be a positive whole number, got {value!r}")

@@ -170,7 +170,6 @@ class PaddedBatches(_EpochSampler):
         self.tokens = tokens
         self.doc_offsets = np.asarray(doc_offsets, dtype=np.int64)
         self.pad_id = pad_id
-        self.last_truncated_fraction = 0.0  # share of rows in the last batch that lost tokens
 
     def _corpus_size(self) -> int:
         return len(self.doc_offsets) - 1
@@ -190,8 +189,6 @@ class PaddedBatches(_EpochSampler):
         real = np.arange(self.seq_len)[None, :] < (lengths[:, None] - 1)  # (B, T): target is a real token
         targets = np.where(real, rows[:, 1:], IGNORE_INDEX)
         self.last_real_fraction = float(real.mean())
-        full_lengths = self.doc_offsets[docs + 1] - self.doc_offsets[docs]
-        self.last_truncated_fraction = float(np.mean(full_lengths > width))
         return torch.from_numpy(rows[:, :-1].copy()), torch.from_numpy(targets)
 
 

@@ -25,6 +25,7 @@ from fha.run import LOG_FILE, MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE
 from fha.run_info import read_run_info
 from fha.study.layout import chosen_learning_rates, load_record, read_eval, run_dir, spec_of
 from fha.study.spec import RunPlan, StudySpec
+from fha.train.config import TrainConfig
 
 RESULTS_FILE = "results.csv"
 RESULT_COLUMNS = ("run", "variant", "seed", "learning_rate", "parameters", "tokens", "test_bits_per_byte",
@@ -49,7 +50,7 @@ class RunResult:
 
     @property
     def tokens(self) -> int:
-        return int(self.train_config["max_iters"]) * self.tokens_per_step
+        return int(self.train_config["max_steps"]) * self.tokens_per_step
 
     @property
     def tokens_seen(self) -> np.ndarray:
@@ -126,8 +127,8 @@ def _load_run(out_dir: Path, plan: RunPlan) -> RunResult:
         raise FhaError(f"{path}: no readable run_info.json, so its tokenizer and data cannot be checked")
     model_config = ModelConfig.from_json(path / MODEL_CONFIG_FILE)
     try:
-        train_config = json.loads((path / TRAIN_CONFIG_FILE).read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        train_config = TrainConfig.with_current_names(json.loads((path / TRAIN_CONFIG_FILE).read_text()))
+    except (OSError, json.JSONDecodeError, AttributeError, ValueError) as err:  # AttributeError: not an object
         raise FhaError(f"{path / TRAIN_CONFIG_FILE}: unreadable ({err})") from None
     with torch.device("meta"):  # counts parameters without allocating them
         parameters = GPT(model_config).num_parameters()

@@ -25,7 +25,7 @@
     lr_max = [0.003, 0.01, 0.03]
     seed = 0
 
-Every run's ``max_iters`` is ``tokens`` divided by its tokens per step, so ``tokens`` must be
+Every run's ``max_steps`` is ``tokens`` divided by its tokens per step, so ``tokens`` must be
 a whole number of steps of every variant. A sweep trains every variant at every ``lr_max``
 (``lr_init`` and ``lr_min`` keep their ratio to ``lr_max`` from the base) with the sweep
 seed and keeps, per variant, the rate with the lowest validation bits per byte.
@@ -43,7 +43,7 @@ from typing import Any
 from fha.config import ModelConfig, near_matches, require
 from fha.errors import FhaError
 from fha.train.config import TrainConfig
-from fha.train.presets import Tables, build_configs, load_experiment, merge, owner_of
+from fha.train.presets import TABLES, Tables, build_configs, load_experiment, merge, owner_of
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -56,7 +56,7 @@ DATA_KEYS = ("train", "valid", "test", "tokenizer")
 VARIANT_KEYS = ("name", "set")
 SWEEP_KEYS = ("lr_max", "seed")
 # Settings the study itself decides: the budget, the seeds and, for variants, the data.
-STUDY_OWNED = {"max_iters": "tokens", "seed": "seeds"}
+STUDY_OWNED = {"max_steps": "tokens", "seed": "seeds"}
 SAME_FOR_ALL = ("vocab_size", "val_fraction", "split_seed")  # the data and tokenizer must not differ by variant
 LR_SCALED = ("lr_init", "lr_min")  # follow lr_max in a sweep
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -75,8 +75,9 @@ def _check_overrides(where: str, overrides: dict[str, Any], *, variant: bool) ->
         except FhaError:
             every = [*ModelConfig.field_types(), *TrainConfig.field_types()]
             raise ValueError(f"{where}.{key}: unknown setting{near_matches(key, every)}") from None
-        if key in STUDY_OWNED:
-            raise ValueError(f"{where}.{key}: set by the study's `{STUDY_OWNED[key]}`, not here")
+        if TrainConfig.current_name(key) in STUDY_OWNED:
+            raise ValueError(f"{where}.{key}: set by the study's `{STUDY_OWNED[TrainConfig.current_name(key)]}`, "
+                             "not here")
         if variant and key in SAME_FOR_ALL:
             raise ValueError(f"{where}.{key}: must be the same for every variant (put it in [set])")
 
@@ -84,7 +85,8 @@ def _check_overrides(where: str, overrides: dict[str, Any], *, variant: bool) ->
 def _tables(overrides: dict[str, Any]) -> Tables:
     tables: Tables = {"model": {}, "train": {}}
     for key, value in overrides.items():
-        tables[owner_of(key)][key] = value
+        table = owner_of(key)
+        tables[table][TABLES[table].current_name(key)] = value  # an old field name still works
     return tables
 
 
@@ -265,7 +267,7 @@ class StudySpec:
                  f"tokens: {self.tokens} is not a whole number of steps of variant {run.variant} ({per_step} tokens "
                  f"per step = batch_size {batch_size} x grad_accum_steps {accum} x max_seq_len {seq_len}); the "
                  f"nearest are {self.tokens // per_step * per_step} and {(self.tokens // per_step + 1) * per_step}")
-        train["max_iters"] = self.tokens // per_step
+        train["max_steps"] = self.tokens // per_step
         return build_configs({"model": tables["model"], "train": train})
 
     def first_run(self) -> RunPlan:

@@ -1,10 +1,10 @@
 """Training from Python with the arguments of ``fha train``.
 
     import fha
-    run = fha.train_model("tiny", overrides={"max_iters": 200, "attention": "mha"},
+    run = fha.train_model("tiny", overrides={"max_steps": 200, "attention": "mha"},
                           data="stories.txt", val_data="valid.txt", out="runs/tiny-mha")
     model, tokenizer, configs = run.load()
-    fha.train_model(resume="runs/tiny-mha", overrides={"max_iters": 400})
+    fha.train_model(resume="runs/tiny-mha", overrides={"max_steps": 400})
 
 `build_request` turns the same arguments into the `TrainRequest` that `fha.train.train`
 runs; the CLI uses it too, so the two cannot drift apart.

@@ -3,15 +3,22 @@
 The learning-rate schedule is the original project's: a linear warmup from `lr_init` to
 `lr_max`, then `num_restarts + 1` annealing cycles from `lr_max` down to `lr_min` (warm
 restarts, each `T_mult` times longer than the one before, together filling the span up to
-the final flat part), then `final_flat_iters` steps at `lr_min`. `warmup_iters` and
-`final_flat_iters` default to `warmup_fraction` and `final_flat_fraction` of `max_iters`
-(None means "use the fraction"), so changing `max_iters` alone rescales the whole schedule.
+the final flat part), then `final_flat_steps` steps at `lr_min`. `warmup_steps` and
+`final_flat_steps` default to `warmup_fraction` and `final_flat_fraction` of `max_steps`
+(None means "use the fraction"), so changing `max_steps` alone rescales the whole schedule;
+the numbers they resolve to are `warmup_length` and `final_flat_length`.
+
+The three step counts were once called ``max_iters``, ``warmup_iters`` and
+``final_flat_iters``; configs, runs and checkpoints written with those names still load
+(`RENAMED`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
+from typing import ClassVar
 
 from fha.config import ConfigBase, require, require_choice, require_positive, require_probability
 
@@ -30,17 +37,17 @@ class TrainConfig(ConfigBase):
     """
 
     batch_size: int = 32
-    max_iters: int = 1000
+    max_steps: int = 1000
     grad_accum_steps: int = 1
     lr_init: float = 1e-5
     lr_max: float = 1e-2
     lr_min: float = 1e-4
-    warmup_iters: int | None = None
+    warmup_steps: int | None = None
     warmup_fraction: float = 0.05
     anneal_type: str = "cos"
     num_restarts: int = 0
     T_mult: float = 2.0
-    final_flat_iters: int | None = None
+    final_flat_steps: int | None = None
     final_flat_fraction: float = 0.3
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
@@ -57,9 +64,12 @@ class TrainConfig(ConfigBase):
     split_seed: int = 0
     compile: bool = False
 
+    RENAMED: ClassVar[Mapping[str, str]] = {"max_iters": "max_steps", "warmup_iters": "warmup_steps",
+                                            "final_flat_iters": "final_flat_steps"}
+
     def __post_init__(self) -> None:
         self._check_types()
-        require_positive(self, "batch_size", "max_iters", "grad_accum_steps", "eval_interval", "eval_samples",
+        require_positive(self, "batch_size", "max_steps", "grad_accum_steps", "eval_interval", "eval_samples",
                          "log_interval", "checkpoint_interval", "T_mult")
         for name in ("lr_init", "lr_max", "lr_min", "adam_eps"):
             value = getattr(self, name)
@@ -70,8 +80,8 @@ class TrainConfig(ConfigBase):
         require_choice(self, "anneal_type", ANNEAL_TYPES)
         require_choice(self, "batching", BATCHING_MODES)
         require(self.num_restarts >= 0, f"num_restarts must be 0 or more, got {self.num_restarts}")
-        require(self.num_restarts < self.max_iters,
-                 f"num_restarts ({self.num_restarts}) must be below max_iters ({self.max_iters}): every annealing "
+        require(self.num_restarts < self.max_steps,
+                 f"num_restarts ({self.num_restarts}) must be below max_steps ({self.max_steps}): every annealing "
                  "cycle needs at least one step")
         require(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
                  f"weight_decay must be 0 or more, got {self.weight_decay!r}")
@@ -80,14 +90,14 @@ class TrainConfig(ConfigBase):
         if self.grad_clip is not None:
             require(self.grad_clip > 0, f"grad_clip must be positive or None (no clipping), got {self.grad_clip!r}")
         require(0.0 < self.val_fraction < 1.0, f"val_fraction must be between 0 and 1, got {self.val_fraction!r}")
-        for name in ("warmup_iters", "final_flat_iters"):
+        for name in ("warmup_steps", "final_flat_steps"):
             value = getattr(self, name)
             require(value is None or value >= 0, f"{name} must be 0 or more (or None for the default), got {value}")
         for name in ("warmup_fraction", "final_flat_fraction"):
             value = getattr(self, name)
             require(0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value!r}")
         require(math.isfinite(self.T_mult), f"T_mult must be a finite number, got {self.T_mult!r}")
-        anneal = self.max_iters - self.warmup_steps - self.final_flat_steps
+        anneal = self.max_steps - self.warmup_length - self.final_flat_length
         cycles = self.num_restarts + 1
         try:
             lengths = [self.T_mult**i for i in range(cycles)]
@@ -96,22 +106,22 @@ class TrainConfig(ConfigBase):
             shortest = 0.0
         require(
             shortest >= 1.0 - CYCLE_LENGTH_TOLERANCE,
-            f"warmup_iters ({self.warmup_steps}) + final_flat_iters ({self.final_flat_steps}) leave {anneal} of "
-            f"max_iters={self.max_iters} steps for {cycles} annealing cycles growing by T_mult={self.T_mult:g}, "
+            f"warmup_steps ({self.warmup_length}) + final_flat_steps ({self.final_flat_length}) leave {anneal} of "
+            f"max_steps={self.max_steps} steps for {cycles} annealing cycles growing by T_mult={self.T_mult:g}, "
             f"so the shortest would last {shortest:.2g} steps (at least 1 is needed); lower them, use fewer "
-            "num_restarts or raise max_iters",
+            "num_restarts or raise max_steps",
         )
 
     @property
-    def warmup_steps(self) -> int:
-        """`warmup_iters`, or `warmup_fraction` of `max_iters`."""
-        if self.warmup_iters is not None:
-            return self.warmup_iters
-        return int(self.warmup_fraction * self.max_iters)
+    def warmup_length(self) -> int:
+        """`warmup_steps`, or `warmup_fraction` of `max_steps`."""
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return int(self.warmup_fraction * self.max_steps)
 
     @property
-    def final_flat_steps(self) -> int:
-        """`final_flat_iters`, or `final_flat_fraction` of `max_iters`."""
-        if self.final_flat_iters is not None:
-            return self.final_flat_iters
-        return int(self.final_flat_fraction * self.max_iters)
+    def final_flat_length(self) -> int:
+        """`final_flat_steps`, or `final_flat_fraction` of `max_steps`."""
+        if self.final_flat_steps is not None:
+            return self.final_flat_steps
+        return int(self.final_flat_fraction * self.max_steps)

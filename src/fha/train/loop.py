@@ -53,7 +53,7 @@ from fha.train.config import TrainConfig
 from fha.train.corpus import DataSpec, read_documents, tokenize_splits, train_tokenizer
 from fha.train.distributed import DistInfo
 from fha.train.divergence import describe_last_good
-from fha.train.logbook import LogBook
+from fha.train.logbook import LogBook, LogRow
 from fha.train.metrics import RunLogger
 from fha.train.optim import make_optimizer, set_learning_rate
 from fha.train.preflight import check_model_fits, check_resume_steps
@@ -105,7 +105,7 @@ class TrainResult:
     run_dir: Path
     step: int
     val_loss: float | None = None
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[LogRow] = field(default_factory=list)
 
     def load(self, device: str | torch.device = "cpu") -> LoadedRun:
         """(model, tokenizer, configs) of the run, as `fha.load_run` reads them."""
@@ -148,20 +148,24 @@ def train(request: TrainRequest) -> TrainResult:
     with folder if folder is not None else contextlib.nullcontext():
         dist_util.init_process_group(info, device)
         try:
-            return _Trainer(request, info, device, folder, sources).run(spec, documents)
+            setup = set_up(request, info, device, folder, sources, spec, documents)
+            try:
+                return _Loop(setup).run()
+            finally:
+                setup.metrics.close()
         finally:
             dist_util.destroy_process_group()
 
 
 def _finished_run(request: TrainRequest) -> TrainResult | None:
-    """A resume of a run that has done its `max_iters` and has its final weights does nothing and
+    """A resume of a run that has done its `max_steps` and has its final weights does nothing and
     says so (one stopped while publishing them goes on to publish them); a resume that changes
     the budget says how the learning-rate schedule changes."""
     resume, config = request.resume, request.train_config
-    if resume.step >= config.max_iters and (request.out_dir / MODEL_FILE).is_file():
-        log.info("%s: the run is complete (step %d of max_iters=%d); nothing to do. To train further, raise the "
-                 "budget with the setting max_iters=N (the learning-rate schedule changes with it)",
-                 resume.path, resume.step, config.max_iters)
+    if resume.step >= config.max_steps and (request.out_dir / MODEL_FILE).is_file():
+        log.info("%s: the run is complete (step %d of max_steps=%d); nothing to do. To train further, raise the "
+                 "budget with the setting max_steps=N (the learning-rate schedule changes with it)",
+                 resume.path, resume.step, config.max_steps)
         return TrainResult(request.out_dir, resume.step)
     change = describe_schedule_change(resume.train_config, config, resume.step)
     if change is not None:
@@ -196,176 +200,229 @@ class _StopRequest:
                 signal.signal(sig, handler)
 
 
-class _Trainer:
-    def __init__(self, request: TrainRequest, info: DistInfo, device: torch.device, folder: RunFolder | None,
-                 sources: DataSources) -> None:
-        self.request = request
-        self.folder = folder  # rank 0's hold on the run folder; None on the other ranks
-        self.sources = sources
-        self.info = info
-        self.device = device
-        self.config = request.train_config
-        self.run_dir = request.out_dir
-        self.schedule = LRSchedule.from_config(self.config)
-        self.step = 0
-        self.elapsed = 0.0  # seconds of training so far, across resumes
-        self.last_real_fraction = 1.0  # share of the last global batch's targets that count in the loss
-        self.last_real_tokens = 0  # targets of the last global batch that count in the loss (not padding)
-        self.checkpointed_step: int | None = None  # step of the last checkpoint this process took part in
-        self.last_grad_norm = math.nan  # of the last update, before clipping
-        self.stop = _StopRequest()
+@dataclass(frozen=True)
+class TrainSetup:
+    """The fixed parts of one training call, built once by `set_up` and read by every step.
 
-    # ------------------------------------------------------------------ setup
-    def _setup(self, spec: DataSpec, documents: dict[str, list[str]]) -> None:
-        request, info = self.request, self.info
-        resume = request.resume
-        dist_util.barrier()  # rank 0 has prepared the run folder
-        self.tokenizer = self._tokenizer(documents["train"])
-        self.model_config = self._model_config()
-        if info.is_main:
-            self.tokenizer.save(self.run_dir / TOKENIZER_FILE)
-            self.model_config.to_json(self.run_dir / MODEL_CONFIG_FILE)
-            self.config.to_json(self.run_dir / TRAIN_CONFIG_FILE)
-            data = describe_data(request.data, request.val_data, val_fraction=spec.val_fraction,
-                                 split_seed=spec.split_seed)
-            write_run_info(self.run_dir, device=self.device, world_size=info.world_size,
-                           tokenizer_fingerprint=self.tokenizer.fingerprint, data=data, resumed=resume is not None,
-                           precision=request.precision)
-            self.tokens = tokenize_splits(documents, self.tokenizer, spec)
-        dist_util.barrier()  # rank 0 has filled the token cache; the others reuse it
-        if not info.is_main:
-            self.tokens = tokenize_splits(documents, self.tokenizer, spec)
+    The objects it holds change as training goes (the weights, the optimizer's moments, the
+    sampler's position); which objects they are does not.
+    """
 
-        torch.manual_seed(self.config.seed)
-        try:
-            self.model = GPT(self.model_config).to(self.device)
-        except (RuntimeError, MemoryError) as err:  # what allocators raise when memory runs out
-            raise FhaError(f"cannot allocate the model ({one_line(err)}); make it smaller") from None
-        self.optimizer = make_optimizer(self.model, self.config, self.device)
-        self.sampler = self._sampler(self.tokens["train"], self.config.seed)
-        log.info(
-            "model: %s attention, %s parameters (%s without embeddings); %s steps of %d sequences x %d tokens",
-            self.model_config.attention, f"{self.model.num_parameters():,}",
-            f"{self.model.num_parameters(non_embedding=True):,}", f"{self.config.max_iters:,}", self.global_batch,
-            self.model_config.max_seq_len,
-        )
-        self.logbook = LogBook(self.run_dir / LOG_FILE)
-        self.metrics = RunLogger(self.run_dir, self.config.log_interval,
-                                 self.global_batch * self.model_config.max_seq_len, enabled=info.is_main)
-        if resume is not None:
-            self._restore(resume)
-        elif info.rank:
-            torch.manual_seed(self.config.seed + info.rank)  # different dropout masks per process
-        if info.is_main:
-            previous_run = resume.run_dir if resume is not None else None
-            previous_log = previous_run / LOG_FILE if previous_run is not None else None
-            self.logbook.start(previous_log, self.step)
-            self.metrics.start(previous_run, self.step)
-            tracker_config = {**self.model_config.to_dict(), **self.config.to_dict(), "data": request.data}
-            self.metrics.trackers = open_trackers(request.trackers, self.run_dir, tracker_config, self.step)
-        self.train_model: torch.nn.Module = self.model
-        if self.config.compile:
-            self.model.compile()
-        if info.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            with dist_util.peers_alive():
-                self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+    request: TrainRequest
+    info: DistInfo
+    device: torch.device
+    folder: RunFolder | None  # rank 0's hold on the run folder; None on the other ranks
+    sources: DataSources
+    schedule: LRSchedule
+    tokenizer: Tokenizer
+    model_config: ModelConfig  # the requested one with the tokenizer's vocabulary size and padding id
+    tokens: dict[str, TokenData]  # "train" and "val"
+    model: GPT
+    train_model: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    sampler: PackedBatches | PaddedBatches
+    logbook: LogBook
+    metrics: RunLogger
+    start_step: int  # 0, or the step of the checkpoint resumed from
+    start_elapsed: float  # seconds of training before this call (from the checkpoint)
 
-    def _tokenizer(self, train_documents: list[str]) -> Tokenizer:
-        if self.request.resume is not None:
-            return self.request.resume.tokenizer
-        if self.request.tokenizer is not None:
-            return self.request.tokenizer
-        if self.info.is_main:
-            tokenizer = train_tokenizer(train_documents, self.request.model_config.vocab_size)
-            tokenizer.save(self.run_dir / TOKENIZER_FILE)
-        dist_util.barrier()
-        if not self.info.is_main:
-            tokenizer = Tokenizer.load(self.run_dir / TOKENIZER_FILE)
-        return tokenizer
+    @property
+    def config(self) -> TrainConfig:
+        return self.request.train_config
 
-    def _model_config(self) -> ModelConfig:
-        """The requested config with the tokenizer's vocabulary size and padding id."""
-        config = self.request.model_config
-        vocab = self.tokenizer.vocab_size
-        if vocab != config.vocab_size:
-            log.warning("vocab_size: %d -> %d (the tokenizer's size)", config.vocab_size, vocab)
-        try:
-            return config.replace(vocab_size=vocab, pad_id=self.tokenizer.pad_id)
-        except ValueError as err:
-            raise FhaError(f"invalid configuration: {err}") from None
-
-    def _sampler(self, data: TokenData, seed: int) -> PackedBatches | PaddedBatches:
-        seq_len, rank, world_size = self.model_config.max_seq_len, self.info.rank, self.info.world_size
-        if self.config.batching == "padded":
-            return PaddedBatches(data.tokens, data.doc_offsets, self.config.batch_size, seq_len,
-                                 pad_id=self.tokenizer.pad_id, seed=seed, rank=rank, world_size=world_size)
-        return PackedBatches(data.tokens, self.config.batch_size, seq_len, seed=seed, rank=rank, world_size=world_size)
+    @property
+    def run_dir(self) -> Path:
+        return self.request.out_dir
 
     @property
     def global_batch(self) -> int:
+        """Sequences per optimiser step, over micro-batches and processes."""
         return self.config.batch_size * self.config.grad_accum_steps * self.info.world_size
 
-    def _restore(self, checkpoint: Checkpoint) -> None:
-        state = checkpoint.state
-        checkpoint.load_weights_into(self.model)
-        try:
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.sampler.load_state_dict(state["sampler"])
-            self.step = int(state["step"])
-            self.elapsed = float(state["elapsed"])
-            self.metrics.load_state_dict(state.get("metrics_window", {}))  # absent in older checkpoints
-            _set_rng_states(state["rng"], self.info.rank)
-        except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as err:
-            raise FhaError(f"{checkpoint.path}: cannot resume from this checkpoint ({err})") from None
-        log.info("resuming from %s at step %d", checkpoint.path, self.step)
+    def sampler_of(self, data: TokenData, seed: int) -> PackedBatches | PaddedBatches:
+        return _sampler(data, seed, self.config, self.model_config, self.info)
 
-    # ------------------------------------------------------------------ loop
-    def run(self, spec: DataSpec, documents: dict[str, list[str]]) -> TrainResult:
-        self._setup(spec, documents)
-        try:
-            return self._run()
-        finally:
-            self.metrics.close()
 
-    def _run(self) -> TrainResult:
-        result = TrainResult(self.run_dir, self.step)
-        start_step = self.step
-        if start_step == 0:
+@dataclass
+class _Progress:
+    """What changes from step to step (and is saved in a checkpoint or only reported)."""
+
+    step: int
+    elapsed: float  # seconds of training so far, across resumes
+    last_real_fraction: float = 1.0  # share of the last global batch's targets that count in the loss
+    last_real_tokens: int = 0  # targets of the last global batch that count in the loss (not padding)
+    last_grad_norm: float = math.nan  # of the last update, before clipping
+    checkpointed_step: int | None = None  # step of the last checkpoint this process took part in
+
+
+# ---------------------------------------------------------------------- setup
+def set_up(request: TrainRequest, info: DistInfo, device: torch.device, folder: RunFolder | None,
+           sources: DataSources, spec: DataSpec, documents: dict[str, list[str]]) -> TrainSetup:
+    """Tokenizer, model config, token data, model, optimizer, sampler and logs, in that order, with
+    the run folder's description written and a resumed checkpoint's state loaded."""
+    config, run_dir, resume = request.train_config, request.out_dir, request.resume
+    dist_util.barrier()  # rank 0 has prepared the run folder
+    tokenizer = _tokenizer(request, info, documents["train"])
+    model_config = _model_config(request.model_config, tokenizer)
+    if info.is_main:
+        _describe_run(request, info, device, spec, tokenizer, model_config)
+        tokens = tokenize_splits(documents, tokenizer, spec)
+    dist_util.barrier()  # rank 0 has filled the token cache; the others reuse it
+    if not info.is_main:
+        tokens = tokenize_splits(documents, tokenizer, spec)
+
+    torch.manual_seed(config.seed)
+    try:
+        model = GPT(model_config).to(device)
+    except (RuntimeError, MemoryError) as err:  # what allocators raise when memory runs out
+        raise FhaError(f"cannot allocate the model ({one_line(err)}); make it smaller") from None
+    optimizer = make_optimizer(model, config, device)
+    sampler = _sampler(tokens["train"], config.seed, config, model_config, info)
+    global_batch = config.batch_size * config.grad_accum_steps * info.world_size
+    log.info(
+        "model: %s attention, %s parameters (%s without embeddings); %s steps of %d sequences x %d tokens",
+        model_config.attention, f"{model.num_parameters():,}", f"{model.num_parameters(non_embedding=True):,}",
+        f"{config.max_steps:,}", global_batch, model_config.max_seq_len,
+    )
+    logbook = LogBook(run_dir / LOG_FILE, LogRow)
+    metrics = RunLogger(run_dir, config.log_interval, global_batch * model_config.max_seq_len, enabled=info.is_main)
+    step, elapsed = 0, 0.0
+    if resume is not None:
+        step, elapsed = _restore(resume, model, optimizer, sampler, metrics, info.rank)
+    elif info.rank:
+        torch.manual_seed(config.seed + info.rank)  # different dropout masks per process
+    if info.is_main:
+        previous_run = resume.run_dir if resume is not None else None
+        logbook.start(previous_run / LOG_FILE if previous_run is not None else None, step)
+        metrics.start(previous_run, step)
+        tracker_config = {**model_config.to_dict(), **config.to_dict(), "data": request.data}
+        metrics.trackers = open_trackers(request.trackers, run_dir, tracker_config, step)
+    train_model: torch.nn.Module = model
+    if config.compile:
+        model.compile()
+    if info.enabled:
+        ids = [device.index] if device.type == "cuda" else None
+        with dist_util.peers_alive():
+            train_model = DistributedDataParallel(model, device_ids=ids)
+    return TrainSetup(request=request, info=info, device=device, folder=folder, sources=sources,
+                      schedule=LRSchedule.from_config(config), tokenizer=tokenizer, model_config=model_config,
+                      tokens=tokens, model=model, train_model=train_model, optimizer=optimizer, sampler=sampler,
+                      logbook=logbook, metrics=metrics, start_step=step, start_elapsed=elapsed)
+
+
+def _tokenizer(request: TrainRequest, info: DistInfo, train_documents: list[str]) -> Tokenizer:
+    """The resumed run's tokenizer, the requested one, or one trained on the documents (by rank 0)."""
+    if request.resume is not None:
+        return request.resume.tokenizer
+    if request.tokenizer is not None:
+        return request.tokenizer
+    path = request.out_dir / TOKENIZER_FILE
+    if info.is_main:
+        tokenizer = train_tokenizer(train_documents, request.model_config.vocab_size)
+        tokenizer.save(path)
+    dist_util.barrier()
+    return tokenizer if info.is_main else Tokenizer.load(path)
+
+
+def _model_config(config: ModelConfig, tokenizer: Tokenizer) -> ModelConfig:
+    """The requested config with the tokenizer's vocabulary size and padding id."""
+    vocab = tokenizer.vocab_size
+    if vocab != config.vocab_size:
+        log.warning("vocab_size: %d -> %d (the tokenizer's size)", config.vocab_size, vocab)
+    try:
+        return config.replace(vocab_size=vocab, pad_id=tokenizer.pad_id)
+    except ValueError as err:
+        raise FhaError(f"invalid configuration: {err}") from None
+
+
+def _describe_run(request: TrainRequest, info: DistInfo, device: torch.device, spec: DataSpec, tokenizer: Tokenizer,
+                  model_config: ModelConfig) -> None:
+    """Write the tokenizer, both configs and run_info.json into the run folder (rank 0)."""
+    run_dir = request.out_dir
+    tokenizer.save(run_dir / TOKENIZER_FILE)
+    model_config.to_json(run_dir / MODEL_CONFIG_FILE)
+    request.train_config.to_json(run_dir / TRAIN_CONFIG_FILE)
+    data = describe_data(request.data, request.val_data, val_fraction=spec.val_fraction, split_seed=spec.split_seed)
+    write_run_info(run_dir, device=device, world_size=info.world_size, tokenizer_fingerprint=tokenizer.fingerprint,
+                   data=data, resumed=request.resume is not None, precision=request.precision)
+
+
+def _sampler(data: TokenData, seed: int, config: TrainConfig, model_config: ModelConfig,
+             info: DistInfo) -> PackedBatches | PaddedBatches:
+    seq_len, rank, world_size = model_config.max_seq_len, info.rank, info.world_size
+    if config.batching == "padded":
+        return PaddedBatches(data.tokens, data.doc_offsets, config.batch_size, seq_len,
+                             pad_id=model_config.pad_id, seed=seed, rank=rank, world_size=world_size)
+    return PackedBatches(data.tokens, config.batch_size, seq_len, seed=seed, rank=rank, world_size=world_size)
+
+
+def _restore(checkpoint: Checkpoint, model: GPT, optimizer: torch.optim.Optimizer,
+             sampler: PackedBatches | PaddedBatches, metrics: RunLogger, rank: int) -> tuple[int, float]:
+    """Load the checkpoint's weights and states into the objects; returns its (step, elapsed seconds)."""
+    state = checkpoint.state
+    checkpoint.load_weights_into(model)
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        sampler.load_state_dict(state["sampler"])
+        step = int(state["step"])
+        elapsed = float(state["elapsed"])
+        metrics.load_state_dict(state.get("metrics_window", {}))  # absent in older checkpoints
+        _set_rng_states(state["rng"], rank)
+    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as err:
+        raise FhaError(f"{checkpoint.path}: cannot resume from this checkpoint ({err})") from None
+    log.info("resuming from %s at step %d", checkpoint.path, step)
+    return step, elapsed
+
+
+# ---------------------------------------------------------------------- loop
+class _Loop:
+    """The optimiser steps, evaluations and checkpoints over one `TrainSetup`."""
+
+    def __init__(self, setup: TrainSetup) -> None:
+        self.setup = setup
+        self.progress = _Progress(setup.start_step, setup.start_elapsed)
+        self.stop = _StopRequest()
+
+    def run(self) -> TrainResult:
+        setup, progress, config = self.setup, self.progress, self.setup.config
+        result = TrainResult(setup.run_dir, progress.step)
+        if progress.step == 0:
             result.history.append(self._evaluate_and_log(tokens_per_s=0.0))
         interval_tokens, interval_time = 0, 0.0
         speed: float | None = None  # smoothed tokens/s for the progress bar
         with (
             self.stop.installed(),
-            Progress(self.config.max_iters, "step", unit="step", initial=start_step, enabled=self.info.is_main) as bar,
+            Progress(config.max_steps, "step", unit="step", initial=progress.step, enabled=setup.info.is_main) as bar,
         ):
-            while self.step < self.config.max_iters:
+            while progress.step < config.max_steps:
                 started = time.perf_counter()
                 lr, loss, stop_requested = self._optimizer_step()
                 seconds = time.perf_counter() - started
-                self.elapsed += seconds
-                tokens = self.last_real_tokens
+                progress.elapsed += seconds
+                tokens = progress.last_real_tokens
                 interval_tokens += tokens
                 interval_time += seconds
-                done = self.step == self.config.max_iters
-                self.metrics.record_step(self.step, lr, loss, self.last_grad_norm, seconds, self.elapsed, final=done)
+                done = progress.step == config.max_steps
+                setup.metrics.record_step(progress.step, lr, loss, progress.last_grad_norm, seconds, progress.elapsed,
+                                          final=done)
                 speed = tokens / seconds if speed is None else _smooth(speed, tokens / seconds)
                 fields = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "tok/s": short_count(speed)}
-                if self.config.batching == "padded":
-                    fields["real"] = f"{self.last_real_fraction:.0%}"  # share of positions that are not padding
+                if config.batching == "padded":
+                    fields["real"] = f"{progress.last_real_fraction:.0%}"  # share of positions that are not padding
                 bar.set_fields(**fields)
                 bar.update(1)
-                if self.step % self.config.eval_interval == 0 or done:
+                if progress.step % config.eval_interval == 0 or done:
                     result.history.append(self._evaluate_and_log(interval_tokens / max(interval_time, 1e-9)))
                     interval_tokens, interval_time = 0, 0.0
-                if self.step % self.config.checkpoint_interval == 0 or done or stop_requested:
+                if progress.step % config.checkpoint_interval == 0 or done or stop_requested:
                     self._checkpoint()
                 if stop_requested and not done:  # a stop during the last step still finishes the run
-                    log.warning("stopped at step %d; resume with: fha train --resume %s", self.step, self.run_dir)
+                    log.warning("stopped at step %d; resume with: fha train --resume %s", progress.step,
+                                setup.run_dir)
                     raise KeyboardInterrupt
             self._finish()  # still under the stop handler: a Ctrl-C now cannot cut the final save short
-        result.step = self.step
-        result.val_loss = result.history[-1]["Validation Loss"] if result.history else None
+        result.step = progress.step
+        result.val_loss = result.history[-1].val_loss if result.history else None
         return result
 
     def _optimizer_step(self) -> tuple[float, float, bool]:
@@ -375,112 +432,118 @@ class _Trainer:
         targets, so the update is that of one batch of ``global_batch`` rows even when
         padding makes the micro-batches' target counts differ (packed: a weight of 1/accum).
         """
-        lr = self.schedule(self.step)
-        set_learning_rate(self.optimizer, lr)
-        accum = self.config.grad_accum_steps
-        batches = [self.sampler.next_batch() for _ in range(accum)]
-        counts = [int(counted_targets(y, self.tokenizer.pad_id).sum()) for _, y in batches]
-        global_count = int(dist_util.all_reduce_sum(torch.tensor(sum(counts), device=self.device)))
-        self.last_real_tokens = global_count
-        self.last_real_fraction = global_count / (self.global_batch * self.model_config.max_seq_len)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        self.model.train()
+        setup, progress = self.setup, self.progress
+        device, world_size = setup.device, setup.info.world_size
+        lr = setup.schedule(progress.step)
+        set_learning_rate(setup.optimizer, lr)
+        accum = setup.config.grad_accum_steps
+        batches = [setup.sampler.next_batch() for _ in range(accum)]
+        counts = [int(counted_targets(y, setup.tokenizer.pad_id).sum()) for _, y in batches]
+        global_count = int(dist_util.all_reduce_sum(torch.tensor(sum(counts), device=device)))
+        progress.last_real_tokens = global_count
+        progress.last_real_fraction = global_count / (setup.global_batch * setup.model_config.max_seq_len)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        setup.model.train()
         for micro, ((x, y), count) in enumerate(zip(batches, counts, strict=True)):
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             last = micro == accum - 1
-            sync = contextlib.nullcontext() if last or not self.info.enabled else self.train_model.no_sync()
+            sync = contextlib.nullcontext() if last or not setup.info.enabled else setup.train_model.no_sync()
             with sync:
-                with autocast(self.device, self.request.precision):
-                    _, loss = self.train_model(x, y, return_logits=False)
+                with autocast(device, setup.request.precision):
+                    _, loss = setup.train_model(x, y, return_logits=False)
                 # DDP averages gradients over processes, hence the world_size.
-                (loss * (count * self.info.world_size / global_count)).backward()
+                (loss * (count * world_size / global_count)).backward()
             loss_sum += loss.detach().double() * count
         # Mean loss per target over micro-batches and processes, and whether any process was asked to stop.
-        totals = torch.stack([loss_sum, torch.tensor(float(self.stop.requested), dtype=torch.float64,
-                                                     device=self.device)])
+        totals = torch.stack([loss_sum, torch.tensor(float(self.stop.requested), dtype=torch.float64, device=device)])
         dist_util.all_reduce_sum(totals)
         mean_loss = float(totals[0]) / global_count
         stop_requested = bool(totals[1] > 0)
-        max_norm = self.config.grad_clip if self.config.grad_clip is not None else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
-        self.last_grad_norm = grad_norm  # before clipping
-        step_number = self.step + 1
+        max_norm = setup.config.grad_clip if setup.config.grad_clip is not None else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(setup.model.parameters(), max_norm))
+        progress.last_grad_norm = grad_norm  # before clipping
+        step_number = progress.step + 1
         if not math.isfinite(mean_loss) or not math.isfinite(grad_norm):
             what = f"loss became {mean_loss}" if not math.isfinite(mean_loss) else f"gradient norm became {grad_norm}"
             raise TrainingDiverged(f"{what} at step {step_number}; {self._last_good_checkpoint()}")
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.step = step_number
+        setup.optimizer.step()
+        setup.optimizer.zero_grad(set_to_none=True)
+        progress.step = step_number
         return lr, mean_loss, stop_requested
 
     def _last_good_checkpoint(self) -> str:
-        return describe_last_good(list_checkpoints(self.run_dir), self._checkpoint_validation_loss,
-                                  self.model_config.vocab_size)
+        return describe_last_good(list_checkpoints(self.setup.run_dir), self._checkpoint_validation_loss,
+                                  self.setup.model_config.vocab_size)
 
     def _checkpoint_validation_loss(self, path: Path) -> float | None:
         """The validation loss of a checkpoint's weights (the run is over: its model is free), None if not finite."""
         try:
-            read_weights_into(self.model, path / MODEL_FILE, label="checkpoint weights")
+            read_weights_into(self.setup.model, path / MODEL_FILE, label="checkpoint weights")
         except FhaError:
             return None
-        return self._evaluate(self.tokens["val"])
+        return _evaluate(self.setup, self.setup.tokens["val"])
 
-    @torch.no_grad()
-    def _evaluate(self, data: TokenData) -> float:
-        """Mean loss per target over `eval_samples` global batches (the same windows every time)."""
-        sampler = self._sampler(data, self.config.seed + EVAL_SEED_OFFSET)
-        totals = torch.zeros(2, dtype=torch.float64, device=self.device)  # (sum of losses, number of targets)
-        with eval_mode(self.model):
-            for _ in range(self.config.eval_samples):
-                x, y = (t.to(self.device, non_blocking=True) for t in sampler.next_batch())
-                with autocast(self.device, self.request.precision):
-                    _, loss = self.model(x, y, return_logits=False)
-                count = counted_targets(y, self.tokenizer.pad_id).sum()
-                if count:
-                    totals += torch.stack([loss.double() * count, count.double()])
-        dist_util.all_reduce_sum(totals)
-        return float(totals[0] / totals[1]) if totals[1] > 0 else math.nan
-
-    def _evaluate_and_log(self, tokens_per_s: float) -> dict[str, float]:
-        train_loss = self._evaluate(self.tokens["train"])
-        val_loss = self._evaluate(self.tokens["val"])
-        lr = self.schedule(max(self.step - 1, 0))  # the rate of the update that led here
+    def _evaluate_and_log(self, tokens_per_s: float) -> LogRow:
+        setup, step = self.setup, self.progress.step
+        train_loss = _evaluate(setup, setup.tokens["train"])
+        val_loss = _evaluate(setup, setup.tokens["val"])
+        lr = setup.schedule(max(step - 1, 0))  # the rate of the update that led here
         perplexity = math.exp(min(val_loss, math.log(sys.float_info.max)))
-        row = {"Step": self.step, "Learning Rate": lr, "Train Loss": train_loss, "Validation Loss": val_loss,
-               "Perplexity": perplexity, "Time Elapsed": self.elapsed, "Tokens/s": tokens_per_s}
-        if self.info.is_main:
-            self.logbook.append(self.step, lr, train_loss, val_loss, perplexity, self.elapsed, tokens_per_s)
-            self.metrics.record_eval(row)
+        row = LogRow(step=step, learning_rate=lr, train_loss=train_loss, val_loss=val_loss, perplexity=perplexity,
+                     time_elapsed=self.progress.elapsed, tokens_per_s=tokens_per_s)
+        if setup.info.is_main:
+            setup.logbook.append(row)
+            setup.metrics.record_eval(row)
             log.info("step %d: train loss %.4f, val loss %.4f, perplexity %.2f, lr %.3g, %s tokens/s",
-                     self.step, train_loss, val_loss, perplexity, lr, f"{tokens_per_s:,.0f}")
+                     step, train_loss, val_loss, perplexity, lr, f"{tokens_per_s:,.0f}")
         return row
 
     def _checkpoint(self) -> None:
-        if self.info.is_main:
+        setup, progress = self.setup, self.progress
+        if setup.info.is_main:
             state = {
-                "optimizer": self.optimizer.state_dict(),
-                "sampler": self.sampler.state_dict(),
+                "optimizer": setup.optimizer.state_dict(),
+                "sampler": setup.sampler.state_dict(),
                 "rng": _rng_states(),
-                "elapsed": self.elapsed,
-                "metrics_window": self.metrics.state_dict(),
-                "world_size": self.info.world_size,
-                "data": self.sources.to_state(),
+                "elapsed": progress.elapsed,
+                "metrics_window": setup.metrics.state_dict(),
+                "world_size": setup.info.world_size,
+                "data": setup.sources.to_state(),
             }
-            path = save_checkpoint(self.run_dir, self.step, model=self.model, train_config=self.config,
-                                   tokenizer=self.tokenizer, state=state)
-            self.folder.checkpoint_written()
+            path = save_checkpoint(setup.run_dir, progress.step, model=setup.model, train_config=setup.config,
+                                   tokenizer=setup.tokenizer, state=state)
+            setup.folder.checkpoint_written()
             log.debug("checkpoint %s", path)
-        self.checkpointed_step = self.step
+        progress.checkpointed_step = progress.step
         dist_util.barrier()
 
     def _finish(self) -> None:
         """Publish the final checkpoint's weights as the run's model.safetensors."""
-        if self.checkpointed_step != self.step:
+        setup, step = self.setup, self.progress.step
+        if self.progress.checkpointed_step != step:
             self._checkpoint()  # a resume that had no step left to take still leaves its folder complete
-        if self.info.is_main:
-            self.folder.publish_final_weights(checkpoint_path(self.run_dir, self.step))
-            log.info("finished %d steps; run folder: %s", self.step, self.run_dir)
+        if setup.info.is_main:
+            setup.folder.publish_final_weights(checkpoint_path(setup.run_dir, step))
+            log.info("finished %d steps; run folder: %s", step, setup.run_dir)
         dist_util.barrier()
+
+
+@torch.no_grad()
+def _evaluate(setup: TrainSetup, data: TokenData) -> float:
+    """Mean loss per target over `eval_samples` global batches (the same windows every time)."""
+    model, device = setup.model, setup.device
+    sampler = setup.sampler_of(data, setup.config.seed + EVAL_SEED_OFFSET)
+    totals = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, number of targets)
+    with eval_mode(model):
+        for _ in range(setup.config.eval_samples):
+            x, y = (t.to(device, non_blocking=True) for t in sampler.next_batch())
+            with autocast(device, setup.request.precision):
+                _, loss = model(x, y, return_logits=False)
+            count = counted_targets(y, setup.tokenizer.pad_id).sum()
+            if count:
+                totals += torch.stack([loss.double() * count, count.double()])
+    dist_util.all_reduce_sum(totals)
+    return float(totals[0] / totals[1]) if totals[1] > 0 else math.nan
 
 
 def _smooth(average: float, value: float) -> float:

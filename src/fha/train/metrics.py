@@ -19,15 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from fha.run import METRICS_FILE
-from fha.train.logbook import LogBook
+from fha.train.logbook import METRICS_COLUMNS, LogBook, LogRow, MetricsRow
 from fha.train.trackers import Tracker
 
 __all__ = ["METRICS_COLUMNS", "METRICS_FILE", "MetricsWindow", "RunLogger"]
-METRICS_COLUMNS = ("Step", "Tokens Seen", "Learning Rate", "Train Loss", "Grad Norm", "Tokens/s", "Time Elapsed")
-# tracker names of the values of one metrics row and one evaluation (log_data.csv) row
-STEP_TAGS = {"Tokens Seen": "train/tokens_seen", "Learning Rate": "train/lr", "Train Loss": "train/loss",
-             "Grad Norm": "train/grad_norm", "Tokens/s": "train/tokens_per_s"}
-EVAL_TAGS = {"Train Loss": "eval/train_loss", "Validation Loss": "eval/val_loss", "Perplexity": "eval/perplexity"}
+# tracker names of the fields of one metrics row and one evaluation (log_data.csv) row
+STEP_TAGS = {"tokens_seen": "train/tokens_seen", "learning_rate": "train/lr", "train_loss": "train/loss",
+             "grad_norm": "train/grad_norm", "tokens_per_s": "train/tokens_per_s"}
+EVAL_TAGS = {"train_loss": "eval/train_loss", "val_loss": "eval/val_loss", "perplexity": "eval/perplexity"}
 
 
 @dataclasses.dataclass
@@ -57,7 +56,7 @@ class RunLogger:
         self.tokens_per_step = tokens_per_step
         self.trackers = list(trackers)
         self.enabled = enabled
-        self.book = LogBook(run_dir / METRICS_FILE, METRICS_COLUMNS)
+        self.book = LogBook(run_dir / METRICS_FILE, MetricsRow)
         self.window = MetricsWindow()
 
     def start(self, previous_run: Path | None, step: int) -> None:
@@ -67,31 +66,32 @@ class RunLogger:
             self.book.start(previous, step)
 
     def record_step(self, step: int, lr: float, loss: float, grad_norm: float, seconds: float, elapsed: float,
-                    *, final: bool = False) -> dict[str, float] | None:
+                    *, final: bool = False) -> MetricsRow | None:
         """Count one optimiser step; returns the metrics row when one is due (every `log_interval`
         steps, and at the last step)."""
         self.window.add(loss, grad_norm, self.tokens_per_step, seconds)
         if step % self.log_interval and not final:
             return None
         window = self.window
-        row = {"Step": step, "Tokens Seen": step * self.tokens_per_step, "Learning Rate": lr,
-               "Train Loss": window.loss_sum / window.steps, "Grad Norm": window.grad_norm_sum / window.steps,
-               "Tokens/s": window.tokens / window.seconds if window.seconds > 0 else 0.0, "Time Elapsed": elapsed}
+        row = MetricsRow(step=step, tokens_seen=step * self.tokens_per_step, learning_rate=lr,
+                         train_loss=window.loss_sum / window.steps, grad_norm=window.grad_norm_sum / window.steps,
+                         tokens_per_s=window.tokens / window.seconds if window.seconds > 0 else 0.0,
+                         time_elapsed=elapsed)
         self.window = MetricsWindow()
         if self.enabled:
-            self.book.write_row([row[name] for name in METRICS_COLUMNS])
-            self._send(step, row, STEP_TAGS)
+            self.book.append(row)
+            self._send(row, STEP_TAGS)
         return row
 
-    def record_eval(self, row: Mapping[str, float]) -> None:
+    def record_eval(self, row: LogRow) -> None:
         """Send an evaluation (a log_data.csv row) to the trackers."""
         if self.enabled:
-            self._send(int(row["Step"]), row, EVAL_TAGS)
+            self._send(row, EVAL_TAGS)
 
-    def _send(self, step: int, row: Mapping[str, float], tags: Mapping[str, str]) -> None:
-        values = {tag: float(row[name]) for name, tag in tags.items()}
+    def _send(self, row: LogRow | MetricsRow, tags: Mapping[str, str]) -> None:
+        values = {tag: float(getattr(row, name)) for name, tag in tags.items()}
         for tracker in self.trackers:
-            tracker.log(step, values)
+            tracker.log(row.step, values)
 
     def state_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.window)

@@ -64,9 +64,9 @@ def check_model_fits(config: ModelConfig, train_config: TrainConfig, device: tor
 
 
 def check_resume_steps(checkpoint: Checkpoint, train_config: TrainConfig) -> None:
-    if train_config.max_iters < checkpoint.step:
+    if train_config.max_steps < checkpoint.step:
         raise FhaError(
-            f"{checkpoint.path}: max_iters={train_config.max_iters} is below the checkpoint's step {checkpoint.step}; "
-            f"a resume continues up to max_iters, so set max_iters={checkpoint.step} or more "
+            f"{checkpoint.path}: max_steps={train_config.max_steps} is below the checkpoint's step {checkpoint.step}; "
+            f"a resume continues up to max_steps, so set max_steps={checkpoint.step} or more "
             f"(or resume an earlier checkpoint)"
         )

@@ -7,7 +7,7 @@ An experiment file is TOML with two tables, whose keys are the fields of the two
     [model]                           # fha.ModelConfig fields
     dim = 64
     [train]                           # fha.train.config.TrainConfig fields
-    max_iters = 2000
+    max_steps = 2000
 
 A file with a ``base`` starts from that experiment and changes only what it lists. Presets
 are the ``*.toml`` files shipped in ``fha/presets``. The two configs have no field name in
@@ -93,7 +93,10 @@ def _resolve(label: str, text: str, depth: int, folder: Path | None = None) -> T
     if base is not None:
         tables = _resolve_base(label, base, depth, folder)
     for name, config_type in TABLES.items():
-        section = data.get(name, {})
+        try:
+            section = config_type.with_current_names(data.get(name, {}))  # old field names still load
+        except ValueError as err:
+            raise FhaError(f"{label}: [{name}] {err}") from None
         known = config_type.field_types()
         for key in section:
             if key not in known:
@@ -115,7 +118,8 @@ def _resolve_base(label: str, base: Any, depth: int, folder: Path | None) -> Tab
 
 def owner_of(key: str) -> str:
     """The table ("model" or "train") whose config has the field `key`."""
-    owners = [name for name, config_type in TABLES.items() if key in config_type.field_types()]
+    owners = [name for name, config_type in TABLES.items()
+              if config_type.current_name(key) in config_type.field_types()]
     if not owners:
         every = [field for config_type in TABLES.values() for field in config_type.field_types()]
         raise FhaError(f"unknown setting {key!r}{near_matches(key, every)}")
@@ -123,7 +127,7 @@ def owner_of(key: str) -> str:
 
 
 def parse_overrides(overrides: list[str]) -> Tables:
-    """``["dim=128", "max_iters=50"]`` as typed values, sorted into the tables that own them."""
+    """``["dim=128", "max_steps=50"]`` as typed values, sorted into the tables that own them."""
     pairs: dict[str, str] = {}
     for item in overrides:
         key, sep, text = item.partition("=")
@@ -138,15 +142,16 @@ def override_tables(overrides: Mapping[str, Any]) -> Tables:
     """``{"dim": 128, "attention": "mha"}`` sorted into the tables that own the keys; string values
     are parsed as ``--set key=value`` would (``"128"`` becomes 128), others are kept as given."""
     tables: Tables = {name: {} for name in TABLES}
-    for key, value in overrides.items():
-        table = owner_of(key)
+    for given, value in overrides.items():
+        table = owner_of(given)
+        key = TABLES[table].current_name(given)  # an old field name still works
         if not isinstance(value, str):
             tables[table][key] = value
             continue
         try:
             tables[table][key] = TABLES[table].parse_field(key, value)
         except ValueError as err:
-            raise FhaError(f"`overrides` {key}={value}: {err}") from None
+            raise FhaError(f"`overrides` {given}={value}: {err}") from None
     return tables
 
 

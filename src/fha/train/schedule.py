@@ -1,7 +1,7 @@
 """The learning-rate schedule as a pure function of the step, and a plot of it.
 
 Step ``s`` is the index of the optimiser update (0-based). With ``W`` warmup steps, ``F``
-final flat steps and ``A = max_iters - W - F`` annealing steps:
+final flat steps and ``A = max_steps - W - F`` annealing steps:
 
 * ``s < W``: linear from `lr_init` (at 0) towards `lr_max` (reached at ``W``);
 * ``W <= s < W + A``: ``num_restarts + 1`` cycles of lengths ``c, c*T_mult, c*T_mult**2, ...``
@@ -28,44 +28,47 @@ MAX_PLOT_POINTS = 10_000  # steps evaluated for a plot; more would not show and 
 
 @dataclass(frozen=True)
 class LRSchedule:
+    """A config's schedule with its parts resolved: `warmup_length` and `anneal_length` are
+    numbers of steps (the config's `warmup_steps` may be None: "use the fraction")."""
+
     lr_init: float
     lr_max: float
     lr_min: float
-    warmup_iters: int
-    anneal_iters: int
+    warmup_length: int
+    anneal_length: int
     num_cycles: int
     T_mult: float
     anneal_type: str
-    max_iters: int
+    max_steps: int
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> LRSchedule:
-        warmup, flat = config.warmup_steps, config.final_flat_steps
+        warmup, flat = config.warmup_length, config.final_flat_length
         return cls(
             lr_init=config.lr_init,
             lr_max=config.lr_max,
             lr_min=config.lr_min,
-            warmup_iters=warmup,
-            anneal_iters=config.max_iters - warmup - flat,
+            warmup_length=warmup,
+            anneal_length=config.max_steps - warmup - flat,
             num_cycles=config.num_restarts + 1,
             T_mult=config.T_mult,
             anneal_type=config.anneal_type,
-            max_iters=config.max_iters,
+            max_steps=config.max_steps,
         )
 
     def cycle_boundaries(self) -> list[float]:
         """Start of each cycle and end of the last, in steps from the start of training."""
         lengths = [self.T_mult**i for i in range(self.num_cycles)]
-        unit = self.anneal_iters / sum(lengths)
-        bounds = [float(self.warmup_iters)]
+        unit = self.anneal_length / sum(lengths)
+        bounds = [float(self.warmup_length)]
         for length in lengths:
             bounds.append(bounds[-1] + unit * length)
-        bounds[-1] = float(self.warmup_iters + self.anneal_iters)  # exact, whatever the rounding
+        bounds[-1] = float(self.warmup_length + self.anneal_length)  # exact, whatever the rounding
         return bounds
 
     def __call__(self, step: int) -> float:
-        if step < self.warmup_iters:
-            return self.lr_init + (self.lr_max - self.lr_init) * step / self.warmup_iters
+        if step < self.warmup_length:
+            return self.lr_init + (self.lr_max - self.lr_init) * step / self.warmup_length
         bounds = self.cycle_boundaries()
         if step >= bounds[-1]:
             return self.lr_min
@@ -78,38 +81,38 @@ class LRSchedule:
         return self.lr_min + (self.lr_max - self.lr_min) * decay
 
     def values(self) -> list[float]:
-        """The rate of every update, steps 0 to max_iters - 1."""
-        return [self(step) for step in range(self.max_iters)]
+        """The rate of every update, steps 0 to max_steps - 1."""
+        return [self(step) for step in range(self.max_steps)]
 
     def describe(self) -> str:
         bounds = self.cycle_boundaries()
         starts = ", ".join(str(math.ceil(b)) for b in bounds[:-1])
         return (
-            f"warmup {self.warmup_iters} steps ({self.lr_init:g} -> {self.lr_max:g}); "
+            f"warmup {self.warmup_length} steps ({self.lr_init:g} -> {self.lr_max:g}); "
             f"{self.num_cycles} {self.anneal_type} cycle(s) to {self.lr_min:g} starting at steps {starts}; "
-            f"flat at {self.lr_min:g} from step {math.ceil(bounds[-1])} to {self.max_iters}"
+            f"flat at {self.lr_min:g} from step {math.ceil(bounds[-1])} to {self.max_steps}"
         )
 
 
 def plot_steps(schedule: LRSchedule) -> list[int]:
     """The steps a plot evaluates: all of them, or for long schedules `MAX_PLOT_POINTS` evenly spaced
     ones plus the steps on both sides of every cycle boundary, so no restart is lost between samples."""
-    last = schedule.max_iters - 1
-    if schedule.max_iters <= MAX_PLOT_POINTS:
-        return list(range(schedule.max_iters))
+    last = schedule.max_steps - 1
+    if schedule.max_steps <= MAX_PLOT_POINTS:
+        return list(range(schedule.max_steps))
     steps = {round(i * last / (MAX_PLOT_POINTS - 1)) for i in range(MAX_PLOT_POINTS)}
-    for bound in (schedule.warmup_iters, *schedule.cycle_boundaries()):
+    for bound in (schedule.warmup_length, *schedule.cycle_boundaries()):
         steps.update(s for s in (math.floor(bound) - 1, math.floor(bound), math.ceil(bound)) if 0 <= s <= last)
     return sorted(steps)
 
 
-SCHEDULE_FIELDS = ("max_iters", "lr_init", "lr_max", "lr_min", "warmup_iters", "warmup_fraction", "anneal_type",
-                   "num_restarts", "T_mult", "final_flat_iters", "final_flat_fraction")
+SCHEDULE_FIELDS = ("max_steps", "lr_init", "lr_max", "lr_min", "warmup_steps", "warmup_fraction", "anneal_type",
+                   "num_restarts", "T_mult", "final_flat_steps", "final_flat_fraction")
 
 
 def describe_schedule_change(before: TrainConfig, after: TrainConfig, step: int) -> str | None:
     """What a resume at `step` with `after` in place of `before` does to the learning rate; None
-    when the schedule stays the same (warmup and final flat part follow `max_iters` by default)."""
+    when the schedule stays the same (warmup and final flat part follow `max_steps` by default)."""
     old, new = LRSchedule.from_config(before), LRSchedule.from_config(after)
     if old == new:
         return None
