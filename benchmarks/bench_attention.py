@@ -108,8 +108,16 @@ def attention_table(batch_sizes: list[int], repeats: int) -> list[str]:
 
 def seed_1m_config(attention: str) -> ModelConfig:
     return ModelConfig(
-        dim=64, num_layers=4, mlp_hidden_mult=8.0, mlp_gated=True, mlp_nonlinearity="SiLU",
-        num_q_heads=3, num_kv_heads=1, head_dim=64, max_seq_len=SEQ_LEN, vocab_size=8192,
+        dim=64,
+        num_layers=4,
+        mlp_hidden_mult=8.0,
+        mlp_gated=True,
+        mlp_nonlinearity="SiLU",
+        num_q_heads=3,
+        num_kv_heads=1,
+        head_dim=64,
+        max_seq_len=SEQ_LEN,
+        vocab_size=8192,
         attention=attention,
     )
 
@@ -153,8 +161,11 @@ DECODE_CALLS = 50  # calls per timed sample: one call takes tens of microseconds
 
 def decode_table(repeats: int) -> list[str]:
     """Microseconds of one decoding step, all levels at once vs one SDPA call per level."""
-    rows = ["| levels, kv heads, split, hd | B | S | scores (B L N S) | all levels at once (us) "
-            "| per level (us) | faster |", "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| levels, kv heads, split, hd | B | S | scores (B L N S) | all levels at once (us) "
+        "| per level (us) | faster |",
+        "|---|---|---|---|---|---|---|",
+    ]
     limit = decode_attention.SINGLE_QUERY_MAX_SCORES
     for L, Hkv, split, hd in DECODE_SHAPES:
         for B in DECODE_BATCHES:
@@ -171,10 +182,11 @@ def decode_table(repeats: int) -> list[str]:
                 finally:
                     decode_attention.SINGLE_QUERY_MAX_SCORES = limit
                 once, per_level = (timed[key] / DECODE_CALLS * 1e6 for key in ("once", "per level"))
-                rows.append(f"| {L}, {Hkv}, {split}, {hd} | {B} | {S} | {B * L * split ** (L - 1) * S:,} "
-                            f"| {once:.0f} | {per_level:.0f} | {'at once' if once < per_level else 'per level'} |")
+                rows.append(
+                    f"| {L}, {Hkv}, {split}, {hd} | {B} | {S} | {B * L * split ** (L - 1) * S:,} "
+                    f"| {once:.0f} | {per_level:.0f} | {'at once' if once < per_level else 'per level'} |"
+                )
     return rows
-
 
 
 def main() -> None:
@@ -195,8 +207,10 @@ def main() -> None:
             print("\n".join(decode_table(args.repeats)))
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"\nAttention forward+backward: T={SEQ_LEN}, {LEVELS} levels, head_dim {HEAD_DIM}, "
-          f"{KV_HEADS} kv head, split {SPLIT}\n")
+    print(
+        f"\nAttention forward+backward: T={SEQ_LEN}, {LEVELS} levels, head_dim {HEAD_DIM}, "
+        f"{KV_HEADS} kv head, split {SPLIT}\n"
+    )
     print("\n".join(attention_table(args.batch_sizes, args.repeats)))
     print(f"\nWhole-model training (seed-1m shape, seq {SEQ_LEN}, batch {args.model_batch_size}, vocab 8192)\n")
     print("\n".join(model_table(args.model_batch_size, max(3, args.repeats // 2))))

@@ -19,8 +19,8 @@ from timing import time_interleaved
 from workloads import training_step
 
 from fha.baselines import BASELINES, baseline_config
-from fha.variants import subhead_sizes
 from fha.train.presets import build_configs, load_experiment
+from fha.variants import subhead_sizes
 
 REFERENCE = "mha"
 
@@ -36,14 +36,18 @@ def main() -> None:
     steps = {name: training_step(baseline_config(base, name), args.batch_size) for name in names}
     timed = time_interleaved({name: step for name, (_, step) in steps.items()}, args.repeats, warmup=2)
     tokens = args.batch_size * base.max_seq_len
-    print(f"seed-0.3m shape, batch {args.batch_size} x {base.max_seq_len} tokens, {torch.get_num_threads()} threads, "
-          f"median of {args.repeats} interleaved rounds, torch {torch.__version__}\n")
+    print(
+        f"seed-0.3m shape, batch {args.batch_size} x {base.max_seq_len} tokens, {torch.get_num_threads()} threads, "
+        f"median of {args.repeats} interleaved rounds, torch {torch.__version__}\n"
+    )
     print(f"| baseline | sub-head sizes | parameters | step (s) | training tokens/s | time / {REFERENCE} |")
     print("|---|---|---|---|---|---|")
     for name, (model, _) in steps.items():
         seconds = timed[name]
-        print(f"| {name} | {subhead_sizes(model.config)} | {model.num_parameters():,} | {seconds:.3f} "
-              f"| {tokens / seconds:,.0f} | {seconds / timed[REFERENCE]:.2f}x |")
+        print(
+            f"| {name} | {subhead_sizes(model.config)} | {model.num_parameters():,} | {seconds:.3f} "
+            f"| {tokens / seconds:,.0f} | {seconds / timed[REFERENCE]:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,16 @@ from fha.sampling import GREEDY
 
 # The seed-1m shape: about 1M parameters, most of them in the 8192 x 64 embedding.
 MODEL_SHAPE = {
-    "dim": 64, "num_layers": 4, "mlp_hidden_mult": 8.0, "mlp_gated": True, "mlp_nonlinearity": "SiLU",
-    "num_q_heads": 3, "num_kv_heads": 1, "head_dim": 64, "vocab_size": 8192, "max_seq_len": 512,
+    "dim": 64,
+    "num_layers": 4,
+    "mlp_hidden_mult": 8.0,
+    "mlp_gated": True,
+    "mlp_nonlinearity": "SiLU",
+    "num_q_heads": 3,
+    "num_kv_heads": 1,
+    "head_dim": 64,
+    "vocab_size": 8192,
+    "max_seq_len": 512,
     "attention": "fha",
 }
 BATCH_SIZES = (1, 8)
@@ -58,8 +66,9 @@ def generate_with_cache(model: GPT, idx: torch.Tensor, new_tokens: int) -> torch
     return generate(model, idx, new_tokens, sampling=GREEDY)
 
 
-def checked(run: Callable[[GPT, torch.Tensor, int], torch.Tensor], model: GPT, idx: torch.Tensor,
-            new_tokens: int) -> None:
+def checked(
+    run: Callable[[GPT, torch.Tensor, int], torch.Tensor], model: GPT, idx: torch.Tensor, new_tokens: int
+) -> None:
     """Run one way of generating and make sure it produced every new token."""
     out = run(model, idx, new_tokens)
     if out.shape != (idx.shape[0], idx.shape[1] + new_tokens):
@@ -76,8 +85,10 @@ def compare(model: GPT, prompt: torch.Tensor, args: argparse.Namespace, device: 
     seconds = time_interleaved(runs, args.repeats, warmup=0, device=device)
     new = prompt.shape[0] * args.new_tokens
     cached, full = new / seconds["cached"], new / seconds["full"]
-    return (f"| {prompt.shape[0]} | {cached:,.0f} | {full:,.0f} | {cached / full:.1f}x "
-            f"| {first['cached']:.2f} / {first['full']:.2f} |")
+    return (
+        f"| {prompt.shape[0]} | {cached:,.0f} | {full:,.0f} | {cached / full:.1f}x "
+        f"| {first['cached']:.2f} / {first['full']:.2f} |"
+    )
 
 
 # Part name -> (object, attribute, stand-in that returns its input); see --breakdown.
@@ -140,8 +151,10 @@ def main() -> None:
     device = setup_device(args.device)
     torch.manual_seed(0)
     model = GPT(ModelConfig(**MODEL_SHAPE)).to(device).eval()
-    print(f"model: {model.num_parameters():,} parameters, device {device}, {torch.get_num_threads()} threads, "
-          f"prompt {args.prompt_tokens} tokens, {args.new_tokens} new tokens, greedy\n")
+    print(
+        f"model: {model.num_parameters():,} parameters, device {device}, {torch.get_num_threads()} threads, "
+        f"prompt {args.prompt_tokens} tokens, {args.new_tokens} new tokens, greedy\n"
+    )
     modes = ("eager", "compiled") if args.compile else ("eager",)
     with torch.inference_mode():
         if args.breakdown:

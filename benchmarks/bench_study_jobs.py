@@ -51,8 +51,13 @@ set = {{ attention = "mha" }}
 def run_study(spec: Path, out: Path, jobs: int) -> float:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "fha", "study", "run", str(spec), "--out", str(out), "--jobs", str(jobs)],
-                   check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "fha", "study", "run", str(spec), "--out", str(out), "--jobs", str(jobs)],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - start
 
 

@@ -83,8 +83,9 @@ def main() -> None:
     spec = load_spec(args.spec)
     workloads = {}
     for variant in spec.variants:
-        workloads[variant.name] = Workload(*spec.configs(RunPlan(variant.name, spec.seeds[0],
-                                                                 spec.learning_rates(variant.name)[0])))
+        workloads[variant.name] = Workload(
+            *spec.configs(RunPlan(variant.name, spec.seeds[0], spec.learning_rates(variant.name)[0]))
+        )
     if args.reference_preset:
         workloads["reference"] = Workload(*build_configs(load_experiment(args.reference_preset)))
     train_fns = {name: (lambda w=w: [w.train_step() for _ in range(args.steps)]) for name, w in workloads.items()}
@@ -96,29 +97,38 @@ def main() -> None:
     scale = 1.0
     if args.reference_preset and args.reference_speed:
         scale = args.reference_speed / train_speed["reference"]
-        print(f"reference {args.reference_preset}: {train_speed['reference']:,.0f} tokens/s here, "
-              f"{args.reference_speed:,.0f} idle: speeds below x{scale:.2f}")
+        print(
+            f"reference {args.reference_preset}: {train_speed['reference']:,.0f} tokens/s here, "
+            f"{args.reference_speed:,.0f} idle: speeds below x{scale:.2f}"
+        )
     first = spec.configs(spec.first_run())
     vocab = first[0].vocab_size
     evaluated_text = text_tokens(spec, vocab)
     runs_per_variant = len(spec.sweep.lr_max) + len(spec.seeds) - 1 if spec.sweep else len(spec.seeds)
     total = 0.0
-    print(f"{spec.tokens:,} training tokens per run, {runs_per_variant} runs per variant, "
-          f"{evaluated_text:,} tokens of validation + test text\n")
+    print(
+        f"{spec.tokens:,} training tokens per run, {runs_per_variant} runs per variant, "
+        f"{evaluated_text:,} tokens of validation + test text\n"
+    )
     print("| variant | train tokens/s | eval tokens/s | minutes per run | minutes, all its runs |")
     print("|---|---|---|---|---|")
     for variant in spec.variants:
-        model_config, train_config = spec.configs(RunPlan(variant.name, spec.seeds[0],
-                                                          spec.learning_rates(variant.name)[0]))
+        model_config, train_config = spec.configs(
+            RunPlan(variant.name, spec.seeds[0], spec.learning_rates(variant.name)[0])
+        )
         evaluations = train_config.max_steps // train_config.eval_interval + 2  # step 0, every interval, the end
-        in_training = evaluations * EVAL_SPLITS * train_config.eval_samples * train_config.batch_size * \
-            model_config.max_seq_len
-        seconds = spec.tokens / (train_speed[variant.name] * scale) + \
-            (in_training + evaluated_text) / (eval_speed[variant.name] * scale)
+        in_training = (
+            evaluations * EVAL_SPLITS * train_config.eval_samples * train_config.batch_size * model_config.max_seq_len
+        )
+        seconds = spec.tokens / (train_speed[variant.name] * scale) + (in_training + evaluated_text) / (
+            eval_speed[variant.name] * scale
+        )
         total += runs_per_variant * seconds
         train, evaluation = train_speed[variant.name] * scale, eval_speed[variant.name] * scale
-        print(f"| {variant.name} | {train:,.0f} | {evaluation:,.0f} | "
-              f"{seconds / SECONDS_PER_MINUTE:.1f} | {runs_per_variant * seconds / SECONDS_PER_MINUTE:.1f} |")
+        print(
+            f"| {variant.name} | {train:,.0f} | {evaluation:,.0f} | "
+            f"{seconds / SECONDS_PER_MINUTE:.1f} | {runs_per_variant * seconds / SECONDS_PER_MINUTE:.1f} |"
+        )
     print(f"\nestimated study time: {total / SECONDS_PER_MINUTE:.0f} minutes, plus tokenizer training and start-up")
 
 

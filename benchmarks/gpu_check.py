@@ -43,18 +43,26 @@ from workloads import training_step
 from fha import GPT, ModelConfig
 from fha.model.attention import KERNELS, fused_head_multiple
 from fha.model.kv_cache import KVCache
-from fha.variants import ATTENTION_VARIANTS
 from fha.train.presets import build_configs, load_experiment
+from fha.variants import ATTENTION_VARIANTS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from reference_attention import reference_fractal_attention  # noqa: E402
+from reference_attention import reference_fractal_attention
 
 TOLERANCES = {torch.float32: 1e-4, torch.bfloat16: 3e-2}
 WRITTEN_PATTERN = [2, 1, 8, 2]  # a cut no named variant has: non-monotone, a size shared by two heads
 PATTERN_SHAPE = dict(num_q_heads=4, head_dim=32, num_layers=2)  # the seed-0.3m attention shape
 BACKEND_SIZES = (2, 4, 8, 16, 32, 64)  # every sub-head size of seed-0.3m, seed-1m and the 20M shape, and 2
-TWENTY_M_SHAPE = dict(dim=384, num_layers=6, num_q_heads=4, num_kv_heads=1, head_dim=64, vocab_size=8192,
-                      max_seq_len=512, mlp_hidden_mult=8.0)  # about 19M parameters
+TWENTY_M_SHAPE = dict(
+    dim=384,
+    num_layers=6,
+    num_q_heads=4,
+    num_kv_heads=1,
+    head_dim=64,
+    vocab_size=8192,
+    max_seq_len=512,
+    mlp_hidden_mult=8.0,
+)  # about 19M parameters
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -66,8 +74,13 @@ def variant_cases() -> list[tuple[str, ModelConfig]]:
     attention shape, with sub-head RoPE (which may give each query head its own key head)."""
     cases = []
     for name, variant in ATTENTION_VARIANTS.items():
-        config = ModelConfig(attention=name, head_splits=WRITTEN_PATTERN if variant.reads_pattern else None,
-                             rope_layout="subhead", **PATTERN_SHAPE, num_kv_heads=1)
+        config = ModelConfig(
+            attention=name,
+            head_splits=WRITTEN_PATTERN if variant.reads_pattern else None,
+            rope_layout="subhead",
+            **PATTERN_SHAPE,
+            num_kv_heads=1,
+        )
         cases.append((name, config))
     return cases
 
@@ -80,8 +93,22 @@ def padding_mask(B: int, T: int, S: int, gen: torch.Generator) -> torch.Tensor:
     return (causal & (torch.rand(B, 1, T, S, generator=gen) > 0.3)) | own
 
 
-def kernel_case(config: ModelConfig, splits, Hk, Hv, T, S, dtype, device, smoke: bool, *, scale_setting="subhead",
-                masked=False, head_multiple=None, seed: int = 0) -> dict:
+def kernel_case(
+    config: ModelConfig,
+    splits,
+    Hk,
+    Hv,
+    T,
+    S,
+    dtype,
+    device,
+    smoke: bool,
+    *,
+    scale_setting="subhead",
+    masked=False,
+    head_multiple=None,
+    seed: int = 0,
+) -> dict:
     """One check of the variant's own kernel (as the model builds it): values and gradients
     against the float64 reference on the CPU."""
     L, hd, B = len(splits), config.head_dim, 2 if smoke else 4
@@ -89,8 +116,10 @@ def kernel_case(config: ModelConfig, splits, Hk, Hv, T, S, dtype, device, smoke:
     scale = config.variant.score_scale(config)
     kernel = KERNELS[config.variant.kernel_name](splits, hd, scale)
     gen = torch.Generator().manual_seed(seed)
-    cpu = [torch.randn(B, heads, length, hd, generator=gen, dtype=torch.float64).to(dtype).double()
-           for heads, length in ((L, T), (Hk, S), (Hv, S))]
+    cpu = [
+        torch.randn(B, heads, length, hd, generator=gen, dtype=torch.float64).to(dtype).double()
+        for heads, length in ((L, T), (Hk, S), (Hv, S))
+    ]
     mask = padding_mask(B, T, S, gen) if masked else None
     ours = [t.to(device=device, dtype=dtype).requires_grad_() for t in cpu]
     ref_inputs = [t.clone().requires_grad_() for t in cpu]
@@ -101,9 +130,19 @@ def kernel_case(config: ModelConfig, splits, Hk, Hv, T, S, dtype, device, smoke:
     ref_grads = torch.autograd.grad(ref, ref_inputs, upstream)
     tol = TOLERANCES[dtype]
     errors = [_excess(out, ref, tol)] + [_excess(g, r, tol) for g, r in zip(grads, ref_grads)]
-    return {"splits": list(splits), "key_heads": Hk, "value_heads": Hv, "T": T, "S": S, "dtype": dtype_name(dtype),
-            "scale": scale_setting, "masked": masked, "head_multiple": head_multiple,
-            "max_error_over_tolerance": max(errors), "ok": max(errors) <= 1.0}
+    return {
+        "splits": list(splits),
+        "key_heads": Hk,
+        "value_heads": Hv,
+        "T": T,
+        "S": S,
+        "dtype": dtype_name(dtype),
+        "scale": scale_setting,
+        "masked": masked,
+        "head_multiple": head_multiple,
+        "max_error_over_tolerance": max(errors),
+        "ok": max(errors) <= 1.0,
+    }
 
 
 def _excess(got: torch.Tensor, want: torch.Tensor, tol: float) -> float:
@@ -124,9 +163,12 @@ def correctness(device: torch.device, dtypes: list[torch.dtype], smoke: bool) ->
         sharing = [(1, 1), (2, 2), (L, L)] + ([(L, 1)] if config.key_heads != config.num_kv_heads else [])
         for splits in sorted(set(config.layer_splits)):
             for dtype in dtypes:
+
                 def check(Hk, Hv, T, S, **extra):
-                    rows.append({"variant": name, **kernel_case(config, splits, Hk, Hv, T, S, dtype, device, smoke,
-                                                                **extra)})
+                    rows.append(
+                        {"variant": name, **kernel_case(config, splits, Hk, Hv, T, S, dtype, device, smoke, **extra)}
+                    )
+
                 for Hk, Hv in sharing:
                     for T, S in shapes:
                         check(Hk, Hv, T, S)
@@ -145,15 +187,26 @@ def generation_checks(device: torch.device, dtypes: list[torch.dtype], smoke: bo
     rows = []
     for name, variant in ATTENTION_VARIANTS.items():
         for rope_layout in ("head", "subhead"):
-            config = ModelConfig(attention=name, head_splits=WRITTEN_PATTERN if variant.reads_pattern else None,
-                                 rope_layout=rope_layout, dim=64, vocab_size=97, max_seq_len=40, num_kv_heads=2,
-                                 **PATTERN_SHAPE)
+            config = ModelConfig(
+                attention=name,
+                head_splits=WRITTEN_PATTERN if variant.reads_pattern else None,
+                rope_layout=rope_layout,
+                dim=64,
+                vocab_size=97,
+                max_seq_len=40,
+                num_kv_heads=2,
+                **PATTERN_SHAPE,
+            )
             torch.manual_seed(0)
             model = GPT(config).to(device).eval()
             prompt = torch.randint(0, 97, (3, 7), generator=torch.Generator().manual_seed(1)).to(device)
             cached = generate_with_cache(model, prompt, new_tokens)
             recomputed = generate_without_cache(model, prompt, new_tokens)
-            row = {"variant": name, "rope_layout": rope_layout, "tokens_equal_fp32": bool(torch.equal(cached, recomputed))}
+            row = {
+                "variant": name,
+                "rope_layout": rope_layout,
+                "tokens_equal_fp32": bool(torch.equal(cached, recomputed)),
+            }
             for dtype in dtypes:
                 half = GPT(config).to(device=device, dtype=dtype).eval()
                 half.load_state_dict(model.state_dict())
@@ -161,7 +214,9 @@ def generation_checks(device: torch.device, dtypes: list[torch.dtype], smoke: bo
                     full, _ = half(cached)
                     cache_logits = _cached_logits(half, cached)
                 row[f"logits_error_{dtype_name(dtype)}"] = _excess(cache_logits, full.double().cpu(), TOLERANCES[dtype])
-            row["ok"] = row["tokens_equal_fp32"] and all(v <= 1.0 for k, v in row.items() if k.startswith("logits_error"))
+            row["ok"] = row["tokens_equal_fp32"] and all(
+                v <= 1.0 for k, v in row.items() if k.startswith("logits_error")
+            )
             rows.append(row)
     return rows
 
@@ -178,8 +233,7 @@ def backend_table(device: torch.device, dtypes: list[torch.dtype], smoke: bool) 
     (padded to `fused_head_multiple`), each backend tried alone, forward and backward."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION,
-                SDPBackend.MATH]
+    backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
     B, heads, T = (1, 2, 32) if smoke else (8, 8, 512)
     multiple = fused_head_multiple(device)
 
@@ -201,8 +255,16 @@ def backend_table(device: torch.device, dtypes: list[torch.dtype], smoke: bool) 
             size = d + (-d % multiple)
             raw = accepting(d, dtype)
             as_called = raw if size == d else accepting(size, dtype)
-            rows.append({"dtype": dtype_name(dtype), "subhead_dim": d, "raw_accepted": raw, "fha_size": size,
-                         "fha_accepted": as_called, "fha_fused": any(name != "MATH" for name in as_called)})
+            rows.append(
+                {
+                    "dtype": dtype_name(dtype),
+                    "subhead_dim": d,
+                    "raw_accepted": raw,
+                    "fha_size": size,
+                    "fha_accepted": as_called,
+                    "fha_fused": any(name != "MATH" for name in as_called),
+                }
+            )
     return rows
 
 
@@ -215,16 +277,29 @@ def training_table(device: torch.device, repeats: int, batch_size: int, compile_
             steps, models = {}, {}
             for attention in ("fha", "mha"):
                 models[attention], steps[attention] = training_step(
-                    base.replace(attention=attention), batch_size, device=device, compiled=compiled,
-                    bf16_autocast=device.type == "cuda")
+                    base.replace(attention=attention),
+                    batch_size,
+                    device=device,
+                    compiled=compiled,
+                    bf16_autocast=device.type == "cuda",
+                )
             peaks = {attention: _peak_memory(step, device) for attention, step in steps.items()}
             timed = time_interleaved(steps, repeats, warmup=2, device=device)
             tokens = batch_size * base.max_seq_len
             for attention in ("fha", "mha"):
-                rows.append({"shape": shape, "attention": attention, "compiled": compiled,
-                             "parameters": models[attention].num_parameters(), "batch_size": batch_size,
-                             "step_s": timed[attention], "tokens_per_s": tokens / timed[attention],
-                             "peak_memory_mib": peaks[attention], "fha_over_mha": timed["fha"] / timed["mha"]})
+                rows.append(
+                    {
+                        "shape": shape,
+                        "attention": attention,
+                        "compiled": compiled,
+                        "parameters": models[attention].num_parameters(),
+                        "batch_size": batch_size,
+                        "step_s": timed[attention],
+                        "tokens_per_s": tokens / timed[attention],
+                        "peak_memory_mib": peaks[attention],
+                        "fha_over_mha": timed["fha"] / timed["mha"],
+                    }
+                )
     return rows
 
 
@@ -250,13 +325,22 @@ def decoding_table(device: torch.device, repeats: int, new_tokens: int, compile_
                 model.compile(dynamic=True)
             for batch_size in (1, 8):
                 prompt = torch.randint(0, base.vocab_size, (batch_size, 16), device=device)
-                ways = {"cache": lambda: generate_with_cache(model, prompt, new_tokens),
-                        "no cache": lambda: generate_without_cache(model, prompt, new_tokens)}
+                ways = {
+                    "cache": lambda: generate_with_cache(model, prompt, new_tokens),
+                    "no cache": lambda: generate_without_cache(model, prompt, new_tokens),
+                }
                 with torch.inference_mode():
                     timed = time_interleaved(ways, repeats, warmup=1, device=device)
                 for way, seconds in timed.items():
-                    rows.append({"attention": attention, "compiled": compiled, "batch_size": batch_size, "way": way,
-                                 "new_tokens_per_s": batch_size * new_tokens / seconds})
+                    rows.append(
+                        {
+                            "attention": attention,
+                            "compiled": compiled,
+                            "batch_size": batch_size,
+                            "way": way,
+                            "new_tokens_per_s": batch_size * new_tokens / seconds,
+                        }
+                    )
     return rows
 
 
@@ -274,9 +358,14 @@ def markdown(rows: list[dict], columns: list[str]) -> str:
 
 
 def environment(device: torch.device) -> dict:
-    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-            "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -294,8 +383,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cudnn.allow_tf32 = False
     dtypes = [torch.float32, torch.bfloat16]
     started = time.perf_counter()
-    report = {"environment": environment(device), "smoke": args.smoke,
-              "tolerances": {dtype_name(d): t for d, t in TOLERANCES.items()}}
+    report = {
+        "environment": environment(device),
+        "smoke": args.smoke,
+        "tolerances": {dtype_name(d): t for d, t in TOLERANCES.items()},
+    }
     report["correctness"] = correctness(device, dtypes, args.smoke)
     report["generation"] = generation_checks(device, dtypes, args.smoke)
     report["backends"] = backend_table(device, dtypes, args.smoke)
@@ -304,9 +396,12 @@ def main(argv: list[str] | None = None) -> int:
         report["decoding"] = decoding_table(device, args.repeats, args.new_tokens, not args.no_compile)
     failed = [row for row in report["correctness"] + report["generation"] if not row["ok"]]
     bf16_math = [row for row in report["backends"] if row["dtype"] == "bfloat16" and not row["fha_fused"]]
-    report["summary"] = {"correctness_checks": len(report["correctness"]) + len(report["generation"]),
-                         "failed": len(failed), "bf16_sizes_on_math_kernel": [r["subhead_dim"] for r in bf16_math],
-                         "seconds": time.perf_counter() - started}
+    report["summary"] = {
+        "correctness_checks": len(report["correctness"]) + len(report["generation"]),
+        "failed": len(failed),
+        "bf16_sizes_on_math_kernel": [r["subhead_dim"] for r in bf16_math],
+        "seconds": time.perf_counter() - started,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
 
@@ -316,26 +411,57 @@ def main(argv: list[str] | None = None) -> int:
     for row in report["correctness"]:
         key = (row["variant"], row["dtype"])
         worst[key] = max(worst.get(key, 0.0), row["max_error_over_tolerance"])
-    print(markdown([{"variant": v, "dtype": d, "cases": sum(1 for r in report["correctness"]
-                                                             if (r["variant"], r["dtype"]) == (v, d)),
-                     "worst error / tolerance": e} for (v, d), e in worst.items()],
-                   ["variant", "dtype", "cases", "worst error / tolerance"]))
+    print(
+        markdown(
+            [
+                {
+                    "variant": v,
+                    "dtype": d,
+                    "cases": sum(1 for r in report["correctness"] if (r["variant"], r["dtype"]) == (v, d)),
+                    "worst error / tolerance": e,
+                }
+                for (v, d), e in worst.items()
+            ],
+            ["variant", "dtype", "cases", "worst error / tolerance"],
+        )
+    )
     print()
-    print(markdown(report["generation"], ["variant", "rope_layout", "tokens_equal_fp32", "logits_error_float32",
-                                          "logits_error_bfloat16", "ok"]))
+    print(
+        markdown(
+            report["generation"],
+            ["variant", "rope_layout", "tokens_equal_fp32", "logits_error_float32", "logits_error_bfloat16", "ok"],
+        )
+    )
     print()
-    print(markdown(report["backends"], ["dtype", "subhead_dim", "raw_accepted", "fha_size", "fha_accepted",
-                                        "fha_fused"]))
+    print(
+        markdown(report["backends"], ["dtype", "subhead_dim", "raw_accepted", "fha_size", "fha_accepted", "fha_fused"])
+    )
     if not args.smoke:
         print()
-        print(markdown(report["training"], ["shape", "attention", "compiled", "parameters", "batch_size", "step_s",
-                                            "tokens_per_s", "peak_memory_mib", "fha_over_mha"]))
+        print(
+            markdown(
+                report["training"],
+                [
+                    "shape",
+                    "attention",
+                    "compiled",
+                    "parameters",
+                    "batch_size",
+                    "step_s",
+                    "tokens_per_s",
+                    "peak_memory_mib",
+                    "fha_over_mha",
+                ],
+            )
+        )
         print()
         print(markdown(report["decoding"], ["attention", "compiled", "batch_size", "way", "new_tokens_per_s"]))
     summary = report["summary"]
-    print(f"\n{summary['correctness_checks']} correctness checks, {summary['failed']} failed; bf16 sub-head sizes "
-          f"left on the math kernel: {summary['bf16_sizes_on_math_kernel'] or 'none'}; "
-          f"{summary['seconds']:.0f} s; wrote {args.out}")
+    print(
+        f"\n{summary['correctness_checks']} correctness checks, {summary['failed']} failed; bf16 sub-head sizes "
+        f"left on the math kernel: {summary['bf16_sizes_on_math_kernel'] or 'none'}; "
+        f"{summary['seconds']:.0f} s; wrote {args.out}"
+    )
     return 1 if failed else 0
 
 

@@ -32,8 +32,17 @@ STORIES = [
 def build_throwaway_run(directory: Path) -> Path:
     tokenizer = Tokenizer.train(STORIES, vocab_size=96)
     torch.manual_seed(0)
-    model = GPT(ModelConfig(vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, dim=32, num_layers=2,
-                            num_q_heads=2, head_dim=16, max_seq_len=64))
+    model = GPT(
+        ModelConfig(
+            vocab_size=tokenizer.vocab_size,
+            pad_id=tokenizer.pad_id,
+            dim=32,
+            num_layers=2,
+            num_q_heads=2,
+            head_dim=16,
+            max_seq_len=64,
+        )
+    )
     save_weights(model, directory)
     tokenizer.save(directory / TOKENIZER_FILE)
     return directory
@@ -49,8 +58,14 @@ def main(argv: list[str]) -> None:
         for name, value in result.to_dict().items():
             print(f"{name:>15}: {value:.4g}" if isinstance(value, float) else f"{name:>15}: {value}")
 
-        for completion in complete(model, tokenizer, ["Once upon a time", "Tom had"], max_new_tokens=24,
-                                   sampling=Sampling(temperature=0.8, top_k=50), seed=0):
+        for completion in complete(
+            model,
+            tokenizer,
+            ["Once upon a time", "Tom had"],
+            max_new_tokens=24,
+            sampling=Sampling(temperature=0.8, top_k=50),
+            seed=0,
+        ):
             print(f"\n{completion.prompt}{completion.text}")
 
 

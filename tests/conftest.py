@@ -11,10 +11,10 @@ import pytest
 import torch.nn.functional as F
 from tiny_model import make_tiny_model
 from tiny_run import make_model, make_run, make_tokenizer
+from train_helpers import write_corpus
 
 import fha.model.attention as attention_module
 from fha import GPT
-from train_helpers import write_corpus
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = Path(os.environ.get("FHA_SAMPLE_DATA", REPO_ROOT.parent / "shared" / "data" / "tinystories-sample"))

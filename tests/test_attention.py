@@ -103,8 +103,9 @@ def test_masked_decoding_step_equals_attention_over_the_visible_keys(split, L, H
     out = fractal_attention(q, k, v, split=split, attn_mask=visible[:, None, None, :])
     for row in range(2):
         keep = visible[row]
-        ref = reference_fractal_attention(q[row : row + 1], k[row : row + 1, :, keep], v[row : row + 1, :, keep],
-                                          split=split)
+        ref = reference_fractal_attention(
+            q[row : row + 1], k[row : row + 1, :, keep], v[row : row + 1, :, keep], split=split
+        )
         torch.testing.assert_close(out[row : row + 1], ref, rtol=1e-10, atol=1e-10)
 
 
@@ -122,8 +123,9 @@ def test_a_key_mask_shared_by_the_batch_works_on_the_decoding_path():
     visible = torch.tensor([[1, 0, 1, 1, 0, 1]], dtype=torch.bool)  # (T=1, S)
     out = fractal_attention(q, k, v, split=2, attn_mask=visible)
     keep = visible[0]
-    torch.testing.assert_close(out, reference_fractal_attention(q, k[:, :, keep], v[:, :, keep], split=2),
-                               rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(
+        out, reference_fractal_attention(q, k[:, :, keep], v[:, :, keep], split=2), rtol=1e-10, atol=1e-10
+    )
 
 
 def test_masks_must_be_boolean():
@@ -200,9 +202,7 @@ def test_rope_keeps_relative_positions_inside_every_subhead(split):
         d = hd // n
         for j in range(n):
             dims = slice(j * d, (j + 1) * d)
-            scores = [
-                (rotated(q, m)[dims] * rotated(k, m - 3)[dims]).sum().item() for m in (3, 10, 40)
-            ]
+            scores = [(rotated(q, m)[dims] * rotated(k, m - 3)[dims]).sum().item() for m in (3, 10, 40)]
             assert scores[0] == pytest.approx(scores[1], abs=1e-4)
             assert scores[0] == pytest.approx(scores[2], abs=1e-4)
 
@@ -214,8 +214,12 @@ def test_rope_rotates_adjacent_pairs():
     out = apply_rope(x, rotation[pos : pos + 1])[0, 0, 0]
     angle0, angle1 = pos * 1.0, pos * 10000.0 ** (-2 / 4)
     expected = torch.tensor(
-        [torch.cos(torch.tensor(angle0)), torch.sin(torch.tensor(angle0)),
-         -torch.sin(torch.tensor(angle1)), torch.cos(torch.tensor(angle1))]
+        [
+            torch.cos(torch.tensor(angle0)),
+            torch.sin(torch.tensor(angle0)),
+            -torch.sin(torch.tensor(angle1)),
+            torch.cos(torch.tensor(angle1)),
+        ]
     )
     torch.testing.assert_close(out, expected)
 

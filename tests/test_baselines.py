@@ -118,8 +118,14 @@ def test_rope_keeps_relative_positions_inside_every_subhead_of_the_model(rope_la
 def test_every_subhead_of_the_model_rotates_with_the_spectrum_of_its_layout(rope_layout):
     """q of one token at position p is q at position 0 with pair j of a sub-head of d dimensions
     turned by p * theta**(-2j/d), where d is the sub-head's size ("subhead") or head_dim ("head")."""
-    config = small(attention="split", head_splits=[1, 8, 2, 4], rope_layout=rope_layout, num_kv_heads=2,
-                   max_seq_len=16, theta=100.0)
+    config = small(
+        attention="split",
+        head_splits=[1, 8, 2, 4],
+        rope_layout=rope_layout,
+        num_kv_heads=2,
+        max_seq_len=16,
+        theta=100.0,
+    )
     attn = model_of(config).blocks[0].attn
     rotation = rope_rotation(*rope_frequencies(config.head_dim, 16, config.theta, config.rope_cuts))
     x = torch.randn(1, 1, config.dim).expand(1, 16, config.dim)  # the same token at every position
@@ -154,8 +160,12 @@ def test_the_head_rope_layout_applies_one_rotation_to_every_head():
 
 @pytest.mark.slow
 def test_compiled_patterns_match_eager():
-    config = small(attention="split", layer_head_splits=[[2, 1, 2, 8], [4, 4, 4, 4], [1, 2, 4, 8]],
-                   rope_layout="subhead", num_kv_heads=2)
+    config = small(
+        attention="split",
+        layer_head_splits=[[2, 1, 2, 8], [4, 4, 4, 4], [1, 2, 4, 8]],
+        rope_layout="subhead",
+        num_kv_heads=2,
+    )
     model = model_of(config)
     idx = ids(2, 16)
     eager, _ = model(idx)

@@ -25,8 +25,14 @@ def parts():
 
 def save(run_dir, step, parts, **state):
     model, tokenizer = parts
-    return ckpt.save_checkpoint(run_dir, step, model=model, train_config=tiny_train_config(), tokenizer=tokenizer,
-                                state={"elapsed": 1.5, **state})
+    return ckpt.save_checkpoint(
+        run_dir,
+        step,
+        model=model,
+        train_config=tiny_train_config(),
+        tokenizer=tokenizer,
+        state={"elapsed": 1.5, **state},
+    )
 
 
 def test_save_and_load_round_trip(tmp_path, parts):
@@ -66,10 +72,14 @@ def test_latest_checkpoint_is_found_and_same_step_is_replaced(tmp_path, parts):
 # What the two writers raise when the disk is full (seen on a full tmpfs): safetensors its own
 # error, torch.save a RuntimeError from its zip writer.
 FULL_DISK_ERRORS = {
-    "safetensors": ("fha.run.save_model", SafetensorError("Error while serializing: I/O error: No space left on "
-                                                          "device (os error 28)")),
-    "torch": ("fha.train.checkpoint.torch.save", RuntimeError("[enforce fail at inline_container.cc:672] . "
-                                                              "unexpected pos 576 vs 534")),
+    "safetensors": (
+        "fha.run.save_model",
+        SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"),
+    ),
+    "torch": (
+        "fha.train.checkpoint.torch.save",
+        RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"),
+    ),
 }
 
 
@@ -83,8 +93,11 @@ def test_full_disk_while_writing_leaves_no_checkpoint_and_loses_none(tmp_path, p
         raise error
 
     monkeypatch.setattr(target, crash)
-    with pytest.raises(FhaError, match=r"step-4: cannot write the checkpoint \(.*MiB free on that disk\); the "
-                                       "earlier checkpoints are untouched"):
+    with pytest.raises(
+        FhaError,
+        match=r"step-4: cannot write the checkpoint \(.*MiB free on that disk\); the "
+        "earlier checkpoints are untouched",
+    ):
         save(tmp_path, 4, parts)
     with pytest.raises(FhaError, match="step-2: cannot write the checkpoint"):
         save(tmp_path, 2, parts)  # replacing an existing step must not damage it either
@@ -104,11 +117,14 @@ def test_missing_checkpoints(tmp_path):
         ckpt.load_checkpoint(tmp_path)
 
 
-@pytest.mark.parametrize("victim, message", [
-    (ckpt.STATE_FILE, "corrupt checkpoint"),
-    ("model.safetensors", "corrupt checkpoint weights"),
-    ("train_config.json", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "victim, message",
+    [
+        (ckpt.STATE_FILE, "corrupt checkpoint"),
+        ("model.safetensors", "corrupt checkpoint weights"),
+        ("train_config.json", "not valid JSON"),
+    ],
+)
 def test_corrupt_files_give_one_line_errors(tmp_path, parts, victim, message):
     path = save(tmp_path, 1, parts)
     (path / victim).write_bytes(b"\x00garbage" * 5)

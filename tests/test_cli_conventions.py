@@ -33,11 +33,14 @@ def test_version(capsys):
     assert capsys.readouterr().out.startswith(f"fha {fha.__version__} (torch {torch.__version__}, Python ")
 
 
-@pytest.mark.parametrize("name, message", [
-    ("gpu", "`device` 'gpu': unknown device (use auto, cpu, cuda, cuda:N, mps)"),
-    ("cuda:x", "`device` 'cuda:x': unknown device"),
-    ("cuda:", "`device` 'cuda:': unknown device"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("gpu", "`device` 'gpu': unknown device (use auto, cpu, cuda, cuda:N, mps)"),
+        ("cuda:x", "`device` 'cuda:x': unknown device"),
+        ("cuda:", "`device` 'cuda:': unknown device"),
+    ],
+)
 def test_unknown_device_names(name, message):
     with pytest.raises(FhaError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
         pick_device(name)
@@ -45,8 +48,9 @@ def test_unknown_device_names(name, message):
 
 def test_the_command_line_names_the_flag_where_the_library_names_the_parameter(tmp_path, capsys):
     assert main(["generate", str(tmp_path), "--prompt", "Once", "--device", "gpu"]) == 2
-    assert capsys.readouterr().err == ("fha: error: --device 'gpu': unknown device (use auto, cpu, cuda, cuda:N, "
-                                       "mps)\n")
+    assert capsys.readouterr().err == (
+        "fha: error: --device 'gpu': unknown device (use auto, cpu, cuda, cuda:N, mps)\n"
+    )
 
 
 def test_cuda_index_is_accepted_and_checked(monkeypatch):
@@ -96,8 +100,23 @@ def test_eval_in_bf16_on_cpu_is_close_to_float32(capsys, caplog, tmp_path, tiny_
 
 
 def test_generate_accepts_precision(capsys, tiny_run_dir):
-    assert main(["generate", str(tiny_run_dir), "--prompt", "Once", "--max-new-tokens", "5", "--temperature", "0",
-                 "--precision", "bf16"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                str(tiny_run_dir),
+                "--prompt",
+                "Once",
+                "--max-new-tokens",
+                "5",
+                "--temperature",
+                "0",
+                "--precision",
+                "bf16",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.startswith("Once")
 
 
@@ -105,15 +124,17 @@ def test_training_refuses_fp16_and_runs_in_bf16_on_cpu(corpus, tmp_path, capsys,
     caplog.set_level(logging.INFO)
     base = ["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--device", "cpu"]
     assert main([*base, "--out", str(tmp_path / "a"), "--precision", "fp16"]) == 2
-    assert capsys.readouterr().err == ("fha: error: --precision fp16 is not offered for training (it needs loss "
-                                       "scaling); use bf16 or fp32\n")
+    assert capsys.readouterr().err == (
+        "fha: error: --precision fp16 is not offered for training (it needs loss scaling); use bf16 or fp32\n"
+    )
     assert main([*base, "--out", str(tmp_path / "b"), "--precision", "bf16"]) == 0
     assert "device: cpu (bf16 autocast)" in caplog.text
     assert len(read_log(tmp_path / "b" / "log_data.csv")) == 3
 
 
-@pytest.mark.parametrize("argv", [["-v", "train"], ["train", "-v"], ["train", "--verbose"], ["-q", "train"],
-                                  ["train", "-q"]])
+@pytest.mark.parametrize(
+    "argv", [["-v", "train"], ["train", "-v"], ["train", "--verbose"], ["-q", "train"], ["train", "-q"]]
+)
 def test_output_options_before_or_after_the_command(capsys, argv):
     assert main([*argv, "--preset", "tiny", "--print-config"]) == 0
     assert capsys.readouterr().out.startswith("[model]\n")
@@ -125,10 +146,13 @@ def test_verbose_and_quiet_together_is_a_usage_error(capsys):
     assert "argument -q/--quiet: not allowed with argument -v/--verbose" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("sets", [["attention=mha", "max_steps=77"],
-                                  ["attention=split", "layer_head_splits=1,2/4,4", "max_steps=77"]])
+@pytest.mark.parametrize(
+    "sets", [["attention=mha", "max_steps=77"], ["attention=split", "layer_head_splits=1,2/4,4", "max_steps=77"]]
+)
 def test_print_config_is_an_experiment_file_that_reads_back(capsys, tmp_path, sets):
-    assert main(["train", "--preset", "tiny", *(arg for item in sets for arg in ("--set", item)), "--print-config"]) == 0
+    assert (
+        main(["train", "--preset", "tiny", *(arg for item in sets for arg in ("--set", item)), "--print-config"]) == 0
+    )
     text = capsys.readouterr().out
     tables = tomllib.loads(text)
     assert tables["model"]["attention"] == sets[0].partition("=")[2] and tables["train"]["max_steps"] == 77
@@ -146,8 +170,9 @@ def test_resume_of_a_finished_run_says_so_and_touches_nothing(corpus, tmp_path, 
     caplog.clear()
     caplog.set_level(logging.INFO)
     assert main(["train", "--resume", str(out)]) == 0
-    assert f"{out / 'checkpoints' / 'step-4'}: the run is complete (step 4 of max_steps=4); nothing to do" \
-        in caplog.text
+    assert (
+        f"{out / 'checkpoints' / 'step-4'}: the run is complete (step 4 of max_steps=4); nothing to do" in caplog.text
+    )
     assert "resuming" not in caplog.text
     assert ((out / "log_data.csv").read_text(), list_checkpoints(out)) == before
 
@@ -157,11 +182,24 @@ def test_resume_with_a_larger_budget_says_how_the_schedule_changes(corpus, tmp_p
     sets = [*TINY_SETS, "--set", "max_steps=20", "--set", "checkpoint_interval=10"]
     assert main(["train", "--preset", "tiny", *sets, "--data", str(corpus), "--out", str(out)]) == 0
     caplog.clear()
-    assert main(["train", "--resume", str(out / "checkpoints" / "step-10"), "--set", "max_steps=40",
-                 "--out", str(tmp_path / "longer")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--resume",
+                str(out / "checkpoints" / "step-10"),
+                "--set",
+                "max_steps=40",
+                "--out",
+                str(tmp_path / "longer"),
+            ]
+        )
+        == 0
+    )
     warning = next(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
-    assert warning.startswith("resuming at step 10 with a changed schedule (max_steps 20 -> 40): the rate of the "
-                              "next step is ")
+    assert warning.startswith(
+        "resuming at step 10 with a changed schedule (max_steps 20 -> 40): the rate of the next step is "
+    )
     assert "Before: warmup 1 steps" in warning and "Now: warmup 2 steps" in warning
 
 

@@ -38,8 +38,9 @@ def fha(capsys, *argv):
 # ----------------------------------------------------------------------------- generate
 def test_generate_prints_prompt_then_continuation(capsys, caplog, run_dir):
     caplog.set_level(logging.INFO)
-    code, out, _ = fha(capsys, "generate", run_dir, "--prompt", "Tom said", "--temperature", "0",
-                       "--max-new-tokens", "12")
+    code, out, _ = fha(
+        capsys, "generate", run_dir, "--prompt", "Tom said", "--temperature", "0", "--max-new-tokens", "12"
+    )
     assert code == 0
     assert out.startswith("Tom said") and len(out) > len("Tom said\n")
     assert "device:" in caplog.text and "device:" not in out
@@ -47,8 +48,10 @@ def test_generate_prints_prompt_then_continuation(capsys, caplog, run_dir):
 
 def test_generate_greedy_and_seeded_are_reproducible(capsys, run_dir):
     for options in (["--temperature", "0"], ["--temperature", "1.2", "--seed", "7", "--top-p", "0.9"]):
-        outputs = {fha(capsys, "generate", run_dir, "--prompt", "Once", "--max-new-tokens", "20", *options)[1]
-                   for _ in range(2)}
+        outputs = {
+            fha(capsys, "generate", run_dir, "--prompt", "Once", "--max-new-tokens", "20", *options)[1]
+            for _ in range(2)
+        }
         assert len(outputs) == 1
 
 
@@ -77,8 +80,9 @@ def test_generate_compiled_writes_what_eager_writes(capsys, run_dir):
 
 
 def test_generate_num_samples_prints_every_sample(capsys, run_dir):
-    code, out, _ = fha(capsys, "generate", run_dir, "--prompt", "Once", "--num-samples", "3", "--seed", "1",
-                       "--max-new-tokens", "8")
+    code, out, _ = fha(
+        capsys, "generate", run_dir, "--prompt", "Once", "--num-samples", "3", "--seed", "1", "--max-new-tokens", "8"
+    )
     assert code == 0
     assert [line for line in out.splitlines() if line.startswith("===")] == [
         f"=== prompt 1, sample {k} ===" for k in (1, 2, 3)
@@ -87,15 +91,23 @@ def test_generate_num_samples_prints_every_sample(capsys, run_dir):
 
 def test_generate_handles_prompts_longer_than_the_context(capsys, caplog, run_dir):
     prompt = " ".join(LINES) + " Once upon a"
-    code, out, _ = fha(capsys, "generate", run_dir, "--prompt", prompt, "--temperature", "0",
-                         "--max-new-tokens", "8")
+    code, out, _ = fha(capsys, "generate", run_dir, "--prompt", prompt, "--temperature", "0", "--max-new-tokens", "8")
     assert code == 0 and out.startswith(prompt)
     assert "sees only the last" in caplog.text
 
 
-@pytest.mark.parametrize("option", [["--top-k", "0"], ["--top-p", "1.5"], ["--temperature", "-1"],
-                                    ["--num-samples", "0"], ["--max-new-tokens", "-2"],
-                                    ["--temperature", "nan"], ["--temperature", "inf"]])
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--top-k", "0"],
+        ["--top-p", "1.5"],
+        ["--temperature", "-1"],
+        ["--num-samples", "0"],
+        ["--max-new-tokens", "-2"],
+        ["--temperature", "nan"],
+        ["--temperature", "inf"],
+    ],
+)
 def test_generate_rejects_bad_options(capsys, run_dir, option):
     code, out, err = fha(capsys, "generate", run_dir, "--prompt", "x", *option)
     assert code == 2 and out == ""
@@ -107,8 +119,15 @@ def test_eval_json_is_exactly_one_object(capsys, run_dir, data_file):
     code, out, _ = fha(capsys, "eval", run_dir, "--data", data_file, "--json", "--top-k", "3")
     assert code == 0
     metrics = json.loads(out)
-    assert set(metrics) == {"loss", "perplexity", "bits_per_byte", "top1_accuracy", "top3_accuracy",
-                            "num_tokens", "num_bytes"}
+    assert set(metrics) == {
+        "loss",
+        "perplexity",
+        "bits_per_byte",
+        "top1_accuracy",
+        "top3_accuracy",
+        "num_tokens",
+        "num_bytes",
+    }
     assert metrics["num_bytes"] == sum(len(line.encode("utf-8")) for line in LINES)
     assert metrics["perplexity"] == pytest.approx(2.718281828 ** metrics["loss"])
     assert 0 <= metrics["top1_accuracy"] <= metrics["top3_accuracy"] <= 1
@@ -117,8 +136,15 @@ def test_eval_json_is_exactly_one_object(capsys, run_dir, data_file):
 def test_eval_table_and_guess_view(capsys, run_dir, data_file):
     code, out, _ = fha(capsys, "eval", run_dir, "--data", data_file, "--max-documents", "2")
     assert code == 0
-    for label in ("loss", "perplexity", "bits per byte", "top-1 accuracy", "top-5 accuracy",
-                  "top-5 guesses", "2 documents"):
+    for label in (
+        "loss",
+        "perplexity",
+        "bits per byte",
+        "top-1 accuracy",
+        "top-5 accuracy",
+        "top-5 guesses",
+        "2 documents",
+    ):
         assert label in out
     tokenizer = Tokenizer.load(run_dir / TOKENIZER_FILE)
     first_piece = tokenizer.id_to_token(tokenizer.encode(LINES[0])[0])
@@ -157,16 +183,26 @@ def test_missing_data_file_is_a_clear_error(capsys, run_dir, tmp_path):
 
 
 def test_subprocess_bad_run_folder(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "fha", "generate", str(tmp_path / "nope"), "--prompt", "x"],
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "fha", "generate", str(tmp_path / "nope"), "--prompt", "x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip().splitlines()[-1] == f"fha: error: {tmp_path / 'nope'}: no such run folder"
     assert "Traceback" not in result.stderr
 
 
 def test_subprocess_eval_json_keeps_logs_off_stdout(run_dir, data_file):
-    result = subprocess.run([sys.executable, "-m", "fha", "eval", str(run_dir), "--data", str(data_file), "--json"],
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "fha", "eval", str(run_dir), "--data", str(data_file), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0
     assert isinstance(json.loads(result.stdout), dict) and result.stdout.count("\n") == 1
     assert "device:" in result.stderr

@@ -35,8 +35,9 @@ def write_log(directory: Path, final_val: float, seconds_per_step: float = 0.5, 
     (directory / LOG_FILE).write_text("\n".join(rows) + "\n")
 
 
-def make_run(directory: Path, final_val: float, *, train: dict | None = None, tokenizer: Tokenizer | None = None,
-             **model_changes) -> Path:
+def make_run(
+    directory: Path, final_val: float, *, train: dict | None = None, tokenizer: Tokenizer | None = None, **model_changes
+) -> Path:
     torch.manual_seed(0)
     changes = {**model_changes, **({"vocab_size": tokenizer.vocab_size} if tokenizer else {})}
     save_weights(GPT(tiny_config(**{**BASE_MODEL, **changes})), directory)
@@ -62,8 +63,23 @@ def runs(tmp_path) -> list[Path]:
 
 def test_cli_writes_plots_and_reports(runs, tmp_path, capsys):
     out = tmp_path / "report"
-    assert main(["compare", *map(str, runs), "--out", str(out), "--log-y", "--skip-first", "0.2",
-                 "--x-axis", "step", "time"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                *map(str, runs),
+                "--out",
+                str(out),
+                "--log-y",
+                "--skip-first",
+                "0.2",
+                "--x-axis",
+                "step",
+                "time",
+            ]
+        )
+        == 0
+    )
     for name in ("loss_vs_step.png", "loss_vs_time.png", "report.md", "report.html"):
         assert (out / name).stat().st_size > 0
     page = (out / "report.html").read_text()
@@ -150,8 +166,11 @@ def check_error(argv: list[str], message: str, capsys) -> None:
 
 
 def test_names_count_mismatch_is_an_error(runs, tmp_path, capsys):
-    check_error(["compare", *map(str, runs[:2]), "--out", str(tmp_path / "o"), "--names", "x"],
-                "--names gives 1 names for 2 runs", capsys)
+    check_error(
+        ["compare", *map(str, runs[:2]), "--out", str(tmp_path / "o"), "--names", "x"],
+        "--names gives 1 names for 2 runs",
+        capsys,
+    )
 
 
 def test_folders_that_are_not_runs_are_errors(runs, tmp_path, capsys):
@@ -162,18 +181,22 @@ def test_folders_that_are_not_runs_are_errors(runs, tmp_path, capsys):
     (runs[1] / LOG_FILE).unlink()
     check_error(["compare", str(runs[1]), "--out", out], "fha-seed2: no log_data.csv", capsys)
     (runs[2] / LOG_FILE).write_text(HEADER + "\n10,0.01,tensor(2.0),2.1,8.1,5.0,100\n")
-    check_error(["compare", str(runs[2]), "--out", out], "log_data.csv:2: corrupt log (Train Loss is 'tensor(2.0)'", capsys)
+    check_error(
+        ["compare", str(runs[2]), "--out", out], "log_data.csv:2: corrupt log (Train Loss is 'tensor(2.0)'", capsys
+    )
     (runs[3] / LOG_FILE).write_text("Step,Train Loss\n1,2.0\n")
-    check_error(["compare", str(runs[3]), "--out", out], "corrupt log (missing column Validation Loss, Time Elapsed)",
-                capsys)
+    check_error(
+        ["compare", str(runs[3]), "--out", out], "corrupt log (missing column Validation Loss, Time Elapsed)", capsys
+    )
     (runs[0] / TRAIN_CONFIG_FILE).write_text("{not json")
     check_error(["compare", str(runs[0]), "--out", out], "train_config.json: not valid JSON", capsys)
 
 
 def test_log_without_tokens_column_and_with_empty_cells(tmp_path):
     run = make_run(tmp_path / "old", 2.0, train={})
-    (run / LOG_FILE).write_text("Step,Learning Rate,Train Loss,Validation Loss,Perplexity,Time Elapsed\n"
-                                "0,0.1,4.0,,,0\n10,0.1,3.0,3.5,33.1,20\n")
+    (run / LOG_FILE).write_text(
+        "Step,Learning Rate,Train Loss,Validation Loss,Perplexity,Time Elapsed\n0,0.1,4.0,,,0\n10,0.1,3.0,3.5,33.1,20\n"
+    )
     summary = load_summary(run)
     assert summary.final_val_loss == 3.5 and summary.steps == 10
     assert summary.tokens_per_s == pytest.approx(10 * 4 * 2 * 16 / 20)
@@ -216,8 +239,9 @@ def test_tokens_per_s_weights_each_interval_by_its_length(tmp_path):
     """Tokens/s is logged per interval since the previous row, and 0 at step 0: the run's rate
     is tokens trained / training time, not the plain mean of the column."""
     run = make_run(tmp_path / "r", 2.0, train={})  # 4 x 2 x 16 = 128 tokens per step
-    (run / LOG_FILE).write_text(HEADER + "\n0,0.1,4.0,4.0,54.6,0.0,0.0\n"
-                                "20,0.1,3.0,3.0,20.1,32.0,80.0\n30,0.1,2.5,2.5,12.2,36.0,320.0\n")
+    (run / LOG_FILE).write_text(
+        HEADER + "\n0,0.1,4.0,4.0,54.6,0.0,0.0\n20,0.1,3.0,3.0,20.1,32.0,80.0\n30,0.1,2.5,2.5,12.2,36.0,320.0\n"
+    )
     summary = load_summary(run)
     assert summary.tokens_per_s == pytest.approx(summary.tokens_seen / summary.wall_time_s)
     assert summary.tokens_per_s == pytest.approx(30 * 128 / 36)
@@ -235,12 +259,15 @@ def test_log_x_leaves_out_step_zero_instead_of_clipping_it(runs):
             assert group.x[0] == series.x[0] and len(group.low) == len(group.x)
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--out", "{tmp}/a_file"], "--out {tmp}/a_file: is a file, not a folder"),
-    (["--out", "{tmp}/o", "--skip-first", "1.5"], "--skip-first: expected an integer step count"),
-    (["--out", "{tmp}/o", "--skip-first", "nan"], "--skip-first: expected an integer step count"),
-    (["--out", "{tmp}/o", "--skip-first", "31"], "--skip-first 31 steps leaves nothing of run fha-seed1"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--out", "{tmp}/a_file"], "--out {tmp}/a_file: is a file, not a folder"),
+        (["--out", "{tmp}/o", "--skip-first", "1.5"], "--skip-first: expected an integer step count"),
+        (["--out", "{tmp}/o", "--skip-first", "nan"], "--skip-first: expected an integer step count"),
+        (["--out", "{tmp}/o", "--skip-first", "31"], "--skip-first 31 steps leaves nothing of run fha-seed1"),
+    ],
+)
 def test_bad_output_and_skip_options_are_one_line_errors(runs, tmp_path, capsys, argv, message):
     (tmp_path / "a_file").write_text("")
     argv = [a.format(tmp=tmp_path) for a in argv]
@@ -259,9 +286,18 @@ def test_held_out_documents_is_shared_with_eval(tmp_path):
 
 
 def write_run_info(directory: Path, tokenizer: str, train_sha: str, **extra) -> None:
-    info = {"tokenizer_fingerprint": tokenizer, "data": {"train": {"path": "/x/train.txt", "sha256": train_sha},
-            "val": {"split_of_train": {"val_fraction": 0.05, "split_seed": 0}}},
-            "fha_version": "0.1.0", "torch_version": "2.x", "device": "cpu (float32)", "threads": 2, **extra}
+    info = {
+        "tokenizer_fingerprint": tokenizer,
+        "data": {
+            "train": {"path": "/x/train.txt", "sha256": train_sha},
+            "val": {"split_of_train": {"val_fraction": 0.05, "split_seed": 0}},
+        },
+        "fha_version": "0.1.0",
+        "torch_version": "2.x",
+        "device": "cpu (float32)",
+        "threads": 2,
+        **extra,
+    }
     (directory / "run_info.json").write_text(json.dumps(info))
 
 
@@ -273,24 +309,31 @@ def test_runs_with_other_tokenizers_or_data_are_flagged_not_grouped(tmp_path):
     comparison = compare_runs(runs, tmp_path / "out")
     assert comparison.groups == []
     markdown = comparison.markdown.read_text()
-    assert ("Warning: these runs use different tokenizers: fha-seed1, fha-seed3 (tokenizer aaaa); fha-seed2 "
-            "(tokenizer bbbb).") in markdown
-    assert ("Warning: these runs were trained or validated on different data: fha-seed1, fha-seed2 (train d1, val"
-            in markdown)
+    assert (
+        "Warning: these runs use different tokenizers: fha-seed1, fha-seed3 (tokenizer aaaa); fha-seed2 "
+        "(tokenizer bbbb)."
+    ) in markdown
+    assert (
+        "Warning: these runs were trained or validated on different data: fha-seed1, fha-seed2 (train d1, val"
+        in markdown
+    )
     assert "| fha-seed1 | — | 0.1.0 | 2.x | — | cpu (float32) | 2 |" in markdown  # the environment table
 
 
 def test_paired_differences_of_seed_groups_with_the_same_seeds(tmp_path):
     fha = [make_run(tmp_path / f"fha-s{seed}", value, train={"seed": seed}) for seed, value in ((1, 2.0), (2, 2.3))]
-    mha = [make_run(tmp_path / f"mha-s{seed}", value, train={"seed": seed}, attention="mha")
-           for seed, value in ((1, 2.2), (2, 2.4))]
+    mha = [
+        make_run(tmp_path / f"mha-s{seed}", value, train={"seed": seed}, attention="mha")
+        for seed, value in ((1, 2.2), (2, 2.4))
+    ]
     comparison = compare_runs([*mha, *fha], tmp_path / "out")
     heading, _, table = comparison.sections[0]
     assert heading == "Paired differences"
     # fha - mha per seed: -0.2 and -0.1; mean -0.15, sd 0.0707, t(0.975, 1) = 12.7062: half-width 0.6353
     half = 12.706204736 * math.sqrt(0.005) / math.sqrt(2)
-    assert table.rows == [["fha-s − mha-s", "1: -0.2000, 2: -0.1000",
-                           f"-0.1500 [{-0.15 - half:+.4f}, {-0.15 + half:+.4f}]", "2 of 2"]]
+    assert table.rows == [
+        ["fha-s − mha-s", "1: -0.2000, 2: -0.1000", f"-0.1500 [{-0.15 - half:+.4f}, {-0.15 + half:+.4f}]", "2 of 2"]
+    ]
 
 
 def test_data_that_is_a_runs_training_text_is_flagged(tmp_path, caplog):

@@ -30,8 +30,11 @@ from fha.train.presets import build_configs, load_experiment, merge, parse_overr
         (dict(fractal_scale=-1.0), "fractal_scale"),
         (dict(num_q_heads=4, num_kv_heads=3), "num_q_heads"),
         (dict(head_dim=15, num_q_heads=1), "head_dim must be even"),
-        (dict(head_dim=20, num_q_heads=4), r"fractal_split=2 cuts head 3 into 8 sub-heads, but head_dim \(20\) is not "
-                                           "divisible by 8"),
+        (
+            dict(head_dim=20, num_q_heads=4),
+            r"fractal_split=2 cuts head 3 into 8 sub-heads, but head_dim \(20\) is not "
+            "divisible by 8",
+        ),
         (dict(head_dim=4, num_q_heads=3), "smallest sub-head"),
         (dict(pad_id=2048), "pad_id"),
         (dict(mlp_hidden_mult=0.001), "mlp_hidden_mult"),

@@ -76,7 +76,13 @@ def test_pad_targets_are_excluded():
 def test_to_dict_names_top_k_accuracy_after_k():
     result = evaluate_tokens(TableModel(8), TOKENS, NUM_BYTES, top_k=3)
     assert list(result.to_dict()) == [
-        "loss", "perplexity", "bits_per_byte", "top1_accuracy", "top3_accuracy", "num_tokens", "num_bytes",
+        "loss",
+        "perplexity",
+        "bits_per_byte",
+        "top1_accuracy",
+        "top3_accuracy",
+        "num_tokens",
+        "num_bytes",
     ]
 
 
@@ -101,8 +107,9 @@ def test_evaluating_documents_matches_the_model_loss_on_one_window(model, tokeni
         _, expected = model(ids[:, :-1], ids[:, 1:])
     assert result.num_tokens == len(tokens) - 1
     assert result.loss == pytest.approx(float(expected), rel=1e-5)
-    assert result.bits_per_byte == pytest.approx(float(expected) * result.num_tokens / math.log(2) / num_bytes,
-                                                 rel=1e-5)
+    assert result.bits_per_byte == pytest.approx(
+        float(expected) * result.num_tokens / math.log(2) / num_bytes, rel=1e-5
+    )
 
 
 def test_bytes_count_utf8_not_characters(model, tokenizer):

@@ -69,11 +69,14 @@ def test_bad_figure_options(two_runs, tmp_path, capsys):
         save_figure(Figure(), "x.jpg")
 
 
-@pytest.mark.parametrize("low, high, labels", [
-    (1.5, 6.0, ["2", "3", "4", "6"]),
-    (1e-4, 1e-2, ["0.0001", "0.001", "0.01"]),
-    (0.3, 0.9, ["0.3", "0.4", "0.6"]),
-])
+@pytest.mark.parametrize(
+    "low, high, labels",
+    [
+        (1.5, 6.0, ["2", "3", "4", "6"]),
+        (1e-4, 1e-2, ["0.0001", "0.001", "0.01"]),
+        (0.3, 0.9, ["0.3", "0.4", "0.6"]),
+    ],
+)
 def test_log_ticks_are_plain_numbers(low, high, labels):
     figure = Figure()
     ax = figure.subplots()
@@ -82,8 +85,11 @@ def test_log_ticks_are_plain_numbers(low, high, labels):
     plain_log_ticks(ax.yaxis)
     figure.canvas.draw()
     low_view, high_view = ax.get_ylim()
-    shown = [tick.get_text() for tick in [*ax.get_yticklabels(), *ax.get_yticklabels(minor=True)]
-             if tick.get_text() and low_view <= tick.get_position()[1] <= high_view]
+    shown = [
+        tick.get_text()
+        for tick in [*ax.get_yticklabels(), *ax.get_yticklabels(minor=True)]
+        if tick.get_text() and low_view <= tick.get_position()[1] <= high_view
+    ]
     assert all(label in shown for label in labels), shown
     assert all(re.fullmatch(r"\d+(\.\d+)?", label) for label in shown), shown
 
@@ -97,9 +103,13 @@ def test_train_curve_from_metrics_csv_and_markers_at_evaluations(corpus, tmp_pat
 
 
 def test_html_tables_scroll_and_right_align_numbers():
-    table = Table(["run", "attention", "parameters", "held-out top1_accuracy", "wall time", "final val loss"],
-                  [["a", "fha (split 2)", "90,304", "34.67%", "3m 12s", "2.3000 ± 0.3606 (2.0000–2.7000)"],
-                   ["b", "mha", "90,304", "—", "45.2 s", "—"]])
+    table = Table(
+        ["run", "attention", "parameters", "held-out top1_accuracy", "wall time", "final val loss"],
+        [
+            ["a", "fha (split 2)", "90,304", "34.67%", "3m 12s", "2.3000 ± 0.3606 (2.0000–2.7000)"],
+            ["b", "mha", "90,304", "—", "45.2 s", "—"],
+        ],
+    )
     assert numeric_columns(table) == [False, False, True, True, True, True]
     page = _html_table(table)
     assert page.startswith('<div class="table-scroll"><table>')
@@ -120,15 +130,16 @@ def test_unfinished_runs_are_compared_and_used_from_their_latest_checkpoint(corp
 
     caplog.set_level(logging.WARNING)
     model, _, _ = load_run(unfinished)
-    assert f"{unfinished}: no final weights (the run is unfinished); using its latest checkpoint, step 6" \
-        in caplog.text
+    assert f"{unfinished}: no final weights (the run is unfinished); using its latest checkpoint, step 6" in caplog.text
     data = tmp_path / "valid.txt"
     data.write_text("\n\n".join(LINES) + "\n")
     capsys.readouterr()
-    for argv in (["eval", str(unfinished), "--data", str(data), "--json"],
-                 ["generate", str(unfinished), "--prompt", "Lily", "--max-new-tokens", "3", "--seed", "0"],
-                 ["inspect", str(unfinished)],
-                 ["compare", str(unfinished), "--out", str(tmp_path / "held"), "--data", str(data)]):
+    for argv in (
+        ["eval", str(unfinished), "--data", str(data), "--json"],
+        ["generate", str(unfinished), "--prompt", "Lily", "--max-new-tokens", "3", "--seed", "0"],
+        ["inspect", str(unfinished)],
+        ["compare", str(unfinished), "--out", str(tmp_path / "held"), "--data", str(data)],
+    ):
         assert main(argv) == 0, argv
     assert "Traceback" not in capsys.readouterr().err
 
@@ -155,10 +166,12 @@ def test_attention_maps_show_masked_positions_apart_and_label_the_colour_bar(tmp
     ids = tokenizer.encode("Lily saw a dog", bos=True)
     drawn: list[Figure] = []
     original = figures.save_figure
-    monkeypatch.setattr(figures, "save_figure", lambda figure, path, dpi: (drawn.append(figure),
-                                                                           original(figure, path, dpi))[1])
-    written = save_attention_heatmaps(attention_maps(model, torch.tensor([ids]), [0]), list(map(str, ids)),
-                                      tmp_path / "maps", fmt="pdf", dpi=150)
+    monkeypatch.setattr(
+        figures, "save_figure", lambda figure, path, dpi: (drawn.append(figure), original(figure, path, dpi))[1]
+    )
+    written = save_attention_heatmaps(
+        attention_maps(model, torch.tensor([ids]), [0]), list(map(str, ids)), tmp_path / "maps", fmt="pdf", dpi=150
+    )
     assert written and all(path.suffix == ".pdf" and path.read_bytes().startswith(b"%PDF") for path in written)
     T = len(ids)
     for figure in drawn:
@@ -175,8 +188,24 @@ def test_attention_maps_show_masked_positions_apart_and_label_the_colour_bar(tmp
 def test_inspect_and_schedule_write_the_asked_format(tmp_path, capsys, tiny_run_dir):
     run_dir = tiny_run_dir
     out = tmp_path / "maps"
-    assert main(["inspect", str(run_dir), "--attention", "--prompt", "Lily", "--out", str(out), "--format", "svg",
-                 "--layers", "0"]) == 0
+    assert (
+        main(
+            [
+                "inspect",
+                str(run_dir),
+                "--attention",
+                "--prompt",
+                "Lily",
+                "--out",
+                str(out),
+                "--format",
+                "svg",
+                "--layers",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert (out / "head_layout.svg").is_file() and (out / "layer0.svg").is_file()
     assert not list(out.rglob("*.png"))
     plot = tmp_path / "lr.png"

@@ -86,8 +86,10 @@ def test_per_row_generators_make_rows_independent_of_the_batch():
     logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(1))
     seeds = [11, 22, 33]
     together = sample_next(logits, Sampling(1.0), generator=[torch.Generator().manual_seed(s) for s in seeds])
-    alone = [int(sample_next(logits[i : i + 1], Sampling(1.0), generator=[torch.Generator().manual_seed(seeds[i])]))
-             for i in range(3)]
+    alone = [
+        int(sample_next(logits[i : i + 1], Sampling(1.0), generator=[torch.Generator().manual_seed(seeds[i])]))
+        for i in range(3)
+    ]
     assert together.tolist() == alone
 
 
@@ -133,8 +135,12 @@ def test_greedy_generation_is_deterministic(model, tokenizer):
 
 def test_seeded_sampling_is_deterministic_and_depends_on_the_seed(model, tokenizer):
     def run(seed):
-        return [c.token_ids for c in complete(model, tokenizer, PROMPTS, max_new_tokens=20, num_samples=2,
-                                              sampling=Sampling(1.0, top_k=20), seed=seed)]
+        return [
+            c.token_ids
+            for c in complete(
+                model, tokenizer, PROMPTS, max_new_tokens=20, num_samples=2, sampling=Sampling(1.0, top_k=20), seed=seed
+            )
+        ]
 
     assert run(5) == run(5)
     assert run(5) != run(6)
@@ -151,11 +157,19 @@ def test_batched_prompts_of_different_lengths_equal_one_at_a_time_greedy(model, 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_complete_batched_equals_one_at_a_time(model, tokenizer, temperature):
-    together = complete(model, tokenizer, PROMPTS, max_new_tokens=25, num_samples=2,
-                        sampling=Sampling(temperature, top_p=0.95), seed=3)
+    together = complete(
+        model, tokenizer, PROMPTS, max_new_tokens=25, num_samples=2, sampling=Sampling(temperature, top_p=0.95), seed=3
+    )
     for completion in together:
-        alone = complete(model, tokenizer, [completion.prompt], max_new_tokens=25, num_samples=2,
-                         sampling=Sampling(temperature, top_p=0.95), seed=3)[completion.sample_index]
+        alone = complete(
+            model,
+            tokenizer,
+            [completion.prompt],
+            max_new_tokens=25,
+            num_samples=2,
+            sampling=Sampling(temperature, top_p=0.95),
+            seed=3,
+        )[completion.sample_index]
         assert alone.token_ids == completion.token_ids
         assert alone.text == completion.text
 

@@ -14,8 +14,9 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 @pytest.mark.slow
 def test_smoke_mode_passes_every_check_and_writes_its_report(tmp_path):
     out = tmp_path / "smoke.json"
-    done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(out)], capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke", "--out", str(out)], capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(out.read_text())
     assert report["smoke"] and report["summary"]["failed"] == 0

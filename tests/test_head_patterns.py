@@ -151,16 +151,22 @@ def test_written_patterns():
     "changes,message",
     [
         (dict(head_splits=[1, 2, 4]), r"head_splits has 3 entries; it needs one per query head \(num_q_heads=4\)"),
-        (dict(head_splits=[1, 3, 4, 8]),
-         r"head_splits cuts head 1 into 3 sub-heads, but head_dim \(32\) is not divisible by 3"),
-        (dict(head_splits=[1, 2, 4, 32]), "head_splits cuts head 3 into 32 sub-heads of 1 dimensions; the smallest "
-                                          "sub-head must be even"),
+        (
+            dict(head_splits=[1, 3, 4, 8]),
+            r"head_splits cuts head 1 into 3 sub-heads, but head_dim \(32\) is not divisible by 3",
+        ),
+        (
+            dict(head_splits=[1, 2, 4, 32]),
+            "head_splits cuts head 3 into 32 sub-heads of 1 dimensions; the smallest sub-head must be even",
+        ),
         (dict(head_splits=[1, 0, 4, 8]), "head_splits: head 1 is cut into 0 sub-heads; a cut must be 1 or more"),
         (dict(head_splits=[1, -2, 4, 8]), "head_splits: head 1 is cut into -2 sub-heads"),
-        (dict(layer_head_splits=[[1, 2, 4, 8]] * 2), r"layer_head_splits has 2 patterns; it needs one per layer "
-                                                     r"\(num_layers=3\)"),
-        (dict(layer_head_splits=[[1, 2, 4, 8], [1, 2, 4], [1, 1, 1, 1]]),
-         r"layer_head_splits\[1\] has 3 entries"),
+        (
+            dict(layer_head_splits=[[1, 2, 4, 8]] * 2),
+            r"layer_head_splits has 2 patterns; it needs one per layer "
+            r"\(num_layers=3\)",
+        ),
+        (dict(layer_head_splits=[[1, 2, 4, 8], [1, 2, 4], [1, 1, 1, 1]]), r"layer_head_splits\[1\] has 3 entries"),
         (dict(head_splits=[1, 2, 4, 8], layer_head_splits=[[1, 1, 1, 1]] * 3), "exactly one of head_splits"),
         (dict(), "exactly one of head_splits"),
         (dict(head_splits=[1, 2.5, 4, 8]), "head_splits must be a list of integers"),
@@ -173,14 +179,20 @@ def test_bad_patterns_give_one_clear_error(changes, message):
 
 
 def test_patterns_belong_to_the_split_variant():
-    with pytest.raises(ValueError, match="head_splits is read only by attention='split' .got attention='fha'.; set "
-                                         "attention='split' with it, or head_splits=none"):
+    with pytest.raises(
+        ValueError,
+        match="head_splits is read only by attention='split' .got attention='fha'.; set "
+        "attention='split' with it, or head_splits=none",
+    ):
         ModelConfig(head_splits=[1, 2, 4, 8], **SHAPE)
 
 
 def test_a_named_variant_that_cannot_cut_the_head_says_which_head():
-    with pytest.raises(ValueError, match="attention='uniform-finest' with fractal_split=2 cuts head 0 into 8 sub-heads "
-                                         "of 1 dimensions; the smallest sub-head must be even"):
+    with pytest.raises(
+        ValueError,
+        match="attention='uniform-finest' with fractal_split=2 cuts head 0 into 8 sub-heads "
+        "of 1 dimensions; the smallest sub-head must be even",
+    ):
         ModelConfig(attention="uniform-finest", num_q_heads=4, head_dim=8)
 
 
@@ -201,11 +213,19 @@ def test_patterns_parse_from_set_strings(name, text, value):
 @pytest.mark.parametrize(
     "name,text,message",
     [
-        ("head_splits", "1,two,4", r"head_splits='1,two,4': expected a list of integers \(1,2,4; in TOML \[1, 2, 4\]\) "
-                                   "or None"),
+        (
+            "head_splits",
+            "1,two,4",
+            r"head_splits='1,two,4': expected a list of integers \(1,2,4; in TOML \[1, 2, 4\]\) "
+            "or None",
+        ),
         ("head_splits", "[1,2,4]", "expected a list of integers"),
-        ("layer_head_splits", "1,2/x", r"expected one list of integers per layer \(1,2,4/4,4,4; in TOML "
-                                       r"\[\[1, 2, 4\], \[4, 4, 4\]\]\) or None"),
+        (
+            "layer_head_splits",
+            "1,2/x",
+            r"expected one list of integers per layer \(1,2,4/4,4,4; in TOML "
+            r"\[\[1, 2, 4\], \[4, 4, 4\]\]\) or None",
+        ),
     ],
 )
 def test_pattern_parse_errors_say_what_was_expected(name, text, message):
@@ -214,8 +234,9 @@ def test_pattern_parse_errors_say_what_was_expected(name, text, message):
 
 
 def test_patterns_round_trip_through_json(tmp_path):
-    config = ModelConfig(attention="split", layer_head_splits=[[1, 2, 4, 8], [8, 4, 2, 1], [2, 2, 2, 2]],
-                         rope_layout="subhead", **SHAPE)
+    config = ModelConfig(
+        attention="split", layer_head_splits=[[1, 2, 4, 8], [8, 4, 2, 1], [2, 2, 2, 2]], rope_layout="subhead", **SHAPE
+    )
     config.to_json(tmp_path / "c.json")
     loaded = ModelConfig.from_json(tmp_path / "c.json")
     assert loaded == config and loaded.layer_splits == config.layer_splits
@@ -243,8 +264,9 @@ def test_padding_subheads_for_fused_kernels_is_exact_for_every_size(d):
         ref = reference_fractal_attention(*ref_inputs, splits=splits)
         torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
         upstream = torch.randn_like(out)
-        for got, want in zip(torch.autograd.grad(out, (q, k, v), upstream),
-                             torch.autograd.grad(ref, ref_inputs, upstream)):
+        for got, want in zip(
+            torch.autograd.grad(out, (q, k, v), upstream), torch.autograd.grad(ref, ref_inputs, upstream)
+        ):
             torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
 
 

@@ -74,8 +74,15 @@ def import_graph() -> dict[str, set[str]]:
 
 
 def layer_of(module: str) -> int:
-    best = max(((len(prefix), layer) for layer, prefixes in enumerate(LAYERS) for prefix in prefixes
-                if module == prefix or module.startswith(prefix + ".")), default=None)
+    best = max(
+        (
+            (len(prefix), layer)
+            for layer, prefixes in enumerate(LAYERS)
+            for prefix in prefixes
+            if module == prefix or module.startswith(prefix + ".")
+        ),
+        default=None,
+    )
     assert best is not None, f"{module} is in no layer of LAYERS: add it"
     return best[1]
 
@@ -89,7 +96,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for child in sorted(graph[node]):
             if state.get(child) == "open":
-                return path[path.index(child):] + [child]
+                return path[path.index(child) :] + [child]
             if child not in state and (cycle := visit(child)):
                 return cycle
         state[node] = "done"
@@ -112,9 +119,12 @@ def test_the_cycle_finder_finds_a_cycle():
 
 
 def test_every_import_goes_down_the_layers():
-    upward = [f"{module} (layer {layer_of(module)}) imports {target} (layer {layer_of(target)})"
-              for module, targets in import_graph().items() for target in sorted(targets)
-              if layer_of(target) > layer_of(module)]
+    upward = [
+        f"{module} (layer {layer_of(module)}) imports {target} (layer {layer_of(target)})"
+        for module, targets in import_graph().items()
+        for target in sorted(targets)
+        if layer_of(target) > layer_of(module)
+    ]
     assert upward == []
 
 
@@ -122,11 +132,13 @@ def test_every_module_imports_on_its_own_in_a_fresh_interpreter():
     """A cycle that the static graph could miss (an import inside a function called at load)
     fails here: each module is imported first, before anything else of fha."""
     names = sorted(module for module in module_files() if module != "fha.__main__")
-    script = ("import importlib, sys\n"
-              f"for name in {names!r}:\n"
-              "    for loaded in [m for m in sys.modules if m == 'fha' or m.startswith('fha.')]:\n"
-              "        del sys.modules[loaded]\n"
-              "    importlib.import_module(name)\n")
+    script = (
+        "import importlib, sys\n"
+        f"for name in {names!r}:\n"
+        "    for loaded in [m for m in sys.modules if m == 'fha' or m.startswith('fha.')]:\n"
+        "        del sys.modules[loaded]\n"
+        "    importlib.import_module(name)\n"
+    )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
 
@@ -137,16 +149,26 @@ def without_torch(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["study", "run", "--help"], ["--version"],
-                                  ["train", "--no-such-flag"], ["no-such-command"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["train", "--help"],
+        ["study", "run", "--help"],
+        ["--version"],
+        ["train", "--no-such-flag"],
+        ["no-such-command"],
+    ],
+)
 def test_help_version_and_usage_errors_do_not_import_torch(argv):
     result = without_torch(f"from fha.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass")
     assert result.stdout.strip().splitlines()[-1] == "False False", result.stdout + result.stderr
 
 
 def test_the_config_loads_without_torch():
-    result = without_torch("from fha.config import ModelConfig\nModelConfig(attention='mha')\n"
-                           "from fha.train.presets import build_configs")
+    result = without_torch(
+        "from fha.config import ModelConfig\nModelConfig(attention='mha')\nfrom fha.train.presets import build_configs"
+    )
     assert result.stdout.strip() == "False False", result.stderr
 
 
@@ -162,11 +184,10 @@ def test_the_configs_names_are_the_models_registries():
 
 
 def test_the_command_lines_names_are_the_librarys():
-    from fha.cli.options import PRECISION_CHOICES
-    from fha.device import PRECISIONS
-
     from fha.cli.compare import X_AXIS_CHOICES
+    from fha.cli.options import PRECISION_CHOICES
     from fha.compare.plots import X_AXES
+    from fha.device import PRECISIONS
 
     assert PRECISION_CHOICES == PRECISIONS
     assert X_AXIS_CHOICES == tuple(X_AXES)
@@ -174,8 +195,10 @@ def test_the_command_lines_names_are_the_librarys():
     import fha.cli.eval as eval_command
     import fha.evaluation as evaluation
 
-    assert (eval_command.DEFAULT_TOP_K, eval_command.DEFAULT_BATCH_SIZE) == (evaluation.DEFAULT_TOP_K,
-                                                                             evaluation.DEFAULT_BATCH_SIZE)
+    assert (eval_command.DEFAULT_TOP_K, eval_command.DEFAULT_BATCH_SIZE) == (
+        evaluation.DEFAULT_TOP_K,
+        evaluation.DEFAULT_BATCH_SIZE,
+    )
 
 
 LAZY_PACKAGES = ("fha", "fha.compare", "fha.data", "fha.inspection", "fha.train")
@@ -193,4 +216,4 @@ def test_every_lazy_export_is_what_its_module_defines(package):
         assert not isinstance(value, types.ModuleType), f"{package}.{name} is a module"
         assert name in dir(module)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        module.nope
+        _ = module.nope

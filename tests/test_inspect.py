@@ -50,8 +50,9 @@ PATTERN_CASES = [
 ]
 
 
-@pytest.mark.parametrize("changes", [{}, {"attention": "mha", "num_kv_heads": 3}, {"second_resid_norm": True},
-                                     *PATTERN_CASES])
+@pytest.mark.parametrize(
+    "changes", [{}, {"attention": "mha", "num_kv_heads": 3}, {"second_resid_norm": True}, *PATTERN_CASES]
+)
 def test_trace_covers_every_module_and_every_level(changes):
     model = make_model(**changes)
     idx = example_input(model.config, batch_size=2, seq_len=7)
@@ -65,14 +66,19 @@ def test_trace_covers_every_module_and_every_level(changes):
         for layout, n in zip(level_layouts(model.config, layer), model.config.layer_splits[layer]):
             d = model.config.head_dim // n
             assert (layout.num_subheads, layout.subhead_dim) == (n, d)
-            reads = (f"kv head {layout.value_head}" if layout.key_head == layout.value_head
-                     else f"key head {layout.key_head}, value head {layout.value_head}")
+            reads = (
+                f"kv head {layout.value_head}"
+                if layout.key_head == layout.value_head
+                else f"key head {layout.key_head}, value head {layout.value_head}"
+            )
             assert f"blocks.{layer}.attn.level{layout.level}  level  {reads}, {n} sub-head" in text
             assert f"q (2, {n}, 7, {d})" in text
     assert "<model>  GPT  (2, 7) -> ((2, 7, 97), None)" in text
     assert trace.roots[0].children[-1].label() == "output  Linear (tied to embedding)  (2, 7, 32) -> (2, 7, 97)"
     c = model.config
-    assert f"blocks.1.attn.qkv  Linear  (2, 7, 32) -> (2, 7, {(c.num_q_heads + 2 * c.num_kv_heads) * c.head_dim})" in text
+    assert (
+        f"blocks.1.attn.qkv  Linear  (2, 7, 32) -> (2, 7, {(c.num_q_heads + 2 * c.num_kv_heads) * c.head_dim})" in text
+    )
 
 
 def test_kernel_lines_sit_between_the_projections():
@@ -86,13 +92,19 @@ def test_kernel_lines_sit_between_the_projections():
     assert [c.outputs for c in kernel.children] == ["(1, 1, 5, 16)", "(1, 2, 5, 8)", "(1, 4, 5, 4)"]
 
 
-@pytest.mark.parametrize("patterns,changes,expected", [
-    (["*.attn"], {}, ["blocks.0.attn", "blocks.1.attn"]),
-    (["blocks.1.mlp*"], {}, ["blocks.1.mlp_norm", "blocks.1.mlp", "blocks.1.mlp.up", "blocks.1.mlp.down"]),
-    (["blocks.1.mlp*"], {"second_resid_norm": True},
-     ["blocks.1.mlp_norm", "blocks.1.mlp", "blocks.1.mlp.up", "blocks.1.mlp.down", "blocks.1.mlp_out_norm"]),
-    (["norm", "embedding"], {}, ["embedding", "norm"]),
-])
+@pytest.mark.parametrize(
+    "patterns,changes,expected",
+    [
+        (["*.attn"], {}, ["blocks.0.attn", "blocks.1.attn"]),
+        (["blocks.1.mlp*"], {}, ["blocks.1.mlp_norm", "blocks.1.mlp", "blocks.1.mlp.up", "blocks.1.mlp.down"]),
+        (
+            ["blocks.1.mlp*"],
+            {"second_resid_norm": True},
+            ["blocks.1.mlp_norm", "blocks.1.mlp", "blocks.1.mlp.up", "blocks.1.mlp.down", "blocks.1.mlp_out_norm"],
+        ),
+        (["norm", "embedding"], {}, ["embedding", "norm"]),
+    ],
+)
 def test_patterns_restrict_the_trace(patterns, changes, expected):
     model = make_model(**changes)
     with trace_shapes(model, include=patterns) as trace:
@@ -151,8 +163,10 @@ def test_recomputed_weights_reproduce_the_attention_output(changes):
         rebuilt = mix_values(attn, model.config, layer.call, layer.weights)
         torch.testing.assert_close(rebuilt, layer.call.output, rtol=1e-9, atol=1e-9)
         # The check has teeth: weights that are merely causal and uniform do not pass it.
-        uniform = [torch.tril(torch.ones_like(w)) / torch.arange(1, w.shape[-1] + 1, dtype=w.dtype)[:, None]
-                   for w in layer.weights]
+        uniform = [
+            torch.tril(torch.ones_like(w)) / torch.arange(1, w.shape[-1] + 1, dtype=w.dtype)[:, None]
+            for w in layer.weights
+        ]
         assert not torch.allclose(mix_values(attn, model.config, layer.call, uniform), layer.call.output, atol=1e-4)
 
 
@@ -180,8 +194,9 @@ def test_weights_follow_a_padding_mask_given_to_the_model():
     for call in calls:
         weights = level_weights(modules[call.name], model.config, call)
         assert (weights[0][0, :, 2:, :2] == 0).all()  # real tokens of row 0 never read its padding
-        torch.testing.assert_close(mix_values(modules[call.name], model.config, call, weights)[:, 2:],
-                                   call.output[:, 2:])
+        torch.testing.assert_close(
+            mix_values(modules[call.name], model.config, call, weights)[:, 2:], call.output[:, 2:]
+        )
 
 
 def test_head_layout_draws_one_block_of_rows_per_layer_when_layers_differ(tmp_path):
@@ -216,7 +231,10 @@ def test_cli_prints_the_tree_from_a_toml_config(tmp_path, capsys):
     assert "fha (split 4" in out and "input (B, T) = (2, 5)" in out
     assert "blocks.0.attn.level1  level  kv head 0, 4 sub-heads of 8" in out
     assert "blocks.0.attn.level2  level  kv head 0, 16 sub-heads of 2: q (2, 16, 5, 2)" in out
-    assert "├─ norm  RMSNorm  (2, 5, 32) -> (2, 5, 32)\n└─ output  Linear (tied to embedding)  (2, 5, 32) -> (2, 5, 2048)" in out
+    assert (
+        "├─ norm  RMSNorm  (2, 5, 32) -> (2, 5, 32)\n└─ output  Linear (tied to embedding)  (2, 5, 32) -> (2, 5, 2048)"
+        in out
+    )
 
 
 def test_cli_tree_of_a_run_with_module_patterns(run_dir, capsys):
@@ -226,16 +244,22 @@ def test_cli_tree_of_a_run_with_module_patterns(run_dir, capsys):
     assert not any("mlp" in line for line in lines)
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["inspect"], "exactly one of RUN_DIR, --preset NAME or --config FILE"),
-    (["inspect", "--config", "{cfg}", "--modules", "nothing*"], "no module name matches"),
-    (["inspect", "--config", "{cfg}", "--set", "dimm=3"], "unknown setting 'dimm' (did you mean dim?)"),
-    (["inspect", "--config", "{cfg}", "--seq-len", "999"], "seq_len <= max_seq_len=32"),
-    (["inspect", "--config", "{cfg}", "--attention", "--prompt", "a", "--out", "x"], "--attention needs a trained RUN_DIR"),
-    (["inspect", "{run}", "--attention", "--prompt", "a"], "--attention needs --prompt TEXT and --out DIR"),
-    (["inspect", "{run}", "--prompt", "a"], "--prompt is used with --attention"),
-    (["inspect", "{tmp}/empty"], "empty: not a run folder (no model_config.json)"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["inspect"], "exactly one of RUN_DIR, --preset NAME or --config FILE"),
+        (["inspect", "--config", "{cfg}", "--modules", "nothing*"], "no module name matches"),
+        (["inspect", "--config", "{cfg}", "--set", "dimm=3"], "unknown setting 'dimm' (did you mean dim?)"),
+        (["inspect", "--config", "{cfg}", "--seq-len", "999"], "seq_len <= max_seq_len=32"),
+        (
+            ["inspect", "--config", "{cfg}", "--attention", "--prompt", "a", "--out", "x"],
+            "--attention needs a trained RUN_DIR",
+        ),
+        (["inspect", "{run}", "--attention", "--prompt", "a"], "--attention needs --prompt TEXT and --out DIR"),
+        (["inspect", "{run}", "--prompt", "a"], "--prompt is used with --attention"),
+        (["inspect", "{tmp}/empty"], "empty: not a run folder (no model_config.json)"),
+    ],
+)
 def test_cli_errors_are_one_line(argv, message, run_dir, tmp_path, capsys):
     config = tmp_path / "model_config.json"
     make_model().config.to_json(config)
@@ -286,16 +310,21 @@ def test_cli_preset_and_toml_config_follow_their_base(tmp_path, capsys):
     for argv in (["--preset", "seed-1m-mha"], ["--config", str(config)]):
         assert main(["inspect", *argv, "--modules", "norm"]) == 0
         header = capsys.readouterr().out.splitlines()[0]
-        assert header == (f"mha ({expected.num_q_heads} heads of {expected.head_dim}, {expected.num_kv_heads} kv); "
-                          f"{GPT(expected).num_parameters():,} parameters; input (B, T) = (2, 16)")
+        assert header == (
+            f"mha ({expected.num_q_heads} heads of {expected.head_dim}, {expected.num_kv_heads} kv); "
+            f"{GPT(expected).num_parameters():,} parameters; input (B, T) = (2, 16)"
+        )
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--preset", "tinyy"], "unknown preset 'tinyy'"),
-    (["{run}", "--set", "dim=abc"], "--set dim=abc: dim='abc': expected int"),
-    (["{run}", "--attention", "--prompt", "a", "--out", "{tmp}/a_file"], "--out {tmp}/a_file: is a file"),
-    (["{run}", "--batch-size", "0"], "--batch-size must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--preset", "tinyy"], "unknown preset 'tinyy'"),
+        (["{run}", "--set", "dim=abc"], "--set dim=abc: dim='abc': expected int"),
+        (["{run}", "--attention", "--prompt", "a", "--out", "{tmp}/a_file"], "--out {tmp}/a_file: is a file"),
+        (["{run}", "--batch-size", "0"], "--batch-size must be at least 1"),
+    ],
+)
 def test_cli_more_errors_are_one_line(argv, message, run_dir, tmp_path, capsys):
     (tmp_path / "a_file").write_text("")
     argv = [a.format(run=run_dir, tmp=tmp_path) for a in argv]

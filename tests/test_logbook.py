@@ -19,15 +19,36 @@ OLD_LOG = (
     "0,1e-05,4.158883476257324,4.1588,63.99,0.0,0.0\r\n"
     "2,0.0094,3.9,3.95,51.935,1.25,1234.5\r\n"
 )
-ROW = LogRow(step=4, learning_rate=0.003, train_loss=3.25, val_loss=3.5, perplexity=math.exp(3.5),
-             time_elapsed=2.5, tokens_per_s=987.25)
+ROW = LogRow(
+    step=4,
+    learning_rate=0.003,
+    train_loss=3.25,
+    val_loss=3.5,
+    perplexity=math.exp(3.5),
+    time_elapsed=2.5,
+    tokens_per_s=987.25,
+)
 
 
 def test_the_columns_on_disk_are_unchanged():
-    assert COLUMNS == ("Step", "Learning Rate", "Train Loss", "Validation Loss", "Perplexity", "Time Elapsed",
-                       "Tokens/s")
-    assert METRICS_COLUMNS == ("Step", "Tokens Seen", "Learning Rate", "Train Loss", "Grad Norm", "Tokens/s",
-                               "Time Elapsed")
+    assert COLUMNS == (
+        "Step",
+        "Learning Rate",
+        "Train Loss",
+        "Validation Loss",
+        "Perplexity",
+        "Time Elapsed",
+        "Tokens/s",
+    )
+    assert METRICS_COLUMNS == (
+        "Step",
+        "Tokens Seen",
+        "Learning Rate",
+        "Train Loss",
+        "Grad Norm",
+        "Tokens/s",
+        "Time Elapsed",
+    )
 
 
 def test_a_written_row_reads_back_equal(tmp_path):
@@ -36,8 +57,15 @@ def test_a_written_row_reads_back_equal(tmp_path):
     book.append(ROW)
     book.append(dataclasses.replace(ROW, step=6, val_loss=1 / 3))  # a float repr needs all its digits
     assert read_log(tmp_path / "log_data.csv") == [ROW, dataclasses.replace(ROW, step=6, val_loss=1 / 3)]
-    metrics = MetricsRow(step=3, tokens_seen=192, learning_rate=0.01, train_loss=4.0, grad_norm=0.5,
-                         tokens_per_s=100.0, time_elapsed=0.75)
+    metrics = MetricsRow(
+        step=3,
+        tokens_seen=192,
+        learning_rate=0.01,
+        train_loss=4.0,
+        grad_norm=0.5,
+        tokens_per_s=100.0,
+        time_elapsed=0.75,
+    )
     book = LogBook(tmp_path / "metrics.csv", MetricsRow)
     book.start()
     book.append(metrics)
@@ -49,8 +77,10 @@ def test_a_log_in_the_existing_format_reads_and_is_written_byte_for_byte(tmp_pat
     path = tmp_path / "log_data.csv"
     path.write_bytes(OLD_LOG.encode())
     rows = read_log(path)
-    assert rows == [LogRow(0, 1e-05, 4.158883476257324, 4.1588, 63.99, 0.0, 0.0),
-                    LogRow(2, 0.0094, 3.9, 3.95, 51.935, 1.25, 1234.5)]
+    assert rows == [
+        LogRow(0, 1e-05, 4.158883476257324, 4.1588, 63.99, 0.0, 0.0),
+        LogRow(2, 0.0094, 3.9, 3.95, 51.935, 1.25, 1234.5),
+    ]
     assert isinstance(rows[0].step, int)
     book = LogBook(tmp_path / "again.csv", LogRow)
     book.start()
@@ -70,22 +100,31 @@ def test_a_resume_keeps_the_rows_up_to_its_step_as_written(tmp_path):
 
 def test_an_older_log_without_tokens_per_second_reads_as_nan(tmp_path):
     path = tmp_path / "log_data.csv"
-    path.write_text("Step,Learning Rate,Train Loss,Validation Loss,Perplexity,Time Elapsed\n"
-                    "0,0.001,4.0,4.1,60.3,0.0\n10,0.002,3.0,,20.1,5.0\n")
+    path.write_text(
+        "Step,Learning Rate,Train Loss,Validation Loss,Perplexity,Time Elapsed\n"
+        "0,0.001,4.0,4.1,60.3,0.0\n10,0.002,3.0,,20.1,5.0\n"
+    )
     first, second = read_log(path)
     assert math.isnan(first.tokens_per_s) and math.isnan(second.val_loss) and second.train_loss == 3.0
     log = compare_read_log(path)
     assert list(log.step) == [0, 10] and all(math.isnan(rate) for rate in log.tokens_per_s)
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("Step,Train Loss\n0,4.0\n", "corrupt log (missing column Validation Loss, Time Elapsed)"),
-    ("Step,Train Loss,Validation Loss,Time Elapsed\n0,4.0,x,1.0\n", "log_data.csv:2: corrupt log (Validation Loss "
-                                                                     "is 'x', not a number)"),
-    ("Step,Train Loss,Validation Loss,Time Elapsed\n2.5,4.0,4.0,1.0\n", "log_data.csv:2: corrupt log (Step is "
-                                                                         "'2.5', not a whole number)"),
-    ("Step,Train Loss,Validation Loss,Time Elapsed\n,4.0,4.0,1.0\n", "log_data.csv:2: corrupt log (no Step)"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("Step,Train Loss\n0,4.0\n", "corrupt log (missing column Validation Loss, Time Elapsed)"),
+        (
+            "Step,Train Loss,Validation Loss,Time Elapsed\n0,4.0,x,1.0\n",
+            "log_data.csv:2: corrupt log (Validation Loss is 'x', not a number)",
+        ),
+        (
+            "Step,Train Loss,Validation Loss,Time Elapsed\n2.5,4.0,4.0,1.0\n",
+            "log_data.csv:2: corrupt log (Step is '2.5', not a whole number)",
+        ),
+        ("Step,Train Loss,Validation Loss,Time Elapsed\n,4.0,4.0,1.0\n", "log_data.csv:2: corrupt log (no Step)"),
+    ],
+)
 def test_a_damaged_log_is_one_error_naming_the_problem(tmp_path: Path, text: str, message: str):
     path = tmp_path / "log_data.csv"
     path.write_text(text)

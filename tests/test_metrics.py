@@ -56,8 +56,16 @@ def test_resumed_metrics_equal_the_uninterrupted_run(corpus, tmp_path):
     """The checkpoint at step 3 is inside a 4-step window; its sums travel with it."""
     full = run_tiny(corpus, tmp_path / "full", log_interval=4, checkpoint_interval=3)
     checkpoint = load_checkpoint(full.run_dir / "checkpoints" / "step-3")
-    resumed = train(TrainRequest(checkpoint.model_config, checkpoint.train_config, str(corpus), tmp_path / "resumed",
-                                 device="cpu", resume=checkpoint))
+    resumed = train(
+        TrainRequest(
+            checkpoint.model_config,
+            checkpoint.train_config,
+            str(corpus),
+            tmp_path / "resumed",
+            device="cpu",
+            resume=checkpoint,
+        )
+    )
     assert exact(read_rows(resumed.run_dir / METRICS_FILE)) == exact(read_rows(full.run_dir / METRICS_FILE))
 
 
@@ -68,8 +76,11 @@ def test_log_interval_must_be_positive():
 
 def test_unknown_or_missing_tracker_is_a_clear_error(corpus, tmp_path, monkeypatch):
     def start(trackers: tuple[str, ...], out: str) -> None:
-        train(TrainRequest(tiny_model_config(), tiny_train_config(), str(corpus), tmp_path / out, device="cpu",
-                           trackers=trackers))
+        train(
+            TrainRequest(
+                tiny_model_config(), tiny_train_config(), str(corpus), tmp_path / out, device="cpu", trackers=trackers
+            )
+        )
 
     with pytest.raises(FhaError, match=r"^--log-to mlflow: unknown tracker \(choose from tensorboard, wandb\)$"):
         start(("mlflow",), "a")
@@ -82,8 +93,11 @@ def test_tensorboard_reader_loads_the_scalars(corpus, tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    run = train(TrainRequest(*_tiny_configs(log_interval=2), str(corpus), tmp_path / "run", device="cpu",
-                             trackers=("tensorboard",)))
+    run = train(
+        TrainRequest(
+            *_tiny_configs(log_interval=2), str(corpus), tmp_path / "run", device="cpu", trackers=("tensorboard",)
+        )
+    )
     events = EventAccumulator(str(run.run_dir / TENSORBOARD_DIR))
     events.Reload()
     metrics = read_rows(run.run_dir / METRICS_FILE)
@@ -102,8 +116,9 @@ def test_offline_wandb_run_records_the_metrics(corpus, tmp_path, monkeypatch):
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DISABLE_GIT", "true")
-    run = train(TrainRequest(*_tiny_configs(log_interval=3), str(corpus), tmp_path / "run", device="cpu",
-                             trackers=("wandb",)))
+    run = train(
+        TrainRequest(*_tiny_configs(log_interval=3), str(corpus), tmp_path / "run", device="cpu", trackers=("wandb",))
+    )
     (log_file,) = (run.run_dir / WANDB_DIR).glob("offline-run-*/run-*.wandb")
     records = _finished_wandb_log(log_file, wandb_internal_pb2.Record)
     history = {}

@@ -91,12 +91,15 @@ def test_cache_chunks_with_more_than_one_token(tiny_model):
     torch.testing.assert_close(second, full[:, 6:16], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("changes", [
-    {},
-    dict(attention="split", layer_head_splits=[[1, 2, 4], [4, 4, 1]]),
-    dict(attention="fha", rope_layout="subhead"),  # a key head per query head in the cache
-    dict(attention="coarse-to-fine", rope_layout="subhead"),
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        dict(attention="split", layer_head_splits=[[1, 2, 4], [4, 4, 1]]),
+        dict(attention="fha", rope_layout="subhead"),  # a key head per query head in the cache
+        dict(attention="coarse-to-fine", rope_layout="subhead"),
+    ],
+)
 def test_left_padded_rows_compute_what_they_compute_alone(changes):
     model = make_tiny_model(**changes)
     long, short = random_ids(1, 12)[0], random_ids(1, 7, seed=5)[0]
@@ -319,7 +322,9 @@ def test_a_model_built_on_the_meta_device_emptied_and_loaded_computes_like_the_o
     shell.load_state_dict(original.state_dict())
     idx = random_ids(2, 12)
     assert torch.equal(shell.eval()(idx)[0], original(idx)[0])
-    assert torch.equal(generate(shell, idx[:, :4], 8, sampling=GREEDY), generate(original, idx[:, :4], 8, sampling=GREEDY))
+    assert torch.equal(
+        generate(shell, idx[:, :4], 8, sampling=GREEDY), generate(original, idx[:, :4], 8, sampling=GREEDY)
+    )
 
 
 @pytest.mark.parametrize("training", [True, False])

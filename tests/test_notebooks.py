@@ -13,8 +13,11 @@ STEPS = 20  # optimiser steps per training run: enough to run every cell, not to
 
 
 def test_there_are_three_notebooks():
-    assert [path.name for path in NOTEBOOKS] == ["01_quick_start.ipynb", "02_compare_fha_mha.ipynb",
-                                                  "03_look_inside.ipynb"]
+    assert [path.name for path in NOTEBOOKS] == [
+        "01_quick_start.ipynb",
+        "02_compare_fha_mha.ipynb",
+        "03_look_inside.ipynb",
+    ]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
@@ -36,8 +39,9 @@ def test_notebook_runs(path, sample_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("FHA_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("FHA_NOTEBOOK_STEPS", str(STEPS))
     notebook = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
+    client = nbclient.NotebookClient(
+        notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
     client.execute()  # raises CellExecutionError, with the cell and its traceback, if a cell fails
     errors = [output for cell in notebook.cells for output in cell.get("outputs", []) if output.output_type == "error"]
     assert not errors

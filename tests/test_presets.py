@@ -34,9 +34,19 @@ def test_every_preset_validates_and_builds_a_model():
 def test_seed_1m_has_the_original_numbers():
     model, train = configs("seed-1m")
     assert (model.dim, model.num_layers, model.mlp_hidden_mult, model.mlp_gated, model.mlp_nonlinearity) == (
-        64, 4, 8.0, True, "SiLU")
+        64,
+        4,
+        8.0,
+        True,
+        "SiLU",
+    )
     assert (model.num_q_heads, model.num_kv_heads, model.head_dim, model.max_seq_len, model.vocab_size) == (
-        3, 1, 64, 512, 8192)
+        3,
+        1,
+        64,
+        512,
+        8192,
+    )
     assert (model.attention, model.fractal_split, model.fractal_scale, model.rope_layout) == ("fha", 2, "head", "head")
     assert (model.norm_bias, model.dropout, model.attn_dropout) == (True, 0.0, 0.0)
     assert (train.max_steps, train.batch_size, train.lr_init, train.lr_max, train.lr_min) == (2000, 32, 1e-6, 0.1, 1e-3)
@@ -46,7 +56,13 @@ def test_seed_1m_has_the_original_numbers():
 def test_seed_03m_and_08m():
     small, train = configs("seed-0.3m")
     assert (small.dim, small.num_layers, small.num_q_heads, small.head_dim, small.max_seq_len, small.vocab_size) == (
-        64, 4, 4, 32, 256, 2048)
+        64,
+        4,
+        4,
+        32,
+        256,
+        2048,
+    )
     assert (small.fractal_scale, small.norm_bias) == ("head", True)
     assert (train.batch_size, train.max_steps, train.lr_init, train.lr_max, train.lr_min) == (32, 100, 1e-6, 1e-2, 1e-4)
     assert (train.warmup_length, train.final_flat_length) == (10, 10)

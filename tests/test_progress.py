@@ -14,8 +14,10 @@ from test_train_cli import TINY_SETS
 from fha import progress
 from fha.progress import Progress, format_duration, short_count, track
 
-PLAIN_LINE = re.compile(r"^step \d+/6 \| loss \d+\.\d{4} \| lr \d\.\d\de-\d\d \| \d+(\.\d)?k? tok/s \| (eta|elapsed) "
-                        r"\d+:\d\d$")
+PLAIN_LINE = re.compile(
+    r"^step \d+/6 \| loss \d+\.\d{4} \| lr \d\.\d\de-\d\d \| \d+(\.\d)?k? tok/s \| (eta|elapsed) "
+    r"\d+:\d\d$"
+)
 
 
 class Terminal(io.StringIO):
@@ -38,8 +40,9 @@ def test_plain_lines_every_tenth_and_at_the_end():
             bar.update()
     lines = stream.getvalue().splitlines()
     assert "\r" not in stream.getvalue()
-    assert [line.split(" | ")[0] for line in lines] == [f"step {n}/100" for n in (10, 20, 30, 40, 50, 60, 70, 80,
-                                                                                    90, 95)]
+    assert [line.split(" | ")[0] for line in lines] == [
+        f"step {n}/100" for n in (10, 20, 30, 40, 50, 60, 70, 80, 90, 95)
+    ]
     assert lines[0].startswith("step 10/100 | loss 9.00 | 61k tok/s | eta ")
 
 
@@ -82,9 +85,29 @@ def _train_to_a_file(corpus, tmp_path, *extra: str) -> str:
     log_file = tmp_path / "log.txt"
     env = {**os.environ, "FHA_CACHE_DIR": str(tmp_path / "cache")}
     with open(log_file, "w") as handle:
-        subprocess.run([sys.executable, "-m", "fha", *extra, "train", "--preset", "tiny", *TINY_SETS,
-                        "--set", "max_steps=6", "--data", str(corpus), "--out", str(tmp_path / "run")],
-                       stdout=handle, stderr=subprocess.STDOUT, env=env, check=True, timeout=300)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fha",
+                *extra,
+                "train",
+                "--preset",
+                "tiny",
+                *TINY_SETS,
+                "--set",
+                "max_steps=6",
+                "--data",
+                str(corpus),
+                "--out",
+                str(tmp_path / "run"),
+            ],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+            check=True,
+            timeout=300,
+        )
     return log_file.read_text()
 
 
@@ -92,8 +115,9 @@ def test_training_log_in_a_file_has_plain_lines_and_the_evaluations(corpus, tmp_
     text = _train_to_a_file(corpus, tmp_path)
     assert "\r" not in text
     lines = text.splitlines()
-    assert [line for line in lines if line.startswith("step ") and " | " in line] == \
-        [line for line in lines if PLAIN_LINE.match(line)]
+    assert [line for line in lines if line.startswith("step ") and " | " in line] == [
+        line for line in lines if PLAIN_LINE.match(line)
+    ]
     assert [line.split(" | ")[0] for line in lines if PLAIN_LINE.match(line)] == [f"step {n}/6" for n in range(1, 7)]
     evals = [line for line in lines if re.match(r"^step \d+: train loss", line)]
     assert [line.split(":")[0] for line in evals] == ["step 0", "step 2", "step 4", "step 6"]
@@ -116,8 +140,23 @@ def test_eval_and_batched_generate_report_plain_lines(capsys, tmp_path, tiny_run
     assert main(["eval", str(run_dir), "--data", str(data), "--json", "--batch-size", "1"]) == 0
     err = capsys.readouterr().err
     assert "\r" not in err and re.search(r"^evaluating batch (\d+)/\1 \| elapsed \d+:\d\d$", err, re.MULTILINE)
-    assert main(["generate", str(run_dir), "--prompt", "Lily", "--prompt", "Tom", "--max-new-tokens", "5",
-                 "--temperature", "0"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                str(run_dir),
+                "--prompt",
+                "Lily",
+                "--prompt",
+                "Tom",
+                "--max-new-tokens",
+                "5",
+                "--temperature",
+                "0",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "\r" not in err and re.search(r"^generating token \d/5 \| elapsed", err, re.MULTILINE)
     assert main(["-q", "eval", str(run_dir), "--data", str(data), "--json"]) == 0

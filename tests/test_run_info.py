@@ -23,8 +23,10 @@ def test_run_info_records_environment_tokenizer_and_data(corpus, tmp_path):
     assert info["torch_version"] == torch.__version__
     assert info["device"] == "cpu (float32)" and info["world_size"] == 1
     assert info["threads"] == torch.get_num_threads()
-    assert info["data"]["train"] == {"path": str(corpus.resolve()),
-                                     "sha256": hashlib.sha256(corpus.read_bytes()).hexdigest()[:DIGEST_HEX_CHARS]}
+    assert info["data"]["train"] == {
+        "path": str(corpus.resolve()),
+        "sha256": hashlib.sha256(corpus.read_bytes()).hexdigest()[:DIGEST_HEX_CHARS],
+    }
     assert info["data"]["val"] == {"split_of_train": {"val_fraction": 0.05, "split_seed": 0}}
     assert info["date"].endswith("+00:00") and info["command"] and info["resumes"] == []
 
@@ -35,8 +37,9 @@ def test_resume_keeps_the_first_record_and_appends_its_session(corpus, tmp_path)
     first = read_run_info(run)
     checkpoint = load_checkpoint(run / "checkpoints" / "step-3")
     config = checkpoint.train_config
-    train(TrainRequest(checkpoint.model_config, config, str(corpus), run, device="cpu", overwrite=True,
-                       resume=checkpoint))
+    train(
+        TrainRequest(checkpoint.model_config, config, str(corpus), run, device="cpu", overwrite=True, resume=checkpoint)
+    )
     info = json.loads((run / RUN_INFO_FILE).read_text())
     assert info["date"] == first["date"] and len(info["resumes"]) == 1
     assert set(info["resumes"][0]) == {"date", "command", "device", "threads", "world_size"}

@@ -38,8 +38,24 @@ from fha.train.run_lock import LOCK_FILE
 TESTS = Path(__file__).resolve().parent
 HARNESS = TESTS / "crash_harness.py"
 SRC = TESTS.parent / "src"
-TINY = ["--preset", "tiny", "--set", "dim=32", "--set", "num_layers=1", "--set", "max_seq_len=16",
-        "--set", "vocab_size=64", "--set", "batch_size=4", "--set", "eval_samples=1", "--device", "cpu"]
+TINY = [
+    "--preset",
+    "tiny",
+    "--set",
+    "dim=32",
+    "--set",
+    "num_layers=1",
+    "--set",
+    "max_seq_len=16",
+    "--set",
+    "vocab_size=64",
+    "--set",
+    "batch_size=4",
+    "--set",
+    "eval_samples=1",
+    "--device",
+    "cpu",
+]
 SIX_STEPS = ["--set", "max_steps=6", "--set", "eval_interval=2", "--set", "checkpoint_interval=2"]
 KILLED = -signal.SIGKILL
 UNTIMED_COLUMNS = ("Step", "Learning Rate", "Train Loss", "Validation Loss", "Perplexity")
@@ -51,24 +67,46 @@ POLL_S = 0.05
 def env(tmp_path):
     """The environment of `fha` subprocesses: this checkout's code, a private cache, one thread
     (so that runs in different processes make bit-identical updates)."""
-    return {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{TESTS}", "FHA_CACHE_DIR": str(tmp_path / "cache"),
-            "OMP_NUM_THREADS": "1"}
+    return {
+        **os.environ,
+        "PYTHONPATH": f"{SRC}{os.pathsep}{TESTS}",
+        "FHA_CACHE_DIR": str(tmp_path / "cache"),
+        "OMP_NUM_THREADS": "1",
+    }
 
 
 def fha(env, *args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fha", *map(str, args)], capture_output=True, text=True, env=env,
-                          cwd=cwd, check=False, timeout=SUBPROCESS_TIMEOUT_S)
+    return subprocess.run(
+        [sys.executable, "-m", "fha", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        check=False,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )
 
 
 def fha_signalled_at(env, point: str, *args) -> subprocess.CompletedProcess:
     """`fha ARGS` that receives a signal at a chosen call (see crash_harness.py)."""
-    return subprocess.run([sys.executable, str(HARNESS), point, *map(str, args)], capture_output=True, text=True,
-                          env=env, check=False, timeout=SUBPROCESS_TIMEOUT_S)
+    return subprocess.run(
+        [sys.executable, str(HARNESS), point, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=SUBPROCESS_TIMEOUT_S,
+    )
 
 
 def start_fha(env, *args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "fha", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "fha", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def error_line(result: subprocess.CompletedProcess) -> str:
@@ -87,8 +125,11 @@ def cli(*args) -> int:
 
 def snapshot(folder: Path) -> dict[str, str]:
     """Every file below folder (relative path -> SHA-256)."""
-    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(folder.rglob("*")) if path.is_file()}
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
 
 
 def untimed_log(folder: Path) -> list[list[str]]:
@@ -113,8 +154,7 @@ def test_failed_overwrite_leaves_the_previous_run_untouched(corpus, tmp_path, en
     line = error_line(fha(env, "train", *TINY, "--data", three_tokens, "--out", out, "--overwrite"))
     assert "the corpus has" in line and "fewer than seq_len + 1" in line
     assert snapshot(out) == before
-    line = error_line(fha(env, "train", *TINY, "--set", "dim=100000000", "--data", corpus, "--out", out,
-                          "--overwrite"))
+    line = error_line(fha(env, "train", *TINY, "--set", "dim=100000000", "--data", corpus, "--out", out, "--overwrite"))
     assert "parameters and training it needs at least" in line and "GiB" in line
     assert snapshot(out) == before
 
@@ -133,10 +173,35 @@ def test_overwrite_replaces_the_run_only_after_the_new_first_checkpoint(corpus, 
     save_checkpoint = ckpt.save_checkpoint
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("fha.train.loop.save_checkpoint", stop_at_first_checkpoint)
-        assert cli("train", *TINY, "--set", "max_steps=4", "--set", "checkpoint_interval=2", "--set", "seed=1",
-                     "--data", corpus, "--out", out, "--overwrite") == 0
-    assert interrupted["aside"] == [".moved", "checkpoints", "log_data.csv", "metrics.csv", "model.safetensors",
-                                    "model_config.json", "run_info.json", "tokenizer.json", "train_config.json"]
+        assert (
+            cli(
+                "train",
+                *TINY,
+                "--set",
+                "max_steps=4",
+                "--set",
+                "checkpoint_interval=2",
+                "--set",
+                "seed=1",
+                "--data",
+                corpus,
+                "--out",
+                out,
+                "--overwrite",
+            )
+            == 0
+        )
+    assert interrupted["aside"] == [
+        ".moved",
+        "checkpoints",
+        "log_data.csv",
+        "metrics.csv",
+        "model.safetensors",
+        "model_config.json",
+        "run_info.json",
+        "tokenizer.json",
+        "train_config.json",
+    ]
     assert not (out / PREVIOUS_RUN_DIR).exists() and train_seed(out) == 1
     assert [step for step, _ in list_checkpoints(out)] == [2, 4]
 
@@ -147,13 +212,15 @@ def test_overwrite_replaces_the_run_only_after_the_new_first_checkpoint(corpus, 
 def test_two_writers_started_together_leave_exactly_one_run(corpus, tmp_path, env):
     out = tmp_path / "run"
     steps = ["--set", "max_steps=8", "--set", "eval_interval=4", "--set", "checkpoint_interval=4"]
-    writers = [start_fha(env, "train", *TINY, *steps, "--set", f"seed={seed}", "--data", corpus, "--out", out)
-               for seed in (1, 2)]
+    writers = [
+        start_fha(env, "train", *TINY, *steps, "--set", f"seed={seed}", "--data", corpus, "--out", out)
+        for seed in (1, 2)
+    ]
     results = [(writer.pid, writer.wait(SUBPROCESS_TIMEOUT_S), writer.communicate()[1]) for writer in writers]
     assert sorted(code for _, code, _ in results) == [0, 2], results
-    (winner, _, _), = [r for r in results if r[1] == 0]
-    (_, _, loser_err), = [r for r in results if r[1] == 2]
-    assert (f"in use by pid {winner} on host" in loser_err or "folder is not empty" in loser_err), loser_err
+    ((winner, _, _),) = [r for r in results if r[1] == 0]
+    ((_, _, loser_err),) = [r for r in results if r[1] == 2]
+    assert f"in use by pid {winner} on host" in loser_err or "folder is not empty" in loser_err, loser_err
     seed = train_seed(out)
     assert [row.step for row in read_log(out / "log_data.csv")] == [0, 4, 8]
     assert all(load_checkpoint(path).train_config.seed == seed for _, path in list_checkpoints(out))
@@ -170,8 +237,7 @@ def test_a_folder_in_use_refuses_a_second_writer_and_a_resume(corpus, tmp_path, 
             time.sleep(POLL_S)
         writer.send_signal(signal.SIGSTOP)  # holds the lock, as a long step would
         owner = f"in use by pid {writer.pid} on host"
-        assert owner in error_line(fha(env, "train", *TINY, *steps, "--set", "seed=3", "--data", corpus,
-                                       "--out", out))
+        assert owner in error_line(fha(env, "train", *TINY, *steps, "--set", "seed=3", "--data", corpus, "--out", out))
         assert owner in error_line(fha(env, "train", *TINY, *steps, "--data", corpus, "--out", out, "--overwrite"))
         assert owner in error_line(fha(env, "train", "--resume", out))
     finally:
@@ -197,8 +263,23 @@ def test_resume_from_another_folder_with_relative_paths(tmp_path, env):
     work = tmp_path / "work"
     work.mkdir()
     write_corpus(work / "stories.txt")
-    assert fha(env, "train", *TINY, "--set", "max_steps=4", "--set", "checkpoint_interval=2",
-               "--data", "stories.txt", "--out", "run", cwd=work).returncode == 0
+    assert (
+        fha(
+            env,
+            "train",
+            *TINY,
+            "--set",
+            "max_steps=4",
+            "--set",
+            "checkpoint_interval=2",
+            "--data",
+            "stories.txt",
+            "--out",
+            "run",
+            cwd=work,
+        ).returncode
+        == 0
+    )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     result = fha(env, "train", "--resume", work / "run", "--set", "max_steps=6", cwd=elsewhere)
@@ -207,11 +288,11 @@ def test_resume_from_another_folder_with_relative_paths(tmp_path, env):
 
 
 def test_resume_refuses_other_training_documents_and_applies_new_validation_ones(tmp_path, capsys, caplog):
-    data, val, other_val = (write_corpus(tmp_path / f"{name}.txt", seed=seed)
-                            for name, seed in (("train", 0), ("val", 1), ("other-val", 2)))
+    data, val, other_val = (
+        write_corpus(tmp_path / f"{name}.txt", seed=seed) for name, seed in (("train", 0), ("val", 1), ("other-val", 2))
+    )
     out = tmp_path / "run"
-    assert cli("train", *TINY, *SIX_STEPS, "--set", "max_steps=4", "--data", data, "--val-data", val,
-               "--out", out) == 0
+    assert cli("train", *TINY, *SIX_STEPS, "--set", "max_steps=4", "--data", data, "--val-data", val, "--out", out) == 0
     capsys.readouterr()
     # Other training documents: the sampler's position would mean nothing.
     assert cli("train", "--resume", out, "--set", "max_steps=6", "--data", other_val) == 2
@@ -248,16 +329,40 @@ def test_resumed_run_never_shows_older_final_weights(corpus, tmp_path, env):
     out = tmp_path / "run"
     assert cli("train", *TINY, *SIX_STEPS, "--data", corpus, "--out", out) == 0
     assert (out / MODEL_FILE).read_bytes() == (out / "checkpoints" / "step-6" / MODEL_FILE).read_bytes()
-    killed = fha_signalled_at(env, "save_model:1:KILL", "train", "--resume", out / "checkpoints" / "step-2",
-                              "--overwrite", "--set", "max_steps=8", "--set", "lr_max=0.005")
+    killed = fha_signalled_at(
+        env,
+        "save_model:1:KILL",
+        "train",
+        "--resume",
+        out / "checkpoints" / "step-2",
+        "--overwrite",
+        "--set",
+        "max_steps=8",
+        "--set",
+        "lr_max=0.005",
+    )
     assert killed.returncode == KILLED
     assert not (out / MODEL_FILE).exists()  # the old 6-step weights went with the old settings
     assert '"max_steps": 8' in (out / "train_config.json").read_text()
     evaluated = fha(env, "eval", out, "--data", corpus)  # the new run's latest checkpoint, never the old weights
-    assert evaluated.returncode == 0 and "no final weights (the run is unfinished); using its latest checkpoint, " \
-        "step 2" in evaluated.stderr
-    assert fha(env, "train", "--resume", out / "checkpoints" / "step-2", "--overwrite", "--set", "max_steps=8",
-               "--set", "lr_max=0.005").returncode == 0
+    assert (
+        evaluated.returncode == 0
+        and "no final weights (the run is unfinished); using its latest checkpoint, step 2" in evaluated.stderr
+    )
+    assert (
+        fha(
+            env,
+            "train",
+            "--resume",
+            out / "checkpoints" / "step-2",
+            "--overwrite",
+            "--set",
+            "max_steps=8",
+            "--set",
+            "lr_max=0.005",
+        ).returncode
+        == 0
+    )
     assert (out / MODEL_FILE).read_bytes() == (out / "checkpoints" / "step-8" / MODEL_FILE).read_bytes()
 
 
@@ -270,7 +375,8 @@ def test_a_start_killed_before_its_first_checkpoint_is_rerun_cleanly(corpus, tmp
     assert fha_signalled_at(env, "save_model:1:KILL", *command).returncode == KILLED
     assert (out / "log_data.csv").exists() and not list_checkpoints(out)
     assert "stopped before its first checkpoint; run the same fha train command again" in error_line(
-        fha(env, "train", "--resume", out))
+        fha(env, "train", "--resume", out)
+    )
     result = fha(env, *command)
     assert result.returncode == 0, result.stderr[-3000:]
     assert [step for step, _ in list_checkpoints(out)] == [2, 4, 6]
@@ -282,9 +388,16 @@ def test_temporary_files_of_a_killed_writer_do_not_block_a_rerun(corpus, tmp_pat
     (out / "log_data.csv.tmp").write_text("Step,Learn")  # killed while starting the log
     (out / ".model.safetensors.tmp-12345").write_bytes(b"\x00")  # killed while publishing the final weights
     assert cli("train", *TINY, *SIX_STEPS, "--data", corpus, "--out", out) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "log_data.csv", "metrics.csv", "model.safetensors",
-                                                     "model_config.json", "run_info.json", "tokenizer.json",
-                                                     "train_config.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "checkpoints",
+        "log_data.csv",
+        "metrics.csv",
+        "model.safetensors",
+        "model_config.json",
+        "run_info.json",
+        "tokenizer.json",
+        "train_config.json",
+    ]
 
 
 def test_a_folder_with_foreign_files_is_not_cleared(corpus, tmp_path, capsys):
@@ -371,8 +484,14 @@ def test_kill_loop_ends_with_the_run_an_uninterrupted_one_makes(corpus, tmp_path
     old_run = snapshot(out)
     # Replacing: before the list of moved files, halfway through moving, at the first checkpoint, before
     # deleting the old run; then resuming: while writing the last checkpoint, at the final save.
-    kills = ["replace:1:KILL", "replace:4:KILL", "save_model:1:KILL", "rmtree:2:KILL", "save_model:2:KILL",
-             "publish:1:KILL"]
+    kills = [
+        "replace:1:KILL",
+        "replace:4:KILL",
+        "save_model:1:KILL",
+        "rmtree:2:KILL",
+        "save_model:2:KILL",
+        "publish:1:KILL",
+    ]
     outcomes = []
     for point in kills:
         started = bool(list_checkpoints(out)) and train_seed(out) == 1
@@ -450,13 +569,16 @@ def run_dir_factory(trained_run):
     return copy
 
 
-@pytest.mark.parametrize("setting, expected", [
-    ("eps=inf", "invalid configuration: eps must be a finite number, got inf"),
-    ("dim=99999999999999999999999", "invalid configuration: dim must be at most 2147483647"),
-    ("seed=-1", "invalid configuration: seed must be a whole number in [0, 2**32), got -1"),
-    ("seed=99999999999999999999", "seed must be a whole number in [0, 2**32), got 99999999999999999999"),
-    ("num_restarts=1000000000", "num_restarts (1000000000) must be below max_steps"),
-])
+@pytest.mark.parametrize(
+    "setting, expected",
+    [
+        ("eps=inf", "invalid configuration: eps must be a finite number, got inf"),
+        ("dim=99999999999999999999999", "invalid configuration: dim must be at most 2147483647"),
+        ("seed=-1", "invalid configuration: seed must be a whole number in [0, 2**32), got -1"),
+        ("seed=99999999999999999999", "seed must be a whole number in [0, 2**32), got 99999999999999999999"),
+        ("num_restarts=1000000000", "num_restarts (1000000000) must be below max_steps"),
+    ],
+)
 def test_bad_settings_are_one_line_before_anything_is_written(corpus, tmp_path, capsys, setting, expected):
     out = tmp_path / "run"
     assert cli("train", *TINY, "--set", setting, "--data", corpus, "--out", out) == 2
@@ -468,7 +590,8 @@ def test_bad_settings_are_one_line_before_anything_is_written(corpus, tmp_path, 
 def test_an_infinite_setting_is_one_line_in_a_real_process(corpus, tmp_path, env):
     out = tmp_path / "run"
     assert error_line(fha(env, "train", *TINY, "--set", "mlp_hidden_mult=inf", "--data", corpus, "--out", out)) == (
-        "fha: error: invalid configuration: mlp_hidden_mult must be a finite number, got inf")
+        "fha: error: invalid configuration: mlp_hidden_mult must be a finite number, got inf"
+    )
     assert not out.exists()
 
 
@@ -481,7 +604,8 @@ def test_bad_inputs_are_one_line(corpus, tmp_path, env, capsys):
     a_file.write_text("")
     assert cli("train", *TINY, "--data", corpus, "--out", a_file / "run") == 2
     assert capsys.readouterr().err.strip() == (
-        f"fha: error: {a_file / 'run'}: --out must be a folder, and this lies below {a_file}, which is a file")
+        f"fha: error: {a_file / 'run'}: --out must be a folder, and this lies below {a_file}, which is a file"
+    )
     with pytest.raises(SystemExit) as usage_error:
         cli("train", *TINY, "--data", corpus, "--out", "")
     assert usage_error.value.code == 2
@@ -490,19 +614,21 @@ def test_bad_inputs_are_one_line(corpus, tmp_path, env, capsys):
     os.mkfifo(fifo)
     assert error_line(fha(env, "train", *TINY, "--data", fifo, "--out", tmp_path / "r2")) == (
         f"fha: error: {fifo}: not a regular file (a pipe or device would be read without end); "
-        "save the text to a file first")
+        "save the text to a file first"
+    )
 
 
 def test_generate_and_eval_refuse_bad_values_in_one_line(tmp_path, env, run_dir_factory):
     run_dir = run_dir_factory(tmp_path / "run")
-    assert "--temperature 1e-40 is below 1e-06" in error_line(fha(env, "generate", run_dir, "--temperature",
-                                                                   "1e-40"))
+    assert "--temperature 1e-40 is below 1e-06" in error_line(fha(env, "generate", run_dir, "--temperature", "1e-40"))
     assert error_line(fha(env, "generate", run_dir, "--seed", "-1")) == (
-        "fha: error: --seed must be a whole number in [0, 2**32), got -1")
+        "fha: error: --seed must be a whole number in [0, 2**32), got -1"
+    )
     surrogate = tmp_path / "odd.jsonl"
     surrogate.write_text('{"text": "a\\ud800b"}\n', encoding="utf-8")
-    assert f"{surrogate}:1: the text holds a lone surrogate" in error_line(fha(env, "eval", run_dir, "--data",
-                                                                                 surrogate))
+    assert f"{surrogate}:1: the text holds a lone surrogate" in error_line(
+        fha(env, "eval", run_dir, "--data", surrogate)
+    )
 
 
 def test_resume_below_the_checkpoints_step_and_a_binary_log(corpus, tmp_path, capsys):
@@ -512,11 +638,16 @@ def test_resume_below_the_checkpoints_step_and_a_binary_log(corpus, tmp_path, ca
     assert cli("train", "--resume", out, "--set", "max_steps=3") == 2
     assert capsys.readouterr().err.strip() == (
         f"fha: error: {out / 'checkpoints' / 'step-6'}: max_steps=3 is below the checkpoint's step 6; a resume "
-        "continues up to max_steps, so pass --set max_steps=6 or more (or resume an earlier checkpoint)")
+        "continues up to max_steps, so pass --set max_steps=6 or more (or resume an earlier checkpoint)"
+    )
     (out / "log_data.csv").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
     assert cli("train", "--resume", out, "--set", "max_steps=8") == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
-        f"fha: error: {out / 'log_data.csv'}: not a readable training log (")
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .splitlines()[-1]
+        .startswith(f"fha: error: {out / 'log_data.csv'}: not a readable training log (")
+    )
 
 
 def test_unreadable_weights_are_not_called_corrupt(tmp_path):
@@ -530,12 +661,14 @@ def test_unreadable_weights_are_not_called_corrupt(tmp_path):
 
 def test_compare_refuses_a_negative_batch_size(tmp_path, capsys, run_dir_factory):
     run_dir = run_dir_factory(tmp_path / "run")
-    (run_dir / "log_data.csv").write_text("Step,Learning Rate,Train Loss,Validation Loss,Perplexity,Time Elapsed\n"
-                                          "0,0.001,4.0,4.0,54.6,0.0\n")
+    (run_dir / "log_data.csv").write_text(
+        "Step,Learning Rate,Train Loss,Validation Loss,Perplexity,Time Elapsed\n0,0.001,4.0,4.0,54.6,0.0\n"
+    )
     (run_dir / "train_config.json").write_text('{"batch_size": -1}')
     assert cli("compare", run_dir, "--out", tmp_path / "compare") == 2
     assert capsys.readouterr().err.strip() == (
-        f"fha: error: {run_dir / 'train_config.json'}: batch_size must be a positive whole number, got -1")
+        f"fha: error: {run_dir / 'train_config.json'}: batch_size must be a positive whole number, got -1"
+    )
 
 
 def test_schedule_plot_of_a_billion_steps_evaluates_a_bounded_number_of_them():
@@ -560,8 +693,9 @@ def test_tokens_per_second_counts_only_real_tokens(corpus, tmp_path, monkeypatch
     """With a clock that advances one second per reading, Tokens/s is the real tokens per step."""
     clock = iter(range(10**6))
     monkeypatch.setattr("fha.train.loop.time.perf_counter", lambda: float(next(clock)))
-    run_tiny(corpus, tmp_path / "run", tiny_model_config(max_seq_len=64), batching=batching, max_steps=4,
-             eval_interval=2)
+    run_tiny(
+        corpus, tmp_path / "run", tiny_model_config(max_seq_len=64), batching=batching, max_steps=4, eval_interval=2
+    )
     rates = [row.tokens_per_s for row in read_log(tmp_path / "run" / "log_data.csv")][1:]
     full = 4 * 64  # batch_size x max_seq_len; the stories are shorter, so padded rows hold pads
     if batching == "packed":
@@ -591,8 +725,16 @@ except FhaError as err:
 
 def test_a_process_whose_peer_failed_says_so_in_one_line(tmp_path, env):
     store = tmp_path / "store"
-    peers = [subprocess.Popen([sys.executable, "-c", PEER_SCRIPT, str(rank), str(store)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env) for rank in (0, 1)]
+    peers = [
+        subprocess.Popen(
+            [sys.executable, "-c", PEER_SCRIPT, str(rank), str(store)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for rank in (0, 1)
+    ]
     outputs = [peer.communicate(timeout=SUBPROCESS_TIMEOUT_S) for peer in peers]
     assert peers[0].returncode == 2
     survivor = subprocess.CompletedProcess(peers[1].args, peers[1].returncode, *outputs[1])

@@ -15,8 +15,17 @@ LR_INIT, LR_MAX, LR_MIN = 1e-5, 0.1, 1e-3
 
 def make(**changes) -> LRSchedule:
     # 200 steps: 10 warmup, 150 annealing in cycles 10, 20, 40, 80 (starts 10, 20, 40, 80), 40 flat.
-    base = {"max_steps": 200, "warmup_steps": 10, "final_flat_steps": 40, "num_restarts": 3, "T_mult": 2.0,
-            "lr_init": LR_INIT, "lr_max": LR_MAX, "lr_min": LR_MIN, "anneal_type": "cos"}
+    base = {
+        "max_steps": 200,
+        "warmup_steps": 10,
+        "final_flat_steps": 40,
+        "num_restarts": 3,
+        "T_mult": 2.0,
+        "lr_init": LR_INIT,
+        "lr_max": LR_MAX,
+        "lr_min": LR_MIN,
+        "anneal_type": "cos",
+    }
     return LRSchedule.from_config(TrainConfig(**{**base, **changes}))
 
 

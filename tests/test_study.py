@@ -20,12 +20,12 @@ from fha.cli import main
 from fha.data import PackedBatches, load_documents
 from fha.errors import FhaError
 from fha.run_info import RUN_INFO_FILE
+from fha.stats import mean_interval, paired_difference, t_cdf, t_quantile
 from fha.study.layout import EVAL_FILE, RUNS_DIR
 from fha.study.report import _verdict_sentence, write_report
 from fha.study.results import RESULTS_FILE
 from fha.study.runner import Shard, run_study
 from fha.study.spec import RunPlan, load_spec, spec_from_dict
-from fha.stats import mean_interval, paired_difference, t_cdf, t_quantile
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = """
@@ -57,16 +57,27 @@ TOKENS_PER_STEP = 4 * 16
 TEST_STORIES = 10
 
 
-def write_spec(folder: Path, *, tokens: int = 8 * TOKENS_PER_STEP, seeds: str = "[0, 1]", sweep: bool = True,
-               extra: str = "", shared: str = SHARED, variants: str = VARIANTS, data: Path | None = None) -> Path:
+def write_spec(
+    folder: Path,
+    *,
+    tokens: int = 8 * TOKENS_PER_STEP,
+    seeds: str = "[0, 1]",
+    sweep: bool = True,
+    extra: str = "",
+    shared: str = SHARED,
+    variants: str = VARIANTS,
+    data: Path | None = None,
+) -> Path:
     """A tiny study of FHA against MHA on synthetic stories (written next to the spec unless `data` has them)."""
     data = data or folder
     train, test = data / "train.txt", data / "test.txt"
     if not train.exists():
         write_corpus(train)
         write_corpus(test, num_docs=20, seed=1)
-    text = (f'description = "tiny"\nbase = "tiny"\nbaseline = "mha"\nseeds = {seeds}\ntokens = {tokens}\n{extra}\n'
-            f'[data]\ntrain = "{train}"\ntest = "{test}"\n\n[set]\n{shared}\n{variants}\n{SWEEP if sweep else ""}')
+    text = (
+        f'description = "tiny"\nbase = "tiny"\nbaseline = "mha"\nseeds = {seeds}\ntokens = {tokens}\n{extra}\n'
+        f'[data]\ntrain = "{train}"\ntest = "{test}"\n\n[set]\n{shared}\n{variants}\n{SWEEP if sweep else ""}'
+    )
     path = folder / "study.toml"
     path.write_text(text)
     return path
@@ -123,26 +134,42 @@ def test_verdict_sentences_follow_the_interval():
     worse = _verdict_sentence("fha", "mha", paired_difference({0: 1.2, 1: 1.3}, {0: 1.0, 1: 1.1}))
     assert worse.startswith("fha is worse than mha by 0.2000 bits/byte")
     same = _verdict_sentence("fha", "mha", paired_difference({0: 1.0, 1: 1.2}, {0: 1.1, 1: 1.1}))
-    assert same == ("fha and mha are indistinguishable at this budget: fha − mha = 0.0000 bits/byte, "
-                    "95% CI [-1.2706, +1.2706], which includes 0; fha was better at 1 of 2 seeds.")
+    assert same == (
+        "fha and mha are indistinguishable at this budget: fha − mha = 0.0000 bits/byte, "
+        "95% CI [-1.2706, +1.2706], which includes 0; fha was better at 1 of 2 seeds."
+    )
 
 
 # ------------------------------------------------------------------ spec
-@pytest.mark.parametrize(("change", "message"), [
-    ({"extra": "colour = 1"}, "unknown key 'colour'"),
-    ({"seeds": "[0, 0]"}, "seeds has repeated values: [0, 0]"),
-    ({"tokens": 100}, "tokens: 100 is not a whole number of steps of variant fha (64 tokens per step = batch_size 4 "
-                      "x grad_accum_steps 1 x max_seq_len 16); the nearest are 64 and 128"),
-    ({"shared": SHARED + "max_steps = 5\n"}, "set.max_steps: set by the study's `tokens`, not here"),
-    ({"variants": VARIANTS.replace('attention = "mha"', 'attention = "mha", vocab_size = 32')},
-     "variants[1].set.vocab_size: must be the same for every variant (put it in [set])"),
-    ({"variants": VARIANTS.replace('attention = "mha"', 'atention = "mha"')},
-     "variants[1].set.atention: unknown setting (did you mean attention?)"),
-    ({"variants": VARIANTS.replace('name = "mha"', 'name = "mha2"')},
-     "baseline: 'mha' is not a variant; variants: fha, mha2"),
-    ({"variants": VARIANTS.replace('name = "mha"', 'name = "m h a"')},
-     "variants[1].name must be letters, digits, '.', '_' or '-', got 'm h a'"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"extra": "colour = 1"}, "unknown key 'colour'"),
+        ({"seeds": "[0, 0]"}, "seeds has repeated values: [0, 0]"),
+        (
+            {"tokens": 100},
+            "tokens: 100 is not a whole number of steps of variant fha (64 tokens per step = batch_size 4 "
+            "x grad_accum_steps 1 x max_seq_len 16); the nearest are 64 and 128",
+        ),
+        ({"shared": SHARED + "max_steps = 5\n"}, "set.max_steps: set by the study's `tokens`, not here"),
+        (
+            {"variants": VARIANTS.replace('attention = "mha"', 'attention = "mha", vocab_size = 32')},
+            "variants[1].set.vocab_size: must be the same for every variant (put it in [set])",
+        ),
+        (
+            {"variants": VARIANTS.replace('attention = "mha"', 'atention = "mha"')},
+            "variants[1].set.atention: unknown setting (did you mean attention?)",
+        ),
+        (
+            {"variants": VARIANTS.replace('name = "mha"', 'name = "mha2"')},
+            "baseline: 'mha' is not a variant; variants: fha, mha2",
+        ),
+        (
+            {"variants": VARIANTS.replace('name = "mha"', 'name = "m h a"')},
+            "variants[1].name must be letters, digits, '.', '_' or '-', got 'm h a'",
+        ),
+    ],
+)
 def test_spec_errors_name_the_field(tmp_path, change, message):
     path = write_spec(tmp_path, **change)
     with pytest.raises(FhaError) as err:
@@ -191,8 +218,13 @@ def test_study_end_to_end(reference, capsys):
     page = (reference / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') == 4 and "Verdict." in page
     markdown = (reference / "report.md").read_text()
-    for heading in ("## Paired differences against the baseline", "## Learning-rate sweep",
-                    "## Settings that differ between variants", "## Environment", "fha − mha"):
+    for heading in (
+        "## Paired differences against the baseline",
+        "## Learning-rate sweep",
+        "## Settings that differ between variants",
+        "## Environment",
+        "fha − mha",
+    ):
         assert heading in markdown
     assert main(["study", "report", str(reference)]) == 0
     assert "at this budget" in capsys.readouterr().out
@@ -224,9 +256,13 @@ def test_killed_study_resumes_and_gives_the_same_results(reference, tmp_path):
     out = tmp_path / "study"
     spec_path = reference.parent / "study.toml"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.Popen([sys.executable, "-m", "fha", "study", "run", str(spec_path), "--out", str(out),
-                                "--jobs", "1"],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fha", "study", "run", str(spec_path), "--out", str(out), "--jobs", "1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     victim = out / RUNS_DIR / "fha/lr-0.01/seed-0"  # the second run
     deadline = time.monotonic() + 120
     while not (victim / "checkpoints" / "step-3").is_dir() and process.poll() is None and time.monotonic() < deadline:
@@ -266,8 +302,9 @@ def test_report_refuses_mixed_tokenizers_and_unfinished_runs(reference, tmp_path
     info_path.write_text(json.dumps({**info, "tokenizer_fingerprint": "0123456789abcdef"}))
     with pytest.raises(FhaError) as err:
         write_report(copy)
-    assert str(err.value) == (f"cannot pool runs: {first} and {last} differ in their tokenizer "
-                              f"({original} vs 0123456789abcdef)")
+    assert str(err.value) == (
+        f"cannot pool runs: {first} and {last} differ in their tokenizer ({original} vs 0123456789abcdef)"
+    )
     (copy / RUNS_DIR / last / EVAL_FILE).unlink()
     with pytest.raises(FhaError, match=f"1 of 4 runs are not finished \\({last}\\)"):
         write_report(copy)
@@ -321,8 +358,10 @@ def test_a_failing_run_is_retried_once_then_reported(tmp_path, monkeypatch, caps
     monkeypatch.setattr(runner, "train", broken)
     assert main(["study", "run", str(spec_path), "--out", str(tmp_path / "out2"), "--jobs", "1"]) == 2
     err = capsys.readouterr().err.splitlines()[-1]
-    assert err == ("fha: error: 2 run(s) failed twice: fha/lr-0.01/seed-0 (disk on fire); mha/lr-0.01/seed-0 "
-                   "(disk on fire); rerun the same command to retry them")
+    assert err == (
+        "fha: error: 2 run(s) failed twice: fha/lr-0.01/seed-0 (disk on fire); mha/lr-0.01/seed-0 "
+        "(disk on fire); rerun the same command to retry them"
+    )
 
 
 def test_main_study_compares_every_named_baseline():
@@ -342,8 +381,10 @@ def test_quick_study_runs_on_the_sample(sample_dir, tmp_path):
     from fha.study.spec import tomllib  # tomli on Python 3.10
 
     data = tomllib.loads((REPO_ROOT / "studies" / "quick.toml").read_text())
-    assert data["data"] == {"train": "../shared/data/tinystories-sample/train.txt",
-                            "test": "../shared/data/tinystories-sample/valid.txt"}  # from the project root
+    assert data["data"] == {
+        "train": "../shared/data/tinystories-sample/train.txt",
+        "test": "../shared/data/tinystories-sample/valid.txt",
+    }  # from the project root
     variants = [variant["name"] for variant in data["variants"]]
     assert (data["baseline"], data["seeds"], variants) == ("mha", [0, 1, 2], ["fha", "mha"])
     test_text = tmp_path / "test.txt"  # a slice of the test text keeps the evaluations short

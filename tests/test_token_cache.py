@@ -18,9 +18,30 @@ from fha.tokenizer import Tokenizer
 
 TESTS = Path(__file__).resolve().parent
 DOCS = ["Once upon a time there was a cat.", "The dog ran to the park.", "Lily and Tom found a red ball."]
-TINY = ["--preset", "tiny", "--set", "dim=32", "--set", "num_layers=1", "--set", "max_seq_len=16",
-        "--set", "vocab_size=64", "--set", "batch_size=4", "--set", "eval_samples=1", "--set", "max_steps=4",
-        "--set", "eval_interval=2", "--set", "checkpoint_interval=2", "--device", "cpu"]
+TINY = [
+    "--preset",
+    "tiny",
+    "--set",
+    "dim=32",
+    "--set",
+    "num_layers=1",
+    "--set",
+    "max_seq_len=16",
+    "--set",
+    "vocab_size=64",
+    "--set",
+    "batch_size=4",
+    "--set",
+    "eval_samples=1",
+    "--set",
+    "max_steps=4",
+    "--set",
+    "eval_interval=2",
+    "--set",
+    "checkpoint_interval=2",
+    "--device",
+    "cpu",
+]
 RACE_DOCUMENTS = 4000  # enough text that both runs are still writing the cache when the other starts
 
 
@@ -31,12 +52,34 @@ def tokenizer() -> Tokenizer:
 
 def test_two_runs_racing_on_an_empty_cache_both_finish(tmp_path):
     corpus = write_corpus(tmp_path / "stories.txt", num_docs=RACE_DOCUMENTS)
-    env = {**os.environ, "PYTHONPATH": f"{TESTS.parent / 'src'}{os.pathsep}{TESTS}",
-           "FHA_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    runs = [subprocess.Popen([sys.executable, "-m", "fha", "train", *TINY, "--set", f"attention={attention}",
-                              "--data", str(corpus), "--out", str(tmp_path / attention)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-            for attention in ("fha", "mha")]
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{TESTS.parent / 'src'}{os.pathsep}{TESTS}",
+        "FHA_CACHE_DIR": str(tmp_path / "cache"),
+        "OMP_NUM_THREADS": "1",
+    }
+    runs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "fha",
+                "train",
+                *TINY,
+                "--set",
+                f"attention={attention}",
+                "--data",
+                str(corpus),
+                "--out",
+                str(tmp_path / attention),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for attention in ("fha", "mha")
+    ]
     for run in runs:
         _, err = run.communicate(timeout=300)
         assert run.returncode == 0, err[-3000:]
@@ -82,7 +125,9 @@ def test_list_and_clear(tokenizer, tmp_path):
     (tmp_path / ".val-x.tokens.bin.abc123.tmp").write_bytes(b"\x00" * 10)  # left by a killed writer
     entries = list_cache(tmp_path)
     assert [(e.name, e.complete, e.source) for e in entries] == [
-        ("train-x", True, "some text"), (".val-x.tokens.bin.abc123.tmp", False, "(left by an interrupted write)")]
+        ("train-x", True, "some text"),
+        (".val-x.tokens.bin.abc123.tmp", False, "(left by an interrupted write)"),
+    ]
     assert entries[0].num_tokens == sum(len(tokenizer.encode(d, bos=True, eos=True)) for d in DOCS)
     sizes = sum(path.stat().st_size for path in tmp_path.iterdir())
     assert sum(entry.num_bytes for entry in entries) == sizes
@@ -94,8 +139,14 @@ def test_fha_cache_command(tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{TESTS.parent / 'src'}", "FHA_CACHE_DIR": str(tmp_path / "cache")}
 
     def fha_cache(*args: str) -> str:
-        result = subprocess.run([sys.executable, "-m", "fha", "cache", *args], capture_output=True, text=True,
-                                env=env, check=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-m", "fha", "cache", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+            timeout=120,
+        )
         return result.stdout
 
     folder = tmp_path / "cache" / "tokens"
@@ -104,8 +155,14 @@ def test_fha_cache_command(tmp_path):
     meta = json.loads((folder / "train-x.json").read_text())
     listing = fha_cache("list").splitlines()
     assert listing[0] == f"token cache: {folder} (set FHA_CACHE_DIR to move it)"
-    assert listing[1].split() == ["train-x", *listing[1].split()[1:3], f"{meta['num_tokens']:,}", "tokens",
-                                  "stories.txt", "[train]"]
+    assert listing[1].split() == [
+        "train-x",
+        *listing[1].split()[1:3],
+        f"{meta['num_tokens']:,}",
+        "tokens",
+        "stories.txt",
+        "[train]",
+    ]
     assert listing[2].startswith("1 entries, ") and listing[2].endswith("in all; 'fha cache clear' deletes them")
     assert fha_cache("clear").startswith("removed 3 files (")
     assert list_cache(folder) == []

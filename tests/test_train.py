@@ -22,13 +22,11 @@ from fha import GPT, Tokenizer
 from fha.data import PackedBatches
 from fha.errors import FhaError
 from fha.run import load_run
+from fha.train import loop
 from fha.train.checkpoint import list_checkpoints, load_checkpoint
 from fha.train.logbook import COLUMNS, LogRow, read_log
-from fha.train import loop
 from fha.train.loop import TrainRequest, train
 from fha.train.optim import make_optimizer, parameter_groups
-
-
 
 
 def test_run_folder_log_and_checkpoints(corpus, tmp_path):
@@ -47,16 +45,25 @@ def test_run_folder_log_and_checkpoints(corpus, tmp_path):
     assert run.model.config.pad_id == run.tokenizer.pad_id
     assert run.configs.train == tiny_train_config()
     final = load_file(out / "model.safetensors")
-    assert torch.equal(final["embedding.weight"], load_file(out / "checkpoints/step-6/model.safetensors")[
-        "embedding.weight"])
+    assert torch.equal(
+        final["embedding.weight"], load_file(out / "checkpoints/step-6/model.safetensors")["embedding.weight"]
+    )
 
 
 def test_resume_reproduces_the_uninterrupted_run_exactly(corpus, tmp_path):
     model = tiny_model_config(dropout=0.1)  # dropout: the RNG state must be restored too
     full = run_tiny(corpus, tmp_path / "full", model, eval_interval=1, checkpoint_interval=3)
     checkpoint = load_checkpoint(tmp_path / "full" / "checkpoints" / "step-3")
-    resumed = train(TrainRequest(checkpoint.model_config, checkpoint.train_config, str(corpus), tmp_path / "resumed",
-                                 device="cpu", resume=checkpoint))
+    resumed = train(
+        TrainRequest(
+            checkpoint.model_config,
+            checkpoint.train_config,
+            str(corpus),
+            tmp_path / "resumed",
+            device="cpu",
+            resume=checkpoint,
+        )
+    )
     after = [untimed(row) for row in full.history if row.step > 3]
     assert [untimed(row) for row in resumed.history] == after
     logged = read_log(tmp_path / "resumed" / "log_data.csv")  # rows 0-3 copied, 4-6 new
@@ -162,16 +169,23 @@ def test_existing_run_is_never_overwritten_silently(corpus, tmp_path):
     with pytest.raises(FhaError, match="not empty.*--resume.*--overwrite"):
         run_tiny(corpus, out, max_steps=2)
     assert [step for step, _ in list_checkpoints(out)] == [2]
-    request = TrainRequest(tiny_model_config(), tiny_train_config(max_steps=4), str(corpus), out, device="cpu",
-                           overwrite=True)
+    request = TrainRequest(
+        tiny_model_config(), tiny_train_config(max_steps=4), str(corpus), out, device="cpu", overwrite=True
+    )
     train(request)
     assert [step for step, _ in list_checkpoints(out)] == [3, 4]
 
 
 def test_given_tokenizer_sets_vocab_size(corpus, tmp_path):
     tokenizer = Tokenizer.train([corpus.read_text()], 48)
-    request = TrainRequest(tiny_model_config(vocab_size=1000), tiny_train_config(max_steps=2), str(corpus),
-                           tmp_path / "run", device="cpu", tokenizer=tokenizer)
+    request = TrainRequest(
+        tiny_model_config(vocab_size=1000),
+        tiny_train_config(max_steps=2),
+        str(corpus),
+        tmp_path / "run",
+        device="cpu",
+        tokenizer=tokenizer,
+    )
     train(request)
     run = load_run(tmp_path / "run")
     assert run.model.config.vocab_size == tokenizer.vocab_size == run.tokenizer.vocab_size
@@ -228,8 +242,16 @@ def test_the_setup_is_one_frozen_value_the_loop_reads(corpus, tmp_path, monkeypa
     assert setup.config == tiny_train_config(checkpoint_interval=3) and setup.run_dir == tmp_path / "full"
 
     checkpoint = load_checkpoint(tmp_path / "full" / "checkpoints" / "step-3")
-    train(TrainRequest(checkpoint.model_config, checkpoint.train_config, str(corpus), tmp_path / "resumed",
-                       device="cpu", resume=checkpoint))
+    train(
+        TrainRequest(
+            checkpoint.model_config,
+            checkpoint.train_config,
+            str(corpus),
+            tmp_path / "resumed",
+            device="cpu",
+            resume=checkpoint,
+        )
+    )
     resumed = built[-1]
     assert resumed.start_step == 3 and resumed.start_elapsed == checkpoint.state["elapsed"]
     assert resumed.tokenizer is checkpoint.tokenizer

@@ -19,9 +19,13 @@ def test_python_run_equals_the_cli_run(corpus, tmp_path, capsys):
     typed = {key: int(value) for key, value in OVERRIDES.items()}  # typed values work like --set strings
     run = fha.train_model("tiny", overrides=typed, data=corpus, out=tmp_path / "api", device="cpu")
     assert run.run_dir == tmp_path / "api" and run.step == 4
-    logged = {name: [(row.step, row.learning_rate, row.train_loss, row.val_loss)
-                     for row in read_log(tmp_path / name / "log_data.csv")]
-              for name in ("cli", "api")}
+    logged = {
+        name: [
+            (row.step, row.learning_rate, row.train_loss, row.val_loss)
+            for row in read_log(tmp_path / name / "log_data.csv")
+        ]
+        for name in ("cli", "api")
+    }
     assert logged["api"] == logged["cli"] and len(logged["api"]) == 3
     model, tokenizer, configs = run.load()
     assert configs.train.max_steps == 4 and model.config == configs.model
@@ -29,10 +33,10 @@ def test_python_run_equals_the_cli_run(corpus, tmp_path, capsys):
 
 
 def test_resume_and_config_tables(corpus, tmp_path):
-    tables = {"model": {"dim": 32, "num_layers": 1, "max_seq_len": 16, "vocab_size": 64, "num_q_heads": 2,
-                        "head_dim": 16},
-              "train": {"batch_size": 4, "max_steps": 4, "eval_interval": 2, "eval_samples": 1,
-                        "checkpoint_interval": 2}}
+    tables = {
+        "model": {"dim": 32, "num_layers": 1, "max_seq_len": 16, "vocab_size": 64, "num_q_heads": 2, "head_dim": 16},
+        "train": {"batch_size": 4, "max_steps": 4, "eval_interval": 2, "eval_samples": 1, "checkpoint_interval": 2},
+    }
     out = tmp_path / "run"
     first = fha.train_model(config=tables, overrides={"attention": "mha"}, data=str(corpus), out=out, device="cpu")
     assert first.load().configs.model.attention == "mha"
@@ -40,15 +44,18 @@ def test_resume_and_config_tables(corpus, tmp_path):
     assert longer.step == 6 and [row.step for row in read_log(out / "log_data.csv")] == [0, 2, 4, 6]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"preset": "tiny", "overrides": {"dimm": 3}}, "--set dimm: unknown setting (did you mean dim?)"),
-    ({"preset": "tiny", "overrides": {"dim": "x"}}, "--set dim=x: "),
-    ({"config": {"modle": {}}}, "config: unknown table 'modle' (the tables are model, train)"),
-    ({"preset": "tiny"}, "--data is required"),
-    ({"preset": "tiny", "data": "x.txt"}, "--out RUN_DIR is required"),
-    ({"resume": "somewhere", "preset": "tiny"}, "--preset cannot be combined with --resume"),
-    ({}, "give --preset NAME, --config FILE.toml or --resume PATH"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"preset": "tiny", "overrides": {"dimm": 3}}, "--set dimm: unknown setting (did you mean dim?)"),
+        ({"preset": "tiny", "overrides": {"dim": "x"}}, "--set dim=x: "),
+        ({"config": {"modle": {}}}, "config: unknown table 'modle' (the tables are model, train)"),
+        ({"preset": "tiny"}, "--data is required"),
+        ({"preset": "tiny", "data": "x.txt"}, "--out RUN_DIR is required"),
+        ({"resume": "somewhere", "preset": "tiny"}, "--preset cannot be combined with --resume"),
+        ({}, "give --preset NAME, --config FILE.toml or --resume PATH"),
+    ],
+)
 def test_mistakes_are_fha_errors(kwargs, message):
     with pytest.raises(FhaError) as caught:
         fha.train_model(**kwargs)

@@ -16,11 +16,26 @@ from fha.tokenizer import Tokenizer
 from fha.train.checkpoint import STATE_FILE, list_checkpoints
 from fha.train.logbook import read_log
 
-TINY_SETS = ["--set", "dim=32", "--set", "num_layers=1", "--set", "max_seq_len=16", "--set", "vocab_size=64",
-             "--set", "batch_size=4", "--set", "max_steps=4", "--set", "eval_interval=2", "--set", "eval_samples=1",
-             "--set", "checkpoint_interval=2"]
-
-
+TINY_SETS = [
+    "--set",
+    "dim=32",
+    "--set",
+    "num_layers=1",
+    "--set",
+    "max_seq_len=16",
+    "--set",
+    "vocab_size=64",
+    "--set",
+    "batch_size=4",
+    "--set",
+    "max_steps=4",
+    "--set",
+    "eval_interval=2",
+    "--set",
+    "eval_samples=1",
+    "--set",
+    "checkpoint_interval=2",
+]
 
 
 def fails_with_one_line(capsys, argv: list[str], expected: str) -> str:
@@ -35,8 +50,10 @@ def fails_with_one_line(capsys, argv: list[str], expected: str) -> str:
 
 def test_train_and_resume_through_the_cli(corpus, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--out", str(out),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--out", str(out), "--device", "cpu"])
+        == 0
+    )
     assert [step for step, _ in list_checkpoints(out)] == [2, 4]
     assert main(["train", "--resume", str(out), "--set", "max_steps=6"]) == 0
     assert [step for step, _ in list_checkpoints(out)] == [2, 4, 6]
@@ -45,12 +62,17 @@ def test_train_and_resume_through_the_cli(corpus, tmp_path, capsys):
 
 def test_a_run_written_with_the_old_step_field_names_resumes(corpus, tmp_path):
     out = tmp_path / "run"
-    assert main(["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--out", str(out),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--out", str(out), "--device", "cpu"])
+        == 0
+    )
     for path in out.rglob("train_config.json"):  # the run's and its checkpoints', as written before the rename
         config = json.loads(path.read_text())
-        for old, new in (("max_iters", "max_steps"), ("warmup_iters", "warmup_steps"),
-                         ("final_flat_iters", "final_flat_steps")):
+        for old, new in (
+            ("max_iters", "max_steps"),
+            ("warmup_iters", "warmup_steps"),
+            ("final_flat_iters", "final_flat_steps"),
+        ):
             config[old] = config.pop(new)
         path.write_text(json.dumps(config))
     assert main(["train", "--resume", str(out), "--set", "max_iters=6"]) == 0
@@ -59,29 +81,37 @@ def test_a_run_written_with_the_old_step_field_names_resumes(corpus, tmp_path):
     assert json.loads((out / "train_config.json").read_text())["max_steps"] == 6
 
 
-@pytest.mark.parametrize("extra, expected", [
-    (["--set", "dimm=3"], "unknown setting (did you mean dim?)"),
-    (["--set", "dim=0"], "invalid configuration: dim must be positive"),
-    (["--set", "anneal_type=exp"], "anneal_type must be one of cos, lin"),
-    (["--set", "max_steps=ten"], "max_steps='ten': expected int"),
-    (["--set", "T_mult=inf"], "T_mult must be a finite number"),
-])
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--set", "dimm=3"], "unknown setting (did you mean dim?)"),
+        (["--set", "dim=0"], "invalid configuration: dim must be positive"),
+        (["--set", "anneal_type=exp"], "anneal_type must be one of cos, lin"),
+        (["--set", "max_steps=ten"], "max_steps='ten': expected int"),
+        (["--set", "T_mult=inf"], "T_mult must be a finite number"),
+    ],
+)
 def test_bad_settings(corpus, tmp_path, capsys, extra, expected):
     out = tmp_path / "run"
-    fails_with_one_line(capsys, ["train", "--preset", "tiny", *extra, "--data", str(corpus), "--out", str(out)],
-                        expected)
+    fails_with_one_line(
+        capsys, ["train", "--preset", "tiny", *extra, "--data", str(corpus), "--out", str(out)], expected
+    )
     assert not out.exists()
 
 
 def test_missing_inputs(corpus, tmp_path, capsys):
     out = tmp_path / "run"
-    fails_with_one_line(capsys, ["train", "--preset", "tiny", "--data", str(tmp_path / "nope.txt"), "--out", str(out)],
-                        "nope.txt: data file not found")
+    fails_with_one_line(
+        capsys,
+        ["train", "--preset", "tiny", "--data", str(tmp_path / "nope.txt"), "--out", str(out)],
+        "nope.txt: data file not found",
+    )
     assert not out.exists()
     fails_with_one_line(capsys, ["train", "--preset", "tiny", "--out", str(out)], "--data is required")
     fails_with_one_line(capsys, ["train", "--data", str(corpus), "--out", str(out)], "give --preset NAME")
-    fails_with_one_line(capsys, ["train", "--preset", "nano", "--data", str(corpus), "--out", str(out)],
-                        "unknown preset 'nano'")
+    fails_with_one_line(
+        capsys, ["train", "--preset", "nano", "--data", str(corpus), "--out", str(out)], "unknown preset 'nano'"
+    )
 
 
 def test_bad_resume_paths(corpus, tmp_path, capsys):
@@ -95,16 +125,33 @@ def test_bad_resume_paths(corpus, tmp_path, capsys):
     fails_with_one_line(capsys, ["train", "--resume", str(out), "--set", "dim=64"], "model of a run cannot change")
     (out / "checkpoints" / "step-4" / STATE_FILE).write_bytes(b"not a checkpoint")
     fails_with_one_line(capsys, ["train", "--resume", str(out)], "corrupt checkpoint")
-    fails_with_one_line(capsys, ["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--out", str(out)],
-                        "folder is not empty")
+    fails_with_one_line(
+        capsys,
+        ["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--out", str(out)],
+        "folder is not empty",
+    )
 
 
 def test_subprocess_error_is_one_line(tmp_path):
     env = {**os.environ, "FHA_CACHE_DIR": str(tmp_path / "cache")}
     result = subprocess.run(
-        [sys.executable, "-m", "fha", "train", "--preset", "tiny", "--data", str(tmp_path / "absent.txt"),
-         "--out", str(tmp_path / "run")],
-        capture_output=True, text=True, env=env, check=False, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "fha",
+            "train",
+            "--preset",
+            "tiny",
+            "--data",
+            str(tmp_path / "absent.txt"),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=120,
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"fha: error: {tmp_path / 'absent.txt'}: data file not found"]
@@ -112,9 +159,28 @@ def test_subprocess_error_is_one_line(tmp_path):
 
 def test_tiny_preset_on_the_tinystories_sample(sample_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--preset", "tiny", "--set", "max_steps=3", "--set", "batch_size=4",
-                 "--set", "eval_samples=1", "--data", str(sample_dir / "train.txt"),
-                 "--val-data", str(sample_dir / "valid.txt"), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "tiny",
+                "--set",
+                "max_steps=3",
+                "--set",
+                "batch_size=4",
+                "--set",
+                "eval_samples=1",
+                "--data",
+                str(sample_dir / "train.txt"),
+                "--val-data",
+                str(sample_dir / "valid.txt"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     run = load_run(out)
     assert run.model.config.vocab_size == run.tokenizer.vocab_size == 512
     assert [row.step for row in read_log(out / "log_data.csv")] == [0, 3]
@@ -123,17 +189,34 @@ def test_tiny_preset_on_the_tinystories_sample(sample_dir, tmp_path, capsys):
 def test_tokenizer_size_conflicting_with_set_vocab_size(corpus, tmp_path, capsys):
     tokenizer_file = tmp_path / "tok.json"
     Tokenizer.train([corpus.read_text()], 48).save(tokenizer_file)
-    fails_with_one_line(capsys, ["train", "--preset", "tiny", "--set", "vocab_size=999", "--tokenizer",
-                                 str(tokenizer_file), "--data", str(corpus), "--out", str(tmp_path / "run")],
-                        f"--set vocab_size=999 but {tokenizer_file} has 48 tokens")
+    fails_with_one_line(
+        capsys,
+        [
+            "train",
+            "--preset",
+            "tiny",
+            "--set",
+            "vocab_size=999",
+            "--tokenizer",
+            str(tokenizer_file),
+            "--data",
+            str(corpus),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        f"--set vocab_size=999 but {tokenizer_file} has 48 tokens",
+    )
 
 
-@pytest.mark.parametrize("damage, expected", [
-    ({"data": 3}, "'data' is damaged"),
-    ({"rng": 5}, "'rng' is damaged"),
-    ({"sampler": None}, "'sampler' is damaged"),
-    ({"optimizer": ...}, "no 'optimizer' recorded"),
-])
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        ({"data": 3}, "'data' is damaged"),
+        ({"rng": 5}, "'rng' is damaged"),
+        ({"sampler": None}, "'sampler' is damaged"),
+        ({"optimizer": ...}, "no 'optimizer' recorded"),
+    ],
+)
 def test_damaged_training_state_is_one_line(corpus, tmp_path, capsys, damage, expected):
     out = tmp_path / "run"
     assert main(["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--out", str(out)]) == 0
@@ -160,13 +243,29 @@ def test_empty_state_file_names_the_problem(corpus, tmp_path, capsys):
 
 def test_resuming_an_older_checkpoint_in_place_keeps_later_ones_unless_overwrite(corpus, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--out", str(out),
-                 "--device", "cpu"]) == 0
-    fails_with_one_line(capsys, ["train", "--resume", str(out / "checkpoints" / "step-2")],
-                        "holds checkpoints after step 2 (step-4)")
+    assert (
+        main(["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--out", str(out), "--device", "cpu"])
+        == 0
+    )
+    fails_with_one_line(
+        capsys, ["train", "--resume", str(out / "checkpoints" / "step-2")], "holds checkpoints after step 2 (step-4)"
+    )
     assert [step for step, _ in list_checkpoints(out)] == [2, 4]
-    assert main(["train", "--resume", str(out / "checkpoints" / "step-2"), "--overwrite",
-                 "--set", "max_steps=3", "--set", "checkpoint_interval=3"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--resume",
+                str(out / "checkpoints" / "step-2"),
+                "--overwrite",
+                "--set",
+                "max_steps=3",
+                "--set",
+                "checkpoint_interval=3",
+            ]
+        )
+        == 0
+    )
     assert [step for step, _ in list_checkpoints(out)] == [2, 3]
     assert [row.step for row in read_log(out / "log_data.csv")] == [0, 2, 3]
 
@@ -175,8 +274,10 @@ def test_checkpoint_copied_out_of_its_run_needs_out(corpus, tmp_path, capsys):
     import shutil
 
     out = tmp_path / "run"
-    assert main(["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--out", str(out),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--out", str(out), "--device", "cpu"])
+        == 0
+    )
     copied = tmp_path / "elsewhere" / "step-2"
     shutil.copytree(out / "checkpoints" / "step-2", copied)
     fails_with_one_line(capsys, ["train", "--resume", str(copied)], "pass --out RUN_DIR")
@@ -198,8 +299,10 @@ def test_a_failed_start_leaves_a_folder_that_a_retry_may_reuse(corpus, tmp_path,
 
 def test_malformed_log_is_one_line_on_resume(corpus, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--out", str(out),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--out", str(out), "--device", "cpu"])
+        == 0
+    )
     log_file = out / "log_data.csv"
     log_file.write_text(log_file.read_text() + "two,1,1,1,1,1,1\n")
     fails_with_one_line(capsys, ["train", "--resume", str(out), "--set", "max_steps=6"], "malformed row")

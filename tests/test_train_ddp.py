@@ -20,11 +20,28 @@ WORLD_SIZE = 2
 def experiment_toml() -> str:
     model = tiny_model_config()
     lines = ["[model]"]
-    lines += [f"{key} = {value}" for key, value in
-              (("dim", model.dim), ("num_layers", model.num_layers), ("max_seq_len", model.max_seq_len),
-               ("vocab_size", model.vocab_size), ("num_q_heads", model.num_q_heads), ("head_dim", model.head_dim))]
-    lines += ["[train]", f"batch_size = {PER_RANK_BATCH}", "max_steps = 4", "eval_interval = 1", "eval_samples = 2",
-              "checkpoint_interval = 2", "lr_init = 1e-3", "lr_max = 1e-2", "lr_min = 1e-3"]
+    lines += [
+        f"{key} = {value}"
+        for key, value in (
+            ("dim", model.dim),
+            ("num_layers", model.num_layers),
+            ("max_seq_len", model.max_seq_len),
+            ("vocab_size", model.vocab_size),
+            ("num_q_heads", model.num_q_heads),
+            ("head_dim", model.head_dim),
+        )
+    ]
+    lines += [
+        "[train]",
+        f"batch_size = {PER_RANK_BATCH}",
+        "max_steps = 4",
+        "eval_interval = 1",
+        "eval_samples = 2",
+        "checkpoint_interval = 2",
+        "lr_init = 1e-3",
+        "lr_max = 1e-2",
+        "lr_min = 1e-3",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -35,16 +52,42 @@ def test_two_gloo_processes_match_one_process(tmp_path, monkeypatch):
     config.write_text(experiment_toml())
     env = {**os.environ, "FHA_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD_SIZE}",
-         "-m", "fha", "train", "--config", str(config), "--data", str(corpus), "--out", str(tmp_path / "ddp"),
-         "--device", "cpu"],
-        capture_output=True, text=True, env=env, check=False, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={WORLD_SIZE}",
+            "-m",
+            "fha",
+            "train",
+            "--config",
+            str(config),
+            "--data",
+            str(corpus),
+            "--out",
+            str(tmp_path / "ddp"),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
 
     monkeypatch.setenv("FHA_CACHE_DIR", str(tmp_path / "cache"))
-    run_tiny(corpus, tmp_path / "single", batch_size=PER_RANK_BATCH * WORLD_SIZE, max_steps=4, eval_interval=1,
-             eval_samples=2, checkpoint_interval=2)
+    run_tiny(
+        corpus,
+        tmp_path / "single",
+        batch_size=PER_RANK_BATCH * WORLD_SIZE,
+        max_steps=4,
+        eval_interval=1,
+        eval_samples=2,
+        checkpoint_interval=2,
+    )
 
     assert (tmp_path / "ddp" / "tokenizer.json").read_text() == (tmp_path / "single" / "tokenizer.json").read_text()
     ddp_log, single_log = read_log(tmp_path / "ddp" / "log_data.csv"), read_log(tmp_path / "single" / "log_data.csv")

@@ -11,8 +11,15 @@ import torch
 from fha import GPT, ModelConfig
 
 # Three FHA levels (heads of 16: sub-heads of 16, 8 and 4) sharing one kv head, two layers.
-TINY_MODEL = {"dim": 32, "vocab_size": 97, "num_layers": 2, "max_seq_len": 32, "num_q_heads": 3, "num_kv_heads": 1,
-              "head_dim": 16}
+TINY_MODEL = {
+    "dim": 32,
+    "vocab_size": 97,
+    "num_layers": 2,
+    "max_seq_len": 32,
+    "num_q_heads": 3,
+    "num_kv_heads": 1,
+    "head_dim": 16,
+}
 
 
 def tiny_config(**changes) -> ModelConfig:

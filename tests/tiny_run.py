@@ -19,7 +19,7 @@ LINES = [
     "Once upon a time there was a little girl named Lily.",
     "She liked to play in the park with her dog, Max.",
     "One day the sun was hot and the café was closed.",
-    "Tom said: \"Look at the big red ball!\" and they laughed.",
+    'Tom said: "Look at the big red ball!" and they laughed.',
 ]
 VOCAB_SIZE = 64
 CONTEXT = 32
@@ -34,8 +34,9 @@ def make_tokenizer() -> Tokenizer:
 
 def make_model(tokenizer: Tokenizer, seed: int = 0) -> GPT:
     torch.manual_seed(seed)
-    model = GPT(tiny_config(vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, num_q_heads=2,
-                            max_seq_len=CONTEXT))
+    model = GPT(
+        tiny_config(vocab_size=tokenizer.vocab_size, pad_id=tokenizer.pad_id, num_q_heads=2, max_seq_len=CONTEXT)
+    )
     data = torch.tensor([t for line in LINES for t in tokenizer.encode(line, bos=True, eos=True)])
     optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
     generator = torch.Generator().manual_seed(seed)

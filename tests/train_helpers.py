@@ -31,16 +31,34 @@ def write_corpus(path: Path, num_docs: int = 120, seed: int = 0) -> Path:
 
 def tiny_model_config(**changes) -> ModelConfig:
     """The tests' tiny model cut down for training: one layer of two levels, short rows."""
-    return tiny_config(**{"num_layers": 1, "num_q_heads": 2, "vocab_size": VOCAB_SIZE, "max_seq_len": SEQ_LEN,
-                          "mlp_hidden_mult": 2.0, **changes})
+    return tiny_config(
+        **{
+            "num_layers": 1,
+            "num_q_heads": 2,
+            "vocab_size": VOCAB_SIZE,
+            "max_seq_len": SEQ_LEN,
+            "mlp_hidden_mult": 2.0,
+            **changes,
+        }
+    )
 
 
 def tiny_train_config(**changes) -> TrainConfig:
-    base = {"batch_size": 4, "max_steps": 6, "eval_interval": 2, "eval_samples": 2, "checkpoint_interval": 3,
-            "lr_init": 1e-3, "lr_max": 1e-2, "lr_min": 1e-3, "seed": 0}
+    base = {
+        "batch_size": 4,
+        "max_steps": 6,
+        "eval_interval": 2,
+        "eval_samples": 2,
+        "checkpoint_interval": 3,
+        "lr_init": 1e-3,
+        "lr_max": 1e-2,
+        "lr_min": 1e-3,
+        "seed": 0,
+    }
     return TrainConfig(**{**base, **changes})
 
 
 def run_tiny(data: Path, out: Path, model: ModelConfig | None = None, **train_changes) -> TrainResult:
-    return train(TrainRequest(model or tiny_model_config(), tiny_train_config(**train_changes), str(data), out,
-                              device="cpu"))
+    return train(
+        TrainRequest(model or tiny_model_config(), tiny_train_config(**train_changes), str(data), out, device="cpu")
+    )

@@ -15,8 +15,13 @@ from typing import Any
 
 from fha.config import ModelConfig
 
-_FHA = {"attention": "fha", "fractal_scale": "subhead", "rope_layout": "head", "head_splits": None,
-        "layer_head_splits": None}
+_FHA = {
+    "attention": "fha",
+    "fractal_scale": "subhead",
+    "rope_layout": "head",
+    "head_splits": None,
+    "layer_head_splits": None,
+}
 
 BASELINES: dict[str, dict[str, Any]] = {
     "fha": _FHA,  # sub-heads of 32/16/8/4 at the seed-0.3m shape, each an ordinary head
@@ -35,4 +40,3 @@ def baseline_config(base: ModelConfig, name: str) -> ModelConfig:
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; baselines: {', '.join(BASELINES)}")
     return base.replace(**BASELINES[name])
-

@@ -140,8 +140,15 @@ def complete(
     new_ids: list[list[int]] = [[] for _ in rows]
     done = [False] * len(rows)
     with eval_mode(model):
-        steps = stream(model, idx.to(device), max_new_tokens, sampling=sampling, eos_id=tokenizer.eos_id,
-                       generator=generators, token_mask=token_mask.to(device))
+        steps = stream(
+            model,
+            idx.to(device),
+            max_new_tokens,
+            sampling=sampling,
+            eos_id=tokenizer.eos_id,
+            generator=generators,
+            token_mask=token_mask.to(device),
+        )
         for tokens in track(steps, max_new_tokens, "generating token", unit="tok", enabled=show_progress):
             for row, token_id in enumerate(tokens.tolist()):
                 if done[row]:
@@ -179,7 +186,11 @@ def _warn_about_prompts(
     for number, (prompt, ids) in enumerate(zip(prompts, encoded, strict=True), start=1):
         unknown = tokenizer.count_unknown(prompt)
         if unknown:
-            log.warning("prompt %d: %d characters are outside the tokenizer's alphabet (%s) and became <unk>",
-                        number, unknown, " ".join(sorted(map(repr, tokenizer.unknown_characters(prompt)))))
+            log.warning(
+                "prompt %d: %d characters are outside the tokenizer's alphabet (%s) and became <unk>",
+                number,
+                unknown,
+                " ".join(sorted(map(repr, tokenizer.unknown_characters(prompt)))),
+            )
         if len(ids) > context:
             log.warning("prompt %d has %d tokens; the model sees only the last %d", number, len(ids), context)

@@ -14,10 +14,11 @@ import json
 import math
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, TypeVar
 
-from fha.errors import FhaValueError, FhaError
+from fha.errors import FhaError, FhaValueError
 from fha.variants import ATTENTION_VARIANTS, AttentionVariant
 
 C = TypeVar("C", bound="ConfigBase")
@@ -77,7 +78,7 @@ def _type_name(kind: Any) -> str:
 
 
 def _parse_int_lists(text: str, depth: int) -> Any:
-    """"1,2,4" (depth 1) or "1,2,4/4,4,4" (depth 2) as nested tuples of integers."""
+    """ "1,2,4" (depth 1) or "1,2,4/4,4,4" (depth 2) as nested tuples of integers."""
     if depth == 1:
         return tuple(int(item) for item in text.split(HEAD_SEPARATOR))
     return tuple(_parse_int_lists(part, depth - 1) for part in text.split(LAYER_SEPARATOR))
@@ -292,12 +293,32 @@ class ModelConfig(ConfigBase):
     def __post_init__(self) -> None:
         self._check_types()
         require_positive(
-            self, "dim", "vocab_size", "num_layers", "max_seq_len", "num_q_heads", "num_kv_heads",
-            "head_dim", "fractal_split", "theta", "mlp_hidden_mult", "eps",
+            self,
+            "dim",
+            "vocab_size",
+            "num_layers",
+            "max_seq_len",
+            "num_q_heads",
+            "num_kv_heads",
+            "head_dim",
+            "fractal_split",
+            "theta",
+            "mlp_hidden_mult",
+            "eps",
         )
         require_finite(self, "theta", "mlp_hidden_mult", "eps")
-        require_at_most(self, MAX_SIZE, "dim", "vocab_size", "num_layers", "max_seq_len", "num_q_heads",
-                        "num_kv_heads", "head_dim", "fractal_split")
+        require_at_most(
+            self,
+            MAX_SIZE,
+            "dim",
+            "vocab_size",
+            "num_layers",
+            "max_seq_len",
+            "num_q_heads",
+            "num_kv_heads",
+            "head_dim",
+            "fractal_split",
+        )
         require_choice(self, "attention", ATTENTION_TYPES)
         require_choice(self, "rope_layout", ROPE_LAYOUTS)
         require_choice(self, "mlp_nonlinearity", MLP_NONLINEARITIES)
@@ -336,12 +357,17 @@ class ModelConfig(ConfigBase):
         written = [name for name in ("head_splits", "layer_head_splits") if getattr(self, name) is not None]
         if not self.variant.reads_pattern:
             if written:
-                raise FhaValueError(f"{' and '.join(written)} {'is' if len(written) == 1 else 'are'} read only by "
-                                 f"attention='split' (got attention={self.attention!r}); set attention='split' "
-                                 f"with it, or {written[0]}=none")
+                raise FhaValueError(
+                    f"{' and '.join(written)} {'is' if len(written) == 1 else 'are'} read only by "
+                    f"attention='split' (got attention={self.attention!r}); set attention='split' "
+                    f"with it, or {written[0]}=none"
+                )
             return
-        require(len(written) == 1, "attention='split' needs exactly one of head_splits (the cut of every "
-                                    f"layer) and layer_head_splits (one per layer), got {len(written)}")
+        require(
+            len(written) == 1,
+            "attention='split' needs exactly one of head_splits (the cut of every "
+            f"layer) and layer_head_splits (one per layer), got {len(written)}",
+        )
         if self.layer_head_splits is not None:
             require(
                 len(self.layer_head_splits) == self.num_layers,
@@ -359,12 +385,13 @@ class ModelConfig(ConfigBase):
 
     def _check_cuts(self, splits: tuple[int, ...], source: str) -> None:
         L, hd = self.num_q_heads, self.head_dim
-        require(len(splits) == L,
-                 f"{source} has {len(splits)} entries; it needs one per query head (num_q_heads={L})")
+        require(len(splits) == L, f"{source} has {len(splits)} entries; it needs one per query head (num_q_heads={L})")
         for head, n in enumerate(splits):
             require(n >= 1, f"{source}: head {head} is cut into {n} sub-heads; a cut must be 1 or more")
-            require(hd % n == 0,
-                     f"{source} cuts head {head} into {n} sub-heads, but head_dim ({hd}) is not divisible by {n}")
+            require(
+                hd % n == 0,
+                f"{source} cuts head {head} into {n} sub-heads, but head_dim ({hd}) is not divisible by {n}",
+            )
         for head, n in enumerate(splits):
             require(
                 (hd // n) % 2 == 0,
@@ -391,8 +418,11 @@ class ModelConfig(ConfigBase):
         if self.rope_layout == "head":
             return self.num_kv_heads
         group = self.num_q_heads // self.num_kv_heads
-        shared = all(len(set(splits[g * group : (g + 1) * group])) == 1
-                     for splits in self.layer_splits for g in range(self.num_kv_heads))
+        shared = all(
+            len(set(splits[g * group : (g + 1) * group])) == 1
+            for splits in self.layer_splits
+            for g in range(self.num_kv_heads)
+        )
         return self.num_kv_heads if shared else self.num_q_heads
 
     def rope_plan(self, layer: int) -> tuple[tuple[int, ...], tuple[int, ...] | None]:

@@ -37,8 +37,10 @@ def pick_device(name: str | None = "auto") -> torch.device:
             raise FhaError(f"`device` {name}: CUDA is not available on this machine")
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise FhaError(f"`device` {name}: this machine has {count} CUDA device{'s' if count != 1 else ''} "
-                           f"(cuda:0 to cuda:{count - 1})")
+            raise FhaError(
+                f"`device` {name}: this machine has {count} CUDA device{'s' if count != 1 else ''} "
+                f"(cuda:0 to cuda:{count - 1})"
+            )
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise FhaError(f"`device` {name}: Apple MPS is not available on this machine")
     return device

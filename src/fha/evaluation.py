@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from fha.errors import FhaValueError
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -33,6 +32,7 @@ from torch import Tensor, nn
 from fha.data import TokenData, eval_windows
 from fha.data.sources import TINYSTORIES, load_documents, load_splits
 from fha.device import autocast
+from fha.errors import FhaValueError
 from fha.model.loss import counted_targets
 from fha.model.modes import eval_mode
 from fha.progress import track
@@ -128,7 +128,13 @@ def evaluate(
             raise FhaValueError("evaluating documents needs their tokenizer")
         tokens, num_bytes = encode_documents(data, tokenizer)
     return evaluate_tokens(
-        model, tokens, num_bytes, top_k=top_k, batch_size=batch_size, device=device, show_progress=show_progress,
+        model,
+        tokens,
+        num_bytes,
+        top_k=top_k,
+        batch_size=batch_size,
+        device=device,
+        show_progress=show_progress,
         precision=precision,
     )
 
@@ -161,8 +167,9 @@ def evaluate_tokens(
     num_windows = -(-(len(tokens) - 1) // seq_len)
     windows = eval_windows(tokens, seq_len, batch_size, pad_id=PAD_ID if pad_id is None else pad_id)
     with eval_mode(model):
-        for x, y in track(windows, -(-num_windows // batch_size), "evaluating batch", unit="batch",
-                          enabled=show_progress):
+        for x, y in track(
+            windows, -(-num_windows // batch_size), "evaluating batch", unit="batch", enabled=show_progress
+        ):
             x, y = x.to(device), y.to(device)
             with autocast(device, precision):
                 logits, _ = model(x)  # (B, T, V)

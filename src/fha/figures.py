@@ -48,8 +48,9 @@ def save_figure(figure: Figure, path: str | Path, dpi: int = DEFAULT_DPI) -> Pat
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in FIGURE_FORMATS:
-        raise FhaError(f"{path}: cannot write a figure as {fmt or 'a file without suffix'!r} "
-                       f"(use .{', .'.join(FIGURE_FORMATS)})")
+        raise FhaError(
+            f"{path}: cannot write a figure as {fmt or 'a file without suffix'!r} (use .{', .'.join(FIGURE_FORMATS)})"
+        )
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=dpi, format=fmt)

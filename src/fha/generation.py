@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from fha.errors import FhaValueError
 import torch
 from torch import Tensor, nn
 
+from fha.errors import FhaValueError
 from fha.model.kv_cache import KVCache
 from fha.model.modes import eval_mode
 from fha.sampling import Sampling
@@ -136,8 +136,11 @@ def generate(
     is built outside it, so callers get an ordinary tensor they may modify or train on.
     """
     with eval_mode(model), torch.inference_mode():
-        new = list(stream(model, idx, max_new_tokens, sampling=sampling, eos_id=eos_id, generator=generator,
-                          token_mask=token_mask))
+        new = list(
+            stream(
+                model, idx, max_new_tokens, sampling=sampling, eos_id=eos_id, generator=generator, token_mask=token_mask
+            )
+        )
     if not new:
         return idx
     return torch.cat([idx, torch.stack(new, dim=1)], dim=1)  # (B, T + steps)

@@ -47,7 +47,7 @@ def get_mode() -> str:
 
 
 def resolved_mode(stream: IO[str] | None = None) -> str:
-    """"bar", "lines" or "off" for `stream` (stderr by default)."""
+    """ "bar", "lines" or "off" for `stream` (stderr by default)."""
     if _mode != "auto":
         return _mode
     stream = stream if stream is not None else sys.stderr
@@ -79,8 +79,17 @@ class Progress:
     `set_fields` follow it ("loss 3.21"). Use as a context manager, or call `close`.
     """
 
-    def __init__(self, total: int | None, desc: str, *, unit: str = "it", initial: int = 0,
-                 enabled: bool = True, leave: bool = True, stream: IO[str] | None = None) -> None:
+    def __init__(
+        self,
+        total: int | None,
+        desc: str,
+        *,
+        unit: str = "it",
+        initial: int = 0,
+        enabled: bool = True,
+        leave: bool = True,
+        stream: IO[str] | None = None,
+    ) -> None:
         self.total = total
         self.desc = desc
         self.n = initial
@@ -97,8 +106,9 @@ class Progress:
         if self.mode == "bar":
             self._redirect = logging_redirect_tqdm()  # log lines go above the bar, not through it
             self._redirect.__enter__()
-            self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=self._stream, leave=leave,
-                             dynamic_ncols=True)
+            self._bar = tqdm(
+                total=total, initial=initial, desc=desc, unit=unit, file=self._stream, leave=leave, dynamic_ncols=True
+            )
 
     def set_fields(self, **fields: str) -> None:
         """Values shown beside the count (already formatted), e.g. ``loss="3.21"``."""
@@ -158,8 +168,9 @@ class Progress:
         self.close()
 
 
-def track(items: Iterable[T], total: int | None, desc: str, *, unit: str = "it", enabled: bool = True,
-          leave: bool = False) -> Iterator[T]:
+def track(
+    items: Iterable[T], total: int | None, desc: str, *, unit: str = "it", enabled: bool = True, leave: bool = False
+) -> Iterator[T]:
     """Iterate over `items`, counting each one in a `Progress`."""
     with Progress(total, desc, unit=unit, enabled=enabled, leave=leave) as progress:
         for item in items:

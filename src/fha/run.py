@@ -91,18 +91,25 @@ def read_weights_into(model: GPT, weights: Path, label: str = "weights") -> None
     except (SafetensorError, OSError, RuntimeError, ValueError) as err:
         raise FhaError(f"{weights}: corrupt {label} ({one_line(err)})") from None
     if missing or unexpected:
-        raise FhaError(f"{weights}: {label} do not match model_config.json "
-                       f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+        raise FhaError(
+            f"{weights}: {label} do not match model_config.json "
+            f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
+        )
     non_finite = non_finite_tensors(model)
     if non_finite:
-        raise FhaError(f"{weights}: the {label} hold NaN or infinite values ({len(non_finite)} tensors, e.g. "
-                       f"{', '.join(non_finite[:3])}); the run diverged before they were saved")
+        raise FhaError(
+            f"{weights}: the {label} hold NaN or infinite values ({len(non_finite)} tensors, e.g. "
+            f"{', '.join(non_finite[:3])}); the run diverged before they were saved"
+        )
 
 
 def non_finite_tensors(model: torch.nn.Module) -> list[str]:
     """Names of the parameters that hold a NaN or an infinity."""
-    return [name for name, tensor in model.state_dict().items()
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    return [
+        name
+        for name, tensor in model.state_dict().items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
 
 
 def require_run_dir(path: str | Path) -> Path:
@@ -113,9 +120,11 @@ def require_run_dir(path: str | Path) -> Path:
     if not path.is_dir():
         raise FhaError(f"{path}: not a run folder (it is a file)")
     if not (path / MODEL_FILE).is_file() and (path / TRAIN_CONFIG_FILE).is_file():
-        raise FhaError(f"{path}: no {MODEL_FILE} yet: training has not finished (it appears at the end; a "
-                       f"checkpoint under {path / CHECKPOINTS_DIR} is a run folder too, or resume with "
-                       f"fha train --resume {path})")
+        raise FhaError(
+            f"{path}: no {MODEL_FILE} yet: training has not finished (it appears at the end; a "
+            f"checkpoint under {path / CHECKPOINTS_DIR} is a run folder too, or resume with "
+            f"fha train --resume {path})"
+        )
     for name in (MODEL_CONFIG_FILE, MODEL_FILE):
         if not (path / name).is_file():
             raise FhaError(f"{path}: not a run folder (no {name})")
@@ -145,8 +154,9 @@ def weights_folder(path: str | Path) -> Path:
     if not usable:
         return path
     step, folder = usable[-1]
-    log.warning("%s: no final weights (the run is unfinished); using its latest checkpoint, step %d (%s)",
-                path, step, folder)
+    log.warning(
+        "%s: no final weights (the run is unfinished); using its latest checkpoint, step %d (%s)", path, step, folder
+    )
     return folder
 
 
@@ -159,8 +169,9 @@ def load_model_and_tokenizer(path: str | Path, device: str | torch.device = "cpu
     model = load_weights(path, device).eval()
     tokenizer = Tokenizer.load(path / TOKENIZER_FILE)
     if tokenizer.vocab_size != model.config.vocab_size:
-        raise FhaError(f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model expects "
-                       f"{model.config.vocab_size}")
+        raise FhaError(
+            f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model expects {model.config.vocab_size}"
+        )
     return model, tokenizer
 
 

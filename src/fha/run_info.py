@@ -56,6 +56,7 @@ def file_digest(path: str | Path) -> str:
 
 def describe_data(source: str, val_source: str | None, *, val_fraction: float, split_seed: int) -> dict[str, Any]:
     """The training and validation data of a run: file paths and digests, or the split rule of one file."""
+
     def one(name: str) -> dict[str, str]:
         path = Path(name)
         return {"path": str(path.resolve()), "sha256": file_digest(path)} if path.is_file() else {"source": name}
@@ -79,12 +80,22 @@ def git_commit() -> str | None:
     """The commit of the checkout the fha package is imported from ("(modified)" when it has changes), or None."""
     folder = Path(__file__).resolve().parent
     try:
-        head = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=GIT_TIMEOUT_S, check=False)
+        head = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_S,
+            check=False,
+        )
         if head.returncode != 0:
             return None
-        status = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
-                                capture_output=True, text=True, timeout=GIT_TIMEOUT_S, check=False)
+        status = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT_S,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     commit = head.stdout.strip()
@@ -109,8 +120,9 @@ def session(device: torch.device, world_size: int, precision: str = "auto") -> d
     }
 
 
-def collect(device: torch.device, world_size: int, tokenizer_fingerprint: str, data: dict[str, Any],
-            precision: str = "auto") -> dict[str, Any]:
+def collect(
+    device: torch.device, world_size: int, tokenizer_fingerprint: str, data: dict[str, Any], precision: str = "auto"
+) -> dict[str, Any]:
     """The full record of a new run on this machine."""
     return {
         "fha_version": fha_version(),
@@ -126,8 +138,16 @@ def collect(device: torch.device, world_size: int, tokenizer_fingerprint: str, d
     }
 
 
-def write_run_info(run_dir: Path, *, device: torch.device, world_size: int, tokenizer_fingerprint: str,
-                   data: dict[str, Any], resumed: bool, precision: str = "auto") -> dict[str, Any]:
+def write_run_info(
+    run_dir: Path,
+    *,
+    device: torch.device,
+    world_size: int,
+    tokenizer_fingerprint: str,
+    data: dict[str, Any],
+    resumed: bool,
+    precision: str = "auto",
+) -> dict[str, Any]:
     """Write (a new run) or extend (a resume) run_info.json; returns what was written."""
     previous = read_run_info(run_dir) if resumed else None
     if previous is not None:

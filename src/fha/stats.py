@@ -26,8 +26,10 @@ def _beta_continued_fraction(a: float, b: float, x: float) -> float:
     d = 1.0 / (d if abs(d) > TINY else TINY)
     result = d
     for m in range(1, CF_MAX_TERMS + 1):
-        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
             d = 1.0 + numerator * d
             d = 1.0 / (d if abs(d) > TINY else TINY)
             c = 1.0 + numerator / c
@@ -118,8 +120,9 @@ class PairedDifference:
         return len(self.seeds)
 
 
-def paired_difference(variant: Mapping[int, float], baseline: Mapping[int, float],
-                      confidence: float = CONFIDENCE) -> PairedDifference:
+def paired_difference(
+    variant: Mapping[int, float], baseline: Mapping[int, float], confidence: float = CONFIDENCE
+) -> PairedDifference:
     """Pairs the values of the seeds both have (in increasing seed order)."""
     seeds = tuple(sorted(set(variant) & set(baseline)))
     if not seeds:

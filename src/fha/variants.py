@@ -24,7 +24,7 @@ HeadSplits = tuple[int, ...]
 
 
 def subhead_sizes(config: ModelConfig) -> str:
-    """"32/16/8": the sub-head size of each query head, per layer when the layers differ."""
+    """ "32/16/8": the sub-head size of each query head, per layer when the layers differ."""
     per_layer = ["/".join(str(config.head_dim // n) for n in splits) for splits in config.layer_splits]
     if len(set(per_layer)) == 1:
         return per_layer[0]
@@ -53,8 +53,10 @@ def describe_attention(config: ModelConfig) -> str:
 
 
 def _describe_fractal(config: ModelConfig) -> str:
-    return (f"fha (split {config.fractal_split}, scale {config.fractal_scale}; {config.num_q_heads} levels, "
-            f"sub-heads {subhead_sizes(config)}, {config.num_kv_heads} kv)")
+    return (
+        f"fha (split {config.fractal_split}, scale {config.fractal_scale}; {config.num_q_heads} levels, "
+        f"sub-heads {subhead_sizes(config)}, {config.num_kv_heads} kv)"
+    )
 
 
 def _describe_whole(config: ModelConfig) -> str:
@@ -62,8 +64,10 @@ def _describe_whole(config: ModelConfig) -> str:
 
 
 def _describe_cut(config: ModelConfig) -> str:
-    return (f"{config.attention} (scale {config.fractal_scale}; {config.num_q_heads} heads, "
-            f"sub-heads {subhead_sizes(config)}, {config.num_kv_heads} kv)")
+    return (
+        f"{config.attention} (scale {config.fractal_scale}; {config.num_q_heads} heads, "
+        f"sub-heads {subhead_sizes(config)}, {config.num_kv_heads} kv)"
+    )
 
 
 def _fractal_label(config: ModelConfig, splits: HeadSplits) -> str:

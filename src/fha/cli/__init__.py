@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import importlib.metadata
+import logging
 import platform
 import re
 import signal
@@ -40,9 +40,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="fha", description="Fractal-Head Attention: train, inspect and compare small GPT models."
-    )
+    parser = _Parser(prog="fha", description="Fractal-Head Attention: train, inspect and compare small GPT models.")
     parser.add_argument("--version", action="version", version=version_text())
     _add_output_options(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -80,8 +78,7 @@ _PARAMETER = re.compile(r"`(\w+)`")
 
 def version_text() -> str:
     """The versions of fha, torch (read from its metadata: importing torch takes a second) and Python."""
-    return (f"fha {__version__} (torch {importlib.metadata.version('torch')}, "
-            f"Python {platform.python_version()})")
+    return f"fha {__version__} (torch {importlib.metadata.version('torch')}, Python {platform.python_version()})"
 
 
 def in_flags(message: str) -> str:

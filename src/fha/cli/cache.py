@@ -18,20 +18,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "~/.cache/fha/tokens) shared by all runs. 'list' (the default) shows its entries and size; 'clear' "
         "deletes them (runs rebuild what they need).",
     )
-    parser.add_argument("action", nargs="?", default="list", choices=("list", "clear"),
-                        help="list the entries (default) or delete them all")
+    parser.add_argument(
+        "action",
+        nargs="?",
+        default="list",
+        choices=("list", "clear"),
+        help="list the entries (default) or delete them all",
+    )
     parser.set_defaults(func=run_cache)
 
 
 def human_size(num_bytes: int) -> str:
     if num_bytes < KIB:
         return f"{num_bytes} B"
-    size, unit = float(num_bytes), SIZE_UNITS[0]
-    for unit in SIZE_UNITS[1:]:
+    size, unit = float(num_bytes), 0
+    while size >= KIB and unit < len(SIZE_UNITS) - 1:
         size /= KIB
-        if size < KIB:
-            break
-    return f"{size:.1f} {unit}"
+        unit += 1
+    return f"{size:.1f} {SIZE_UNITS[unit]}"
 
 
 def run_cache(args: argparse.Namespace) -> int:

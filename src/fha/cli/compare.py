@@ -21,24 +21,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "compare",
         help="plot and tabulate several runs side by side",
         description="Write loss curves (PNG, SVG or PDF), report.md and a self-contained report.html comparing "
-                    "runs. Runs whose configs differ only in the seed (same tokenizer and data) are grouped "
-                    "(mean and spread) and groups with the same seeds are compared seed by seed; runs still "
-                    "training or stopped (no final weights) are read from their logs and marked unfinished.",
+        "runs. Runs whose configs differ only in the seed (same tokenizer and data) are grouped "
+        "(mean and spread) and groups with the same seeds are compared seed by seed; runs still "
+        "training or stopped (no final weights) are read from their logs and marked unfinished.",
     )
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the plots and reports")
-    parser.add_argument("--names", nargs="+", metavar="NAME", help="names of the runs, in order (default: folder names)")
-    parser.add_argument("--x-axis", nargs="+", default=["tokens"], metavar="AXIS",
-                        help=f"x axes to plot, one figure each: {', '.join(X_AXIS_CHOICES)} (default: tokens; wall time "
-                             "measures the machine's load as much as the model)")
+    parser.add_argument(
+        "--names", nargs="+", metavar="NAME", help="names of the runs, in order (default: folder names)"
+    )
+    parser.add_argument(
+        "--x-axis",
+        nargs="+",
+        default=["tokens"],
+        metavar="AXIS",
+        help=f"x axes to plot, one figure each: {', '.join(X_AXIS_CHOICES)} (default: tokens; wall time "
+        "measures the machine's load as much as the model)",
+    )
     parser.add_argument("--log-x", action="store_true", help="logarithmic x axis")
     parser.add_argument("--log-y", action="store_true", help="logarithmic loss axis")
-    parser.add_argument("--skip-first", default="0", metavar="N|FRACTION",
-                        help="leave the first N steps (an integer) or that fraction of each run's steps "
-                             "(a number below 1, e.g. 0.1) out of the plots")
-    parser.add_argument("--data", metavar="SOURCE",
-                        help=f"also evaluate every run on this text (a .txt/.jsonl file, or {TINYSTORIES!r} "
-                             "for its validation split)")
+    parser.add_argument(
+        "--skip-first",
+        default="0",
+        metavar="N|FRACTION",
+        help="leave the first N steps (an integer) or that fraction of each run's steps "
+        "(a number below 1, e.g. 0.1) out of the plots",
+    )
+    parser.add_argument(
+        "--data",
+        metavar="SOURCE",
+        help=f"also evaluate every run on this text (a .txt/.jsonl file, or {TINYSTORIES!r} for its validation split)",
+    )
     add_device_argument(parser, "device for --data evaluation: ")
     add_figure_arguments(parser)
     parser.set_defaults(func=run_compare)
@@ -66,10 +79,15 @@ def run_compare(args: argparse.Namespace) -> int:
 
     skip_first = parse_skip_first(args.skip_first)
     device = setup_device(args.device) if args.data is not None else "cpu"
-    options = PlotOptions(log_x=args.log_x, log_y=args.log_y, skip_first=skip_first, format=args.format,
-                          dpi=args.dpi, x_axes=tuple(args.x_axis))
-    comparison = compare_runs(args.run_dirs, args.out, names=args.names, options=options, data=args.data,
-                              device=device)
+    options = PlotOptions(
+        log_x=args.log_x,
+        log_y=args.log_y,
+        skip_first=skip_first,
+        format=args.format,
+        dpi=args.dpi,
+        x_axes=tuple(args.x_axis),
+    )
+    comparison = compare_runs(args.run_dirs, args.out, names=args.names, options=options, data=args.data, device=device)
     print(markdown_table(runs_table(comparison.runs)))
     if comparison.groups:
         print()

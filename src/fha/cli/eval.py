@@ -34,13 +34,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Mean token loss, perplexity, bits per byte and top-1/top-k accuracy over a whole text.",
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder (model.safetensors, tokenizer.json)")
-    parser.add_argument("--data", required=True, metavar="SOURCE",
-                        help=(f"a .txt (<|endoftext|> or blank-line separated) or .jsonl file, or {TINYSTORIES!r} "
-                              "for its validation split"))
-    parser.add_argument("--top-k", type=int, default=DEFAULT_TOP_K, metavar="K",
-                        help=f"also report top-K accuracy (default {DEFAULT_TOP_K})")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
-                        help=f"context windows per forward pass (default {DEFAULT_BATCH_SIZE})")
+    parser.add_argument(
+        "--data",
+        required=True,
+        metavar="SOURCE",
+        help=(
+            f"a .txt (<|endoftext|> or blank-line separated) or .jsonl file, or {TINYSTORIES!r} "
+            "for its validation split"
+        ),
+    )
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=DEFAULT_TOP_K,
+        metavar="K",
+        help=f"also report top-K accuracy (default {DEFAULT_TOP_K})",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        metavar="N",
+        help=f"context windows per forward pass (default {DEFAULT_BATCH_SIZE})",
+    )
     parser.add_argument("--max-documents", type=int, metavar="N", help="evaluate only the first N documents")
     parser.add_argument("--json", action="store_true", help="print one JSON object of the metrics on stdout")
     add_device_argument(parser)
@@ -65,8 +81,15 @@ def run_eval(args: argparse.Namespace) -> int:
         raise FhaError(f"--top-k {args.top_k} exceeds the vocabulary of {tokenizer.vocab_size} tokens")
     documents = held_out_documents(args.data)[: args.max_documents]
     log.info("evaluating %s on %d documents from %s", args.run_dir, len(documents), args.data)
-    result = evaluate(model, documents, tokenizer=tokenizer, top_k=args.top_k, batch_size=args.batch_size,
-                      show_progress=True, precision=args.precision)
+    result = evaluate(
+        model,
+        documents,
+        tokenizer=tokenizer,
+        top_k=args.top_k,
+        batch_size=args.batch_size,
+        show_progress=True,
+        precision=args.precision,
+    )
     if args.json:
         print(json.dumps(result.to_dict()))
         return 0
@@ -81,8 +104,13 @@ def run_eval(args: argparse.Namespace) -> int:
 def _table(run_dir: Path, source: str, num_documents: int, result: EvalResult) -> str:
     rows = [
         ("run", str(run_dir)),
-        ("data", (f"{source} ({num_documents:,} documents, {result.num_tokens:,} tokens predicted, "
-                 f"{result.num_bytes:,} bytes)")),
+        (
+            "data",
+            (
+                f"{source} ({num_documents:,} documents, {result.num_tokens:,} tokens predicted, "
+                f"{result.num_bytes:,} bytes)"
+            ),
+        ),
         ("loss", f"{result.loss:.4f} nats/token"),
         ("perplexity", f"{result.perplexity:.3f}"),
         ("bits per byte", f"{result.bits_per_byte:.4f}"),
@@ -95,14 +123,19 @@ def _table(run_dir: Path, source: str, num_documents: int, result: EvalResult) -
 
 def _guess_view(guesses: list[TokenGuess], tokenizer: Tokenizer, top_k: int) -> str:
     """One line per position: the true token, its probability and rank, then the guesses."""
-    lines = [f"true next token beside the model's top-{top_k} guesses (first document, teacher forcing):",
-             f"{'pos':>4}  {'true token':<16} {'p(true)':>7} {'rank':>5}  guesses"]
+    lines = [
+        f"true next token beside the model's top-{top_k} guesses (first document, teacher forcing):",
+        f"{'pos':>4}  {'true token':<16} {'p(true)':>7} {'rank':>5}  guesses",
+    ]
     for guess in guesses:
-        shown = "  ".join(f"{_piece(tokenizer, i)} {p:.3f}" for i, p in zip(guess.guess_ids, guess.guess_probs,
-                                                                          strict=True))
+        shown = "  ".join(
+            f"{_piece(tokenizer, i)} {p:.3f}" for i, p in zip(guess.guess_ids, guess.guess_probs, strict=True)
+        )
         mark = "*" if guess.target_rank <= top_k else " "
-        lines.append(f"{guess.position:>4}  {_piece(tokenizer, guess.target_id):<16} {guess.target_prob:>7.3f} "
-                     f"{guess.target_rank:>5}{mark} {shown}")
+        lines.append(
+            f"{guess.position:>4}  {_piece(tokenizer, guess.target_id):<16} {guess.target_prob:>7.3f} "
+            f"{guess.target_rank:>5}{mark} {shown}"
+        )
     lines.append(f"(* true token among the top {top_k})")
     return "\n".join(lines)
 

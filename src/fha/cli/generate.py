@@ -38,23 +38,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Print each prompt followed by the model's continuation (streamed for a single text).",
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder (model.safetensors, tokenizer.json)")
-    parser.add_argument("--prompt", action="append", default=[], metavar="TEXT",
-                        help="text to continue; repeat for several prompts (none: start from <bos> alone)")
-    parser.add_argument("--prompt-file", type=Path, metavar="FILE",
-                        help="UTF-8 file with one prompt per line (blank lines skipped); adds to --prompt")
+    parser.add_argument(
+        "--prompt",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="text to continue; repeat for several prompts (none: start from <bos> alone)",
+    )
+    parser.add_argument(
+        "--prompt-file",
+        type=Path,
+        metavar="FILE",
+        help="UTF-8 file with one prompt per line (blank lines skipped); adds to --prompt",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS, metavar="N")
-    parser.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE,
-                        help=f"sampling temperature; 0 = greedy (default {DEFAULT_TEMPERATURE})")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=DEFAULT_TEMPERATURE,
+        help=f"sampling temperature; 0 = greedy (default {DEFAULT_TEMPERATURE})",
+    )
     parser.add_argument("--top-k", type=int, metavar="K", help="sample only from the K most likely tokens")
-    parser.add_argument("--top-p", type=float, metavar="P",
-                        help="sample only from the most likely tokens that together hold probability P")
+    parser.add_argument(
+        "--top-p",
+        type=float,
+        metavar="P",
+        help="sample only from the most likely tokens that together hold probability P",
+    )
     parser.add_argument("--seed", type=int, help="random seed (default: a random one, logged)")
     parser.add_argument("--num-samples", type=int, default=1, metavar="N", help="continuations per prompt")
     add_device_argument(parser)
     add_precision_argument(parser)
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the model first: each step gets faster, but compiling takes "
-                             "seconds to a minute, so it pays off for long or many texts")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model first: each step gets faster, but compiling takes "
+        "seconds to a minute, so it pays off for long or many texts",
+    )
     parser.set_defaults(func=run_generate)
 
 
@@ -79,9 +99,13 @@ def run_generate(args: argparse.Namespace) -> int:
         _write(prompts[0])
     with autocast(device, args.precision):
         completions = complete(
-            model, tokenizer, prompts,
-            max_new_tokens=args.max_new_tokens, num_samples=args.num_samples,
-            sampling=Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p), seed=seed,
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens=args.max_new_tokens,
+            num_samples=args.num_samples,
+            sampling=Sampling(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p),
+            seed=seed,
             on_text=(lambda _row, text: _write(text)) if streaming else None,
             show_progress=not streaming,
         )
@@ -99,8 +123,10 @@ def _check_options(args: argparse.Namespace) -> None:
     if not (math.isfinite(args.temperature) and args.temperature >= 0):
         raise FhaError(f"--temperature must be a finite number >= 0, got {args.temperature}")
     if 0 < args.temperature < MIN_TEMPERATURE:
-        raise FhaError(f"--temperature {args.temperature:g} is below {MIN_TEMPERATURE:g}, where sampling is greedy "
-                       "in all but name (and the scaled logits overflow); pass --temperature 0 for greedy decoding")
+        raise FhaError(
+            f"--temperature {args.temperature:g} is below {MIN_TEMPERATURE:g}, where sampling is greedy "
+            "in all but name (and the scaled logits overflow); pass --temperature 0 for greedy decoding"
+        )
     if args.seed is not None and not 0 <= args.seed < SEED_LIMIT:
         raise FhaError(f"--seed must be a whole number in [0, 2**32), got {args.seed}")
     if args.top_k is not None and args.top_k < 1:

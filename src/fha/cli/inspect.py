@@ -36,18 +36,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "inspect",
         help="print the shape tree of a forward pass, or draw attention heatmaps",
         description="Print how tensor shapes change through every module in one forward pass (as a tree), "
-                    "or with --attention save heatmaps of a trained run's attention weights.",
+        "or with --attention save heatmaps of a trained run's attention weights.",
     )
     parser.add_argument("run_dir", nargs="?", type=Path, metavar="RUN_DIR", help="a run folder")
-    add_experiment_arguments(parser, preset_help="a named preset (e.g. tiny, seed-1m)",
-                             config_help="a TOML config with a [model] table, or a model_config.json",
-                             set_help="change a model config field (repeatable); not with --attention")
-    parser.add_argument("--modules", nargs="+", metavar="PATTERN",
-                        help="trace only modules whose name matches a glob, e.g. 'blocks.0*' '*.attn' norm")
-    parser.add_argument("--seq-len", type=int, metavar="N", help=f"tokens per row (default {DEFAULT_SEQ_LEN}, "
-                                                                  "at most max_seq_len)")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
-                        help=f"rows of the example input (default {DEFAULT_BATCH_SIZE})")
+    add_experiment_arguments(
+        parser,
+        preset_help="a named preset (e.g. tiny, seed-1m)",
+        config_help="a TOML config with a [model] table, or a model_config.json",
+        set_help="change a model config field (repeatable); not with --attention",
+    )
+    parser.add_argument(
+        "--modules",
+        nargs="+",
+        metavar="PATTERN",
+        help="trace only modules whose name matches a glob, e.g. 'blocks.0*' '*.attn' norm",
+    )
+    parser.add_argument(
+        "--seq-len", type=int, metavar="N", help=f"tokens per row (default {DEFAULT_SEQ_LEN}, at most max_seq_len)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        metavar="N",
+        help=f"rows of the example input (default {DEFAULT_BATCH_SIZE})",
+    )
     maps = parser.add_argument_group("attention heatmaps (RUN_DIR only)")
     maps.add_argument("--attention", action="store_true", help="save attention heatmaps instead of the shape tree")
     maps.add_argument("--prompt", metavar="TEXT", help="the text whose attention is drawn")
@@ -81,10 +94,11 @@ def run_inspect(args: argparse.Namespace) -> int:
     model = GPT(config).eval()
     tree = shape_tree(model, idx, args.modules)
     if not tree:
-        raise FhaError(f"--modules {' '.join(args.modules)}: no module name matches "
-                       f"(names look like 'blocks.0.attn.qkv'; '*' also spans dots)")
-    print(f"{describe_attention(config)}; {model.num_parameters():,} parameters; "
-          f"input (B, T) = {tuple(idx.shape)}")
+        raise FhaError(
+            f"--modules {' '.join(args.modules)}: no module name matches "
+            f"(names look like 'blocks.0.attn.qkv'; '*' also spans dots)"
+        )
+    print(f"{describe_attention(config)}; {model.num_parameters():,} parameters; input (B, T) = {tuple(idx.shape)}")
     print(tree)
     return 0
 

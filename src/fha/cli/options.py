@@ -10,8 +10,10 @@ from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT, FIGURE_FORMATS, MIN_
 
 DEVICE_HELP = "cpu, cuda, cuda:N, mps or auto (default: cuda, then mps, then cpu)"
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")  # fha.device.PRECISIONS, without importing torch
-PRECISION_HELP = ("autocast dtype: auto (bf16 on CUDA cards that support it, else fp32), fp32, bf16 "
-                  "(CUDA, CPU, MPS) or fp16 (CUDA, MPS)")
+PRECISION_HELP = (
+    "autocast dtype: auto (bf16 on CUDA cards that support it, else fp32), fp32, bf16 "
+    "(CUDA, CPU, MPS) or fp16 (CUDA, MPS)"
+)
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -21,14 +23,25 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
     the command's parser.
     """
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                       help="log debug messages, and show the traceback of an error")
-    group.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                       help="show only warnings and errors: no progress, no info messages")
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log debug messages, and show the traceback of an error",
+    )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show only warnings and errors: no progress, no info messages",
+    )
 
 
-def add_experiment_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, preset_help: str,
-                             config_help: str, set_help: str) -> None:
+def add_experiment_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, preset_help: str, config_help: str, set_help: str
+) -> None:
     """--preset NAME, --config FILE and --set KEY=VALUE (repeatable, into ``args.overrides``)."""
     parser.add_argument("--preset", metavar="NAME", help=preset_help)
     parser.add_argument("--config", type=Path, metavar="FILE.toml", help=config_help)
@@ -40,10 +53,19 @@ def add_device_argument(parser: argparse.ArgumentParser, purpose: str = "") -> N
 
 
 def add_figure_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    parser.add_argument("--format", default=DEFAULT_FORMAT, choices=FIGURE_FORMATS,
-                        help=f"image format of the figures (default {DEFAULT_FORMAT}; svg and pdf are vector graphics)")
-    parser.add_argument("--dpi", type=int, default=DEFAULT_DPI, metavar="N",
-                        help=f"resolution of PNG figures in dots per inch (default {DEFAULT_DPI}, at least {MIN_DPI})")
+    parser.add_argument(
+        "--format",
+        default=DEFAULT_FORMAT,
+        choices=FIGURE_FORMATS,
+        help=f"image format of the figures (default {DEFAULT_FORMAT}; svg and pdf are vector graphics)",
+    )
+    parser.add_argument(
+        "--dpi",
+        type=int,
+        default=DEFAULT_DPI,
+        metavar="N",
+        help=f"resolution of PNG figures in dots per inch (default {DEFAULT_DPI}, at least {MIN_DPI})",
+    )
 
 
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:

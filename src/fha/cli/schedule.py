@@ -12,13 +12,25 @@ from fha.train.presets import build_configs, load_experiment, merge, parse_overr
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("schedule", help="show the learning-rate schedule of a preset or config")
-    add_experiment_arguments(parser, preset_help=f"one of: {', '.join(preset_names())}",
-                             config_help="an experiment file",
-                             set_help="change a setting (repeatable), e.g. --set max_steps=5000")
-    parser.add_argument("--plot", type=Path, metavar="IMAGE",
-                        help="draw the schedule into this file; its suffix (.png, .svg, .pdf) sets the format")
-    parser.add_argument("--dpi", type=int, default=DEFAULT_DPI, metavar="N",
-                        help=f"resolution of a PNG plot in dots per inch (default {DEFAULT_DPI})")
+    add_experiment_arguments(
+        parser,
+        preset_help=f"one of: {', '.join(preset_names())}",
+        config_help="an experiment file",
+        set_help="change a setting (repeatable), e.g. --set max_steps=5000",
+    )
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        metavar="IMAGE",
+        help="draw the schedule into this file; its suffix (.png, .svg, .pdf) sets the format",
+    )
+    parser.add_argument(
+        "--dpi",
+        type=int,
+        default=DEFAULT_DPI,
+        metavar="N",
+        help=f"resolution of a PNG plot in dots per inch (default {DEFAULT_DPI})",
+    )
     parser.set_defaults(func=run_schedule)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from fha.cli.options import add_device_argument, add_experiment_arguments, add_precision_argument
@@ -24,26 +23,47 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--set reaches every field of the [model] and [train] tables, e.g. --set attention=mha --set max_steps=2000.",
     )
     source = parser.add_argument_group("what to train")
-    add_experiment_arguments(source, preset_help=f"a shipped experiment: {', '.join(preset_names())}",
-                             config_help="an experiment file ([model] and [train])",
-                             set_help="change a model or training setting (repeatable), e.g. --set dim=128")
-    source.add_argument("--resume", type=Path, metavar="PATH",
-                        help="continue a run: its folder (latest checkpoint) or a checkpoints/step-N folder")
-    parser.add_argument("--data", metavar="SOURCE",
-                        help="training text (.txt or .jsonl) or 'tinystories'; a resume reuses the run's")
-    parser.add_argument("--val-data", metavar="SOURCE",
-                        help="validation text; without it a val_fraction of --data is held out")
-    parser.add_argument("--tokenizer", type=Path, metavar="TOKENIZER.json",
-                        help="use this tokenizer (its size sets vocab_size); without it one is trained")
+    add_experiment_arguments(
+        source,
+        preset_help=f"a shipped experiment: {', '.join(preset_names())}",
+        config_help="an experiment file ([model] and [train])",
+        set_help="change a model or training setting (repeatable), e.g. --set dim=128",
+    )
+    source.add_argument(
+        "--resume",
+        type=Path,
+        metavar="PATH",
+        help="continue a run: its folder (latest checkpoint) or a checkpoints/step-N folder",
+    )
+    parser.add_argument(
+        "--data", metavar="SOURCE", help="training text (.txt or .jsonl) or 'tinystories'; a resume reuses the run's"
+    )
+    parser.add_argument(
+        "--val-data", metavar="SOURCE", help="validation text; without it a val_fraction of --data is held out"
+    )
+    parser.add_argument(
+        "--tokenizer",
+        type=Path,
+        metavar="TOKENIZER.json",
+        help="use this tokenizer (its size sets vocab_size); without it one is trained",
+    )
     parser.add_argument("--out", type=folder_path, metavar="RUN_DIR", help="the run folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous run in RUN_DIR")
     add_device_argument(parser)
     add_precision_argument(parser)
-    parser.add_argument("--log-to", action="append", default=[], choices=tuple(TRACKERS), metavar="TRACKER",
-                        help=f"also log metrics to {' or '.join(TRACKERS)} (repeatable; metrics.csv is always "
-                             "written)")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved model and training config (as an experiment file) and exit")
+    parser.add_argument(
+        "--log-to",
+        action="append",
+        default=[],
+        choices=tuple(TRACKERS),
+        metavar="TRACKER",
+        help=f"also log metrics to {' or '.join(TRACKERS)} (repeatable; metrics.csv is always written)",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved model and training config (as an experiment file) and exit",
+    )
     parser.set_defaults(func=run_train)
 
 
@@ -60,15 +80,27 @@ def run_train(args: argparse.Namespace) -> int:
 
     overrides = {key: value for table in parse_overrides(args.overrides).values() for key, value in table.items()}
     if args.print_config:
-        model_config, train_config = resolve_configs(args.preset, config=args.config, overrides=overrides,
-                                                     resume=args.resume)
+        model_config, train_config = resolve_configs(
+            args.preset, config=args.config, overrides=overrides, resume=args.resume
+        )
         print(experiment_toml({"model": model_config, "train": train_config}))
         return 0
-    train(build_request(
-        args.preset, config=args.config, overrides=overrides, data=args.data, val_data=args.val_data, out=args.out,
-        resume=args.resume, tokenizer=args.tokenizer, device=args.device, precision=args.precision,
-        overwrite=args.overwrite, log_to=args.log_to,
-    ))
+    train(
+        build_request(
+            args.preset,
+            config=args.config,
+            overrides=overrides,
+            data=args.data,
+            val_data=args.val_data,
+            out=args.out,
+            resume=args.resume,
+            tokenizer=args.tokenizer,
+            device=args.device,
+            precision=args.precision,
+            overwrite=args.overwrite,
+            log_to=args.log_to,
+        )
+    )
     return 0
 
 

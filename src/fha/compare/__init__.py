@@ -32,9 +32,9 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from fha.compare.comparison import compare_runs, Comparison
+    from fha.compare.comparison import Comparison, compare_runs
     from fha.compare.plots import PlotOptions
-    from fha.compare.runs import load_summary, read_log, RunSummary, seed_groups, SeedGroup, Spread, TrainingLog
+    from fha.compare.runs import RunSummary, SeedGroup, Spread, TrainingLog, load_summary, read_log, seed_groups
     from fha.evaluation import held_out_documents
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

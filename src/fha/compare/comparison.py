@@ -15,10 +15,7 @@ from fha.compare.report import Table, groups_table, runs_table, write_html, writ
 from fha.compare.runs import (
     RunSummary,
     SeedGroup,
-    Spread,
-    TrainingLog,
     load_summary,
-    read_log,
     seed_groups,
 )
 from fha.errors import FhaError, writing
@@ -62,8 +59,10 @@ def compare_runs(
     runs = [load_summary(path, name) for path, name in zip(run_dirs, names or [None] * len(run_dirs))]
     for run in runs:
         if not len(run.log.after(first_kept_step(run.log, options.skip_first)).step):
-            raise FhaError(f"`skip_first` {_skipped(options.skip_first)} leaves nothing of run {run.name} "
-                           f"(its last logged step is {run.steps})")
+            raise FhaError(
+                f"`skip_first` {_skipped(options.skip_first)} leaves nothing of run {run.name} "
+                f"(its last logged step is {run.steps})"
+            )
     notes = mismatch_notes(runs)
     if data is not None:
         documents = held_out_documents(data)
@@ -73,15 +72,19 @@ def compare_runs(
             run.held_out = evaluate(model, documents, tokenizer=tokenizer).to_dict()
         counts = sorted({int(run.held_out["num_tokens"]) for run in runs})
         scored = f"{counts[0]:,} tokens" if len(counts) == 1 else f"{counts[0]:,} to {counts[-1]:,} tokens by tokenizer"
-        notes.append(f"Held-out metrics: the whole of {data} ({len(documents):,} documents, {scored} scored per run); "
-                     "bits per byte is the headline, since it does not depend on the tokenizer.")
+        notes.append(
+            f"Held-out metrics: the whole of {data} ({len(documents):,} documents, {scored} scored per run); "
+            "bits per byte is the headline, since it does not depend on the tokenizer."
+        )
         warning = training_text_note(runs, data)
         if warning is not None:
             notes.append(warning)
     else:
-        notes.append("Losses are those of the last evaluation during training: the mean over eval windows (the "
-                     "'eval windows' column: eval_samples batches of random windows), not a whole text; pass `data` "
-                     "for held-out bits per byte over a whole text.")
+        notes.append(
+            "Losses are those of the last evaluation during training: the mean over eval windows (the "
+            "'eval windows' column: eval_samples batches of random windows), not a whole text; pass `data` "
+            "for held-out bits per byte over a whole text."
+        )
     for note in notes:
         if note.startswith("Warning:"):
             log.warning("%s", note)
@@ -105,17 +108,24 @@ def compare_runs(
 
 def _extra_sections(runs: list[RunSummary], groups: list[SeedGroup], *, held_out: bool) -> list[tuple[str, str, Table]]:
     sections = []
-    metric, value_of = (("held-out bits/byte", lambda run: run.held_out["bits_per_byte"]) if held_out
-                        else ("final val loss", lambda run: run.final_val_loss))
+    metric, value_of = (
+        ("held-out bits/byte", lambda run: run.held_out["bits_per_byte"])
+        if held_out
+        else ("final val loss", lambda run: run.final_val_loss)
+    )
     header, rows = paired_rows(groups, metric, value_of)
     if rows:
-        sections.append(("Paired differences", f"Seed groups with the same seeds, compared seed by seed with the first "
-                         f"such group: differences in {metric} (lower is better), mean with 95% Student t-interval.",
-                         Table(header, rows)))
+        sections.append(
+            (
+                "Paired differences",
+                f"Seed groups with the same seeds, compared seed by seed with the first "
+                f"such group: differences in {metric} (lower is better), mean with 95% Student t-interval.",
+                Table(header, rows),
+            )
+        )
     environment = environment_rows(runs)
     if environment is not None:
-        sections.append(("Environment", "From each run's run_info.json (— where a run has none).",
-                         Table(*environment)))
+        sections.append(("Environment", "From each run's run_info.json (— where a run has none).", Table(*environment)))
     return sections
 
 

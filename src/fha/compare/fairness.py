@@ -20,9 +20,16 @@ from fha.run_info import file_digest
 from fha.stats import paired_difference
 
 MISSING = "—"
-ENVIRONMENT_COLUMNS = (("started", "date"), ("fha", "fha_version"), ("torch", "torch_version"),
-                       ("git commit", "git_commit"), ("device", "device"), ("threads", "threads"),
-                       ("world size", "world_size"), ("command", "command"))
+ENVIRONMENT_COLUMNS = (
+    ("started", "date"),
+    ("fha", "fha_version"),
+    ("torch", "torch_version"),
+    ("git commit", "git_commit"),
+    ("device", "device"),
+    ("threads", "threads"),
+    ("world size", "world_size"),
+    ("command", "command"),
+)
 DIFFERENCE_DECIMALS = 4
 
 
@@ -41,13 +48,17 @@ def mismatch_notes(runs: Sequence[RunSummary]) -> list[str]:
     tokenizers = _by_value(runs, lambda run: run.tokenizer_fingerprint)
     if len(tokenizers) > 1:
         listed = "; ".join(f"{', '.join(names)} (tokenizer {fingerprint})" for fingerprint, names in tokenizers.items())
-        notes.append(f"Warning: these runs use different tokenizers: {listed}. Their losses in nats per token are not "
-                     "comparable and they are not grouped; compare bits per byte on one text (`data`) instead.")
+        notes.append(
+            f"Warning: these runs use different tokenizers: {listed}. Their losses in nats per token are not "
+            "comparable and they are not grouped; compare bits per byte on one text (`data`) instead."
+        )
     data = _by_value(runs, lambda run: run.data_key)
     if len(data) > 1:
         listed = "; ".join(f"{', '.join(names)} ({key})" for key, names in data.items())
-        notes.append(f"Warning: these runs were trained or validated on different data: {listed}. Their validation "
-                     "losses come from different texts and they are not grouped.")
+        notes.append(
+            f"Warning: these runs were trained or validated on different data: {listed}. Their validation "
+            "losses come from different texts and they are not grouped."
+        )
     return notes
 
 
@@ -56,12 +67,17 @@ def training_text_note(runs: Sequence[RunSummary], data: str) -> str | None:
     if not Path(data).is_file():
         return None
     digest = file_digest(data)
-    trained_on = [run.name for run in runs
-                  if run.info is not None and run.info.get("data", {}).get("train", {}).get("sha256") == digest]
+    trained_on = [
+        run.name
+        for run in runs
+        if run.info is not None and run.info.get("data", {}).get("train", {}).get("sha256") == digest
+    ]
     if not trained_on:
         return None
-    return (f"Warning: `data` {data} is the training text of {', '.join(trained_on)}; metrics on it measure fit to "
-            "text the model has seen, not how it generalises.")
+    return (
+        f"Warning: `data` {data} is the training text of {', '.join(trained_on)}; metrics on it measure fit to "
+        "text the model has seen, not how it generalises."
+    )
 
 
 def seeds_of(group: SeedGroup) -> dict[int, RunSummary]:
@@ -78,10 +94,13 @@ def paired_rows(groups: Sequence[SeedGroup], metric: str, value_of) -> tuple[lis
         if baseline is None or len(seeds) != len(group.runs):
             continue
         base_seeds = seeds_of(baseline)
-        paired = paired_difference({seed: value_of(run) for seed, run in seeds.items()},
-                                   {seed: value_of(run) for seed, run in base_seeds.items()})
-        per_seed = ", ".join(f"{seed}: {value:+.{DIFFERENCE_DECIMALS}f}"
-                             for seed, value in zip(paired.seeds, paired.differences))
+        paired = paired_difference(
+            {seed: value_of(run) for seed, run in seeds.items()},
+            {seed: value_of(run) for seed, run in base_seeds.items()},
+        )
+        per_seed = ", ".join(
+            f"{seed}: {value:+.{DIFFERENCE_DECIMALS}f}" for seed, value in zip(paired.seeds, paired.differences)
+        )
         interval = paired.interval
         summary = f"{interval.mean:+.{DIFFERENCE_DECIMALS}f}"
         if interval.n >= 2:

@@ -68,7 +68,9 @@ def _x_values(run: RunSummary, log: TrainingLog, x_column: str) -> np.ndarray:
     if x_column != TOKENS:
         return getattr(log, x_column)
     if run.tokens_per_step is None:
-        raise FhaError(f"run {run.name} has no train_config.json, so its tokens seen are unknown; use the x axis \"step\"")
+        raise FhaError(
+            f'run {run.name} has no train_config.json, so its tokens seen are unknown; use the x axis "step"'
+        )
     return log.step * run.tokens_per_step
 
 
@@ -90,7 +92,7 @@ class _Series:
 
 
 def _source(runs: Sequence[RunSummary], y_column: str) -> str:
-    """"metrics" when the curve can come from every run's metrics.csv, else "log"."""
+    """ "metrics" when the curve can come from every run's metrics.csv, else "log"."""
     dense = y_column == "train_loss" and all(run.metrics is not None and len(run.metrics.step) for run in runs)
     return "metrics" if dense else "log"
 
@@ -122,8 +124,7 @@ def _group_series(group: SeedGroup, x_column: str, y_column: str, options: PlotO
     xs, ys = xs[:, keep], ys[:, keep]
     unfinished = f", {UNFINISHED}" if not all(run.finished for run in group.runs) else ""
     label = f"{group.label} (mean of {len(group.runs)} seeds, min-max band{unfinished})"
-    return _Series(label, xs.mean(axis=0), ys.mean(axis=0), ys.min(axis=0), ys.max(axis=0),
-                   markers=source == "log")
+    return _Series(label, xs.mean(axis=0), ys.mean(axis=0), ys.min(axis=0), ys.max(axis=0), markers=source == "log")
 
 
 def _drawable(x: np.ndarray, options: PlotOptions) -> np.ndarray:
@@ -134,8 +135,9 @@ def _drawable(x: np.ndarray, options: PlotOptions) -> np.ndarray:
 
 def _draw(ax: Axes, series: Sequence[_Series], title: str, x_label: str, options: PlotOptions) -> None:
     for item in series:
-        (line,) = ax.plot(item.x, item.y, label=item.label, marker=EVAL_MARKER if item.markers else None,
-                          markersize=MARKER_SIZE)
+        (line,) = ax.plot(
+            item.x, item.y, label=item.label, marker=EVAL_MARKER if item.markers else None, markersize=MARKER_SIZE
+        )
         if item.low is not None:
             ax.fill_between(item.x, item.low, item.high, color=line.get_color(), alpha=BAND_ALPHA, linewidth=0)
     ax.set_title(title)
@@ -172,15 +174,20 @@ def plot_losses(
     axes_names = list(dict.fromkeys(options.x_axes))
     unknown = [run.name for run in runs if run.tokens_per_step is None]
     if "tokens" in axes_names and unknown:
-        logger.warning("tokens seen are unknown for %s (no train_config.json): plotting against step instead",
-                       ", ".join(unknown))
+        logger.warning(
+            "tokens seen are unknown for %s (no train_config.json): plotting against step instead", ", ".join(unknown)
+        )
         axes_names = list(dict.fromkeys("step" if name == "tokens" else name for name in axes_names))
     for x_label, x_column, stem in (X_AXES[name] for name in axes_names):
         figure = Figure(figsize=(PANEL_INCHES[0] * len(PANELS), PANEL_INCHES[1]), layout="constrained")
         axes = figure.subplots(1, len(PANELS), squeeze=False)[0]
         for ax, (title, y_column) in zip(axes, PANELS):
-            series = [_group_series(item, x_column, y_column, options) if isinstance(item, SeedGroup)
-                      else _run_series(item, x_column, y_column, options) for item in curves]
+            series = [
+                _group_series(item, x_column, y_column, options)
+                if isinstance(item, SeedGroup)
+                else _run_series(item, x_column, y_column, options)
+                for item in curves
+            ]
             _draw(ax, series, title, x_label, options)
         axes[-1].legend(fontsize="small")
         path = save_figure(figure, out_dir / f"{stem}.{options.format}", options.dpi)

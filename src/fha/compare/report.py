@@ -79,7 +79,7 @@ def metric_format(key: str) -> Callable[[float], str]:
 
 
 def format_duration(seconds: float) -> str:
-    """"45.2 s", "3m 12s", "1h 02m"."""
+    """ "45.2 s", "3m 12s", "1h 02m"."""
     if math.isnan(seconds):
         return MISSING
     if seconds < SECONDS_PER_MINUTE:
@@ -137,7 +137,7 @@ def runs_table(runs: Sequence[RunSummary]) -> Table:
 
 
 def format_spread(spread: Spread, fmt: Callable[[float], str]) -> str:
-    """"mean ± std (min–max)"."""
+    """ "mean ± std (min–max)"."""
     return f"{fmt(spread.mean)} ± {fmt(spread.std)} ({fmt(spread.min)}–{fmt(spread.max)})"
 
 
@@ -169,24 +169,40 @@ def markdown_table(table: Table) -> str:
 
 def numeric_columns(table: Table) -> list[bool]:
     """Columns whose every cell is a number (or missing): these are right-aligned."""
-    return [all(cell == MISSING or NUMBER_CELL.fullmatch(cell) for cell in column) and any(column)
-            for column in zip(*table.rows)] if table.rows else [False] * len(table.header)
+    return (
+        [
+            all(cell == MISSING or NUMBER_CELL.fullmatch(cell) for cell in column) and any(column)
+            for column in zip(*table.rows)
+        ]
+        if table.rows
+        else [False] * len(table.header)
+    )
 
 
 def _html_table(table: Table) -> str:
     kinds = ["num" if numeric else "text" for numeric in numeric_columns(table)]
-    head = "".join(f"<th class=\"{kind}\">{html.escape(cell)}</th>" for kind, cell in zip(kinds, table.header))
-    body = "".join("<tr>" + "".join(f"<td class=\"{kind}\">{html.escape(cell)}</td>" for kind, cell in zip(kinds, row))
-                   + "</tr>" for row in table.rows)
-    return f"<div class=\"table-scroll\"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+    head = "".join(f'<th class="{kind}">{html.escape(cell)}</th>' for kind, cell in zip(kinds, table.header))
+    body = "".join(
+        "<tr>" + "".join(f'<td class="{kind}">{html.escape(cell)}</td>' for kind, cell in zip(kinds, row)) + "</tr>"
+        for row in table.rows
+    )
+    return f'<div class="table-scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
-GROUPS_NOTE = ("Runs with equal model configs whose train configs differ only in `seed`; "
-               "mean ± sample standard deviation (min–max).")
+GROUPS_NOTE = (
+    "Runs with equal model configs whose train configs differ only in `seed`; "
+    "mean ± sample standard deviation (min–max)."
+)
 
 
-def write_markdown(path: Path, runs: Table, groups: Table | None, plots: Sequence[Path], notes: Sequence[str],
-                   sections: Sequence[tuple[str, str, Table]] = ()) -> None:
+def write_markdown(
+    path: Path,
+    runs: Table,
+    groups: Table | None,
+    plots: Sequence[Path],
+    notes: Sequence[str],
+    sections: Sequence[tuple[str, str, Table]] = (),
+) -> None:
     """`sections`: (heading, note, table) after the seed groups."""
     parts = [f"# {TITLE}", ""]
     parts += [line for note in notes for line in (note, "")]
@@ -203,10 +219,19 @@ def write_markdown(path: Path, runs: Table, groups: Table | None, plots: Sequenc
     path.write_text("\n".join(parts))
 
 
-def write_html(path: Path, runs: Table, groups: Table | None, plots: Sequence[Path], notes: Sequence[str],
-               sections: Sequence[tuple[str, str, Table]] = ()) -> None:
-    parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{TITLE}</title>",
-             f"<style>{HTML_STYLE}</style></head><body>", f"<h1>{TITLE}</h1>"]
+def write_html(
+    path: Path,
+    runs: Table,
+    groups: Table | None,
+    plots: Sequence[Path],
+    notes: Sequence[str],
+    sections: Sequence[tuple[str, str, Table]] = (),
+) -> None:
+    parts = [
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{TITLE}</title>',
+        f"<style>{HTML_STYLE}</style></head><body>",
+        f"<h1>{TITLE}</h1>",
+    ]
     parts += [f"<p>{html.escape(note)}</p>" for note in notes]
     parts += ["<h2>Runs</h2>", _html_table(runs)]
     if groups is not None:
@@ -217,6 +242,6 @@ def write_html(path: Path, runs: Table, groups: Table | None, plots: Sequence[Pa
     for plot in plots:
         image = report_image(plot)
         encoded = base64.b64encode(image.read_bytes()).decode("ascii")
-        parts.append(f"<img alt=\"{html.escape(plot.stem)}\" src=\"data:{IMAGE_TYPES[image.suffix]};base64,{encoded}\">")
+        parts.append(f'<img alt="{html.escape(plot.stem)}" src="data:{IMAGE_TYPES[image.suffix]};base64,{encoded}">')
     parts.append("</body></html>")
     path.write_text("\n".join(parts) + "\n")

@@ -54,17 +54,24 @@ class TrainingLog:
     @classmethod
     def of_rows(cls, rows: Sequence[LogRow | MetricsRow]) -> TrainingLog:
         """The rows' columns; those of metrics.csv have no validation loss (all NaN)."""
+
         def column(name: str) -> np.ndarray:
             return np.array([getattr(row, name, math.nan) for row in rows], dtype=np.float64)
 
-        return cls(column("step").astype(np.int64), column("train_loss"), column("val_loss"), column("time_elapsed"),
-                   column("tokens_per_s"))
+        return cls(
+            column("step").astype(np.int64),
+            column("train_loss"),
+            column("val_loss"),
+            column("time_elapsed"),
+            column("tokens_per_s"),
+        )
 
     def after(self, first_step: float) -> TrainingLog:
         """The rows with step >= first_step."""
         keep = self.step >= first_step
-        return TrainingLog(*(column[keep] for column in (self.step, self.train_loss, self.val_loss, self.time_s,
-                                                          self.tokens_per_s)))
+        return TrainingLog(
+            *(column[keep] for column in (self.step, self.train_loss, self.val_loss, self.time_s, self.tokens_per_s))
+        )
 
 
 def read_log(path: Path) -> TrainingLog:
@@ -142,8 +149,11 @@ class RunSummary:
         None without a train config."""
         if self.train_config is None or BATCH_SIZE not in self.train_config:
             return None
-        return (int(self.train_config[BATCH_SIZE]) * int(self.train_config.get(GRAD_ACCUM, 1))
-                * self.model_config.max_seq_len)
+        return (
+            int(self.train_config[BATCH_SIZE])
+            * int(self.train_config.get(GRAD_ACCUM, 1))
+            * self.model_config.max_seq_len
+        )
 
     @property
     def tokens_seen(self) -> int | None:
@@ -178,8 +188,9 @@ class RunSummary:
         if self.train_config is None:
             return None
         train = {key: value for key, value in self.train_config.items() if key != SEED}
-        return json.dumps([self.model_config.to_dict(), train, self.tokenizer_fingerprint, self.data_key],
-                          sort_keys=True, default=str)
+        return json.dumps(
+            [self.model_config.to_dict(), train, self.tokenizer_fingerprint, self.data_key], sort_keys=True, default=str
+        )
 
 
 def load_summary(path: str | Path, name: str | None = None) -> RunSummary:
@@ -282,8 +293,7 @@ def seed_groups(runs: Sequence[RunSummary]) -> list[SeedGroup]:
         key = run.experiment_key()
         if key is not None:
             members.setdefault(key, []).append(run)
-    return [SeedGroup(group_label([run.name for run in group]), group) for group in members.values()
-            if len(group) > 1]
+    return [SeedGroup(group_label([run.name for run in group]), group) for group in members.values() if len(group) > 1]
 
 
 def group_label(names: Sequence[str]) -> str:

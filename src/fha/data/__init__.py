@@ -30,8 +30,8 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from fha.data.batches import eval_windows, IGNORE_INDEX, PackedBatches, PaddedBatches
-    from fha.data.cache import describe_source, prepare_tokens, token_dtype, TokenData
+    from fha.data.batches import IGNORE_INDEX, PackedBatches, PaddedBatches, eval_windows
+    from fha.data.cache import TokenData, describe_source, prepare_tokens, token_dtype
     from fha.data.sources import download_tinystories, load_documents, load_splits, split_documents
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

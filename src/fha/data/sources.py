@@ -165,8 +165,9 @@ def _hub_unavailable_reason() -> str | None:
 
 def _read_text(path: Path) -> str:
     if path.exists() and not path.is_dir() and not path.is_file():
-        raise FhaError(f"{path}: not a regular file (a pipe or device would be read without end); "
-                       "save the text to a file first")
+        raise FhaError(
+            f"{path}: not a regular file (a pipe or device would be read without end); save the text to a file first"
+        )
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -203,7 +204,9 @@ def _split_jsonl(text: str, path: Path) -> list[str]:
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as err:
-            raise FhaError(f"{path}:{number}: the text holds a lone surrogate {value[err.start]!r} (a \\u escape "
-                           "of half a character pair), which is not a character; fix or drop that record") from None
+            raise FhaError(
+                f"{path}:{number}: the text holds a lone surrogate {value[err.start]!r} (a \\u escape "
+                "of half a character pair), which is not a character; fix or drop that record"
+            ) from None
         documents.append(value)
     return documents

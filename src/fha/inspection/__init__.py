@@ -39,10 +39,18 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from fha.inspection.attention_weights import attention_maps, attention_modules, AttentionCall, capture_attention, LayerAttention, level_weights, mix_values
+    from fha.inspection.attention_weights import (
+        AttentionCall,
+        LayerAttention,
+        attention_maps,
+        attention_modules,
+        capture_attention,
+        level_weights,
+        mix_values,
+    )
     from fha.inspection.figures import save_attention_heatmaps, save_head_layout
-    from fha.inspection.layout import level_layouts, LevelLayout
-    from fha.inspection.shapes import example_input, shape_tree, ShapeNode, ShapeTrace, trace_shapes
+    from fha.inspection.layout import LevelLayout, level_layouts
+    from fha.inspection.shapes import ShapeNode, ShapeTrace, example_input, shape_tree, trace_shapes
     from fha.variants import describe_attention
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from fha.errors import FhaValueError
 import torch
 from torch import Tensor, nn
 
 from fha.config import ModelConfig
+from fha.errors import FhaValueError
 from fha.inspection.layout import LevelLayout, level_layouts
 from fha.model.attention import Attention, causal_mask
 
@@ -131,8 +131,12 @@ def attention_maps(model: nn.Module, idx: Tensor, layers: Sequence[int] | None =
     selected = range(len(modules)) if layers is None else layers
     for layer in selected:
         if not 0 <= layer < len(modules):
-            raise FhaValueError(f"layer {layer} does not exist (the model has {len(modules)} layers: 0..{len(modules) - 1})")
+            raise FhaValueError(
+                f"layer {layer} does not exist (the model has {len(modules)} layers: 0..{len(modules) - 1})"
+            )
     with capture_attention(model) as calls:
         model(idx)
-    return [LayerAttention(layer, calls[layer], level_weights(modules[calls[layer].name], model.config, calls[layer]))
-            for layer in selected]
+    return [
+        LayerAttention(layer, calls[layer], level_weights(modules[calls[layer].name], model.config, calls[layer]))
+        for layer in selected
+    ]

@@ -18,8 +18,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from fha.errors import writing
 from fha.config import ModelConfig
+from fha.errors import writing
 from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT
 from fha.figures import save_figure
 from fha.inspection.attention_weights import LayerAttention
@@ -53,15 +53,19 @@ def _heatmap(ax: Axes, weights: Tensor, tokens: Sequence[str], title: str, font_
     ax.set_title(title, fontsize=font_size + 2)
     if len(tokens) == S <= MAX_LABELED_TOKENS:
         ax.set_xticks(range(S), tokens, rotation=90, fontsize=font_size)
-        ax.set_yticks(range(T), tokens[S - T:], fontsize=font_size)
+        ax.set_yticks(range(T), tokens[S - T :], fontsize=font_size)
     else:
         ax.tick_params(labelsize=font_size)
     return image
 
 
 def save_attention_heatmaps(
-    maps: Sequence[LayerAttention], tokens: Sequence[str], out_dir: str | Path, row: int = 0,
-    fmt: str = DEFAULT_FORMAT, dpi: int = DEFAULT_DPI,
+    maps: Sequence[LayerAttention],
+    tokens: Sequence[str],
+    out_dir: str | Path,
+    row: int = 0,
+    fmt: str = DEFAULT_FORMAT,
+    dpi: int = DEFAULT_DPI,
 ) -> list[Path]:
     """Write, for batch row `row`, one overview per layer and one figure per sub-head.
 
@@ -84,8 +88,13 @@ def save_attention_heatmaps(
                 path = sub_dir / f"level{level}_subhead{sub}.{fmt}"
                 figure = Figure(figsize=(SINGLE_INCHES, SINGLE_INCHES), layout="constrained")
                 ax = figure.add_subplot()
-                image = _heatmap(ax, weights[row, sub], tokens, f"layer {layer.layer}, level {level}, sub-head {sub}",
-                                 font_size=SINGLE_FONT_SIZE)
+                image = _heatmap(
+                    ax,
+                    weights[row, sub],
+                    tokens,
+                    f"layer {layer.layer}, level {level}, sub-head {sub}",
+                    font_size=SINGLE_FONT_SIZE,
+                )
                 ax.set_xlabel("key")
                 ax.set_ylabel("query")
                 figure.colorbar(image, ax=ax, shrink=0.8, label=COLORBAR_LABEL)
@@ -120,22 +129,39 @@ def save_head_layout(config: ModelConfig, path: str | Path, dpi: int = DEFAULT_D
     with writing(path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
     per_layer = len(set(config.layer_splits)) > 1
-    rows = [(layer, layout) for layer in range(config.num_layers if per_layer else 1)
-            for layout in level_layouts(config, layer)]
+    rows = [
+        (layer, layout)
+        for layer in range(config.num_layers if per_layer else 1)
+        for layout in level_layouts(config, layer)
+    ]
     figure = Figure(figsize=(LAYOUT_WIDTH_INCHES, LAYOUT_ROW_INCHES * (len(rows) + 1)), layout="constrained")
     ax = figure.add_subplot()
     labels = []
     for y, (layer, layout) in enumerate(rows):
         for sub in range(layout.num_subheads):
             dims = layout.dims(sub)
-            ax.barh(y, len(dims), left=dims.start, height=0.8, edgecolor="black",
-                    color=SUBHEAD_COLORS[sub % len(SUBHEAD_COLORS)])
+            ax.barh(
+                y,
+                len(dims),
+                left=dims.start,
+                height=0.8,
+                edgecolor="black",
+                color=SUBHEAD_COLORS[sub % len(SUBHEAD_COLORS)],
+            )
             if layout.subhead_dim >= MIN_LABEL_FRACTION * config.head_dim:
-                ax.text(dims.start + len(dims) / 2, y, f"{dims.start}–{dims.stop - 1}",
-                        ha="center", va="center", fontsize=TOKEN_FONT_SIZE + 1)
+                ax.text(
+                    dims.start + len(dims) / 2,
+                    y,
+                    f"{dims.start}–{dims.stop - 1}",
+                    ha="center",
+                    va="center",
+                    fontsize=TOKEN_FONT_SIZE + 1,
+                )
         where = f"layer {layer} · " if per_layer else ""
-        labels.append(f"{where}head {layout.level}: {layout.num_subheads} × {layout.subhead_dim}\n"
-                      f"reads kv head {layout.value_head}")
+        labels.append(
+            f"{where}head {layout.level}: {layout.num_subheads} × {layout.subhead_dim}\n"
+            f"reads kv head {layout.value_head}"
+        )
     ax.set_yticks(range(len(rows)), labels, fontsize=TOKEN_FONT_SIZE + 2)
     ax.invert_yaxis()
     ax.set_xlim(0, config.head_dim)

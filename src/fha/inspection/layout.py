@@ -38,12 +38,14 @@ def level_layouts(config: ModelConfig, layer: int = 0) -> list[LevelLayout]:
     scale = config.variant.score_scale(config)
     layouts = []
     for head, n in enumerate(config.layer_splits[layer]):
-        layouts.append(LevelLayout(
-            level=head,
-            value_head=head // (L // config.num_kv_heads),
-            key_head=head // (L // config.key_heads),
-            num_subheads=n,
-            subhead_dim=hd // n,
-            scale=score_scale(scale, hd, hd // n),
-        ))
+        layouts.append(
+            LevelLayout(
+                level=head,
+                value_head=head // (L // config.num_kv_heads),
+                key_head=head // (L // config.key_heads),
+                num_subheads=n,
+                subhead_dim=hd // n,
+                scale=score_scale(scale, hd, hd // n),
+            )
+        )
     return layouts

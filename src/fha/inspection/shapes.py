@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from fha.errors import FhaValueError
 import torch
 from torch import Tensor, nn
 
 from fha.config import ModelConfig
+from fha.errors import FhaValueError
 from fha.inspection.attention_weights import attention_arguments
 from fha.inspection.layout import level_layouts
 from fha.model.attention import Attention
@@ -105,8 +105,9 @@ class ShapeTrace:
             siblings.append(container)
         return container.children
 
-    def _exit(self, name: str, config: ModelConfig | None, module: nn.Module, args: tuple, kwargs: dict,
-              output: Any) -> None:
+    def _exit(
+        self, name: str, config: ModelConfig | None, module: nn.Module, args: tuple, kwargs: dict, output: Any
+    ) -> None:
         node = self._open.pop()
         node.outputs = format_shape(output)
         if isinstance(module, Attention) and config is not None:
@@ -114,10 +115,15 @@ class ShapeTrace:
             _add_kernel_lines(node, config, module.layer, given["x"], given["cache"] is not None)
         if isinstance(module, GPT) and isinstance(output[0], Tensor):
             logits = output[0]  # (B, T, V)
-            node.children.append(ShapeNode(
-                OUTPUT_LAYER, TIED_OUTPUT_KIND, inputs=_dims(*logits.shape[:-1], module.config.dim),
-                outputs=format_shape(logits), derived=True,
-            ))
+            node.children.append(
+                ShapeNode(
+                    OUTPUT_LAYER,
+                    TIED_OUTPUT_KIND,
+                    inputs=_dims(*logits.shape[:-1], module.config.dim),
+                    outputs=format_shape(logits),
+                    derived=True,
+                )
+            )
 
 
 def _render_children(node: ShapeNode, prefix: str, lines: list[str]) -> None:
@@ -128,7 +134,7 @@ def _render_children(node: ShapeNode, prefix: str, lines: list[str]) -> None:
 
 
 def format_shape(value: Any) -> str:
-    """"(2, 16, 64)" for a tensor, a parenthesised list for tuples, "None", else the type's name."""
+    """ "(2, 16, 64)" for a tensor, a parenthesised list for tuples, "None", else the type's name."""
     if isinstance(value, Tensor):
         return str(tuple(value.shape))
     if isinstance(value, (tuple, list)):
@@ -153,21 +159,30 @@ def _add_kernel_lines(attn_node: ShapeNode, config: ModelConfig, layer: int, x: 
     variant = config.variant
     kv = f"k/v {_dims(B, Hkv, S, hd)}" if Hk == Hkv else f"k {_dims(B, Hk, S, hd)}, v {_dims(B, Hkv, S, hd)}"
     kernel = ShapeNode(
-        f"{attn_node.name}.kernel", "kernel",
+        f"{attn_node.name}.kernel",
+        "kernel",
         inputs=f"{variant.kernel_name}({variant.kernel_label(config, config.layer_splits[layer])}) "
-               f"q {_dims(B, L, T, hd)}, {kv}",
-        outputs=_dims(B, L, T, hd), derived=True,
+        f"q {_dims(B, L, T, hd)}, {kv}",
+        outputs=_dims(B, L, T, hd),
+        derived=True,
     )
     for layout in level_layouts(config, layer):
         n, d = layout.num_subheads, layout.subhead_dim
         noun = "sub-head" if n == 1 else "sub-heads"
-        reads = (f"kv head {layout.value_head}" if layout.key_head == layout.value_head
-                 else f"key head {layout.key_head}, value head {layout.value_head}")
-        kernel.children.append(ShapeNode(
-            f"{attn_node.name}.level{layout.level}", "level",
-            inputs=f"{reads}, {n} {noun} of {d}: q {_dims(B, n, T, d)}, k/v {_dims(B, n, S, d)}",
-            outputs=_dims(B, n, T, d), derived=True,
-        ))
+        reads = (
+            f"kv head {layout.value_head}"
+            if layout.key_head == layout.value_head
+            else f"key head {layout.key_head}, value head {layout.value_head}"
+        )
+        kernel.children.append(
+            ShapeNode(
+                f"{attn_node.name}.level{layout.level}",
+                "level",
+                inputs=f"{reads}, {n} {noun} of {d}: q {_dims(B, n, T, d)}, k/v {_dims(B, n, S, d)}",
+                outputs=_dims(B, n, T, d),
+                derived=True,
+            )
+        )
     names = [child.name for child in attn_node.children]
     out_name = f"{attn_node.name}.{OUT_PROJECTION}"
     position = names.index(out_name) if out_name in names else len(names)
@@ -210,8 +225,10 @@ def trace_shapes(
 def example_input(config: ModelConfig, batch_size: int, seq_len: int, seed: int = 0) -> Tensor:
     """Random token ids (batch_size, seq_len) for a shape trace; seq_len at most max_seq_len."""
     if batch_size < 1 or not 1 <= seq_len <= config.max_seq_len:
-        raise FhaValueError(f"need batch_size >= 1 and 1 <= seq_len <= max_seq_len={config.max_seq_len}, "
-                         f"got batch_size={batch_size}, seq_len={seq_len}")
+        raise FhaValueError(
+            f"need batch_size >= 1 and 1 <= seq_len <= max_seq_len={config.max_seq_len}, "
+            f"got batch_size={batch_size}, seq_len={seq_len}"
+        )
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(0, config.vocab_size, (batch_size, seq_len), generator=generator)
 

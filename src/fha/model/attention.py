@@ -26,9 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fha.model.dtypes import at_least_float32
-from fha.variants import score_scale
 from fha.model.decode_attention import single_query_attention, takes_single_query_path
+from fha.variants import score_scale
 
 if TYPE_CHECKING:
     from fha.config import ModelConfig
@@ -79,18 +78,21 @@ def _attend(
     fused_causal = attn_mask is None and is_causal and T == S
     if attn_mask is None and is_causal and T != S:
         attn_mask = causal_mask(T, S, q.device)  # None for a single query, which sees every key
-    y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=fused_causal, scale=scale,
-                                       dropout_p=dropout_p, enable_gqa=enable_gqa)
+    y = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=attn_mask, is_causal=fused_causal, scale=scale, dropout_p=dropout_p, enable_gqa=enable_gqa
+    )
     return y[..., :d] if pad else y
 
 
 def _check_shapes(q: Tensor, k: Tensor, v: Tensor) -> tuple[int, int, int]:
     """L, Hk, Hv of q (B, L, T, hd), k (B, Hk, S, hd), v (B, Hv, S, hd)."""
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4 or k.shape[0] != v.shape[0] or k.shape[2:] != v.shape[2:]:
-        raise ValueError(f"expected q (B, L, T, hd) and k, v (B, Hkv, S, hd), got {tuple(q.shape)}, "
-                         f"{tuple(k.shape)}, {tuple(v.shape)}")
+        raise ValueError(
+            f"expected q (B, L, T, hd) and k, v (B, Hkv, S, hd), got {tuple(q.shape)}, "
+            f"{tuple(k.shape)}, {tuple(v.shape)}"
+        )
     L, Hk, Hv = q.shape[1], k.shape[1], v.shape[1]
-    for name, heads in ((("key/value", Hk),) if Hk == Hv else (("key", Hk), ("value", Hv))):
+    for name, heads in (("key/value", Hk),) if Hk == Hv else (("key", Hk), ("value", Hv)):
         if L % heads:
             raise ValueError(f"query heads ({L}) must be a multiple of {name} heads ({heads})")
     if k.shape[-2] < q.shape[-2]:
@@ -186,8 +188,10 @@ def fractal_attention(
         geometric = [(2 if split is None else split) ** level for level in range(L)]
         splits = plan_cuts(geometric if splits is None else splits, hd)
     if len(splits.splits) != L or splits.head_dim != hd:
-        raise ValueError(f"splits has {len(splits.splits)} entries for heads of {splits.head_dim}; the query has "
-                         f"{L} heads of {hd}: give one cut per query head")
+        raise ValueError(
+            f"splits has {len(splits.splits)} entries for heads of {splits.head_dim}; the query has "
+            f"{L} heads of {hd}: give one cut per query head"
+        )
     if attn_mask is not None and attn_mask.dtype != torch.bool:
         raise ValueError(f"attn_mask must be boolean (True = may attend), got {attn_mask.dtype}")
     if takes_single_query_path(q, k, max(splits.splits), dropout_p):
@@ -197,9 +201,16 @@ def fractal_attention(
     heads_out: list[Tensor | None] = [None] * L
     for n, heads in splits.groups:
         h, d = len(heads), hd // n
-        y = _attend(_cut(q, heads, 1, n), _cut(k, heads, L // Hk, n), _cut(v, heads, L // Hv, n),
-                    is_causal=is_causal, attn_mask=attn_mask, scale=score_scale(scale, hd, d),
-                    dropout_p=dropout_p, head_multiple=multiple)  # (B, h*n, T, d)
+        y = _attend(
+            _cut(q, heads, 1, n),
+            _cut(k, heads, L // Hk, n),
+            _cut(v, heads, L // Hv, n),
+            is_causal=is_causal,
+            attn_mask=attn_mask,
+            scale=score_scale(scale, hd, d),
+            dropout_p=dropout_p,
+            head_multiple=multiple,
+        )  # (B, h*n, T, d)
         if h == 1:
             heads_out[heads[0]] = y.transpose(1, 2).reshape(B, T, 1, hd)  # (B, T, 1, hd)
             continue
@@ -231,13 +242,30 @@ def grouped_attention(
     multiple = fused_head_multiple(q.device) if head_multiple is None else head_multiple
     if Hkv != L and T == 1:
         # A decoding step: SDPA shares each kv head itself rather than copying the whole cache.
-        return _attend(q, k, v, is_causal=is_causal, attn_mask=attn_mask, scale=score_scale(scale, hd, hd),
-                       dropout_p=dropout_p, enable_gqa=True, head_multiple=multiple)  # (B, L, 1, hd)
+        return _attend(
+            q,
+            k,
+            v,
+            is_causal=is_causal,
+            attn_mask=attn_mask,
+            scale=score_scale(scale, hd, hd),
+            dropout_p=dropout_p,
+            enable_gqa=True,
+            head_multiple=multiple,
+        )  # (B, L, 1, hd)
     if Hkv != L:
         k = k[:, :, None].expand(B, Hkv, L // Hkv, S, hd).reshape(B, L, S, hd)  # (B, L, S, hd)
         v = v[:, :, None].expand(B, Hkv, L // Hkv, S, hd).reshape(B, L, S, hd)  # (B, L, S, hd)
-    return _attend(q, k, v, is_causal=is_causal, attn_mask=attn_mask, scale=score_scale(scale, hd, hd),
-                   dropout_p=dropout_p, head_multiple=multiple)  # (B, L, T, hd)
+    return _attend(
+        q,
+        k,
+        v,
+        is_causal=is_causal,
+        attn_mask=attn_mask,
+        scale=score_scale(scale, hd, hd),
+        dropout_p=dropout_p,
+        head_multiple=multiple,
+    )  # (B, L, T, hd)
 
 
 AttentionKernel = Callable[..., Tensor]
@@ -344,15 +372,19 @@ class Attention(nn.Module):
         key_sources, self._rope_rows = config.rope_plan(layer)
         self.num_key_heads = len(key_sources)
         own_keys = key_sources == tuple(range(self.num_kv_heads))
-        self._key_sources = None if own_keys else (*range(self.num_q_heads), *(self.num_q_heads + g for g in key_sources))
+        self._key_sources = (
+            None if own_keys else (*range(self.num_q_heads), *(self.num_q_heads + g for g in key_sources))
+        )
         for name, value in self.constant_buffers().items():
             self.register_buffer(name, value, persistent=False)
 
     def constant_buffers(self) -> dict[str, Tensor | None]:
         """The index buffers: q heads then each key head's source head among the projections
         (None when the keys are the kv heads), and each of them's RoPE table row (None: one row)."""
-        return {"key_sources": None if self._key_sources is None else torch.tensor(self._key_sources),
-                "rope_rows": None if self._rope_rows is None else torch.tensor(self._rope_rows)}
+        return {
+            "key_sources": None if self._key_sources is None else torch.tensor(self._key_sources),
+            "rope_rows": None if self._rope_rows is None else torch.tensor(self._rope_rows),
+        }
 
     def project(self, x: Tensor, rotation: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """q (B, L, T, hd), k (B, Hk, T, hd) and v (B, Hkv, T, hd) of x (B, T, C); RoPE applied

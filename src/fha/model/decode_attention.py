@@ -38,7 +38,12 @@ def takes_single_query_path(q: Tensor, k: Tensor, widest_cut: int, dropout_p: fl
 
 
 def _subhead_owners(
-    splits: tuple[int, ...], Hk: int, Hv: int, hd: int, scales: tuple[float, ...], dtype: torch.dtype,
+    splits: tuple[int, ...],
+    Hk: int,
+    Hv: int,
+    hd: int,
+    scales: tuple[float, ...],
+    dtype: torch.dtype,
     device: torch.device,
 ) -> tuple[Tensor, Tensor]:
     """Which sub-head owns each head dimension, per head: 0/1 rows padded to N = max(splits).
@@ -48,7 +53,9 @@ def _subhead_owners(
     """
     L, N = len(splits), max(splits)
     dims = torch.arange(hd)
-    owners = [torch.arange(N)[:, None] == dims[None, :] // (hd // n) for n in splits]  # (N, hd) each; rows n.. all False
+    owners = [
+        torch.arange(N)[:, None] == dims[None, :] // (hd // n) for n in splits
+    ]  # (N, hd) each; rows n.. all False
     # Built outside inference mode, so that a matrix first made while decoding and kept in the
     # cache below still serves a later call that needs autograd.
     with torch.inference_mode(False):
@@ -63,7 +70,12 @@ _cached_subhead_owners = functools.lru_cache(maxsize=OWNER_CACHE_SIZE)(_subhead_
 
 
 def single_query_attention(
-    q: Tensor, k: Tensor, v: Tensor, *, splits: tuple[int, ...], scales: tuple[float, ...],
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    splits: tuple[int, ...],
+    scales: tuple[float, ...],
     attn_mask: Tensor | None,
 ) -> Tensor:
     """`fractal_attention` for one query position, every head at once; `scales[i]` is the score

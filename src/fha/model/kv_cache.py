@@ -59,10 +59,12 @@ class KVCache:
         device: torch.device | str = "cpu",
     ) -> None:
         key_heads = num_kv_heads if num_key_heads is None else num_key_heads
-        self.keys = torch.zeros(num_layers, batch_size, key_heads, capacity, head_dim, dtype=dtype,
-                                device=device)  # (layers, B, Hk, M, hd)
-        self.values = torch.zeros(num_layers, batch_size, num_kv_heads, capacity, head_dim, dtype=dtype,
-                                  device=device)  # (layers, B, Hkv, M, hd)
+        self.keys = torch.zeros(
+            num_layers, batch_size, key_heads, capacity, head_dim, dtype=dtype, device=device
+        )  # (layers, B, Hk, M, hd)
+        self.values = torch.zeros(
+            num_layers, batch_size, num_kv_heads, capacity, head_dim, dtype=dtype, device=device
+        )  # (layers, B, Hkv, M, hd)
         self.valid = torch.ones(batch_size, capacity, dtype=torch.bool, device=device)  # (B, M)
         self.next_position = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,)
         self.length = 0

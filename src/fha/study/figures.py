@@ -12,8 +12,8 @@ from matplotlib.figure import Figure
 
 from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT, check_figure_options
 from fha.figures import save_figure
-from fha.study.results import StudyResults
 from fha.stats import Interval, mean_interval, paired_difference
+from fha.study.results import StudyResults
 
 CURVES_FILE = "validation_curves"
 TEST_FILE = "test_bits_per_byte"
@@ -51,8 +51,9 @@ def validation_curves(results: StudyResults) -> Figure:
         rows = np.stack([run.log.val_loss[np.searchsorted(run.log.step, steps)] for run in runs])  # (seeds, steps)
         tokens = steps * runs[0].tokens_per_step
         (line,) = ax.plot(tokens, rows.mean(axis=0), label=f"{variant.name} (mean of {len(runs)} seeds)")
-        ax.fill_between(tokens, rows.min(axis=0), rows.max(axis=0), color=line.get_color(), alpha=BAND_ALPHA,
-                        linewidth=0)
+        ax.fill_between(
+            tokens, rows.min(axis=0), rows.max(axis=0), color=line.get_color(), alpha=BAND_ALPHA, linewidth=0
+        )
     ax.set_xlabel("training tokens seen")
     ax.set_ylabel("validation loss (nats/token)")
     ax.set_title("Validation loss (band: min-max over seeds)")
@@ -69,8 +70,12 @@ def test_scores(results: StudyResults) -> Figure:
     for position, name in enumerate(names):
         values = list(results.by_seed(name).values())
         _seeds_with_interval(ax, position, values, mean_interval(values))
-    _label_positions(ax, names, "test bits per byte (lower is better)",
-                     "Test bits per byte: seeds (gray), mean and 95% t-interval (black)")
+    _label_positions(
+        ax,
+        names,
+        "test bits per byte (lower is better)",
+        "Test bits per byte: seeds (gray), mean and 95% t-interval (black)",
+    )
     return _named(figure, TEST_FILE)
 
 
@@ -84,8 +89,12 @@ def paired_differences(results: StudyResults) -> Figure:
         paired = paired_difference(results.by_seed(name), results.by_seed(baseline))
         _seeds_with_interval(ax, position, paired.differences, paired.interval)
     ax.axhline(0.0, color="firebrick", linewidth=1)
-    _label_positions(ax, [f"{name} − {baseline}" for name in others], "difference in test bits per byte",
-                     "Paired differences (below 0: better than the baseline)")
+    _label_positions(
+        ax,
+        [f"{name} − {baseline}" for name in others],
+        "difference in test bits per byte",
+        "Paired differences (below 0: better than the baseline)",
+    )
     return _named(figure, PAIRED_FILE)
 
 
@@ -126,8 +135,7 @@ def draw_all(results: StudyResults, out_dir: Path, fmt: str = DEFAULT_FORMAT, dp
     """Write every figure as PNG at `dpi` (the reports embed these) and, for another `fmt`, also
     in that format beside it. Returns the PNG paths."""
     check_figure_options(fmt, dpi)
-    figures = [validation_curves(results), test_scores(results),
-               paired_differences(results)]
+    figures = [validation_curves(results), test_scores(results), paired_differences(results)]
     if results.sweep:
         figures.append(sweep_curves(results))
     written = []

@@ -61,8 +61,9 @@ def read_eval(out_dir: Path, run: RunPlan) -> dict[str, Any] | None:
 def load_record(out_dir: Path) -> dict[str, Any]:
     record = read_json(out_dir / STUDY_FILE)
     if record is None:
-        raise FhaError(f"{out_dir}: not a study folder (no {STUDY_FILE}); create it with "
-                       f"fha study run SPEC --out {out_dir}")
+        raise FhaError(
+            f"{out_dir}: not a study folder (no {STUDY_FILE}); create it with fha study run SPEC --out {out_dir}"
+        )
     return record
 
 

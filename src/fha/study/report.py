@@ -14,20 +14,30 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fha.errors import writing
 from fha.compare.report import Table, format_count, format_duration, format_rate, markdown_table
+from fha.errors import writing
 from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT
+from fha.stats import Interval, PairedDifference, mean_interval, paired_difference
 from fha.study.figures import draw_all
 from fha.study.results import RESULTS_FILE, StudyResults, load_results, write_results_csv
-from fha.stats import Interval, PairedDifference, mean_interval, paired_difference
 
 MARKDOWN_FILE = "report.md"
 HTML_FILE = "report.html"
 BPB_DECIMALS = 4
-MACHINE_NOTE = ("Columns marked * are machine-dependent: measured on a possibly shared machine, "
-                "not a property of the model")
-ENVIRONMENT_KEYS = ("fha_version", "torch_version", "python_version", "platform", "git_commit", "device", "threads",
-                    "world_size", "cpu_count")
+MACHINE_NOTE = (
+    "Columns marked * are machine-dependent: measured on a possibly shared machine, not a property of the model"
+)
+ENVIRONMENT_KEYS = (
+    "fha_version",
+    "torch_version",
+    "python_version",
+    "platform",
+    "git_commit",
+    "device",
+    "threads",
+    "world_size",
+    "cpu_count",
+)
 HTML_STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1180px; padding: 0 1em; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.88em; max-width: 100%; }
@@ -91,34 +101,51 @@ def _verdict_sentence(name: str, baseline: str, paired: PairedDifference) -> str
     interval = paired.interval
     won = f"{name} was better at {paired.wins} of {paired.n} seeds"
     if interval.n < 2:
-        return (f"With one seed no interval can be given: {name} − {baseline} = {fmt_signed(interval.mean)} "
-                "bits/byte.")
+        return f"With one seed no interval can be given: {name} − {baseline} = {fmt_signed(interval.mean)} bits/byte."
     ci = f"95% CI [{fmt_signed(interval.low)}, {fmt_signed(interval.high)}]"
     if interval.high < 0:
-        return (f"{name} is better than {baseline} by {fmt_bpb(-interval.mean)} bits/byte ({name} − {baseline} "
-                f"= {fmt_signed(interval.mean)}, {ci}) at this budget; {won}.")
+        return (
+            f"{name} is better than {baseline} by {fmt_bpb(-interval.mean)} bits/byte ({name} − {baseline} "
+            f"= {fmt_signed(interval.mean)}, {ci}) at this budget; {won}."
+        )
     if interval.low > 0:
-        return (f"{name} is worse than {baseline} by {fmt_bpb(interval.mean)} bits/byte ({name} − {baseline} "
-                f"= {fmt_signed(interval.mean)}, {ci}) at this budget; {won}.")
-    return (f"{name} and {baseline} are indistinguishable at this budget: {name} − {baseline} = "
-            f"{fmt_signed(interval.mean)} bits/byte, {ci}, which includes 0; {won}.")
+        return (
+            f"{name} is worse than {baseline} by {fmt_bpb(interval.mean)} bits/byte ({name} − {baseline} "
+            f"= {fmt_signed(interval.mean)}, {ci}) at this budget; {won}."
+        )
+    return (
+        f"{name} and {baseline} are indistinguishable at this budget: {name} − {baseline} = "
+        f"{fmt_signed(interval.mean)} bits/byte, {ci}, which includes 0; {won}."
+    )
 
 
 def variants_table(results: StudyResults) -> Table:
-    header = ["variant", "parameters", "test bits/byte: mean [95% CI]", "test loss (nats/token)", "test top-1",
-              "learning rate (lr_max)", "tokens/s *", "wall time per run *"]
+    header = [
+        "variant",
+        "parameters",
+        "test bits/byte: mean [95% CI]",
+        "test loss (nats/token)",
+        "test top-1",
+        "learning rate (lr_max)",
+        "tokens/s *",
+        "wall time per run *",
+    ]
     rows = []
     for variant in results.spec.variants:
         runs = results.of(variant.name)
         name = f"{variant.name} (baseline)" if variant.name == results.spec.baseline else variant.name
-        rows.append([
-            name, f"{runs[0].parameters:,}", fmt_interval(mean_interval([run.test("bits_per_byte") for run in runs])),
-            fmt_bpb(mean_interval([run.test("loss") for run in runs]).mean),
-            f"{mean_interval([run.test('top1_accuracy') for run in runs]).mean:.2%}",
-            f"{results.chosen_lr[variant.name]:g}",
-            format_rate(mean_interval([run.tokens_per_s for run in runs]).mean),
-            format_duration(mean_interval([run.wall_time_s for run in runs]).mean),
-        ])
+        rows.append(
+            [
+                name,
+                f"{runs[0].parameters:,}",
+                fmt_interval(mean_interval([run.test("bits_per_byte") for run in runs])),
+                fmt_bpb(mean_interval([run.test("loss") for run in runs]).mean),
+                f"{mean_interval([run.test('top1_accuracy') for run in runs]).mean:.2%}",
+                f"{results.chosen_lr[variant.name]:g}",
+                format_rate(mean_interval([run.tokens_per_s for run in runs]).mean),
+                format_duration(mean_interval([run.wall_time_s for run in runs]).mean),
+            ]
+        )
     return Table(header, rows)
 
 
@@ -131,8 +158,14 @@ def paired_table(results: StudyResults) -> Table:
             continue
         paired = paired_difference(results.by_seed(variant.name), results.by_seed(baseline))
         per_seed = ", ".join(f"{seed}: {fmt_signed(value)}" for seed, value in zip(paired.seeds, paired.differences))
-        rows.append([f"{variant.name} − {baseline}", per_seed, fmt_interval(paired.interval, signed=True),
-                     f"{paired.wins} of {paired.n}"])
+        rows.append(
+            [
+                f"{variant.name} − {baseline}",
+                per_seed,
+                fmt_interval(paired.interval, signed=True),
+                f"{paired.wins} of {paired.n}",
+            ]
+        )
     return Table(header, rows)
 
 
@@ -153,8 +186,10 @@ def settings_table(results: StudyResults) -> Table:
     """The settings in which the variants differ: their own overrides and the learning rate."""
     keys = sorted({key for variant in results.spec.variants for key in variant.set})
     header = ["variant", *keys, "lr_max"]
-    rows = [[variant.name, *(str(variant.set.get(key, "(base)")) for key in keys),
-             f"{results.chosen_lr[variant.name]:g}"] for variant in results.spec.variants]
+    rows = [
+        [variant.name, *(str(variant.set.get(key, "(base)")) for key in keys), f"{results.chosen_lr[variant.name]:g}"]
+        for variant in results.spec.variants
+    ]
     return Table(header, rows)
 
 
@@ -167,9 +202,17 @@ def environment(results: StudyResults) -> tuple[list[str], Table]:
         (shared if len(values) == 1 else varying).append(key)
     lines = [f"{key}: {infos[0].get(key)}" for key in shared]
     header = ["run", "started", *varying, "resumed", "tokens/s *", "wall time *"]
-    rows = [[run.plan.run_id, str(run.info.get("date")), *(str(run.info.get(key)) for key in varying),
-             str(len(run.info.get("resumes", []))), format_rate(run.tokens_per_s), format_duration(run.wall_time_s)]
-            for run in results.runs]
+    rows = [
+        [
+            run.plan.run_id,
+            str(run.info.get("date")),
+            *(str(run.info.get(key)) for key in varying),
+            str(len(run.info.get("resumes", []))),
+            format_rate(run.tokens_per_s),
+            format_duration(run.wall_time_s),
+        ]
+        for run in results.runs
+    ]
     return lines, Table(header, rows)
 
 
@@ -186,8 +229,10 @@ def setup_lines(results: StudyResults) -> list[str]:
         "Each seed fixes the initial weights and the batch order, so the variants at one seed saw the same batches.",
     ]
     if spec.sweep is not None:
-        lines.append(f"Learning rate: lr_max swept over {', '.join(f'{r:g}' for r in spec.sweep.lr_max)} at seed "
-                     f"{spec.sweep.seed}, chosen per variant on validation bits per byte.")
+        lines.append(
+            f"Learning rate: lr_max swept over {', '.join(f'{r:g}' for r in spec.sweep.lr_max)} at seed "
+            f"{spec.sweep.seed}, chosen per variant on validation bits per byte."
+        )
     return lines
 
 
@@ -195,8 +240,9 @@ def _settings(values: dict) -> str:
     return ", ".join(f"{key}={value}" for key, value in values.items())
 
 
-def write_report(out_dir: Path, report_dir: Path | None = None, *, fmt: str = DEFAULT_FORMAT,
-                 dpi: int = DEFAULT_DPI) -> Report:
+def write_report(
+    out_dir: Path, report_dir: Path | None = None, *, fmt: str = DEFAULT_FORMAT, dpi: int = DEFAULT_DPI
+) -> Report:
     """Read the study in `out_dir` and write the report files into `report_dir` (default: `out_dir`);
     figures are PNG at `dpi`, and also in `fmt` when that is svg or pdf."""
     results = load_results(out_dir)
@@ -211,13 +257,25 @@ def write_report(out_dir: Path, report_dir: Path | None = None, *, fmt: str = DE
     sections: list[tuple[str, list[str], Table | None, str]] = [
         ("Setup", setup_lines(results), None, ""),
         ("Variants", [], variants_table(results), f"{MACHINE_NOTE}."),
-        ("Paired differences against the baseline",
-         ["Test bits per byte of the variant minus the baseline's at the same seed; 95% Student t-interval of "
-          "the mean difference; a seed is won when the variant's value is lower."], paired_table(results), ""),
+        (
+            "Paired differences against the baseline",
+            [
+                "Test bits per byte of the variant minus the baseline's at the same seed; 95% Student t-interval of "
+                "the mean difference; a seed is won when the variant's value is lower."
+            ],
+            paired_table(results),
+            "",
+        ),
     ]
     if results.sweep:
-        sections.append(("Learning-rate sweep", ["Validation bits per byte over the whole validation text."],
-                         sweep_table(results), ""))
+        sections.append(
+            (
+                "Learning-rate sweep",
+                ["Validation bits per byte over the whole validation text."],
+                sweep_table(results),
+                "",
+            )
+        )
     sections += [
         ("Settings that differ between variants", [], settings_table(results), ""),
         ("Environment", ["Shared by every run: " + "; ".join(env_lines) + "."], env_table, f"{MACHINE_NOTE}."),
@@ -230,8 +288,9 @@ def write_report(out_dir: Path, report_dir: Path | None = None, *, fmt: str = DE
     return Report(results, figures, markdown, page, csv_path, text)
 
 
-def _markdown(title: str, text: str, sections: Sequence[tuple[str, list[str], Table | None, str]],
-              figures: Sequence[Path]) -> str:
+def _markdown(
+    title: str, text: str, sections: Sequence[tuple[str, list[str], Table | None, str]], figures: Sequence[Path]
+) -> str:
     parts = [f"# {title}", "", f"**Verdict.** {text}", ""]
     for heading, lines, table, note in sections:
         parts += [f"## {heading}", ""]
@@ -251,11 +310,15 @@ def _html_table(table: Table) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _html(title: str, text: str, sections: Sequence[tuple[str, list[str], Table | None, str]],
-          figures: Sequence[Path]) -> str:
-    parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>",
-             f"<style>{HTML_STYLE}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
-             f"<p class=\"verdict\"><strong>Verdict.</strong> {html.escape(text)}</p>"]
+def _html(
+    title: str, text: str, sections: Sequence[tuple[str, list[str], Table | None, str]], figures: Sequence[Path]
+) -> str:
+    parts = [
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>',
+        f"<style>{HTML_STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f'<p class="verdict"><strong>Verdict.</strong> {html.escape(text)}</p>',
+    ]
     for heading, lines, table, note in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>")
         parts += [f"<p>{html.escape(line)}</p>" for line in lines]
@@ -266,6 +329,6 @@ def _html(title: str, text: str, sections: Sequence[tuple[str, list[str], Table 
     parts.append("<h2>Figures</h2>")
     for figure in figures:
         encoded = base64.b64encode(figure.read_bytes()).decode("ascii")
-        parts.append(f"<img alt=\"{html.escape(figure.stem)}\" src=\"data:image/png;base64,{encoded}\">")
+        parts.append(f'<img alt="{html.escape(figure.stem)}" src="data:image/png;base64,{encoded}">')
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

@@ -28,8 +28,19 @@ from fha.study.spec import RunPlan, StudySpec
 from fha.train.config import TrainConfig
 
 RESULTS_FILE = "results.csv"
-RESULT_COLUMNS = ("run", "variant", "seed", "learning_rate", "parameters", "tokens", "test_bits_per_byte",
-                  "test_loss", "test_top1_accuracy", "valid_bits_per_byte", "test_tokens")
+RESULT_COLUMNS = (
+    "run",
+    "variant",
+    "seed",
+    "learning_rate",
+    "parameters",
+    "tokens",
+    "test_bits_per_byte",
+    "test_loss",
+    "test_top1_accuracy",
+    "valid_bits_per_byte",
+    "test_tokens",
+)
 
 
 @dataclass
@@ -69,9 +80,14 @@ class RunResult:
 
     def row(self) -> dict[str, Any]:
         return {
-            "run": self.plan.run_id, "variant": self.plan.variant, "seed": self.plan.seed,
-            "learning_rate": self.plan.lr_max, "parameters": self.parameters, "tokens": self.tokens,
-            "test_bits_per_byte": self.test("bits_per_byte"), "test_loss": self.test("loss"),
+            "run": self.plan.run_id,
+            "variant": self.plan.variant,
+            "seed": self.plan.seed,
+            "learning_rate": self.plan.lr_max,
+            "parameters": self.parameters,
+            "tokens": self.tokens,
+            "test_bits_per_byte": self.test("bits_per_byte"),
+            "test_loss": self.test("loss"),
             "test_top1_accuracy": self.test("top1_accuracy"),
             "valid_bits_per_byte": float(self.evaluation["valid"]["bits_per_byte"]),
             "test_tokens": int(self.evaluation["test"]["num_tokens"]),
@@ -100,19 +116,28 @@ def load_results(out_dir: Path) -> StudyResults:
     chosen = chosen_learning_rates(spec, out_dir)
     if chosen is None:
         unfinished = [run.run_id for run in spec.sweep_runs() if read_eval(out_dir, run) is None]
-        raise FhaError(f"{out_dir}: the learning-rate sweep is not finished ({len(unfinished)} runs left: "
-                       f"{', '.join(unfinished)}); run fha study run on the spec again")
+        raise FhaError(
+            f"{out_dir}: the learning-rate sweep is not finished ({len(unfinished)} runs left: "
+            f"{', '.join(unfinished)}); run fha study run on the spec again"
+        )
     plans = spec.main_runs(chosen)
     unfinished = [plan.run_id for plan in plans if read_eval(out_dir, plan) is None]
     if unfinished:
-        raise FhaError(f"{out_dir}: {len(unfinished)} of {len(plans)} runs are not finished ({', '.join(unfinished)}); "
-                       "run fha study run on the spec again (every shard)")
+        raise FhaError(
+            f"{out_dir}: {len(unfinished)} of {len(plans)} runs are not finished ({', '.join(unfinished)}); "
+            "run fha study run on the spec again (every shard)"
+        )
     runs = [_load_run(out_dir, plan) for plan in plans]
     check_poolable(runs, record)
     sweep = {}
     if spec.sweep is not None:
-        sweep = {variant.name: {lr: float(read_eval(out_dir, RunPlan(variant.name, spec.sweep.seed, lr))["valid"]
-                                          ["bits_per_byte"]) for lr in spec.sweep.lr_max} for variant in spec.variants}
+        sweep = {
+            variant.name: {
+                lr: float(read_eval(out_dir, RunPlan(variant.name, spec.sweep.seed, lr))["valid"]["bits_per_byte"])
+                for lr in spec.sweep.lr_max
+            }
+            for variant in spec.variants
+        }
     return StudyResults(spec, record, chosen, runs, sweep)
 
 
@@ -120,8 +145,10 @@ def _load_run(out_dir: Path, plan: RunPlan) -> RunResult:
     path = run_dir(out_dir, plan)
     evaluation = read_eval(out_dir, plan)
     if "diverged" in evaluation:
-        raise FhaError(f"{plan.run_id}: training diverged ({evaluation['diverged']}); "
-                       "no learning rate of the sweep trained this variant")
+        raise FhaError(
+            f"{plan.run_id}: training diverged ({evaluation['diverged']}); "
+            "no learning rate of the sweep trained this variant"
+        )
     info = read_run_info(path)
     if info is None:
         raise FhaError(f"{path}: no readable run_info.json, so its tokenizer and data cannot be checked")
@@ -149,16 +176,22 @@ def check_poolable(runs: list[RunResult], record: dict[str, Any]) -> None:
     """Refuse runs that differ from the first (and from the study's record) in tokenizer, data or budget."""
     expected = _fingerprints(runs[0])
     if expected["tokenizer"] != record.get("tokenizer_fingerprint"):
-        raise FhaError(f"cannot pool runs: {runs[0].plan.run_id} used tokenizer {expected['tokenizer']}, the "
-                       f"study's is {record.get('tokenizer_fingerprint')}")
+        raise FhaError(
+            f"cannot pool runs: {runs[0].plan.run_id} used tokenizer {expected['tokenizer']}, the "
+            f"study's is {record.get('tokenizer_fingerprint')}"
+        )
     if expected["train data"] != record["data"]["train"]:
-        raise FhaError(f"cannot pool runs: {runs[0].plan.run_id} trained on data {expected['train data']}, the "
-                       f"study's training file is {record['data']['train']}")
+        raise FhaError(
+            f"cannot pool runs: {runs[0].plan.run_id} trained on data {expected['train data']}, the "
+            f"study's training file is {record['data']['train']}"
+        )
     for run in runs[1:]:
         for key, value in _fingerprints(run).items():
             if value != expected[key]:
-                raise FhaError(f"cannot pool runs: {runs[0].plan.run_id} and {run.plan.run_id} differ in their {key} "
-                               f"({expected[key]} vs {value})")
+                raise FhaError(
+                    f"cannot pool runs: {runs[0].plan.run_id} and {run.plan.run_id} differ in their {key} "
+                    f"({expected[key]} vs {value})"
+                )
 
 
 def write_results_csv(path: Path, results: StudyResults) -> None:

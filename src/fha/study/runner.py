@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from fha.data import TokenData, prepare_tokens
+from fha.data.cache_location import token_cache_dir
 from fha.data.sources import load_documents, load_splits
 from fha.device import pick_device
 from fha.errors import FhaError, one_line, writing
@@ -44,7 +45,6 @@ from fha.study.layout import (
 from fha.study.spec import RunPlan, StudySpec
 from fha.tokenizer import Tokenizer
 from fha.train.checkpoint import list_checkpoints, load_checkpoint
-from fha.data.cache_location import token_cache_dir
 from fha.train.corpus import SOURCE_HASH_CHARS, train_tokenizer
 from fha.train.loop import TrainingDiverged, TrainRequest, train
 
@@ -114,8 +114,9 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def run_study(spec: StudySpec, out_dir: Path, *, jobs: int | None = None, shard: Shard = Shard(),
-              device: str = "auto") -> StudyProgress:
+def run_study(
+    spec: StudySpec, out_dir: Path, *, jobs: int | None = None, shard: Shard = Shard(), device: str = "auto"
+) -> StudyProgress:
     """Train and evaluate this shard's runs of `spec` into `out_dir`; `jobs` None: `default_jobs`."""
     if jobs is None:
         jobs = default_jobs(pick_device(device))
@@ -144,8 +145,11 @@ def run_study(spec: StudySpec, out_dir: Path, *, jobs: int | None = None, shard:
 
 def prepare_study(spec: StudySpec, out_dir: Path) -> Tokenizer:
     """Write study.json and the study's tokenizer, or check that the folder holds this very study."""
-    record = {"spec": spec.to_dict(), "spec_folder": str(spec.folder.resolve()),
-              "data": {name: file_digest(path) for name, path in _data_files(spec).items()}}
+    record = {
+        "spec": spec.to_dict(),
+        "spec_folder": str(spec.folder.resolve()),
+        "data": {name: file_digest(path) for name, path in _data_files(spec).items()},
+    }
     tokenizer_path = out_dir / TOKENIZER_FILE
     existing = read_json(out_dir / STUDY_FILE)
     if existing is not None:
@@ -166,8 +170,10 @@ def prepare_study(spec: StudySpec, out_dir: Path) -> Tokenizer:
         temporary.replace(tokenizer_path)
     record["tokenizer_fingerprint"] = tokenizer.fingerprint
     if existing is not None and existing.get("tokenizer_fingerprint") != tokenizer.fingerprint:
-        raise FhaError(f"{out_dir}: its runs use tokenizer {existing.get('tokenizer_fingerprint')}, "
-                       f"this spec gives {tokenizer.fingerprint}; use another `out`")
+        raise FhaError(
+            f"{out_dir}: its runs use tokenizer {existing.get('tokenizer_fingerprint')}, "
+            f"this spec gives {tokenizer.fingerprint}; use another `out`"
+        )
     if existing is None:
         write_json_atomic(out_dir / STUDY_FILE, record)
     return tokenizer
@@ -214,8 +220,9 @@ def tokenize_eval_texts(spec: StudySpec, tokenizer: Tokenizer) -> dict[str, Toke
     return result
 
 
-def _execute(runs: list[RunPlan], spec: StudySpec, out_dir: Path, jobs: int, threads: int, device: str,
-             progress: StudyProgress) -> None:
+def _execute(
+    runs: list[RunPlan], spec: StudySpec, out_dir: Path, jobs: int, threads: int, device: str, progress: StudyProgress
+) -> None:
     pending = []
     for run in runs:
         if run in progress.finished:
@@ -243,8 +250,9 @@ def _execute(runs: list[RunPlan], spec: StudySpec, out_dir: Path, jobs: int, thr
                 progress.failed.append(outcome)
 
 
-def _run_all(runs: list[RunPlan], spec: StudySpec, out_dir: Path, jobs: int, threads: int,
-             device: str) -> list[RunOutcome]:
+def _run_all(
+    runs: list[RunPlan], spec: StudySpec, out_dir: Path, jobs: int, threads: int, device: str
+) -> list[RunOutcome]:
     tasks = [RunTask(run, out_dir, spec, threads, device, redirect_output=jobs > 1) for run in runs]
     if jobs == 1:
         return [execute(task) for task in tasks]
@@ -260,9 +268,14 @@ def _run_all(runs: list[RunPlan], spec: StudySpec, out_dir: Path, jobs: int, thr
                     raise KeyboardInterrupt
                 outcome = RunOutcome(task.run, one_line(error)) if error is not None else future.result()
                 outcomes.append(outcome)  # an error here means the worker process itself died
-                log.info("%s: %s (%d of %d; output in %s)", task.run.run_id,
-                         "finished" if outcome.error is None else "failed", len(outcomes), len(tasks),
-                         worker_log(task.out_dir, task.run))
+                log.info(
+                    "%s: %s (%d of %d; output in %s)",
+                    task.run.run_id,
+                    "finished" if outcome.error is None else "failed",
+                    len(outcomes),
+                    len(tasks),
+                    worker_log(task.out_dir, task.run),
+                )
         except KeyboardInterrupt:
             pool.shutdown(wait=True, cancel_futures=True)  # running trainings checkpoint and stop
             raise
@@ -286,7 +299,7 @@ def execute(task: RunTask) -> RunOutcome:
             write_json_atomic(folder / EVAL_FILE, {"diverged": str(err), "valid": {"bits_per_byte": math.inf}})
             log.warning("%s: diverged (%s); the sweep counts it as the worst rate", task.run.run_id, err)
             return RunOutcome(task.run)
-        except Exception as err:  # noqa: BLE001 - any failure of one run is reported and retried, not fatal
+        except Exception as err:
             log.debug("%s failed", task.run.run_id, exc_info=True)
             return RunOutcome(task.run, one_line(err))
         write_json_atomic(folder / EVAL_FILE, result)
@@ -306,8 +319,19 @@ def _train_and_evaluate(task: RunTask, folder: Path) -> dict[str, Any]:
             resume = load_checkpoint(checkpoints[-1][1])
             if resume.model_config != model_config or resume.train_config != train_config:
                 raise FhaError(f"{checkpoints[-1][1]}: its configs are not this run's; delete {folder} to redo it")
-        train(TrainRequest(model_config, train_config, spec.data.train, folder, val_data=spec.data.valid,
-                           tokenizer=tokenizer, device=task.device, overwrite=resume is None, resume=resume))
+        train(
+            TrainRequest(
+                model_config,
+                train_config,
+                spec.data.train,
+                folder,
+                val_data=spec.data.valid,
+                tokenizer=tokenizer,
+                device=task.device,
+                overwrite=resume is None,
+                resume=resume,
+            )
+        )
     model, tokenizer = load_model_and_tokenizer(folder, pick_device(task.device))
     texts = tokenize_eval_texts(spec, tokenizer)
     return {split: evaluate(model, texts[split]).to_dict() for split in EVAL_SPLITS}

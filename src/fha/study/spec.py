@@ -64,8 +64,9 @@ VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 def _check_keys(where: str, table: dict[str, Any], allowed: tuple[str, ...]) -> None:
     for key in table:
-        require(key in allowed,
-                 f"{where}unknown key {key!r}{near_matches(key, allowed)}; allowed: {', '.join(allowed)}")
+        require(
+            key in allowed, f"{where}unknown key {key!r}{near_matches(key, allowed)}; allowed: {', '.join(allowed)}"
+        )
 
 
 def _check_overrides(where: str, overrides: dict[str, Any], *, variant: bool) -> None:
@@ -76,8 +77,9 @@ def _check_overrides(where: str, overrides: dict[str, Any], *, variant: bool) ->
             every = [*ModelConfig.field_types(), *TrainConfig.field_types()]
             raise ValueError(f"{where}.{key}: unknown setting{near_matches(key, every)}") from None
         if TrainConfig.current_name(key) in STUDY_OWNED:
-            raise ValueError(f"{where}.{key}: set by the study's `{STUDY_OWNED[TrainConfig.current_name(key)]}`, "
-                             "not here")
+            raise ValueError(
+                f"{where}.{key}: set by the study's `{STUDY_OWNED[TrainConfig.current_name(key)]}`, not here"
+            )
         if variant and key in SAME_FOR_ALL:
             raise ValueError(f"{where}.{key}: must be the same for every variant (put it in [set])")
 
@@ -100,13 +102,18 @@ class StudyData:
     def __post_init__(self) -> None:
         for name in DATA_KEYS:
             value = getattr(self, name)
-            require(value is None or (isinstance(value, str) and value.strip()),
-                     f"data.{name} must be a file path, got {value!r}")
+            require(
+                value is None or (isinstance(value, str) and value.strip()),
+                f"data.{name} must be a file path, got {value!r}",
+            )
 
     def missing_files(self) -> list[str]:
         """``data.NAME (path)`` for every given path that is not a file."""
-        return [f"data.{name} ({getattr(self, name)})" for name in DATA_KEYS
-                if getattr(self, name) is not None and not Path(getattr(self, name)).is_file()]
+        return [
+            f"data.{name} ({getattr(self, name)})"
+            for name in DATA_KEYS
+            if getattr(self, name) is not None and not Path(getattr(self, name)).is_file()
+        ]
 
 
 @dataclass(frozen=True)
@@ -123,11 +130,15 @@ class Sweep:
     def __post_init__(self) -> None:
         require(len(self.lr_max) > 0, "sweep.lr_max must list at least one learning rate")
         for value in self.lr_max:
-            require(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-                     and value > 0, f"sweep.lr_max must hold positive numbers, got {value!r}")
+            require(
+                isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0,
+                f"sweep.lr_max must hold positive numbers, got {value!r}",
+            )
         require(len(set(self.lr_max)) == len(self.lr_max), f"sweep.lr_max has repeated values: {list(self.lr_max)}")
-        require(isinstance(self.seed, int) and not isinstance(self.seed, bool),
-                 f"sweep.seed must be an integer, got {self.seed!r}")
+        require(
+            isinstance(self.seed, int) and not isinstance(self.seed, bool),
+            f"sweep.seed must be an integer, got {self.seed!r}",
+        )
 
 
 @dataclass(frozen=True)
@@ -160,23 +171,30 @@ class StudySpec:
     folder: Path = Path(".")  # where a relative `base` file is found
 
     def __post_init__(self) -> None:
-        require(isinstance(self.base, str) and bool(self.base),
-                 f"base must be a preset name or a TOML file, got {self.base!r}")
-        require(isinstance(self.tokens, int) and not isinstance(self.tokens, bool) and self.tokens > 0,
-                 f"tokens must be a positive integer, got {self.tokens!r}")
-        require(len(self.seeds) > 0 and all(isinstance(s, int) and not isinstance(s, bool) for s in self.seeds),
-                 f"seeds must be a non-empty list of integers, got {list(self.seeds)!r}")
+        require(
+            isinstance(self.base, str) and bool(self.base),
+            f"base must be a preset name or a TOML file, got {self.base!r}",
+        )
+        require(
+            isinstance(self.tokens, int) and not isinstance(self.tokens, bool) and self.tokens > 0,
+            f"tokens must be a positive integer, got {self.tokens!r}",
+        )
+        require(
+            len(self.seeds) > 0 and all(isinstance(s, int) and not isinstance(s, bool) for s in self.seeds),
+            f"seeds must be a non-empty list of integers, got {list(self.seeds)!r}",
+        )
         require(len(set(self.seeds)) == len(self.seeds), f"seeds has repeated values: {list(self.seeds)}")
         require(len(self.variants) >= 2, f"variants must list at least two variants, got {len(self.variants)}")
         names = [variant.name for variant in self.variants]
         for index, variant in enumerate(self.variants):
-            require(isinstance(variant.name, str) and bool(VARIANT_NAME.match(variant.name)),
-                     f"variants[{index}].name must be letters, digits, '.', '_' or '-', got {variant.name!r}")
+            require(
+                isinstance(variant.name, str) and bool(VARIANT_NAME.match(variant.name)),
+                f"variants[{index}].name must be letters, digits, '.', '_' or '-', got {variant.name!r}",
+            )
             require(names.count(variant.name) == 1, f"variants[{index}].name: {variant.name!r} is used twice")
             _check_overrides(f"variants[{index}].set", variant.set, variant=True)
         _check_overrides("set", self.set, variant=False)
-        require(self.baseline in names,
-                 f"baseline: {self.baseline!r} is not a variant; variants: {', '.join(names)}")
+        require(self.baseline in names, f"baseline: {self.baseline!r} is not a variant; variants: {', '.join(names)}")
         for variant in self.variants:  # every variant must build, and the budget must be whole steps of each
             for lr_max in self.learning_rates(variant.name):
                 self.configs(RunPlan(variant.name, self.seeds[0], lr_max))
@@ -191,8 +209,10 @@ class StudySpec:
         _check_keys("data: ", data["data"], DATA_KEYS)
         require("train" in data["data"] and "test" in data["data"], "data: needs train and test")
         variants = data["variants"]
-        require(isinstance(variants, list) and all(isinstance(v, dict) for v in variants),
-                 "variants must be an array of tables ([[variants]])")
+        require(
+            isinstance(variants, list) and all(isinstance(v, dict) for v in variants),
+            "variants must be an array of tables ([[variants]])",
+        )
         parsed = []
         for index, variant in enumerate(variants):
             _check_keys(f"variants[{index}]: ", variant, VARIANT_KEYS)
@@ -211,18 +231,29 @@ class StudySpec:
         seeds = data["seeds"]
         require(isinstance(seeds, list), f"seeds must be a list of integers, got {seeds!r}")
         return cls(
-            base=data["base"], baseline=data["baseline"], seeds=tuple(seeds), tokens=data["tokens"],
-            data=StudyData(**data["data"]), variants=tuple(parsed), set=dict(shared), sweep=sweep,
-            description=data.get("description", ""), folder=folder,
+            base=data["base"],
+            baseline=data["baseline"],
+            seeds=tuple(seeds),
+            tokens=data["tokens"],
+            data=StudyData(**data["data"]),
+            variants=tuple(parsed),
+            set=dict(shared),
+            sweep=sweep,
+            description=data.get("description", ""),
+            folder=folder,
         )
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as its TOML tables (what study.json records)."""
         data: dict[str, Any] = {
-            "description": self.description, "base": self.base, "baseline": self.baseline,
-            "seeds": list(self.seeds), "tokens": self.tokens,
+            "description": self.description,
+            "base": self.base,
+            "baseline": self.baseline,
+            "seeds": list(self.seeds),
+            "tokens": self.tokens,
             "data": {name: getattr(self.data, name) for name in DATA_KEYS if getattr(self.data, name) is not None},
-            "set": dict(self.set), "variants": [{"name": v.name, "set": dict(v.set)} for v in self.variants],
+            "set": dict(self.set),
+            "variants": [{"name": v.name, "set": dict(v.set)} for v in self.variants],
         }
         if self.sweep is not None:
             data["sweep"] = {"lr_max": list(self.sweep.lr_max), "seed": self.sweep.seed}
@@ -260,13 +291,17 @@ class StudySpec:
         accum = train.get("grad_accum_steps", TrainConfig.grad_accum_steps)
         seq_len = tables["model"].get("max_seq_len", ModelConfig.max_seq_len)
         for name, value in (("batch_size", batch_size), ("grad_accum_steps", accum), ("max_seq_len", seq_len)):
-            require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
-                     f"{name} must be a positive integer, got {value!r}")
+            require(
+                isinstance(value, int) and not isinstance(value, bool) and value > 0,
+                f"{name} must be a positive integer, got {value!r}",
+            )
         per_step = batch_size * accum * seq_len
-        require(self.tokens % per_step == 0,
-                 f"tokens: {self.tokens} is not a whole number of steps of variant {run.variant} ({per_step} tokens "
-                 f"per step = batch_size {batch_size} x grad_accum_steps {accum} x max_seq_len {seq_len}); the "
-                 f"nearest are {self.tokens // per_step * per_step} and {(self.tokens // per_step + 1) * per_step}")
+        require(
+            self.tokens % per_step == 0,
+            f"tokens: {self.tokens} is not a whole number of steps of variant {run.variant} ({per_step} tokens "
+            f"per step = batch_size {batch_size} x grad_accum_steps {accum} x max_seq_len {seq_len}); the "
+            f"nearest are {self.tokens // per_step * per_step} and {(self.tokens // per_step + 1) * per_step}",
+        )
         train["max_steps"] = self.tokens // per_step
         return build_configs({"model": tables["model"], "train": train})
 

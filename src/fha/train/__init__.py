@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from fha.train.api import build_request, resolve_configs, train_model
     from fha.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
     from fha.train.config import TrainConfig
-    from fha.train.loop import train, TrainingDiverged, TrainRequest, TrainResult
+    from fha.train.loop import TrainingDiverged, TrainRequest, TrainResult, train
     from fha.train.presets import build_configs, load_experiment, parse_overrides, preset_names
     from fha.train.schedule import LRSchedule, plot_schedule
 

@@ -50,9 +50,22 @@ def train_model(
     settings may change, and `data` defaults to the run's). `log_to`: tracker names
     ("tensorboard", "wandb"). Problems the user can fix raise `FhaError`.
     """
-    return train(build_request(preset, config=config, overrides=overrides, data=data, val_data=val_data, out=out,
-                               resume=resume, tokenizer=tokenizer, device=device, precision=precision,
-                               overwrite=overwrite, log_to=log_to))
+    return train(
+        build_request(
+            preset,
+            config=config,
+            overrides=overrides,
+            data=data,
+            val_data=val_data,
+            out=out,
+            resume=resume,
+            tokenizer=tokenizer,
+            device=device,
+            precision=precision,
+            overwrite=overwrite,
+            log_to=log_to,
+        )
+    )
 
 
 def build_request(
@@ -80,8 +93,9 @@ def build_request(
     if out is None:
         raise FhaError("`out` (the run folder) is required")
     loaded = _tokenizer(tokenizer, override_tables(overrides or {}))
-    return TrainRequest(model_config, train_config, str(data), Path(out), val_data=_text(val_data),
-                        tokenizer=loaded, **common)
+    return TrainRequest(
+        model_config, train_config, str(data), Path(out), val_data=_text(val_data), tokenizer=loaded, **common
+    )
 
 
 def resolve_configs(
@@ -99,18 +113,25 @@ def resolve_configs(
     return model_config, train_config
 
 
-def _resolve(preset: str | None, config: str | Path | Mapping[str, Mapping[str, Any]] | None,
-             overrides: Mapping[str, Any] | None, resume: str | Path | None,
-             tokenizer: object) -> tuple[ModelConfig, TrainConfig, Checkpoint | None]:
+def _resolve(
+    preset: str | None,
+    config: str | Path | Mapping[str, Mapping[str, Any]] | None,
+    overrides: Mapping[str, Any] | None,
+    resume: str | Path | None,
+    tokenizer: object,
+) -> tuple[ModelConfig, TrainConfig, Checkpoint | None]:
     changes = override_tables(overrides or {})
     if resume is not None:
         for name, value in (("preset", preset), ("config", config), ("tokenizer", tokenizer)):
             if value is not None:
-                raise FhaError(f"`{name}` cannot be combined with `resume` (the checkpoint holds its configs and "
-                               "tokenizer)")
+                raise FhaError(
+                    f"`{name}` cannot be combined with `resume` (the checkpoint holds its configs and tokenizer)"
+                )
         if changes["model"]:
             names = ", ".join(sorted(changes["model"]))
-            raise FhaError(f"`overrides` {names}: the model of a run cannot change on `resume` (only training settings)")
+            raise FhaError(
+                f"`overrides` {names}: the model of a run cannot change on `resume` (only training settings)"
+            )
         checkpoint = load_checkpoint(Path(resume))
         checkpoint.check_resumable()
         _, train_config = build_configs({"train": {**checkpoint.train_config.to_dict(), **changes["train"]}})
@@ -142,8 +163,14 @@ def _tokenizer(tokenizer: str | Path | Tokenizer | None, changes: Tables) -> Tok
     return loaded
 
 
-def _resume_request(checkpoint: Checkpoint, train_config: TrainConfig, data: str | Path | None,
-                    val_data: str | Path | None, out: str | Path | None, common: dict[str, Any]) -> TrainRequest:
+def _resume_request(
+    checkpoint: Checkpoint,
+    train_config: TrainConfig,
+    data: str | Path | None,
+    val_data: str | Path | None,
+    out: str | Path | None,
+    common: dict[str, Any],
+) -> TrainRequest:
     saved_data = checkpoint.state.get("data", {})
     source = _text(data) or saved_data.get("source")
     if source is None:
@@ -152,14 +179,19 @@ def _resume_request(checkpoint: Checkpoint, train_config: TrainConfig, data: str
     for name, given, saved in (("data", data, source), ("val_data", val_data, val_source)):
         if given is None and saved is not None and saved != TINYSTORIES and not Path(saved).exists():
             flag = f"--{name.replace('_', '-')}"
-            raise FhaError(f"{checkpoint.path}: the run's {flag} {saved} is not there any more; pass {flag} with "
-                           "the same documents (they are checked against the fingerprint the checkpoint holds)")
+            raise FhaError(
+                f"{checkpoint.path}: the run's {flag} {saved} is not there any more; pass {flag} with "
+                "the same documents (they are checked against the fingerprint the checkpoint holds)"
+            )
     run_dir = Path(out) if out is not None else checkpoint.run_dir
     if run_dir is None:
-        raise FhaError(f"{checkpoint.path}: this checkpoint is not inside a run's {CHECKPOINTS_DIR}/ folder; "
-                       "pass `out` (a folder) to say where the resumed run goes")
-    return TrainRequest(checkpoint.model_config, train_config, source, run_dir, val_data=val_source,
-                        resume=checkpoint, **common)
+        raise FhaError(
+            f"{checkpoint.path}: this checkpoint is not inside a run's {CHECKPOINTS_DIR}/ folder; "
+            "pass `out` (a folder) to say where the resumed run goes"
+        )
+    return TrainRequest(
+        checkpoint.model_config, train_config, source, run_dir, val_data=val_source, resume=checkpoint, **common
+    )
 
 
 def _text(source: str | Path | None) -> str | None:

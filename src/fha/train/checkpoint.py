@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +54,11 @@ _OLD_MARK = ".old-"
 REQUIRED_FILES = (MODEL_FILE, MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, TOKENIZER_FILE, STATE_FILE)
 # What the training loop writes into training_state.pt and a resume reads back.
 RESUME_STATE_TYPES: dict[str, type | tuple[type, ...]] = {
-    "optimizer": dict, "sampler": dict, "rng": dict, "data": dict, "elapsed": (int, float),
+    "optimizer": dict,
+    "sampler": dict,
+    "rng": dict,
+    "data": dict,
+    "elapsed": (int, float),
 }
 
 
@@ -121,8 +124,10 @@ def save_checkpoint(
     except (OSError, SafetensorError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
         shutil.rmtree(temp, ignore_errors=True)
         free = shutil.disk_usage(parent).free
-        raise FhaError(f"{final}: cannot write the checkpoint ({one_line(err)}; {free / 2**20:,.0f} MiB free on "
-                       "that disk); the earlier checkpoints are untouched") from None
+        raise FhaError(
+            f"{final}: cannot write the checkpoint ({one_line(err)}; {free / 2**20:,.0f} MiB free on "
+            "that disk); the earlier checkpoints are untouched"
+        ) from None
     if final.exists():
         old = parent / f".{final.name}{_OLD_MARK}{os.getpid()}"
         os.replace(final, old)
@@ -158,8 +163,10 @@ def find_checkpoint(path: str | Path) -> Path:
         return path
     checkpoints = list_checkpoints(path)
     if not checkpoints and (path / TRAIN_CONFIG_FILE).is_file():
-        raise FhaError(f"{path}: no checkpoint to resume from: its run stopped before its first checkpoint; run "
-                       "the same fha train command again (it starts over in this folder)")
+        raise FhaError(
+            f"{path}: no checkpoint to resume from: its run stopped before its first checkpoint; run "
+            "the same fha train command again (it starts over in this folder)"
+        )
     if not checkpoints:
         raise FhaError(f"{path}: no checkpoint to resume from (no {CHECKPOINTS_DIR}/{CHECKPOINT_PREFIX}N folder)")
     return checkpoints[-1][1]

@@ -64,13 +64,25 @@ class TrainConfig(ConfigBase):
     split_seed: int = 0
     compile: bool = False
 
-    RENAMED: ClassVar[Mapping[str, str]] = {"max_iters": "max_steps", "warmup_iters": "warmup_steps",
-                                            "final_flat_iters": "final_flat_steps"}
+    RENAMED: ClassVar[Mapping[str, str]] = {
+        "max_iters": "max_steps",
+        "warmup_iters": "warmup_steps",
+        "final_flat_iters": "final_flat_steps",
+    }
 
     def __post_init__(self) -> None:
         self._check_types()
-        require_positive(self, "batch_size", "max_steps", "grad_accum_steps", "eval_interval", "eval_samples",
-                         "log_interval", "checkpoint_interval", "T_mult")
+        require_positive(
+            self,
+            "batch_size",
+            "max_steps",
+            "grad_accum_steps",
+            "eval_interval",
+            "eval_samples",
+            "log_interval",
+            "checkpoint_interval",
+            "T_mult",
+        )
         for name in ("lr_init", "lr_max", "lr_min", "adam_eps"):
             value = getattr(self, name)
             require(math.isfinite(value) and value > 0, f"{name} must be a positive number, got {value!r}")
@@ -80,11 +92,15 @@ class TrainConfig(ConfigBase):
         require_choice(self, "anneal_type", ANNEAL_TYPES)
         require_choice(self, "batching", BATCHING_MODES)
         require(self.num_restarts >= 0, f"num_restarts must be 0 or more, got {self.num_restarts}")
-        require(self.num_restarts < self.max_steps,
-                 f"num_restarts ({self.num_restarts}) must be below max_steps ({self.max_steps}): every annealing "
-                 "cycle needs at least one step")
-        require(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
-                 f"weight_decay must be 0 or more, got {self.weight_decay!r}")
+        require(
+            self.num_restarts < self.max_steps,
+            f"num_restarts ({self.num_restarts}) must be below max_steps ({self.max_steps}): every annealing "
+            "cycle needs at least one step",
+        )
+        require(
+            math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+            f"weight_decay must be 0 or more, got {self.weight_decay!r}",
+        )
         require_probability(self, "adam_beta1")
         require_probability(self, "adam_beta2")
         if self.grad_clip is not None:

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
-from fha.data.cache_location import token_cache_dir
 from fha.data import TokenData, describe_source, load_splits, prepare_tokens
+from fha.data.cache_location import token_cache_dir
 from fha.data.sources import TINYSTORIES
 from fha.tokenizer import Tokenizer
 

@@ -53,8 +53,7 @@ def init_process_group(info: DistInfo, device: torch.device) -> None:
     if info.enabled and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         with peers_alive(info.rank):
-            dist.init_process_group(backend=backend, init_method="env://", rank=info.rank,
-                                    world_size=info.world_size)
+            dist.init_process_group(backend=backend, init_method="env://", rank=info.rank, world_size=info.world_size)
 
 
 def destroy_process_group() -> None:
@@ -77,8 +76,9 @@ def peers_alive(rank: int | None = None) -> Iterator[None]:
         if dist.is_initialized():
             rank = dist.get_rank()
         who = "?" if rank is None else rank
-        raise PeerFailed(f"process {who}: another process of this run stopped ({one_line(err)}); its own "
-                         "message says why") from None
+        raise PeerFailed(
+            f"process {who}: another process of this run stopped ({one_line(err)}); its own message says why"
+        ) from None
 
 
 def barrier() -> None:

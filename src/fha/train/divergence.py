@@ -20,8 +20,9 @@ def healthy_loss_limit(vocab_size: int) -> float:
     return HEALTHY_LOSS_RATIO * math.log(vocab_size)
 
 
-def describe_last_good(checkpoints: list[tuple[int, Path]], validation_loss: Callable[[Path], float | None],
-                       vocab_size: int) -> str:
+def describe_last_good(
+    checkpoints: list[tuple[int, Path]], validation_loss: Callable[[Path], float | None], vocab_size: int
+) -> str:
     """A sentence naming the newest good checkpoint (tried newest first) and how to resume from it;
     `validation_loss` gives None for weights that are not finite."""
     if not checkpoints:
@@ -32,9 +33,12 @@ def describe_last_good(checkpoints: list[tuple[int, Path]], validation_loss: Cal
         loss = validation_loss(path)
         if loss is not None and math.isfinite(loss) and loss <= limit:
             later = f" ({', '.join(rejected)})" if rejected else ""
-            return (f"the last good checkpoint is {path} (finite weights, validation loss {loss:.4g} <= "
-                    f"{HEALTHY_LOSS_RATIO:g} x ln(vocab_size) = {limit:.3g}){later}; continue from it with a lower "
-                    f"learning rate: fha train --resume {path} --overwrite --set lr_max=...")
-        rejected.append(f"{path.name} is not: " + ("its weights are not finite" if loss is None
-                                                    else f"validation loss {loss:.4g}"))
+            return (
+                f"the last good checkpoint is {path} (finite weights, validation loss {loss:.4g} <= "
+                f"{HEALTHY_LOSS_RATIO:g} x ln(vocab_size) = {limit:.3g}){later}; continue from it with a lower "
+                f"learning rate: fha train --resume {path} --overwrite --set lr_max=..."
+            )
+        rejected.append(
+            f"{path.name} is not: " + ("its weights are not finite" if loss is None else f"validation loss {loss:.4g}")
+        )
     return f"no checkpoint is good ({', '.join(rejected)}); start again with a lower learning rate (lr_max)"

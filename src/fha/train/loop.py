@@ -133,8 +133,7 @@ def train(request: TrainRequest) -> TrainResult:
     if not info.is_main:
         logging.getLogger().setLevel(logging.WARNING)
     check_out_dir(request.out_dir)
-    spec = DataSpec(request.data, request.val_data, request.train_config.val_fraction,
-                    request.train_config.split_seed)
+    spec = DataSpec(request.data, request.val_data, request.train_config.val_fraction, request.train_config.split_seed)
     documents = read_documents(spec)  # before anything else: bad data fails fast and touches nothing
     sources = resolve_data_sources(request, documents)
     device = dist_util.local_device(info, setup_device(request.device, request.precision))
@@ -142,8 +141,9 @@ def train(request: TrainRequest) -> TrainResult:
     check_model_fits(request.model_config, request.train_config, device)
     folder: RunFolder | None = None
     if info.is_main:
-        same_dir = (resume is not None and resume.run_dir is not None
-                    and resume.run_dir.resolve() == request.out_dir.resolve())
+        same_dir = (
+            resume is not None and resume.run_dir is not None and resume.run_dir.resolve() == request.out_dir.resolve()
+        )
         folder = RunFolder(request.out_dir, overwrite=request.overwrite, resume_step=resume.step if same_dir else None)
     with folder if folder is not None else contextlib.nullcontext():
         dist_util.init_process_group(info, device)
@@ -163,9 +163,13 @@ def _finished_run(request: TrainRequest) -> TrainResult | None:
     the budget says how the learning-rate schedule changes."""
     resume, config = request.resume, request.train_config
     if resume.step >= config.max_steps and (request.out_dir / MODEL_FILE).is_file():
-        log.info("%s: the run is complete (step %d of max_steps=%d); nothing to do. To train further, raise the "
-                 "budget with the setting max_steps=N (the learning-rate schedule changes with it)",
-                 resume.path, resume.step, config.max_steps)
+        log.info(
+            "%s: the run is complete (step %d of max_steps=%d); nothing to do. To train further, raise the "
+            "budget with the setting max_steps=N (the learning-rate schedule changes with it)",
+            resume.path,
+            resume.step,
+            config.max_steps,
+        )
         return TrainResult(request.out_dir, resume.step)
     change = describe_schedule_change(resume.train_config, config, resume.step)
     if change is not None:
@@ -256,8 +260,15 @@ class _Progress:
 
 
 # ---------------------------------------------------------------------- setup
-def set_up(request: TrainRequest, info: DistInfo, device: torch.device, folder: RunFolder | None,
-           sources: DataSources, spec: DataSpec, documents: dict[str, list[str]]) -> TrainSetup:
+def set_up(
+    request: TrainRequest,
+    info: DistInfo,
+    device: torch.device,
+    folder: RunFolder | None,
+    sources: DataSources,
+    spec: DataSpec,
+    documents: dict[str, list[str]],
+) -> TrainSetup:
     """Tokenizer, model config, token data, model, optimizer, sampler and logs, in that order, with
     the run folder's description written and a resumed checkpoint's state loaded."""
     config, run_dir, resume = request.train_config, request.out_dir, request.resume
@@ -281,8 +292,12 @@ def set_up(request: TrainRequest, info: DistInfo, device: torch.device, folder: 
     global_batch = config.batch_size * config.grad_accum_steps * info.world_size
     log.info(
         "model: %s attention, %s parameters (%s without embeddings); %s steps of %d sequences x %d tokens",
-        model_config.attention, f"{model.num_parameters():,}", f"{model.num_parameters(non_embedding=True):,}",
-        f"{config.max_steps:,}", global_batch, model_config.max_seq_len,
+        model_config.attention,
+        f"{model.num_parameters():,}",
+        f"{model.num_parameters(non_embedding=True):,}",
+        f"{config.max_steps:,}",
+        global_batch,
+        model_config.max_seq_len,
     )
     logbook = LogBook(run_dir / LOG_FILE, LogRow)
     metrics = RunLogger(run_dir, config.log_interval, global_batch * model_config.max_seq_len, enabled=info.is_main)
@@ -304,10 +319,25 @@ def set_up(request: TrainRequest, info: DistInfo, device: torch.device, folder: 
         ids = [device.index] if device.type == "cuda" else None
         with dist_util.peers_alive():
             train_model = DistributedDataParallel(model, device_ids=ids)
-    return TrainSetup(request=request, info=info, device=device, folder=folder, sources=sources,
-                      schedule=LRSchedule.from_config(config), tokenizer=tokenizer, model_config=model_config,
-                      tokens=tokens, model=model, train_model=train_model, optimizer=optimizer, sampler=sampler,
-                      logbook=logbook, metrics=metrics, start_step=step, start_elapsed=elapsed)
+    return TrainSetup(
+        request=request,
+        info=info,
+        device=device,
+        folder=folder,
+        sources=sources,
+        schedule=LRSchedule.from_config(config),
+        tokenizer=tokenizer,
+        model_config=model_config,
+        tokens=tokens,
+        model=model,
+        train_model=train_model,
+        optimizer=optimizer,
+        sampler=sampler,
+        logbook=logbook,
+        metrics=metrics,
+        start_step=step,
+        start_elapsed=elapsed,
+    )
 
 
 def _tokenizer(request: TrainRequest, info: DistInfo, train_documents: list[str]) -> Tokenizer:
@@ -335,29 +365,57 @@ def _model_config(config: ModelConfig, tokenizer: Tokenizer) -> ModelConfig:
         raise FhaError(f"invalid configuration: {err}") from None
 
 
-def _describe_run(request: TrainRequest, info: DistInfo, device: torch.device, spec: DataSpec, tokenizer: Tokenizer,
-                  model_config: ModelConfig) -> None:
+def _describe_run(
+    request: TrainRequest,
+    info: DistInfo,
+    device: torch.device,
+    spec: DataSpec,
+    tokenizer: Tokenizer,
+    model_config: ModelConfig,
+) -> None:
     """Write the tokenizer, both configs and run_info.json into the run folder (rank 0)."""
     run_dir = request.out_dir
     tokenizer.save(run_dir / TOKENIZER_FILE)
     model_config.to_json(run_dir / MODEL_CONFIG_FILE)
     request.train_config.to_json(run_dir / TRAIN_CONFIG_FILE)
     data = describe_data(request.data, request.val_data, val_fraction=spec.val_fraction, split_seed=spec.split_seed)
-    write_run_info(run_dir, device=device, world_size=info.world_size, tokenizer_fingerprint=tokenizer.fingerprint,
-                   data=data, resumed=request.resume is not None, precision=request.precision)
+    write_run_info(
+        run_dir,
+        device=device,
+        world_size=info.world_size,
+        tokenizer_fingerprint=tokenizer.fingerprint,
+        data=data,
+        resumed=request.resume is not None,
+        precision=request.precision,
+    )
 
 
-def _sampler(data: TokenData, seed: int, config: TrainConfig, model_config: ModelConfig,
-             info: DistInfo) -> PackedBatches | PaddedBatches:
+def _sampler(
+    data: TokenData, seed: int, config: TrainConfig, model_config: ModelConfig, info: DistInfo
+) -> PackedBatches | PaddedBatches:
     seq_len, rank, world_size = model_config.max_seq_len, info.rank, info.world_size
     if config.batching == "padded":
-        return PaddedBatches(data.tokens, data.doc_offsets, config.batch_size, seq_len,
-                             pad_id=model_config.pad_id, seed=seed, rank=rank, world_size=world_size)
+        return PaddedBatches(
+            data.tokens,
+            data.doc_offsets,
+            config.batch_size,
+            seq_len,
+            pad_id=model_config.pad_id,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+        )
     return PackedBatches(data.tokens, config.batch_size, seq_len, seed=seed, rank=rank, world_size=world_size)
 
 
-def _restore(checkpoint: Checkpoint, model: GPT, optimizer: torch.optim.Optimizer,
-             sampler: PackedBatches | PaddedBatches, metrics: RunLogger, rank: int) -> tuple[int, float]:
+def _restore(
+    checkpoint: Checkpoint,
+    model: GPT,
+    optimizer: torch.optim.Optimizer,
+    sampler: PackedBatches | PaddedBatches,
+    metrics: RunLogger,
+    rank: int,
+) -> tuple[int, float]:
     """Load the checkpoint's weights and states into the objects; returns its (step, elapsed seconds)."""
     state = checkpoint.state
     checkpoint.load_weights_into(model)
@@ -403,8 +461,9 @@ class _Loop:
                 interval_tokens += tokens
                 interval_time += seconds
                 done = progress.step == config.max_steps
-                setup.metrics.record_step(progress.step, lr, loss, progress.last_grad_norm, seconds, progress.elapsed,
-                                          final=done)
+                setup.metrics.record_step(
+                    progress.step, lr, loss, progress.last_grad_norm, seconds, progress.elapsed, final=done
+                )
                 speed = tokens / seconds if speed is None else _smooth(speed, tokens / seconds)
                 fields = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "tok/s": short_count(speed)}
                 if config.batching == "padded":
@@ -417,8 +476,7 @@ class _Loop:
                 if progress.step % config.checkpoint_interval == 0 or done or stop_requested:
                     self._checkpoint()
                 if stop_requested and not done:  # a stop during the last step still finishes the run
-                    log.warning("stopped at step %d; resume with: fha train --resume %s", progress.step,
-                                setup.run_dir)
+                    log.warning("stopped at step %d; resume with: fha train --resume %s", progress.step, setup.run_dir)
                     raise KeyboardInterrupt
             self._finish()  # still under the stop handler: a Ctrl-C now cannot cut the final save short
         result.step = progress.step
@@ -472,8 +530,9 @@ class _Loop:
         return lr, mean_loss, stop_requested
 
     def _last_good_checkpoint(self) -> str:
-        return describe_last_good(list_checkpoints(self.setup.run_dir), self._checkpoint_validation_loss,
-                                  self.setup.model_config.vocab_size)
+        return describe_last_good(
+            list_checkpoints(self.setup.run_dir), self._checkpoint_validation_loss, self.setup.model_config.vocab_size
+        )
 
     def _checkpoint_validation_loss(self, path: Path) -> float | None:
         """The validation loss of a checkpoint's weights (the run is over: its model is free), None if not finite."""
@@ -489,13 +548,27 @@ class _Loop:
         val_loss = _evaluate(setup, setup.tokens["val"])
         lr = setup.schedule(max(step - 1, 0))  # the rate of the update that led here
         perplexity = math.exp(min(val_loss, math.log(sys.float_info.max)))
-        row = LogRow(step=step, learning_rate=lr, train_loss=train_loss, val_loss=val_loss, perplexity=perplexity,
-                     time_elapsed=self.progress.elapsed, tokens_per_s=tokens_per_s)
+        row = LogRow(
+            step=step,
+            learning_rate=lr,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            perplexity=perplexity,
+            time_elapsed=self.progress.elapsed,
+            tokens_per_s=tokens_per_s,
+        )
         if setup.info.is_main:
             setup.logbook.append(row)
             setup.metrics.record_eval(row)
-            log.info("step %d: train loss %.4f, val loss %.4f, perplexity %.2f, lr %.3g, %s tokens/s",
-                     step, train_loss, val_loss, perplexity, lr, f"{tokens_per_s:,.0f}")
+            log.info(
+                "step %d: train loss %.4f, val loss %.4f, perplexity %.2f, lr %.3g, %s tokens/s",
+                step,
+                train_loss,
+                val_loss,
+                perplexity,
+                lr,
+                f"{tokens_per_s:,.0f}",
+            )
         return row
 
     def _checkpoint(self) -> None:
@@ -510,8 +583,14 @@ class _Loop:
                 "world_size": setup.info.world_size,
                 "data": setup.sources.to_state(),
             }
-            path = save_checkpoint(setup.run_dir, progress.step, model=setup.model, train_config=setup.config,
-                                   tokenizer=setup.tokenizer, state=state)
+            path = save_checkpoint(
+                setup.run_dir,
+                progress.step,
+                model=setup.model,
+                train_config=setup.config,
+                tokenizer=setup.tokenizer,
+                state=state,
+            )
             setup.folder.checkpoint_written()
             log.debug("checkpoint %s", path)
         progress.checkpointed_step = progress.step

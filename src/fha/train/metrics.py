@@ -24,8 +24,13 @@ from fha.train.trackers import Tracker
 
 __all__ = ["METRICS_COLUMNS", "METRICS_FILE", "MetricsWindow", "RunLogger"]
 # tracker names of the fields of one metrics row and one evaluation (log_data.csv) row
-STEP_TAGS = {"tokens_seen": "train/tokens_seen", "learning_rate": "train/lr", "train_loss": "train/loss",
-             "grad_norm": "train/grad_norm", "tokens_per_s": "train/tokens_per_s"}
+STEP_TAGS = {
+    "tokens_seen": "train/tokens_seen",
+    "learning_rate": "train/lr",
+    "train_loss": "train/loss",
+    "grad_norm": "train/grad_norm",
+    "tokens_per_s": "train/tokens_per_s",
+}
 EVAL_TAGS = {"train_loss": "eval/train_loss", "val_loss": "eval/val_loss", "perplexity": "eval/perplexity"}
 
 
@@ -50,8 +55,14 @@ class MetricsWindow:
 class RunLogger:
     """Writes metrics.csv and feeds the trackers; on ranks other than 0 it only keeps the window."""
 
-    def __init__(self, run_dir: Path, log_interval: int, tokens_per_step: int, trackers: Sequence[Tracker] = (),
-                 enabled: bool = True) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        log_interval: int,
+        tokens_per_step: int,
+        trackers: Sequence[Tracker] = (),
+        enabled: bool = True,
+    ) -> None:
         self.log_interval = log_interval
         self.tokens_per_step = tokens_per_step
         self.trackers = list(trackers)
@@ -65,18 +76,32 @@ class RunLogger:
             previous = previous_run / METRICS_FILE if previous_run is not None else None
             self.book.start(previous, step)
 
-    def record_step(self, step: int, lr: float, loss: float, grad_norm: float, seconds: float, elapsed: float,
-                    *, final: bool = False) -> MetricsRow | None:
+    def record_step(
+        self,
+        step: int,
+        lr: float,
+        loss: float,
+        grad_norm: float,
+        seconds: float,
+        elapsed: float,
+        *,
+        final: bool = False,
+    ) -> MetricsRow | None:
         """Count one optimiser step; returns the metrics row when one is due (every `log_interval`
         steps, and at the last step)."""
         self.window.add(loss, grad_norm, self.tokens_per_step, seconds)
         if step % self.log_interval and not final:
             return None
         window = self.window
-        row = MetricsRow(step=step, tokens_seen=step * self.tokens_per_step, learning_rate=lr,
-                         train_loss=window.loss_sum / window.steps, grad_norm=window.grad_norm_sum / window.steps,
-                         tokens_per_s=window.tokens / window.seconds if window.seconds > 0 else 0.0,
-                         time_elapsed=elapsed)
+        row = MetricsRow(
+            step=step,
+            tokens_seen=step * self.tokens_per_step,
+            learning_rate=lr,
+            train_loss=window.loss_sum / window.steps,
+            grad_norm=window.grad_norm_sum / window.steps,
+            tokens_per_s=window.tokens / window.seconds if window.seconds > 0 else 0.0,
+            time_elapsed=elapsed,
+        )
         self.window = MetricsWindow()
         if self.enabled:
             self.book.append(row)

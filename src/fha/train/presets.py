@@ -86,8 +86,10 @@ def _resolve(label: str, text: str, depth: int, folder: Path | None = None) -> T
                 raise FhaError(f"{label}: [{key}] must be a table")
         elif key not in TOP_LEVEL_KEYS:
             allowed = [*TOP_LEVEL_KEYS, *(f"[{t}]" for t in TABLES)]
-            raise FhaError(f"{label}: unknown key {key!r}{near_matches(key, [*TOP_LEVEL_KEYS, *TABLES])}; "
-                           f"allowed: {', '.join(allowed)}")
+            raise FhaError(
+                f"{label}: unknown key {key!r}{near_matches(key, [*TOP_LEVEL_KEYS, *TABLES])}; "
+                f"allowed: {', '.join(allowed)}"
+            )
     tables: Tables = {name: {} for name in TABLES}
     base = data.get("base")
     if base is not None:
@@ -118,8 +120,9 @@ def _resolve_base(label: str, base: Any, depth: int, folder: Path | None) -> Tab
 
 def owner_of(key: str) -> str:
     """The table ("model" or "train") whose config has the field `key`."""
-    owners = [name for name, config_type in TABLES.items()
-              if config_type.current_name(key) in config_type.field_types()]
+    owners = [
+        name for name, config_type in TABLES.items() if config_type.current_name(key) in config_type.field_types()
+    ]
     if not owners:
         every = [field for config_type in TABLES.values() for field in config_type.field_types()]
         raise FhaError(f"unknown setting {key!r}{near_matches(key, every)}")

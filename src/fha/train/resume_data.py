@@ -55,16 +55,18 @@ class DataSources:
 
 def resolve_data_sources(request: TrainRequest, documents: dict[str, list[str]]) -> DataSources:
     """The run's data as it will be recorded; on resume, checked against the checkpoint's record."""
-    sources = DataSources(absolute_source(request.data), absolute_source(request.val_data),
-                          {split: fingerprint(docs) for split, docs in documents.items()})
+    sources = DataSources(
+        absolute_source(request.data),
+        absolute_source(request.val_data),
+        {split: fingerprint(docs) for split, docs in documents.items()},
+    )
     resume = request.resume
     if resume is None:
         return sources
     saved = resume.state.get("data", {})
     saved_prints = saved.get("fingerprints")
     if not isinstance(saved_prints, dict):
-        log.info("%s records no fingerprint of its data (an older checkpoint); the data cannot be checked",
-                 resume.path)
+        log.info("%s records no fingerprint of its data (an older checkpoint); the data cannot be checked", resume.path)
         return sources
     if saved_prints.get("train") != sources.fingerprints["train"]:
         raise FhaError(
@@ -78,7 +80,10 @@ def resolve_data_sources(request: TrainRequest, documents: dict[str, list[str]])
         log.warning(
             "validation data changed on resume: %s (fingerprint %s) -> %s (fingerprint %s); the validation losses "
             "after step %d are measured on the new documents",
-            saved.get("val_source") or f"held out of {saved.get('source')}", saved_prints.get("val"),
-            request.val_data or f"held out of {request.data}", sources.fingerprints["val"], resume.step,
+            saved.get("val_source") or f"held out of {saved.get('source')}",
+            saved_prints.get("val"),
+            request.val_data or f"held out of {request.data}",
+            sources.fingerprints["val"],
+            resume.step,
         )
     return sources

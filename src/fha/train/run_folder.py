@@ -45,10 +45,31 @@ MOVED_LIST = ".moved"  # inside PREVIOUS_RUN_DIR: the names of the previous run'
 _PUBLISH_TEMP = f".{MODEL_FILE}.tmp-"
 # Moved aside checkpoints first and back last: while checkpoints/ holds a complete checkpoint,
 # the folder's run is the one at the top level, which tells an interrupted move which way it went.
-RUN_ARTEFACTS = (CHECKPOINTS_DIR, MODEL_FILE, MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, TOKENIZER_FILE, LOG_FILE,
-                 METRICS_FILE, RUN_INFO_FILE, TENSORBOARD_DIR, WANDB_DIR)
-UNFINISHED_START = frozenset((MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, TOKENIZER_FILE, LOG_FILE, CHECKPOINTS_DIR,
-                              METRICS_FILE, RUN_INFO_FILE, TENSORBOARD_DIR, WANDB_DIR))
+RUN_ARTEFACTS = (
+    CHECKPOINTS_DIR,
+    MODEL_FILE,
+    MODEL_CONFIG_FILE,
+    TRAIN_CONFIG_FILE,
+    TOKENIZER_FILE,
+    LOG_FILE,
+    METRICS_FILE,
+    RUN_INFO_FILE,
+    TENSORBOARD_DIR,
+    WANDB_DIR,
+)
+UNFINISHED_START = frozenset(
+    (
+        MODEL_CONFIG_FILE,
+        TRAIN_CONFIG_FILE,
+        TOKENIZER_FILE,
+        LOG_FILE,
+        CHECKPOINTS_DIR,
+        METRICS_FILE,
+        RUN_INFO_FILE,
+        TENSORBOARD_DIR,
+        WANDB_DIR,
+    )
+)
 # Temporary files of a process killed while writing them (the log is rewritten via LOG_FILE.tmp on a start).
 LEFTOVER_PREFIXES = (f"{LOG_FILE}.tmp", _PUBLISH_TEMP)
 
@@ -103,8 +124,9 @@ class RunFolder:
             raise
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         self._held.close()
 
     def _restore_if_replaced(self) -> None:
@@ -132,8 +154,10 @@ class RunFolder:
         elif entries:
             unknown = sorted(entries - UNFINISHED_START)
             if unknown:
-                raise FhaError(f"{self.path}: folder holds files that are not a run's ({', '.join(unknown[:3])}); "
-                               "choose another `out` or empty it")
+                raise FhaError(
+                    f"{self.path}: folder holds files that are not a run's ({', '.join(unknown[:3])}); "
+                    "choose another `out` or empty it"
+                )
             for name in entries:
                 _remove(self.path / name)
             log.info("%s: cleared the files of a start that stopped before its first checkpoint", self.path)
@@ -166,8 +190,9 @@ class RunFolder:
         os.replace(manifest, aside / MOVED_LIST)  # written before anything moves: restoring knows what to undo
         for name in names:
             os.replace(self.path / name, aside / name)
-        log.warning("--overwrite: the previous run in %s is kept in %s until the new run's first checkpoint",
-                    self.path, aside)
+        log.warning(
+            "--overwrite: the previous run in %s is kept in %s until the new run's first checkpoint", self.path, aside
+        )
 
     def checkpoint_written(self) -> None:
         """The new run is safe on disk: the previous one (if --overwrite moved it aside) can go."""
@@ -190,8 +215,7 @@ class RunFolder:
                 _remove(self.path / name)
                 os.replace(aside / name, self.path / name)
         shutil.rmtree(aside)
-        log.warning("%s: the new run stopped before its first checkpoint; the previous run is back in place",
-                    self.path)
+        log.warning("%s: the new run stopped before its first checkpoint; the previous run is back in place", self.path)
 
     def _recover_interrupted_overwrite(self) -> None:
         """Finish what a killed --overwrite left: keep the new run if it has a checkpoint, else restore the old."""

@@ -33,8 +33,11 @@ class RunFolderInUse(FhaError):
 
 
 def _owner_record() -> dict[str, object]:
-    return {"pid": os.getpid(), "host": socket.gethostname(),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
 
 
 def _read_owner(fd: int) -> dict[str, object]:
@@ -65,8 +68,10 @@ def _pid_alive(pid: object) -> bool:
 
 
 def _refuse(folder: Path, owner: dict[str, object]) -> RunFolderInUse:
-    return RunFolderInUse(f"{folder}: in use by {describe_owner(owner)}; wait for that run to finish or stop "
-                          "it first (one process writes a run folder at a time)")
+    return RunFolderInUse(
+        f"{folder}: in use by {describe_owner(owner)}; wait for that run to finish or stop "
+        "it first (one process writes a run folder at a time)"
+    )
 
 
 def _acquire(folder: Path) -> int:
@@ -85,8 +90,11 @@ def _acquire(folder: Path) -> int:
                 os.close(fd)
                 raise
             owner = _read_owner(fd)
-            if owner.get("host") == socket.gethostname() and owner.get("pid") != os.getpid() \
-                    and _pid_alive(owner.get("pid")):
+            if (
+                owner.get("host") == socket.gethostname()
+                and owner.get("pid") != os.getpid()
+                and _pid_alive(owner.get("pid"))
+            ):
                 os.close(fd)
                 raise _refuse(folder, owner) from None
         try:

@@ -106,8 +106,19 @@ def plot_steps(schedule: LRSchedule) -> list[int]:
     return sorted(steps)
 
 
-SCHEDULE_FIELDS = ("max_steps", "lr_init", "lr_max", "lr_min", "warmup_steps", "warmup_fraction", "anneal_type",
-                   "num_restarts", "T_mult", "final_flat_steps", "final_flat_fraction")
+SCHEDULE_FIELDS = (
+    "max_steps",
+    "lr_init",
+    "lr_max",
+    "lr_min",
+    "warmup_steps",
+    "warmup_fraction",
+    "anneal_type",
+    "num_restarts",
+    "T_mult",
+    "final_flat_steps",
+    "final_flat_fraction",
+)
 
 
 def describe_schedule_change(before: TrainConfig, after: TrainConfig, step: int) -> str | None:
@@ -116,11 +127,16 @@ def describe_schedule_change(before: TrainConfig, after: TrainConfig, step: int)
     old, new = LRSchedule.from_config(before), LRSchedule.from_config(after)
     if old == new:
         return None
-    changed = ", ".join(f"{name} {getattr(before, name)} -> {getattr(after, name)}" for name in SCHEDULE_FIELDS
-                        if getattr(before, name) != getattr(after, name))
-    return (f"resuming at step {step} with a changed schedule ({changed}): the rate of the next step is "
-            f"{new(step):.3g} instead of {old(step):.3g}, and the remaining steps follow the new schedule. "
-            f"Before: {old.describe()}. Now: {new.describe()}")
+    changed = ", ".join(
+        f"{name} {getattr(before, name)} -> {getattr(after, name)}"
+        for name in SCHEDULE_FIELDS
+        if getattr(before, name) != getattr(after, name)
+    )
+    return (
+        f"resuming at step {step} with a changed schedule ({changed}): the rate of the next step is "
+        f"{new(step):.3g} instead of {old(step):.3g}, and the remaining steps follow the new schedule. "
+        f"Before: {old.describe()}. Now: {new.describe()}"
+    )
 
 
 def plot_schedule(schedule: LRSchedule, path: str | Path, title: str = "learning rate", dpi: int = DEFAULT_DPI) -> None:

@@ -43,8 +43,9 @@ class TensorBoardTracker:
             raise FhaError(f"`log_to` tensorboard: the tensorboard package is not installed ({INSTALL_HINT})") from None
         # purge_step: events a previous attempt logged after the resumed step are dropped
         self.writer = SummaryWriter(str(run_dir / TENSORBOARD_DIR), purge_step=start_step or None)
-        self.writer.add_text("config", "\n".join(f"    {key} = {value!r}" for key, value in config.items()),
-                             global_step=start_step)
+        self.writer.add_text(
+            "config", "\n".join(f"    {key} = {value!r}" for key, value in config.items()), global_step=start_step
+        )
 
     def log(self, step: int, values: Mapping[str, float]) -> None:
         for tag, value in values.items():
@@ -63,9 +64,15 @@ class WandbTracker:
         (run_dir / WANDB_DIR).mkdir(parents=True, exist_ok=True)
         # console "off": W&B does not wrap stdout/stderr, whose terminal test picks the progress display
         settings = wandb.Settings(console="off", silent=True)
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", WANDB_PROJECT), name=run_dir.resolve().name,
-                              dir=str(run_dir), config=dict(config), reinit="create_new", settings=settings,
-                              mode=os.environ.get("WANDB_MODE", WANDB_DEFAULT_MODE))
+        self.run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", WANDB_PROJECT),
+            name=run_dir.resolve().name,
+            dir=str(run_dir),
+            config=dict(config),
+            reinit="create_new",
+            settings=settings,
+            mode=os.environ.get("WANDB_MODE", WANDB_DEFAULT_MODE),
+        )
         self.offline = self.run.settings.mode == "offline"
         log.info("wandb: %s run %s in %s", self.run.settings.mode, self.run.id, self.run.dir)
 
