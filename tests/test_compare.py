@@ -348,7 +348,7 @@ def test_data_that_is_a_runs_training_text_is_flagged(tmp_path, caplog):
     markdown = comparison.markdown.read_text()
     tokens = comparison.runs[0].held_out["num_tokens"]
     assert f"Held-out metrics: the whole of {data} (2 documents, {tokens:,} tokens scored per run)" in markdown
-    assert f"Warning: --data {data} is the training text of r;" in markdown
+    assert f"Warning: the held-out text {data} is the training text of r;" in markdown
     assert "is the training text of r" in caplog.text
     header = row_of(markdown, "run")
     assert header.index("held-out bits_per_byte") < header.index("held-out loss") < header.index("final val loss")

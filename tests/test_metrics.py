@@ -82,10 +82,10 @@ def test_unknown_or_missing_tracker_is_a_clear_error(corpus, tmp_path, monkeypat
             )
         )
 
-    with pytest.raises(FhaError, match=r"^--log-to mlflow: unknown tracker \(choose from tensorboard, wandb\)$"):
+    with pytest.raises(FhaError, match=r"^`log_to` mlflow: unknown tracker \(choose from tensorboard, wandb\)$"):
         start(("mlflow",), "a")
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if the extra were not installed
-    with pytest.raises(FhaError, match=r"^--log-to wandb: the wandb package is not installed \(pip install"):
+    with pytest.raises(FhaError, match=r"^`log_to` wandb: the wandb package is not installed \(pip install"):
         start(("wandb",), "b")
 
 

@@ -166,7 +166,7 @@ def test_ctrl_c_writes_a_checkpoint_then_stops(corpus, tmp_path, monkeypatch):
 def test_existing_run_is_never_overwritten_silently(corpus, tmp_path):
     out = tmp_path / "run"
     run_tiny(corpus, out, max_steps=2)
-    with pytest.raises(FhaError, match="not empty.*--resume.*--overwrite"):
+    with pytest.raises(FhaError, match="not empty.*`resume`.*`overwrite`"):
         run_tiny(corpus, out, max_steps=2)
     assert [step for step, _ in list_checkpoints(out)] == [2]
     request = TrainRequest(

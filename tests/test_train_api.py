@@ -47,13 +47,13 @@ def test_resume_and_config_tables(corpus, tmp_path):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"preset": "tiny", "overrides": {"dimm": 3}}, "--set dimm: unknown setting (did you mean dim?)"),
-        ({"preset": "tiny", "overrides": {"dim": "x"}}, "--set dim=x: "),
+        ({"preset": "tiny", "overrides": {"dimm": 3}}, "unknown setting 'dimm' (did you mean dim?)"),
+        ({"preset": "tiny", "overrides": {"dim": "x"}}, "`overrides` dim=x: "),
         ({"config": {"modle": {}}}, "config: unknown table 'modle' (the tables are model, train)"),
-        ({"preset": "tiny"}, "--data is required"),
-        ({"preset": "tiny", "data": "x.txt"}, "--out RUN_DIR is required"),
-        ({"resume": "somewhere", "preset": "tiny"}, "--preset cannot be combined with --resume"),
-        ({}, "give --preset NAME, --config FILE.toml or --resume PATH"),
+        ({"preset": "tiny"}, "`data` is required"),
+        ({"preset": "tiny", "data": "x.txt"}, "`out` (the run folder) is required"),
+        ({"resume": "somewhere", "preset": "tiny"}, "`preset` cannot be combined with `resume`"),
+        ({}, "give `preset` (a name), `config` (a TOML file) or `resume`"),
     ],
 )
 def test_mistakes_are_fha_errors(kwargs, message):

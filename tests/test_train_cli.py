@@ -84,7 +84,7 @@ def test_a_run_written_with_the_old_step_field_names_resumes(corpus, tmp_path):
 @pytest.mark.parametrize(
     "extra, expected",
     [
-        (["--set", "dimm=3"], "unknown setting (did you mean dim?)"),
+        (["--set", "dimm=3"], "unknown setting 'dimm' (did you mean dim?)"),
         (["--set", "dim=0"], "invalid configuration: dim must be positive"),
         (["--set", "anneal_type=exp"], "anneal_type must be one of cos, lin"),
         (["--set", "max_steps=ten"], "max_steps='ten': expected int"),
@@ -108,7 +108,7 @@ def test_missing_inputs(corpus, tmp_path, capsys):
     )
     assert not out.exists()
     fails_with_one_line(capsys, ["train", "--preset", "tiny", "--out", str(out)], "--data is required")
-    fails_with_one_line(capsys, ["train", "--data", str(corpus), "--out", str(out)], "give --preset NAME")
+    fails_with_one_line(capsys, ["train", "--data", str(corpus), "--out", str(out)], "give --preset (a name), --config")
     fails_with_one_line(
         capsys, ["train", "--preset", "nano", "--data", str(corpus), "--out", str(out)], "unknown preset 'nano'"
     )
@@ -280,7 +280,7 @@ def test_checkpoint_copied_out_of_its_run_needs_out(corpus, tmp_path, capsys):
     )
     copied = tmp_path / "elsewhere" / "step-2"
     shutil.copytree(out / "checkpoints" / "step-2", copied)
-    fails_with_one_line(capsys, ["train", "--resume", str(copied)], "pass --out RUN_DIR")
+    fails_with_one_line(capsys, ["train", "--resume", str(copied)], "pass --out (a folder)")
     assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == ["step-2"]
     assert main(["train", "--resume", str(copied), "--out", str(tmp_path / "resumed")]) == 0
     assert [step for step, _ in list_checkpoints(tmp_path / "resumed")] == [4]

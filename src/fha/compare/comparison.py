@@ -82,8 +82,8 @@ def compare_runs(
     else:
         notes.append(
             "Losses are those of the last evaluation during training: the mean over eval windows (the "
-            "'eval windows' column: eval_samples batches of random windows), not a whole text; pass `data` "
-            "for held-out bits per byte over a whole text."
+            "'eval windows' column: eval_samples batches of random windows), not a whole text; give a held-out text "
+            "(--data, or data= in Python) for bits per byte over the whole of it."
         )
     for note in notes:
         if note.startswith("Warning:"):

@@ -50,7 +50,7 @@ def mismatch_notes(runs: Sequence[RunSummary]) -> list[str]:
         listed = "; ".join(f"{', '.join(names)} (tokenizer {fingerprint})" for fingerprint, names in tokenizers.items())
         notes.append(
             f"Warning: these runs use different tokenizers: {listed}. Their losses in nats per token are not "
-            "comparable and they are not grouped; compare bits per byte on one text (`data`) instead."
+            "comparable and they are not grouped; compare bits per byte on one held-out text instead."
         )
     data = _by_value(runs, lambda run: run.data_key)
     if len(data) > 1:
@@ -63,7 +63,7 @@ def mismatch_notes(runs: Sequence[RunSummary]) -> list[str]:
 
 
 def training_text_note(runs: Sequence[RunSummary], data: str) -> str | None:
-    """A warning when the --data file is the training text of some runs (by content, not by name)."""
+    """A warning when the held-out text is the training text of some runs (by content, not by name)."""
     if not Path(data).is_file():
         return None
     digest = file_digest(data)
@@ -75,8 +75,8 @@ def training_text_note(runs: Sequence[RunSummary], data: str) -> str | None:
     if not trained_on:
         return None
     return (
-        f"Warning: `data` {data} is the training text of {', '.join(trained_on)}; metrics on it measure fit to "
-        "text the model has seen, not how it generalises."
+        f"Warning: the held-out text {data} is the training text of {', '.join(trained_on)}; metrics on it "
+        "measure fit to text the model has seen, not how it generalises."
     )
 
 

@@ -67,6 +67,6 @@ def check_resume_steps(checkpoint: Checkpoint, train_config: TrainConfig) -> Non
     if train_config.max_steps < checkpoint.step:
         raise FhaError(
             f"{checkpoint.path}: max_steps={train_config.max_steps} is below the checkpoint's step {checkpoint.step}; "
-            f"a resume continues up to max_steps, so set max_steps={checkpoint.step} or more "
+            f"a resume continues up to max_steps, so pass `overrides` max_steps={checkpoint.step} or more "
             f"(or resume an earlier checkpoint)"
         )
