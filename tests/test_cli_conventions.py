@@ -233,3 +233,15 @@ def test_verbose_shows_the_traceback_of_an_error(tmp_path, capsys, caplog):
     assert capsys.readouterr().err.startswith("fha: error: --device 'gpu'")
     traced = [record for record in caplog.records if record.exc_info]
     assert len(traced) == 1 and traced[0].exc_info[0] is FhaError
+
+
+def test_a_named_file_that_is_missing_or_unreadable_is_one_fha_error(tmp_path):
+    from fha.errors import read_text
+
+    with pytest.raises(FhaError, match=r"^.*missing\.toml: study spec not found$"):
+        read_text(tmp_path / "missing.toml", "study spec")
+    with pytest.raises(FhaError, match=r": cannot read prompt file \(\[Errno 21\] Is a directory: "):
+        read_text(tmp_path, "prompt file")
+    (tmp_path / "latin1.txt").write_bytes(b"caf\xe9")
+    with pytest.raises(FhaError, match=r"latin1\.txt: cannot read config file \('utf-8' codec can't decode"):
+        read_text(tmp_path / "latin1.txt", "config file")

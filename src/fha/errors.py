@@ -29,6 +29,17 @@ class FhaValueError(FhaError, ValueError):
 MAX_DETAIL_CHARS = 200
 
 
+def read_text(path: Path, what: str) -> str:
+    """The UTF-8 text of a file the user named; a missing or unreadable file is one FhaError
+    calling it `what` ("tokenizer file", "study spec")."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FhaError(f"{path}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise FhaError(f"{path}: cannot read {what} ({one_line(err)})") from None
+
+
 @contextlib.contextmanager
 def writing(path: str | Path) -> Iterator[None]:
     """Turn an OSError raised while creating or writing `path` (a folder under a file, no

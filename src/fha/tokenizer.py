@@ -22,7 +22,7 @@ from pathlib import Path
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
-from fha.errors import FhaError, FhaValueError, one_line, writing
+from fha.errors import FhaError, FhaValueError, one_line, read_text, writing
 from fha.progress import resolved_mode
 
 log = logging.getLogger(__name__)
@@ -103,12 +103,7 @@ class Tokenizer:
     def load(cls, path: str | Path) -> Tokenizer:
         """Read a tokenizer JSON file written by `save`."""
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise FhaError(f"{path}: tokenizer file not found") from None
-        except (OSError, UnicodeDecodeError) as err:
-            raise FhaError(f"{path}: cannot read tokenizer file ({one_line(err)})") from None
+        text = read_text(path, "tokenizer file")
         try:
             hf = HFTokenizer.from_str(text)
         except Exception as err:  # the Rust parser raises plain Exception subclasses

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fha.cli.options import add_device_argument, add_precision_argument
-from fha.errors import FhaError
+from fha.errors import FhaError, read_text
 from fha.sampling import Sampling
 
 if TYPE_CHECKING:
@@ -140,12 +140,7 @@ def _check_options(args: argparse.Namespace) -> None:
 def _read_prompts(prompts: list[str], prompt_file: Path | None) -> list[str]:
     prompts = list(prompts)
     if prompt_file is not None:
-        try:
-            lines = prompt_file.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise FhaError(f"{prompt_file}: prompt file not found") from None
-        except (OSError, UnicodeDecodeError) as err:
-            raise FhaError(f"{prompt_file}: cannot read prompt file ({err})") from None
+        lines = read_text(prompt_file, "prompt file").splitlines()
         file_prompts = [line for line in lines if line.strip()]
         if not file_prompts:
             raise FhaError(f"{prompt_file}: no prompts (every line is blank)")

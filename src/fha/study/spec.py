@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from fha.config import ModelConfig, near_matches, require
-from fha.errors import FhaError
+from fha.errors import FhaError, read_text
 from fha.train.config import TrainConfig
 from fha.train.presets import TABLES, Tables, build_configs, load_experiment, merge, owner_of
 
@@ -323,12 +323,7 @@ class StudySpec:
 def load_spec(path: str | Path) -> StudySpec:
     """Read and validate a study TOML; every problem is an FhaError naming the file and the field."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FhaError(f"{path}: study spec not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise FhaError(f"{path}: cannot read the study spec ({err})") from None
+    text = read_text(path, "study spec")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

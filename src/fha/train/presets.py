@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fha.config import ConfigBase, ModelConfig, near_matches
-from fha.errors import FhaError
+from fha.errors import FhaError, read_text
 from fha.train.config import TrainConfig
 
 if sys.version_info >= (3, 11):
@@ -54,15 +54,6 @@ def _preset_text(name: str) -> str:
     return (importlib.resources.files("fha") / "presets" / f"{name}{PRESET_SUFFIX}").read_text(encoding="utf-8")
 
 
-def _file_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FhaError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise FhaError(f"{path}: cannot read config file ({err})") from None
-
-
 def load_experiment(preset: str | None = None, config_file: str | Path | None = None) -> Tables:
     """The ``{"model": {...}, "train": {...}}`` of a preset name or a TOML file (one of the two)."""
     if (preset is None) == (config_file is None):
@@ -70,7 +61,7 @@ def load_experiment(preset: str | None = None, config_file: str | Path | None = 
     if preset is not None:
         return _resolve(preset, _preset_text(preset), depth=0)
     path = Path(config_file)
-    return _resolve(str(path), _file_text(path), depth=0, folder=path.parent)
+    return _resolve(str(path), read_text(path, "config file"), depth=0, folder=path.parent)
 
 
 def _resolve(label: str, text: str, depth: int, folder: Path | None = None) -> Tables:
@@ -114,7 +105,7 @@ def _resolve_base(label: str, base: Any, depth: int, folder: Path | None) -> Tab
         return _resolve(base, _preset_text(base), depth + 1)
     path = Path(base) if folder is None or Path(base).is_absolute() else folder / base
     if path.suffix == PRESET_SUFFIX and path.is_file():
-        return _resolve(str(path), _file_text(path), depth + 1, folder=path.parent)
+        return _resolve(str(path), read_text(path, "config file"), depth + 1, folder=path.parent)
     raise FhaError(f"{label}: base {base!r} is neither a preset{near_matches(base, preset_names())} nor a TOML file")
 
 
