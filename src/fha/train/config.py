@@ -1,16 +1,25 @@
 """`TrainConfig`: everything about a training run that is not the model's architecture.
 
-The learning-rate schedule is the original project's: a linear warmup from `lr_init` to
-`lr_max`, then `num_restarts + 1` annealing cycles from `lr_max` down to `lr_min` (warm
-restarts, each `T_mult` times longer than the one before, together filling the span up to
-the final flat part), then `final_flat_steps` steps at `lr_min`. `warmup_steps` and
-`final_flat_steps` default to `warmup_fraction` and `final_flat_fraction` of `max_steps`
-(None means "use the fraction"), so changing `max_steps` alone rescales the whole schedule;
-the numbers they resolve to are `warmup_length` and `final_flat_length`.
+The learning-rate schedule is the original project's by default: a linear warmup from
+`lr_init` to `lr_max`, then `num_restarts + 1` annealing cycles from `lr_max` down to
+`lr_min` (``anneal_type`` ``cos`` or ``lin``; warm restarts, each `T_mult` times longer than
+the one before, together filling the span up to the final flat part), then
+`final_flat_steps` steps at `lr_min`. ``anneal_type="wsd"`` (warmup-stable-decay) holds
+`lr_max` after the warmup instead and decays linearly to `lr_min` over the `cooldown_steps`
+before the final flat part, with no restarts. `warmup_steps`, `cooldown_steps` and
+`final_flat_steps` default to `warmup_fraction`, `cooldown_fraction` and
+`final_flat_fraction` of `max_steps` (None means "use the fraction"), so changing
+`max_steps` alone rescales the whole schedule; the numbers they resolve to are
+`warmup_length`, `cooldown_length` and `final_flat_length`.
+
+`seed` sets the initial weights, dropout and everything else random; `data_seed`, when
+given, sets the order of the training batches in its place (`batch_seed`), so the two can
+vary separately.
 
 The three step counts were once called ``max_iters``, ``warmup_iters`` and
 ``final_flat_iters``; configs, runs and checkpoints written with those names still load
-(`RENAMED`).
+(`RENAMED`). Those written before `cooldown_steps`, `cooldown_fraction` and `data_seed`
+existed load with their defaults and train as they did.
 """
 
 from __future__ import annotations
@@ -22,7 +31,8 @@ from typing import ClassVar
 
 from fha.config import ConfigBase, require, require_choice, require_positive, require_probability
 
-ANNEAL_TYPES = ("cos", "lin")
+WSD = "wsd"  # warmup-stable-decay: one linear decay after a stable stretch at lr_max, no restarts
+ANNEAL_TYPES = ("cos", "lin", WSD)
 BATCHING_MODES = ("packed", "padded")
 CYCLE_LENGTH_TOLERANCE = 1e-9  # float slack when the shortest annealing cycle is exactly one step
 SEED_LIMIT = 2**32  # numpy's and torch's generators take seeds below this (plus small offsets) on every platform
@@ -47,6 +57,8 @@ class TrainConfig(ConfigBase):
     anneal_type: str = "cos"
     num_restarts: int = 0
     T_mult: float = 2.0
+    cooldown_steps: int | None = None
+    cooldown_fraction: float = 0.2
     final_flat_steps: int | None = None
     final_flat_fraction: float = 0.3
     weight_decay: float = 0.0
@@ -59,6 +71,7 @@ class TrainConfig(ConfigBase):
     log_interval: int = 10
     checkpoint_interval: int = 500
     seed: int = 0
+    data_seed: int | None = None
     batching: str = "packed"
     val_fraction: float = 0.05
     split_seed: int = 0
@@ -89,6 +102,10 @@ class TrainConfig(ConfigBase):
         require(self.lr_min <= self.lr_max, f"lr_min ({self.lr_min}) must not exceed lr_max ({self.lr_max})")
         require(self.lr_init <= self.lr_max, f"lr_init ({self.lr_init}) must not exceed lr_max ({self.lr_max})")
         require(0 <= self.seed < SEED_LIMIT, f"seed must be a whole number in [0, 2**32), got {self.seed}")
+        require(
+            self.data_seed is None or 0 <= self.data_seed < SEED_LIMIT,
+            f"data_seed must be a whole number in [0, 2**32) (or None: the same as seed), got {self.data_seed}",
+        )
         require_choice(self, "anneal_type", ANNEAL_TYPES)
         require_choice(self, "batching", BATCHING_MODES)
         require(self.num_restarts >= 0, f"num_restarts must be 0 or more, got {self.num_restarts}")
@@ -112,7 +129,37 @@ class TrainConfig(ConfigBase):
         for name in ("warmup_fraction", "final_flat_fraction"):
             value = getattr(self, name)
             require(0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value!r}")
+        require(
+            self.cooldown_steps is None or self.cooldown_steps >= 1,
+            f"cooldown_steps must be 1 or more (or None for the default), got {self.cooldown_steps}",
+        )
+        require(
+            0.0 < self.cooldown_fraction < 1.0, f"cooldown_fraction must be in (0, 1), got {self.cooldown_fraction!r}"
+        )
         require(math.isfinite(self.T_mult), f"T_mult must be a finite number, got {self.T_mult!r}")
+        if self.anneal_type == WSD:
+            self._check_wsd()
+        else:
+            self._check_cycles()
+
+    def _check_wsd(self) -> None:
+        require(
+            self.num_restarts == 0,
+            f"num_restarts must be 0 with anneal_type='wsd' (one decay, no restarts), got {self.num_restarts}",
+        )
+        warmup, cooldown, flat = self.warmup_length, self.cooldown_length, self.final_flat_length
+        require(
+            cooldown >= 1,
+            f"cooldown_fraction={self.cooldown_fraction:g} of max_steps={self.max_steps} is {cooldown} steps; "
+            "anneal_type='wsd' needs a cooldown of at least 1 step: raise cooldown_fraction or give cooldown_steps",
+        )
+        require(
+            warmup + cooldown + flat <= self.max_steps,
+            f"warmup_steps ({warmup}) + cooldown_steps ({cooldown}) + final_flat_steps ({flat}) = "
+            f"{warmup + cooldown + flat} exceed max_steps={self.max_steps}; lower them or raise max_steps",
+        )
+
+    def _check_cycles(self) -> None:
         anneal = self.max_steps - self.warmup_length - self.final_flat_length
         cycles = self.num_restarts + 1
         try:
@@ -136,8 +183,20 @@ class TrainConfig(ConfigBase):
         return int(self.warmup_fraction * self.max_steps)
 
     @property
+    def cooldown_length(self) -> int:
+        """`cooldown_steps`, or `cooldown_fraction` of `max_steps` (used by ``anneal_type="wsd"`` only)."""
+        if self.cooldown_steps is not None:
+            return self.cooldown_steps
+        return int(self.cooldown_fraction * self.max_steps)
+
+    @property
     def final_flat_length(self) -> int:
         """`final_flat_steps`, or `final_flat_fraction` of `max_steps`."""
         if self.final_flat_steps is not None:
             return self.final_flat_steps
         return int(self.final_flat_fraction * self.max_steps)
+
+    @property
+    def batch_seed(self) -> int:
+        """The seed of the training batch order: `data_seed`, or `seed` when it is None."""
+        return self.data_seed if self.data_seed is not None else self.seed

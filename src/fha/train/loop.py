@@ -288,7 +288,7 @@ def set_up(
     except (RuntimeError, MemoryError) as err:  # what allocators raise when memory runs out
         raise FhaError(f"cannot allocate the model ({one_line(err)}); make it smaller") from None
     optimizer = make_optimizer(model, config, device)
-    sampler = _sampler(tokens["train"], config.seed, config, model_config, info)
+    sampler = _sampler(tokens["train"], config.batch_seed, config, model_config, info)
     global_batch = config.batch_size * config.grad_accum_steps * info.world_size
     log.info(
         "model: %s attention, %s parameters (%s without embeddings); %s steps of %d sequences x %d tokens",

@@ -9,6 +9,13 @@ final flat steps and ``A = max_steps - W - F`` annealing steps:
   `lr_min` (half a cosine, or a straight line) and the next one restarts at `lr_max`;
 * ``s >= W + A``: `lr_min`.
 
+``anneal_type="wsd"`` (warmup-stable-decay) has no cycles: with ``C`` cooldown steps and
+``D = max_steps - F - C`` (`decay_start`), the rate stays at `lr_max` for ``W <= s < D``, falls
+in a straight line from `lr_max` (at ``D``) to `lr_min` (reached at ``D + C``) and stays there.
+Its rate before ``D`` depends on the warmup alone, not on `max_steps`, so a run of a longer
+budget resumed at a step ``k <= D`` with a shorter `max_steps` (a cooldown branch) trains
+exactly as a fresh run of the shorter budget would.
+
 Cycle boundaries are real numbers, so a restart happens at the first whole step at or after
 one. Because the rate depends on the step alone, a resumed run follows the same curve.
 """
@@ -21,15 +28,17 @@ from pathlib import Path
 
 from fha.figure_formats import DEFAULT_DPI, check_dpi
 from fha.figures import grid, plain_log_ticks, save_figure
-from fha.train.config import TrainConfig
+from fha.train.config import WSD, TrainConfig
 
 MAX_PLOT_POINTS = 10_000  # steps evaluated for a plot; more would not show and would take minutes for 1e9 steps
 
 
 @dataclass(frozen=True)
 class LRSchedule:
-    """A config's schedule with its parts resolved: `warmup_length` and `anneal_length` are
-    numbers of steps (the config's `warmup_steps` may be None: "use the fraction")."""
+    """A config's schedule with its parts resolved: `warmup_length`, `anneal_length` (the steps
+    between the warmup and the final flat part) and `cooldown_length` (the decay of ``wsd``, 0
+    for the other types) are numbers of steps (the config's `warmup_steps` may be None: "use
+    the fraction")."""
 
     lr_init: float
     lr_max: float
@@ -40,6 +49,7 @@ class LRSchedule:
     T_mult: float
     anneal_type: str
     max_steps: int
+    cooldown_length: int = 0
 
     @classmethod
     def from_config(cls, config: TrainConfig) -> LRSchedule:
@@ -54,10 +64,20 @@ class LRSchedule:
             T_mult=config.T_mult,
             anneal_type=config.anneal_type,
             max_steps=config.max_steps,
+            cooldown_length=config.cooldown_length if config.anneal_type == WSD else 0,
         )
 
+    @property
+    def decay_start(self) -> int:
+        """The first step whose rate depends on `max_steps`: where the ``wsd`` decay begins (the
+        end of the stable part), or the end of the warmup for the annealing cycles."""
+        return self.warmup_length + self.anneal_length - self.cooldown_length
+
     def cycle_boundaries(self) -> list[float]:
-        """Start of each cycle and end of the last, in steps from the start of training."""
+        """Start of each cycle and end of the last, in steps from the start of training (for
+        ``wsd``, the start and end of its one decay)."""
+        if self.anneal_type == WSD:
+            return [float(self.decay_start), float(self.decay_start + self.cooldown_length)]
         lengths = [self.T_mult**i for i in range(self.num_cycles)]
         unit = self.anneal_length / sum(lengths)
         bounds = [float(self.warmup_length)]
@@ -69,6 +89,8 @@ class LRSchedule:
     def __call__(self, step: int) -> float:
         if step < self.warmup_length:
             return self.lr_init + (self.lr_max - self.lr_init) * step / self.warmup_length
+        if self.anneal_type == WSD:
+            return self._wsd(step)
         bounds = self.cycle_boundaries()
         if step >= bounds[-1]:
             return self.lr_min
@@ -80,16 +102,32 @@ class LRSchedule:
             decay = 1.0 - progress
         return self.lr_min + (self.lr_max - self.lr_min) * decay
 
+    def _wsd(self, step: int) -> float:
+        """The rate after the warmup: stable, then the linear decay, then flat."""
+        if step < self.decay_start:
+            return self.lr_max
+        if step >= self.decay_start + self.cooldown_length:
+            return self.lr_min
+        progress = (step - self.decay_start) / self.cooldown_length  # in [0, 1)
+        return self.lr_max - (self.lr_max - self.lr_min) * progress
+
     def values(self) -> list[float]:
         """The rate of every update, steps 0 to max_steps - 1."""
         return [self(step) for step in range(self.max_steps)]
 
     def describe(self) -> str:
+        warmup = f"warmup {self.warmup_length} steps ({self.lr_init:g} -> {self.lr_max:g})"
+        if self.anneal_type == WSD:
+            end = self.decay_start + self.cooldown_length
+            return (
+                f"{warmup}; stable at {self.lr_max:g} to step {self.decay_start}; linear decay to {self.lr_min:g} "
+                f"over {self.cooldown_length} steps ({self.decay_start} to {end}); "
+                f"flat at {self.lr_min:g} from step {end} to {self.max_steps}"
+            )
         bounds = self.cycle_boundaries()
         starts = ", ".join(str(math.ceil(b)) for b in bounds[:-1])
         return (
-            f"warmup {self.warmup_length} steps ({self.lr_init:g} -> {self.lr_max:g}); "
-            f"{self.num_cycles} {self.anneal_type} cycle(s) to {self.lr_min:g} starting at steps {starts}; "
+            f"{warmup}; {self.num_cycles} {self.anneal_type} cycle(s) to {self.lr_min:g} starting at steps {starts}; "
             f"flat at {self.lr_min:g} from step {math.ceil(bounds[-1])} to {self.max_steps}"
         )
 
@@ -116,6 +154,8 @@ SCHEDULE_FIELDS = (
     "anneal_type",
     "num_restarts",
     "T_mult",
+    "cooldown_steps",
+    "cooldown_fraction",
     "final_flat_steps",
     "final_flat_fraction",
 )
