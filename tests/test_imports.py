@@ -23,7 +23,7 @@ LAYERS = (
     ("fha.errors", "fha.lazy", "fha.progress", "fha.figure_formats", "fha.figures", "fha.stats"),
     ("fha.variants", "fha.config", "fha.sampling", "fha.baselines", "fha.train.config"),
     ("fha.model", "fha.device"),
-    ("fha.tokenizer", "fha.data", "fha.generation", "fha.run", "fha.run_info", "fha.completion"),
+    ("fha.tokenizer", "fha.data", "fha.generation", "fha.run", "fha.run_info", "fha.completion", "fha.ngram"),
     ("fha.train", "fha.evaluation"),
     ("fha.compare", "fha.inspection"),
     ("fha.study",),
@@ -169,6 +169,11 @@ def test_the_config_loads_without_torch():
     result = without_torch(
         "from fha.config import ModelConfig\nModelConfig(attention='mha')\nfrom fha.train.presets import build_configs"
     )
+    assert result.stdout.strip() == "False False", result.stderr
+
+
+def test_the_ngram_references_load_without_torch():
+    result = without_torch("from fha.ngram import KneserNey\nKneserNey.fit([2, 5, 3], 2, 8).next_token_probs([5])")
     assert result.stdout.strip() == "False False", result.stderr
 
 
