@@ -9,6 +9,7 @@ FIGURE_FORMATS = ("png", "svg", "pdf")
 DEFAULT_FORMAT = "png"
 DEFAULT_DPI = 150
 MIN_DPI = 50
+MAX_DPI = 1200  # beyond print resolution; a larger value only exhausts memory
 
 
 def check_figure_options(fmt: str, dpi: int) -> None:
@@ -18,5 +19,5 @@ def check_figure_options(fmt: str, dpi: int) -> None:
 
 
 def check_dpi(dpi: int) -> None:
-    if dpi < MIN_DPI:
-        raise FhaError(f"`dpi` must be at least {MIN_DPI}, got {dpi}")
+    if not MIN_DPI <= dpi <= MAX_DPI:
+        raise FhaError(f"`dpi` must be between {MIN_DPI} and {MAX_DPI}, got {dpi}")

@@ -10,14 +10,16 @@ draws grid lines at the minor ticks too.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from matplotlib.axis import Axis
 from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatter
 
-from fha.errors import FhaError, writing
+from fha.errors import FhaError
 from fha.figure_formats import DEFAULT_DPI, FIGURE_FORMATS
+from fha.files import write_bytes_atomic
 
 MINOR_LABEL_THRESHOLDS = (2, 0.5)  # label minor ticks when the axis spans fewer decades than this
 MAJOR_GRID_ALPHA = 0.35
@@ -51,7 +53,7 @@ def save_figure(figure: Figure, path: str | Path, dpi: int = DEFAULT_DPI) -> Pat
         raise FhaError(
             f"{path}: cannot write a figure as {fmt or 'a file without suffix'!r} (use .{', .'.join(FIGURE_FORMATS)})"
         )
-    with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=dpi, format=fmt)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=dpi, format=fmt)
+    write_bytes_atomic(path, buffer.getvalue())
     return path

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT, FIGURE_FORMATS, MIN_DPI
+from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT, FIGURE_FORMATS, MAX_DPI, MIN_DPI
 
 DEVICE_HELP = "cpu, cuda, cuda:N, mps or auto (default: cuda, then mps, then cpu)"
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")  # fha.device.PRECISIONS, without importing torch
@@ -64,7 +64,7 @@ def add_figure_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGro
         type=int,
         default=DEFAULT_DPI,
         metavar="N",
-        help=f"resolution of PNG figures in dots per inch (default {DEFAULT_DPI}, at least {MIN_DPI})",
+        help=f"resolution of PNG figures in dots per inch (default {DEFAULT_DPI}, {MIN_DPI} to {MAX_DPI})",
     )
 
 

@@ -1,8 +1,14 @@
-"""`write_report`: report.md, report.html (one self-contained page), results.csv and figures of a study.
+"""`write_report`: report.md, report.html (one self-contained page), results.csv and figures of a study,
+built from its ledgers alone.
 
-Every sentence of the verdict is generated from the numbers: a variant is called better or
-worse than the baseline only when the 95% t-interval of its paired difference in test bits
-per byte excludes zero, and indistinguishable otherwise.
+Every sentence of the verdict is generated from the numbers. The primary contrast (spec
+`primary` against the baseline, at the primary budget) is tested at the 5% level; the other
+contrasts are Holm-adjusted among themselves. A contrast is called better or worse only when
+its 95% interval excludes zero (and, for the others, its Holm-adjusted p-value is below 0.05);
+"equivalent within +-delta" only when the spec declares `equivalence_margin` and the interval
+lies inside it; otherwise it is inconclusive, with the interval's half-width and the smallest
+difference the study could detect at 80% power. When the n-gram references are known and runs
+are no better than the bigram model, the verdict says the models are still at n-gram level.
 """
 
 from __future__ import annotations
@@ -14,36 +20,35 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fha.compare.report import Table, format_count, format_duration, format_rate, markdown_table
-from fha.errors import writing
+from fha.compare.report import Table, format_count, format_duration, markdown_table
+from fha.errors import FhaValueError
 from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT
-from fha.stats import Interval, PairedDifference, mean_interval, paired_difference
+from fha.files import write_text_atomic
+from fha.stats import (
+    ALPHA,
+    PairedDifference,
+    equivalence,
+    holm_bonferroni,
+    mean_interval,
+    minimum_detectable_effect,
+    paired_difference,
+    variance_components,
+)
 from fha.study.figures import draw_all
-from fha.study.results import RESULTS_FILE, StudyResults, load_results, write_results_csv
+from fha.study.results import RESULTS_FILE, StudyResults, load_results, results_csv
 
 MARKDOWN_FILE = "report.md"
 HTML_FILE = "report.html"
 BPB_DECIMALS = 4
-MACHINE_NOTE = (
-    "Columns marked * are machine-dependent: measured on a possibly shared machine, not a property of the model"
-)
-ENVIRONMENT_KEYS = (
-    "fha_version",
-    "torch_version",
-    "python_version",
-    "platform",
-    "git_commit",
-    "device",
-    "threads",
-    "world_size",
-    "cpu_count",
-)
+NGRAM_NAMES = {1: "unigram", 2: "bigram", 3: "trigram"}
+MACHINE_NOTE = "Columns marked * are machine-dependent: measured on a possibly shared machine"
 HTML_STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1180px; padding: 0 1em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.88em; max-width: 100%; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top;
-         overflow-wrap: anywhere; }
-th { background: #f2f2f2; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.88em; max-width: 100%; display: block;
+        overflow-x: auto; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f2f2f2; hyphens: none; word-break: keep-all; }
+td { overflow-wrap: anywhere; }
 img { max-width: 100%; height: auto; margin: 1em 0; display: block; }
 code { overflow-wrap: anywhere; }
 .verdict { font-size: 1.1em; background: #f6f8fa; border-left: 4px solid #4a7; padding: 0.6em 1em; }
@@ -51,25 +56,345 @@ code { overflow-wrap: anywhere; }
 
 
 def fmt_bpb(value: float) -> str:
-    return "—" if math.isnan(value) else f"{value:.{BPB_DECIMALS}f}"
+    return "—" if not math.isfinite(value) else f"{value:.{BPB_DECIMALS}f}"
 
 
 def fmt_signed(value: float) -> str:
     """With its sign, except for values that round to zero (no "-0.0000")."""
-    if math.isnan(value):
+    if not math.isfinite(value):
         return "—"
     if round(value, BPB_DECIMALS) == 0:
         return f"{0.0:.{BPB_DECIMALS}f}"
     return f"{value:+.{BPB_DECIMALS}f}"
 
 
-def fmt_interval(interval: Interval, signed: bool = False) -> str:
-    fmt = fmt_signed if signed else fmt_bpb
+def fmt_p(value: float) -> str:
+    if math.isnan(value):
+        return "—"
+    return "< 0.0001" if value < 1e-4 else f"{value:.4f}"
+
+
+def seeds_phrase(count: int) -> str:
+    return f"{count} seed" if count == 1 else f"{count} seeds"
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """One variant against the baseline at one budget."""
+
+    variant: str
+    baseline: str
+    tokens: int
+    paired: PairedDifference
+    adjusted_p: float  # Holm-adjusted among the secondary contrasts; the primary's own p for the primary
+    mde: float  # smallest true difference detected with 80% power at the 5% level (NaN with < 2 pairs)
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant} − {self.baseline}"
+
+    @property
+    def halfwidth(self) -> float:
+        interval = self.paired.interval
+        return (interval.high - interval.low) / 2 if interval.n >= 2 else math.nan
+
+
+def contrasts(results: StudyResults, tokens: int) -> list[Contrast]:
+    """Every variant against the baseline at `tokens`, the primary first; Holm over the others."""
+    spec = results.spec
+    baseline = results.values(spec.baseline, tokens)
+    paired = {}
+    for name in spec.contrasts:
+        values = results.values(name, tokens)
+        if set(values) & set(baseline):
+            paired[name] = paired_difference(values, baseline)
+    secondary = holm_bonferroni({name: p.p_value for name, p in paired.items() if name != spec.primary})
+    found = []
+    for name, pair in paired.items():
+        adjusted = pair.p_value if name == spec.primary else secondary[name]
+        found.append(Contrast(name, spec.baseline, tokens, pair, adjusted, _mde(pair)))
+    return found
+
+
+def _mde(paired: PairedDifference) -> float:
+    interval = paired.interval
+    if interval.n < 2 or not interval.std > 0:
+        return math.nan
+    try:
+        return minimum_detectable_effect(interval.std, interval.n)
+    except FhaValueError:
+        return math.nan
+
+
+def contrast_sentence(contrast: Contrast, margin: float | None, primary: bool) -> str:
+    interval, name, base = contrast.paired.interval, contrast.variant, contrast.baseline
+    wins = f"{name} was better at {contrast.paired.wins} of {seeds_phrase(contrast.paired.n)}"
     if interval.n < 2:
-        return f"{fmt(interval.mean)} (one seed: no interval)"
-    return f"{fmt(interval.mean)} [{fmt(interval.low)}, {fmt(interval.high)}]"
+        return f"With one seed no interval can be given: {name} − {base} = {fmt_signed(interval.mean)} bits/byte."
+    ci = f"95% CI [{fmt_signed(interval.low)}, {fmt_signed(interval.high)}]"
+    p_text = f"p = {fmt_p(contrast.paired.p_value)}" + (
+        "" if primary else f", Holm-adjusted {fmt_p(contrast.adjusted_p)}"
+    )
+    significant = interval.excludes_zero and contrast.adjusted_p < ALPHA
+    if significant:
+        direction = "better" if interval.high < 0 else "worse"
+        return (
+            f"{name} is {direction} than {base} by {fmt_bpb(abs(interval.mean))} bits/byte ({name} − {base} = "
+            f"{fmt_signed(interval.mean)}, {ci}, {p_text}); {wins}."
+        )
+    if margin is not None and equivalence(interval, margin):
+        return (
+            f"{name} and {base} are equivalent within ±{margin:g} bits/byte: {name} − {base} = "
+            f"{fmt_signed(interval.mean)}, {ci} lies inside the margin; {wins}."
+        )
+    detectable = (
+        f"; this design detects a true difference of {fmt_bpb(contrast.mde)} bits/byte with 80% power"
+        if math.isfinite(contrast.mde)
+        else ""
+    )
+    return (
+        f"{name} − {base} is inconclusive: {fmt_signed(interval.mean)} bits/byte, {ci} (half-width "
+        f"{fmt_bpb(contrast.halfwidth)}), {p_text}{detectable}; no difference larger than "
+        f"{fmt_bpb(max(abs(interval.low), abs(interval.high)))} bits/byte is consistent with it; {wins}."
+    )
 
 
+def regime_sentence(results: StudyResults) -> str:
+    """Where the runs stand against the n-gram references on the test text (empty when unknown)."""
+    test = results.references.get("test", {})
+    if 2 not in test:
+        return ""
+    values = [
+        entry.metric("test") for name in results.spec.variant_names for entry in results.runs(name, results.spec.tokens)
+    ]
+    if not values:
+        return ""
+    bigram, trigram = test[2], test.get(3, math.nan)
+    above_bigram = sum(1 for value in values if value >= bigram)
+    if above_bigram:
+        return (
+            f"{above_bigram} of {len(values)} runs at the primary budget are no better than the bigram reference "
+            f"({fmt_bpb(bigram)} bits/byte on the test text): the models are still at n-gram level and the "
+            "comparison measures early learning speed, not what the attention is worth."
+        )
+    past = sum(1 for value in values if value < trigram)
+    return (
+        f"All {len(values)} runs at the primary budget beat the bigram reference ({fmt_bpb(bigram)} bits/byte) and "
+        f"{past} beat the trigram reference ({fmt_bpb(trigram)})."
+    )
+
+
+def budget_phrase(results: StudyResults, tokens: int | None = None) -> str:
+    tokens = results.spec.tokens if tokens is None else tokens
+    return f"{format_count(tokens)} training tokens per run"
+
+
+def verdict(results: StudyResults) -> str:
+    spec = results.spec
+    sentences = []
+    if not results.complete or not results.tuning.done:
+        done = len([c for c in results.cells if c in results.entries])
+        sentences.append(f"PARTIAL: {done} of {len(results.cells)} evaluation runs finished; not a final result.")
+    for entry in results.failed:
+        sentences.append(f"{entry.cell.run_id} failed ({entry.diverged}): its seed is left out of its contrasts.")
+    found = contrasts(results, spec.tokens)
+    for contrast in found:
+        sentences.append(contrast_sentence(contrast, spec.equivalence_margin, contrast.variant == spec.primary))
+    if not found:
+        sentences.append("No contrast can be computed yet.")
+    for name in results.tuning.at_edge:
+        sentences.append(
+            f"{name} is not tuned: its best rate ({results.chosen_lr[name]:g}) is at the edge of the grid after "
+            "every extension."
+        )
+    regime = regime_sentence(results)
+    if regime:
+        sentences.append(regime)
+    seeds = len({cell.seeds for cell in results.cells})
+    sentences.append(
+        f"Budget: {budget_phrase(results)}, {seeds_phrase(seeds)}; lower bits per byte on the test text is better."
+    )
+    return " ".join(sentences)
+
+
+# ---------------------------------------------------------------- tables
+def contrast_table(results: StudyResults) -> Table:
+    header = ["budget", "difference", "mean [95% CI]", "half-width", "p", "Holm p", "80% MDE", "seeds won"]
+    rows = []
+    for tokens in reversed(results.spec.all_budgets):
+        for contrast in contrasts(results, tokens):
+            interval = contrast.paired.interval
+            primary = contrast.variant == results.spec.primary
+            rows.append(
+                [
+                    format_count(tokens) + (" (primary)" if tokens == results.spec.tokens else ""),
+                    contrast.name + (" (primary)" if primary else ""),
+                    _interval_text(interval.mean, interval.low, interval.high, interval.n, signed=True),
+                    fmt_bpb(contrast.halfwidth),
+                    fmt_p(contrast.paired.p_value),
+                    "(primary)" if primary else fmt_p(contrast.adjusted_p),
+                    fmt_bpb(contrast.mde),
+                    f"{contrast.paired.wins} of {contrast.paired.n}",
+                ]
+            )
+    return Table(header, rows)
+
+
+def _interval_text(mean: float, low: float, high: float, n: int, signed: bool = False) -> str:
+    fmt = fmt_signed if signed else fmt_bpb
+    if n < 2:
+        return f"{fmt(mean)} (one seed)"
+    return f"{fmt(mean)} [{fmt(low)}, {fmt(high)}]"
+
+
+def variants_table(results: StudyResults) -> Table:
+    header = [
+        "variant",
+        "parameters",
+        "lr_max",
+        "budget",
+        "runs",
+        "test bits/byte [95% CI]",
+        "valid",
+        "train sample",
+        "test top-1",
+    ]
+    rows = []
+    for name in results.spec.variant_names:
+        label = f"{name} (baseline)" if name == results.spec.baseline else name
+        if name in results.tuning.at_edge:
+            label += " (not tuned)"
+        for tokens in reversed(results.spec.all_budgets):
+            runs = results.runs(name, tokens)
+            if not runs:
+                continue
+            test = mean_interval([run.metric("test") for run in runs])
+            rows.append(
+                [
+                    label,
+                    f"{runs[0].parameters:,}",
+                    f"{results.chosen_lr.get(name, math.nan):g}",
+                    format_count(tokens),
+                    str(len(runs)),
+                    _interval_text(test.mean, test.low, test.high, test.n),
+                    fmt_bpb(mean_interval([run.metric("valid") for run in runs]).mean),
+                    fmt_bpb(mean_interval([run.metric("train_sample") for run in runs]).mean),
+                    f"{mean_interval([run.metric('test', 'top1_accuracy') for run in runs]).mean:.2%}",
+                ]
+            )
+    return Table(header, rows)
+
+
+def references_table(results: StudyResults) -> Table | None:
+    if not results.references:
+        return None
+    orders = sorted({order for values in results.references.values() for order in values})
+    header = ["text", *(f"{NGRAM_NAMES.get(order, f'{order}-gram')} bits/byte" for order in orders)]
+    rows = [
+        [split, *(fmt_bpb(values.get(order, math.nan)) for order in orders)]
+        for split, values in results.references.items()
+    ]
+    return Table(header, rows)
+
+
+def tuning_table(results: StudyResults) -> Table | None:
+    if results.spec.sweep is None:
+        return None
+    header = ["variant", "lr_max", "seeds", "mean valid bits/byte (primary budget)", "chosen"]
+    rows = []
+    for name, scores in results.tuning.scores.items():
+        for rate, score in scores.items():
+            count = sum(
+                1
+                for entry in results.tuning_entries()
+                if entry.cell.variant == name and entry.cell.lr_max == rate and entry.cell.tokens == results.spec.tokens
+            )
+            chosen = results.chosen_lr.get(name) == rate
+            rows.append(
+                [name, f"{rate:g}", str(count), fmt_bpb(score) if math.isfinite(score) else "diverged", "yes" * chosen]
+            )
+    return Table(header, rows)
+
+
+def pilot_table(results: StudyResults) -> Table | None:
+    entries = results.tuning_entries()
+    if not entries:
+        return None
+    header = ["run", "valid bits/byte", "test bits/byte", "train sample bits/byte", "training time *"]
+    rows = [
+        [
+            entry.cell.run_id,
+            *(
+                ("diverged",) * 3
+                if entry.diverged
+                else tuple(fmt_bpb(entry.metric(s)) for s in ("valid", "test", "train_sample"))
+            ),
+            format_duration(entry.wall_time_s),
+        ]
+        for entry in entries
+    ]
+    return Table(header, rows)
+
+
+def variance_table(results: StudyResults) -> Table | None:
+    """With crossed seeds: each variant's test bits/byte split into init, data order and residual variance."""
+    if results.spec.data_seeds is None:
+        return None
+    header = ["variant", "init seed variance", "data order variance", "residual variance", "note"]
+    rows = []
+    for name in results.spec.variant_names:
+        values = results.values(name, results.spec.tokens)
+        try:
+            split = variance_components({(seeds.init, seeds.data): value for seeds, value in values.items()})
+        except FhaValueError as err:
+            rows.append([name, "—", "—", "—", str(err)])
+            continue
+        note = f"clipped to 0: {', '.join(split.clipped)}" if split.clipped else ""
+        rows.append([name, f"{split.init_seed:.3g}", f"{split.data_order:.3g}", f"{split.residual:.3g}", note])
+    return Table(header, rows)
+
+
+def setup_lines(results: StudyResults) -> list[str]:
+    spec, context = results.spec, results.context
+    data = ", ".join(f"{name} {path} (sha256 {context.data_digests[name]})" for name, path in spec.data.files().items())
+    seeds = ", ".join(sorted({cell.seeds.label for cell in results.cells}, key=lambda s: (len(s), s)))
+    lines = [
+        f"Base: {spec.base}; shared settings: {_settings(spec.set) or 'none'}.",
+        f"Primary budget {budget_phrase(results)}"
+        + (
+            f"; secondary budgets {', '.join(format_count(b) for b in spec.all_budgets if b != spec.tokens)}"
+            if spec.budgets
+            else ""
+        )
+        + f"; baseline {spec.baseline}; primary contrast {spec.primary} − {spec.baseline}.",
+        f"Evaluation seeds: {seeds or 'none yet'}"
+        + (
+            " (init seed x data seed, crossed)"
+            if spec.data_seeds is not None
+            else " (each sets the initial weights and the batch order)"
+        )
+        + "; variants at one seed saw the same batches.",
+        f"Data: {data}.",
+        f"Tokenizer: {context.tokenizer_fingerprint} ({context.vocab_size} tokens, one for every run). "
+        f"Every run is scored on the whole validation and test texts"
+        + (f" and on {spec.data.train_sample} training documents (memorisation)" if spec.data.train_sample else "")
+        + ".",
+    ]
+    if spec.sweep is not None:
+        lines.append(
+            f"Learning rate: lr_max grid {', '.join(f'{r:g}' for r in spec.sweep.grid)} (extended up to "
+            f"{spec.sweep.max_extensions} steps beyond a winning edge) on tuning seeds "
+            f"{', '.join(map(str, spec.sweep.seeds))}, never evaluation seeds; chosen per variant by mean validation "
+            "bits per byte at the primary budget."
+        )
+    return lines
+
+
+def _settings(values: dict) -> str:
+    return ", ".join(f"{key}={value}" for key, value in values.items())
+
+
+# ---------------------------------------------------------------- writing
 @dataclass
 class Report:
     results: StudyResults
@@ -80,217 +405,61 @@ class Report:
     verdict: str
 
 
-def budget_phrase(results: StudyResults) -> str:
-    spec = results.spec
-    return f"{format_count(spec.tokens)} training tokens per run, {len(spec.seeds)} seeds"
-
-
-def verdict(results: StudyResults) -> str:
-    """One sentence per variant against the baseline, from the paired test bits per byte."""
-    baseline = results.spec.baseline
-    sentences = []
-    for variant in results.spec.variants:
-        if variant.name == baseline:
-            continue
-        paired = paired_difference(results.by_seed(variant.name), results.by_seed(baseline))
-        sentences.append(_verdict_sentence(variant.name, baseline, paired))
-    return " ".join(sentences) + f" Budget: {budget_phrase(results)}; lower bits per byte on the test text is better."
-
-
-def _verdict_sentence(name: str, baseline: str, paired: PairedDifference) -> str:
-    interval = paired.interval
-    won = f"{name} was better at {paired.wins} of {paired.n} seeds"
-    if interval.n < 2:
-        return f"With one seed no interval can be given: {name} − {baseline} = {fmt_signed(interval.mean)} bits/byte."
-    ci = f"95% CI [{fmt_signed(interval.low)}, {fmt_signed(interval.high)}]"
-    if interval.high < 0:
-        return (
-            f"{name} is better than {baseline} by {fmt_bpb(-interval.mean)} bits/byte ({name} − {baseline} "
-            f"= {fmt_signed(interval.mean)}, {ci}) at this budget; {won}."
-        )
-    if interval.low > 0:
-        return (
-            f"{name} is worse than {baseline} by {fmt_bpb(interval.mean)} bits/byte ({name} − {baseline} "
-            f"= {fmt_signed(interval.mean)}, {ci}) at this budget; {won}."
-        )
-    return (
-        f"{name} and {baseline} are indistinguishable at this budget: {name} − {baseline} = "
-        f"{fmt_signed(interval.mean)} bits/byte, {ci}, which includes 0; {won}."
-    )
-
-
-def variants_table(results: StudyResults) -> Table:
-    header = [
-        "variant",
-        "parameters",
-        "test bits/byte: mean [95% CI]",
-        "test loss (nats/token)",
-        "test top-1",
-        "learning rate (lr_max)",
-        "tokens/s *",
-        "wall time per run *",
-    ]
-    rows = []
-    for variant in results.spec.variants:
-        runs = results.of(variant.name)
-        name = f"{variant.name} (baseline)" if variant.name == results.spec.baseline else variant.name
-        rows.append(
-            [
-                name,
-                f"{runs[0].parameters:,}",
-                fmt_interval(mean_interval([run.test("bits_per_byte") for run in runs])),
-                fmt_bpb(mean_interval([run.test("loss") for run in runs]).mean),
-                f"{mean_interval([run.test('top1_accuracy') for run in runs]).mean:.2%}",
-                f"{results.chosen_lr[variant.name]:g}",
-                format_rate(mean_interval([run.tokens_per_s for run in runs]).mean),
-                format_duration(mean_interval([run.wall_time_s for run in runs]).mean),
-            ]
-        )
-    return Table(header, rows)
-
-
-def paired_table(results: StudyResults) -> Table:
-    baseline = results.spec.baseline
-    header = ["difference", "per seed", "mean [95% CI]", "seeds won"]
-    rows = []
-    for variant in results.spec.variants:
-        if variant.name == baseline:
-            continue
-        paired = paired_difference(results.by_seed(variant.name), results.by_seed(baseline))
-        per_seed = ", ".join(f"{seed}: {fmt_signed(value)}" for seed, value in zip(paired.seeds, paired.differences))
-        rows.append(
-            [
-                f"{variant.name} − {baseline}",
-                per_seed,
-                fmt_interval(paired.interval, signed=True),
-                f"{paired.wins} of {paired.n}",
-            ]
-        )
-    return Table(header, rows)
-
-
-def sweep_table(results: StudyResults) -> Table:
-    rates = list(results.spec.sweep.lr_max)
-    header = ["variant", *(f"lr_max {rate:g}" for rate in rates)]
-    rows = []
-    for name, values in results.sweep.items():
-        cells = []
-        for rate in rates:
-            cell = fmt_bpb(values[rate]) if math.isfinite(values[rate]) else "diverged"
-            cells.append(f"{cell} (chosen)" if rate == results.chosen_lr[name] else cell)
-        rows.append([name, *cells])
-    return Table(header, rows)
-
-
-def settings_table(results: StudyResults) -> Table:
-    """The settings in which the variants differ: their own overrides and the learning rate."""
-    keys = sorted({key for variant in results.spec.variants for key in variant.set})
-    header = ["variant", *keys, "lr_max"]
-    rows = [
-        [variant.name, *(str(variant.set.get(key, "(base)")) for key in keys), f"{results.chosen_lr[variant.name]:g}"]
-        for variant in results.spec.variants
-    ]
-    return Table(header, rows)
-
-
-def environment(results: StudyResults) -> tuple[list[str], Table]:
-    """(lines for what every run shares, a table of what differs per run)."""
-    infos = [run.info for run in results.runs]
-    shared, varying = [], []
-    for key in ENVIRONMENT_KEYS:
-        values = {str(info.get(key)) for info in infos}
-        (shared if len(values) == 1 else varying).append(key)
-    lines = [f"{key}: {infos[0].get(key)}" for key in shared]
-    header = ["run", "started", *varying, "resumed", "tokens/s *", "wall time *"]
-    rows = [
-        [
-            run.plan.run_id,
-            str(run.info.get("date")),
-            *(str(run.info.get(key)) for key in varying),
-            str(len(run.info.get("resumes", []))),
-            format_rate(run.tokens_per_s),
-            format_duration(run.wall_time_s),
-        ]
-        for run in results.runs
-    ]
-    return lines, Table(header, rows)
-
-
-def setup_lines(results: StudyResults) -> list[str]:
-    spec, record = results.spec, results.record
-    data = ", ".join(f"{name} {getattr(spec.data, name)} (sha256 {digest})" for name, digest in record["data"].items())
-    test_tokens = results.runs[0].evaluation["test"]["num_tokens"]
-    lines = [
-        f"Base: {spec.base}; shared settings: {_settings(spec.set) or 'none'}.",
-        f"Budget: {budget_phrase(results)} ({', '.join(map(str, spec.seeds))}); baseline: {spec.baseline}.",
-        f"Data: {data}.",
-        f"Tokenizer: {record['tokenizer_fingerprint']} (one for every run); the test text is "
-        f"{test_tokens:,} predicted tokens, all of it scored once per run.",
-        "Each seed fixes the initial weights and the batch order, so the variants at one seed saw the same batches.",
-    ]
-    if spec.sweep is not None:
-        lines.append(
-            f"Learning rate: lr_max swept over {', '.join(f'{r:g}' for r in spec.sweep.lr_max)} at seed "
-            f"{spec.sweep.seed}, chosen per variant on validation bits per byte."
-        )
-    return lines
-
-
-def _settings(values: dict) -> str:
-    return ", ".join(f"{key}={value}" for key, value in values.items())
+Section = tuple[str, list[str], "Table | None", str]
 
 
 def write_report(
-    out_dir: Path, report_dir: Path | None = None, *, fmt: str = DEFAULT_FORMAT, dpi: int = DEFAULT_DPI
+    folders: Sequence[Path],
+    report_dir: Path | None = None,
+    *,
+    fmt: str = DEFAULT_FORMAT,
+    dpi: int = DEFAULT_DPI,
+    partial: bool = False,
 ) -> Report:
-    """Read the study in `out_dir` and write the report files into `report_dir` (default: `out_dir`);
-    figures are PNG at `dpi`, and also in `fmt` when that is svg or pdf."""
-    results = load_results(out_dir)
-    report_dir = report_dir or out_dir
+    """Read the study in `folders` (the first one's study.json, every one's ledger) and write the report
+    into `report_dir` (default: the first folder)."""
+    folders = [Path(folder) for folder in folders]
+    results = load_results(folders, partial=partial)
+    report_dir = report_dir or folders[0]
     csv_path = report_dir / RESULTS_FILE
-    with writing(report_dir):
-        report_dir.mkdir(parents=True, exist_ok=True)
-        write_results_csv(csv_path, results)
+    write_text_atomic(csv_path, results_csv(results))
     figures = draw_all(results, report_dir, fmt, dpi)
     text = verdict(results)
-    env_lines, env_table = environment(results)
-    sections: list[tuple[str, list[str], Table | None, str]] = [
+    sections: list[Section] = [
         ("Setup", setup_lines(results), None, ""),
-        ("Variants", [], variants_table(results), f"{MACHINE_NOTE}."),
         (
             "Paired differences against the baseline",
             [
-                "Test bits per byte of the variant minus the baseline's at the same seed; 95% Student t-interval of "
-                "the mean difference; a seed is won when the variant's value is lower."
+                "Test bits per byte of the variant minus the baseline's at the same seed pair; 95% Student t-interval; "
+                "two-sided paired t test; the primary contrast at the 5% level, the others Holm-adjusted; MDE: the "
+                "smallest true difference this number of seeds detects with 80% power, from the observed paired SD."
             ],
-            paired_table(results),
+            contrast_table(results),
             "",
         ),
+        ("Variants", [], variants_table(results), ""),
     ]
-    if results.sweep:
-        sections.append(
-            (
-                "Learning-rate sweep",
-                ["Validation bits per byte over the whole validation text."],
-                sweep_table(results),
-                "",
-            )
-        )
-    sections += [
-        ("Settings that differ between variants", [], settings_table(results), ""),
-        ("Environment", ["Shared by every run: " + "; ".join(env_lines) + "."], env_table, f"{MACHINE_NOTE}."),
+    optional: list[tuple[str, list[str], Table | None, str]] = [
+        (
+            "n-gram references",
+            ["Interpolated Kneser–Ney models fitted on the training text with the study's tokenizer."],
+            references_table(results),
+            "",
+        ),
+        ("Learning-rate tuning", ["Mean validation bits per byte over the tuning seeds."], tuning_table(results), ""),
+        ("Tuning runs at every budget", [], pilot_table(results), f"{MACHINE_NOTE}."),
+        ("Variance by source (crossed seeds)", [], variance_table(results), ""),
     ]
-    title = f"Study: {results.spec.description or out_dir.name}"
+    sections += [section for section in optional if section[2] is not None]
+    title = f"Study: {results.spec.description or folders[0].name}"
     markdown = report_dir / MARKDOWN_FILE
     page = report_dir / HTML_FILE
-    markdown.write_text(_markdown(title, text, sections, figures))
-    page.write_text(_html(title, text, sections, figures))
+    write_text_atomic(markdown, _markdown(title, text, sections, figures))
+    write_text_atomic(page, _html(title, text, sections, figures))
     return Report(results, figures, markdown, page, csv_path, text)
 
 
-def _markdown(
-    title: str, text: str, sections: Sequence[tuple[str, list[str], Table | None, str]], figures: Sequence[Path]
-) -> str:
+def _markdown(title: str, text: str, sections: Sequence[Section], figures: Sequence[Path]) -> str:
     parts = [f"# {title}", "", f"**Verdict.** {text}", ""]
     for heading, lines, table, note in sections:
         parts += [f"## {heading}", ""]
@@ -304,15 +473,13 @@ def _markdown(
     return "\n".join(parts)
 
 
-def _html_table(table: Table) -> str:
+def html_table(table: Table) -> str:
     head = "".join(f"<th>{html.escape(cell)}</th>" for cell in table.header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in table.rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _html(
-    title: str, text: str, sections: Sequence[tuple[str, list[str], Table | None, str]], figures: Sequence[Path]
-) -> str:
+def _html(title: str, text: str, sections: Sequence[Section], figures: Sequence[Path]) -> str:
     parts = [
         f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>',
         f"<style>{HTML_STYLE}</style></head><body>",
@@ -323,7 +490,7 @@ def _html(
         parts.append(f"<h2>{html.escape(heading)}</h2>")
         parts += [f"<p>{html.escape(line)}</p>" for line in lines]
         if table is not None:
-            parts.append(_html_table(table))
+            parts.append(html_table(table))
         if note:
             parts.append(f"<p><small>{html.escape(note)}</small></p>")
     parts.append("<h2>Figures</h2>")

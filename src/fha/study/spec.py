@@ -1,18 +1,24 @@
-"""The study spec: a TOML file that says what to compare, on what data, with what budget.
+"""The study spec: a TOML file that says what to compare, on what data, with what budgets and seeds.
 
 ::
 
     description = "FHA against MHA"
     base = "tiny"                 # a preset name, or an experiment TOML (relative to the spec)
     baseline = "mha"              # the variant every other one is compared with
-    seeds = [0, 1, 2]
-    tokens = 1228800              # training tokens per run, equal for every variant
+    primary = "fha"               # optional: the primary contrast is primary - baseline
+                                  #   (default: the first variant that is not the baseline)
+    seeds = [0, 1, 2]             # evaluation seeds: each sets the initial weights and the batch order
+    data_seeds = [0, 1]           # optional: cross the seeds (initial weights) with these batch orders
+    tokens = 1228800              # the primary budget: training tokens per run, equal for every variant
+    budgets = [409600]            # optional secondary budgets (cooldown branches with anneal_type = "wsd")
+    equivalence_margin = 0.02     # optional: call a contrast equivalent when its interval lies inside +-0.02
 
     [data]                        # relative paths: from the folder fha runs in
     train = "../shared/data/tinystories-3m/train.txt"
     valid = "../shared/data/tinystories-3m/valid.txt"   # optional: else val_fraction of train
     test = "../shared/data/tinystories-3m/test.txt"
     tokenizer = "tok.json"        # optional: else one is trained for the whole study
+    train_sample = 300            # documents of the training text also scored (memorisation); 0: none
 
     [set]                         # overrides shared by every variant
     max_seq_len = 128
@@ -21,14 +27,14 @@
     name = "fha"
     set = { attention = "fha" }
 
-    [sweep]                       # optional learning-rate sweep
+    [sweep]                       # optional learning-rate tuning, on seeds of its own
     lr_max = [0.003, 0.01, 0.03]
-    seed = 0
+    seeds = [100, 101]            # default: 10000 and 10001; never an evaluation seed
+    max_extensions = 2            # grid steps added beyond an edge that wins (default 2)
 
-Every run's ``max_steps`` is ``tokens`` divided by its tokens per step, so ``tokens`` must be
-a whole number of steps of every variant. A sweep trains every variant at every ``lr_max``
-(``lr_init`` and ``lr_min`` keep their ratio to ``lr_max`` from the base) with the sweep
-seed and keeps, per variant, the rate with the lowest validation bits per byte.
+Every run's ``max_steps`` is its budget divided by its tokens per step, so every budget must
+be a whole number of steps of every variant. The spec is pure data: `fha.study.plan` turns it
+into runs and fingerprints.
 """
 
 from __future__ import annotations
@@ -42,24 +48,57 @@ from typing import Any
 
 from fha.config import ModelConfig, near_matches, require
 from fha.errors import FhaError, read_text
-from fha.train.config import TrainConfig
-from fha.train.presets import TABLES, Tables, build_configs, load_experiment, merge, owner_of
+from fha.train.config import SEED_LIMIT, TrainConfig
+from fha.train.presets import TABLES, Tables, load_experiment, merge, owner_of
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - the same parser, packaged for older Pythons
     import tomli as tomllib
 
-TOP_LEVEL_KEYS = ("description", "base", "baseline", "seeds", "tokens", "data", "set", "variants", "sweep")
+TOP_LEVEL_KEYS = (
+    "description",
+    "base",
+    "baseline",
+    "primary",
+    "seeds",
+    "data_seeds",
+    "tokens",
+    "budgets",
+    "equivalence_margin",
+    "data",
+    "set",
+    "variants",
+    "sweep",
+    "base_tables",
+)
 REQUIRED_KEYS = ("base", "baseline", "seeds", "tokens", "data", "variants")
-DATA_KEYS = ("train", "valid", "test", "tokenizer")
+DATA_KEYS = ("train", "valid", "test", "tokenizer", "train_sample")
+DATA_FILES = ("train", "valid", "test")
 VARIANT_KEYS = ("name", "set")
-SWEEP_KEYS = ("lr_max", "seed")
-# Settings the study itself decides: the budget, the seeds and, for variants, the data.
-STUDY_OWNED = {"max_steps": "tokens", "seed": "seeds"}
+SWEEP_KEYS = ("lr_max", "seeds", "max_extensions")
+# Settings the study itself decides: the budget and the seeds.
+STUDY_OWNED = {"max_steps": "tokens", "seed": "seeds", "data_seed": "data_seeds"}
 SAME_FOR_ALL = ("vocab_size", "val_fraction", "split_seed")  # the data and tokenizer must not differ by variant
-LR_SCALED = ("lr_init", "lr_min")  # follow lr_max in a sweep
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+DEFAULT_SWEEP_SEEDS = (10_000, 10_001)
+DEFAULT_MAX_EXTENSIONS = 2
+DEFAULT_TRAIN_SAMPLE = 300
+# Sane upper bounds, checked when the spec is read rather than after hours of training.
+MAX_TOKENS = 10**13
+MAX_LR = 10.0
+MAX_EXTENSIONS = 8
+MAX_SEEDS = 1000
+MAX_VARIANTS = 100
+MAX_TRAIN_SAMPLE = 1_000_000
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check_keys(where: str, table: dict[str, Any], allowed: tuple[str, ...]) -> None:
@@ -84,7 +123,24 @@ def _check_overrides(where: str, overrides: dict[str, Any], *, variant: bool) ->
             raise ValueError(f"{where}.{key}: must be the same for every variant (put it in [set])")
 
 
-def _tables(overrides: dict[str, Any]) -> Tables:
+def _check_seeds(name: str, seeds: Any) -> tuple[int, ...]:
+    require(isinstance(seeds, (list, tuple)), f"{name} must be a list of integers, got {seeds!r}")
+    require(0 < len(seeds) <= MAX_SEEDS, f"{name} must list 1 to {MAX_SEEDS} seeds, got {len(seeds)}")
+    for seed in seeds:
+        require(_is_int(seed) and 0 <= seed < SEED_LIMIT, f"{name} must hold whole numbers in [0, 2**32), got {seed!r}")
+    require(len(set(seeds)) == len(seeds), f"{name} has repeated values: {list(seeds)}")
+    return tuple(seeds)
+
+
+def _check_tokens(name: str, value: Any) -> int:
+    require(
+        _is_int(value) and 0 < value <= MAX_TOKENS,
+        f"{name} must be a whole number of tokens in [1, {MAX_TOKENS:.0e}], got {value!r}",
+    )
+    return value
+
+
+def tables_of(overrides: dict[str, Any]) -> Tables:
     tables: Tables = {"model": {}, "train": {}}
     for key, value in overrides.items():
         table = owner_of(key)
@@ -98,22 +154,28 @@ class StudyData:
     test: str
     valid: str | None = None
     tokenizer: str | None = None
+    train_sample: int = DEFAULT_TRAIN_SAMPLE
 
     def __post_init__(self) -> None:
-        for name in DATA_KEYS:
+        for name in ("train", "valid", "test", "tokenizer"):
             value = getattr(self, name)
             require(
                 value is None or (isinstance(value, str) and value.strip()),
                 f"data.{name} must be a file path, got {value!r}",
             )
+        require(
+            _is_int(self.train_sample) and 0 <= self.train_sample <= MAX_TRAIN_SAMPLE,
+            f"data.train_sample must be a number of documents in [0, {MAX_TRAIN_SAMPLE}], got {self.train_sample!r}",
+        )
+
+    def files(self) -> dict[str, str]:
+        """The data files given, by name (train, valid, test)."""
+        return {name: getattr(self, name) for name in DATA_FILES if getattr(self, name) is not None}
 
     def missing_files(self) -> list[str]:
         """``data.NAME (path)`` for every given path that is not a file."""
-        return [
-            f"data.{name} ({getattr(self, name)})"
-            for name in DATA_KEYS
-            if getattr(self, name) is not None and not Path(getattr(self, name)).is_file()
-        ]
+        paths = {**self.files(), **({"tokenizer": self.tokenizer} if self.tokenizer else {})}
+        return [f"data.{name} ({path})" for name, path in paths.items() if not Path(path).is_file()]
 
 
 @dataclass(frozen=True)
@@ -124,40 +186,35 @@ class Variant:
 
 @dataclass(frozen=True)
 class Sweep:
+    """Learning-rate tuning: every variant at every rate of the grid, on seeds of its own."""
+
     lr_max: tuple[float, ...]
-    seed: int
+    seeds: tuple[int, ...] = DEFAULT_SWEEP_SEEDS
+    max_extensions: int = DEFAULT_MAX_EXTENSIONS
 
     def __post_init__(self) -> None:
-        require(len(self.lr_max) > 0, "sweep.lr_max must list at least one learning rate")
+        require(len(self.lr_max) >= 2, "sweep.lr_max must list at least two learning rates (a grid has edges)")
         for value in self.lr_max:
             require(
-                isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0,
-                f"sweep.lr_max must hold positive numbers, got {value!r}",
+                _is_number(value) and math.isfinite(value) and 0 < value <= MAX_LR,
+                f"sweep.lr_max must hold numbers in (0, {MAX_LR:g}], got {value!r}",
             )
         require(len(set(self.lr_max)) == len(self.lr_max), f"sweep.lr_max has repeated values: {list(self.lr_max)}")
+        _check_seeds("sweep.seeds", self.seeds)
         require(
-            isinstance(self.seed, int) and not isinstance(self.seed, bool),
-            f"sweep.seed must be an integer, got {self.seed!r}",
+            _is_int(self.max_extensions) and 0 <= self.max_extensions <= MAX_EXTENSIONS,
+            f"sweep.max_extensions must be a whole number in [0, {MAX_EXTENSIONS}], got {self.max_extensions!r}",
         )
 
-
-@dataclass(frozen=True)
-class RunPlan:
-    """One training of the study: a variant at one seed and one peak learning rate."""
-
-    variant: str
-    seed: int
-    lr_max: float
-
     @property
-    def run_id(self) -> str:
-        """The run's folder under ``DIR/runs``, e.g. ``fha/lr-0.01/seed-0``."""
-        return f"{self.variant}/lr-{self.lr_max:g}/seed-{self.seed}"
+    def grid(self) -> tuple[float, ...]:
+        return tuple(sorted(float(rate) for rate in self.lr_max))
 
 
 @dataclass(frozen=True)
 class StudySpec:
-    """A validated study; `configs` gives the model and train config of any of its runs."""
+    """A validated study. `base_tables` is the base experiment resolved to its tables, so that a
+    study folder does not depend on the base file staying as it was."""
 
     base: str
     baseline: str
@@ -165,26 +222,34 @@ class StudySpec:
     tokens: int
     data: StudyData
     variants: tuple[Variant, ...]
+    base_tables: Tables
+    primary: str = ""
+    data_seeds: tuple[int, ...] | None = None
+    budgets: tuple[int, ...] = ()
+    equivalence_margin: float | None = None
     set: dict[str, Any] = field(default_factory=dict)
     sweep: Sweep | None = None
     description: str = ""
-    folder: Path = Path(".")  # where a relative `base` file is found
 
     def __post_init__(self) -> None:
+        require(
+            isinstance(self.description, str), f"description must be a string, got {type(self.description).__name__}"
+        )
         require(
             isinstance(self.base, str) and bool(self.base),
             f"base must be a preset name or a TOML file, got {self.base!r}",
         )
+        _check_tokens("tokens", self.tokens)
+        for budget in self.budgets:
+            _check_tokens("budgets", budget)
+        require(len(set(self.budgets)) == len(self.budgets), f"budgets has repeated values: {list(self.budgets)}")
+        _check_seeds("seeds", self.seeds)
+        if self.data_seeds is not None:
+            _check_seeds("data_seeds", self.data_seeds)
         require(
-            isinstance(self.tokens, int) and not isinstance(self.tokens, bool) and self.tokens > 0,
-            f"tokens must be a positive integer, got {self.tokens!r}",
+            2 <= len(self.variants) <= MAX_VARIANTS,
+            f"variants must list 2 to {MAX_VARIANTS} variants, got {len(self.variants)}",
         )
-        require(
-            len(self.seeds) > 0 and all(isinstance(s, int) and not isinstance(s, bool) for s in self.seeds),
-            f"seeds must be a non-empty list of integers, got {list(self.seeds)!r}",
-        )
-        require(len(set(self.seeds)) == len(self.seeds), f"seeds has repeated values: {list(self.seeds)}")
-        require(len(self.variants) >= 2, f"variants must list at least two variants, got {len(self.variants)}")
         names = [variant.name for variant in self.variants]
         for index, variant in enumerate(self.variants):
             require(
@@ -195,9 +260,28 @@ class StudySpec:
             _check_overrides(f"variants[{index}].set", variant.set, variant=True)
         _check_overrides("set", self.set, variant=False)
         require(self.baseline in names, f"baseline: {self.baseline!r} is not a variant; variants: {', '.join(names)}")
-        for variant in self.variants:  # every variant must build, and the budget must be whole steps of each
-            for lr_max in self.learning_rates(variant.name):
-                self.configs(RunPlan(variant.name, self.seeds[0], lr_max))
+        if not self.primary:
+            object.__setattr__(self, "primary", next(name for name in names if name != self.baseline))
+        require(
+            self.primary in names and self.primary != self.baseline,
+            f"primary: {self.primary!r} must be a variant other than the baseline; variants: {', '.join(names)}",
+        )
+        if self.equivalence_margin is not None:
+            require(
+                _is_number(self.equivalence_margin)
+                and math.isfinite(self.equivalence_margin)
+                and self.equivalence_margin > 0,
+                f"equivalence_margin must be a positive number of bits per byte, got {self.equivalence_margin!r}",
+            )
+        if self.sweep is not None:
+            overlap = sorted(
+                set(self.sweep.seeds) & set(self.seeds) | set(self.sweep.seeds) & set(self.data_seeds or ())
+            )
+            require(
+                not overlap,
+                f"sweep.seeds {list(self.sweep.seeds)} overlap the evaluation seeds at {overlap}: tuning must use "
+                "seeds of its own, or the chosen rate is fitted to the runs it is judged on",
+            )
 
     # --------------------------------------------------------------- loading
     @classmethod
@@ -225,109 +309,113 @@ class StudySpec:
         sweep = data.get("sweep")
         if sweep is not None:
             require(isinstance(sweep, dict), "sweep must be a table ([sweep])")
+            require(
+                "seed" not in sweep,
+                "sweep.seed: replaced by sweep.seeds, a list of tuning seeds disjoint from the evaluation seeds",
+            )
             _check_keys("sweep: ", sweep, SWEEP_KEYS)
             require("lr_max" in sweep and isinstance(sweep["lr_max"], list), "sweep.lr_max must be a list of numbers")
-            sweep = Sweep(tuple(sweep["lr_max"]), sweep.get("seed", 0))
-        seeds = data["seeds"]
-        require(isinstance(seeds, list), f"seeds must be a list of integers, got {seeds!r}")
+            seeds = sweep.get("seeds", list(DEFAULT_SWEEP_SEEDS))
+            require(isinstance(seeds, list), f"sweep.seeds must be a list of integers, got {seeds!r}")
+            sweep = Sweep(tuple(sweep["lr_max"]), tuple(seeds), sweep.get("max_extensions", DEFAULT_MAX_EXTENSIONS))
+        for key in ("seeds", "budgets", "data_seeds"):
+            value = data.get(key, [])
+            require(isinstance(value, list), f"{key} must be a list of integers, got {value!r}")
+        base_tables = data.get("base_tables")
+        if base_tables is None:
+            base = data["base"]
+            require(isinstance(base, str) and bool(base), f"base must be a preset name or a TOML file, got {base!r}")
+            base_tables = (
+                load_experiment(config_file=folder / base) if base.endswith(".toml") else load_experiment(base)
+            )
+        require(isinstance(base_tables, dict), "base_tables must be a table")
+        data_seeds = data.get("data_seeds")
         return cls(
             base=data["base"],
             baseline=data["baseline"],
-            seeds=tuple(seeds),
+            primary=data.get("primary", ""),
+            seeds=tuple(data["seeds"]),
+            data_seeds=tuple(data_seeds) if data_seeds is not None else None,
             tokens=data["tokens"],
+            budgets=tuple(data.get("budgets", [])),
+            equivalence_margin=data.get("equivalence_margin"),
             data=StudyData(**data["data"]),
             variants=tuple(parsed),
+            base_tables={name: dict(base_tables.get(name, {})) for name in TABLES},
             set=dict(shared),
             sweep=sweep,
             description=data.get("description", ""),
-            folder=folder,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec as its TOML tables (what study.json records)."""
+        """The spec as its TOML tables, with the base resolved (what study.json records)."""
         data: dict[str, Any] = {
             "description": self.description,
             "base": self.base,
+            "base_tables": {name: dict(table) for name, table in self.base_tables.items()},
             "baseline": self.baseline,
+            "primary": self.primary,
             "seeds": list(self.seeds),
             "tokens": self.tokens,
-            "data": {name: getattr(self.data, name) for name in DATA_KEYS if getattr(self.data, name) is not None},
+            "budgets": list(self.budgets),
+            "data": {
+                **{name: getattr(self.data, name) for name in DATA_KEYS[:4] if getattr(self.data, name) is not None},
+                "train_sample": self.data.train_sample,
+            },
             "set": dict(self.set),
             "variants": [{"name": v.name, "set": dict(v.set)} for v in self.variants],
         }
+        if self.data_seeds is not None:
+            data["data_seeds"] = list(self.data_seeds)
+        if self.equivalence_margin is not None:
+            data["equivalence_margin"] = self.equivalence_margin
         if self.sweep is not None:
-            data["sweep"] = {"lr_max": list(self.sweep.lr_max), "seed": self.sweep.seed}
+            data["sweep"] = {
+                "lr_max": list(self.sweep.lr_max),
+                "seeds": list(self.sweep.seeds),
+                "max_extensions": self.sweep.max_extensions,
+            }
         return data
 
-    # --------------------------------------------------------------- runs
+    # --------------------------------------------------------------- derived
+    @property
+    def all_budgets(self) -> tuple[int, ...]:
+        """Every budget in tokens, increasing; the primary one among them."""
+        return tuple(sorted({self.tokens, *self.budgets}))
+
+    @property
+    def variant_names(self) -> tuple[str, ...]:
+        return tuple(variant.name for variant in self.variants)
+
     def variant(self, name: str) -> Variant:
         return next(variant for variant in self.variants if variant.name == name)
 
-    def base_tables(self, variant: str) -> Tables:
+    def tables(self, variant: str) -> Tables:
         """The base experiment with the shared and the variant's overrides applied."""
-        if self.base.endswith(".toml"):
-            base = load_experiment(config_file=self.folder / self.base)
-        else:
-            base = load_experiment(self.base)
-        return merge(merge(base, _tables(self.set)), _tables(self.variant(variant).set))
+        return merge(merge(self.base_tables, tables_of(self.set)), tables_of(self.variant(variant).set))
 
     def base_lr_max(self, variant: str) -> float:
-        return float(self.base_tables(variant)["train"].get("lr_max", TrainConfig.lr_max))
+        return float(self.tables(variant)["train"].get("lr_max", TrainConfig.lr_max))
 
-    def learning_rates(self, variant: str) -> tuple[float, ...]:
-        """The peak rates this variant is trained at: the sweep's, or the base config's."""
-        return self.sweep.lr_max if self.sweep is not None else (self.base_lr_max(variant),)
-
-    def configs(self, run: RunPlan) -> tuple[ModelConfig, TrainConfig]:
-        tables = self.base_tables(run.variant)
-        train = dict(tables["train"])
-        base_lr = float(train.get("lr_max", TrainConfig.lr_max))
-        if run.lr_max != base_lr:
-            for name in LR_SCALED:
-                train[name] = float(train.get(name, getattr(TrainConfig, name))) * run.lr_max / base_lr
-        train["lr_max"] = run.lr_max
-        train["seed"] = run.seed
-        batch_size = train.get("batch_size", TrainConfig.batch_size)
-        accum = train.get("grad_accum_steps", TrainConfig.grad_accum_steps)
-        seq_len = tables["model"].get("max_seq_len", ModelConfig.max_seq_len)
-        for name, value in (("batch_size", batch_size), ("grad_accum_steps", accum), ("max_seq_len", seq_len)):
-            require(
-                isinstance(value, int) and not isinstance(value, bool) and value > 0,
-                f"{name} must be a positive integer, got {value!r}",
-            )
-        per_step = batch_size * accum * seq_len
-        require(
-            self.tokens % per_step == 0,
-            f"tokens: {self.tokens} is not a whole number of steps of variant {run.variant} ({per_step} tokens "
-            f"per step = batch_size {batch_size} x grad_accum_steps {accum} x max_seq_len {seq_len}); the "
-            f"nearest are {self.tokens // per_step * per_step} and {(self.tokens // per_step + 1) * per_step}",
-        )
-        train["max_steps"] = self.tokens // per_step
-        return build_configs({"model": tables["model"], "train": train})
-
-    def first_run(self) -> RunPlan:
-        """A run whose configs show what all runs share (data split, vocabulary size)."""
-        first = self.variants[0].name
-        return RunPlan(first, self.seeds[0], self.learning_rates(first)[0])
-
-    def sweep_runs(self) -> list[RunPlan]:
-        if self.sweep is None:
-            return []
-        return [RunPlan(v.name, self.sweep.seed, lr) for v in self.variants for lr in self.sweep.lr_max]
-
-    def main_runs(self, chosen_lr: dict[str, float]) -> list[RunPlan]:
-        """Every variant at every seed, at its chosen peak rate."""
-        return [RunPlan(v.name, seed, chosen_lr[v.name]) for v in self.variants for seed in self.seeds]
+    @property
+    def contrasts(self) -> tuple[str, ...]:
+        """The variants compared with the baseline, the primary one first."""
+        others = [name for name in self.variant_names if name not in (self.baseline, self.primary)]
+        return (self.primary, *others)
 
 
 def load_spec(path: str | Path) -> StudySpec:
     """Read and validate a study TOML; every problem is an FhaError naming the file and the field."""
     path = Path(path)
+    if path.is_dir():
+        raise FhaError(f"{path}: a folder, not a study spec (a TOML file such as studies/quick.toml)")
     text = read_text(path, "study spec")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise FhaError(f"{path}: not valid TOML ({err})") from None
+    if "base_tables" in data:
+        raise FhaError(f"{path}: base_tables is written by fha into study.json, not given in a spec")
     return spec_from_dict(data, path.parent, label=str(path))
 
 
