@@ -1,4 +1,5 @@
-"""fha study: the spec, the runner (resume after a kill, shards, paired batches), the statistics and the report."""
+"""fha study: the spec, fingerprints and tuning, the runner (branches, growth, kills, shards, workers),
+the ledger, the report and export, and the checks that keep a study from reporting a wrong answer."""
 
 from __future__ import annotations
 
@@ -13,19 +14,21 @@ import time
 from pathlib import Path
 
 import pytest
-from matplotlib.image import imread
 from train_helpers import write_corpus
 
 from fha.cli import main
 from fha.data import PackedBatches, load_documents
 from fha.errors import FhaError
-from fha.run_info import RUN_INFO_FILE
-from fha.stats import mean_interval, paired_difference, t_cdf, t_quantile
-from fha.study.layout import EVAL_FILE, RUNS_DIR
-from fha.study.report import _verdict_sentence, write_report
+from fha.study.execution import branch_step
+from fha.study.export import export_study
+from fha.study.layout import STUDY_FILE
+from fha.study.ledger import LEDGER_DIR, Ledger
+from fha.study.plan import EVALUATION, TUNING, Cell, Planner, Seeds, StudyContext, extend_grid, tuning_outcome
+from fha.study.report import write_report
 from fha.study.results import RESULTS_FILE
-from fha.study.runner import Shard, run_study
-from fha.study.spec import RunPlan, load_spec, spec_from_dict
+from fha.study.runner import run_study
+from fha.study.spec import load_spec, spec_from_dict
+from fha.train.config import TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = """
@@ -35,9 +38,13 @@ vocab_size = 64
 max_seq_len = 16
 batch_size = 4
 num_restarts = 0
+anneal_type = "wsd"
+warmup_steps = 1
+cooldown_fraction = 0.25
+final_flat_steps = 0
 eval_interval = 2
 eval_samples = 2
-checkpoint_interval = 3
+checkpoint_interval = 2
 """
 VARIANTS = """
 [[variants]]
@@ -51,10 +58,11 @@ set = { attention = "mha" }
 SWEEP = """
 [sweep]
 lr_max = [0.003, 0.01]
-seed = 0
+seeds = [100]
+max_extensions = 0
 """
 TOKENS_PER_STEP = 4 * 16
-TEST_STORIES = 10
+CONTEXT = StudyContext({"train": "t", "valid": "v", "test": "x"}, "tok", 64, 0)
 
 
 def write_spec(
@@ -62,11 +70,13 @@ def write_spec(
     *,
     tokens: int = 8 * TOKENS_PER_STEP,
     seeds: str = "[0, 1]",
-    sweep: bool = True,
+    sweep: str = SWEEP,
     extra: str = "",
     shared: str = SHARED,
     variants: str = VARIANTS,
     data: Path | None = None,
+    name: str = "study.toml",
+    description: str = '"tiny"',
 ) -> Path:
     """A tiny study of FHA against MHA on synthetic stories (written next to the spec unless `data` has them)."""
     data = data or folder
@@ -75,69 +85,32 @@ def write_spec(
         write_corpus(train)
         write_corpus(test, num_docs=20, seed=1)
     text = (
-        f'description = "tiny"\nbase = "tiny"\nbaseline = "mha"\nseeds = {seeds}\ntokens = {tokens}\n{extra}\n'
-        f'[data]\ntrain = "{train}"\ntest = "{test}"\n\n[set]\n{shared}\n{variants}\n{SWEEP if sweep else ""}'
+        f'description = {description}\nbase = "tiny"\nbaseline = "mha"\nseeds = {seeds}\ntokens = {tokens}\n{extra}\n'
+        f'[data]\ntrain = "{train}"\ntest = "{test}"\ntrain_sample = 10\n\n[set]\n{shared}\n{variants}\n{sweep}'
     )
-    path = folder / "study.toml"
+    path = folder / name
     path.write_text(text)
     return path
 
 
+def ledger_files(out: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted((out / LEDGER_DIR).glob("*.json"))}
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
-    """An uninterrupted tiny study (sweep of 2 rates, 2 variants x 2 seeds) with its report."""
+    """A whole tiny study (tuning: 2 rates x 2 variants at seed 100; then 2 variants x 2 seeds) and its report."""
     folder = tmp_path_factory.mktemp("reference")
     out = folder / "study"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FHA_CACHE_DIR", str(folder / "cache"))
         run_study(load_spec(write_spec(folder)), out, jobs=1)
-        write_report(out)
+        write_report([out])
     return out
 
 
-def read_csv(out: Path) -> str:
-    return (out / RESULTS_FILE).read_text()
-
-
-def run_ids(out: Path) -> list[str]:
-    return [row.split(",")[0] for row in read_csv(out).splitlines()[1:]]
-
-
-# ------------------------------------------------------------------ statistics
-def test_t_distribution_matches_closed_forms_and_tables():
-    for t in (-3.0, -0.4, 0.0, 0.7, 5.0):
-        assert t_cdf(t, 1) == pytest.approx(0.5 + math.atan(t) / math.pi, abs=1e-12)  # Cauchy
-        assert t_cdf(t, 2) == pytest.approx(0.5 + t / (2 * math.sqrt(2 + t * t)), abs=1e-12)
-    for df, quantile in ((1, 12.706204736), (2, 4.302652730), (4, 2.776445105), (9, 2.262157163)):
-        assert t_quantile(0.975, df) == pytest.approx(quantile, abs=1e-8)  # printed tables
-    assert t_quantile(0.025, 3) == pytest.approx(-t_quantile(0.975, 3))
-
-
-def test_paired_difference_equals_hand_computation():
-    variant = {0: 1.20, 1: 1.25, 2: 1.19, 7: 9.0}  # seed 7 has no partner and is left out
-    baseline = {0: 1.23, 1: 1.26, 2: 1.24}
-    paired = paired_difference(variant, baseline)
-    # differences -0.03, -0.01, -0.05: mean -0.03, sample sd 0.02, t(0.975, 2) = 4.302652730
-    half = 4.302652730 * 0.02 / math.sqrt(3)
-    assert paired.seeds == (0, 1, 2) and paired.wins == 3
-    assert paired.interval.mean == pytest.approx(-0.03) and paired.interval.std == pytest.approx(0.02)
-    assert (paired.interval.low, paired.interval.high) == pytest.approx((-0.03 - half, -0.03 + half))
-    assert not paired.interval.excludes_zero
-    single = mean_interval([2.5])
-    assert single.mean == 2.5 and math.isnan(single.low)
-
-
-def test_verdict_sentences_follow_the_interval():
-    better = _verdict_sentence("fha", "mha", paired_difference({0: 1.0, 1: 1.1, 2: 1.2}, {0: 1.1, 1: 1.21, 2: 1.29}))
-    assert better.startswith("fha is better than mha by 0.1000 bits/byte (fha − mha = -0.1000, 95% CI [")
-    assert better.endswith("at this budget; fha was better at 3 of 3 seeds.")
-    worse = _verdict_sentence("fha", "mha", paired_difference({0: 1.2, 1: 1.3}, {0: 1.0, 1: 1.1}))
-    assert worse.startswith("fha is worse than mha by 0.2000 bits/byte")
-    same = _verdict_sentence("fha", "mha", paired_difference({0: 1.0, 1: 1.2}, {0: 1.1, 1: 1.1}))
-    assert same == (
-        "fha and mha are indistinguishable at this budget: fha − mha = 0.0000 bits/byte, "
-        "95% CI [-1.2706, +1.2706], which includes 0; fha was better at 1 of 2 seeds."
-    )
+def spec_path_of(out: Path) -> Path:
+    return out.parent / "study.toml"
 
 
 # ------------------------------------------------------------------ spec
@@ -146,12 +119,21 @@ def test_verdict_sentences_follow_the_interval():
     [
         ({"extra": "colour = 1"}, "unknown key 'colour'"),
         ({"seeds": "[0, 0]"}, "seeds has repeated values: [0, 0]"),
+        ({"seeds": "[0, 99999999999999999]"}, "seeds must hold whole numbers in [0, 2**32), got 99999999999999999"),
+        ({"tokens": 4611686018427387904}, "tokens must be a whole number of tokens in [1, 1e+13]"),
+        ({"description": "5"}, "description must be a string, got int"),
+        ({"extra": 'primary = "mha"'}, "primary: 'mha' must be a variant other than the baseline"),
+        ({"extra": "equivalence_margin = -1"}, "equivalence_margin must be a positive number"),
+        ({"extra": "budgets = [100]"}, "budget 100 tokens is not a whole number of steps of variant fha"),
         (
-            {"tokens": 100},
-            "tokens: 100 is not a whole number of steps of variant fha (64 tokens per step = batch_size 4 "
-            "x grad_accum_steps 1 x max_seq_len 16); the nearest are 64 and 128",
+            {"sweep": SWEEP.replace("seeds = [100]", "seeds = [1]")},
+            "sweep.seeds [1] overlap the evaluation seeds at [1]",
         ),
+        ({"sweep": SWEEP.replace("seeds = [100]", "seed = 0")}, "sweep.seed: replaced by sweep.seeds"),
+        ({"sweep": SWEEP.replace("0.003, 0.01", "0.003, 1e300")}, "sweep.lr_max must hold numbers in (0, 10]"),
+        ({"sweep": SWEEP.replace("0.003, 0.01", "0.003")}, "sweep.lr_max must list at least two learning rates"),
         ({"shared": SHARED + "max_steps = 5\n"}, "set.max_steps: set by the study's `tokens`, not here"),
+        ({"shared": SHARED + "data_seed = 5\n"}, "set.data_seed: set by the study's `data_seeds`, not here"),
         (
             {"variants": VARIANTS.replace('attention = "mha"', 'attention = "mha", vocab_size = 32')},
             "variants[1].set.vocab_size: must be the same for every variant (put it in [set])",
@@ -164,10 +146,6 @@ def test_verdict_sentences_follow_the_interval():
             {"variants": VARIANTS.replace('name = "mha"', 'name = "mha2"')},
             "baseline: 'mha' is not a variant; variants: fha, mha2",
         ),
-        (
-            {"variants": VARIANTS.replace('name = "mha"', 'name = "m h a"')},
-            "variants[1].name must be letters, digits, '.', '_' or '-', got 'm h a'",
-        ),
     ],
 )
 def test_spec_errors_name_the_field(tmp_path, change, message):
@@ -177,21 +155,84 @@ def test_spec_errors_name_the_field(tmp_path, change, message):
     assert str(err.value).startswith(f"{path}: ") and message in str(err.value)
 
 
-def test_spec_budget_sets_max_steps_and_sweep_scales_the_schedule(tmp_path):
+def test_spec_defaults_and_budgets(tmp_path):
+    spec = load_spec(write_spec(tmp_path, extra="budgets = [256]"))
+    assert spec.all_budgets == (256, 512) and spec.primary == "fha"
+    assert spec.sweep.seeds == (100,)
+    spec = load_spec(write_spec(tmp_path, sweep=""))
+    assert spec.sweep is None
+
+
+# ------------------------------------------------------------------ plan: fingerprints and tuning
+def test_fingerprints_follow_what_decides_a_result(tmp_path):
     spec = load_spec(write_spec(tmp_path))
-    model, train = spec.configs(RunPlan("mha", 1, 0.003))
-    assert model.attention == "mha" and train.max_steps == 8 and train.seed == 1
-    assert train.lr_max == 0.003 and train.lr_min == pytest.approx(1e-3 * 0.003 / 1e-2)  # tiny: lr_min/lr_max = 0.1
+    planner = Planner(spec, CONTEXT)
+    cell = Cell("fha", 0.01, Seeds(0, 0), 512, EVALUATION)
+    plan = planner.plan(cell)
+    assert plan.train_config.max_steps == 8 and plan.train_config.seed == 0 and plan.train_config.data_seed == 0
+    assert plan.model_config.vocab_size == 64 and plan.model_config.pad_id == 0
+    assert planner.plan(cell).fingerprint == plan.fingerprint  # computed once, stable
+    logging_only = load_spec(write_spec(tmp_path, shared=SHARED.replace("eval_interval = 2", "eval_interval = 4")))
+    assert Planner(logging_only, CONTEXT).plan(cell).fingerprint == plan.fingerprint
+    wider = load_spec(write_spec(tmp_path, shared=SHARED.replace("dim = 32", "dim = 48")))
+    assert Planner(wider, CONTEXT).plan(cell).fingerprint != plan.fingerprint
+    other_data = StudyContext({**CONTEXT.data_digests, "test": "y"}, "tok", 64, 0)
+    assert Planner(spec, other_data).plan(cell).fingerprint != plan.fingerprint
+    for other in (
+        Cell("fha", 0.01, Seeds(0, 1), 512, EVALUATION),
+        Cell("fha", 0.01, Seeds(1, 0), 512, EVALUATION),
+        Cell("fha", 0.01, Seeds(0, 0), 256, EVALUATION),
+        Cell("mha", 0.01, Seeds(0, 0), 512, EVALUATION),
+    ):
+        assert planner.plan(other).fingerprint != plan.fingerprint, other
 
 
-def test_cli_reports_a_bad_spec_in_one_line(tmp_path, capsys):
-    assert main(["study", "run", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "o")]) == 2
-    assert capsys.readouterr().err == f"fha: error: {tmp_path / 'missing.toml'}: study spec not found\n"
-    assert main(["study", "run", str(write_spec(tmp_path)), "--out", str(tmp_path / "o"), "--shard", "3/2"]) == 2
-    assert "--shard '3/2': expected I/N with 1 <= I <= N" in capsys.readouterr().err
+def test_tuning_extends_a_winning_edge_and_flags_a_rate_left_there(tmp_path):
+    spec = load_spec(write_spec(tmp_path, sweep=SWEEP.replace("max_extensions = 0", "max_extensions = 2")))
+    planner = Planner(spec, CONTEXT)
+    best = {"fha": 0.05, "mha": 0.005}  # fha wants higher rates than the grid has; mha sits inside it
+
+    def score(cell: Cell) -> float:
+        return abs(math.log(cell.lr_max / best[cell.variant]))
+
+    outcome = tuning_outcome(planner, score)
+    assert outcome.grids["fha"] == (0.003, 0.01, 0.0333333, 0.111111)  # extended twice at the top, ratio 10/3
+    assert outcome.grids["mha"] == (0.0009, 0.003, 0.01)  # 0.003 won at the bottom edge: one step lower
+    assert outcome.chosen == {"fha": 0.0333333, "mha": 0.003} and outcome.at_edge == ()
+    stuck = tuning_outcome(planner, lambda cell: -cell.lr_max)  # always the highest rate
+    assert stuck.grids["fha"][-1] == 0.111111 and set(stuck.at_edge) == {"fha", "mha"}
+    pending = tuning_outcome(planner, lambda cell: None if cell.lr_max > 0.005 else 1.0)
+    assert not pending.done and {cell.lr_max for cell in pending.missing} == {0.01}
+    diverged = tuning_outcome(planner, lambda cell: math.inf if cell.lr_max == 0.01 else 1.0)
+    assert diverged.chosen == {"fha": 0.00027, "mha": 0.00027}  # the lowest of equal rates, twice extended
+    assert extend_grid((0.01, 0.02), low=True) == (0.005, 0.01, 0.02)
 
 
 # ------------------------------------------------------------------ runs
+def test_study_end_to_end(reference, capsys):
+    rows = (reference / RESULTS_FILE).read_text().splitlines()
+    assert rows[0].startswith("run,role,variant,init_seed,data_seed,learning_rate,tokens")
+    tuning = [row for row in rows[1:] if f",{TUNING}," in row]
+    evaluation = [row for row in rows[1:] if f",{EVALUATION}," in row]
+    assert len(tuning) == 4 and len(evaluation) == 4  # 2 variants x 2 rates at seed 100; 2 variants x 2 seeds
+    assert not any(",100," in row for row in evaluation)  # tuning seeds are never evaluation runs
+    markdown = (reference / "report.md").read_text()
+    for heading in (
+        "## Paired differences against the baseline",
+        "## n-gram references",
+        "## Learning-rate tuning",
+        "## Tuning runs at every budget",
+        "fha − mha (primary)",
+        "80% MDE",
+    ):
+        assert heading in markdown
+    page = (reference / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 4 and "Verdict." in page
+    assert main(["study", "report", str(reference)]) == 0
+    out = capsys.readouterr().out
+    assert "fha − mha" in out and "2 seeds" in out and "n-gram level" in out  # tiny runs stay above the bigram
+
+
 def test_same_seed_gives_both_variants_the_same_batches(tmp_path, monkeypatch):
     drawn: list[tuple[int, list]] = []
     original = PackedBatches.next_batch
@@ -202,178 +243,358 @@ def test_same_seed_gives_both_variants_the_same_batches(tmp_path, monkeypatch):
         return x, y
 
     monkeypatch.setattr(PackedBatches, "next_batch", recording)
-    run_study(load_spec(write_spec(tmp_path, seeds="[0, 1]", sweep=False)), tmp_path / "out", jobs=1)
-    per_run = {seed: [batch for s, batch in drawn if s == seed] for seed in (0, 1)}  # training draws only
-    for seed, batches in per_run.items():
+    run_study(load_spec(write_spec(tmp_path, seeds="[0, 1]", sweep="")), tmp_path / "out", jobs=1)
+    per_seed = {seed: [batch for s, batch in drawn if s == seed] for seed in (0, 1)}  # training draws only
+    for seed, batches in per_seed.items():
         assert len(batches) == 2 * 8  # fha then mha, 8 steps each
         assert batches[:8] == batches[8:], f"seed {seed}: the variants saw different batches"
-    assert per_run[0][:8] != per_run[1][:8]
+    assert per_seed[0][:8] != per_seed[1][:8]
 
 
-def test_study_end_to_end(reference, capsys):
-    rows = read_csv(reference).splitlines()
-    assert rows[0].startswith("run,variant,seed,learning_rate,parameters,tokens,test_bits_per_byte,test_loss")
-    assert len(rows) == 1 + 4 and {row.split(",")[1] for row in rows[1:]} == {"fha", "mha"}
-    assert all(row.split(",")[5] == str(8 * TOKENS_PER_STEP) for row in rows[1:])
-    page = (reference / "report.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 4 and "Verdict." in page
-    markdown = (reference / "report.md").read_text()
-    for heading in (
-        "## Paired differences against the baseline",
-        "## Learning-rate sweep",
-        "## Settings that differ between variants",
-        "## Environment",
-        "fha − mha",
-    ):
-        assert heading in markdown
-    assert main(["study", "report", str(reference)]) == 0
-    assert "at this budget" in capsys.readouterr().out
+def test_a_budget_branch_equals_a_fresh_run_of_that_budget(tmp_path):
+    """With WSD and warmup in steps, the 4-step budget branches from the 8-step run's checkpoint at step 2
+    (its cooldown starts at step 3) and gives the very same result as a study of 4-step runs."""
+    branched = run_study(
+        load_spec(write_spec(tmp_path, sweep="", seeds="[0]", extra="budgets = [256]")), tmp_path / "a", jobs=1
+    )
+    fresh = run_study(
+        load_spec(write_spec(tmp_path, sweep="", seeds="[0]", tokens=256, name="b.toml")), tmp_path / "b", jobs=1
+    )
+    assert len(branched.finished) == 4 and len(fresh.finished) == 2
+    a, b = Ledger.read([tmp_path / "a"]), Ledger.read([tmp_path / "b"])
+    for fingerprint, entry in b.entries.items():
+        twin = a.get(fingerprint)  # the same cell: the same fingerprint
+        assert twin is not None and twin.data["branched_from"]["step"] == 2
+        assert twin.data["metrics"] == entry.data["metrics"]
+        assert entry.data["branched_from"] is None
 
 
-def test_report_figures_at_a_chosen_resolution_and_in_vector_formats(reference, tmp_path):
-    low, high = tmp_path / "low", tmp_path / "high"
-    assert main(["study", "report", str(reference), "--report-dir", str(low), "--dpi", "100"]) == 0
-    assert main(["study", "report", str(reference), "--report-dir", str(high), "--format", "svg", "--dpi", "200"]) == 0
-    pngs = sorted(path.name for path in high.glob("*.png"))
-    assert len(pngs) == 4 and sorted(path.stem for path in high.glob("*.svg")) == [name[:-4] for name in pngs]
-    assert not list(low.glob("*.svg"))
-    for name in pngs:  # the PNGs the reports embed follow --dpi
-        assert imread(high / name).shape[0] == 2 * imread(low / name).shape[0]
-    assert main(["study", "report", str(reference), "--report-dir", str(low), "--dpi", "20"]) == 2
+def test_a_budget_branches_only_where_the_learning_rates_still_agree():
+    def config(anneal: str, steps: int, **changes) -> TrainConfig:
+        settings = {"warmup_steps": 10, "final_flat_steps": 0, "num_restarts": 0, **changes}
+        return TrainConfig(max_steps=steps, anneal_type=anneal, **settings)
+
+    checkpoints = list(range(10, 101, 10))
+    assert branch_step(config("wsd", 100), config("wsd", 50), checkpoints) == 40  # its cooldown starts at 40
+    assert branch_step(config("cos", 100), config("cos", 50), checkpoints) == 10  # the rates part after warmup
+    fraction = {"warmup_steps": None, "warmup_fraction": 0.1}  # warmup 10 against 5 steps: no common step
+    assert branch_step(config("wsd", 100, **fraction), config("wsd", 50, **fraction), checkpoints) is None
+    assert branch_step(config("wsd", 100), config("wsd", 50, weight_decay=0.5), checkpoints) is None
 
 
-def test_rerun_skips_finished_runs(reference, tmp_path):
+def test_a_grown_study_trains_only_the_new_runs(reference, tmp_path):
     copy = tmp_path / "study"
     shutil.copytree(reference, copy)
-    logs = {path: path.stat().st_mtime_ns for path in (copy / RUNS_DIR).rglob("log_data.csv")}
-    spec = load_spec(reference.parent / "study.toml")
-    progress = run_study(spec, copy, jobs=1)
-    assert len(progress.finished) == 6 and not progress.failed  # 4 sweep runs (2 reused) + 2 more main runs
-    assert {path: path.stat().st_mtime_ns for path in logs} == logs
+    before = ledger_files(copy)
+    grown = write_spec(tmp_path, seeds="[0, 1, 2]", data=reference.parent, extra="budgets = [256]")
+    progress = run_study(load_spec(grown), copy, jobs=1)
+    new = {cell.run_id for cell in progress.finished}
+    # seed 2 at both budgets, and the 256-token budget of every earlier cell (branched from its run)
+    assert len(new) == 2 * 2 + 2 * 2 + 4 and all("seed-2" in name or "tokens-256" in name for name in new)
+    after = ledger_files(copy)
+    assert {name: after[name] for name in before} == before  # the old results untouched
 
 
-def test_killed_study_resumes_and_gives_the_same_results(reference, tmp_path):
+def test_a_change_to_finished_runs_is_refused_naming_it(reference, tmp_path, capsys):
+    copy = tmp_path / "study"
+    shutil.copytree(reference, copy)
+    changed = write_spec(tmp_path, data=reference.parent, shared=SHARED.replace("dim = 32", "dim = 48"))
+    assert main(["study", "run", str(changed), "--out", str(copy), "--jobs", "1"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert (
+        err.startswith("fha: error: ") and "the spec changes the finished run fha/lr-0.003/seed-100/tokens-512" in err
+    )
+    assert "(model.dim was 32, now 48)" in err and "--out" in err
+
+
+def test_killed_study_resumes_to_identical_results(reference, tmp_path):
     out = tmp_path / "study"
-    spec_path = reference.parent / "study.toml"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     process = subprocess.Popen(
-        [sys.executable, "-m", "fha", "study", "run", str(spec_path), "--out", str(out), "--jobs", "1"],
+        [sys.executable, "-m", "fha", "study", "run", str(spec_path_of(reference)), "--out", str(out), "--jobs", "1"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    victim = out / RUNS_DIR / "fha/lr-0.01/seed-0"  # the second run
     deadline = time.monotonic() + 120
-    while not (victim / "checkpoints" / "step-3").is_dir() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
+    while len(list((out / LEDGER_DIR).glob("*.json"))) < 2 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    assert (out / RUNS_DIR / "fha/lr-0.003/seed-0" / EVAL_FILE).is_file() and not (victim / EVAL_FILE).exists()
-    first_log = (out / RUNS_DIR / "fha/lr-0.003/seed-0/log_data.csv").stat().st_mtime_ns
-
-    run_study(load_spec(spec_path), out, jobs=1)
-    assert (out / RUNS_DIR / "fha/lr-0.003/seed-0/log_data.csv").stat().st_mtime_ns == first_log  # not retrained
-    assert len(json.loads((victim / RUN_INFO_FILE).read_text())["resumes"]) == 1  # resumed, not restarted
-    write_report(out)
-    assert read_csv(out) == read_csv(reference)
+    assert 2 <= len(ledger_files(out)) < 8
+    run_study(load_spec(spec_path_of(reference)), out, jobs=1)
+    write_report([out])
+    assert (out / RESULTS_FILE).read_text() == (reference / RESULTS_FILE).read_text()
 
 
-def test_two_shards_give_the_same_report(reference, tmp_path):
+def test_sigterm_stops_the_study_and_its_workers(reference, tmp_path):
+    """What `timeout` and schedulers send: the parent stops, passes it on, and no worker is left behind."""
     out = tmp_path / "study"
-    spec = load_spec(reference.parent / "study.toml")
-    first = run_study(spec, out, shard=Shard.parse("1/2"), jobs=1)
-    assert first.waiting_for_sweep  # the other shard's sweep runs are missing
-    second = run_study(spec, out, shard=Shard.parse("2/2"), jobs=1)
-    assert not second.waiting_for_sweep
-    run_study(spec, out, shard=Shard.parse("1/2"), jobs=1)
-    report = write_report(out)
-    assert read_csv(out) == read_csv(reference)
-    assert report.verdict == write_report(reference, tmp_path / "again").verdict
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fha", "study", "run", str(spec_path_of(reference)), "--out", str(out), "--jobs", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list((out / "runs").rglob("step-2")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    workers = _children(process.pid)
+    assert workers, "no worker processes found"
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 2 and "interrupted" in err and f"--out {out}" in err
+    time.sleep(1)
+    assert not [pid for pid in workers if _alive(pid)], "workers outlived the study"
+    run_study(load_spec(spec_path_of(reference)), out, jobs=1)  # resumes cleanly after it
+    assert len(ledger_files(out)) == 8
 
 
-def test_report_refuses_mixed_tokenizers_and_unfinished_runs(reference, tmp_path):
+def test_workers_die_with_a_killed_parent(reference, tmp_path):
+    out = tmp_path / "study"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fha", "study", "run", str(spec_path_of(reference)), "--out", str(out), "--jobs", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not list((out / "runs").rglob("step-2")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    workers = _children(process.pid)
+    assert workers
+    process.kill()
+    process.wait()
+    deadline = time.monotonic() + 30
+    while [pid for pid in workers if _alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in workers if _alive(pid)], "workers outlived a killed parent"
+
+
+def _children(pid: int) -> list[int]:
+    """Child processes of `pid` (Linux /proc), waiting a little for the pool to start them."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = []
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                text = status.read_text()
+            except OSError:
+                continue
+            if f"\nPPid:\t{pid}\n" in text:
+                found.append(int(status.parent.name))
+        if len(found) >= 2:
+            return found
+        time.sleep(0.1)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in state
+
+
+def test_two_shards_split_the_study_and_a_waiting_shard_says_so(reference, tmp_path, capsys):
+    out = tmp_path / "study"
+    spec = spec_path_of(reference)
+    assert main(["study", "run", str(spec), "--out", str(out), "--shard", "1/2", "--jobs", "1"]) == 3
+    assert "other shards' are not" in capsys.readouterr().out
+    assert main(["study", "run", str(spec), "--out", str(out), "--shard", "2/2", "--jobs", "1"]) == 0
+    assert main(["study", "run", str(spec), "--out", str(out), "--shard", "1/2", "--jobs", "1"]) == 0
+    write_report([out])
+    assert (out / RESULTS_FILE).read_text() == (reference / RESULTS_FILE).read_text()
+
+
+def test_report_over_several_ledgers_and_an_export_rebuilds_the_same_report(reference, tmp_path):
+    exported = tmp_path / "export"
+    export_study(reference, exported)
+    assert not list(exported.rglob("*.safetensors")) and (exported / STUDY_FILE).is_file()
+    rebuilt = write_report([exported], tmp_path / "rebuilt")
+    for name in ("report.md", RESULTS_FILE, "paired_differences.png"):
+        assert (tmp_path / "rebuilt" / name).read_bytes() == (reference / name).read_bytes(), name
+    assert rebuilt.verdict == write_report([reference], tmp_path / "again").verdict
+    shard = tmp_path / "shard"  # a study folder holding part of the ledger, the export holding the rest
+    shutil.copytree(exported, shard)
+    for path in list((shard / LEDGER_DIR).glob("*.json"))[:3]:
+        path.unlink()
+    assert write_report([shard, exported], tmp_path / "merged").verdict == rebuilt.verdict
+
+
+def test_ledgers_that_disagree_are_refused(reference, tmp_path):
+    other = tmp_path / "other"
+    export_study(reference, other)
+    path = sorted((other / LEDGER_DIR).glob("*.json"))[0]
+    data = json.loads(path.read_text())
+    data["metrics"]["test"]["bits_per_byte"] += 0.5
+    path.write_text(json.dumps(data))
+    with pytest.raises(FhaError, match="ledgers disagree"):
+        write_report([reference, other], tmp_path / "r")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{}", "ledger format None"),
+        ("[1, 2]", "a ledger entry must be a JSON object, got list"),
+        ("{bad json", "unreadable ledger entry"),
+        (None, "must be a finite number, got nan"),
+        ("edited", "its fingerprint does not match"),
+    ],
+)
+def test_a_malformed_ledger_entry_is_named_in_one_line(reference, tmp_path, capsys, content, message):
     copy = tmp_path / "study"
     shutil.copytree(reference, copy)
-    first, *_, last = run_ids(reference)
-    info_path = copy / RUNS_DIR / last / RUN_INFO_FILE
-    info = json.loads(info_path.read_text())
-    original = info["tokenizer_fingerprint"]
-    info_path.write_text(json.dumps({**info, "tokenizer_fingerprint": "0123456789abcdef"}))
-    with pytest.raises(FhaError) as err:
-        write_report(copy)
-    assert str(err.value) == (
-        f"cannot pool runs: {first} and {last} differ in their tokenizer ({original} vs 0123456789abcdef)"
-    )
-    (copy / RUNS_DIR / last / EVAL_FILE).unlink()
-    with pytest.raises(FhaError, match=f"1 of 4 runs are not finished \\({last}\\)"):
-        write_report(copy)
+    path = sorted((copy / LEDGER_DIR).glob("*.json"))[0]
+    data = json.loads(path.read_text())
+    if content is None:
+        data["metrics"]["test"]["bits_per_byte"] = math.nan
+        content = json.dumps(data)
+    elif content == "edited":
+        data["identity"]["model"]["dim"] = 31
+        content = json.dumps(data)
+    path.write_text(content)
+    assert main(["study", "report", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"fha: error: {path}: ") and message in err
 
 
-def test_another_spec_in_the_same_folder_is_refused(reference, tmp_path):
+def test_unfinished_runs_are_named_unless_partial(reference, tmp_path, capsys):
     copy = tmp_path / "study"
     shutil.copytree(reference, copy)
-    spec = load_spec(write_spec(tmp_path, tokens=16 * TOKENS_PER_STEP, data=reference.parent))
-    with pytest.raises(FhaError, match=r"holds another study \(spec.tokens was 512, the spec gives 1024\)"):
-        run_study(spec, copy, jobs=1)
+    evaluation = [
+        p for p in (copy / LEDGER_DIR).glob("*.json") if json.loads(p.read_text())["cell"]["role"] == EVALUATION
+    ]
+    evaluation[0].unlink()
+    assert main(["study", "report", str(copy)]) == 2
+    assert "1 of 4 runs are not finished" in capsys.readouterr().err
+    assert main(["study", "report", str(copy), "--partial"]) == 0
+    assert capsys.readouterr().out.startswith("PARTIAL: 3 of 4 evaluation runs finished")
 
 
-def test_parallel_jobs_give_the_same_results(reference, tmp_path):
-    out = tmp_path / "study"
-    progress = run_study(load_spec(reference.parent / "study.toml"), out, jobs=2)
-    assert len(progress.finished) == 6 and not progress.failed
-    assert (out / "logs" / f"{run_ids(reference)[0]}.log").stat().st_size > 0  # each worker's output
-    ours = [row.split(",") for row in read_csv_after_report(out).splitlines()[1:]]
-    theirs = [row.split(",") for row in read_csv(reference).splitlines()[1:]]
-    assert [row[:6] for row in ours] == [row[:6] for row in theirs]
-    # one thread per job instead of two may round sums differently: equal to float32 precision
-    for mine, other in zip(ours, theirs):
-        assert [float(x) for x in mine[6:]] == pytest.approx([float(x) for x in other[6:]], rel=1e-4)
-
-
-def read_csv_after_report(out: Path) -> str:
-    write_report(out)
-    return read_csv(out)
-
-
-def test_a_failing_run_is_retried_once_then_reported(tmp_path, monkeypatch, capsys):
-    import fha.study.runner as runner
-
-    spec_path = write_spec(tmp_path, seeds="[0]", sweep=False)
-    real_train, calls = runner.train, []
-
-    def flaky(request):
-        calls.append(request.out_dir.name)
-        if request.model_config.attention == "fha" and calls.count(request.out_dir.name) == 1:
-            raise RuntimeError("simulated crash")
-        return real_train(request)
-
-    monkeypatch.setattr(runner, "train", flaky)
-    progress = run_study(load_spec(spec_path), tmp_path / "out", jobs=1)
-    assert not progress.failed and len(progress.finished) == 2 and len(calls) == 3  # fha twice, mha once
-
-    def broken(request):
-        raise RuntimeError("disk on fire")
-
-    monkeypatch.setattr(runner, "train", broken)
-    assert main(["study", "run", str(spec_path), "--out", str(tmp_path / "out2"), "--jobs", "1"]) == 2
-    err = capsys.readouterr().err.splitlines()[-1]
-    assert err == (
-        "fha: error: 2 run(s) failed twice: fha/lr-0.01/seed-0 (disk on fire); mha/lr-0.01/seed-0 "
-        "(disk on fire); rerun the same command to retry them"
+def test_a_diverged_run_is_shown_as_failed_never_as_a_verdict(reference, tmp_path):
+    copy = tmp_path / "study"
+    shutil.copytree(reference, copy)
+    path = next(
+        p
+        for p in (copy / LEDGER_DIR).glob("*.json")
+        if json.loads(p.read_text())["cell"]["role"] == EVALUATION
+        and json.loads(p.read_text())["cell"]["variant"] == "fha"
     )
+    data = json.loads(path.read_text())
+    del data["metrics"]
+    data["diverged"] = "loss became nan at step 5"
+    path.write_text(json.dumps(data))
+    report = write_report([copy], tmp_path / "r")
+    assert "failed (loss became nan at step 5): its seed is left out of its contrasts" in report.verdict
+    assert "one seed no interval" in report.verdict
 
 
-def test_main_study_compares_every_named_baseline():
-    from fha.baselines import BASELINES, baseline_config
+@pytest.mark.parametrize(("first", "second"), [("train", "test"), ("valid", "test"), ("train", "valid")])
+def test_held_out_text_equal_to_another_is_refused(tmp_path, first, second):
+    write_corpus(tmp_path / "train.txt")
+    write_corpus(tmp_path / "other.txt", num_docs=20, seed=1)
+    files = {"train": tmp_path / "train.txt", "valid": tmp_path / "other.txt", "test": tmp_path / "other.txt"}
+    if (first, second) != ("valid", "test"):
+        files["valid"] = tmp_path / "valid.txt"
+        write_corpus(files["valid"], num_docs=20, seed=2)
+        files[second] = files[first]
+    spec_text = (
+        write_spec(tmp_path)
+        .read_text()
+        .replace(
+            f'train = "{tmp_path / "train.txt"}"\ntest = "{tmp_path / "test.txt"}"',
+            "\n".join(f'{name} = "{path}"' for name, path in files.items()),
+        )
+    )
+    path = tmp_path / "bad.toml"
+    path.write_text(spec_text)
+    with pytest.raises(FhaError, match=f"data.{first} .* and data.{second} .* have the same contents"):
+        run_study(load_spec(path), tmp_path / "out", jobs=1)
+    assert not (tmp_path / "out").exists()  # refused before the folder is touched
 
-    spec = load_spec(REPO_ROOT / "studies" / "main.toml")
-    assert [variant.name for variant in spec.variants] == list(BASELINES)
-    for variant in spec.variants:  # each variant's model is its named baseline (applying it changes nothing)
-        model, _ = spec.configs(RunPlan(variant.name, 0, spec.learning_rates(variant.name)[0]))
-        assert baseline_config(model, variant.name) == model, variant.name
-    assert spec.baseline == "mha" and len(spec.seeds) >= 3 and spec.sweep is not None
-    assert spec.data.test == "../shared/data/tinystories-3m/test.txt"
+
+def test_shared_documents_are_warned_about(tmp_path, caplog):
+    write_corpus(tmp_path / "train.txt")
+    test = tmp_path / "test.txt"
+    shutil.copy(tmp_path / "train.txt", test)
+    test.write_text(test.read_text() + "\n\nA story of its own.\n")  # not the same file, nearly the same stories
+    spec = write_spec(tmp_path, sweep="", seeds="[0]", tokens=4 * TOKENS_PER_STEP)
+    caplog.set_level("WARNING")
+    run_study(load_spec(spec), tmp_path / "out", jobs=1)
+    assert "test documents (" in caplog.text and "also occur in the training text" in caplog.text
+
+
+def test_a_failed_write_is_one_line_naming_the_file_and_leaves_no_temporary(reference, tmp_path, monkeypatch, capsys):
+    import fha.files
+
+    copy = tmp_path / "study"
+    shutil.copytree(reference, copy)
+    real = Path.open
+
+    def full_disk(self, mode="r", *args, **kwargs):
+        if "w" in mode and self.name.startswith(".report.html"):
+            raise OSError(28, "No space left on device")
+        return real(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(fha.files.Path, "open", full_disk)
+    assert main(["study", "report", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"fha: error: {copy / 'report.html'}: cannot write (No space left on device)\n"
+    assert not list(copy.glob(".*.tmp"))
+
+
+def test_report_options_and_folders_are_checked(reference, tmp_path, capsys):
+    assert main(["study", "report", str(reference / STUDY_FILE)]) == 2
+    assert "a file, not a study folder" in capsys.readouterr().err
+    assert main(["study", "report", str(tmp_path)]) == 2
+    assert "not a study folder (no study.json)" in capsys.readouterr().err
+    assert main(["study", "report", str(reference), "--report-dir", str(tmp_path / "r"), "--dpi", "100000"]) == 2
+    assert "--dpi must be between 50 and 1200, got 100000" in capsys.readouterr().err
+
+
+def test_cli_reports_a_bad_spec_in_one_line(tmp_path, capsys):
+    assert main(["study", "run", str(tmp_path / "missing.toml"), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == f"fha: error: {tmp_path / 'missing.toml'}: study spec not found\n"
+    assert main(["study", "run", str(write_spec(tmp_path)), "--out", str(tmp_path / "o"), "--shard", "3/2"]) == 2
+    assert "--shard '3/2': expected I/N with 1 <= I <= N" in capsys.readouterr().err
+
+
+def test_plan_lists_new_and_reusable_runs_and_sizes_seeds_from_a_pilot(reference, tmp_path, capsys):
+    grown = write_spec(tmp_path, seeds="[0, 1, 2]", data=reference.parent)
+    assert main(["study", "plan", str(grown), "--out", str(reference), "--timing-steps", "1", "--jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("2 runs to train, 8 reusable from the ledger") and "s per step" in out
+    assert "estimated training time with 1 at once" in out
+    assert (
+        main(["study", "plan", str(grown), "--timing-steps", "0", "--pilot", str(reference), "--halfwidth", "0.5"]) == 0
+    )
+    assert "paired SD" in capsys.readouterr().out
+
+
+def test_crossed_seeds_split_the_variance(tmp_path):
+    spec = write_spec(tmp_path, sweep="", seeds="[0, 1]", tokens=4 * TOKENS_PER_STEP, extra="data_seeds = [5, 6]")
+    progress = run_study(load_spec(spec), tmp_path / "out", jobs=1)
+    assert len(progress.finished) == 8
+    markdown = write_report([tmp_path / "out"]).markdown.read_text()
+    assert "## Variance by source (crossed seeds)" in markdown
+    assert "fha/lr-0.01/seed-0-data-5/tokens-256" in (tmp_path / "out" / RESULTS_FILE).read_text()
+    seeds = {(c.seeds.init, c.seeds.data) for c in progress.finished}
+    assert seeds == {(0, 5), (0, 6), (1, 5), (1, 6)}
+
+
+def test_main_and_decisive_studies_load():
+    main_spec = load_spec(REPO_ROOT / "studies" / "main.toml")
+    assert main_spec.baseline == "mha" and not set(main_spec.sweep.seeds) & set(main_spec.seeds)
+    decisive = load_spec(REPO_ROOT / "studies" / "decisive.toml")
+    assert decisive.all_budgets == (2_048_000, 4_096_000, 8_192_000) and decisive.primary == "fha"
+    assert decisive.sweep.seeds == (100, 101) and decisive.seeds == tuple(range(10))
 
 
 def test_quick_study_runs_on_the_sample(sample_dir, tmp_path):
@@ -381,19 +602,16 @@ def test_quick_study_runs_on_the_sample(sample_dir, tmp_path):
     from fha.study.spec import tomllib  # tomli on Python 3.10
 
     data = tomllib.loads((REPO_ROOT / "studies" / "quick.toml").read_text())
-    assert data["data"] == {
-        "train": "../shared/data/tinystories-sample/train.txt",
-        "test": "../shared/data/tinystories-sample/valid.txt",
-    }  # from the project root
-    variants = [variant["name"] for variant in data["variants"]]
-    assert (data["baseline"], data["seeds"], variants) == ("mha", [0, 1, 2], ["fha", "mha"])
+    assert data["data"]["train"] == "../shared/data/tinystories-sample/train.txt"
     test_text = tmp_path / "test.txt"  # a slice of the test text keeps the evaluations short
-    test_text.write_text("\n<|endoftext|>\n".join(load_documents(sample_dir / "valid.txt")[:TEST_STORIES]))
-    data["data"] = {"train": str(sample_dir / "train.txt"), "test": str(test_text)}
-    data["tokens"], data["seeds"] = 3 * 8 * 128, [0, 1]  # 3 steps of 8 sequences of the tiny preset's 128 tokens
-    data["set"].update(batch_size=8, eval_samples=1)
+    test_text.write_text("\n<|endoftext|>\n".join(load_documents(sample_dir / "valid.txt")[:10]))
+    data["data"] = {"train": str(sample_dir / "train.txt"), "test": str(test_text), "train_sample": 10}
+    data["tokens"], data["seeds"] = 8 * 8 * 128, [0, 1]  # 8 steps of 8 sequences of the tiny preset's 128 tokens
+    data["budgets"] = [4 * 8 * 128]
+    data["sweep"]["lr_max"] = data["sweep"]["lr_max"][:2]
+    data["sweep"]["max_extensions"] = 0
+    data["set"].update(batch_size=8, eval_samples=1, eval_interval=4, warmup_steps=1, cooldown_fraction=0.25)
     spec = spec_from_dict(data, REPO_ROOT / "studies", label="quick.toml")
     run_study(spec, tmp_path / "quick", jobs=1)
-    report = write_report(tmp_path / "quick")
-    assert report.verdict.startswith("fha ") and "3,072 training tokens per run, 2 seeds" in report.verdict
-    assert len(read_csv(tmp_path / "quick").splitlines()) == 1 + 4
+    report = write_report([tmp_path / "quick"])
+    assert "fha − mha" in report.verdict and "8,192 training tokens per run, 2 seeds" in report.verdict

@@ -167,6 +167,7 @@ def _train(
             device=task.device,
             overwrite=not own,
             resume=resume,
+            continue_hint=f"run fha study run on the spec with --out {task.out_dir} again to continue",
         )
     )
     return branched_from

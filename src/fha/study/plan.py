@@ -26,14 +26,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from fha.config import ModelConfig, require
+from fha.config import ModelConfig
 from fha.study.spec import StudySpec
 from fha.train.config import TrainConfig
-from fha.train.presets import build_configs
 
 FINGERPRINT_HEX_CHARS = 16
 LOG_ONLY = ("eval_interval", "eval_samples", "log_interval", "checkpoint_interval")  # do not change the weights
-LR_SCALED = ("lr_init", "lr_min")  # follow lr_max in a sweep
 RATE_DIGITS = 6  # significant digits of an extended grid rate, so that 0.01 * 2 is 0.02 and names stay short
 TUNING, EVALUATION = "tuning", "evaluation"
 
@@ -108,49 +106,7 @@ def configs_for(
     spec: StudySpec, variant: str, lr_max: float, seeds: Seeds, tokens: int
 ) -> tuple[ModelConfig, TrainConfig]:
     """The configs of one cell, before the tokenizer sets the vocabulary size."""
-    tables = spec.tables(variant)
-    train = dict(tables["train"])
-    base_lr = float(train.get("lr_max", TrainConfig.lr_max))
-    if lr_max != base_lr:
-        for name in LR_SCALED:
-            train[name] = float(train.get(name, getattr(TrainConfig, name))) * lr_max / base_lr
-    train["lr_max"] = lr_max
-    train["seed"] = seeds.init
-    train["data_seed"] = seeds.data
-    per_step = _tokens_per_step(tables)
-    require(
-        tokens % per_step == 0,
-        f"budget {tokens} tokens is not a whole number of steps of variant {variant} ({per_step} tokens per "
-        f"step = batch_size x grad_accum_steps x max_seq_len); the nearest are {tokens // per_step * per_step} "
-        f"and {(tokens // per_step + 1) * per_step}",
-    )
-    train["max_steps"] = tokens // per_step
-    return build_configs({"model": tables["model"], "train": train})
-
-
-def _tokens_per_step(tables: dict[str, dict[str, Any]]) -> int:
-    train, model = tables["train"], tables["model"]
-    values = {
-        "batch_size": train.get("batch_size", TrainConfig.batch_size),
-        "grad_accum_steps": train.get("grad_accum_steps", TrainConfig.grad_accum_steps),
-        "max_seq_len": model.get("max_seq_len", ModelConfig.max_seq_len),
-    }
-    for name, value in values.items():
-        require(
-            isinstance(value, int) and not isinstance(value, bool) and value > 0,
-            f"{name} must be a positive integer, got {value!r}",
-        )
-    return values["batch_size"] * values["grad_accum_steps"] * values["max_seq_len"]
-
-
-def check_spec_builds(spec: StudySpec) -> None:
-    """Every variant builds at every budget, rate and seed (raises the config's ValueError otherwise)."""
-    rates = spec.sweep.grid if spec.sweep is not None else ()
-    for variant in spec.variant_names:
-        for rate in (*rates, spec.base_lr_max(variant)):
-            for tokens in spec.all_budgets:
-                for seeds in evaluation_seeds(spec) + tuning_seeds(spec):
-                    configs_for(spec, variant, rate, seeds, tokens)
+    return spec.configs(variant, lr_max, seeds.init, seeds.data, tokens)
 
 
 def evaluation_seeds(spec: StudySpec) -> list[Seeds]:

@@ -21,7 +21,7 @@ from fha.files import read_json, write_bytes_atomic, write_json_atomic
 from fha.ngram import ngram_references
 from fha.run_info import file_digest
 from fha.study.layout import REFERENCES_FILE, STUDY_FILE, STUDY_FORMAT, TOKENIZER_FILE, context_to_dict
-from fha.study.plan import StudyContext, check_spec_builds, configs_for, evaluation_seeds
+from fha.study.plan import StudyContext, configs_for, evaluation_seeds
 from fha.study.spec import StudySpec
 from fha.tokenizer import Tokenizer
 from fha.train.corpus import SOURCE_HASH_CHARS, train_tokenizer
@@ -100,10 +100,6 @@ def prepare_study(spec: StudySpec, out_dir: Path) -> Prepared:
     missing = spec.data.missing_files()
     if missing:
         raise FhaError(f"data file not found: {', '.join(missing)}")
-    try:
-        check_spec_builds(spec)
-    except ValueError as err:
-        raise FhaError(str(err)) from None
     digests = data_digests(spec)
     check_data(spec, digests)
     with writing(out_dir):

@@ -109,8 +109,9 @@ def run_study(
         while True:  # tuning rounds: each may extend a grid and add cells
             outcome = tuning_outcome(planner, runner.score)
             progress.tuning = outcome
-            missing = shard.take(_trunks(planner, list(outcome.missing)))
-            missing = [trunk for trunk in missing if not runner.tried(trunk)]
+            ours = shard.take(_trunks(planner.tuning_cells(outcome.grids)))
+            missing = [_missing(trunk, runner) for trunk in ours if not runner.tried(trunk)]
+            missing = [trunk for trunk in missing if trunk]
             if not missing:
                 break
             runner.execute(missing)
@@ -124,7 +125,8 @@ def run_study(
             )
         cells = planner.evaluation_cells(outcome.chosen)
         runner.check_unchanged(cells)
-        runner.execute(shard.take(_trunks(planner, [cell for cell in cells if runner.score(cell) is None])))
+        ours = [_missing(trunk, runner) for trunk in shard.take(_trunks(cells))]
+        runner.execute([trunk for trunk in ours if trunk])
     return progress
 
 
@@ -132,12 +134,17 @@ def _plural(count: int, word: str) -> str:
     return word if count == 1 else f"{word}s"
 
 
-def _trunks(planner: Planner, cells: list[Cell]) -> list[list[Cell]]:
-    """The cells grouped by trunk, in a fixed order (so that shards split them the same way)."""
+def _trunks(cells: list[Cell]) -> list[list[Cell]]:
+    """The cells grouped by trunk, in the spec's order. Shards split this list of every trunk of a phase,
+    not of the missing ones, so that a shard's share does not change as other shards finish theirs."""
     groups: dict[Any, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(cell.trunk, []).append(cell)
     return list(groups.values())
+
+
+def _missing(trunk: list[Cell], runner: _Runner) -> list[Cell]:
+    return [cell for cell in trunk if runner.score(cell) is None]
 
 
 class _Runner:

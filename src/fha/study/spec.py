@@ -49,7 +49,7 @@ from typing import Any
 from fha.config import ModelConfig, near_matches, require
 from fha.errors import FhaError, read_text
 from fha.train.config import SEED_LIMIT, TrainConfig
-from fha.train.presets import TABLES, Tables, load_experiment, merge, owner_of
+from fha.train.presets import TABLES, Tables, build_configs, load_experiment, merge, owner_of
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -81,6 +81,7 @@ SWEEP_KEYS = ("lr_max", "seeds", "max_extensions")
 STUDY_OWNED = {"max_steps": "tokens", "seed": "seeds", "data_seed": "data_seeds"}
 SAME_FOR_ALL = ("vocab_size", "val_fraction", "split_seed")  # the data and tokenizer must not differ by variant
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+LR_SCALED = ("lr_init", "lr_min")  # follow lr_max in a sweep
 DEFAULT_SWEEP_SEEDS = (10_000, 10_001)
 DEFAULT_MAX_EXTENSIONS = 2
 DEFAULT_TRAIN_SAMPLE = 300
@@ -138,6 +139,18 @@ def _check_tokens(name: str, value: Any) -> int:
         f"{name} must be a whole number of tokens in [1, {MAX_TOKENS:.0e}], got {value!r}",
     )
     return value
+
+
+def _tokens_per_step(tables: Tables) -> int:
+    train, model = tables["train"], tables["model"]
+    values = {
+        "batch_size": train.get("batch_size", TrainConfig.batch_size),
+        "grad_accum_steps": train.get("grad_accum_steps", TrainConfig.grad_accum_steps),
+        "max_seq_len": model.get("max_seq_len", ModelConfig.max_seq_len),
+    }
+    for name, value in values.items():
+        require(_is_int(value) and value > 0, f"{name} must be a positive integer, got {value!r}")
+    return values["batch_size"] * values["grad_accum_steps"] * values["max_seq_len"]
 
 
 def tables_of(overrides: dict[str, Any]) -> Tables:
@@ -282,6 +295,7 @@ class StudySpec:
                 f"sweep.seeds {list(self.sweep.seeds)} overlap the evaluation seeds at {overlap}: tuning must use "
                 "seeds of its own, or the chosen rate is fitted to the runs it is judged on",
             )
+        self._check_builds()
 
     # --------------------------------------------------------------- loading
     @classmethod
@@ -396,6 +410,36 @@ class StudySpec:
 
     def base_lr_max(self, variant: str) -> float:
         return float(self.tables(variant)["train"].get("lr_max", TrainConfig.lr_max))
+
+    def configs(
+        self, variant: str, lr_max: float, init_seed: int, data_seed: int, tokens: int
+    ) -> tuple[ModelConfig, TrainConfig]:
+        """The configs of one run: the variant's tables at `lr_max` (`lr_init` and `lr_min` keep their
+        ratio to it), the seeds, and ``max_steps`` = `tokens` / tokens per step."""
+        tables = self.tables(variant)
+        train = dict(tables["train"])
+        base_lr = float(train.get("lr_max", TrainConfig.lr_max))
+        if lr_max != base_lr:
+            for name in LR_SCALED:
+                train[name] = float(train.get(name, getattr(TrainConfig, name))) * lr_max / base_lr
+        train.update(lr_max=lr_max, seed=init_seed, data_seed=data_seed)
+        per_step = _tokens_per_step(tables)
+        require(
+            tokens % per_step == 0,
+            f"budget {tokens} tokens is not a whole number of steps of variant {variant} ({per_step} tokens per "
+            f"step = batch_size x grad_accum_steps x max_seq_len); the nearest are {tokens // per_step * per_step} "
+            f"and {(tokens // per_step + 1) * per_step}",
+        )
+        train["max_steps"] = tokens // per_step
+        return build_configs({"model": tables["model"], "train": train})
+
+    def _check_builds(self) -> None:
+        """Every variant builds at every budget and rate (the seeds were checked on their own)."""
+        rates = self.sweep.grid if self.sweep is not None else ()
+        for variant in self.variant_names:
+            for rate in (*rates, self.base_lr_max(variant)):
+                for tokens in self.all_budgets:
+                    self.configs(variant, rate, self.seeds[0], (self.data_seeds or self.seeds)[0], tokens)
 
     @property
     def contrasts(self) -> tuple[str, ...]:

@@ -83,6 +83,7 @@ class TrainRequest:
     `precision`: the autocast dtype (`fha.device.PRECISIONS`; fp16 is not offered for
     training, which would need loss scaling). `trackers`: names from
     `fha.train.trackers.TRACKERS` that receive the metrics beside the CSV files.
+    `continue_hint`: what a stop tells the user to do to continue (a study says to rerun itself).
     """
 
     model_config: ModelConfig
@@ -96,6 +97,7 @@ class TrainRequest:
     resume: Checkpoint | None = None
     precision: str = "auto"
     trackers: tuple[str, ...] = ()
+    continue_hint: str | None = None  # how to continue after a stop; None: fha train --resume RUN_DIR
 
 
 @dataclass
@@ -476,7 +478,8 @@ class _Loop:
                 if progress.step % config.checkpoint_interval == 0 or done or stop_requested:
                     self._checkpoint()
                 if stop_requested and not done:  # a stop during the last step still finishes the run
-                    log.warning("stopped at step %d; resume with: fha train --resume %s", progress.step, setup.run_dir)
+                    hint = setup.request.continue_hint or f"resume with: fha train --resume {setup.run_dir}"
+                    log.warning("stopped at step %d; %s", progress.step, hint)
                     raise KeyboardInterrupt
             self._finish()  # still under the stop handler: a Ctrl-C now cannot cut the final save short
         result.step = progress.step
