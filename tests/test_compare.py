@@ -168,7 +168,7 @@ def check_error(argv: list[str], message: str, capsys) -> None:
 def test_names_count_mismatch_is_an_error(runs, tmp_path, capsys):
     check_error(
         ["compare", *map(str, runs[:2]), "--out", str(tmp_path / "o"), "--names", "x"],
-        "--names gives 1 names for 2 runs",
+        "--names gives 1 name for 2 runs",
         capsys,
     )
 

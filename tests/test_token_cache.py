@@ -163,7 +163,7 @@ def test_fha_cache_command(tmp_path):
         "stories.txt",
         "[train]",
     ]
-    assert listing[2].startswith("1 entries, ") and listing[2].endswith("in all; 'fha cache clear' deletes them")
+    assert listing[2].startswith("1 entry, ") and listing[2].endswith("in all; 'fha cache clear' deletes them")
     assert fha_cache("clear").startswith("removed 3 files (")
     assert list_cache(folder) == []
 

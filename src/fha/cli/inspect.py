@@ -21,6 +21,7 @@ from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT, check_figure_options
 from fha.tokenizer import DISPLAY_ESCAPES, Tokenizer
 from fha.train.presets import load_experiment, parse_overrides
 from fha.variants import describe_attention
+from fha.wording import counted, plural
 
 log = logging.getLogger(__name__)
 
@@ -163,14 +164,15 @@ def _run_attention(args: argparse.Namespace) -> int:
     ids = tokenizer.encode(args.prompt, bos=True)
     limit = configs.model.max_seq_len
     if len(ids) > limit:
-        log.warning("the prompt has %d tokens; drawing the first %d (max_seq_len)", len(ids), limit)
+        log.warning("the prompt has %s; drawing the first %d (max_seq_len)", counted(len(ids), "token"), limit)
         ids = ids[:limit]
     maps = attention_maps(model, torch.tensor([ids]), args.layers)
     labels = token_labels(tokenizer, ids)
     written = save_attention_heatmaps(maps, labels, args.out, fmt=args.format, dpi=args.dpi)
     layout = save_head_layout(configs.model, args.out / f"{HEAD_LAYOUT_STEM}.{args.format}", dpi=args.dpi)
-    print(f"{len(ids)} tokens: {' '.join(labels)}")
-    print(f"wrote {len(written)} heatmaps for layers {', '.join(str(m.layer) for m in maps)} to {args.out}")
+    print(f"{counted(len(ids), 'token')}: {' '.join(labels)}")
+    layers = ", ".join(str(m.layer) for m in maps)
+    print(f"wrote {counted(len(written), 'heatmap')} for {plural(len(maps), 'layer')} {layers} to {args.out}")
     print(f"wrote the head layout to {layout}")
     return 0
 

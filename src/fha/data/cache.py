@@ -36,6 +36,7 @@ import numpy as np
 from fha.errors import FhaError
 from fha.progress import Progress
 from fha.tokenizer import Tokenizer
+from fha.wording import counted, plural
 
 log = logging.getLogger(__name__)
 
@@ -214,10 +215,11 @@ def _open(paths: _CachePaths, meta: dict, *, verify: bool) -> TokenData:
 def _report_unknown(meta: dict, name: str) -> None:
     if meta["num_unknown"]:
         log.warning(
-            "%s: %d of %d characters are outside the tokenizer's alphabet and became <unk> (e.g. %s)",
+            "%s: %s of %s %s outside the tokenizer's alphabet and became <unk> (e.g. %s)",
             name,
-            meta["num_unknown"],
-            meta["num_chars"],
+            f"{meta['num_unknown']:,}",
+            counted(meta["num_chars"], "character", thousands=True),
+            plural(meta["num_unknown"], "is", "are"),
             " ".join(repr(char) for char in meta["unknown_examples"]),
         )
 

@@ -14,6 +14,7 @@ from fha.data import TokenData, describe_source, load_splits, prepare_tokens
 from fha.data.cache_location import token_cache_dir
 from fha.data.sources import TINYSTORIES
 from fha.tokenizer import Tokenizer
+from fha.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,16 @@ class DataSpec:
 
 def read_documents(spec: DataSpec) -> dict[str, list[str]]:
     splits = load_splits(spec.source, spec.val_source, val_fraction=spec.val_fraction, seed=spec.split_seed)
-    log.info("data: %d training and %d validation documents", len(splits["train"]), len(splits["val"]))
+    log.info(
+        "data: %s and %s",
+        counted(len(splits["train"]), "training document"),
+        counted(len(splits["val"]), "validation document"),
+    )
     return splits
 
 
 def train_tokenizer(documents: list[str], vocab_size: int) -> Tokenizer:
-    log.info("training a tokenizer of %d tokens on %d documents", vocab_size, len(documents))
+    log.info("training a tokenizer of %d tokens on %s", vocab_size, counted(len(documents), "document"))
     return Tokenizer.train(documents, vocab_size)
 
 
