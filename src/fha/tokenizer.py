@@ -28,7 +28,7 @@ from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
 
 from fha.errors import FhaError, FhaValueError, one_line, read_text, writing
-from fha.progress import Progress
+from fha.progress import Progress, resolved_mode
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,10 @@ class Tokenizer:
             show_progress=False,  # its bars write to the terminal from Rust, past fha's progress and -q
         )
         total = len(texts) if isinstance(texts, Sized) else None
-        with Progress(total, "reading documents for the tokenizer", unit="doc", leave=False) as progress:
+        on_terminal = resolved_mode() == "bar"  # in a log file the line "training a tokenizer ..." says enough
+        with Progress(
+            total, "reading documents for the tokenizer", unit="doc", leave=False, enabled=on_terminal
+        ) as progress:
             counted = _CountingIterable(texts, progress)
             hf.train_from_iterator(counted, trainer)
         if counted.nonempty == 0:
