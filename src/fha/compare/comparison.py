@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from fha.compare.fairness import environment_rows, mismatch_notes, paired_rows, training_text_note
+from fha.compare.names import check_names, derived_names
 from fha.compare.plots import PlotOptions, first_kept_step, plot_losses
 from fha.compare.report import Table, groups_table, runs_table, write_html, write_markdown
 from fha.compare.runs import (
@@ -57,7 +58,12 @@ def compare_runs(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise FhaError(f"`out` {out_dir}: is a file, not a folder")
+    if names is not None:
+        check_names(names)
     runs = [load_summary(path, name) for path, name in zip(run_dirs, names or [None] * len(run_dirs))]
+    if names is None:
+        for run, name in zip(runs, derived_names(runs), strict=True):
+            run.name = name
     for run in runs:
         if not len(run.log.after(first_kept_step(run.log, options.skip_first)).step):
             raise FhaError(
