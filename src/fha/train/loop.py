@@ -106,7 +106,7 @@ class TrainResult:
 
     run_dir: Path
     step: int
-    val_loss: float | None = None
+    val_loss: float | None = None  # the last evaluation's: a mean over the eval windows, not the whole text
     history: list[LogRow] = field(default_factory=list)
 
     def load(self, device: str | torch.device = "cpu") -> LoadedRun:
