@@ -1,10 +1,11 @@
 """Shared test fixtures: where the TinyStories sample lives (set FHA_SAMPLE_DATA to move it), a
-private token cache for every test, a small synthetic corpus, the one tiny model shape and a
-tiny trained run."""
+private token cache for the session and for every test, a small synthetic corpus, the one tiny
+model shape and a tiny trained run."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,9 @@ from train_helpers import write_corpus
 
 import fha.model.attention as attention_module
 from fha import GPT
+from fha.data.cache_location import CACHE_ENV
+
+pytest_plugins = ("pytester",)  # test_token_cache runs a small suite of its own with this conftest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = Path(os.environ.get("FHA_SAMPLE_DATA", REPO_ROOT.parent / "shared" / "data" / "tinystories-sample"))
@@ -28,10 +32,20 @@ def sample_dir() -> Path:
     return SAMPLE_DIR
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory) -> Iterator[Path]:
+    """The cache of everything outside a test: session and module fixtures are set up before any
+    test's own `token_cache`, and must not fill the user's ~/.cache/fha either."""
+    folder = tmp_path_factory.mktemp("fha-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(folder))
+        yield folder
+
+
 @pytest.fixture(autouse=True)
 def token_cache(tmp_path, monkeypatch):
     """Token arrays go to the test's own folder, never to the user's ~/.cache/fha."""
-    monkeypatch.setenv("FHA_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
 
 
 @pytest.fixture

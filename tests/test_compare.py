@@ -15,6 +15,7 @@ from fha import GPT, ModelConfig, Tokenizer
 from fha.cli import main
 from fha.cli.compare import parse_skip_first
 from fha.compare import PlotOptions, compare_runs, load_summary, read_log, seed_groups
+from fha.compare.names import group_labels
 from fha.compare.plots import first_kept_step
 from fha.run import LOG_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE, save_weights
 
@@ -168,7 +169,7 @@ def check_error(argv: list[str], message: str, capsys) -> None:
 def test_names_count_mismatch_is_an_error(runs, tmp_path, capsys):
     check_error(
         ["compare", *map(str, runs[:2]), "--out", str(tmp_path / "o"), "--names", "x"],
-        "--names gives 1 names for 2 runs",
+        "--names gives 1 name for 2 runs",
         capsys,
     )
 
@@ -364,3 +365,83 @@ def test_a_run_written_with_the_old_step_field_names_groups_with_a_newer_one(tmp
     assert summaries[0].train_config["max_steps"] == 30 and "max_iters" not in summaries[0].train_config
     (group,) = seed_groups(summaries)
     assert [run.name for run in group.runs] == ["old-seed1", "new-seed2"]
+
+
+def study_runs(root: Path, variants=("fha", "mha"), seeds=(0, 1)) -> list[Path]:
+    """A study's layout: runs/VARIANT/lr-0.01/seed-N, so every folder name repeats once per variant."""
+    paths = []
+    for offset, variant in enumerate(variants):
+        for seed in seeds:
+            directory = root / "runs" / variant / "lr-0.01" / f"seed-{seed}"
+            directory.mkdir(parents=True)
+            paths.append(make_run(directory, 2.0 + offset + 0.1 * seed, train={"seed": seed}, attention=variant))
+    return paths
+
+
+def test_repeated_folder_names_give_way_to_what_differs_attention_first(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["compare", *map(str, study_runs(tmp_path / "study")), "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    names = ["fha seed=0", "fha seed=1", "mha seed=0", "mha seed=1"]
+    assert [row_of(stdout, name)[0] for name in names] == names
+    assert row_of(stdout, "fha")[1] == "fha seed=0, fha seed=1" and row_of(stdout, "mha")[1] == "mha seed=0, mha seed=1"
+    assert "| mha − fha | 0: +1.0000, 1: +1.0000 |" in stdout  # the paired difference names both groups
+    assert "seed − seed" not in stdout
+
+
+def test_runs_alike_in_settings_are_named_by_the_parts_of_their_paths_that_differ(tmp_path):
+    paths = study_runs(tmp_path / "study-a", variants=("fha",)) + study_runs(tmp_path / "study-b", variants=("fha",))
+    comparison = compare_runs(paths, tmp_path / "out")
+    assert [run.name for run in comparison.runs] == [
+        "study-a/seed-0",
+        "study-a/seed-1",
+        "study-b/seed-0",
+        "study-b/seed-1",
+    ]
+
+
+def test_one_run_given_twice_is_numbered_with_a_warning(tmp_path, caplog):
+    run = make_run(tmp_path / "seed-0", 2.0, train={"seed": 0})
+    comparison = compare_runs([run, run], tmp_path / "out")
+    assert [summary.name for summary in comparison.runs] == ["seed-0", "seed-0 #2"]
+    assert "pass `names` to tell them apart" in caplog.text
+
+
+def test_repeated_names_are_an_error(runs, tmp_path, capsys):
+    check_error(
+        ["compare", *map(str, runs[:3]), "--out", str(tmp_path / "o"), "--names", "a", "b", "a"],
+        "--names repeats 'a': every run needs a name of its own",
+        capsys,
+    )
+
+
+def test_group_labels_cut_at_whole_components_and_never_repeat():
+    assert group_labels([["fha seed=0", "fha seed=1"], ["fha-seed1", "fha-seed2"], ["x/seed-0", "x/seed-1"]]) == [
+        "fha",
+        "fha-seed",
+        "x",
+    ]
+    assert group_labels([["a1", "a2"], ["a3", "a4"], ["b1", "c1"]]) == ["a1 (+1)", "a3 (+1)", "b1 (+1)"]
+
+
+def test_every_panel_of_the_loss_figure_has_its_legend(runs, tmp_path, monkeypatch):
+    import fha.compare.plots as plots
+
+    figures = []
+    real_save = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", lambda figure, *args: figures.append(figure) or real_save(figure, *args))
+    compare_runs(runs[:4], tmp_path / "out")
+    (figure,) = figures
+    legends = [ax.get_legend() for ax in figure.axes]
+    assert len(legends) == 2 and all(legend is not None for legend in legends)
+    assert [text.get_text() for text in legends[0].get_texts()] == [text.get_text() for text in legends[1].get_texts()]
+
+
+def test_the_command_line_asks_for_names_by_their_flag(tmp_path, caplog):
+    from fha.cli import _FlagsFormatter
+
+    run = make_run(tmp_path / "seed-0", 2.0, train={"seed": 0})
+    assert main(["compare", str(run), str(run), "--out", str(tmp_path / "out")]) == 0
+    (record,) = [record for record in caplog.records if "tell them apart" in record.getMessage()]
+    shown = _FlagsFormatter("%(message)s").format(record)  # how fha's console handler writes it
+    assert "pass --names to tell them apart" in shown and "`names`" not in shown

@@ -181,11 +181,17 @@ def test_cache_reuse_and_invalidation(tokenizer: Tokenizer, tmp_path: Path, monk
         patch.setattr(Tokenizer, "encode_batch", _no_encoding)
         reused = prepare_tokens(DOCS, tokenizer, tmp_path, "train", "source-a")
     assert np.array_equal(reused.tokens, first.tokens)
+    with monkeypatch.context() as patch:  # the same documents read from elsewhere: known by their content
+        patch.setattr(Tokenizer, "encode_batch", _no_encoding)
+        assert prepare_tokens(DOCS, tokenizer, tmp_path, "train", "source-b").source == "source-a"
+    changed = [*DOCS[:-1], DOCS[-1].replace(".", ",")]  # as many documents and characters, other text
+    edited = prepare_tokens(changed, tokenizer, tmp_path, "train", "source-a")
+    assert np.array_equal(edited.tokens, np.concatenate(tokenizer.encode_batch(changed, bos=True, eos=True)))
+    assert not np.array_equal(edited.tokens, first.tokens)
     other_tokenizer = Tokenizer.train(DOCS, 40)
     rebuilt = prepare_tokens(DOCS, other_tokenizer, tmp_path, "train", "source-a")
     assert rebuilt.tokenizer_fingerprint == other_tokenizer.fingerprint
     assert rebuilt.num_tokens > first.num_tokens  # fewer merges, more tokens
-    assert prepare_tokens(DOCS, tokenizer, tmp_path, "train", "source-b").source == "source-b"
     assert prepare_tokens(DOCS[:2], tokenizer, tmp_path, "train", "source-b").num_documents == 2
 
 

@@ -20,7 +20,16 @@ PACKAGE_DIR = Path(fha.__file__).parent
 # The import order, lowest first. A module belongs to the longest prefix listed; it may import
 # modules of its own layer or of a layer below, never above.
 LAYERS = (
-    ("fha.errors", "fha.files", "fha.lazy", "fha.progress", "fha.figure_formats", "fha.figures", "fha.stats"),
+    (
+        "fha.errors",
+        "fha.files",
+        "fha.lazy",
+        "fha.progress",
+        "fha.figure_formats",
+        "fha.figures",
+        "fha.stats",
+        "fha.wording",
+    ),
     ("fha.variants", "fha.config", "fha.sampling", "fha.baselines", "fha.train.config"),
     ("fha.model", "fha.device"),
     ("fha.tokenizer", "fha.data", "fha.generation", "fha.run", "fha.run_info", "fha.completion", "fha.ngram"),

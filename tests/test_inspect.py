@@ -71,8 +71,12 @@ def test_trace_covers_every_module_and_every_level(changes):
                 if layout.key_head == layout.value_head
                 else f"key head {layout.key_head}, value head {layout.value_head}"
             )
-            assert f"blocks.{layer}.attn.level{layout.level}  level  {reads}, {n} sub-head" in text
-            assert f"q (2, {n}, 7, {d})" in text
+            if all(split == 1 for split in model.config.layer_splits[layer]):  # ordinary heads, named so
+                assert f"blocks.{layer}.attn.head{layout.level}  head  {reads}: q (2, 7, {d}), k/v (2, 7, {d})" in text
+                assert f"blocks.{layer}.attn.level" not in text and "sub-head" not in text
+            else:
+                assert f"blocks.{layer}.attn.level{layout.level}  level  {reads}, {n} sub-head" in text
+                assert f"q (2, {n}, 7, {d})" in text
     assert "<model>  GPT  (2, 7) -> ((2, 7, 97), None)" in text
     assert trace.roots[0].children[-1].label() == "output  Linear (tied to embedding)  (2, 7, 32) -> (2, 7, 97)"
     c = model.config

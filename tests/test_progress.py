@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from test_train_cli import TINY_SETS
@@ -80,28 +81,38 @@ def test_counts(value, text):
     assert short_count(value) == text
 
 
+EVALUATION_LINE = re.compile(r"^step (\d+): train loss \d+\.\d{4}, val loss \d+\.\d{4}, perplexity \d+\.\d\d")
+LR = re.compile(r"\blr[ =](\S+?)[,|\s]")
+TOKENIZERS_BARS = ("Pre-processing sequences", "Tokenize words", "Count pairs", "Compute merges")
+TERMINAL_SIZE = (40, 120)  # rows, columns
+
+
+def _train_command(corpus: Path, tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "fha",
+        *extra,
+        "train",
+        "--preset",
+        "tiny",
+        *TINY_SETS,
+        "--set",
+        "max_steps=6",
+        "--data",
+        str(corpus),
+        "--out",
+        str(tmp_path / "run"),
+    ]
+
+
 def _train_to_a_file(corpus, tmp_path, *extra: str) -> str:
     """``fha train ... > log.txt 2>&1``, as a cluster job runs it."""
     log_file = tmp_path / "log.txt"
     env = {**os.environ, "FHA_CACHE_DIR": str(tmp_path / "cache")}
     with open(log_file, "w") as handle:
         subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "fha",
-                *extra,
-                "train",
-                "--preset",
-                "tiny",
-                *TINY_SETS,
-                "--set",
-                "max_steps=6",
-                "--data",
-                str(corpus),
-                "--out",
-                str(tmp_path / "run"),
-            ],
+            _train_command(corpus, tmp_path, *extra),
             stdout=handle,
             stderr=subprocess.STDOUT,
             env=env,
@@ -109,6 +120,63 @@ def _train_to_a_file(corpus, tmp_path, *extra: str) -> str:
             timeout=300,
         )
     return log_file.read_text()
+
+
+def _train_on_a_terminal(corpus: Path, tmp_path: Path) -> str:
+    """Everything ``fha train`` writes to a terminal (a pseudo-terminal here), escape codes and all."""
+    pty = pytest.importorskip("pty")
+    fcntl, termios, struct = (pytest.importorskip(name) for name in ("fcntl", "termios", "struct"))
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", *TERMINAL_SIZE, 0, 0))
+    env = {**os.environ, "FHA_CACHE_DIR": str(tmp_path / "cache")}
+    process = subprocess.Popen(
+        _train_command(corpus, tmp_path), stdin=follower, stdout=follower, stderr=follower, env=env
+    )
+    os.close(follower)
+    output = bytearray()
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed: the process has exited
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(leader)
+    assert process.wait(timeout=300) == 0, output.decode("utf-8", "replace")
+    return output.decode("utf-8", "replace")
+
+
+def _screen(raw: str) -> list[str]:
+    """The lines a terminal shows at the end: a carriage return goes back to the line's start,
+    ``ESC[2K`` erases the line, anything else overwrites."""
+    lines: list[list[str]] = [[]]
+    column = 0
+    for part in re.split(r"(\x1b\[2K|\r|\n)", raw.replace("\r\n", "\n")):
+        if part == "\x1b[2K":
+            lines[-1] = []
+        elif part == "\r":
+            column = 0
+        elif part == "\n":
+            lines.append([])
+            column = 0
+        else:
+            line = lines[-1]
+            line[column : column + len(part)] = part
+            column += len(part)
+    return ["".join(line).rstrip() for line in lines if "".join(line).strip()]
+
+
+def test_a_terminal_shows_one_bar_and_none_of_the_tokenizer_library(corpus, tmp_path):
+    raw = _train_on_a_terminal(corpus, tmp_path)
+    assert not [name for name in TOKENIZERS_BARS if name in raw]
+    screen = _screen(raw)
+    bars = [line for line in screen if line.startswith("step:")]
+    assert len(bars) == 1 and "6/6" in bars[0], screen
+    assert screen.index(bars[0]) == screen.index(next(line for line in screen if line.startswith("finished"))) - 1
+    evaluations = [line for line in screen if EVALUATION_LINE.match(line)]
+    assert len(evaluations) == 4 and "tokens/s" not in evaluations[0]
+    assert all(re.fullmatch(r"\d\.\d\de-\d\d", rate) for rate in LR.findall(" ".join(screen) + " ")), screen
 
 
 def test_training_log_in_a_file_has_plain_lines_and_the_evaluations(corpus, tmp_path):
@@ -119,8 +187,12 @@ def test_training_log_in_a_file_has_plain_lines_and_the_evaluations(corpus, tmp_
         line for line in lines if PLAIN_LINE.match(line)
     ]
     assert [line.split(" | ")[0] for line in lines if PLAIN_LINE.match(line)] == [f"step {n}/6" for n in range(1, 7)]
-    evals = [line for line in lines if re.match(r"^step \d+: train loss", line)]
+    evals = [line for line in lines if EVALUATION_LINE.match(line)]
     assert [line.split(":")[0] for line in evals] == ["step 0", "step 2", "step 4", "step 6"]
+    assert all("(over 4 random windows)" in line for line in evals)  # estimates, not a whole text
+    assert "tokens/s" not in evals[0] and all(line.endswith(" tokens/s") for line in evals[1:])
+    assert {rate for rate in LR.findall(text) if not re.fullmatch(r"\d\.\d\de-\d\d", rate)} == set()
+    assert not [name for name in TOKENIZERS_BARS if name in text]
     assert lines.index(evals[-1]) > lines.index(next(line for line in lines if line.startswith("step 6/6")))
     assert lines[-1].startswith("finished 6 steps")
 

@@ -14,7 +14,9 @@ from train_helpers import write_corpus
 
 from fha.cli import main
 from fha.data.cache import clear_cache, list_cache, prepare_tokens
+from fha.data.cache_location import CACHE_ENV, token_cache_dir
 from fha.tokenizer import Tokenizer
+from fha.train.corpus import DataSpec, read_documents, tokenize_splits
 
 TESTS = Path(__file__).resolve().parent
 DOCS = ["Once upon a time there was a cat.", "The dog ran to the park.", "Lily and Tom found a red ball."]
@@ -163,7 +165,7 @@ def test_fha_cache_command(tmp_path):
         "stories.txt",
         "[train]",
     ]
-    assert listing[2].startswith("1 entries, ") and listing[2].endswith("in all; 'fha cache clear' deletes them")
+    assert listing[2].startswith("1 entry, ") and listing[2].endswith("in all; 'fha cache clear' deletes them")
     assert fha_cache("clear").startswith("removed 3 files (")
     assert list_cache(folder) == []
 
@@ -180,3 +182,66 @@ def test_fha_cache_rejects_an_unknown_action(capsys):
         main(["cache", "purge"])
     assert raised.value.code == 2
     assert "argument action: invalid choice: 'purge'" in capsys.readouterr().err
+
+
+def test_one_file_at_two_paths_is_cached_once(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = write_corpus(tmp_path / "a" / "stories.txt")
+    second = tmp_path / "b" / "copy.txt"
+    second.write_bytes(first.read_bytes())
+    tokenizer = Tokenizer.train(DOCS, 48)
+    folder = token_cache_dir()
+    arrays = []
+    for path in (first, second):
+        spec = DataSpec(str(path), None, val_fraction=0.2, split_seed=0)
+        arrays.append(tokenize_splits(read_documents(spec), tokenizer, spec))
+        monkeypatch.setattr(Tokenizer, "encode_batch", _no_encoding)  # the copy must find the first's entries
+    entries = list_cache(folder)  # one entry per split, named by the first path that filled it
+    rule = "val_fraction=0.2 split_seed=0"
+    assert [entry.source for entry in entries] == [f"{first} [{split} of {rule}]" for split in ("train", "val")]
+    for split in ("train", "val"):
+        assert np.array_equal(arrays[0][split].tokens, arrays[1][split].tokens)
+
+
+def _no_encoding(*args, **kwargs):
+    raise AssertionError("the cache should have been reused")
+
+
+SESSION_TESTS = """
+import pytest
+
+from fha.data.cache import prepare_tokens
+from fha.data.cache_location import token_cache_dir
+from fha.tokenizer import Tokenizer
+
+DOCS = ["Once upon a time there was a cat.", "The dog ran to the park."]
+
+
+@pytest.fixture(scope="session")
+def shared_tokens():
+    return prepare_tokens(DOCS, Tokenizer.train(DOCS, 40), token_cache_dir(), "shared", "session fixture")
+
+
+@pytest.fixture(scope="module")
+def module_tokens():
+    return prepare_tokens(DOCS, Tokenizer.train(DOCS, 41), token_cache_dir(), "module", "module fixture")
+
+
+def test_uses_both(shared_tokens, module_tokens):
+    assert shared_tokens.num_documents == module_tokens.num_documents == 2
+"""
+
+
+def test_a_test_session_leaves_the_users_cache_alone(pytester, monkeypatch, tmp_path):
+    """Session and module fixtures are set up before a test's own cache folder: they too must
+    cache in a folder of the test session, never in the user's ~/.cache/fha."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv(CACHE_ENV)
+    pytester.syspathinsert(TESTS)
+    pytester.makeconftest((TESTS / "conftest.py").read_text())
+    pytester.makepyfile(test_session=SESSION_TESTS)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert not (home / ".cache").exists()

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from fha.cli import main
+from fha.completion import IncrementalDecoder
 from fha.data import load_documents
 from fha.errors import FhaError
-from fha.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
+from fha.tokenizer import BOS_ID, EOS_ID, FIRST_BYTE_ID, NUM_BYTES, PAD_ID, UNK_ID, Tokenizer
 
 SMALL_CORPUS = [
     "Once upon a time, there was a little cat.\nThe cat liked to play.",
@@ -24,6 +25,15 @@ SMALL_ALPHABET = sorted(set("".join(SMALL_CORPUS)))
 SAMPLE_VOCAB = 2048
 SMALL_VOCAB = 80
 MIN_CHARS_PER_TOKEN_2048 = 3.6
+# Written by Tokenizer.train(SMALL_CORPUS * 4, SMALL_VOCAB) before byte fallback existed, with
+# its fingerprint and the ids it gave then: files like it must keep both.
+OLD_TOKENIZER_FILE = Path(__file__).parent / "fixtures" / "tokenizer-without-byte-fallback.json"
+OLD_FINGERPRINT = "c9564012574427ec"
+OLD_ENCODINGS = {
+    "Once upon a time, the cat ran.": [47, 45, 33, 56, 55, 57, 66, 68, 9],
+    "Xylophone café 🐶": [1, 31, 21, 24, 25, 18, 41, 16, 49, 13, 1, 1, 6, 1],
+}
+FOREIGN_TEXT = "Xylophone café 🐶"
 
 
 @pytest.fixture(scope="module")
@@ -185,6 +195,76 @@ def test_train_rejects_bad_input() -> None:
         Tokenizer.train(["", ""], 100)
 
 
+def test_a_tokenizer_written_before_byte_fallback_loads_and_encodes_as_then(small_tokenizer: Tokenizer) -> None:
+    old = Tokenizer.load(OLD_TOKENIZER_FILE)
+    assert old.fingerprint == OLD_FINGERPRINT and not old.byte_fallback
+    for text, ids in OLD_ENCODINGS.items():
+        assert old.encode(text) == ids
+    assert old.decode(OLD_ENCODINGS[FOREIGN_TEXT]) == "\ufffdylophone ca\ufffd\ufffd \ufffd"
+    assert old.count_unknown(FOREIGN_TEXT) == 4 and old.unknown_characters(FOREIGN_TEXT) == {"X", "f", "é", "🐶"}
+    assert old.summary() == f"vocab 80 (4 special, 28 characters, 48 merges), fingerprint {OLD_FINGERPRINT}"
+    # Training without byte fallback still gives that very tokenizer.
+    assert small_tokenizer.fingerprint == OLD_FINGERPRINT
+
+
+@pytest.fixture(scope="module")
+def byte_tokenizer() -> Tokenizer:
+    return Tokenizer.train(SMALL_CORPUS * 4, SMALL_VOCAB + NUM_BYTES, byte_fallback=True)
+
+
+def test_byte_fallback_writes_foreign_characters_as_their_utf8_bytes(byte_tokenizer: Tokenizer) -> None:
+    ids = byte_tokenizer.encode(FOREIGN_TEXT)
+    assert UNK_ID not in ids
+    assert byte_tokenizer.decode(ids) == FOREIGN_TEXT
+    byte_ids = [FIRST_BYTE_ID + value for value in "é".encode()]  # 0xC3 0xA9
+    assert byte_ids == [FIRST_BYTE_ID + 0xC3, FIRST_BYTE_ID + 0xA9]
+    assert ids[10:13] == [FIRST_BYTE_ID + ord("f"), *byte_ids]  # "f" is outside this alphabet too
+    assert [byte_tokenizer.id_to_token(i) for i in byte_ids] == ["<0xC3>", "<0xA9>"]
+    assert byte_tokenizer.count_unknown(FOREIGN_TEXT) == 0 and byte_tokenizer.unknown_characters(FOREIGN_TEXT) == set()
+    assert byte_tokenizer.count_outside_alphabet(FOREIGN_TEXT) == 4
+    assert byte_tokenizer.summary().startswith("vocab 336 (4 special, 256 bytes, 28 characters, 48 merges)")
+
+
+def test_byte_fallback_round_trips_any_text(byte_tokenizer: Tokenizer) -> None:
+    rng = random.Random(0)
+    characters = [*SMALL_ALPHABET, "é", "ß", "€", "中", "🐶", "\u0301", "\x00", "\U0010ffff"]
+    texts = ["".join(rng.choice(characters) for _ in range(rng.randrange(1, 40))) for _ in range(200)]
+    for text in texts:
+        assert byte_tokenizer.decode(byte_tokenizer.encode(text, bos=True, eos=True)) == text
+    assert [byte_tokenizer.decode(ids) for ids in byte_tokenizer.encode_batch(texts)] == texts
+
+
+def test_byte_fallback_keeps_the_trained_pieces_after_the_bytes(
+    byte_tokenizer: Tokenizer, small_tokenizer: Tokenizer
+) -> None:
+    """The same merges as without byte fallback, their ids moved up by 256: text in the
+    alphabet is cut exactly as before."""
+    assert byte_tokenizer.vocab_size == small_tokenizer.vocab_size + NUM_BYTES
+    assert byte_tokenizer.alphabet == small_tokenizer.alphabet
+    for text in SMALL_CORPUS:
+        assert byte_tokenizer.encode(text) == [i + NUM_BYTES for i in small_tokenizer.encode(text)]
+        assert byte_tokenizer.display(text) == small_tokenizer.display(text)
+
+
+def test_byte_fallback_survives_saving_and_streams_whole_characters(byte_tokenizer: Tokenizer, tmp_path: Path) -> None:
+    path = tmp_path / "bytes.json"
+    byte_tokenizer.save(path)
+    loaded = Tokenizer.load(path)
+    assert loaded.byte_fallback and loaded.fingerprint == byte_tokenizer.fingerprint
+    assert loaded.encode(FOREIGN_TEXT) == byte_tokenizer.encode(FOREIGN_TEXT)
+    decoder = IncrementalDecoder(loaded)
+    pieces = [decoder.push(token_id) for token_id in loaded.encode("a 🐶!")]
+    assert pieces == ["a", " ", "", "", "", "🐶", "!"]  # the dog's four bytes come out as one character
+    assert loaded.decode(loaded.encode("🐶")[:2]) == "\ufffd"
+
+
+def test_byte_fallback_needs_room_for_the_bytes() -> None:
+    with pytest.raises(FhaError, match=r"vocab_size must be at least 260 \(4 special tokens \+ 256 bytes\), got 100"):
+        Tokenizer.train(SMALL_CORPUS, 100, byte_fallback=True)
+    bytes_only = Tokenizer.train(SMALL_CORPUS, 260, byte_fallback=True)
+    assert bytes_only.alphabet == frozenset() and bytes_only.decode(bytes_only.encode(FOREIGN_TEXT)) == FOREIGN_TEXT
+
+
 def test_cli_train_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "stories.txt"
     data.write_text("\n<|endoftext|>\n".join(SMALL_CORPUS * 3) + "\n", encoding="utf-8")
@@ -195,9 +275,35 @@ def test_cli_train_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["tokenizer", "show", str(out), "Once upon a time"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "Once| upon| a| time"
-    assert lines[1].startswith("4 tokens, 16 characters")
+    assert lines[1] == "ids: " + " ".join(map(str, Tokenizer.load(out).encode("Once upon a time")))
+    assert lines[2].startswith("4 tokens, 16 characters")
     assert main(["tokenizer", "show", str(out)]) == 0
     assert "fingerprint" in capsys.readouterr().out
+    assert main(["tokenizer", "show", str(out), "é"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "ids: 1",
+        "1 token, 1 character (1.00 per token), 1 character unknown (<unk>)",
+    ]
+    with_bytes = tmp_path / "bytes.json"
+    argv = [
+        "tokenizer",
+        "train",
+        "--data",
+        str(data),
+        "--vocab-size",
+        "300",
+        "--byte-fallback",
+        "--out",
+        str(with_bytes),
+    ]
+    assert main(argv) == 0
+    assert "256 bytes" in capsys.readouterr().out
+    assert main(["tokenizer", "show", str(with_bytes), "é"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "<0xC3>|<0xA9>",
+        f"ids: {FIRST_BYTE_ID + 0xC3} {FIRST_BYTE_ID + 0xA9}",
+        "2 tokens, 1 character (0.50 per token), 1 character written as UTF-8 bytes",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from fha.model.modes import eval_mode
 from fha.progress import track
 from fha.sampling import Sampling
 from fha.tokenizer import Tokenizer
+from fha.wording import counted, plural
 
 log = logging.getLogger(__name__)
 
@@ -187,10 +188,13 @@ def _warn_about_prompts(
         unknown = tokenizer.count_unknown(prompt)
         if unknown:
             log.warning(
-                "prompt %d: %d characters are outside the tokenizer's alphabet (%s) and became <unk>",
+                "prompt %d: %s %s outside the tokenizer's alphabet (%s) and became <unk>",
                 number,
-                unknown,
+                counted(unknown, "character"),
+                plural(unknown, "is", "are"),
                 " ".join(sorted(map(repr, tokenizer.unknown_characters(prompt)))),
             )
         if len(ids) > context:
-            log.warning("prompt %d has %d tokens; the model sees only the last %d", number, len(ids), context)
+            log.warning(
+                "prompt %d has %s; the model sees only the last %d", number, counted(len(ids), "token"), context
+            )

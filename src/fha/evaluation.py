@@ -37,6 +37,7 @@ from fha.model.loss import counted_targets
 from fha.model.modes import eval_mode
 from fha.progress import track
 from fha.tokenizer import PAD_ID, Tokenizer
+from fha.wording import counted, plural
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,11 @@ def encode_documents(documents: Sequence[str], tokenizer: Tokenizer) -> tuple[np
     tokens = np.concatenate([np.asarray(ids, dtype=np.int64) for ids in encoded])
     unknown = int(np.count_nonzero(tokens == tokenizer.unk_id))
     if unknown:
-        log.warning("%d characters of the evaluation text are outside the tokenizer's alphabet (<unk>)", unknown)
+        log.warning(
+            "%s of the evaluation text %s outside the tokenizer's alphabet (<unk>)",
+            counted(unknown, "character"),
+            plural(unknown, "is", "are"),
+        )
     return tokens, sum(len(doc.encode("utf-8")) for doc in documents)
 
 

@@ -63,6 +63,11 @@ def format_duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def format_lr(lr: float) -> str:
+    """A learning rate as every progress and log line writes it: ``5.03e-03``."""
+    return f"{lr:.2e}"
+
+
 def short_count(value: float) -> str:
     """Rates and counts in short form: 950, 61k, 1.2M."""
     for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from fha.wording import counted
+
 if TYPE_CHECKING:  # the config imports this module to validate its attention setting
     from fha.config import ModelConfig
 
@@ -54,18 +56,18 @@ def describe_attention(config: ModelConfig) -> str:
 
 def _describe_fractal(config: ModelConfig) -> str:
     return (
-        f"fha (split {config.fractal_split}, scale {config.fractal_scale}; {config.num_q_heads} levels, "
+        f"fha (split {config.fractal_split}, scale {config.fractal_scale}; {counted(config.num_q_heads, 'level')}, "
         f"sub-heads {subhead_sizes(config)}, {config.num_kv_heads} kv)"
     )
 
 
 def _describe_whole(config: ModelConfig) -> str:
-    return f"{config.attention} ({config.num_q_heads} heads of {config.head_dim}, {config.num_kv_heads} kv)"
+    return f"{config.attention} ({counted(config.num_q_heads, 'head')} of {config.head_dim}, {config.num_kv_heads} kv)"
 
 
 def _describe_cut(config: ModelConfig) -> str:
     return (
-        f"{config.attention} (scale {config.fractal_scale}; {config.num_q_heads} heads, "
+        f"{config.attention} (scale {config.fractal_scale}; {counted(config.num_q_heads, 'head')}, "
         f"sub-heads {subhead_sizes(config)}, {config.num_kv_heads} kv)"
     )
 

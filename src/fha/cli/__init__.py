@@ -86,6 +86,13 @@ def in_flags(message: str) -> str:
     return _PARAMETER.sub(lambda match: PARAMETER_FLAGS.get(match.group(1), match.group(0)), message)
 
 
+class _FlagsFormatter(logging.Formatter):
+    """Log messages name the library's parameters as the command line does, like its errors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return in_flags(super().format(record))
+
+
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
     """-v/-q on this parser and on every sub-command below it (``fha tokenizer train -q``)."""
     add_output_options(parser)
@@ -101,10 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quiet = getattr(args, "quiet", False)
     progress.set_mode("off" if quiet else "auto")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_FlagsFormatter("%(message)s"))
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING if quiet else logging.INFO,
-        format="%(message)s",
-        stream=sys.stderr,
+        handlers=[handler],
     )
     try:
         return int(args.func(args) or 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from fha.data.cache_location import CACHE_ENV, token_cache_dir
+from fha.wording import counted
 
 KIB = 1024
 SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
@@ -44,7 +45,7 @@ def run_cache(args: argparse.Namespace) -> int:
     folder = token_cache_dir()
     if args.action == "clear":
         count, size = clear_cache(folder)
-        print(f"removed {count} files ({human_size(size)}) from {folder}")
+        print(f"removed {counted(count, 'file')} ({human_size(size)}) from {folder}")
         return 0
     entries = list_cache(folder)
     print(f"token cache: {folder} (set {CACHE_ENV} to move it)")
@@ -58,6 +59,6 @@ def run_cache(args: argparse.Namespace) -> int:
     complete = sum(entry.complete for entry in entries)
     total = sum(entry.num_bytes for entry in entries)
     leftovers = len(entries) - complete
-    extra = f" and {leftovers} leftover files" if leftovers else ""
-    print(f"{complete} entries{extra}, {human_size(total)} in all; 'fha cache clear' deletes them")
+    extra = f" and {counted(leftovers, 'leftover file')}" if leftovers else ""
+    print(f"{counted(complete, 'entry', 'entries')}{extra}, {human_size(total)} in all; 'fha cache clear' deletes them")
     return 0

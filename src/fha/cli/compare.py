@@ -28,7 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the plots and reports")
     parser.add_argument(
-        "--names", nargs="+", metavar="NAME", help="names of the runs, in order (default: folder names)"
+        "--names",
+        nargs="+",
+        metavar="NAME",
+        help="names of the runs, in order (default: the folder names, or where those repeat, the parts of the "
+        "paths or the settings that differ)",
     )
     parser.add_argument(
         "--x-axis",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from fha.cli.options import add_device_argument, add_precision_argument
 from fha.data.sources import TINYSTORIES
 from fha.errors import FhaError
+from fha.wording import counted
 
 if TYPE_CHECKING:
     from fha.evaluation import EvalResult, TokenGuess
@@ -80,7 +81,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.top_k > tokenizer.vocab_size:
         raise FhaError(f"--top-k {args.top_k} exceeds the vocabulary of {tokenizer.vocab_size} tokens")
     documents = held_out_documents(args.data)[: args.max_documents]
-    log.info("evaluating %s on %d documents from %s", args.run_dir, len(documents), args.data)
+    log.info("evaluating %s on %s from %s", args.run_dir, counted(len(documents), "document"), args.data)
     result = evaluate(
         model,
         documents,
@@ -107,8 +108,9 @@ def _table(run_dir: Path, source: str, num_documents: int, result: EvalResult) -
         (
             "data",
             (
-                f"{source} ({num_documents:,} documents, {result.num_tokens:,} tokens predicted, "
-                f"{result.num_bytes:,} bytes)"
+                f"{source} ({counted(num_documents, 'document', thousands=True)}, "
+                f"{counted(result.num_tokens, 'token', thousands=True)} predicted, "
+                f"{counted(result.num_bytes, 'byte', thousands=True)})"
             ),
         ),
         ("loss", f"{result.loss:.4f} nats/token"),

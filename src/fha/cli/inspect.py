@@ -18,16 +18,15 @@ from fha.cli.options import add_experiment_arguments, add_figure_arguments
 from fha.config import ModelConfig
 from fha.errors import FhaError
 from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT, check_figure_options
-from fha.tokenizer import DISPLAY_ESCAPES, Tokenizer
 from fha.train.presets import load_experiment, parse_overrides
 from fha.variants import describe_attention
+from fha.wording import counted, plural
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 2  # two rows, so that B and T are told apart in the shapes
 DEFAULT_SEQ_LEN = 16
 HEAD_LAYOUT_STEM = "head_layout"
-VISIBLE_SPACE = "␣"  # token labels show spaces, which matter in BPE pieces
 MODEL_TABLE = "model"  # the [model] table of a TOML config or preset
 
 
@@ -156,26 +155,21 @@ def _run_attention(args: argparse.Namespace) -> int:
     check_figure_options(args.format, args.dpi)
     import torch
 
-    from fha.inspection import attention_maps, save_attention_heatmaps, save_head_layout
+    from fha.inspection import attention_maps, save_attention_heatmaps, save_head_layout, token_labels
     from fha.run import load_run
 
     model, tokenizer, configs = load_run(args.run_dir)
     ids = tokenizer.encode(args.prompt, bos=True)
     limit = configs.model.max_seq_len
     if len(ids) > limit:
-        log.warning("the prompt has %d tokens; drawing the first %d (max_seq_len)", len(ids), limit)
+        log.warning("the prompt has %s; drawing the first %d (max_seq_len)", counted(len(ids), "token"), limit)
         ids = ids[:limit]
     maps = attention_maps(model, torch.tensor([ids]), args.layers)
     labels = token_labels(tokenizer, ids)
     written = save_attention_heatmaps(maps, labels, args.out, fmt=args.format, dpi=args.dpi)
     layout = save_head_layout(configs.model, args.out / f"{HEAD_LAYOUT_STEM}.{args.format}", dpi=args.dpi)
-    print(f"{len(ids)} tokens: {' '.join(labels)}")
-    print(f"wrote {len(written)} heatmaps for layers {', '.join(str(m.layer) for m in maps)} to {args.out}")
+    print(f"{counted(len(ids), 'token')}: {' '.join(labels)}")
+    layers = ", ".join(str(m.layer) for m in maps)
+    print(f"wrote {counted(len(written), 'heatmap')} for {plural(len(maps), 'layer')} {layers} to {args.out}")
     print(f"wrote the head layout to {layout}")
     return 0
-
-
-def token_labels(tokenizer: Tokenizer, ids: list[int]) -> list[str]:
-    """Axis labels for tokens: the raw pieces with spaces and newlines made visible."""
-    visible = {**DISPLAY_ESCAPES, " ": VISIBLE_SPACE}
-    return ["".join(visible.get(char, char) for char in tokenizer.id_to_token(i)) for i in ids]

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from fha.compare.fairness import environment_rows, mismatch_notes, paired_rows, training_text_note
+from fha.compare.names import check_names, derived_names
 from fha.compare.plots import PlotOptions, first_kept_step, plot_losses
 from fha.compare.report import Table, groups_table, runs_table, write_html, write_markdown
 from fha.compare.runs import (
@@ -21,6 +22,7 @@ from fha.compare.runs import (
 from fha.errors import FhaError, writing
 from fha.evaluation import evaluate, held_out_documents
 from fha.run import load_model_and_tokenizer
+from fha.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +54,16 @@ def compare_runs(
     if not run_dirs:
         raise FhaError("give at least one run folder")
     if names is not None and len(names) != len(run_dirs):
-        raise FhaError(f"`names` gives {len(names)} names for {len(run_dirs)} runs")
+        raise FhaError(f"`names` gives {counted(len(names), 'name')} for {counted(len(run_dirs), 'run')}")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise FhaError(f"`out` {out_dir}: is a file, not a folder")
+    if names is not None:
+        check_names(names)
     runs = [load_summary(path, name) for path, name in zip(run_dirs, names or [None] * len(run_dirs))]
+    if names is None:
+        for run, name in zip(runs, derived_names(runs), strict=True):
+            run.name = name
     for run in runs:
         if not len(run.log.after(first_kept_step(run.log, options.skip_first)).step):
             raise FhaError(
@@ -73,7 +80,8 @@ def compare_runs(
         counts = sorted({int(run.held_out["num_tokens"]) for run in runs})
         scored = f"{counts[0]:,} tokens" if len(counts) == 1 else f"{counts[0]:,} to {counts[-1]:,} tokens by tokenizer"
         notes.append(
-            f"Held-out metrics: the whole of {data} ({len(documents):,} documents, {scored} scored per run); "
+            f"Held-out metrics: the whole of {data} ({counted(len(documents), 'document', thousands=True)}, "
+            f"{scored} scored per run); "
             "bits per byte is the headline, since it does not depend on the tokenizer."
         )
         warning = training_text_note(runs, data)
@@ -130,4 +138,4 @@ def _extra_sections(runs: list[RunSummary], groups: list[SeedGroup], *, held_out
 
 
 def _skipped(skip_first: float) -> str:
-    return f"{skip_first:.0%} of each run's steps" if 0 < skip_first < 1 else f"{int(skip_first)} steps"
+    return f"{skip_first:.0%} of each run's steps" if 0 < skip_first < 1 else counted(int(skip_first), "step")

@@ -189,7 +189,9 @@ def plot_losses(
                 for item in curves
             ]
             _draw(ax, series, title, x_label, options)
-        axes[-1].legend(fontsize="small")
+        for ax in axes:
+            if ax.get_legend_handles_labels()[0]:  # a panel with curves says whose they are
+                ax.legend(fontsize="small")
         path = save_figure(figure, out_dir / f"{stem}.{options.format}", options.dpi)
         if path.suffix not in REPORT_IMAGE_SUFFIXES:
             save_figure(figure, report_image(path), options.dpi)

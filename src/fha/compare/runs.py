@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fha.compare.names import group_labels
 from fha.config import ModelConfig
 from fha.errors import FhaError
 from fha.model.gpt import GPT
@@ -37,7 +37,6 @@ from fha.train.logbook import LogRow, MetricsRow, read_rows
 # Train config fields that size one optimizer step, and the one that repeats differ in.
 BATCH_SIZE, GRAD_ACCUM, SEED = "batch_size", "grad_accum_steps", "seed"
 EVAL_SAMPLES, DEFAULT_EVAL_SAMPLES = "eval_samples", 20  # TrainConfig's default, read without the training code
-GROUP_LABEL_TRIM = "-_. "  # stripped from the common prefix of member names
 HELD_OUT_PREFIX = "held_out:"  # metric names of SeedGroup.spread that come from RunSummary.held_out
 
 
@@ -293,10 +292,6 @@ def seed_groups(runs: Sequence[RunSummary]) -> list[SeedGroup]:
         key = run.experiment_key()
         if key is not None:
             members.setdefault(key, []).append(run)
-    return [SeedGroup(group_label([run.name for run in group]), group) for group in members.values() if len(group) > 1]
-
-
-def group_label(names: Sequence[str]) -> str:
-    """The names' common prefix ("fha-seed" for fha-seed1, fha-seed2), else the first name and a count."""
-    prefix = os.path.commonprefix(list(names)).rstrip(GROUP_LABEL_TRIM)
-    return prefix if prefix else f"{names[0]} (+{len(names) - 1})"
+    groups = [group for group in members.values() if len(group) > 1]
+    labels = group_labels([[run.name for run in group] for group in groups])
+    return [SeedGroup(label, group) for label, group in zip(labels, groups, strict=True)]

@@ -14,6 +14,7 @@ from fha.lazy import lazy_exports
 
 _EXPORTS = {
     "describe_source": "fha.data.cache",
+    "documents_digest": "fha.data.cache",
     "download_tinystories": "fha.data.sources",
     "eval_windows": "fha.data.batches",
     "IGNORE_INDEX": "fha.data.batches",
@@ -31,7 +32,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from fha.data.batches import IGNORE_INDEX, PackedBatches, PaddedBatches, eval_windows
-    from fha.data.cache import TokenData, describe_source, prepare_tokens, token_dtype
+    from fha.data.cache import TokenData, describe_source, documents_digest, prepare_tokens, token_dtype
     from fha.data.sources import download_tinystories, load_documents, load_splits, split_documents
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -5,13 +5,16 @@ A corpus named ``NAME`` in ``CACHE_DIR`` is stored as three files:
 * ``NAME.tokens.bin``: every document as ``<bos> doc <eos>``, back to back, as raw
   uint16 (vocabularies up to 65,536 ids) or uint32, read back with ``numpy.memmap``;
 * ``NAME.offsets.npy``: int64 start of each document in the token array, plus the total;
-* ``NAME.json``: metadata (tokenizer fingerprint, source description, counts, SHA-256 of
-  the two other files), written last, so a cache without it is incomplete.
+* ``NAME.json``: metadata (tokenizer fingerprint, SHA-256 of the documents, counts, SHA-256
+  of the two other files, and where the documents came from), written last, so a cache
+  without it is incomplete.
 
-The cache is reused when the metadata's tokenizer fingerprint, source description and
-document/character counts match the request and both files still have their recorded
-checksums; otherwise (stale, or damaged files) it is rebuilt. The source description
-should identify the data (`describe_source` gives path, size and modification time of files).
+The cache is reused when the metadata's tokenizer fingerprint, documents digest
+(`documents_digest`) and document/character counts match the request and both files still
+have their recorded checksums; otherwise (stale, or damaged files) it is rebuilt. The entry
+is known by its content, not by the path it was read from: callers name it by the digest, so
+one file read from two paths (a copy, another mount) is tokenised and stored once, and an
+edited file gets a new entry. The source description is only shown (`fha cache`).
 
 Several processes may fill the same entry at once (two runs started together on new data):
 each writes under its own temporary names and renames them into place, and as they encode
@@ -36,15 +39,17 @@ import numpy as np
 from fha.errors import FhaError
 from fha.progress import Progress
 from fha.tokenizer import Tokenizer
+from fha.wording import counted, plural
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT_VERSION = 2  # 2: checksums of the token and offset files
+CACHE_FORMAT_VERSION = 3  # 2: checksums of the token and offset files; 3: valid by the documents' digest
 HASH_CHUNK_BYTES = 2**24
 TEMP_SUFFIX = ".tmp"
 UINT16_LIMIT = 2**16
 ENCODE_BATCH_DOCS = 1024
 MAX_UNKNOWN_EXAMPLES = 10
+DIGEST_LENGTH_BYTES = 8  # each document's length, hashed before it, so that no two lists hash alike
 
 
 @dataclass(frozen=True)
@@ -83,16 +88,34 @@ def describe_source(*paths: str | Path) -> str:
     return "; ".join(parts)
 
 
+def documents_digest(documents: Sequence[str]) -> str:
+    """SHA-256 (hex) of the documents, in order: equal exactly when the documents are."""
+    digest = hashlib.sha256()
+    for doc in documents:
+        encoded = doc.encode("utf-8")
+        digest.update(len(encoded).to_bytes(DIGEST_LENGTH_BYTES, "little"))
+        digest.update(encoded)
+    return digest.hexdigest()
+
+
 def prepare_tokens(
-    documents: Sequence[str], tokenizer: Tokenizer, cache_dir: str | Path, name: str, source_desc: str
+    documents: Sequence[str],
+    tokenizer: Tokenizer,
+    cache_dir: str | Path,
+    name: str,
+    source_desc: str,
+    *,
+    digest: str | None = None,
 ) -> TokenData:
-    """Encode `documents` into ``cache_dir/name.*``, or reuse the cache if still valid."""
+    """Encode `documents` into ``cache_dir/name.*``, or reuse the cache if it holds these very
+    documents encoded by this tokenizer. `source_desc` says where they came from (shown, not
+    compared); `digest` is their `documents_digest` if the caller has computed it already."""
     cache_dir = Path(cache_dir)
     paths = _CachePaths(cache_dir, name)
     expected = {
         "format_version": CACHE_FORMAT_VERSION,
         "tokenizer_fingerprint": tokenizer.fingerprint,
-        "source": source_desc,
+        "documents_sha256": digest if digest is not None else documents_digest(documents),
         "num_documents": len(documents),
         "num_chars": sum(len(doc) for doc in documents),
     }
@@ -106,7 +129,7 @@ def prepare_tokens(
         raise FhaError(f"{cache_dir}: cannot create the token cache folder ({err.strerror or err})") from None
     paths.meta.unlink(missing_ok=True)  # the cache counts as incomplete until the new metadata is written
     meta = _encode_to_disk(documents, tokenizer, paths, name)
-    meta.update(expected)
+    meta.update(expected, source=source_desc)
     _write_json_atomic(paths.meta, meta)
     _report_unknown(meta, name)
     return _open(paths, meta, verify=False)
@@ -214,10 +237,11 @@ def _open(paths: _CachePaths, meta: dict, *, verify: bool) -> TokenData:
 def _report_unknown(meta: dict, name: str) -> None:
     if meta["num_unknown"]:
         log.warning(
-            "%s: %d of %d characters are outside the tokenizer's alphabet and became <unk> (e.g. %s)",
+            "%s: %s of %s %s outside the tokenizer's alphabet and became <unk> (e.g. %s)",
             name,
-            meta["num_unknown"],
-            meta["num_chars"],
+            f"{meta['num_unknown']:,}",
+            counted(meta["num_chars"], "character", thousands=True),
+            plural(meta["num_unknown"], "is", "are"),
             " ".join(repr(char) for char in meta["unknown_examples"]),
         )
 

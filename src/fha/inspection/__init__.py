@@ -7,7 +7,8 @@
   attention kernel's levels and sub-heads.
 * `attention_maps(model, idx)`: per layer, the softmax weights of every level and sub-head,
   recomputed from hooked inputs and checked against the module's output (`mix_values`).
-* `save_attention_heatmaps(...)`, `save_head_layout(config, path)`: PNG, SVG or PDF figures.
+* `save_attention_heatmaps(maps, token_labels(tokenizer, ids), out_dir)`, `save_head_layout(config,
+  path)`: PNG, SVG or PDF figures.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ _EXPORTS = {
     "save_attention_heatmaps": "fha.inspection.figures",
     "save_head_layout": "fha.inspection.figures",
     "shape_tree": "fha.inspection.shapes",
+    "token_labels": "fha.inspection.labels",
     "ShapeNode": "fha.inspection.shapes",
     "ShapeTrace": "fha.inspection.shapes",
     "trace_shapes": "fha.inspection.shapes",
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
         mix_values,
     )
     from fha.inspection.figures import save_attention_heatmaps, save_head_layout
+    from fha.inspection.labels import token_labels
     from fha.inspection.layout import LevelLayout, level_layouts
     from fha.inspection.shapes import ShapeNode, ShapeTrace, example_input, shape_tree, trace_shapes
     from fha.variants import describe_attention

@@ -11,6 +11,8 @@ its ModuleList, such as ``blocks``, when that is traced too). Under each
 traced attention module the kernel and its levels are added as derived lines (the kernel is
 a function, so there is nothing to hook); their shapes use the notation of
 `fha.model.attention`: q (B, L, T, hd), k/v (B, Hkv, S, hd), one head's sub-heads (B, n, T, d).
+A layer that cuts no head (ordinary multi-head attention) shows its heads as heads: one
+query head (B, T, hd) and the key/value head it reads (B, S, hd).
 Likewise the output layer, tied to the embedding and applied as a function, is a derived
 line at the end of a traced GPT.
 """
@@ -33,6 +35,7 @@ from fha.inspection.attention_weights import attention_arguments
 from fha.inspection.layout import level_layouts
 from fha.model.attention import Attention
 from fha.model.gpt import GPT
+from fha.wording import counted
 
 ROOT_LABEL = "<model>"  # shown for the root module, whose name is ""
 BRANCH, LAST_BRANCH, PIPE, SPACE = "├─ ", "└─ ", "│  ", "   "
@@ -166,23 +169,32 @@ def _add_kernel_lines(attn_node: ShapeNode, config: ModelConfig, layer: int, x: 
         outputs=_dims(B, L, T, hd),
         derived=True,
     )
-    for layout in level_layouts(config, layer):
+    layouts = level_layouts(config, layer)
+    whole_heads = all(layout.num_subheads == 1 for layout in layouts)  # ordinary attention: no head is cut
+    for layout in layouts:
         n, d = layout.num_subheads, layout.subhead_dim
-        noun = "sub-head" if n == 1 else "sub-heads"
         reads = (
             f"kv head {layout.value_head}"
             if layout.key_head == layout.value_head
             else f"key head {layout.key_head}, value head {layout.value_head}"
         )
-        kernel.children.append(
-            ShapeNode(
+        if whole_heads:
+            node = ShapeNode(
+                f"{attn_node.name}.head{layout.level}",
+                "head",
+                inputs=f"{reads}: q {_dims(B, T, d)}, k/v {_dims(B, S, d)}",
+                outputs=_dims(B, T, d),
+                derived=True,
+            )
+        else:
+            node = ShapeNode(
                 f"{attn_node.name}.level{layout.level}",
                 "level",
-                inputs=f"{reads}, {n} {noun} of {d}: q {_dims(B, n, T, d)}, k/v {_dims(B, n, S, d)}",
+                inputs=f"{reads}, {counted(n, 'sub-head')} of {d}: q {_dims(B, n, T, d)}, k/v {_dims(B, n, S, d)}",
                 outputs=_dims(B, n, T, d),
                 derived=True,
             )
-        )
+        kernel.children.append(node)
     names = [child.name for child in attn_node.children]
     out_name = f"{attn_node.name}.{OUT_PROJECTION}"
     position = names.index(out_name) if out_name in names else len(names)

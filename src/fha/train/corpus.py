@@ -1,19 +1,21 @@
 """The run's data: documents, the tokenizer, and the cached token arrays of both splits.
 
 Token arrays are cached under ``$FHA_CACHE_DIR/tokens`` (default ``~/.cache/fha/tokens``),
-one entry per split, source and tokenizer, so runs on the same data share them.
+one entry per split, tokenizer and content (the digest of the split's documents), so runs on
+the same data share them wherever the files lie.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
-from fha.data import TokenData, describe_source, load_splits, prepare_tokens
+from fha.data import TokenData, documents_digest, load_splits, prepare_tokens
 from fha.data.cache_location import token_cache_dir
 from fha.data.sources import TINYSTORIES
 from fha.tokenizer import Tokenizer
+from fha.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -35,33 +37,36 @@ class DataSpec:
     split_seed: int
 
     def describe(self, split: str) -> str:
-        """Identifies the documents of `split`: changes when the files or the split change."""
+        """Where the documents of `split` come from, as the token cache lists it."""
         if self.source == TINYSTORIES:
             return f"{TINYSTORIES} {split}"
         if self.val_source is not None:
-            return describe_source(self.source if split == "train" else self.val_source)
+            return str(Path(self.source if split == "train" else self.val_source).resolve())
         split_rule = f"val_fraction={self.val_fraction} split_seed={self.split_seed}"
-        return f"{describe_source(self.source)} [{split} of {split_rule}]"
+        return f"{Path(self.source).resolve()} [{split} of {split_rule}]"
 
 
 def read_documents(spec: DataSpec) -> dict[str, list[str]]:
     splits = load_splits(spec.source, spec.val_source, val_fraction=spec.val_fraction, seed=spec.split_seed)
-    log.info("data: %d training and %d validation documents", len(splits["train"]), len(splits["val"]))
+    log.info(
+        "data: %s and %s",
+        counted(len(splits["train"]), "training document"),
+        counted(len(splits["val"]), "validation document"),
+    )
     return splits
 
 
 def train_tokenizer(documents: list[str], vocab_size: int) -> Tokenizer:
-    log.info("training a tokenizer of %d tokens on %d documents", vocab_size, len(documents))
+    log.info("training a tokenizer of %d tokens on %s", vocab_size, counted(len(documents), "document"))
     return Tokenizer.train(documents, vocab_size)
 
 
 def tokenize_splits(documents: dict[str, list[str]], tokenizer: Tokenizer, spec: DataSpec) -> dict[str, TokenData]:
-    """Both splits as token arrays, from the cache when it is still valid."""
+    """Both splits as token arrays, from the cache when it holds the same documents."""
     folder = token_cache_dir()
     result = {}
     for split in SPLITS:
-        description = spec.describe(split)
-        digest = hashlib.sha256(description.encode("utf-8")).hexdigest()[:SOURCE_HASH_CHARS]
-        name = f"{split}-{tokenizer.fingerprint}-{digest}"
-        result[split] = prepare_tokens(documents[split], tokenizer, folder, name, description)
+        digest = documents_digest(documents[split])
+        name = f"{split}-{tokenizer.fingerprint}-{digest[:SOURCE_HASH_CHARS]}"
+        result[split] = prepare_tokens(documents[split], tokenizer, folder, name, spec.describe(split), digest=digest)
     return result

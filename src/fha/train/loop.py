@@ -29,12 +29,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from fha.config import ModelConfig
 from fha.data import PackedBatches, PaddedBatches, TokenData
+from fha.data.sources import TINYSTORIES
 from fha.device import autocast, autocast_dtype, check_precision, setup_device
 from fha.errors import FhaError, one_line
 from fha.model.gpt import GPT
 from fha.model.loss import counted_targets
 from fha.model.modes import eval_mode
-from fha.progress import Progress, short_count
+from fha.progress import Progress, format_lr, short_count
 from fha.run import (
     LOG_FILE,
     MODEL_CONFIG_FILE,
@@ -61,6 +62,7 @@ from fha.train.resume_data import DataSources, resolve_data_sources
 from fha.train.run_folder import RunFolder, check_out_dir
 from fha.train.schedule import LRSchedule, describe_schedule_change
 from fha.train.trackers import open_trackers
+from fha.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +108,7 @@ class TrainResult:
 
     run_dir: Path
     step: int
-    val_loss: float | None = None
+    val_loss: float | None = None  # the last evaluation's: a mean over the eval windows, not the whole text
     history: list[LogRow] = field(default_factory=list)
 
     def load(self, device: str | torch.device = "cpu") -> LoadedRun:
@@ -293,13 +295,13 @@ def set_up(
     sampler = _sampler(tokens["train"], config.batch_seed, config, model_config, info)
     global_batch = config.batch_size * config.grad_accum_steps * info.world_size
     log.info(
-        "model: %s attention, %s parameters (%s without embeddings); %s steps of %d sequences x %d tokens",
+        "model: %s attention, %s parameters (%s without embeddings); %s of %s x %s",
         model_config.attention,
         f"{model.num_parameters():,}",
         f"{model.num_parameters(non_embedding=True):,}",
-        f"{config.max_steps:,}",
-        global_batch,
-        model_config.max_seq_len,
+        counted(config.max_steps, "step", thousands=True),
+        counted(global_batch, "sequence"),
+        counted(model_config.max_seq_len, "token"),
     )
     logbook = LogBook(run_dir / LOG_FILE, LogRow)
     metrics = RunLogger(run_dir, config.log_interval, global_batch * model_config.max_seq_len, enabled=info.is_main)
@@ -448,43 +450,49 @@ class _Loop:
         result = TrainResult(setup.run_dir, progress.step)
         if progress.step == 0:
             result.history.append(self._evaluate_and_log(tokens_per_s=0.0))
-        interval_tokens, interval_time = 0, 0.0
-        speed: float | None = None  # smoothed tokens/s for the progress bar
-        with (
-            self.stop.installed(),
-            Progress(config.max_steps, "step", unit="step", initial=progress.step, enabled=setup.info.is_main) as bar,
-        ):
-            while progress.step < config.max_steps:
-                started = time.perf_counter()
-                lr, loss, stop_requested = self._optimizer_step()
-                seconds = time.perf_counter() - started
-                progress.elapsed += seconds
-                tokens = progress.last_real_tokens
-                interval_tokens += tokens
-                interval_time += seconds
-                done = progress.step == config.max_steps
-                setup.metrics.record_step(
-                    progress.step, lr, loss, progress.last_grad_norm, seconds, progress.elapsed, final=done
-                )
-                speed = tokens / seconds if speed is None else _smooth(speed, tokens / seconds)
-                fields = {"loss": f"{loss:.4f}", "lr": f"{lr:.2e}", "tok/s": short_count(speed)}
-                if config.batching == "padded":
-                    fields["real"] = f"{progress.last_real_fraction:.0%}"  # share of positions that are not padding
-                bar.set_fields(**fields)
-                bar.update(1)
-                if progress.step % config.eval_interval == 0 or done:
-                    result.history.append(self._evaluate_and_log(interval_tokens / max(interval_time, 1e-9)))
-                    interval_tokens, interval_time = 0, 0.0
-                if progress.step % config.checkpoint_interval == 0 or done or stop_requested:
-                    self._checkpoint()
-                if stop_requested and not done:  # a stop during the last step still finishes the run
-                    hint = setup.request.continue_hint or f"resume with: fha train --resume {setup.run_dir}"
-                    log.warning("stopped at step %d; %s", progress.step, hint)
-                    raise KeyboardInterrupt
+        with self.stop.installed():
+            bar = Progress(config.max_steps, "step", unit="step", initial=progress.step, enabled=setup.info.is_main)
+            try:
+                self._steps(result, bar)
+            finally:
+                bar.close()  # before the final messages: the finished bar stays above them, drawn once
             self._finish()  # still under the stop handler: a Ctrl-C now cannot cut the final save short
         result.step = progress.step
         result.val_loss = result.history[-1].val_loss if result.history else None
         return result
+
+    def _steps(self, result: TrainResult, bar: Progress) -> None:
+        """Optimiser steps up to `max_steps`, with their evaluations and checkpoints."""
+        setup, progress, config = self.setup, self.progress, self.setup.config
+        interval_tokens, interval_time = 0, 0.0
+        speed: float | None = None  # smoothed tokens/s for the progress bar
+        while progress.step < config.max_steps:
+            started = time.perf_counter()
+            lr, loss, stop_requested = self._optimizer_step()
+            seconds = time.perf_counter() - started
+            progress.elapsed += seconds
+            tokens = progress.last_real_tokens
+            interval_tokens += tokens
+            interval_time += seconds
+            done = progress.step == config.max_steps
+            setup.metrics.record_step(
+                progress.step, lr, loss, progress.last_grad_norm, seconds, progress.elapsed, final=done
+            )
+            speed = tokens / seconds if speed is None else _smooth(speed, tokens / seconds)
+            fields = {"loss": f"{loss:.4f}", "lr": format_lr(lr), "tok/s": short_count(speed)}
+            if config.batching == "padded":
+                fields["real"] = f"{progress.last_real_fraction:.0%}"  # share of positions that are not padding
+            bar.set_fields(**fields)
+            bar.update(1)
+            if progress.step % config.eval_interval == 0 or done:
+                result.history.append(self._evaluate_and_log(interval_tokens / max(interval_time, 1e-9)))
+                interval_tokens, interval_time = 0, 0.0
+            if progress.step % config.checkpoint_interval == 0 or done or stop_requested:
+                self._checkpoint()
+            if stop_requested and not done:  # a stop during the last step still finishes the run
+                hint = setup.request.continue_hint or f"resume with: fha train --resume {setup.run_dir}"
+                log.warning("stopped at step %d; %s", progress.step, hint)
+                raise KeyboardInterrupt
 
     def _optimizer_step(self) -> tuple[float, float, bool]:
         """One update; returns (its learning rate, mean loss per target, whether to stop).
@@ -563,16 +571,20 @@ class _Loop:
         if setup.info.is_main:
             setup.logbook.append(row)
             setup.metrics.record_eval(row)
-            log.info(
-                "step %d: train loss %.4f, val loss %.4f, perplexity %.2f, lr %.3g, %s tokens/s",
-                step,
-                train_loss,
-                val_loss,
-                perplexity,
-                lr,
-                f"{tokens_per_s:,.0f}",
-            )
+            log.info("%s", self._evaluation_line(row))
         return row
+
+    def _evaluation_line(self, row: LogRow) -> str:
+        """``step 300: train loss 2.8100, val loss 2.8134, perplexity 16.67 (over 640 random windows), lr 5.03e-03,
+        61,000 tokens/s``: the windows say these are estimates, not the whole-text loss of `fha eval`."""
+        windows = self.setup.config.eval_samples * self.setup.config.batch_size * self.setup.info.world_size
+        line = (
+            f"step {row.step}: train loss {row.train_loss:.4f}, val loss {row.val_loss:.4f}, perplexity "
+            f"{row.perplexity:.2f} (over {counted(windows, 'random window')}), lr {format_lr(row.learning_rate)}"
+        )
+        if row.step > self.setup.start_step:  # no speed before the first step of this call
+            line += f", {row.tokens_per_s:,.0f} tokens/s"
+        return line
 
     def _checkpoint(self) -> None:
         setup, progress = self.setup, self.progress
@@ -606,7 +618,15 @@ class _Loop:
             self._checkpoint()  # a resume that had no step left to take still leaves its folder complete
         if setup.info.is_main:
             setup.folder.publish_final_weights(checkpoint_path(setup.run_dir, step))
-            log.info("finished %d steps; run folder: %s", step, setup.run_dir)
+            log.info("finished %s; run folder: %s", counted(step, "step"), setup.run_dir)
+            whole_text = setup.request.val_data or (TINYSTORIES if setup.request.data == TINYSTORIES else None)
+            if whole_text is not None:
+                log.info(
+                    "the losses above are means over random windows; the loss over the whole validation text: "
+                    "fha eval %s --data %s",
+                    setup.run_dir,
+                    whole_text,
+                )
         dist_util.barrier()
 
 

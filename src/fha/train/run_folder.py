@@ -37,6 +37,7 @@ from fha.run_info import RUN_INFO_FILE
 from fha.train import run_lock
 from fha.train.checkpoint import list_checkpoints
 from fha.train.trackers import TENSORBOARD_DIR, WANDB_DIR
+from fha.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ class RunFolder:
             )
         for path in later:
             shutil.rmtree(path)
-        log.warning("--overwrite: removed %d checkpoints after step %d", len(later), step)
+        log.warning("--overwrite: removed %s after step %d", counted(len(later), "checkpoint"), step)
 
     # ------------------------------------------------------------------ a reversible --overwrite
     def _move_previous_run_aside(self) -> None:
