@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_model import make_tiny_model
+from tiny_model import make_tiny_model, tiny_config
 from tiny_run import LINES, make_run, make_tokenizer
 from train_helpers import run_tiny, tiny_model_config
 
@@ -19,6 +19,7 @@ from fha import generate, load_run
 from fha.cli import main
 from fha.completion import complete
 from fha.export.hf import CARD_FILE, CONFIG_FILE, MODEL_MODULE, export_run
+from fha.export.stock import stock_architecture
 from fha.run import CHECKPOINTS_DIR, MODEL_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE, save_weights
 from fha.sampling import GREEDY
 from fha.study.layout import EVAL_FILE
@@ -30,6 +31,7 @@ os.environ.setdefault("HF_MODULES_CACHE", str(Path(tempfile.gettempdir()) / "fha
 
 LOGIT_TOLERANCE = 1e-5
 NEW_TOKENS = 10
+SPLIT = 8  # cached prompt positions before the rest is fed
 PROMPT = "Once upon a time"
 
 # Every named variant, written patterns per layer, sub-head RoPE, grouped kv heads with the
@@ -71,10 +73,10 @@ def write_run(directory: Path, tokenizer, **changes) -> Path:
     return directory
 
 
-def load_hf(folder: Path):
+def load_hf(folder: Path, trust_remote_code: bool = True):
     transformers = pytest.importorskip("transformers")
     model, info = transformers.AutoModelForCausalLM.from_pretrained(
-        folder, trust_remote_code=True, output_loading_info=True
+        folder, trust_remote_code=trust_remote_code, output_loading_info=True
     )
     assert all(not keys for keys in info.values()), info  # every weight found, none left over
     return model.eval()
@@ -99,7 +101,7 @@ def trained_export(trained_run, tmp_path_factory) -> Path:
 @pytest.mark.parametrize("name", list(VARIANT_CONFIGS))
 def test_every_variant_computes_the_same_logits_and_greedy_tokens(name, tokenizer, tmp_path):
     run = write_run(tmp_path / "run", tokenizer, **VARIANT_CONFIGS[name])
-    hf_model = load_hf(export_run(run, tmp_path / "hf"))
+    hf_model = load_hf(export_run(run, tmp_path / "hf", fha_code=True))
     model, _, _ = load_run(run)
     idx = torch.randint(4, tokenizer.vocab_size, (2, 12), generator=torch.Generator().manual_seed(1))
     mask = torch.ones_like(idx, dtype=torch.bool)
@@ -108,12 +110,78 @@ def test_every_variant_computes_the_same_logits_and_greedy_tokens(name, tokenize
         torch.testing.assert_close(hf_model(idx).logits, model(idx)[0], atol=LOGIT_TOLERANCE, rtol=0)
         padded = hf_model(idx, attention_mask=mask.long()).logits
         torch.testing.assert_close(padded[mask], model(idx, token_mask=mask)[0][mask], atol=LOGIT_TOLERANCE, rtol=0)
+        # the prompt's first part into the cache, then the rest after it
+        cache = pytest.importorskip("transformers").DynamicCache()
+        hf_model(idx[:, :SPLIT], attention_mask=mask[:, :SPLIT].long(), past_key_values=cache)
+        later = hf_model(idx[:, SPLIT:], attention_mask=mask.long(), past_key_values=cache).logits
+        expected_later = model(idx, token_mask=mask)[0][:, SPLIT:]
+        torch.testing.assert_close(later, expected_later, atol=LOGIT_TOLERANCE, rtol=0)
     expected = generate(model, idx, NEW_TOKENS, sampling=GREEDY, eos_id=EOS_ID, token_mask=mask)[:, idx.shape[1] :]
     for use_cache in (True, False):
         out = hf_model.generate(
             input_ids=idx, attention_mask=mask.long(), max_new_tokens=NEW_TOKENS, do_sample=False, use_cache=use_cache
         )[:, idx.shape[1] :]
         assert [until_eos(row) for row in out.tolist()] == [until_eos(row) for row in expected.tolist()]
+
+
+# Whole heads, RMSNorm without bias, a gated MLP: exactly Llama, or Gemma with the embeddings scaled.
+STOCK_CONFIGS = {
+    "gemma": ({"attention": "mha"}, "GemmaForCausalLM"),
+    "gemma-grouped-no-gain": ({"attention": "mha", "num_kv_heads": 2, "norm_affine": False}, "GemmaForCausalLM"),
+    "llama": ({"attention": "mha", "scale_first_resid": False}, "LlamaForCausalLM"),
+    "llama-gelu": ({"attention": "mha", "scale_first_resid": False, "mlp_nonlinearity": "GeLU"}, "LlamaForCausalLM"),
+    "fha-of-one-level": ({"attention": "fha", "num_q_heads": 1}, "GemmaForCausalLM"),
+}
+
+
+@pytest.mark.parametrize("name", list(STOCK_CONFIGS))
+def test_whole_head_runs_export_as_a_stock_architecture(name, tokenizer, tmp_path):
+    changes, architecture = STOCK_CONFIGS[name]
+    run = write_run(tmp_path / "run", tokenizer, **{"num_q_heads": 2, **changes})
+    folder = export_run(run, tmp_path / "hf")
+    assert not (folder / f"{MODEL_MODULE}.py").exists()
+    hf_model = load_hf(folder, trust_remote_code=False)
+    assert type(hf_model).__name__ == architecture
+    model, _, _ = load_run(run)
+    idx = torch.randint(
+        4, tokenizer.vocab_size, (2, model.config.max_seq_len), generator=torch.Generator().manual_seed(1)
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(hf_model(idx).logits, model(idx)[0], atol=LOGIT_TOLERANCE, rtol=0)
+    prompt = idx[:, :12]
+    expected = generate(model, prompt, NEW_TOKENS, sampling=GREEDY, eos_id=EOS_ID)[:, prompt.shape[1] :]
+    out = hf_model.generate(prompt, max_new_tokens=NEW_TOKENS, do_sample=False)[:, prompt.shape[1] :]
+    assert [until_eos(row) for row in out.tolist()] == [until_eos(row) for row in expected.tolist()]
+    assert "auto_map" not in json.loads((folder / CONFIG_FILE).read_text())
+    assert f"exactly transformers' `{architecture}`" in (folder / CARD_FILE).read_text()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        *(VARIANT_CONFIGS[name] for name in VARIANT_CONFIGS if name != "mha"),
+        {"attention": "mha", "norm_bias": True},  # the bias of the final norm has no place in either
+        {"attention": "mha", "mlp_gated": False},
+        {"attention": "mha", "dropout": 0.1},
+        {"attention": "mha", "mlp_nonlinearity": "GeLU"},  # Gemma's "gelu" is the tanh approximation
+        {"attention": "split", "head_splits": (1, 1, 1), "fractal_scale": 0.5},  # whole heads, another scale
+        {"attention": "mha", "dim": 32},  # 3 heads do not divide the width (transformers' configs refuse it)
+    ],
+)
+def test_other_runs_keep_fhas_code(changes):
+    assert stock_architecture(tiny_config(attention="mha", dim=48)) == "gemma"  # 3 heads of 16, width 48
+    assert stock_architecture(tiny_config(**{"dim": 48, **changes})) is None
+
+
+def test_fha_code_can_be_asked_for_a_stock_run(tokenizer, tmp_path):
+    run = write_run(tmp_path / "run", tokenizer, attention="mha", num_q_heads=2)
+    folder = export_run(run, tmp_path / "hf")
+    assert json.loads((folder / CONFIG_FILE).read_text())["model_type"] == "gemma"
+    export_run(run, folder, overwrite=True, fha_code=True)
+    assert json.loads((folder / CONFIG_FILE).read_text())["model_type"] == "fha"
+    assert (folder / f"{MODEL_MODULE}.py").is_file()
+    export_run(run, folder, overwrite=True)
+    assert not (folder / f"{MODEL_MODULE}.py").exists()  # an earlier export's code does not linger
 
 
 def test_the_loss_is_fhas_next_token_loss(trained_run, trained_export):
@@ -131,7 +199,7 @@ def test_greedy_generate_writes_what_fha_generate_writes(capsys, trained_run, tr
         capsys, "generate", trained_run, "--prompt", PROMPT, "--temperature", "0", "--max-new-tokens", NEW_TOKENS
     )
     assert code == 0
-    tokenizer = transformers.AutoTokenizer.from_pretrained(trained_export)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(trained_export, trust_remote_code=True)
     inputs = tokenizer(PROMPT, return_tensors="pt")
     output = load_hf(trained_export).generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False)
     assert PROMPT + tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True) + "\n" == out
@@ -142,7 +210,7 @@ def test_a_padded_batch_generates_what_each_prompt_generates_in_fha(trained_run,
     model, fha_tokenizer, _ = load_run(trained_run)
     prompts = ["Once upon a time", "Tom", "She liked to"]
     completions = complete(model, fha_tokenizer, prompts, max_new_tokens=NEW_TOKENS, sampling=GREEDY)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(trained_export)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(trained_export, trust_remote_code=True)
     inputs = tokenizer(prompts, return_tensors="pt", padding=True)
     output = load_hf(trained_export).generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False)
     new = output[:, inputs["input_ids"].shape[1] :]
@@ -164,7 +232,7 @@ TEXTS = [
 
 def test_the_tokenizer_encodes_like_fhas(trained_export):
     transformers = pytest.importorskip("transformers")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(trained_export)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(trained_export, trust_remote_code=True)
     fha_tokenizer = make_tokenizer()
     for text in TEXTS:
         assert tokenizer(text)["input_ids"] == fha_tokenizer.encode(text, bos=True), text
@@ -174,9 +242,18 @@ def test_the_tokenizer_encodes_like_fhas(trained_export):
     assert (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id) == (BOS_ID, EOS_ID, PAD_ID)
 
 
+def test_the_tokenizer_loads_without_running_the_folders_code(trained_export, monkeypatch):
+    """transformers reads config.json first and, seeing code there, asks whether to run it: the
+    tokenizer loads all the same when the answer is no."""
+    transformers = pytest.importorskip("transformers")
+    monkeypatch.setattr("builtins.input", lambda prompt="": "n")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(trained_export)
+    assert tokenizer(PROMPT)["input_ids"] == make_tokenizer().encode(PROMPT, bos=True)
+
+
 def test_the_tokenizer_decodes_like_fhas(trained_export):
     transformers = pytest.importorskip("transformers")
-    tokenizer = transformers.AutoTokenizer.from_pretrained(trained_export)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(trained_export, trust_remote_code=True)
     fha_tokenizer = make_tokenizer()
     for text in TEXTS:
         ids = [BOS_ID, *fha_tokenizer.encode(text), EOS_ID, PAD_ID]
@@ -282,7 +359,9 @@ def test_bad_format_and_out_folders_are_one_line(capsys, trained_run, tmp_path):
     assert code == 2 and "the folder is not empty; choose another or pass --overwrite" in err
     assert fha_cli(capsys, "export", trained_run, "--out", tmp_path / "full", "--overwrite")[0] == 0
     assert (tmp_path / "full" / "notes.txt").read_text() == "mine"  # files of its own are left alone
-    code, _, err = fha_cli(capsys, "export", trained_run, "--out", trained_run, "--overwrite")
-    assert code == 2 and "is the run folder itself" in err
+    for run_folder in (trained_run, tmp_path / "full" / "run"):  # its own, or another run's
+        save_weights(load_run(trained_run).model, run_folder)
+        code, _, err = fha_cli(capsys, "export", trained_run, "--out", run_folder, "--overwrite")
+        assert code == 2 and f"--out {run_folder}: is a run folder (writing would replace its weights)" in err
     code, _, err = fha_cli(capsys, "export", trained_run, "--out", tmp_path / "full" / "notes.txt")
     assert code == 2 and "is a file, not a folder" in err

@@ -168,6 +168,7 @@ def without_torch(code: str) -> subprocess.CompletedProcess:
         ["--help"],
         ["train", "--help"],
         ["study", "run", "--help"],
+        ["export", "--help"],
         ["--version"],
         ["train", "--no-such-flag"],
         ["no-such-command"],

@@ -15,18 +15,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="write a run as a Hugging Face transformers model folder",
         description="Write the run's model, tokenizer and a model card to DIR. --format hf: a folder that "
         "transformers.AutoModelForCausalLM.from_pretrained(DIR, trust_remote_code=True) and "
-        "AutoTokenizer.from_pretrained(DIR) load (loading needs transformers and the fha package).",
+        "AutoTokenizer.from_pretrained(DIR) load (with fha installed); a run that is exactly Llama or Gemma "
+        "(whole heads, RMSNorm without bias, gated MLP) is written as that architecture and needs neither "
+        "trust_remote_code nor fha.",
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder (or one of its checkpoints)")
     parser.add_argument("--format", choices=FORMAT_CHOICES, default="hf", help="what to write (default: hf)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="the folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace the files of a folder that is not empty")
+    parser.add_argument(
+        "--fha-code",
+        action="store_true",
+        help="write fha's model code even for a run that is exactly a stock architecture (Llama, Gemma), "
+        "which is otherwise written as one",
+    )
     parser.set_defaults(func=run_export)
 
 
 def run_export(args: argparse.Namespace) -> int:
     from fha.export.hf import export_run
 
-    out = export_run(args.run_dir, args.out, format=args.format, overwrite=args.overwrite)
+    out = export_run(args.run_dir, args.out, format=args.format, overwrite=args.overwrite, fha_code=args.fha_code)
     print(f"wrote {out}")
     return 0

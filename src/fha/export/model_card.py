@@ -17,6 +17,7 @@ from typing import Any
 
 from fha.config import ModelConfig
 from fha.errors import FhaError, one_line
+from fha.export.stock import ARCHITECTURE_CLASSES
 from fha.model.gpt import GPT
 from fha.run import CHECKPOINT_NAME, LOG_FILE
 from fha.run_info import read_run_info
@@ -29,6 +30,7 @@ from fha.variants import describe_attention
 UNKNOWN = "unknown"
 SECONDS_PER_MINUTE = 60
 DATA_SPLITS = (("train", "training"), ("val", "validation"))
+TRANSFORMERS_REQUIREMENT = "transformers>=4.46,<6"  # the hf extra of pyproject.toml
 EVAL_SPLIT_NAMES = {"test": "test text", "valid": "validation text"}
 
 
@@ -139,8 +141,9 @@ def _read_eval(path: Path) -> dict[str, dict[str, Any]]:
     }
 
 
-def render(facts: RunFacts, requirement: str) -> str:
-    """The card as Markdown, with the Hub's metadata block; `requirement` names the transformers versions."""
+def render(facts: RunFacts, architecture: str | None) -> str:
+    """The card as Markdown, with the Hub's metadata block; `architecture` is the stock transformers
+    architecture the export was written as (`fha.export.stock`), or None for fha's own code."""
     config = facts.config
     rows = [
         ("attention", describe_attention(config)),
@@ -177,15 +180,13 @@ variant `{config.attention}`.{_checkpoint_note(facts)}
 
 ## Use
 
-The folder holds the model's code (`modeling_fha.py`, `configuration_fha.py`): a thin layer over
-the `fha` package, whose GPT it runs. Install fha (the project that trained the model) and
-`{requirement}`.
+{_code_note(architecture)}
 
 ```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 tokenizer = AutoTokenizer.from_pretrained("PATH")
-model = AutoModelForCausalLM.from_pretrained("PATH", trust_remote_code=True)
+model = AutoModelForCausalLM.from_pretrained("PATH"{"" if architecture else ", trust_remote_code=True"})
 inputs = tokenizer("Once upon a time", return_tensors="pt")  # <bos> is put first, as fha does
 output = model.generate(**inputs, max_new_tokens=50, do_sample=False)
 print(tokenizer.decode(output[0], skip_special_tokens=True))
@@ -197,6 +198,20 @@ Greedy decoding writes what `fha generate RUN --temperature 0` writes. The model
 characters; `decode(..., skip_special_tokens=True)` drops `<pad>`, `<bos>` and `<eos>` and shows
 characters outside the tokenizer's alphabet as U+FFFD.
 """
+
+
+def _code_note(architecture: str | None) -> str:
+    if architecture is None:
+        return (
+            "The folder holds the model's code (`modeling_fha.py`, `configuration_fha.py`): a thin layer over\n"
+            "the `fha` package, whose GPT it runs. Install fha (the project that trained the model) and\n"
+            f"`{TRANSFORMERS_REQUIREMENT}`."
+        )
+    return (
+        f"With whole attention heads this model is exactly transformers' `{ARCHITECTURE_CLASSES[architecture]}`\n"
+        f"(weights renamed, query and key rows reordered for its RoPE layout): `{TRANSFORMERS_REQUIREMENT}`\n"
+        "loads it; fha is not needed."
+    )
 
 
 def _budget(facts: RunFacts) -> str:

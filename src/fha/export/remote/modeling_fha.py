@@ -35,9 +35,7 @@ CACHE_FIELD = next(
 class FhaForCausalLM(PreTrainedModel, GenerationMixin):
     config_class = FhaConfig
     base_model_prefix = "gpt"
-    main_input_name = "input_ids"
-    _no_split_modules = ["Block"]
-    _supports_cache_class = True
+    _no_split_modules = ["Block"]  # device_map="auto" keeps each block on one device
 
     def __init__(self, config: FhaConfig) -> None:
         super().__init__(config)
