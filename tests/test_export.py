@@ -20,7 +20,7 @@ from fha.cli import main
 from fha.completion import complete
 from fha.export.hf import CARD_FILE, CONFIG_FILE, MODEL_MODULE, export_run
 from fha.export.stock import stock_architecture
-from fha.run import CHECKPOINTS_DIR, MODEL_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE, save_weights
+from fha.run import CHECKPOINTS_DIR, LOG_FILE, MODEL_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE, save_weights
 from fha.sampling import GREEDY
 from fha.study.layout import EVAL_FILE
 from fha.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
@@ -289,6 +289,16 @@ def test_the_card_states_data_budget_and_held_out_score(corpus, tmp_path):
     assert f"4 steps of {configs.train.batch_size} sequences of {configs.model.max_seq_len} tokens = {tokens:,}" in card
     assert "| held-out bits per byte | 2.3456 on the test text (1,234 bytes) |" in card
     assert "| last validation loss |" in card
+
+
+def test_a_damaged_log_or_eval_file_leaves_the_card_without_it(tokenizer, tmp_path, caplog):
+    run = write_run(tmp_path / "run", tokenizer)
+    (run / LOG_FILE).write_text("Step,Train Loss\n1,2\n")  # no Validation Loss column
+    (run / EVAL_FILE).write_text("[1, 2]")
+    card = (export_run(run, tmp_path / "hf") / CARD_FILE).read_text()
+    assert "| held-out bits per byte | unknown" in card and "last validation loss" not in card
+    assert "corrupt log (missing column Validation Loss" in caplog.text
+    assert "eval.json: damaged (not a JSON object)" in caplog.text
 
 
 def test_an_unfinished_run_exports_its_latest_checkpoint_and_says_so(tokenizer, tmp_path):

@@ -4,12 +4,14 @@ how long, and how well it does on held-out text, from what the run folder record
 Read, when present: train_config.json (the budget), run_info.json (data files and their digests,
 device, world size), log_data.csv (the last sampled validation loss, training time) and eval.json
 (whole-text held-out scores, written by ``fha study run``). What a folder does not record is
-written as unknown, never guessed.
+written as unknown, never guessed; a damaged log or eval.json is left out with a warning (the
+export is about the weights).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from fha.config import ModelConfig
 from fha.errors import FhaError, one_line
 from fha.export.stock import ARCHITECTURE_CLASSES
 from fha.model.gpt import GPT
+from fha.progress import format_duration
 from fha.run import CHECKPOINT_NAME, LOG_FILE
 from fha.run_info import read_run_info
 from fha.study.layout import EVAL_FILE
@@ -27,8 +30,9 @@ from fha.train.config import TrainConfig
 from fha.train.logbook import read_log
 from fha.variants import describe_attention
 
+log = logging.getLogger(__name__)
+
 UNKNOWN = "unknown"
-SECONDS_PER_MINUTE = 60
 DATA_SPLITS = (("train", "training"), ("val", "validation"))
 TRANSFORMERS_REQUIREMENT = "transformers>=4.46,<6"  # the hf extra of pyproject.toml
 EVAL_SPLIT_NAMES = {"test": "test text", "valid": "validation text"}
@@ -114,7 +118,12 @@ def _read_log(path: Path, facts: RunFacts) -> None:
     """The last validation loss and training time at or before the exported step, from log_data.csv."""
     if not path.is_file():
         return
-    rows = [row for row in read_log(path) if facts.step is None or row.step <= facts.step]
+    try:
+        logged = read_log(path)
+    except FhaError as err:
+        log.warning("%s; the model card leaves the training log out", err)
+        return
+    rows = [row for row in logged if facts.step is None or row.step <= facts.step]
     if not rows:
         return
     last = rows[-1]
@@ -131,9 +140,11 @@ def _read_eval(path: Path) -> dict[str, dict[str, Any]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise FhaError(f"{path}: damaged ({one_line(err)})") from None
+        data = one_line(err)
     if not isinstance(data, dict):
-        raise FhaError(f"{path}: damaged (expected a JSON object of scores by split)")
+        reason = data if isinstance(data, str) else "not a JSON object"
+        log.warning("%s: damaged (%s); the model card leaves the held-out scores out", path, reason)
+        return {}
     return {
         split: scores
         for split, scores in data.items()
@@ -224,7 +235,7 @@ def _budget(facts: RunFacts) -> str:
         f"peak learning rate {train.lr_max:g}",
     ]
     if facts.train_seconds is not None:
-        parts.append(f"{facts.train_seconds / SECONDS_PER_MINUTE:.1f} minutes")
+        parts.append(f"wall time {format_duration(facts.train_seconds)}")
     if facts.device:
         parts.append(f"on {facts.device}")
     return ", ".join(parts)
