@@ -137,6 +137,10 @@ class Tokenizer:
             raise FhaError(f"{path}: not a valid tokenizer file ({one_line(err)})") from None
         return cls(hf, source=str(path))
 
+    def to_str(self) -> str:
+        """The whole tokenizer as the JSON text (the Hugging Face format) that `save` writes."""
+        return self._json
+
     def save(self, path: str | Path) -> None:
         """Write the tokenizer as one JSON file (parent folders are created)."""
         path = Path(path)

@@ -25,7 +25,18 @@ from fha import __version__, progress
 from fha.cli.options import add_output_options
 from fha.errors import FhaError
 
-COMMAND_MODULES = ("tokenizer", "train", "schedule", "generate", "eval", "compare", "inspect", "cache", "study")
+COMMAND_MODULES = (
+    "tokenizer",
+    "train",
+    "schedule",
+    "generate",
+    "eval",
+    "compare",
+    "inspect",
+    "export",
+    "cache",
+    "study",
+)
 
 log = logging.getLogger("fha")
 

@@ -18,6 +18,17 @@ EMBEDDING_INIT_STD = 0.02
 LINEAR_INIT_STD = 0.02
 
 
+def fill_constant_buffers(module: nn.Module) -> None:
+    """Compute again, in place, the buffers of `module` itself (not its children) that are not saved
+    (RoPE tables, index and constant tensors): what a module built on the meta device needs once
+    its storage is real."""
+    computed = module.constant_buffers() if hasattr(module, "constant_buffers") else {}
+    with torch.no_grad():
+        for name, value in computed.items():
+            if value is not None:
+                getattr(module, name).copy_(value)
+
+
 class GPT(nn.Module):
     """Decoder-only transformer whose attention heads are cut as `config.attention` says.
 
@@ -48,12 +59,8 @@ class GPT(nn.Module):
         constant tensors, which `load_state_dict` does not restore) computed again, so that a model
         built on the meta device, emptied onto a device and loaded works."""
         super().to_empty(device=device, recurse=recurse)
-        with torch.no_grad():
-            for module in self.modules():
-                computed = module.constant_buffers() if hasattr(module, "constant_buffers") else {}
-                for name, value in computed.items():
-                    if value is not None:
-                        getattr(module, name).copy_(value)
+        for module in self.modules():
+            fill_constant_buffers(module)
         return self
 
     def reset_parameters(self) -> None:
