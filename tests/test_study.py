@@ -496,6 +496,23 @@ def test_a_diverged_run_is_shown_as_failed_never_as_a_verdict(reference, tmp_pat
     assert "one seed no interval" in report.verdict
 
 
+def test_a_truncated_training_log_is_named_not_turned_into_a_curve(reference, tmp_path, capsys):
+    copy = tmp_path / "study"
+    shutil.copytree(reference, copy)
+    entry = sorted((copy / LEDGER_DIR).glob("*.json"))[0]
+    cell = json.loads(entry.read_text())["cell"]
+    entry.unlink()
+    folder = next(
+        (copy / "runs" / cell["variant"]).glob(f"lr-{cell['lr_max']:g}/seed-*/tokens-{cell['tokens']}-{entry.stem[:8]}")
+    )
+    log = folder / "log_data.csv"
+    log.write_text("\n".join(log.read_text().splitlines()[:-2]) + "\n")  # the last evaluations lost
+    assert main(["study", "run", str(spec_path_of(reference)), "--out", str(copy), "--jobs", "1"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert "failed twice" in err and f"{log}: ends at step" in err and "not at the run's last" in err
+    assert not entry.exists()
+
+
 @pytest.mark.parametrize(("first", "second"), [("train", "test"), ("valid", "test"), ("train", "valid")])
 def test_held_out_text_equal_to_another_is_refused(tmp_path, first, second):
     write_corpus(tmp_path / "train.txt")

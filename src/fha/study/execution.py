@@ -35,9 +35,10 @@ import torch
 from fha.config import ModelConfig
 from fha.errors import FhaError, one_line
 from fha.evaluation import evaluate
+from fha.files import write_json_atomic
 from fha.run import LOG_FILE, METRICS_FILE, MODEL_CONFIG_FILE, MODEL_FILE, TRAIN_CONFIG_FILE, load_model_and_tokenizer
 from fha.run_info import read_run_info
-from fha.study.layout import TOKENIZER_FILE, run_dir, worker_log
+from fha.study.layout import EVAL_FILE, TOKENIZER_FILE, run_dir, worker_log
 from fha.study.ledger import SPLITS, write_entry
 from fha.study.plan import LOG_ONLY, CellPlan
 from fha.study.prepare import data_digests, evaluation_texts, study_documents
@@ -130,6 +131,7 @@ def _train_and_evaluate(
     for split, values in metrics.items():
         if not all(math.isfinite(float(v)) for v in values.values()):
             return {"diverged": f"{split} metrics are not finite: {values}", "finished": _now()}
+    write_json_atomic(folder / EVAL_FILE, metrics)
     log.info("%s: test bits/byte %.4f", plan.cell.run_id, metrics["test"]["bits_per_byte"])
     return {
         "metrics": metrics,

@@ -7,7 +7,7 @@
       tokenizer.json          the one tokenizer every run uses
       references.json         n-gram reference bits per byte on the validation and test texts
       ledger/FINGERPRINT.json one small file per finished cell: the study's results (fha.study.ledger)
-      runs/VARIANT/lr-LR/seed-S/tokens-N-FP/   a run folder (weights, checkpoints, logs)
+      runs/VARIANT/lr-LR/seed-S/tokens-N-FP/   a run folder (weights, checkpoints, logs, eval.json)
       logs/...                 the output of runs trained by parallel workers (--jobs > 1)
 
 Only the ledger, study.json, tokenizer.json and references.json are needed to rebuild the
@@ -28,6 +28,7 @@ from fha.study.spec import StudySpec, spec_from_dict
 STUDY_FILE = "study.json"
 TOKENIZER_FILE = "tokenizer.json"
 REFERENCES_FILE = "references.json"
+EVAL_FILE = "eval.json"  # in a run folder: its whole-text metrics by split (the ledger holds them too)
 RUNS_DIR = "runs"
 LOGS_DIR = "logs"  # outside the run folders, which hold only what training writes
 STUDY_FORMAT = 2
