@@ -64,7 +64,7 @@ def test_svg_and_pdf_figures(two_runs, tmp_path, capsys):
 
 def test_bad_figure_options(two_runs, tmp_path, capsys):
     assert main(["compare", str(two_runs[0]), "--out", str(tmp_path / "o"), "--dpi", "20"]) == 2
-    assert capsys.readouterr().err == "fha: error: --dpi must be at least 50, got 20\n"
+    assert capsys.readouterr().err == "fha: error: --dpi must be between 50 and 1200, got 20\n"
     with pytest.raises(FhaError, match=r"^x\.jpg: cannot write a figure as 'jpg' \(use \.png, \.svg, \.pdf\)$"):
         save_figure(Figure(), "x.jpg")
 

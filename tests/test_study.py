@@ -305,6 +305,20 @@ def test_a_change_to_finished_runs_is_refused_naming_it(reference, tmp_path, cap
         err.startswith("fha: error: ") and "the spec changes the finished run fha/lr-0.003/seed-100/tokens-512" in err
     )
     assert "(model.dim was 32, now 48)" in err and "--out" in err
+    for name in (STUDY_FILE, "tokenizer.json", "references.json"):  # a refused spec leaves the folder as it was
+        assert (copy / name).read_bytes() == (reference / name).read_bytes(), name
+
+
+def test_a_vocabulary_other_than_the_study_tokenizer_is_refused(reference, tmp_path, capsys):
+    copy = tmp_path / "study"
+    shutil.copytree(reference, copy)
+    changed = write_spec(tmp_path, data=reference.parent, shared=SHARED.replace("vocab_size = 64", "vocab_size = 128"))
+    assert main(["study", "run", str(changed), "--out", str(copy), "--jobs", "1"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert (
+        "vocab_size is 128 (from the spec's base and [set]) but the study's tokenizer" in err and "has 64 tokens" in err
+    )
+    assert (copy / STUDY_FILE).read_bytes() == (reference / STUDY_FILE).read_bytes()
 
 
 def test_killed_study_resumes_to_identical_results(reference, tmp_path):
@@ -427,6 +441,22 @@ def test_report_over_several_ledgers_and_an_export_rebuilds_the_same_report(refe
     assert write_report([shard, exported], tmp_path / "merged").verdict == rebuilt.verdict
 
 
+def test_export_never_drops_another_study_or_runs_it_does_not_hold(reference, tmp_path):
+    with pytest.raises(FhaError, match="a study folder with runs of its own"):
+        export_study(reference, _study_with_runs(tmp_path))
+    target = tmp_path / "export"
+    export_study(reference, target)
+    (target / LEDGER_DIR / "0123456789abcdef.json").write_text("{}")
+    with pytest.raises(FhaError, match="its ledger holds 1 runs that .* does not"):
+        export_study(reference, target)
+
+
+def _study_with_runs(tmp_path: Path) -> Path:
+    victim = tmp_path / "victim"
+    (victim / "runs").mkdir(parents=True)
+    return victim
+
+
 def test_ledgers_that_disagree_are_refused(reference, tmp_path):
     other = tmp_path / "other"
     export_study(reference, other)
@@ -446,6 +476,7 @@ def test_ledgers_that_disagree_are_refused(reference, tmp_path):
         ("{bad json", "unreadable ledger entry"),
         (None, "must be a finite number, got nan"),
         ("edited", "its fingerprint does not match"),
+        ("parameters", "`parameters` must be a whole number, got 'abc'"),
     ],
 )
 def test_a_malformed_ledger_entry_is_named_in_one_line(reference, tmp_path, capsys, content, message):
@@ -458,6 +489,9 @@ def test_a_malformed_ledger_entry_is_named_in_one_line(reference, tmp_path, caps
         content = json.dumps(data)
     elif content == "edited":
         data["identity"]["model"]["dim"] = 31
+        content = json.dumps(data)
+    elif content == "parameters":
+        data["parameters"] = "abc"
         content = json.dumps(data)
     path.write_text(content)
     assert main(["study", "report", str(copy)]) == 2
@@ -553,18 +587,22 @@ def test_a_failed_write_is_one_line_naming_the_file_and_leaves_no_temporary(refe
 
     copy = tmp_path / "study"
     shutil.copytree(reference, copy)
-    real = Path.open
+    real = fha.files._write_file
 
-    def full_disk(self, mode="r", *args, **kwargs):
-        if "w" in mode and self.name.startswith(".report.html"):
+    def full_disk(path: Path, data: bytes) -> None:
+        if path.name.startswith(".report.html."):
+            path.write_bytes(data[:10])  # a part written, then the disk is full
             raise OSError(28, "No space left on device")
-        return real(self, mode, *args, **kwargs)
+        real(path, data)
 
-    monkeypatch.setattr(fha.files.Path, "open", full_disk)
+    monkeypatch.setattr(fha.files, "_write_file", full_disk)
     assert main(["study", "report", str(copy)]) == 2
     err = capsys.readouterr().err
     assert err == f"fha: error: {copy / 'report.html'}: cannot write (No space left on device)\n"
-    assert not list(copy.glob(".*.tmp"))
+    assert (
+        not list(copy.glob(".*.tmp"))
+        and (copy / "report.html").read_bytes() == (reference / "report.html").read_bytes()
+    )
 
 
 def test_report_options_and_folders_are_checked(reference, tmp_path, capsys):
@@ -593,6 +631,13 @@ def test_plan_lists_new_and_reusable_runs_and_sizes_seeds_from_a_pilot(reference
         main(["study", "plan", str(grown), "--timing-steps", "0", "--pilot", str(reference), "--halfwidth", "0.5"]) == 0
     )
     assert "paired SD" in capsys.readouterr().out
+
+
+def test_plan_names_missing_data_in_one_line(tmp_path, capsys):
+    spec = write_spec(tmp_path)
+    (tmp_path / "test.txt").unlink()
+    assert main(["study", "plan", str(spec), "--timing-steps", "0"]) == 2
+    assert capsys.readouterr().err == f"fha: error: data file not found: data.test ({tmp_path / 'test.txt'})\n"
 
 
 def test_crossed_seeds_split_the_variance(tmp_path):

@@ -137,7 +137,7 @@ def run_plan(args: argparse.Namespace) -> int:
     from fha.study.layout import context_of, load_record
     from fha.study.ledger import Ledger
     from fha.study.plan import StudyContext
-    from fha.study.prepare import data_digests
+    from fha.study.prepare import checked_digests
     from fha.study.runner import available_cores, default_jobs
     from fha.study.spec import load_spec
 
@@ -149,7 +149,7 @@ def run_plan(args: argparse.Namespace) -> int:
         context = context_of(args.out, load_record(args.out))
         ledger = Ledger.read([args.out])
     else:  # no tokenizer yet: its size is the requested vocabulary size, which the timing needs
-        context = StudyContext(data_digests(spec), "(not trained yet)", _vocab_size(spec), None)
+        context = StudyContext(checked_digests(spec), "(not trained yet)", _vocab_size(spec), None)
         ledger = Ledger({})
     summary = summarize(
         spec, context, ledger, timing_steps=args.timing_steps, jobs=jobs, threads=max(1, available_cores() // jobs)

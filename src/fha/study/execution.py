@@ -253,14 +253,16 @@ def _now() -> str:
 
 
 # ---------------------------------------------------------------- worker processes
-def worker_init() -> None:
-    """In a new worker: its own process group (a terminal's Ctrl-C reaches the parent alone, which
-    passes one SIGTERM on), SIGTERM when the parent dies, and a watch on the parent's pid."""
+def worker_init(parent: int) -> None:
+    """In a new worker of the study process `parent`: its own process group (a terminal's Ctrl-C reaches
+    the parent alone, which passes one SIGTERM on), SIGTERM when the parent dies, and a watch on the
+    parent's pid. The kernel's promise is asked for first; a parent already gone by then ends the worker."""
     os.setpgrp()
-    parent = os.getppid()
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        os._exit(STOPPED_EXIT)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT, check_figure_options
-from fha.figures import save_figure
+from fha.figures import plain_log_ticks, save_figure
 from fha.stats import Interval, mean_interval, paired_difference
 from fha.study.results import StudyResults
 
@@ -229,11 +229,12 @@ def sweep_curves(results: StudyResults) -> Figure:
         if chosen in rates:
             ax.plot([chosen], [scores[chosen]], "*", markersize=14, color=line.get_color())
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    plain_log_ticks(ax.xaxis)
     ax.set_xlabel("peak learning rate (lr_max)")
     ax.set_ylabel("mean validation bits per byte")
-    seeds = ", ".join(map(str, results.spec.sweep.seeds))
-    ax.set_title(f"Learning-rate tuning on seeds {seeds} (star: chosen)")
+    seeds = results.spec.sweep.seeds
+    which = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
+    ax.set_title(f"Learning-rate tuning on {which} (star: chosen)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     return _named(figure, SWEEP_FILE)

@@ -125,7 +125,10 @@ def read_entry(path: Path) -> Entry:
     if not isinstance(data, dict):
         raise FhaError(f"{path}: a ledger entry must be a JSON object, got {type(data).__name__}")
     if data.get("format") != LEDGER_FORMAT:
-        raise FhaError(f"{path}: ledger format {data.get('format')!r}, this fha reads {LEDGER_FORMAT}")
+        raise FhaError(
+            f"{path}: ledger format {data.get('format')!r}, this fha reads {LEDGER_FORMAT}; delete it to train "
+            "that run again"
+        )
     for key, kind in (("fingerprint", str), ("cell", dict), ("identity", dict)):
         if not isinstance(data.get(key), kind):
             raise FhaError(f"{path}: `{key}` missing or not a {kind.__name__}")
@@ -147,8 +150,12 @@ def read_entry(path: Path) -> Entry:
                 raise FhaError(f"{path}: metrics.{split} must be an object")
             for name in METRICS:
                 _check_number(path, f"metrics.{split}.{name}", values.get(name))
-    elif not isinstance(data["diverged"], str):
-        raise FhaError(f"{path}: `diverged` must be the reason, a string")
+    elif not isinstance(data["diverged"], str) or not data["diverged"]:
+        raise FhaError(f"{path}: `diverged` must be the reason, a non-empty string")
+    if "parameters" in data and not (isinstance(data["parameters"], int) and data["parameters"] >= 0):
+        raise FhaError(f"{path}: `parameters` must be a whole number, got {data['parameters']!r}")
+    if "wall_time_s" in data:
+        _check_number(path, "wall_time_s", data["wall_time_s"])
     return Entry(cell, data["fingerprint"], data, path)
 
 

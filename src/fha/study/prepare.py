@@ -9,19 +9,22 @@ held-out text are counted, and a warning names the share when it is large.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fha.data import TokenData, prepare_tokens
 from fha.data.cache_location import token_cache_dir
 from fha.data.sources import load_documents, load_splits
 from fha.errors import FhaError, writing
-from fha.files import read_json, write_bytes_atomic, write_json_atomic
+from fha.files import read_json, write_if_changed, write_json_atomic
 from fha.ngram import ngram_references
 from fha.run_info import file_digest
 from fha.study.layout import REFERENCES_FILE, STUDY_FILE, STUDY_FORMAT, TOKENIZER_FILE, context_to_dict
-from fha.study.plan import StudyContext, configs_for, evaluation_seeds
+from fha.study.ledger import Ledger
+from fha.study.plan import TUNING, Planner, StudyContext, configs_for, evaluation_seeds
 from fha.study.spec import StudySpec
 from fha.tokenizer import Tokenizer
 from fha.train.corpus import SOURCE_HASH_CHARS, train_tokenizer
@@ -96,24 +99,68 @@ def train_sample(documents: list[str], count: int) -> list[str]:
 
 
 def prepare_study(spec: StudySpec, out_dir: Path) -> Prepared:
-    """Check the data, fix the tokenizer, write study.json and tokenise the evaluation texts."""
-    missing = spec.data.missing_files()
-    if missing:
-        raise FhaError(f"data file not found: {', '.join(missing)}")
-    digests = data_digests(spec)
-    check_data(spec, digests)
-    with writing(out_dir):
-        out_dir.mkdir(parents=True, exist_ok=True)
+    """Check the data, fix the tokenizer, check the finished runs, then write study.json, the tokenizer
+    and the references and tokenise the evaluation texts. A refused spec leaves the folder as it was."""
+    digests = checked_digests(spec)
     documents = study_documents(spec)
     warn_on_overlap(documents)
     tokenizer = _tokenizer(spec, out_dir, documents["train"])
     context = StudyContext(digests, tokenizer.fingerprint, tokenizer.vocab_size, tokenizer.pad_id)
-    write_json_atomic(
-        out_dir / STUDY_FILE, {"format": STUDY_FORMAT, "spec": spec.to_dict(), "context": context_to_dict(context)}
-    )
+    check_finished_runs(out_dir, spec, context)
+    with writing(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+    write_if_changed(out_dir / TOKENIZER_FILE, tokenizer.to_str().encode("utf-8"))
+    record = {"format": STUDY_FORMAT, "spec": spec.to_dict(), "context": context_to_dict(context)}
+    write_if_changed(out_dir / STUDY_FILE, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
     texts = evaluation_texts(spec, tokenizer, documents, digests)
     _write_references(out_dir, spec, context, tokenizer, documents, texts)
     return Prepared(context, tokenizer, texts)
+
+
+def checked_digests(spec: StudySpec) -> dict[str, str]:
+    """The data digests, once every file is there and no held-out text is the training text."""
+    missing = spec.data.missing_files()
+    if missing:
+        raise FhaError(f"data file not found: {', '.join(missing)}")
+    for name, path in spec.data.files().items():
+        if not Path(path).is_file():
+            raise FhaError(f"data.{name} ({path}): not a file")
+    digests = data_digests(spec)
+    check_data(spec, digests)
+    return digests
+
+
+def check_finished_runs(out_dir: Path, spec: StudySpec, context: StudyContext) -> None:
+    """Refuse a spec that would give a finished run of `out_dir` another result (another fingerprint for
+    the same variant, rate, seeds, budget and role), naming the first setting that differs."""
+    ledger = Ledger.read([out_dir])
+    planner = Planner(spec, context)
+    order = {name: index for index, name in enumerate(spec.variant_names)}
+    entries = sorted(
+        (entry for entry in ledger.entries.values() if entry.cell.variant in order),
+        key=lambda e: (e.cell.role != TUNING, order[e.cell.variant], e.cell.lr_max, e.cell.seeds, e.cell.tokens),
+    )
+    for entry in entries:
+        try:
+            plan = planner.plan(entry.cell)
+        except ValueError as err:
+            change = str(err)
+        else:
+            if plan.fingerprint == entry.fingerprint:
+                continue
+            change = first_difference(entry.data["identity"], plan.identity, "")
+        raise FhaError(
+            f"{out_dir}: the spec changes the finished run {entry.cell.run_id} ({change}); its result would no "
+            "longer be this spec's: restore the setting, or use another `out` to start afresh"
+        )
+
+
+def first_difference(old: Any, new: Any, where: str) -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                return first_difference(old.get(key), new.get(key), f"{where}.{key}" if where else key)
+    return f"{where} was {old!r}, now {new!r}"
 
 
 def _write_references(
@@ -124,10 +171,15 @@ def _write_references(
     documents: dict[str, list[str]],
     texts: dict[str, TokenData],
 ) -> None:
-    """references.json: Kneser-Ney n-gram bits per byte of every evaluation text (once per tokenizer and data)."""
+    """references.json: Kneser-Ney n-gram bits per byte of every evaluation text (once per tokenizer, data
+    and training sample)."""
     path = out_dir / REFERENCES_FILE
     existing = read_json(path, "n-gram references")
-    key = {"tokenizer": context.tokenizer_fingerprint, "data": context.data_digests}
+    key = {
+        "tokenizer": context.tokenizer_fingerprint,
+        "data": context.data_digests,
+        "train_sample": spec.data.train_sample,
+    }
     if isinstance(existing, dict) and all(existing.get(name) == value for name, value in key.items()):
         return
     description = f"study train text: {context.data_digests['train']}"
@@ -148,22 +200,24 @@ def study_documents(spec: StudySpec) -> dict[str, list[str]]:
 
 
 def _tokenizer(spec: StudySpec, out_dir: Path, train_documents: list[str]) -> Tokenizer:
-    """The spec's tokenizer, the folder's, or one trained now on the training documents."""
+    """The spec's tokenizer, the folder's, or one trained now on the training documents; its size must be
+    the vocabulary size the spec asks for."""
+    first = spec.variant_names[0]
+    model, _ = configs_for(spec, first, spec.base_lr_max(first), evaluation_seeds(spec)[0], spec.tokens)
     path = out_dir / TOKENIZER_FILE
     if spec.data.tokenizer is not None:
-        tokenizer = Tokenizer.load(spec.data.tokenizer)
+        tokenizer, source = Tokenizer.load(spec.data.tokenizer), f"data.tokenizer ({spec.data.tokenizer})"
     elif path.is_file():
-        return Tokenizer.load(path)
+        tokenizer, source = Tokenizer.load(path), f"the study's tokenizer ({path})"
     else:
-        first = spec.variant_names[0]
-        model, _ = configs_for(spec, first, spec.base_lr_max(first), evaluation_seeds(spec)[0], spec.tokens)
         log.info("training the study's tokenizer (%d tokens)", model.vocab_size)
-        tokenizer = train_tokenizer(train_documents, model.vocab_size)
-    temporary = out_dir / f".{TOKENIZER_FILE}.new"
-    with writing(temporary):
-        tokenizer.save(temporary)
-        write_bytes_atomic(path, temporary.read_bytes())
-        temporary.unlink()
+        return train_tokenizer(train_documents, model.vocab_size)
+    if tokenizer.vocab_size != model.vocab_size:
+        raise FhaError(
+            f"vocab_size is {model.vocab_size} (from the spec's base and [set]) but {source} has "
+            f"{tokenizer.vocab_size} tokens; set vocab_size = {tokenizer.vocab_size}, or use another `out` for "
+            "another tokenizer"
+        )
     return tokenizer
 
 

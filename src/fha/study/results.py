@@ -115,7 +115,7 @@ def load_results(folders: list[Path], *, partial: bool = False) -> StudyResults:
     entries = {cell: found for cell in planner.tuning_cells(tuning.grids) if (found := entry(cell)) is not None}
     cells = planner.evaluation_cells(tuning.chosen) if tuning.done else []
     entries.update({cell: found for cell in cells if (found := entry(cell)) is not None})
-    results = StudyResults(spec, context, folders, tuning, cells, entries, _references(folders[0], context))
+    results = StudyResults(spec, context, folders, tuning, cells, entries, _references(folders[0], spec, context))
     if not partial:
         if not tuning.done:
             raise FhaError(
@@ -136,11 +136,11 @@ def _listed(names: list[str]) -> str:
     return shown if len(names) <= MAX_LISTED else f"{shown} and {len(names) - MAX_LISTED} more"
 
 
-def _references(folder: Path, context: StudyContext) -> dict[str, dict[int, float]]:
+def _references(folder: Path, spec: StudySpec, context: StudyContext) -> dict[str, dict[int, float]]:
     data = read_json(folder / REFERENCES_FILE, "n-gram references")
     if not isinstance(data, dict) or data.get("tokenizer") != context.tokenizer_fingerprint:
         return {}
-    if data.get("data") != context.data_digests:
+    if data.get("data") != context.data_digests or data.get("train_sample") != spec.data.train_sample:
         return {}
     try:
         return {

@@ -124,7 +124,6 @@ def run_study(
                 "still at an edge of the grid after every extension (not tuned): %s", ", ".join(outcome.at_edge)
             )
         cells = planner.evaluation_cells(outcome.chosen)
-        runner.check_unchanged(cells)
         ours = [_missing(trunk, runner) for trunk in shard.take(_trunks(cells))]
         runner.execute([trunk for trunk in ours if trunk])
     return progress
@@ -174,25 +173,10 @@ class _Runner:
     def tried(self, trunk: list[Cell]) -> bool:
         return trunk[0].trunk in self._tried
 
-    def check_unchanged(self, cells: list[Cell]) -> None:
-        """Refuse a spec that would give a finished cell another result (another fingerprint at the same
-        variant, rate, seeds, budget and role), naming the first setting that differs."""
-        finished = {entry.cell: entry for entry in self.ledger.entries.values()}
-        for cell in cells:
-            old = finished.get(cell)
-            plan = self.planner.plan(cell)
-            if old is not None and old.fingerprint != plan.fingerprint:
-                change = _first_difference(old.data["identity"], plan.identity, "")
-                raise FhaError(
-                    f"{self.out_dir}: the spec changes the finished run {cell.run_id} ({change}); its result would "
-                    "no longer be this spec's: restore the setting, or use another `out` to start afresh"
-                )
-
     def execute(self, trunks: list[list[Cell]]) -> None:
         tasks = []
         for trunk in trunks:
             self._tried.add(trunk[0].trunk)
-            self.check_unchanged(trunk)
             every_budget = [Cell(*trunk[0].trunk[:3], tokens, trunk[0].role) for tokens in self.spec.all_budgets]
             plans = tuple(self.planner.plan(cell) for cell in sorted(every_budget, key=lambda c: -c.tokens))
             todo = frozenset(self.planner.plan(cell).fingerprint for cell in trunk)
@@ -261,14 +245,6 @@ def _stop_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
     for process in list((getattr(pool, "_processes", None) or {}).values()):
         with contextlib.suppress(ProcessLookupError, OSError):
             os.kill(process.pid, signal.SIGTERM)
-
-
-def _first_difference(old: Any, new: Any, where: str) -> str:
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new)):
-            if old.get(key) != new.get(key):
-                return _first_difference(old.get(key), new.get(key), f"{where}.{key}" if where else key)
-    return f"{where} was {old!r}, now {new!r}"
 
 
 @contextlib.contextmanager
