@@ -190,11 +190,16 @@ def plot_losses(
             ]
             _draw(ax, series, title, x_label, options)
         axes[-1].legend(fontsize="small")
-        path = save_figure(figure, out_dir / f"{stem}.{options.format}", options.dpi)
-        if path.suffix not in REPORT_IMAGE_SUFFIXES:
-            save_figure(figure, report_image(path), options.dpi)
-        written.append(path)
+        written.append(save_report_figure(figure, out_dir / f"{stem}.{options.format}", options.dpi))
     return written
+
+
+def save_report_figure(figure: Figure, path: Path, dpi: int) -> Path:
+    """`save_figure`, and a PNG copy beside a PDF for the reports to show (`report_image`)."""
+    path = save_figure(figure, path, dpi)
+    if path.suffix not in REPORT_IMAGE_SUFFIXES:
+        save_figure(figure, report_image(path), dpi)
+    return path
 
 
 def report_image(plot: Path) -> Path:
