@@ -25,7 +25,18 @@ from fha import __version__, progress
 from fha.cli.options import add_output_options
 from fha.errors import FhaError
 
-COMMAND_MODULES = ("tokenizer", "train", "schedule", "generate", "eval", "compare", "inspect", "cache", "study")
+COMMAND_MODULES = (
+    "tokenizer",
+    "train",
+    "schedule",
+    "generate",
+    "eval",
+    "compare",
+    "analyze",
+    "inspect",
+    "cache",
+    "study",
+)
 
 log = logging.getLogger("fha")
 
@@ -53,13 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 # The library's parameters (named `like_this` in its messages) and the flags that set them.
 PARAMETER_FLAGS = {
+    "ablation_tokens": "--ablation-tokens",
+    "batch_size": "--batch-size",
     "config": "--config",
     "data": "--data",
     "device": "--device",
     "dpi": "--dpi",
     "format": "--format",
+    "induction_length": "--induction-length",
+    "induction_sequences": "--induction-sequences",
     "jobs": "--jobs",
     "log_to": "--log-to",
+    "max_tokens": "--max-tokens",
     "names": "--names",
     "out": "--out",
     "overrides": "--set",
