@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH_SIZE = 8  # windows per forward pass of the clean model
 DEFAULT_INDUCTION_LENGTH = 50  # random tokens before the repeat, as in TransformerLens's induction demos
 DEFAULT_INDUCTION_SEQUENCES = 32
-DEFAULT_ABLATION_TOKENS = 16_384  # 64 windows of 256: under a minute for seed-0.3m on a 2-core CPU
+DEFAULT_ABLATION_TOKENS = 16_384  # 64 windows of 256: seed-0.3m in under a minute (docs/benchmarks.md)
 MIN_INDUCTION_LENGTH = 2  # with one token, the induction target would be the query itself
 
 

@@ -121,11 +121,12 @@ def run_analyze(args: argparse.Namespace) -> int:
     from fha.run import load_model_and_tokenizer
     from fha.variants import describe_attention
 
+    weights = {name: _weights_by_step(run_dir, args.checkpoints) for name, run_dir in zip(names, args.run_dirs)}
     device = setup_device(args.device)
     documents = held_out_documents(args.data)
     tables, descriptions, token_counts, lengths = [], {}, {}, set()
-    for name, run_dir in zip(names, args.run_dirs):
-        for step, folder in _weights_by_step(run_dir, args.checkpoints):
+    for name, steps in weights.items():
+        for step, folder in steps:
             model, tokenizer = load_model_and_tokenizer(folder, device)
             tokens, _ = encode_documents(documents, tokenizer)
             started = time.perf_counter()
