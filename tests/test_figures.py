@@ -20,7 +20,7 @@ from fha import Tokenizer
 from fha.cli import main
 from fha.compare import PlotOptions, compare_runs, load_summary
 from fha.compare.plots import PANEL_INCHES, PANELS, _run_series
-from fha.compare.report import Table, _html_table, format_percent, metric_format, numeric_columns
+from fha.compare.report import Table, format_percent, html_table, metric_format, numeric_columns
 from fha.errors import FhaError
 from fha.figures import plain_log_ticks, save_figure
 from fha.run import MODEL_FILE, load_run
@@ -102,7 +102,7 @@ def test_train_curve_from_metrics_csv_and_markers_at_evaluations(corpus, tmp_pat
     assert list(val_curve.x) == [0, 2, 4, 6] and val_curve.markers
 
 
-def test_html_tables_scroll_and_right_align_numbers():
+def testhtml_tables_scroll_and_right_align_numbers():
     table = Table(
         ["run", "attention", "parameters", "held-out top1_accuracy", "wall time", "final val loss"],
         [
@@ -111,7 +111,7 @@ def test_html_tables_scroll_and_right_align_numbers():
         ],
     )
     assert numeric_columns(table) == [False, False, True, True, True, True]
-    page = _html_table(table)
+    page = html_table(table)
     assert page.startswith('<div class="table-scroll"><table>')
     assert '<td class="text">fha (split 2)</td>' in page and '<td class="num">34.67%</td>' in page
     assert format_percent(0.3467) == "34.67%" and metric_format("top5_accuracy")(0.5) == "50.00%"

@@ -35,7 +35,7 @@ LAYERS = (
     ("fha.model", "fha.device"),
     ("fha.tokenizer", "fha.data", "fha.generation", "fha.run", "fha.run_info", "fha.completion", "fha.ngram"),
     ("fha.train", "fha.evaluation"),
-    ("fha.compare", "fha.inspection"),
+    ("fha.compare", "fha.inspection", "fha.analysis"),
     ("fha.study",),
     ("fha.export",),
     ("fha.cli", "fha.__main__", "fha"),
@@ -231,8 +231,14 @@ def test_the_command_lines_names_are_the_librarys():
         evaluation.DEFAULT_BATCH_SIZE,
     )
 
+    import fha.analysis.analyze as analysis
+    import fha.cli.analyze as analyze_command
 
-LAZY_PACKAGES = ("fha", "fha.compare", "fha.data", "fha.inspection", "fha.train")
+    copied = ("DEFAULT_BATCH_SIZE", "DEFAULT_INDUCTION_SEQUENCES", "DEFAULT_ABLATION_TOKENS")
+    assert [getattr(analyze_command, name) for name in copied] == [getattr(analysis, name) for name in copied]
+
+
+LAZY_PACKAGES = ("fha", "fha.analysis", "fha.compare", "fha.data", "fha.inspection", "fha.train")
 
 
 @pytest.mark.parametrize("package", LAZY_PACKAGES)

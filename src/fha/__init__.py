@@ -15,6 +15,7 @@ __version__ = "0.1.0"  # the package version (pyproject.toml reads it from here)
 # Each public name and the module that defines it.
 _EXPORTS = {
     "GPT": "fha.model.gpt",
+    "analyze_subheads": "fha.analysis",
     "Completion": "fha.completion",
     "EvalResult": "fha.evaluation",
     "FhaError": "fha.errors",
@@ -37,6 +38,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from fha.analysis import analyze_subheads
     from fha.compare.comparison import compare_runs
     from fha.completion import Completion, complete
     from fha.config import ModelConfig

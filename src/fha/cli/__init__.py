@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "generate",
     "eval",
     "compare",
+    "analyze",
     "inspect",
     "export",
     "cache",
@@ -64,13 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 # The library's parameters (named `like_this` in its messages) and the flags that set them.
 PARAMETER_FLAGS = {
+    "ablation_tokens": "--ablation-tokens",
+    "batch_size": "--batch-size",
     "config": "--config",
     "data": "--data",
     "device": "--device",
     "dpi": "--dpi",
     "format": "--format",
+    "induction_length": "--induction-length",
+    "induction_sequences": "--induction-sequences",
     "jobs": "--jobs",
     "log_to": "--log-to",
+    "max_tokens": "--max-tokens",
     "names": "--names",
     "out": "--out",
     "overrides": "--set",

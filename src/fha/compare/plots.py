@@ -192,11 +192,16 @@ def plot_losses(
         for ax in axes:
             if ax.get_legend_handles_labels()[0]:  # a panel with curves says whose they are
                 ax.legend(fontsize="small")
-        path = save_figure(figure, out_dir / f"{stem}.{options.format}", options.dpi)
-        if path.suffix not in REPORT_IMAGE_SUFFIXES:
-            save_figure(figure, report_image(path), options.dpi)
-        written.append(path)
+        written.append(save_report_figure(figure, out_dir / f"{stem}.{options.format}", options.dpi))
     return written
+
+
+def save_report_figure(figure: Figure, path: Path, dpi: int) -> Path:
+    """`save_figure`, and a PNG copy beside a PDF for the reports to show (`report_image`)."""
+    path = save_figure(figure, path, dpi)
+    if path.suffix not in REPORT_IMAGE_SUFFIXES:
+        save_figure(figure, report_image(path), dpi)
+    return path
 
 
 def report_image(plot: Path) -> Path:

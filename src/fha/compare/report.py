@@ -179,7 +179,8 @@ def numeric_columns(table: Table) -> list[bool]:
     )
 
 
-def _html_table(table: Table) -> str:
+def html_table(table: Table) -> str:
+    """The table as HTML that scrolls sideways when wider than the page, numbers right-aligned."""
     kinds = ["num" if numeric else "text" for numeric in numeric_columns(table)]
     head = "".join(f'<th class="{kind}">{html.escape(cell)}</th>' for kind, cell in zip(kinds, table.header))
     body = "".join(
@@ -187,6 +188,13 @@ def _html_table(table: Table) -> str:
         for row in table.rows
     )
     return f'<div class="table-scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def embedded_image(plot: Path) -> str:
+    """An ``<img>`` of the image the reports show for `plot` (`report_image`), inline as a data URI."""
+    image = report_image(plot)
+    encoded = base64.b64encode(image.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(plot.stem)}" src="data:{IMAGE_TYPES[image.suffix]};base64,{encoded}">'
 
 
 GROUPS_NOTE = (
@@ -233,15 +241,13 @@ def write_html(
         f"<h1>{TITLE}</h1>",
     ]
     parts += [f"<p>{html.escape(note)}</p>" for note in notes]
-    parts += ["<h2>Runs</h2>", _html_table(runs)]
+    parts += ["<h2>Runs</h2>", html_table(runs)]
     if groups is not None:
-        parts += ["<h2>Seed groups</h2>", f"<p>{html.escape(GROUPS_NOTE.replace('`', ''))}</p>", _html_table(groups)]
+        parts += ["<h2>Seed groups</h2>", f"<p>{html.escape(GROUPS_NOTE.replace('`', ''))}</p>", html_table(groups)]
     for heading, note, table in sections:
-        parts += [f"<h2>{html.escape(heading)}</h2>", f"<p>{html.escape(note)}</p>", _html_table(table)]
+        parts += [f"<h2>{html.escape(heading)}</h2>", f"<p>{html.escape(note)}</p>", html_table(table)]
     parts.append("<h2>Loss curves</h2>")
     for plot in plots:
-        image = report_image(plot)
-        encoded = base64.b64encode(image.read_bytes()).decode("ascii")
-        parts.append(f'<img alt="{html.escape(plot.stem)}" src="data:{IMAGE_TYPES[image.suffix]};base64,{encoded}">')
+        parts.append(embedded_image(plot))
     parts.append("</body></html>")
     path.write_text("\n".join(parts) + "\n")

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fha.compare.report import Table, format_count, format_duration, markdown_table
+from fha.compare.report import Table, format_count, format_duration, html_table, markdown_table
 from fha.errors import FhaValueError
 from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT
 from fha.files import write_text_atomic
@@ -48,6 +48,7 @@ table { border-collapse: collapse; margin: 1em 0; font-size: 0.88em; max-width: 
         overflow-x: auto; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f2f2f2; hyphens: none; word-break: keep-all; }
+.num { text-align: right; }
 td { overflow-wrap: anywhere; }
 img { max-width: 100%; height: auto; margin: 1em 0; display: block; }
 code { overflow-wrap: anywhere; }
@@ -471,12 +472,6 @@ def _markdown(title: str, text: str, sections: Sequence[Section], figures: Seque
     parts += ["## Figures", ""]
     parts += [line for figure in figures for line in (f"![{figure.stem.replace('_', ' ')}]({figure.name})", "")]
     return "\n".join(parts)
-
-
-def html_table(table: Table) -> str:
-    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in table.header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in table.rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _html(title: str, text: str, sections: Sequence[Section], figures: Sequence[Path]) -> str:

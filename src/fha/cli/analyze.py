@@ -1,0 +1,196 @@
+"""``fha analyze RUN_DIR [RUN_DIR ...] --data TEXT --out DIR``: what every sub-head does.
+
+Attention entropy and distance, previous-token, first-token, induction and copying scores,
+and the loss increase of zero- and mean-ablating each sub-head, per layer, head and sub-head
+of every run (with ``--checkpoints`` also of every checkpoint), written as subheads.csv,
+report.md, report.html and figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+from fha.cli.options import add_device_argument, add_figure_arguments
+from fha.data.sources import TINYSTORIES
+from fha.errors import FhaError
+from fha.figure_formats import check_figure_options
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 8  # fha.analysis.analyze's defaults, without importing torch
+DEFAULT_INDUCTION_SEQUENCES = 32
+DEFAULT_ABLATION_TOKENS = 16_384
+ALL = "all"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "analyze",
+        help="measure what every head and sub-head of trained runs does",
+        description="Per layer, head and sub-head (with its size): attention entropy and mean distance, "
+        "previous-token and first-token weight, induction score on repeated random tokens, copying score, and "
+        "the loss increase when the sub-head is zero- or mean-ablated. Writes subheads.csv, report.md, a "
+        "self-contained report.html and figures. docs/analysis.md defines every measurement.",
+    )
+    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders")
+    parser.add_argument(
+        "--data",
+        required=True,
+        metavar="SOURCE",
+        help=f"the text to measure on: a .txt or .jsonl file, or {TINYSTORIES!r} for its validation split",
+    )
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the CSV, reports, figures")
+    parser.add_argument(
+        "--names", nargs="+", metavar="NAME", help="names of the runs, in order (default: folder names)"
+    )
+    parser.add_argument(
+        "--checkpoints",
+        action="store_true",
+        help="also analyse every checkpoint (RUN_DIR/checkpoints/step-N), to see how the sub-heads change",
+    )
+    parser.add_argument("--max-tokens", type=int, metavar="N", help="use only the first N tokens of the text")
+    parser.add_argument(
+        "--ablation-tokens",
+        default=str(DEFAULT_ABLATION_TOKENS),
+        metavar="N|all",
+        help=f"measure the ablations on the first N predicted tokens (default {DEFAULT_ABLATION_TOKENS:,}); "
+        "they cost about a forward pass per sub-head, the other measurements one pass over the whole text",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        metavar="N",
+        help=f"context windows per forward pass (default {DEFAULT_BATCH_SIZE})",
+    )
+    parser.add_argument(
+        "--induction-length",
+        type=int,
+        metavar="N",
+        help="random tokens before their repeat (default 50, or what fits the context)",
+    )
+    parser.add_argument(
+        "--induction-sequences",
+        type=int,
+        default=DEFAULT_INDUCTION_SEQUENCES,
+        metavar="N",
+        help=f"random sequences for the induction score (default {DEFAULT_INDUCTION_SEQUENCES})",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random sequences (default 0)")
+    add_device_argument(parser)
+    add_figure_arguments(parser)
+    parser.set_defaults(func=run_analyze)
+
+
+def run_names(run_dirs: list[Path], names: list[str] | None) -> list[str]:
+    """The runs' names: `names`, or the folder names; they must tell the runs apart."""
+    if names is not None and len(names) != len(run_dirs):
+        raise FhaError(f"--names gives {len(names)} names for {len(run_dirs)} runs")
+    chosen = names if names is not None else [path.resolve().name for path in run_dirs]
+    repeated = sorted({name for name in chosen if chosen.count(name) > 1})
+    if repeated:
+        raise FhaError(f"two runs are named {repeated[0]!r}; tell them apart with --names")
+    return chosen
+
+
+def parse_ablation_tokens(text: str) -> int | None:
+    """A token count, or None for "all"; checked here so that a bad value is one line."""
+    if text == ALL:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise FhaError(f"--ablation-tokens: expected a number of tokens or {ALL!r}, got {text!r}") from None
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    check_figure_options(args.format, args.dpi)
+    ablation_tokens = parse_ablation_tokens(args.ablation_tokens)
+    if args.out.exists() and not args.out.is_dir():
+        raise FhaError(f"--out {args.out}: is a file, not a folder")
+    names = run_names(args.run_dirs, args.names)
+    from fha.analysis import SubheadTable, analyze_subheads, write_analysis
+    from fha.analysis.analyze import induction_length_for
+    from fha.analysis.report import size_table
+    from fha.compare.report import markdown_table
+    from fha.device import setup_device
+    from fha.evaluation import encode_documents, held_out_documents
+    from fha.run import load_model_and_tokenizer
+    from fha.variants import describe_attention
+
+    weights = {name: _weights_by_step(run_dir, args.checkpoints) for name, run_dir in zip(names, args.run_dirs)}
+    device = setup_device(args.device)
+    documents = held_out_documents(args.data)
+    tables, descriptions, token_counts, lengths = [], {}, {}, set()
+    for name, steps in weights.items():
+        for step, folder in steps:
+            model, tokenizer = load_model_and_tokenizer(folder, device)
+            tokens, _ = encode_documents(documents, tokenizer)
+            started = time.perf_counter()
+            table = analyze_subheads(
+                model,
+                tokens,
+                batch_size=args.batch_size,
+                max_tokens=args.max_tokens,
+                ablation_tokens=ablation_tokens,
+                induction_length=args.induction_length,
+                induction_sequences=args.induction_sequences,
+                seed=args.seed,
+                run=name,
+                step=step,
+                show_progress=True,
+            )
+            tables.append(table)
+            where = name if step is None else f"{name} step {step}"
+            log.info("%s: %d sub-heads analysed in %.1f s", where, len(table), time.perf_counter() - started)
+            lengths.add(induction_length_for(model, args.induction_length))
+            descriptions[name] = describe_attention(model.config)
+            token_counts[name] = (min(len(tokens), args.max_tokens or len(tokens)), table.rows[0].ablation_tokens)
+    table = SubheadTable.concat(tables)
+    counts = ", ".join(
+        f"{name} {count:,} tokens, ablations on the first {scored:,} predicted"
+        for name, (count, scored) in token_counts.items()
+    )
+    notes = [
+        f"Text: {args.data} ({counts}; each run's own tokenizer). Induction: {args.induction_sequences} random "
+        f"sequences of {'/'.join(str(n) for n in sorted(lengths))} ordinary tokens, each repeated once after <bos> "
+        f"(seed {args.seed})."
+    ]
+    report = write_analysis(table, args.out, descriptions=descriptions, notes=notes, fmt=args.format, dpi=args.dpi)
+    print(markdown_table(size_table(table)))
+    print()
+    for path in [report.csv, report.markdown, report.html, *report.figures]:
+        print(f"wrote {path}")
+    return 0
+
+
+def _weights_by_step(run_dir: Path, checkpoints: bool) -> list[tuple[int | None, Path]]:
+    """(training step, folder to load) of the run's final weights (its latest checkpoint when
+    unfinished), after every earlier checkpoint with `checkpoints`."""
+    from fha.run import (
+        CHECKPOINT_NAME,
+        MODEL_FILE,
+        TRAIN_CONFIG_FILE,
+        list_checkpoints,
+        require_run_dir,
+        weights_folder,
+    )
+    from fha.train.config import TrainConfig
+
+    final = require_run_dir(weights_folder(run_dir))
+    match = CHECKPOINT_NAME.match(final.name)
+    if final != run_dir and match:
+        step: int | None = int(match.group(1))
+    elif (run_dir / TRAIN_CONFIG_FILE).is_file():
+        step = TrainConfig.from_json(run_dir / TRAIN_CONFIG_FILE).max_steps
+    else:
+        step = None
+    if not checkpoints:
+        return [(step, final)]
+    earlier = [(n, folder) for n, folder in list_checkpoints(run_dir) if (folder / MODEL_FILE).is_file()]
+    if not earlier:
+        raise FhaError(f"{run_dir}: no checkpoints to analyse (--checkpoints reads {run_dir}/checkpoints/step-N)")
+    return [*((n, folder) for n, folder in earlier if step is None or n < step), (step, final)]
