@@ -209,7 +209,7 @@ class _Runner:
             return
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited torch threads or state
         pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=self.jobs, mp_context=context, initializer=worker_init
+            max_workers=self.jobs, mp_context=context, initializer=worker_init, initargs=(os.getpid(),)
         )
         done = 0
         try:
