@@ -321,16 +321,26 @@ def test_a_vocabulary_other_than_the_study_tokenizer_is_refused(reference, tmp_p
     assert (copy / STUDY_FILE).read_bytes() == (reference / STUDY_FILE).read_bytes()
 
 
+def _start_study(reference: Path, out: Path, jobs: int, **popen) -> subprocess.Popen:
+    """`fha study run` of the reference spec into `out`, as its own process."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "fha", "study", "run", str(spec_path_of(reference)), "--out", str(out)]
+    return subprocess.Popen([*command, "--jobs", str(jobs)], env=env, stdout=subprocess.DEVNULL, **popen)
+
+
+def _workers_once_training(process: subprocess.Popen, out: Path) -> list[int]:
+    """The study's worker processes, once one of them has written a checkpoint."""
+    deadline = time.monotonic() + 120
+    while not list((out / "runs").rglob("step-2")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    workers = _children(process.pid)
+    assert workers, "no worker processes found"
+    return workers
+
+
 def test_killed_study_resumes_to_identical_results(reference, tmp_path):
     out = tmp_path / "study"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fha", "study", "run", str(spec_path_of(reference)), "--out", str(out), "--jobs", "1"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    process = _start_study(reference, out, 1, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while len(list((out / LEDGER_DIR).glob("*.json"))) < 2 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -345,19 +355,8 @@ def test_killed_study_resumes_to_identical_results(reference, tmp_path):
 def test_sigterm_stops_the_study_and_its_workers(reference, tmp_path):
     """What `timeout` and schedulers send: the parent stops, passes it on, and no worker is left behind."""
     out = tmp_path / "study"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fha", "study", "run", str(spec_path_of(reference)), "--out", str(out), "--jobs", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    while not list((out / "runs").rglob("step-2")) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    workers = _children(process.pid)
-    assert workers, "no worker processes found"
+    process = _start_study(reference, out, 2, stderr=subprocess.PIPE, text=True)
+    workers = _workers_once_training(process, out)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 2 and "interrupted" in err and f"--out {out}" in err
@@ -369,18 +368,8 @@ def test_sigterm_stops_the_study_and_its_workers(reference, tmp_path):
 
 def test_workers_die_with_a_killed_parent(reference, tmp_path):
     out = tmp_path / "study"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fha", "study", "run", str(spec_path_of(reference)), "--out", str(out), "--jobs", "2"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while not list((out / "runs").rglob("step-2")) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    workers = _children(process.pid)
-    assert workers
+    process = _start_study(reference, out, 2, stderr=subprocess.DEVNULL)
+    workers = _workers_once_training(process, out)
     process.kill()
     process.wait()
     deadline = time.monotonic() + 30
