@@ -420,7 +420,7 @@ def test_cli_checkpoints_follow_training_in_svg(run_with_checkpoints, text_file,
     [
         (["{run}", "--checkpoints"], "no checkpoints to analyse (--checkpoints reads"),
         (["{run}", "{run}"], "two runs are named 'tiny'; tell them apart with --names"),
-        (["{run}", "--names", "a", "b"], "--names gives 2 names for 1 runs"),
+        (["{run}", "--names", "a", "b"], "--names gives 2 names for 1 run"),
         (["{run}", "--max-tokens", "1"], "--max-tokens must be at least 2"),
         (["{run}", "--ablation-tokens", "some"], "--ablation-tokens: expected a number of tokens or 'all', got 'some'"),
         (["{run}", "--ablation-tokens", "0"], "--ablation-tokens must be at least 1, got 0"),

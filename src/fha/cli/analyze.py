@@ -17,6 +17,7 @@ from fha.cli.options import add_device_argument, add_figure_arguments
 from fha.data.sources import TINYSTORIES
 from fha.errors import FhaError
 from fha.figure_formats import check_figure_options
+from fha.wording import counted
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_names(run_dirs: list[Path], names: list[str] | None) -> list[str]:
     """The runs' names: `names`, or the folder names; they must tell the runs apart."""
     if names is not None and len(names) != len(run_dirs):
-        raise FhaError(f"--names gives {len(names)} names for {len(run_dirs)} runs")
+        raise FhaError(f"--names gives {counted(len(names), 'name')} for {counted(len(run_dirs), 'run')}")
     chosen = names if names is not None else [path.resolve().name for path in run_dirs]
     repeated = sorted({name for name in chosen if chosen.count(name) > 1})
     if repeated:

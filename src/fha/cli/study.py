@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fha.cli.options import add_device_argument, add_figure_arguments
 from fha.errors import FhaError
+from fha.wording import counted
 
 WAITING_EXIT = 3  # this shard's part is done, other shards' tuning is not: run the command again later
 DEFAULT_TIMING_STEPS = 3
@@ -109,7 +110,9 @@ def run_run(args: argparse.Namespace) -> int:
         ) from None
     if progress.failed:
         details = "; ".join(f"{outcome.plan.cell.run_id} ({outcome.error})" for outcome in progress.failed)
-        raise FhaError(f"{len(progress.failed)} run(s) failed twice: {details}; rerun the same command to retry them")
+        raise FhaError(
+            f"{counted(len(progress.failed), 'run')} failed twice: {details}; rerun the same command to retry them"
+        )
     if progress.waiting_for_others:
         print(
             f"shard {args.shard}: its tuning runs are done, other shards' are not; rerun this command when they are "
