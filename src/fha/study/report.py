@@ -193,7 +193,13 @@ def budget_phrase(results: StudyResults, tokens: int | None = None) -> str:
 def verdict(results: StudyResults) -> str:
     spec = results.spec
     sentences = []
-    if not results.complete or not results.tuning.done:
+    if not results.tuning.done:
+        finished = len(results.tuning_entries())
+        total = finished + len(results.tuning.missing)
+        sentences.append(
+            f"PARTIAL: tuning in progress ({finished} of {total} tuning runs finished so far); no evaluation run yet."
+        )
+    elif not results.complete:
         done = len([c for c in results.cells if c in results.entries])
         sentences.append(f"PARTIAL: {done} of {len(results.cells)} evaluation runs finished; not a final result.")
     for entry in results.failed:
@@ -452,6 +458,7 @@ def write_report(
         ("Variance by source (crossed seeds)", [], variance_table(results), ""),
     ]
     sections += [section for section in optional if section[2] is not None]
+    sections = [section for section in sections if section[2] is None or section[2].rows]  # no empty tables
     title = f"Study: {results.spec.description or folders[0].name}"
     markdown = report_dir / MARKDOWN_FILE
     page = report_dir / HTML_FILE
