@@ -131,13 +131,14 @@ def _train_and_evaluate(
     for split, values in metrics.items():
         if not all(math.isfinite(float(v)) for v in values.values()):
             return {"diverged": f"{split} metrics are not finite: {values}", "finished": _now()}
+    curve, wall_time_s = _curve(folder, plan)
     write_json_atomic(folder / EVAL_FILE, metrics)
     log.info("%s: test bits/byte %.4f", plan.cell.run_id, metrics["test"]["bits_per_byte"])
     return {
         "metrics": metrics,
         "parameters": model.num_parameters(),
-        "curve": _curve(folder, plan),
-        "wall_time_s": _training_seconds(folder),
+        "curve": curve,
+        "wall_time_s": wall_time_s,
         "run_info": read_run_info(folder) or {},
         "branched_from": branched_from,
         "finished": _now(),
@@ -223,8 +224,9 @@ def _check_finished_folder(folder: Path, plan: CellPlan) -> None:
         raise FhaError(f"{folder}: holds a run with other configs than {plan.cell.run_id}; delete it")
 
 
-def _curve(folder: Path, plan: CellPlan) -> dict[str, list[float]]:
-    """The validation and training loss at every evaluation and the gradient norm of every logged step."""
+def _curve(folder: Path, plan: CellPlan) -> tuple[dict[str, list[float]], float]:
+    """The validation and training loss at every evaluation and the gradient norm of every logged step,
+    and the seconds of training the log records."""
     rows = read_rows(folder / LOG_FILE, LogRow)
     if not rows or rows[-1].step != plan.train_config.max_steps:
         raise FhaError(f"{folder / LOG_FILE}: ends at step {rows[-1].step if rows else None}, not at the run's last")
@@ -240,12 +242,7 @@ def _curve(folder: Path, plan: CellPlan) -> dict[str, list[float]]:
         curve["grad_norm_step"] = [row.step for row in steps]
         curve["grad_norm"] = [row.grad_norm for row in steps]
         curve["step_train_loss"] = [row.train_loss for row in steps]
-    return curve
-
-
-def _training_seconds(folder: Path) -> float:
-    rows = read_rows(folder / LOG_FILE, LogRow)
-    return float(rows[-1].time_elapsed)
+    return curve, float(rows[-1].time_elapsed)
 
 
 def _now() -> str:

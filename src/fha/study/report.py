@@ -185,9 +185,8 @@ def regime_sentence(results: StudyResults) -> str:
     )
 
 
-def budget_phrase(results: StudyResults, tokens: int | None = None) -> str:
-    tokens = results.spec.tokens if tokens is None else tokens
-    return f"{format_count(tokens)} training tokens per run"
+def budget_phrase(results: StudyResults) -> str:
+    return f"{format_count(results.spec.tokens)} training tokens per run"
 
 
 def verdict(results: StudyResults) -> str:
