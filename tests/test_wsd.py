@@ -112,6 +112,7 @@ def test_cooldown_settings_leave_the_other_schedules_alone():
     assert describe_schedule_change(cosine, cosine.replace(cooldown_steps=5), 100) is None
     change = describe_schedule_change(wsd(), wsd(cooldown_steps=20), 100)
     assert "cooldown_steps 40 -> 20" in change and "stable at 0.1 to step 150" in change
+    assert "the rates differ from step 131 on (0.1 instead of 0.0975)" in change
 
 
 def test_schedule_cli_draws_wsd(tmp_path, capsys):

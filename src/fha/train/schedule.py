@@ -172,9 +172,11 @@ def describe_schedule_change(before: TrainConfig, after: TrainConfig, step: int)
         for name in SCHEDULE_FIELDS
         if getattr(before, name) != getattr(after, name)
     )
+    last = max(old.max_steps, new.max_steps)
+    first = next((s for s in range(step, last) if new(s) != old(s)), last)
     return (
-        f"resuming at step {step} with a changed schedule ({changed}): the rate of the next step is "
-        f"{new(step):.3g} instead of {old(step):.3g}, and the remaining steps follow the new schedule. "
+        f"resuming at step {step} with a changed schedule ({changed}): the rates differ from step "
+        f"{first} on ({new(first):.3g} instead of {old(first):.3g}). "
         f"Before: {old.describe()}. Now: {new.describe()}"
     )
 
