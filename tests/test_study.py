@@ -99,8 +99,11 @@ def ledger_files(out: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
+    return reference_study(tmp_path_factory.mktemp("reference"))
+
+
+def reference_study(folder: Path) -> Path:
     """A whole tiny study (tuning: 2 rates x 2 variants at seed 100; then 2 variants x 2 seeds) and its report."""
-    folder = tmp_path_factory.mktemp("reference")
     out = folder / "study"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FHA_CACHE_DIR", str(folder / "cache"))

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fha.cli.options import add_device_argument, add_figure_arguments
+from fha.cli.options import DEVICE_HELP, add_device_argument, add_figure_arguments
 from fha.errors import FhaError
+from fha.study import WAITING_EXIT
 from fha.wording import counted
 
-WAITING_EXIT = 3  # this shard's part is done, other shards' tuning is not: run the command again later
 DEFAULT_TIMING_STEPS = 3
 
 
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "validation and test texts, and report paired differences with intervals, p-values and n-gram "
         "references. See docs/studies.md.",
     )
-    commands = parser.add_subparsers(dest="study_command", metavar="{run,report,plan,export}", required=True)
+    commands = parser.add_subparsers(dest="study_command", metavar="{run,report,plan,export,sbatch}", required=True)
     run = commands.add_parser(
         "run",
         help="train and evaluate the runs of a study (resumable; a grown spec trains only what is new)",
@@ -93,6 +93,59 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("out", type=Path, metavar="DIR")
     export.add_argument("--to", type=Path, required=True, metavar="PATH")
     export.set_defaults(func=run_export)
+
+    sbatch = commands.add_parser(
+        "sbatch",
+        help="write SLURM scripts: rounds of a job array of shards, then the report (docs/studies.md)",
+        description="Prepare the study folder DIR (study.json, tokenizer, n-gram references) and write three "
+        "scripts into DIR/slurm: shard.sbatch, whose array task I runs shard I of N; report.sbatch; and "
+        "submit.sh, which submits rounds of the array, each after every task of the round before (a sweep's "
+        "tuning must end before evaluation starts), then the report once the last round has succeeded.",
+    )
+    sbatch.add_argument("spec", type=Path, metavar="SPEC", help="the study TOML")
+    sbatch.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="the study folder, on a shared file system"
+    )
+    sbatch.add_argument(
+        "--shards", type=int, metavar="N", help="array tasks (default: one per variant and evaluation seed)"
+    )
+    sbatch.add_argument(
+        "--rounds",
+        type=int,
+        metavar="N",
+        help="rounds of the array (default: 1 without a sweep or with one shard, else max_extensions + 2; "
+        "more rounds resume runs stopped by the time limit)",
+    )
+    sbatch.add_argument("--max-running", type=int, metavar="N", help="array tasks running at once (default: no limit)")
+    sbatch.add_argument("--partition", metavar="P", help="SLURM partition (default: the cluster's)")
+    sbatch.add_argument("--account", metavar="A", help="SLURM account to charge")
+    sbatch.add_argument("--qos", metavar="Q", help="SLURM quality of service")
+    sbatch.add_argument(
+        "--time", metavar="T", help="time limit of each task, e.g. 2:00:00 or 1-12:00:00 (default: the partition's)"
+    )
+    sbatch.add_argument("--cpus", type=int, default=1, metavar="N", help="CPUs per task (default 1)")
+    sbatch.add_argument("--gpus", type=int, default=0, metavar="N", help="GPUs per task (default 0)")
+    sbatch.add_argument("--mem", metavar="M", help="memory per task, e.g. 16G (default: the cluster's)")
+    sbatch.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="trainings at once in a task, its CPUs divided between them (default: one per CPU, one on a GPU)",
+    )
+    sbatch.add_argument("--device", metavar="DEVICE", help=f"the tasks' device: {DEVICE_HELP}")
+    sbatch.add_argument(
+        "--setup",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="a shell line each job runs first, e.g. 'module load cuda' (repeatable)",
+    )
+    sbatch.add_argument("--python", metavar="PATH", help="the interpreter the jobs run fha with (default: this one)")
+    sbatch.add_argument("--job-name", metavar="NAME", help="SLURM job name (default: fha- and the spec's name)")
+    sbatch.add_argument(
+        "--scripts", type=Path, metavar="FOLDER", help="where to write the scripts (default: DIR/slurm)"
+    )
+    sbatch.set_defaults(func=run_sbatch)
 
 
 def run_run(args: argparse.Namespace) -> int:
@@ -192,3 +245,71 @@ def run_export(args: argparse.Namespace) -> int:
     written = export_study(args.out, args.to)
     print(f"exported {len(written)} files to {args.to}; check with: fha study report {args.to}")
     return 0
+
+
+def run_sbatch(args: argparse.Namespace) -> int:
+    import sys
+
+    from fha.study.prepare import prepare_study
+    from fha.study.slurm import (
+        REPORT_SCRIPT,
+        SHARD_SCRIPT,
+        SUBMIT_SCRIPT,
+        SlurmJobs,
+        default_shards,
+        job_name_for,
+        rounds_needed,
+        write_scripts,
+    )
+    from fha.study.spec import load_spec
+
+    spec = load_spec(args.spec)
+    out_dir = args.out.absolute()
+    widest = default_shards(spec)
+    shards = widest if args.shards is None else args.shards
+    jobs = SlurmJobs(  # checked before the study folder is prepared
+        spec=args.spec.absolute(),
+        out_dir=out_dir,
+        workdir=Path.cwd(),
+        scripts=(args.scripts or out_dir / "slurm").absolute(),
+        python=args.python or sys.executable,
+        shards=shards,
+        rounds=rounds_needed(spec, shards) if args.rounds is None else args.rounds,
+        min_rounds=rounds_needed(spec, shards),
+        job_name=args.job_name or job_name_for(args.spec),
+        partition=args.partition,
+        account=args.account,
+        qos=args.qos,
+        time=args.time,
+        cpus=args.cpus,
+        gpus=args.gpus,
+        mem=args.mem,
+        max_running=args.max_running,
+        jobs=args.jobs,
+        device=args.device,
+        setup=tuple(args.setup),
+    )
+    prepare_study(spec, args.out)
+    print(f"prepared {args.out}: study.json, tokenizer, n-gram references")
+    for path in write_scripts(jobs):
+        print(f"wrote {_shown(path)}")
+    if jobs.shards > widest:
+        print(f"note: {jobs.shards} shards, but the evaluation has {widest} trunks: some tasks will have nothing to do")
+    shard, report = _shown(jobs.scripts / SHARD_SCRIPT), _shown(jobs.scripts / REPORT_SCRIPT)
+    print(f"submit with: bash {_shown(jobs.scripts / SUBMIT_SCRIPT)}, which runs")
+    after = ""
+    for round_number in range(1, jobs.rounds + 1):
+        print(
+            f"  sbatch --parsable {after}{shard} {round_number}  # array of {jobs.shards} shards, round {round_number}"
+        )
+        after = f"--dependency=afterany:ROUND{round_number} "
+    print(f"  sbatch --parsable --dependency=afterok:ROUND{jobs.rounds} {report}")
+    return 0
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the working folder when it lies inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
