@@ -13,6 +13,7 @@ that importing it costs nothing.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Mapping, Sequence
@@ -312,6 +313,12 @@ def minimum_detectable_effect(sd: float, n: int, alpha: float = ALPHA, power: fl
         raise FhaValueError(f"`power` must be in (`alpha`, 1) = ({alpha}, 1), got {power}")
     if sd == 0.0:
         return 0.0
+    return _detectable_noncentrality(int(n), alpha, power) * sd / math.sqrt(n)
+
+
+@functools.cache  # depends on the design alone, and a report asks for it once per contrast and budget
+def _detectable_noncentrality(n: int, alpha: float, power: float) -> float:
+    """The noncentrality at which a two-sided t test at level `alpha` on `n` pairs has power `power`."""
     df = n - 1
     critical = t_quantile(1.0 - alpha / 2.0, df)
     low, high = 0.0, critical + t_quantile(power, df)
@@ -323,7 +330,7 @@ def minimum_detectable_effect(sd: float, n: int, alpha: float = ALPHA, power: fl
             low = middle
         else:
             high = middle
-    return 0.5 * (low + high) * sd / math.sqrt(n)
+    return 0.5 * (low + high)
 
 
 def seeds_needed(sd: float, halfwidth: float, confidence: float = CONFIDENCE, max_n: int = MAX_SEEDS) -> int:

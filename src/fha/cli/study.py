@@ -213,13 +213,13 @@ def run_plan(args: argparse.Namespace) -> int:
     print(f"{len(summary.new)} runs to train, {len(summary.reusable)} reusable from the ledger")
     if summary.tuning_pending:
         print("  (evaluation runs counted at the base rate: tuning has not chosen the rates yet)")
-    by_variant: dict[str, int] = {}
+    by_variant: dict[tuple[str, str], int] = {}
     for cell in summary.new:
-        by_variant[cell.variant] = by_variant.get(cell.variant, 0) + 1
-    for name, count in by_variant.items():
-        speed = summary.step_seconds.get(name)
+        by_variant[cell.point, cell.variant] = by_variant.get((cell.point, cell.variant), 0) + 1
+    for (point, name), count in by_variant.items():
+        speed = summary.step_seconds.get((point, name))
         timing = f", {speed:.3f} s per step" if speed is not None else ""
-        print(f"  {name}: {count} new{timing}")
+        print(f"  {f'{point} ' if point else ''}{name}: {count} new{timing}")
     if summary.seconds is not None:
         print(f"estimated training time with {jobs} at once: {summary.seconds / 3600:.1f} h (evaluation not counted)")
     if args.pilot is not None:
@@ -232,10 +232,9 @@ def run_plan(args: argparse.Namespace) -> int:
 
 
 def _vocab_size(spec) -> int:
-    from fha.study.plan import configs_for, evaluation_seeds
+    from fha.study.prepare import first_configs
 
-    name = spec.variant_names[0]
-    model, _ = configs_for(spec, name, spec.base_lr_max(name), evaluation_seeds(spec)[0], spec.tokens)
+    model, _ = first_configs(spec)
     return model.vocab_size
 
 

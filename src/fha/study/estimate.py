@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -40,14 +40,15 @@ class PlanSummary:
     new: list[Cell]
     reusable: list[Cell]
     seconds: float | None  # estimated training time for the new cells with `jobs` at once; None if not timed
-    step_seconds: dict[str, float]  # variant -> seconds per optimiser step
+    step_seconds: dict[tuple[str, str], float]  # (grid point, variant) -> seconds per optimiser step
     tuning_pending: bool  # evaluation cells counted at the base rate: tuning has not chosen yet
 
 
-def time_steps(planner: Planner, variant: str, steps: int, threads: int) -> float:
-    """Seconds per optimiser step of `variant` (median of `steps` timed steps)."""
-    cell = planner.evaluation_cells({name: planner.spec.base_lr_max(name) for name in planner.spec.variant_names})[0]
-    plan = planner.plan(Cell(variant, cell.lr_max, cell.seeds, cell.tokens, cell.role))
+def time_steps(planner: Planner, variant: str, steps: int, threads: int, point: str = "") -> float:
+    """Seconds per optimiser step of `variant` at grid point `point` (median of `steps` timed steps)."""
+    spec = planner.spec
+    cell = planner.evaluation_cells({name: spec.base_lr_max(name) for name in spec.variant_names}, point)[0]
+    plan = planner.plan(replace(cell, variant=variant))
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -76,7 +77,7 @@ def _steps_to_train(planner: Planner, new: list[Cell]) -> int:
     """Optimiser steps the trunk's new cells take: all of the largest budget's, and for a smaller budget
     its steps after the point where it branches from the largest (all of them when it cannot)."""
     spec = planner.spec
-    largest = planner.plan(Cell(*new[0].trunk[:3], max(spec.all_budgets), new[0].role)).train_config
+    largest = planner.plan(new[0].at_budget(max(spec.all_budgets))).train_config
     total = 0
     for cell in new:
         config = planner.plan(cell).train_config
@@ -98,35 +99,50 @@ def summarize(
         entry = ledger.get(planner.plan(cell).fingerprint)
         return None if entry is None else entry.metric("valid")
 
-    outcome = tuning_outcome(planner, score)
-    cells = planner.tuning_cells(outcome.grids)
-    rates = outcome.chosen or {name: spec.base_lr_max(name) for name in spec.variant_names}
-    cells += planner.evaluation_cells(rates)
+    cells: list[Cell] = []
+    pending = False
+    for point in spec.points:
+        outcome = tuning_outcome(planner, score, point.label)
+        cells += planner.tuning_cells(outcome.grids, point.label)
+        rates = outcome.chosen or {name: spec.base_lr_max(name) for name in spec.variant_names}
+        cells += planner.evaluation_cells(rates, point.label)
+        pending = pending or not outcome.done
     new = [cell for cell in cells if score(cell) is None]
     reusable = [cell for cell in cells if score(cell) is not None]
-    step_seconds: dict[str, float] = {}
+    step_seconds: dict[tuple[str, str], float] = {}
     seconds = None
     if timing_steps > 0:
-        step_seconds = {name: time_steps(planner, name, timing_steps, threads) for name in spec.variant_names}
+        step_seconds = {
+            (point.label, name): time_steps(planner, name, timing_steps, threads, point.label)
+            for point in spec.points
+            for name in spec.variant_names
+        }
         trunks: dict[tuple, list[Cell]] = {}
         for cell in new:
             trunks.setdefault(cell.trunk, []).append(cell)
-        total = sum(_steps_to_train(planner, trunk) * step_seconds[trunk[0].variant] for trunk in trunks.values())
+        total = sum(
+            _steps_to_train(planner, trunk) * step_seconds[trunk[0].point, trunk[0].variant]
+            for trunk in trunks.values()
+        )
         seconds = total / jobs
-    return PlanSummary(new, reusable, seconds, step_seconds, not outcome.done)
+    return PlanSummary(new, reusable, seconds, step_seconds, pending)
 
 
 def pilot_seeds(pilot: Path, halfwidth: float) -> tuple[float, int, int]:
-    """(paired SD of the pilot's primary contrast at its primary budget, its pairs, seeds needed for `halfwidth`)."""
+    """(paired SD of the pilot's primary contrast at its primary budget, its pairs, seeds needed for `halfwidth`);
+    with a grid, of the grid point whose paired SD is largest, so that every point reaches `halfwidth`."""
     if not math.isfinite(halfwidth) or halfwidth <= 0:
         raise FhaError(f"`halfwidth` must be a positive number of bits per byte, got {halfwidth}")
-    results = load_results([pilot], partial=True)
-    spec = results.spec
-    variant, baseline = results.values(spec.primary, spec.tokens), results.values(spec.baseline, spec.tokens)
-    if len(set(variant) & set(baseline)) < 2:
+    found = []
+    for results in load_results([pilot], partial=True):
+        spec = results.spec
+        variant, baseline = results.values(spec.primary, spec.tokens), results.values(spec.baseline, spec.tokens)
+        if len(set(variant) & set(baseline)) >= 2:
+            found.append(paired_difference(variant, baseline))
+    if not found:
         raise FhaError(
             f"{pilot}: the pilot needs at least 2 paired evaluation seeds of {spec.primary} and {spec.baseline}"
         )
-    paired = paired_difference(variant, baseline)
+    paired = max(found, key=lambda pair: pair.interval.std)
     sd = paired.interval.std
     return sd, paired.n, seeds_needed(sd, halfwidth)

@@ -40,9 +40,9 @@ from fha.run import LOG_FILE, METRICS_FILE, MODEL_CONFIG_FILE, MODEL_FILE, TRAIN
 from fha.run_info import read_run_info
 from fha.study.layout import EVAL_FILE, TOKENIZER_FILE, run_dir, worker_log
 from fha.study.ledger import SPLITS, write_entry
-from fha.study.plan import LOG_ONLY, CellPlan
+from fha.study.plan import CellPlan
 from fha.study.prepare import data_digests, evaluation_texts, study_documents
-from fha.study.spec import StudySpec
+from fha.study.spec import LOG_ONLY, StudySpec
 from fha.tokenizer import Tokenizer
 from fha.train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint
 from fha.train.config import TrainConfig

@@ -2,7 +2,10 @@
 
 Categories run down the y axis (horizontal bars), so long variant names never collide;
 every seed is a point, jittered so that none hides under the mean; the baseline and the
-n-gram references are marked; curves are in bits per byte, the verdict's unit.
+n-gram references are marked; curves are in bits per byte, the verdict's unit. With a grid,
+the test scores and paired differences show every grid point, the other figures are drawn per
+grid point (its label ends their file names), and a grid that changes the model's size adds
+`scaling.png`.
 """
 
 from __future__ import annotations
@@ -21,12 +24,17 @@ from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT, check_figure_options
 from fha.figures import plain_log_ticks, save_figure
 from fha.stats import Interval, mean_interval, paired_difference
 from fha.study.results import StudyResults
+from fha.study.scaling import Scaling, scaling
+from fha.study.spec import StudySpec
 
 CURVES_FILE = "validation_curves"
 TEST_FILE = "test_bits_per_byte"
 PAIRED_FILE = "paired_differences"
 BUDGETS_FILE = "difference_by_budget"
 SWEEP_FILE = "learning_rate_sweep"
+SCALING_FILE = "scaling"
+FIT_POINTS = 200  # points of a drawn power-law curve
+DODGE = 1.03  # factor between the sizes of neighbouring contrasts on the log axis, so their intervals do not overlap
 FIGURE_WIDTH = 7.5
 ROW_INCHES = 0.45  # height per category of a horizontal figure
 MIN_HEIGHT = 2.6
@@ -39,9 +47,16 @@ REFERENCE_STYLE = {"color": "dimgray", "linestyle": ":", "linewidth": 1}
 LN2 = math.log(2)
 
 
-def _named(figure: Figure, stem: str) -> Figure:
-    figure.set_label(stem)
+def _named(figure: Figure, stem: str, results: StudyResults | None = None) -> Figure:
+    """`figure` labelled with its file stem: with a grid, the grid point's label is appended."""
+    label = results.point.label if results is not None else ""
+    figure.set_label(f"{stem}_{label}" if label else stem)
     return figure
+
+
+def _titled(results: StudyResults, title: str) -> str:
+    """A figure title, with its grid point's settings when the study has a grid."""
+    return f"{title} ({results.point.title})" if results.point.label else title
 
 
 def _horizontal(count: int) -> tuple[Figure, Axes]:
@@ -88,28 +103,38 @@ def _references(ax: Axes, results: StudyResults, split: str, *, vertical: bool) 
             ax.annotate(label, (0, value), xycoords=("axes fraction", "data"), fontsize="x-small", color="dimgray")
 
 
-def test_scores(results: StudyResults) -> Figure:
-    """Each seed's test bits per byte at the primary budget, and the mean with its interval, per variant."""
-    names = [name for name in results.spec.variant_names if results.values(name, results.spec.tokens)]
-    figure, ax = _horizontal(len(names))
-    for position, name in enumerate(names):
-        values = list(results.values(name, results.spec.tokens).values())
+def _at_point(results: StudyResults, text: str) -> str:
+    """A category label, with its grid point's settings when the study has a grid."""
+    return f"{text} [{results.point.title}]" if results.point.label else text
+
+
+def test_scores(points: Sequence[StudyResults]) -> Figure:
+    """Each seed's test bits per byte at the primary budget, and the mean with its interval, per variant (and
+    grid point)."""
+    spec = points[0].spec
+    rows = [(results, name) for results in points for name in spec.variant_names if results.values(name, spec.tokens)]
+    figure, ax = _horizontal(len(rows))
+    for position, (results, name) in enumerate(rows):
+        values = list(results.values(name, spec.tokens).values())
         _seeds_with_interval(ax, position, values, mean_interval(values))
-    labels = [f"{name} (baseline)" if name == results.spec.baseline else name for name in names]
-    _references(ax, results, "test", vertical=True)
+    labels = [_at_point(results, f"{name} (baseline)" if name == spec.baseline else name) for results, name in rows]
+    _references(ax, points[0], "test", vertical=True)
     _categories(ax, labels, "test bits per byte (lower is better)", "Test bits per byte: seeds, mean and 95% interval")
     return _named(figure, TEST_FILE)
 
 
-def paired_differences(results: StudyResults) -> Figure:
-    """Per contrast at the primary budget, the seeds' differences and the mean difference with its interval."""
-    spec = results.spec
-    baseline = results.values(spec.baseline, spec.tokens)
-    pairs = [
-        (name, paired_difference(values, baseline))
-        for name in spec.contrasts
-        if set(values := results.values(name, spec.tokens)) & set(baseline)
-    ]
+def paired_differences(points: Sequence[StudyResults]) -> Figure:
+    """Per contrast (and grid point) at the primary budget, the seeds' differences and the mean difference
+    with its interval."""
+    spec = points[0].spec
+    pairs = []
+    for results in points:
+        baseline = results.values(spec.baseline, spec.tokens)
+        pairs += [
+            (_at_point(results, f"{name} − {spec.baseline}"), paired_difference(values, baseline))
+            for name in spec.contrasts
+            if set(values := results.values(name, spec.tokens)) & set(baseline)
+        ]
     figure, ax = _horizontal(len(pairs))
     for position, (_, paired) in enumerate(pairs):
         _seeds_with_interval(ax, position, paired.differences, paired.interval)
@@ -118,7 +143,7 @@ def paired_differences(results: StudyResults) -> Figure:
         ax.axvspan(-spec.equivalence_margin, spec.equivalence_margin, color="green", alpha=0.08, linewidth=0)
     _categories(
         ax,
-        [f"{name} − {spec.baseline}" for name, _ in pairs],
+        [label for label, _ in pairs],
         "difference in test bits per byte (below 0: better than the baseline)",
         "Paired differences at the primary budget",
     )
@@ -151,10 +176,16 @@ def difference_by_budget(results: StudyResults) -> Figure:
     ax.axhline(0.0, color="firebrick", linewidth=1)
     ax.set_xlabel("training tokens per run (M)")
     ax.set_ylabel("difference in test bits per byte")
-    ax.set_title("Paired difference by budget (band: 95% interval)")
+    ax.set_title(_titled(results, "Paired difference by budget (band: 95% interval)"))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
-    return _named(figure, BUDGETS_FILE)
+    return _named(figure, BUDGETS_FILE, results)
+
+
+def _has_curves(results: StudyResults) -> bool:
+    return any(
+        run.curve.get("step") for name in results.spec.variant_names for run in results.runs(name, results.spec.tokens)
+    )
 
 
 def validation_curves(results: StudyResults) -> Figure:
@@ -186,7 +217,7 @@ def validation_curves(results: StudyResults) -> Figure:
     _references(top, results, "valid", vertical=False)
     top.set_ylabel("validation bits per byte")
     counts = ", ".join(str(n) for n in sorted(seeds_shown))
-    top.set_title(f"Validation bits per byte (mean of {counts} seeds; from eval windows)")
+    top.set_title(_titled(results, f"Validation bits per byte (mean of {counts} seeds; from eval windows)"))
     top.grid(True, alpha=0.3)
     if means:
         top.legend(fontsize="small")
@@ -213,7 +244,7 @@ def validation_curves(results: StudyResults) -> Figure:
     bottom.set_xlabel("training tokens seen (M)")
     bottom.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     bottom.grid(True, alpha=0.3)
-    return _named(figure, CURVES_FILE)
+    return _named(figure, CURVES_FILE, results)
 
 
 def sweep_curves(results: StudyResults) -> Figure:
@@ -234,23 +265,95 @@ def sweep_curves(results: StudyResults) -> Figure:
     ax.set_ylabel("mean validation bits per byte")
     seeds = results.spec.sweep.seeds
     which = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
-    ax.set_title(f"Learning-rate tuning on {which} (star: chosen)")
+    ax.set_title(_titled(results, f"Learning-rate tuning on {which} (star: chosen)"))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
-    return _named(figure, SWEEP_FILE)
+    return _named(figure, SWEEP_FILE, results)
 
 
-def draw_all(results: StudyResults, out_dir: Path, fmt: str = DEFAULT_FORMAT, dpi: int = DEFAULT_DPI) -> list[Path]:
+def scaling_figure(found: Scaling, spec: StudySpec) -> Figure:
+    """Top: test bits per byte against parameters per variant (seeds, mean with its 95% interval) with the
+    fitted power law. Bottom: each contrast's paired difference at each size with its 95% interval."""
+    figure = Figure(figsize=(FIGURE_WIDTH, 7.0), layout="constrained")
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    for series in found.series:
+        sizes = np.array([size.parameters for size in series.sizes], dtype=float)
+        means = [size.interval.mean for size in series.sizes]
+        label = series.label
+        if series.fit is not None:
+            fit = series.fit
+            label += f": {fit.E:.3f} + {fit.A:.3g}·N^−{fit.alpha:.3f}"
+        (line,) = top.plot(sizes, means, "o", label=label)
+        color = line.get_color()
+        for size in series.sizes:
+            top.scatter([size.parameters] * len(size.values), size.values, color=color, alpha=POINT_ALPHA, s=10)
+            if size.interval.n >= 2:
+                top.errorbar(
+                    [size.parameters],
+                    [size.interval.mean],
+                    yerr=[[size.interval.mean - size.interval.low], [size.interval.high - size.interval.mean]],
+                    color=color,
+                    capsize=4,
+                )
+        if series.fit is not None:
+            dense = np.geomspace(sizes.min(), sizes.max(), FIT_POINTS)
+            top.plot(dense, [series.fit.predict(n) for n in dense], "--", color=color, linewidth=1)
+    top.set_xscale("log")
+    top.set_ylabel("test bits per byte")
+    top.set_title(f"Scaling at the primary budget along {', '.join(found.axes)} (dashed: L = E + A·N^−α)")
+    top.grid(True, which="both", alpha=0.3)
+    top.legend(fontsize="small")
+    labels = sorted({difference.label for difference in found.differences})
+    for index, label in enumerate(labels):
+        shown = sorted((d for d in found.differences if d.label == label), key=lambda d: d.parameters)
+        shift = DODGE ** (index - (len(labels) - 1) / 2)  # side by side on the log axis
+        sizes = [difference.parameters * shift for difference in shown]
+        intervals = [difference.paired.interval for difference in shown]
+        (line,) = bottom.plot(sizes, [i.mean for i in intervals], "o-", label=f"{label} − {spec.baseline}")
+        for size, interval in zip(sizes, intervals):
+            if interval.n >= 2:
+                bottom.errorbar(
+                    [size],
+                    [interval.mean],
+                    yerr=[[interval.mean - interval.low], [interval.high - interval.mean]],
+                    color=line.get_color(),
+                    capsize=4,
+                )
+    bottom.axhline(0.0, color="firebrick", linewidth=1)
+    if spec.equivalence_margin is not None:
+        bottom.axhspan(-spec.equivalence_margin, spec.equivalence_margin, color="green", alpha=0.08, linewidth=0)
+    bottom.set_ylabel("paired difference (95% interval)")
+    bottom.set_xlabel("parameters N")
+    bottom.grid(True, which="both", alpha=0.3)
+    if labels:
+        bottom.legend(fontsize="small")
+    return _named(figure, SCALING_FILE)
+
+
+def draw_all(
+    points: Sequence[StudyResults], out_dir: Path, fmt: str = DEFAULT_FORMAT, dpi: int = DEFAULT_DPI
+) -> list[Path]:
     """Write every figure as PNG at `dpi` (the reports embed these) and, for another `fmt`, also
-    in that format beside it. Returns the PNG paths."""
+    in that format beside it. With a grid, the test scores and paired differences show every grid
+    point, the curves, budgets and tuning figures are drawn per grid point, and a grid that changes
+    the model's size adds the scaling figure. Returns the PNG paths."""
     check_figure_options(fmt, dpi)
-    figures = []
-    if results.cells and any(results.values(name, results.spec.tokens) for name in results.spec.variant_names):
-        figures += [validation_curves(results), test_scores(results), paired_differences(results)]
-        if len(results.spec.all_budgets) > 1:
-            figures.append(difference_by_budget(results))
-    if results.spec.sweep is not None and results.tuning.scores:
-        figures.append(sweep_curves(results))
+    spec = points[0].spec
+    evaluated = [
+        results
+        for results in points
+        if results.cells and any(results.values(name, spec.tokens) for name in spec.variant_names)
+    ]
+    figures = [validation_curves(results) for results in evaluated if _has_curves(results)]
+    if evaluated:
+        figures += [test_scores(evaluated), paired_differences(evaluated)]
+    if len(spec.all_budgets) > 1:
+        figures += [difference_by_budget(results) for results in evaluated]
+    if spec.sweep is not None:
+        figures += [sweep_curves(results) for results in points if results.tuning.scores]
+    found = scaling(points)
+    if found is not None and found.series:
+        figures.append(scaling_figure(found, points[0].spec))
     written = []
     for figure in figures:
         written.append(save_figure(figure, out_dir / f"{figure.get_label()}.png", dpi))

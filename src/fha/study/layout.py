@@ -7,7 +7,8 @@
       tokenizer.json          the one tokenizer every run uses
       references.json         n-gram reference bits per byte on the validation and test texts
       ledger/FINGERPRINT.json one small file per finished cell: the study's results (fha.study.ledger)
-      runs/VARIANT/lr-LR/seed-S/tokens-N-FP/   a run folder (weights, checkpoints, logs, eval.json)
+      runs/VARIANT/lr-LR/seed-S/tokens-N-FP/   a run folder (weights, checkpoints, logs, eval.json);
+                              with a [grid], under its grid point: runs/POINT/VARIANT/...
       logs/...                 the output of runs trained by parallel workers (--jobs > 1)
 
 Only the ledger, study.json, tokenizer.json and references.json are needed to rebuild the

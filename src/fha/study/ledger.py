@@ -1,6 +1,7 @@
 """The ledger: one small JSON file per finished cell, enough to rebuild every report without weights.
 
-``DIR/ledger/FINGERPRINT.json`` holds the cell (variant, rate, seeds, budget, role), its
+``DIR/ledger/FINGERPRINT.json`` holds the cell (variant, rate, seeds, budget, role, and its
+grid point when the spec has a grid), its
 identity (what the fingerprint hashes), the metrics on the validation text, the test text
 and the training sample, the loss, learning-rate and gradient-norm curves, the run's
 environment, its parameter count and where it branched from. A cell whose training diverged
@@ -75,7 +76,9 @@ def entry_path(out_dir: Path, fingerprint: str) -> Path:
 
 
 def cell_to_dict(cell: Cell) -> dict[str, Any]:
-    return {
+    """The cell as its entry records it; `point` only for a grid point, so entries of studies without a
+    grid stay as they were."""
+    data: dict[str, Any] = {
         "variant": cell.variant,
         "lr_max": cell.lr_max,
         "init_seed": cell.seeds.init,
@@ -83,6 +86,9 @@ def cell_to_dict(cell: Cell) -> dict[str, Any]:
         "tokens": cell.tokens,
         "role": cell.role,
     }
+    if cell.point:
+        data["point"] = cell.point
+    return data
 
 
 def cell_from_dict(data: Mapping[str, Any]) -> Cell:
@@ -92,6 +98,7 @@ def cell_from_dict(data: Mapping[str, Any]) -> Cell:
         Seeds(int(data["init_seed"]), int(data["data_seed"])),
         int(data["tokens"]),
         str(data["role"]),
+        str(data.get("point", "")),
     )
 
 

@@ -1,7 +1,7 @@
 """From a spec to runs: every training result a study needs, its configs and its fingerprint.
 
-A *cell* is one training result: a variant at one peak learning rate, one pair of seeds
-(initial weights, batch order) and one budget in tokens. Its *fingerprint* hashes
+A *cell* is one training result: a variant at one grid point (when the spec has a grid), one
+peak learning rate, one pair of seeds (initial weights, batch order) and one budget in tokens. Its *fingerprint* hashes
 everything that decides the result: the resolved model and training configs (seeds and
 budget included), the digests of the training, validation and test files, the tokenizer's
 fingerprint and the training sample scored. Settings that only change what is logged
@@ -14,7 +14,8 @@ seeds. When its best rate (lowest mean validation bits per byte over the tuning 
 the primary budget) lies at an edge of the grid, the grid grows by one geometric step on
 that side, up to ``max_extensions`` times; a rate still at an edge is reported as "not
 tuned". `tuning_outcome` replays this from the results alone, so the runner and the report
-agree on it by construction.
+agree on it by construction. With a ``[grid]``, every grid point is tuned on its own: each
+variant's rate is chosen per grid point.
 """
 
 from __future__ import annotations
@@ -23,15 +24,14 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fha.config import ModelConfig
-from fha.study.spec import StudySpec
+from fha.study.spec import LOG_ONLY, StudySpec
 from fha.train.config import TrainConfig
 
 FINGERPRINT_HEX_CHARS = 16
-LOG_ONLY = ("eval_interval", "eval_samples", "log_interval", "checkpoint_interval")  # do not change the weights
 RATE_DIGITS = 6  # significant digits of an extended grid rate, so that 0.01 * 2 is 0.02 and names stay short
 TUNING, EVALUATION = "tuning", "evaluation"
 
@@ -57,16 +57,23 @@ class Cell:
     seeds: Seeds
     tokens: int
     role: str  # TUNING or EVALUATION
+    point: str = ""  # the grid point's label; "" without a grid
 
     @property
     def run_id(self) -> str:
-        """A readable name, e.g. ``fha/lr-0.01/seed-3/tokens-8192000``."""
-        return f"{self.variant}/lr-{self.lr_max:g}/seed-{self.seeds.label}/tokens-{self.tokens}"
+        """A readable name, e.g. ``fha/lr-0.01/seed-3/tokens-8192000``, under its grid point's label when the
+        spec has a grid (``dim-128/fha/lr-0.01/...``)."""
+        name = f"{self.variant}/lr-{self.lr_max:g}/seed-{self.seeds.label}/tokens-{self.tokens}"
+        return f"{self.point}/{name}" if self.point else name
 
     @property
-    def trunk(self) -> tuple[str, float, Seeds, str]:
+    def trunk(self) -> tuple[str, str, float, Seeds, str]:
         """Cells sharing this key differ only in their budget: one training can serve them all."""
-        return (self.variant, self.lr_max, self.seeds, self.role)
+        return (self.point, self.variant, self.lr_max, self.seeds, self.role)
+
+    def at_budget(self, tokens: int) -> Cell:
+        """The cell of the same trunk at another budget."""
+        return replace(self, tokens=tokens)
 
 
 @dataclass(frozen=True)
@@ -103,10 +110,10 @@ def fingerprint_of(identity: dict[str, Any]) -> str:
 
 
 def configs_for(
-    spec: StudySpec, variant: str, lr_max: float, seeds: Seeds, tokens: int
+    spec: StudySpec, variant: str, lr_max: float, seeds: Seeds, tokens: int, point: str = ""
 ) -> tuple[ModelConfig, TrainConfig]:
     """The configs of one cell, before the tokenizer sets the vocabulary size."""
-    return spec.configs(variant, lr_max, seeds.init, seeds.data, tokens)
+    return spec.configs(variant, lr_max, seeds.init, seeds.data, tokens, point)
 
 
 def evaluation_seeds(spec: StudySpec) -> list[Seeds]:
@@ -129,7 +136,7 @@ class Planner:
 
     def plan(self, cell: Cell) -> CellPlan:
         if cell not in self._plans:
-            model, train = configs_for(self.spec, cell.variant, cell.lr_max, cell.seeds, cell.tokens)
+            model, train = configs_for(self.spec, cell.variant, cell.lr_max, cell.seeds, cell.tokens, cell.point)
             model = model.replace(vocab_size=self.context.vocab_size, pad_id=self.context.pad_id)
             identity = {
                 "model": model.to_dict(),
@@ -141,18 +148,18 @@ class Planner:
             self._plans[cell] = CellPlan(cell, model, train, identity, fingerprint_of(identity))
         return self._plans[cell]
 
-    def tuning_cells(self, grids: dict[str, tuple[float, ...]]) -> list[Cell]:
+    def tuning_cells(self, grids: dict[str, tuple[float, ...]], point: str = "") -> list[Cell]:
         return [
-            Cell(variant, rate, seeds, tokens, TUNING)
+            Cell(variant, rate, seeds, tokens, TUNING, point)
             for variant, rates in grids.items()
             for rate in rates
             for seeds in tuning_seeds(self.spec)
             for tokens in self.spec.all_budgets
         ]
 
-    def evaluation_cells(self, rates: dict[str, float]) -> list[Cell]:
+    def evaluation_cells(self, rates: dict[str, float], point: str = "") -> list[Cell]:
         return [
-            Cell(variant, rates[variant], seeds, tokens, EVALUATION)
+            Cell(variant, rates[variant], seeds, tokens, EVALUATION, point)
             for variant in self.spec.variant_names
             for seeds in evaluation_seeds(self.spec)
             for tokens in self.spec.all_budgets
@@ -174,9 +181,9 @@ class TuningOutcome:
         return self.chosen is not None
 
 
-def tuning_outcome(planner: Planner, score: Callable[[Cell], float | None]) -> TuningOutcome:
-    """Replay tuning over the results: `score(cell)` is the cell's validation bits per byte (inf when
-    it diverged), or None when it has no result yet."""
+def tuning_outcome(planner: Planner, score: Callable[[Cell], float | None], point: str = "") -> TuningOutcome:
+    """Replay tuning at grid point `point` over the results: `score(cell)` is the cell's validation bits per
+    byte (inf when it diverged), or None when it has no result yet."""
     spec = planner.spec
     if spec.sweep is None:
         rates = {name: spec.base_lr_max(name) for name in spec.variant_names}
@@ -184,7 +191,7 @@ def tuning_outcome(planner: Planner, score: Callable[[Cell], float | None]) -> T
     grids = {name: spec.sweep.grid for name in spec.variant_names}
     extensions = dict.fromkeys(spec.variant_names, 0)
     while True:
-        cells = planner.tuning_cells(grids)
+        cells = planner.tuning_cells(grids, point)
         primary = [cell for cell in cells if cell.tokens == spec.tokens]
         missing = tuple(cell for cell in cells if score(cell) is None)
         if any(score(cell) is None for cell in primary):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fha.config import ModelConfig
 from fha.data import TokenData, prepare_tokens
 from fha.data.cache_location import token_cache_dir
 from fha.data.sources import load_documents, load_splits
@@ -27,6 +28,7 @@ from fha.study.ledger import Ledger
 from fha.study.plan import TUNING, Planner, StudyContext, configs_for, evaluation_seeds
 from fha.study.spec import StudySpec
 from fha.tokenizer import Tokenizer
+from fha.train.config import TrainConfig
 from fha.train.corpus import SOURCE_HASH_CHARS, train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -43,9 +45,17 @@ class Prepared:
     texts: dict[str, TokenData]  # valid, test and (if asked) train_sample
 
 
-def _split_settings(spec: StudySpec) -> tuple[float, int]:
+def first_configs(spec: StudySpec) -> tuple[ModelConfig, TrainConfig]:
+    """The configs of the spec's first evaluation run: the settings every run shares (vocabulary size,
+    validation split) are read from them."""
     first = spec.variant_names[0]
-    _, config = configs_for(spec, first, spec.base_lr_max(first), evaluation_seeds(spec)[0], spec.tokens)
+    return configs_for(
+        spec, first, spec.base_lr_max(first), evaluation_seeds(spec)[0], spec.tokens, spec.points[0].label
+    )
+
+
+def _split_settings(spec: StudySpec) -> tuple[float, int]:
+    _, config = first_configs(spec)
     return config.val_fraction, config.split_seed
 
 
@@ -136,9 +146,17 @@ def check_finished_runs(out_dir: Path, spec: StudySpec, context: StudyContext) -
     ledger = Ledger.read([out_dir])
     planner = Planner(spec, context)
     order = {name: index for index, name in enumerate(spec.variant_names)}
+    points = {point.label: index for index, point in enumerate(spec.points)}
     entries = sorted(
-        (entry for entry in ledger.entries.values() if entry.cell.variant in order),
-        key=lambda e: (e.cell.role != TUNING, order[e.cell.variant], e.cell.lr_max, e.cell.seeds, e.cell.tokens),
+        (entry for entry in ledger.entries.values() if entry.cell.variant in order and entry.cell.point in points),
+        key=lambda e: (
+            points[e.cell.point],
+            e.cell.role != TUNING,
+            order[e.cell.variant],
+            e.cell.lr_max,
+            e.cell.seeds,
+            e.cell.tokens,
+        ),
     )
     for entry in entries:
         try:
@@ -202,8 +220,7 @@ def study_documents(spec: StudySpec) -> dict[str, list[str]]:
 def _tokenizer(spec: StudySpec, out_dir: Path, train_documents: list[str]) -> Tokenizer:
     """The spec's tokenizer, the folder's, or one trained now on the training documents; its size must be
     the vocabulary size the spec asks for."""
-    first = spec.variant_names[0]
-    model, _ = configs_for(spec, first, spec.base_lr_max(first), evaluation_seeds(spec)[0], spec.tokens)
+    model, _ = first_configs(spec)
     path = out_dir / TOKENIZER_FILE
     if spec.data.tokenizer is not None:
         tokenizer, source = Tokenizer.load(spec.data.tokenizer), f"data.tokenizer ({spec.data.tokenizer})"

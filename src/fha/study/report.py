@@ -9,6 +9,10 @@ its 95% interval excludes zero (and, for the others, its Holm-adjusted p-value i
 lies inside it; otherwise it is inconclusive, with the interval's half-width and the smallest
 difference the study could detect at 80% power. When the n-gram references are known and runs
 are no better than the bigram model, the verdict says the models are still at n-gram level.
+
+With a grid, each grid point is such a comparison of its own (its section, its sentences in the
+verdict, its Holm family); no correction is made across grid points. A grid that changes the
+model's size adds a scaling section (`fha.study.scaling`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import base64
 import html
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fha.compare.report import Table, format_count, format_duration, html_table, markdown_table
@@ -26,6 +30,7 @@ from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT
 from fha.files import write_text_atomic
 from fha.stats import (
     ALPHA,
+    MIN_POWER_LAW_POINTS,
     PairedDifference,
     equivalence,
     holm_bonferroni,
@@ -36,12 +41,26 @@ from fha.stats import (
 )
 from fha.study.figures import draw_all
 from fha.study.results import RESULTS_FILE, StudyResults, load_results, results_csv
+from fha.study.scaling import scaling
 
 MARKDOWN_FILE = "report.md"
 HTML_FILE = "report.html"
 BPB_DECIMALS = 4
 NGRAM_NAMES = {1: "unigram", 2: "bigram", 3: "trigram"}
 MACHINE_NOTE = "Columns marked * are machine-dependent: measured on a possibly shared machine"
+PAIRED, VARIANTS, TUNING_SECTION, VARIANCE = (
+    "Paired differences against the baseline",
+    "Variants",
+    "Learning-rate tuning",
+    "Variance by source (crossed seeds)",
+)
+REFERENCES, TUNING_RUNS = "n-gram references", "Tuning runs at every budget"
+SECTION_ORDER = (PAIRED, VARIANTS, REFERENCES, TUNING_SECTION, TUNING_RUNS, VARIANCE)  # the report without a grid
+PAIRED_TEXT = (
+    "Test bits per byte of the variant minus the baseline's at the same seed pair; 95% Student t-interval; "
+    "two-sided paired t test; the primary contrast at the 5% level, the others Holm-adjusted; MDE: the "
+    "smallest true difference this number of seeds detects with 80% power, from the observed paired SD."
+)
 HTML_STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1180px; padding: 0 1em; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.88em; max-width: 100%; display: block;
@@ -77,6 +96,15 @@ def fmt_p(value: float) -> str:
 
 def seeds_phrase(count: int) -> str:
     return f"{count} seed" if count == 1 else f"{count} seeds"
+
+
+@dataclass(frozen=True)
+class Section:
+    heading: str
+    lines: list[str]
+    table: Table | None = None
+    note: str = ""
+    level: int = 2  # 2: a section of the report; 3: a part of one (a grid point's tables)
 
 
 @dataclass(frozen=True)
@@ -189,8 +217,9 @@ def budget_phrase(results: StudyResults) -> str:
     return f"{format_count(results.spec.tokens)} training tokens per run"
 
 
-def verdict(results: StudyResults) -> str:
-    spec = results.spec
+def comparison_sentences(results: StudyResults) -> list[str]:
+    """The verdict on one comparison (the study without a grid, or one grid point): how far it is, failed
+    runs, every contrast at the primary budget, untuned variants and the n-gram regime."""
     sentences = []
     if not results.tuning.done:
         finished = len(results.tuning_entries())
@@ -201,11 +230,13 @@ def verdict(results: StudyResults) -> str:
     elif not results.complete:
         done = len([c for c in results.cells if c in results.entries])
         sentences.append(f"PARTIAL: {done} of {len(results.cells)} evaluation runs finished; not a final result.")
-    for entry in results.failed:
-        sentences.append(f"{entry.cell.run_id} failed ({entry.diverged}): its seed is left out of its contrasts.")
-    found = contrasts(results, spec.tokens)
+    for cell, entry in results.failed:
+        sentences.append(f"{cell.run_id} failed ({entry.diverged}): its seed is left out of its contrasts.")
+    found = contrasts(results, results.spec.tokens)
     for contrast in found:
-        sentences.append(contrast_sentence(contrast, spec.equivalence_margin, contrast.variant == spec.primary))
+        sentences.append(
+            contrast_sentence(contrast, results.spec.equivalence_margin, contrast.variant == results.spec.primary)
+        )
     if not found:
         sentences.append("No contrast can be computed yet.")
     for name in results.tuning.at_edge:
@@ -216,11 +247,27 @@ def verdict(results: StudyResults) -> str:
     regime = regime_sentence(results)
     if regime:
         sentences.append(regime)
-    seeds = len({cell.seeds for cell in results.cells})
-    sentences.append(
-        f"Budget: {budget_phrase(results)}, {seeds_phrase(seeds)}; lower bits per byte on the test text is better."
+    return sentences
+
+
+def budget_sentence(points: Sequence[StudyResults]) -> str:
+    seeds = len({cell.seeds for results in points for cell in results.cells})
+    return f"Budget: {budget_phrase(points[0])}, {seeds_phrase(seeds)}; lower bits per byte on the test text is better."
+
+
+def verdict(results: StudyResults) -> str:
+    return " ".join([*comparison_sentences(results), budget_sentence([results])])
+
+
+def grid_verdict(points: Sequence[StudyResults]) -> str:
+    """The verdict of a study with a grid: each grid point's own, then what they share."""
+    parts = [f"At {results.point.title}: {' '.join(comparison_sentences(results))}" for results in points]
+    parts.append(
+        f"Each of the {len(points)} grid points is a comparison of its own (tuned, evaluated and tested apart; no "
+        "correction across grid points)."
     )
-    return " ".join(sentences)
+    parts.append(budget_sentence(points))
+    return " ".join(parts)
 
 
 # ---------------------------------------------------------------- tables
@@ -312,8 +359,8 @@ def tuning_table(results: StudyResults) -> Table | None:
         for rate, score in scores.items():
             count = sum(
                 1
-                for entry in results.tuning_entries()
-                if entry.cell.variant == name and entry.cell.lr_max == rate and entry.cell.tokens == results.spec.tokens
+                for cell, _ in results.tuning_entries()
+                if cell.variant == name and cell.lr_max == rate and cell.tokens == results.spec.tokens
             )
             chosen = results.chosen_lr.get(name) == rate
             rows.append(
@@ -322,14 +369,14 @@ def tuning_table(results: StudyResults) -> Table | None:
     return Table(header, rows)
 
 
-def pilot_table(results: StudyResults) -> Table | None:
-    entries = results.tuning_entries()
+def pilot_table(points: Sequence[StudyResults]) -> Table | None:
+    entries = [item for results in points for item in results.tuning_entries()]
     if not entries:
         return None
     header = ["run", "valid bits/byte", "test bits/byte", "train sample bits/byte", "training time *"]
     rows = [
         [
-            entry.cell.run_id,
+            cell.run_id,
             *(
                 ("diverged",) * 3
                 if entry.diverged
@@ -337,7 +384,7 @@ def pilot_table(results: StudyResults) -> Table | None:
             ),
             format_duration(entry.wall_time_s),
         ]
-        for entry in entries
+        for cell, entry in entries
     ]
     return Table(header, rows)
 
@@ -360,10 +407,12 @@ def variance_table(results: StudyResults) -> Table | None:
     return Table(header, rows)
 
 
-def setup_lines(results: StudyResults) -> list[str]:
+def setup_lines(points: Sequence[StudyResults]) -> list[str]:
+    results = points[0]
     spec, context = results.spec, results.context
     data = ", ".join(f"{name} {path} (sha256 {context.data_digests[name]})" for name, path in spec.data.files().items())
-    seeds = ", ".join(sorted({cell.seeds.label for cell in results.cells}, key=lambda s: (len(s), s)))
+    labels = {cell.seeds.label for results in points for cell in results.cells}
+    seeds = ", ".join(sorted(labels, key=lambda s: (len(s), s)))
     lines = [
         f"Base: {spec.base}; shared settings: {_settings(spec.set) or 'none'}.",
         f"Primary budget {budget_phrase(results)}"
@@ -391,8 +440,17 @@ def setup_lines(results: StudyResults) -> list[str]:
             f"Learning rate: lr_max grid {', '.join(f'{r:g}' for r in spec.sweep.grid)} (extended up to "
             f"{spec.sweep.max_extensions} steps beyond a winning edge) on tuning seeds "
             f"{', '.join(map(str, spec.sweep.seeds))}, never evaluation seeds; chosen per variant by mean validation "
-            "bits per byte at the primary budget."
+            "bits per byte at the primary budget" + (", at each grid point apart." if spec.grid is not None else ".")
         )
+    if spec.grid is not None:
+        axes = " x ".join(spec.grid.axis_title(name) for name in spec.grid.axis_names)
+        lines.append(
+            f"Grid: {len(points)} grid points ({'; '.join(results.point.title for results in points)}), each "
+            f"crossed with every variant; axes {axes}. "
+            "Each grid point is a comparison of its own, with its own tuning, evaluation runs and contrasts (the "
+            "primary at the 5% level, the others Holm-adjusted among themselves; no correction across grid points)."
+        )
+        lines.append(PAIRED_TEXT)
     return lines
 
 
@@ -400,18 +458,130 @@ def _settings(values: dict) -> str:
     return ", ".join(f"{key}={value}" for key, value in values.items())
 
 
+def grid_point_lines(results: StudyResults) -> list[str]:
+    rates = ", ".join(f"{name} {rate:g}" for name, rate in results.chosen_lr.items())
+    return [
+        f"{results.point.title} for every variant; its runs are under runs/{results.point.label}/; learning rates: "
+        + (rates or "not chosen yet")
+        + "."
+    ]
+
+
+def comparison_sections(results: StudyResults, level: int) -> list[Section]:
+    """The tables of one comparison (the study without a grid, or one grid point), those with rows."""
+    sections = [
+        Section(PAIRED, [PAIRED_TEXT] if level == 2 else [], contrast_table(results)),
+        Section(VARIANTS, [], variants_table(results)),
+        Section(TUNING_SECTION, ["Mean validation bits per byte over the tuning seeds."], tuning_table(results)),
+        Section(VARIANCE, [], variance_table(results)),
+    ]
+    return [replace(section, level=level) for section in sections if section.table is not None and section.table.rows]
+
+
+# ---------------------------------------------------------------- scaling
+def scaling_sections(points: Sequence[StudyResults]) -> list[Section]:
+    """With a grid that changes the model's size: the power-law fits, the sizes and the differences by size."""
+    found = scaling(points)
+    if found is None:
+        return []
+    axes = ", ".join(found.axes)
+    lines = [
+        f"The grid changes the model's size along {axes}. Per variant (and per setting of the other axes), the mean "
+        "test bits per byte at the primary budget at each size is fitted with L = E + A·N^−α by least squares "
+        f"(N: parameters; E ≥ 0, A > 0, α > 0), which needs {MIN_POWER_LAW_POINTS} sizes or more; below, each "
+        "contrast's paired difference at each size with its 95% interval (as in the grid point's section)."
+    ]
+    if any(series.fit is not None and len(series.sizes) == MIN_POWER_LAW_POINTS for series in found.series):
+        lines.append(
+            f"With {MIN_POWER_LAW_POINTS} sizes the law has as many parameters as there are points: the fit describes "
+            "the trend, it cannot test the law (more sizes would)."
+        )
+    if not any(series.fit is not None for series in found.series):
+        lines.append(f"No power law is fitted: {'; '.join(sorted({s.label + ': ' + s.note for s in found.series}))}.")
+    fits = Table(
+        ["series", "sizes", "parameters", "E", "A", "α", "RMS residual", "note"],
+        [
+            [
+                series.label,
+                str(len(series.sizes)),
+                f"{series.sizes[0].parameters:,} – {series.sizes[-1].parameters:,}",
+                *(
+                    (
+                        fmt_bpb(series.fit.E),
+                        f"{series.fit.A:.4g}",
+                        f"{series.fit.alpha:.4f}",
+                        f"{math.sqrt(series.fit.residual / len(series.sizes)):.2g}",
+                    )
+                    if series.fit is not None
+                    else ("—",) * 4
+                ),
+                series.note,
+            ]
+            for series in found.series
+        ],
+    )
+    sizes = Table(
+        ["series", "grid point", "parameters", "runs", "test bits/byte [95% CI]", "power law"],
+        [
+            [
+                series.label,
+                size.point.title,
+                f"{size.parameters:,}",
+                str(size.interval.n),
+                _interval_text(size.interval.mean, size.interval.low, size.interval.high, size.interval.n),
+                fmt_bpb(series.fit.predict(size.parameters)) if series.fit is not None else "—",
+            ]
+            for series in found.series
+            for size in series.sizes
+        ],
+    )
+    differences = Table(
+        ["difference", "grid point", "parameters", "mean [95% CI]", "half-width", "seeds won"],
+        [
+            [
+                f"{difference.label} − {points[0].spec.baseline}",
+                difference.point.title,
+                f"{difference.parameters:,}",
+                _interval_text(
+                    difference.paired.interval.mean,
+                    difference.paired.interval.low,
+                    difference.paired.interval.high,
+                    difference.paired.interval.n,
+                    signed=True,
+                ),
+                fmt_bpb(
+                    (difference.paired.interval.high - difference.paired.interval.low) / 2
+                    if difference.paired.interval.n >= 2
+                    else math.nan
+                ),
+                f"{difference.paired.wins} of {difference.paired.n}",
+            ]
+            for difference in found.differences
+        ],
+    )
+    return [
+        Section("Scaling", lines),
+        *(
+            Section(heading, [], table, level=3)
+            for heading, table in (
+                ("Power-law fits", fits),
+                ("Test bits per byte by size", sizes),
+                ("Paired differences by size", differences),
+            )
+            if table.rows
+        ),
+    ]
+
+
 # ---------------------------------------------------------------- writing
 @dataclass
 class Report:
-    results: StudyResults
+    points: list[StudyResults]  # one per grid point; one without a grid
     figures: list[Path]
     markdown: Path
     html: Path
     csv: Path
     verdict: str
-
-
-Section = tuple[str, list[str], "Table | None", str]
 
 
 def write_report(
@@ -423,58 +593,53 @@ def write_report(
     partial: bool = False,
 ) -> Report:
     """Read the study in `folders` (the first one's study.json, every one's ledger) and write the report
-    into `report_dir` (default: the first folder)."""
+    into `report_dir` (default: the first folder). With a grid, every grid point has a section of its
+    own, and a grid that changes the model's size a scaling section."""
     folders = [Path(folder) for folder in folders]
-    results = load_results(folders, partial=partial)
+    points = load_results(folders, partial=partial)
+    results = points[0]
     report_dir = report_dir or folders[0]
     csv_path = report_dir / RESULTS_FILE
-    write_text_atomic(csv_path, results_csv(results))
-    figures = draw_all(results, report_dir, fmt, dpi)
-    text = verdict(results)
-    sections: list[Section] = [
-        ("Setup", setup_lines(results), None, ""),
-        (
-            "Paired differences against the baseline",
-            [
-                "Test bits per byte of the variant minus the baseline's at the same seed pair; 95% Student t-interval; "
-                "two-sided paired t test; the primary contrast at the 5% level, the others Holm-adjusted; MDE: the "
-                "smallest true difference this number of seeds detects with 80% power, from the observed paired SD."
-            ],
-            contrast_table(results),
-            "",
-        ),
-        ("Variants", [], variants_table(results), ""),
-    ]
-    optional: list[tuple[str, list[str], Table | None, str]] = [
-        (
-            "n-gram references",
+    write_text_atomic(csv_path, results_csv(points))
+    figures = draw_all(points, report_dir, fmt, dpi)
+    shared = [
+        Section(
+            REFERENCES,
             ["Interpolated Kneser–Ney models fitted on the training text with the study's tokenizer."],
             references_table(results),
-            "",
         ),
-        ("Learning-rate tuning", ["Mean validation bits per byte over the tuning seeds."], tuning_table(results), ""),
-        ("Tuning runs at every budget", [], pilot_table(results), f"{MACHINE_NOTE}."),
-        ("Variance by source (crossed seeds)", [], variance_table(results), ""),
+        Section(TUNING_RUNS, [], pilot_table(points), f"{MACHINE_NOTE}."),
     ]
-    sections += [section for section in optional if section[2] is not None]
-    sections = [section for section in sections if section[2] is None or section[2].rows]  # no empty tables
+    shared = [section for section in shared if section.table is not None and section.table.rows]
+    if results.spec.grid is None:
+        text = verdict(results)
+        found = {section.heading: section for section in [*comparison_sections(results, level=2), *shared]}
+        sections = [Section("Setup", setup_lines(points)), *(found[name] for name in SECTION_ORDER if name in found)]
+    else:
+        text = grid_verdict(points)
+        sections = [Section("Setup", setup_lines(points))]
+        for point in points:
+            sections.append(Section(f"Grid point {point.point.title}", grid_point_lines(point)))
+            sections += comparison_sections(point, level=3)
+        sections += scaling_sections(points)
+        sections += shared
     title = f"Study: {results.spec.description or folders[0].name}"
     markdown = report_dir / MARKDOWN_FILE
     page = report_dir / HTML_FILE
     write_text_atomic(markdown, _markdown(title, text, sections, figures))
     write_text_atomic(page, _html(title, text, sections, figures))
-    return Report(results, figures, markdown, page, csv_path, text)
+    return Report(points, figures, markdown, page, csv_path, text)
 
 
 def _markdown(title: str, text: str, sections: Sequence[Section], figures: Sequence[Path]) -> str:
     parts = [f"# {title}", "", f"**Verdict.** {text}", ""]
-    for heading, lines, table, note in sections:
-        parts += [f"## {heading}", ""]
-        parts += [line for item in lines for line in (item, "")]
-        if table is not None:
-            parts += [markdown_table(table), ""]
-        if note:
-            parts += [note, ""]
+    for section in sections:
+        parts += [f"{'#' * section.level} {section.heading}", ""]
+        parts += [line for item in section.lines for line in (item, "")]
+        if section.table is not None:
+            parts += [markdown_table(section.table), ""]
+        if section.note:
+            parts += [section.note, ""]
     parts += ["## Figures", ""]
     parts += [line for figure in figures for line in (f"![{figure.stem.replace('_', ' ')}]({figure.name})", "")]
     return "\n".join(parts)
@@ -487,13 +652,13 @@ def _html(title: str, text: str, sections: Sequence[Section], figures: Sequence[
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="verdict"><strong>Verdict.</strong> {html.escape(text)}</p>',
     ]
-    for heading, lines, table, note in sections:
-        parts.append(f"<h2>{html.escape(heading)}</h2>")
-        parts += [f"<p>{html.escape(line)}</p>" for line in lines]
-        if table is not None:
-            parts.append(html_table(table))
-        if note:
-            parts.append(f"<p><small>{html.escape(note)}</small></p>")
+    for section in sections:
+        parts.append(f"<h{section.level}>{html.escape(section.heading)}</h{section.level}>")
+        parts += [f"<p>{html.escape(line)}</p>" for line in section.lines]
+        if section.table is not None:
+            parts.append(html_table(section.table))
+        if section.note:
+            parts.append(f"<p><small>{html.escape(section.note)}</small></p>")
     parts.append("<h2>Figures</h2>")
     for figure in figures:
         encoded = base64.b64encode(figure.read_bytes()).decode("ascii")

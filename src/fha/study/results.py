@@ -3,7 +3,8 @@
 Everything comes from study.json and the ledger entries (of one folder, or several: shards
 from other machines, a ledger committed under docs/results/); no weights, no run folders.
 A cell is used only when an entry with its fingerprint exists, so a result is never pooled
-with runs of other settings, data, tokenizer or budget.
+with runs of other settings, data, tokenizer or budget. A study with a grid is read as one
+`StudyResults` per grid point, each a comparison of its own.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from fha.files import read_json
 from fha.study.layout import REFERENCES_FILE, context_of, load_record, spec_of
 from fha.study.ledger import Entry, Ledger
 from fha.study.plan import TUNING, Cell, Planner, Seeds, StudyContext, TuningOutcome, tuning_outcome
-from fha.study.spec import StudySpec
+from fha.study.spec import NO_GRID, GridPoint, StudySpec
 
 RESULTS_FILE = "results.csv"
 RESULT_COLUMNS = (
@@ -45,6 +46,8 @@ MAX_LISTED = 6  # cells named in an error before "and N more"
 
 @dataclass
 class StudyResults:
+    """The results of one comparison: the whole study without a grid, or one grid point of it."""
+
     spec: StudySpec
     context: StudyContext
     folders: list[Path]
@@ -52,6 +55,7 @@ class StudyResults:
     cells: list[Cell]  # the evaluation cells the spec asks for
     entries: dict[Cell, Entry]  # every cell (tuning and evaluation) with a ledger entry
     references: dict[str, dict[int, float]]  # split -> n-gram order -> bits per byte (empty if not computed)
+    point: GridPoint = NO_GRID
 
     @property
     def chosen_lr(self) -> dict[str, float]:
@@ -62,8 +66,10 @@ class StudyResults:
         return [cell for cell in self.cells if cell not in self.entries]
 
     @property
-    def failed(self) -> list[Entry]:
-        return [self.entries[cell] for cell in self.cells if cell in self.entries and self.entries[cell].diverged]
+    def failed(self) -> list[tuple[Cell, Entry]]:
+        return [
+            (cell, self.entries[cell]) for cell in self.cells if cell in self.entries and self.entries[cell].diverged
+        ]
 
     @property
     def complete(self) -> bool:
@@ -88,21 +94,22 @@ class StudyResults:
             if not self.entries[cell].diverged
         ]
 
-    def tuning_entries(self) -> list[Entry]:
+    def tuning_entries(self) -> list[tuple[Cell, Entry]]:
         return sorted(
-            (entry for cell, entry in self.entries.items() if cell.role == TUNING),
-            key=lambda e: (e.cell.variant, e.cell.lr_max, e.cell.seeds, e.cell.tokens),
+            ((cell, entry) for cell, entry in self.entries.items() if cell.role == TUNING),
+            key=lambda item: (item[0].variant, item[0].lr_max, item[0].seeds, item[0].tokens),
         )
 
 
-def load_results(folders: list[Path], *, partial: bool = False) -> StudyResults:
-    """The study of `folders[0]` (its study.json) with the ledgers of all `folders`; an FhaError names
-    what is missing unless `partial`."""
+def load_results(folders: list[Path], *, partial: bool = False) -> list[StudyResults]:
+    """The study of `folders[0]` (its study.json) with the ledgers of all `folders`, one `StudyResults` per
+    grid point (one without a grid); an FhaError names what is missing unless `partial`."""
     record = load_record(folders[0])
     spec, context = spec_of(folders[0], record), context_of(folders[0], record)
     ledger = Ledger.read(folders)
     planner = Planner(spec, context)
     by_fingerprint: dict[str, Entry] = ledger.entries
+    references = _references(folders[0], spec, context)
 
     def entry(cell: Cell) -> Entry | None:
         return by_fingerprint.get(planner.plan(cell).fingerprint)
@@ -111,24 +118,30 @@ def load_results(folders: list[Path], *, partial: bool = False) -> StudyResults:
         found = entry(cell)
         return None if found is None else found.metric("valid")
 
-    tuning = tuning_outcome(planner, score)
-    entries = {cell: found for cell in planner.tuning_cells(tuning.grids) if (found := entry(cell)) is not None}
-    cells = planner.evaluation_cells(tuning.chosen) if tuning.done else []
-    entries.update({cell: found for cell in cells if (found := entry(cell)) is not None})
-    results = StudyResults(spec, context, folders, tuning, cells, entries, _references(folders[0], spec, context))
+    points = []
+    for point in spec.points:
+        tuning = tuning_outcome(planner, score, point.label)
+        tuned = planner.tuning_cells(tuning.grids, point.label)
+        entries = {cell: found for cell in tuned if (found := entry(cell)) is not None}
+        cells = planner.evaluation_cells(tuning.chosen, point.label) if tuning.done else []
+        entries.update({cell: found for cell in cells if (found := entry(cell)) is not None})
+        points.append(StudyResults(spec, context, folders, tuning, cells, entries, references, point))
     if not partial:
-        if not tuning.done:
+        untuned = [cell for results in points if not results.tuning.done for cell in results.tuning.missing]
+        if untuned:
             raise FhaError(
-                f"{folders[0]}: tuning is not finished ({_listed([c.run_id for c in tuning.missing])} have no "
+                f"{folders[0]}: tuning is not finished ({_listed([c.run_id for c in untuned])} have no "
                 "result); run fha study run on the spec again, or report what there is with --partial"
             )
-        if results.missing:
+        missing = [cell for results in points for cell in results.missing]
+        if missing:
+            total = sum(len(results.cells) for results in points)
             raise FhaError(
-                f"{folders[0]}: {len(results.missing)} of {len(cells)} runs are not finished "
-                f"({_listed([c.run_id for c in results.missing])}); run fha study run on the spec again (every "
+                f"{folders[0]}: {len(missing)} of {total} runs are not finished "
+                f"({_listed([c.run_id for c in missing])}); run fha study run on the spec again (every "
                 "shard), or report what there is with --partial"
             )
-    return results
+    return points
 
 
 def _listed(names: list[str]) -> str:
@@ -151,36 +164,42 @@ def _references(folder: Path, spec: StudySpec, context: StudyContext) -> dict[st
         raise FhaError(f"{folder / REFERENCES_FILE}: malformed; delete it and run the study again") from None
 
 
-def results_csv(results: StudyResults) -> str:
+def results_csv(points: list[StudyResults]) -> str:
     """One row per cell with a result (tuning and evaluation); floats at full precision, so equal studies
-    give byte-equal files."""
+    give byte-equal files. With a grid, each row also names its grid point and the point's settings."""
+    spec = points[0].spec
+    grid_columns = ["grid_point", *spec.grid.settings] if spec.grid is not None else []
+    columns = [*RESULT_COLUMNS[:2], *grid_columns, *RESULT_COLUMNS[2:]]
     handle = io.StringIO()
-    writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    ordered = sorted(
-        results.entries.items(),
-        key=lambda item: (item[0].role != TUNING, item[0].variant, item[0].lr_max, item[0].seeds, item[0].tokens),
-    )
-    for cell, entry in ordered:
-        row: dict[str, Any] = {
-            "run": cell.run_id,
-            "role": cell.role,
-            "variant": cell.variant,
-            "init_seed": cell.seeds.init,
-            "data_seed": cell.seeds.data,
-            "learning_rate": repr(cell.lr_max),
-            "tokens": cell.tokens,
-            "parameters": entry.parameters,
-            "status": "diverged" if entry.diverged else "finished",
-            "fingerprint": entry.fingerprint,
-        }
-        if not entry.diverged:
-            row.update(
-                valid_bits_per_byte=repr(entry.metric("valid")),
-                test_bits_per_byte=repr(entry.metric("test")),
-                test_loss=repr(entry.metric("test", "loss")),
-                test_top1_accuracy=repr(entry.metric("test", "top1_accuracy")),
-                train_sample_bits_per_byte=repr(entry.metric("train_sample")),
-            )
-        writer.writerow(row)
+    for results in points:
+        ordered = sorted(
+            results.entries.items(),
+            key=lambda item: (item[0].role != TUNING, item[0].variant, item[0].lr_max, item[0].seeds, item[0].tokens),
+        )
+        for cell, entry in ordered:
+            row: dict[str, Any] = {
+                "run": cell.run_id,
+                "role": cell.role,
+                "variant": cell.variant,
+                "init_seed": cell.seeds.init,
+                "data_seed": cell.seeds.data,
+                "learning_rate": repr(cell.lr_max),
+                "tokens": cell.tokens,
+                "parameters": entry.parameters,
+                "status": "diverged" if entry.diverged else "finished",
+                "fingerprint": entry.fingerprint,
+            }
+            if grid_columns:
+                row.update(grid_point=cell.point, **results.point.settings)
+            if not entry.diverged:
+                row.update(
+                    valid_bits_per_byte=repr(entry.metric("valid")),
+                    test_bits_per_byte=repr(entry.metric("test")),
+                    test_loss=repr(entry.metric("test", "loss")),
+                    test_top1_accuracy=repr(entry.metric("test", "top1_accuracy")),
+                    train_sample_bits_per_byte=repr(entry.metric("train_sample")),
+                )
+            writer.writerow(row)
     return handle.getvalue()

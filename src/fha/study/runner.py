@@ -11,7 +11,8 @@ weights depend on the init seed and the batch order on the data seed alone, so t
 at one seed pair see the same batches (a paired design). Growth: a spec with more seeds,
 variants, budgets or rates trains only the new cells; a change that would give a finished
 cell another result (a setting, the data, the tokenizer) is refused, naming the change.
-Sharding: shard I of N takes every N-th trunk of each phase, so N machines sharing the study
+Grid points: each is tuned on its own, and its evaluation runs start once its tuning is done.
+Sharding: shard I of N takes every N-th trunk of each phase (of each grid point), so N machines sharing the study
 folder (or each with a folder of its own, merged by the report) split it without talking.
 """
 
@@ -74,7 +75,7 @@ class StudyProgress:
     reused: int = 0  # cells found in the ledger
     failed: list[CellOutcome] = field(default_factory=list)
     waiting_for_others: bool = False  # this shard's part is done; other shards' tuning is not
-    tuning: TuningOutcome | None = None
+    tuning: dict[str, TuningOutcome] = field(default_factory=dict)  # by grid point ("" without a grid)
 
 
 def default_jobs(device: torch.device) -> int:
@@ -107,24 +108,34 @@ def run_study(
     runner = _Runner(spec, out_dir, planner, ledger, jobs, threads, device, shard, progress)
     with _sigterm_as_interrupt():
         while True:  # tuning rounds: each may extend a grid and add cells
-            outcome = tuning_outcome(planner, runner.score)
-            progress.tuning = outcome
-            ours = shard.take(_trunks(planner.tuning_cells(outcome.grids)))
+            progress.tuning = {point.label: tuning_outcome(planner, runner.score, point.label) for point in spec.points}
+            ours = [
+                trunk
+                for label, outcome in progress.tuning.items()
+                for trunk in shard.take(_trunks(planner.tuning_cells(outcome.grids, label)))
+            ]
             missing = [_missing(trunk, runner) for trunk in ours if not runner.tried(trunk)]
             missing = [trunk for trunk in missing if trunk]
             if not missing:
                 break
             runner.execute(missing)
-        if not outcome.done:
-            progress.waiting_for_others = True
-            return progress
-        log.info("learning rates: %s", ", ".join(f"{name} {rate:g}" for name, rate in outcome.chosen.items()))
-        if outcome.at_edge:
-            log.warning(
-                "still at an edge of the grid after every extension (not tuned): %s", ", ".join(outcome.at_edge)
+        evaluation = []
+        for label, outcome in progress.tuning.items():
+            if not outcome.done:
+                progress.waiting_for_others = True
+                continue
+            where = f" at {label}" if label else ""
+            log.info(
+                "learning rates%s: %s", where, ", ".join(f"{name} {rate:g}" for name, rate in outcome.chosen.items())
             )
-        cells = planner.evaluation_cells(outcome.chosen)
-        ours = [_missing(trunk, runner) for trunk in shard.take(_trunks(cells))]
+            if outcome.at_edge:
+                log.warning(
+                    "still at an edge of the grid%s after every extension (not tuned): %s",
+                    where,
+                    ", ".join(outcome.at_edge),
+                )
+            evaluation += shard.take(_trunks(planner.evaluation_cells(outcome.chosen, label)))
+        ours = [_missing(trunk, runner) for trunk in evaluation]
         runner.execute([trunk for trunk in ours if trunk])
     return progress
 
@@ -177,7 +188,7 @@ class _Runner:
         tasks = []
         for trunk in trunks:
             self._tried.add(trunk[0].trunk)
-            every_budget = [Cell(*trunk[0].trunk[:3], tokens, trunk[0].role) for tokens in self.spec.all_budgets]
+            every_budget = [trunk[0].at_budget(tokens) for tokens in self.spec.all_budgets]
             plans = tuple(self.planner.plan(cell) for cell in sorted(every_budget, key=lambda c: -c.tokens))
             todo = frozenset(self.planner.plan(cell).fingerprint for cell in trunk)
             tasks.append(TrunkTask(plans, todo, self.out_dir, self.spec, self.threads, self.device, self.jobs > 1))

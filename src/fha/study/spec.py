@@ -32,6 +32,16 @@
     seeds = [100, 101]            # default: 10000 and 10001; never an evaluation seed
     max_extensions = 2            # grid steps added beyond an edge that wins (default 2)
 
+    [grid]                        # optional: other settings, crossed with the variants
+    fractal_split = [2, 4]        # each list is an axis; several lists are crossed
+
+    [[grid.points]]               # optional: one more axis whose values set several settings together
+    dim = 64
+    head_dim = 16
+
+Every grid point is a comparison of its own: its variants are tuned, evaluated and compared
+apart from the other points', and its runs live under a folder named after it
+(``dim-64+head_dim-16+fractal_split-2``).
 Every run's ``max_steps`` is its budget divided by its tokens per step, so every budget must
 be a whole number of steps of every variant. The spec is pure data: `fha.study.plan` turns it
 into runs and fingerprints.
@@ -39,10 +49,13 @@ into runs and fingerprints.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +83,7 @@ TOP_LEVEL_KEYS = (
     "set",
     "variants",
     "sweep",
+    "grid",
     "base_tables",
 )
 REQUIRED_KEYS = ("base", "baseline", "seeds", "tokens", "data", "variants")
@@ -82,6 +96,12 @@ STUDY_OWNED = {"max_steps": "tokens", "seed": "seeds", "data_seed": "data_seeds"
 SAME_FOR_ALL = ("vocab_size", "val_fraction", "split_seed")  # the data and tokenizer must not differ by variant
 VARIANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 LR_SCALED = ("lr_init", "lr_min")  # follow lr_max in a sweep
+LOG_ONLY = ("eval_interval", "eval_samples", "log_interval", "checkpoint_interval")  # do not change the weights
+GRID_POINTS = "points"  # the [[grid.points]] axis: settings that change together
+NOT_AN_AXIS = {"lr_max": "the learning rate is tuned by [sweep], not a grid axis"}
+POINT_SEPARATOR = "+"  # between the settings of a grid point's folder name
+GRID_VALUE = re.compile(r"^[A-Za-z0-9._-]+$")  # a string value names a folder
+MAX_GRID_POINTS = 100
 DEFAULT_SWEEP_SEEDS = (10_000, 10_001)
 DEFAULT_MAX_EXTENSIONS = 2
 DEFAULT_TRAIN_SAMPLE = 300
@@ -151,6 +171,11 @@ def _tokens_per_step(tables: Tables) -> int:
     for name, value in values.items():
         require(_is_int(value) and value > 0, f"{name} must be a positive integer, got {value!r}")
     return values["batch_size"] * values["grad_accum_steps"] * values["max_seq_len"]
+
+
+def _current_name(key: str) -> str:
+    """A known setting's current name (an old field name maps to the new one)."""
+    return TABLES[owner_of(key)].current_name(key)
 
 
 def tables_of(overrides: dict[str, Any]) -> Tables:
@@ -224,6 +249,137 @@ class Sweep:
         return tuple(sorted(float(rate) for rate in self.lr_max))
 
 
+def _label_value(value: Any) -> str:
+    """A grid value as it appears in a folder name: 64, 0.5, fha, true."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    return str(value)
+
+
+def _check_grid_value(where: str, value: Any) -> None:
+    require(
+        isinstance(value, (str, int, float)) and (not isinstance(value, float) or math.isfinite(value)),
+        f"{where} values must be numbers, strings or booleans (they name the grid point's folder), got {value!r}",
+    )
+    require(
+        not isinstance(value, str) or bool(GRID_VALUE.match(value)),
+        f"{where} values must be letters, digits, '.', '_' or '-' (they name the grid point's folder), got {value!r}",
+    )
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One grid point: the settings it adds to every variant. Without a grid the study has one, `NO_GRID`."""
+
+    label: str  # its folder name, e.g. "dim-128+head_dim-32" ("" without a grid)
+    settings: dict[str, Any]  # in the spec's order: the [[grid.points]] settings first
+    coordinates: tuple[int, ...] = ()  # its index on each axis of the grid (`Grid.axis_names`)
+
+    @property
+    def title(self) -> str:
+        """Its settings for a reader, e.g. ``dim=128, head_dim=32``."""
+        return self.describe(self.settings)
+
+    def describe(self, keys: Iterable[str]) -> str:
+        """The settings among `keys`, as in `title`."""
+        wanted = set(keys)
+        return ", ".join(f"{key}={_label_value(value)}" for key, value in self.settings.items() if key in wanted)
+
+
+NO_GRID = GridPoint("", {})
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Settings crossed with the variants. Each list of `axes` is an axis, and the axes are crossed;
+    `points`, when given, is one more axis (the first) whose values set several settings together,
+    such as a model width with its head size."""
+
+    axes: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    points: tuple[dict[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        require(
+            bool(self.axes or self.points),
+            "grid: empty; give lists of values (fractal_split = [2, 4]) or [[grid.points]] tables",
+        )
+        for key, values in self.axes.items():
+            require(
+                isinstance(values, (list, tuple)) and len(values) > 0,
+                f"grid.{key} must be a non-empty list of values, got {values!r}",
+            )
+            for value in values:
+                _check_grid_value(f"grid.{key}", value)
+            require(len(set(values)) == len(values), f"grid.{key} has repeated values: {list(values)}")
+        if self.points:
+            first = list(self.points[0])
+            for index, point in enumerate(self.points):
+                where = f"grid.points[{index}]"
+                require(isinstance(point, dict) and bool(point), f"{where} must be a table of settings")
+                require(
+                    sorted(point) == sorted(first),
+                    f"{where} sets {', '.join(point)}; every point must set the settings of grid.points[0] "
+                    f"({', '.join(first)})",
+                )
+                for key, value in point.items():
+                    _check_grid_value(f"{where}.{key}", value)
+                    require(key not in self.axes, f"{where}.{key}: also a list in [grid]; give it in one place")
+                for other in range(index):
+                    require(self.points[other] != point, f"{where} repeats grid.points[{other}]")
+        count = math.prod(len(values) for values in self.axes.values()) * max(1, len(self.points))
+        require(count <= MAX_GRID_POINTS, f"grid has {count} points, at most {MAX_GRID_POINTS} are allowed")
+
+    @classmethod
+    def from_table(cls, table: dict[str, Any]) -> Grid:
+        points = table.get(GRID_POINTS, [])
+        require(
+            isinstance(points, list) and all(isinstance(point, dict) for point in points),
+            "grid.points must be an array of tables ([[grid.points]])",
+        )
+        axes = {key: value for key, value in table.items() if key != GRID_POINTS}
+        for key, value in axes.items():
+            require(isinstance(value, list), f"grid.{key} must be a list of values, got {value!r}")
+        return cls({key: tuple(value) for key, value in axes.items()}, tuple(dict(point) for point in points))
+
+    def to_table(self) -> dict[str, Any]:
+        table: dict[str, Any] = {key: list(values) for key, values in self.axes.items()}
+        if self.points:
+            table[GRID_POINTS] = [dict(point) for point in self.points]
+        return table
+
+    @property
+    def axis_names(self) -> tuple[str, ...]:
+        return ((GRID_POINTS,) if self.points else ()) + tuple(self.axes)
+
+    def axis_title(self, name: str) -> str:
+        """An axis for a reader: its setting, or the [[grid.points]] settings that change together."""
+        return f"({', '.join(self.points[0])}) together" if name == GRID_POINTS and self.points else name
+
+    @property
+    def settings(self) -> dict[str, str]:
+        """Every setting the grid sets, with where it is given (for error messages)."""
+        found = {key: f"grid.points[0].{key}" for key in (self.points[0] if self.points else {})}
+        return {**found, **{key: f"grid.{key}" for key in self.axes}}
+
+    def expand(self) -> tuple[GridPoint, ...]:
+        """Every grid point, the first axis varying slowest."""
+        order = list(self.points[0]) if self.points else []
+        axes = ([[{key: point[key] for key in order} for point in self.points]] if self.points else []) + [
+            [{key: value} for value in values] for key, values in self.axes.items()
+        ]
+        found = []
+        for coordinates in itertools.product(*(range(len(axis)) for axis in axes)):
+            settings: dict[str, Any] = {}
+            for axis, index in zip(axes, coordinates):
+                settings.update(axis[index])
+            label = POINT_SEPARATOR.join(f"{key}-{_label_value(value)}" for key, value in settings.items())
+            found.append(GridPoint(label, settings, coordinates))
+        return tuple(found)
+
+
 @dataclass(frozen=True)
 class StudySpec:
     """A validated study. `base_tables` is the base experiment resolved to its tables, so that a
@@ -242,6 +398,7 @@ class StudySpec:
     equivalence_margin: float | None = None
     set: dict[str, Any] = field(default_factory=dict)
     sweep: Sweep | None = None
+    grid: Grid | None = None
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -295,6 +452,8 @@ class StudySpec:
                 f"sweep.seeds {list(self.sweep.seeds)} overlap the evaluation seeds at {overlap}: tuning must use "
                 "seeds of its own, or the chosen rate is fitted to the runs it is judged on",
             )
+        if self.grid is not None:
+            self._check_grid(self.grid)
         self._check_builds()
 
     # --------------------------------------------------------------- loading
@@ -332,6 +491,10 @@ class StudySpec:
             seeds = sweep.get("seeds", list(DEFAULT_SWEEP_SEEDS))
             require(isinstance(seeds, list), f"sweep.seeds must be a list of integers, got {seeds!r}")
             sweep = Sweep(tuple(sweep["lr_max"]), tuple(seeds), sweep.get("max_extensions", DEFAULT_MAX_EXTENSIONS))
+        grid = data.get("grid")
+        if grid is not None:
+            require(isinstance(grid, dict), "grid must be a table ([grid])")
+            grid = Grid.from_table(grid)
         for key in ("seeds", "budgets", "data_seeds"):
             value = data.get(key, [])
             require(isinstance(value, list), f"{key} must be a list of integers, got {value!r}")
@@ -358,6 +521,7 @@ class StudySpec:
             base_tables={name: dict(base_tables.get(name, {})) for name in TABLES},
             set=dict(shared),
             sweep=sweep,
+            grid=grid,
             description=data.get("description", ""),
         )
 
@@ -389,6 +553,8 @@ class StudySpec:
                 "seeds": list(self.sweep.seeds),
                 "max_extensions": self.sweep.max_extensions,
             }
+        if self.grid is not None:
+            data["grid"] = self.grid.to_table()
         return data
 
     # --------------------------------------------------------------- derived
@@ -404,19 +570,35 @@ class StudySpec:
     def variant(self, name: str) -> Variant:
         return next(variant for variant in self.variants if variant.name == name)
 
-    def tables(self, variant: str) -> Tables:
-        """The base experiment with the shared and the variant's overrides applied."""
-        return merge(merge(self.base_tables, tables_of(self.set)), tables_of(self.variant(variant).set))
+    @cached_property
+    def points(self) -> tuple[GridPoint, ...]:
+        """The grid points, in the spec's order; without a grid the one point `NO_GRID`."""
+        return (NO_GRID,) if self.grid is None else self.grid.expand()
+
+    def point(self, label: str) -> GridPoint:
+        """The grid point named `label` ("": the study without a grid)."""
+        if not label:
+            return NO_GRID
+        found = next((point for point in self.points if point.label == label), None)
+        require(found is not None, f"no grid point {label!r}; the spec's are {', '.join(p.label for p in self.points)}")
+        return found
+
+    def tables(self, variant: str, point: str = "") -> Tables:
+        """The base experiment with the shared, the grid point's and the variant's overrides applied."""
+        tables = merge(self.base_tables, tables_of(self.set))
+        if point:
+            tables = merge(tables, tables_of(self.point(point).settings))
+        return merge(tables, tables_of(self.variant(variant).set))
 
     def base_lr_max(self, variant: str) -> float:
         return float(self.tables(variant)["train"].get("lr_max", TrainConfig.lr_max))
 
     def configs(
-        self, variant: str, lr_max: float, init_seed: int, data_seed: int, tokens: int
+        self, variant: str, lr_max: float, init_seed: int, data_seed: int, tokens: int, point: str = ""
     ) -> tuple[ModelConfig, TrainConfig]:
-        """The configs of one run: the variant's tables at `lr_max` (`lr_init` and `lr_min` keep their
-        ratio to it), the seeds, and ``max_steps`` = `tokens` / tokens per step."""
-        tables = self.tables(variant)
+        """The configs of one run: the variant's tables at grid point `point` and at `lr_max` (`lr_init`
+        and `lr_min` keep their ratio to it), the seeds, and ``max_steps`` = `tokens` / tokens per step."""
+        tables = self.tables(variant, point)
         train = dict(tables["train"])
         base_lr = float(train.get("lr_max", TrainConfig.lr_max))
         if lr_max != base_lr:
@@ -433,13 +615,40 @@ class StudySpec:
         train["max_steps"] = tokens // per_step
         return build_configs({"model": tables["model"], "train": train})
 
+    def _check_grid(self, grid: Grid) -> None:
+        """Grid settings are settings a grid may vary, each given in one place only."""
+        shared = {_current_name(key) for key in self.set}
+        seen: dict[str, str] = {}
+        for key, where in grid.settings.items():
+            _check_overrides(where.rsplit(".", 1)[0], {key: None}, variant=False)
+            name = _current_name(key)
+            require(name not in SAME_FOR_ALL, f"{where}: must be the same for every run (put it in [set])")
+            require(name not in NOT_AN_AXIS, f"{where}: {NOT_AN_AXIS.get(name)}")
+            require(name not in LOG_ONLY, f"{where}: changes only what is logged, not a result")
+            require(name not in seen, f"{where}: the same setting as {seen.get(name)}")
+            seen[name] = where
+            require(name not in shared, f"{where}: also in [set]; a setting is shared or a grid axis, not both")
+            for variant in self.variants:
+                require(
+                    name not in {_current_name(other) for other in variant.set},
+                    f"{where}: also set by variant {variant.name}; a setting is a variant's or a grid axis, not both",
+                )
+
     def _check_builds(self) -> None:
-        """Every variant builds at every budget and rate (the seeds were checked on their own)."""
+        """Every variant builds at every grid point, budget and rate (the seeds were checked on their own)."""
         rates = self.sweep.grid if self.sweep is not None else ()
-        for variant in self.variant_names:
-            for rate in (*rates, self.base_lr_max(variant)):
-                for tokens in self.all_budgets:
-                    self.configs(variant, rate, self.seeds[0], (self.data_seeds or self.seeds)[0], tokens)
+        for point in self.points:
+            try:
+                for variant in self.variant_names:
+                    for rate in (*rates, self.base_lr_max(variant)):
+                        for tokens in self.all_budgets:
+                            self.configs(
+                                variant, rate, self.seeds[0], (self.data_seeds or self.seeds)[0], tokens, point.label
+                            )
+            except FhaError as err:
+                if not point.label:
+                    raise
+                raise FhaError(f"grid point {point.label}: {err}") from None
 
     @property
     def contrasts(self) -> tuple[str, ...]:

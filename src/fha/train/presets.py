@@ -16,6 +16,7 @@ common, so ``--set key=value`` goes to whichever config owns ``key``.
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 import sys
 from collections.abc import Mapping
@@ -109,6 +110,7 @@ def _resolve_base(label: str, base: Any, depth: int, folder: Path | None) -> Tab
     raise FhaError(f"{label}: base {base!r} is neither a preset{near_matches(base, preset_names())} nor a TOML file")
 
 
+@functools.cache  # the config classes do not change; a study asks for every cell's settings
 def owner_of(key: str) -> str:
     """The table ("model" or "train") whose config has the field `key`."""
     owners = [
