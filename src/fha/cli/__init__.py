@@ -15,6 +15,7 @@ import argparse
 import importlib
 import importlib.metadata
 import logging
+import os
 import platform
 import re
 import signal
@@ -24,6 +25,8 @@ from typing import NoReturn
 from fha import __version__, progress
 from fha.cli.options import add_output_options
 from fha.errors import FhaError
+
+BROKEN_PIPE_EXIT = 141  # what a shell reports for a process ended by SIGPIPE (128 + 13)
 
 COMMAND_MODULES = (
     "tokenizer",
@@ -154,9 +157,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fha: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return BROKEN_PIPE_EXIT
     finally:
         if argv is None:
             _ignore_late_interrupts()
+
+
+def _silence_stdout() -> None:
+    """The reader of our output has gone (``fha study plan ... | head``): stop like other command-line
+    tools, without a traceback, and without a second error when Python flushes stdout at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _ignore_late_interrupts() -> None:
