@@ -137,6 +137,7 @@ def spec_path_of(out: Path) -> Path:
         ({"sweep": SWEEP.replace("0.003, 0.01", "0.003")}, "sweep.lr_max must list at least two learning rates"),
         ({"shared": SHARED + "max_steps = 5\n"}, "set.max_steps: set by the study's `tokens`, not here"),
         ({"shared": SHARED + "data_seed = 5\n"}, "set.data_seed: set by the study's `data_seeds`, not here"),
+        ({"shared": SHARED + 'lr_max = "x"\n'}, "lr_max must be a number, got 'x' (variant fha)"),
         (
             {"variants": VARIANTS.replace('attention = "mha"', 'attention = "mha", vocab_size = 32')},
             "variants[1].set.vocab_size: must be the same for every variant (put it in [set])",

@@ -591,7 +591,10 @@ class StudySpec:
         return merge(tables, tables_of(self.variant(variant).set))
 
     def base_lr_max(self, variant: str) -> float:
-        return float(self.tables(variant)["train"].get("lr_max", TrainConfig.lr_max))
+        rate = self.tables(variant)["train"].get("lr_max", TrainConfig.lr_max)
+        if isinstance(rate, bool) or not isinstance(rate, int | float):
+            raise FhaError(f"lr_max must be a number, got {rate!r} (variant {variant})")
+        return float(rate)
 
     def configs(
         self, variant: str, lr_max: float, init_seed: int, data_seed: int, tokens: int, point: str = ""
