@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fha.errors import FhaError, FhaValueError
+from fha.files import write_json_atomic
 from fha.variants import ATTENTION_VARIANTS, AttentionVariant
 
 C = TypeVar("C", bound="ConfigBase")
@@ -27,8 +28,7 @@ ATTENTION_TYPES = tuple(ATTENTION_VARIANTS)
 FRACTAL_SCALES = ("subhead", "head")
 ROPE_LAYOUTS = ("head", "subhead")
 HEAD_SEPARATOR, LAYER_SEPARATOR = ",", "/"  # --set layer_head_splits=1,2,4/4,4,4
-# The names of the model's registries (fha.model.layers NORMS and NONLINEARITIES), written out so
-# that the config loads without torch; a test checks that they agree.
+# The names of the model's registries (fha.model.layers NORMS and NONLINEARITIES take them from here).
 NORM_TYPES = ("RMSNorm", "LayerNorm", "CosineNorm")
 MLP_NONLINEARITIES = ("GeLU", "SiLU", "ReLU")
 GATED_HIDDEN_FRACTION = 2 / 3  # three gated matrices hold as many weights as two ungated ones
@@ -152,10 +152,12 @@ class ConfigBase:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
 
     def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_json_atomic(Path(path), self.to_dict())
 
     @classmethod
-    def from_json(cls: type[C], path: str | Path) -> C:
+    def json_fields(cls, path: str | Path) -> dict[str, Any]:
+        """The fields a JSON file holds, under their current names (not yet validated as a config);
+        a missing or damaged file is one FhaError naming it."""
         path = Path(path)
         try:
             data = json.loads(path.read_text())
@@ -166,7 +168,15 @@ class ConfigBase:
         if not isinstance(data, dict):
             raise FhaError(f"{path}: expected a JSON object of {cls.__name__} fields")
         try:
-            return cls.from_dict(data)
+            return cls.with_current_names(data)
+        except ValueError as err:
+            raise FhaError(f"{path}: {err}") from None
+
+    @classmethod
+    def from_json(cls: type[C], path: str | Path) -> C:
+        fields = cls.json_fields(path)
+        try:
+            return cls.from_dict(fields)
         except (TypeError, ValueError) as err:
             raise FhaError(f"{path}: {err}") from None
 

@@ -1,4 +1,6 @@
-"""Atomic writes: a file is written under a temporary name beside it, then renamed over its target,
+"""Files written atomically, JSON read with one-line errors, and file digests.
+
+Atomic writes: a file is written under a temporary name beside it, then renamed over its target,
 so a reader (or a crash) sees the old file or the whole new one, never a part. The temporary name
 is unique, so processes writing one file at once (shards of a study) do not trip over each other.
 A failed write (a full disk, a read-only folder) is one FhaError naming the file, and leaves no
@@ -6,6 +8,7 @@ temporary file."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -13,6 +16,22 @@ from pathlib import Path
 from typing import Any
 
 from fha.errors import FhaError, one_line
+
+HASH_CHUNK_BYTES = 1 << 24
+TEMP_SUFFIX = ".tmp"
+
+
+def temporary_prefix(name: str) -> str:
+    """How the temporary files of an atomic write of the file `name` begin (hidden, beside it), so that
+    a folder's owner can recognise and remove what a killed process left."""
+    return f".{name}."
+
+
+def temporary_file(path: Path) -> Path:
+    """A new, empty, unique temporary file beside `path`, to write and then rename over it."""
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path.name), suffix=TEMP_SUFFIX)
+    os.close(handle)
+    return Path(name)
 
 
 def _write_file(path: Path, data: bytes) -> None:
@@ -27,9 +46,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     temporary = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(handle)
-        temporary = Path(name)
+        temporary = temporary_file(path)
         _write_file(temporary, data)
         temporary.replace(path)
     except OSError as err:
@@ -67,3 +84,12 @@ def read_json(path: Path, what: str) -> Any:
         raise FhaError(f"{path}: a folder, not {what}") from None
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise FhaError(f"{path}: unreadable {what} ({one_line(err)})") from None
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while chunk := handle.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()

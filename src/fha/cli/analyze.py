@@ -13,6 +13,9 @@ import logging
 import time
 from pathlib import Path
 
+from fha.choices import ANALYSIS_ABLATION_TOKENS as DEFAULT_ABLATION_TOKENS
+from fha.choices import ANALYSIS_BATCH_SIZE as DEFAULT_BATCH_SIZE
+from fha.choices import ANALYSIS_INDUCTION_SEQUENCES as DEFAULT_INDUCTION_SEQUENCES
 from fha.cli.options import add_device_argument, add_figure_arguments
 from fha.data.sources import TINYSTORIES
 from fha.errors import FhaError
@@ -21,9 +24,6 @@ from fha.wording import counted
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = 8  # fha.analysis.analyze's defaults, without importing torch
-DEFAULT_INDUCTION_SEQUENCES = 32
-DEFAULT_ABLATION_TOKENS = 16_384
 ALL = "all"
 
 

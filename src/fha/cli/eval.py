@@ -12,6 +12,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fha.choices import EVAL_BATCH_SIZE as DEFAULT_BATCH_SIZE
+from fha.choices import EVAL_TOP_K as DEFAULT_TOP_K
 from fha.cli.options import add_device_argument, add_precision_argument
 from fha.data.sources import TINYSTORIES
 from fha.errors import FhaError
@@ -23,8 +25,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TOP_K = 5  # fha.evaluation's defaults, without importing torch
-DEFAULT_BATCH_SIZE = 8
 GUESS_VIEW_TOKENS = 16  # positions of the first document shown beside the model's guesses
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -85,22 +86,21 @@ def run_train(args: argparse.Namespace) -> int:
         )
         print(experiment_toml({"model": model_config, "train": train_config}))
         return 0
-    train(
-        build_request(
-            args.preset,
-            config=args.config,
-            overrides=overrides,
-            data=args.data,
-            val_data=args.val_data,
-            out=args.out,
-            resume=args.resume,
-            tokenizer=args.tokenizer,
-            device=args.device,
-            precision=args.precision,
-            overwrite=args.overwrite,
-            log_to=args.log_to,
-        )
+    request = build_request(
+        args.preset,
+        config=args.config,
+        overrides=overrides,
+        data=args.data,
+        val_data=args.val_data,
+        out=args.out,
+        resume=args.resume,
+        tokenizer=args.tokenizer,
+        device=args.device,
+        precision=args.precision,
+        overwrite=args.overwrite,
+        log_to=args.log_to,
     )
+    train(dataclasses.replace(request, continue_hint=f"resume with: fha train --resume {request.out_dir}"))
     return 0
 
 

@@ -234,16 +234,7 @@ def _run_folder(path: str | Path) -> Path:
 def _read_train_config(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise FhaError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise FhaError(f"{path}: expected a JSON object of train config fields")
-    try:
-        data = TrainConfig.with_current_names(data)  # runs written before a field was renamed group with newer ones
-    except ValueError as err:
-        raise FhaError(f"{path}: {err}") from None
+    data = TrainConfig.json_fields(path)  # runs written before a field was renamed group with newer ones
     for key in (BATCH_SIZE, GRAD_ACCUM):
         value = data.get(key, 1)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -178,9 +178,8 @@ def _resume_request(
     val_source = _text(val_data) if val_data is not None else saved_data.get("val_source")
     for name, given, saved in (("data", data, source), ("val_data", val_data, val_source)):
         if given is None and saved is not None and saved != TINYSTORIES and not Path(saved).exists():
-            flag = f"--{name.replace('_', '-')}"
             raise FhaError(
-                f"{checkpoint.path}: the run's {flag} {saved} is not there any more; pass {flag} with "
+                f"{checkpoint.path}: the run's `{name}` {saved} is not there any more; pass `{name}` with "
                 "the same documents (they are checked against the fingerprint the checkpoint holds)"
             )
     run_dir = Path(out) if out is not None else checkpoint.run_dir

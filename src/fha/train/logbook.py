@@ -136,7 +136,7 @@ def read_rows(path: str | Path, row_type: type[Row]) -> list[Row]:
     return [row_type.from_cells(cells, path, line) for line, cells in enumerate(lines, start=2)]  # 1: header
 
 
-def read_log(path: str | Path) -> list[LogRow]:
+def read_evaluations(path: str | Path) -> list[LogRow]:
     """The evaluations of a log_data.csv."""
     return read_rows(path, LogRow)
 

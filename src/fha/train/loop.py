@@ -99,7 +99,7 @@ class TrainRequest:
     resume: Checkpoint | None = None
     precision: str = "auto"
     trackers: tuple[str, ...] = ()
-    continue_hint: str | None = None  # how to continue after a stop; None: fha train --resume RUN_DIR
+    continue_hint: str | None = None  # how to continue after a stop; None: resume from the run folder
 
 
 @dataclass
@@ -252,7 +252,7 @@ class TrainSetup:
 
 
 @dataclass
-class _Progress:
+class _Counters:
     """What changes from step to step (and is saved in a checkpoint or only reported)."""
 
     step: int
@@ -442,7 +442,7 @@ class _Loop:
 
     def __init__(self, setup: TrainSetup) -> None:
         self.setup = setup
-        self.progress = _Progress(setup.start_step, setup.start_elapsed)
+        self.progress = _Counters(setup.start_step, setup.start_elapsed)
         self.stop = _StopRequest()
 
     def run(self) -> TrainResult:
@@ -490,7 +490,7 @@ class _Loop:
             if progress.step % config.checkpoint_interval == 0 or done or stop_requested:
                 self._checkpoint()
             if stop_requested and not done:  # a stop during the last step still finishes the run
-                hint = setup.request.continue_hint or f"resume with: fha train --resume {setup.run_dir}"
+                hint = setup.request.continue_hint or f"continue with `resume` {setup.run_dir}"
                 log.warning("stopped at step %d; %s", progress.step, hint)
                 raise KeyboardInterrupt
 
