@@ -12,8 +12,8 @@ from train_helpers import tiny_model_config, tiny_train_config
 
 from fha import GPT, Tokenizer
 from fha.errors import FhaError
-from fha.run import MODEL_CONFIG_FILE, MODEL_FILE, load_run, save_weights
-from fha.train import checkpoint as ckpt
+from fha.runs import checkpoint as ckpt
+from fha.runs.folder import MODEL_CONFIG_FILE, MODEL_FILE, load_run, save_weights
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +73,11 @@ def test_latest_checkpoint_is_found_and_same_step_is_replaced(tmp_path, parts):
 # error, torch.save a RuntimeError from its zip writer.
 FULL_DISK_ERRORS = {
     "safetensors": (
-        "fha.run.save_model",
+        "fha.runs.folder.save_model",
         SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"),
     ),
     "torch": (
-        "fha.train.checkpoint.torch.save",
+        "fha.runs.checkpoint.torch.save",
         RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"),
     ),
 }

@@ -16,9 +16,9 @@ import fha
 from fha.cli import main
 from fha.device import autocast_dtype, describe, pick_device
 from fha.errors import FhaError
-from fha.train.checkpoint import list_checkpoints
-from fha.train.logbook import read_evaluations
-from fha.train.presets import build_configs, load_experiment, merge, parse_overrides
+from fha.experiments import build_configs, load_experiment, merge, parse_overrides
+from fha.runs.checkpoint import list_checkpoints
+from fha.runs.logbook import read_evaluations
 
 if sys.version_info >= (3, 11):
     import tomllib

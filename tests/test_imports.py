@@ -32,9 +32,17 @@ LAYERS = (
         "fha.stats",
         "fha.wording",
     ),
-    ("fha.variants", "fha.config", "fha.sampling", "fha.baselines", "fha.train.config"),
+    (
+        "fha.variants",
+        "fha.config_base",
+        "fha.config",
+        "fha.train_config",
+        "fha.experiments",
+        "fha.sampling",
+        "fha.baselines",
+    ),
     ("fha.model", "fha.device"),
-    ("fha.tokenizer", "fha.data", "fha.generation", "fha.run", "fha.run_info", "fha.completion", "fha.ngram"),
+    ("fha.tokenizer", "fha.data", "fha.generation", "fha.runs", "fha.completion", "fha.ngram"),
     ("fha.train", "fha.evaluation"),
     ("fha.compare", "fha.inspection", "fha.analysis"),
     ("fha.study",),
@@ -191,7 +199,7 @@ def test_help_version_and_usage_errors_do_not_import_torch(argv):
 
 def test_the_config_loads_without_torch():
     result = without_torch(
-        "from fha.config import ModelConfig\nModelConfig(attention='mha')\nfrom fha.train.presets import build_configs"
+        "from fha.config import ModelConfig\nModelConfig(attention='mha')\nfrom fha.experiments import build_configs"
     )
     assert result.stdout.strip() == "False False", result.stderr
 

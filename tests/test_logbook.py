@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from fha.compare import read_evaluations as compare_read_log
+from fha.compare import read_log as compare_read_log
 from fha.errors import FhaError
-from fha.train.logbook import COLUMNS, METRICS_COLUMNS, LogBook, LogRow, MetricsRow, read_evaluations, read_rows
+from fha.runs.logbook import COLUMNS, METRICS_COLUMNS, LogBook, LogRow, MetricsRow, read_evaluations, read_rows
 
 # A log_data.csv as fha wrote it before LogRow existed (header and number formats).
 OLD_LOG = (

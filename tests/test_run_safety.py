@@ -27,13 +27,13 @@ from train_helpers import run_tiny, tiny_model_config, write_corpus
 from fha.cli import in_flags, main
 from fha.errors import FhaError
 from fha.model.gpt import GPT
-from fha.run import MODEL_FILE, TOKENIZER_FILE, read_weights_into, save_weights
-from fha.train import checkpoint as ckpt
-from fha.train.checkpoint import list_checkpoints, load_checkpoint
+from fha.runs import checkpoint as ckpt
+from fha.runs.checkpoint import list_checkpoints, load_checkpoint
+from fha.runs.folder import MODEL_FILE, TOKENIZER_FILE, read_weights_into, save_weights
+from fha.runs.lock import LOCK_FILE
+from fha.runs.logbook import read_evaluations
+from fha.runs.writer import PREVIOUS_RUN_DIR, RunFolder
 from fha.train.divergence import healthy_loss_limit
-from fha.train.logbook import read_evaluations
-from fha.train.run_folder import PREVIOUS_RUN_DIR, RunFolder
-from fha.train.run_lock import LOCK_FILE
 
 TESTS = Path(__file__).resolve().parent
 HARNESS = TESTS / "crash_harness.py"
@@ -674,8 +674,8 @@ def test_compare_refuses_a_negative_batch_size(tmp_path, capsys, run_dir_factory
 
 
 def test_schedule_plot_of_a_billion_steps_evaluates_a_bounded_number_of_them():
-    from fha.train.config import TrainConfig
     from fha.train.schedule import MAX_PLOT_POINTS, LRSchedule, plot_steps
+    from fha.train_config import TrainConfig
 
     schedule = LRSchedule.from_config(TrainConfig(max_steps=10**9, num_restarts=2))
     steps = plot_steps(schedule)

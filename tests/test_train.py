@@ -21,10 +21,10 @@ from train_helpers import (
 from fha import GPT, Tokenizer
 from fha.data import PackedBatches
 from fha.errors import FhaError
-from fha.run import load_run
+from fha.runs.checkpoint import list_checkpoints, load_checkpoint
+from fha.runs.folder import load_run
+from fha.runs.logbook import COLUMNS, LogRow, read_evaluations
 from fha.train import loop
-from fha.train.checkpoint import list_checkpoints, load_checkpoint
-from fha.train.logbook import COLUMNS, LogRow, read_evaluations
 from fha.train.loop import TrainRequest, train
 from fha.train.optim import make_optimizer, parameter_groups
 

@@ -8,8 +8,8 @@ from test_train_cli import TINY_SETS
 import fha
 from fha.cli import main
 from fha.errors import FhaError
+from fha.runs.logbook import read_evaluations
 from fha.train import resolve_configs
-from fha.train.logbook import read_evaluations
 
 OVERRIDES = dict(item.split("=") for item in TINY_SETS[1::2])  # the CLI tests' --set values, as strings
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from fha.cli import main
-from fha.run import load_run
+from fha.runs.checkpoint import STATE_FILE, list_checkpoints
+from fha.runs.folder import load_run
+from fha.runs.logbook import read_evaluations
 from fha.tokenizer import Tokenizer
-from fha.train.checkpoint import STATE_FILE, list_checkpoints
-from fha.train.logbook import read_evaluations
 
 TINY_SETS = [
     "--set",

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from train_helpers import run_tiny, tiny_model_config, write_corpus
 
-from fha.train.logbook import read_evaluations
+from fha.runs.logbook import read_evaluations
 
 PER_RANK_BATCH = 4
 WORLD_SIZE = 2

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,8 @@ from fha.errors import FhaError, one_line
 
 HASH_CHUNK_BYTES = 1 << 24
 TEMP_SUFFIX = ".tmp"
+UNIQUE_BYTES = 4  # random bytes in a temporary name, beside the process id
+NEW_FILE_MODE = 0o666  # less the umask, as open() creates files
 
 
 def temporary_prefix(name: str) -> str:
@@ -28,10 +30,17 @@ def temporary_prefix(name: str) -> str:
 
 
 def temporary_file(path: Path) -> Path:
-    """A new, empty, unique temporary file beside `path`, to write and then rename over it."""
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path.name), suffix=TEMP_SUFFIX)
-    os.close(handle)
-    return Path(name)
+    """A new, empty, unique temporary file beside `path`, to write and then rename over it. It gets the
+    permissions of any new file (the umask's), which the renamed file keeps."""
+    while True:
+        name = (
+            path.parent / f"{temporary_prefix(path.name)}{os.getpid()}-{secrets.token_hex(UNIQUE_BYTES)}{TEMP_SUFFIX}"
+        )
+        try:
+            os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, NEW_FILE_MODE))
+        except FileExistsError:
+            continue
+        return name
 
 
 def _write_file(path: Path, data: bytes) -> None:

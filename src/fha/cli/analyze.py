@@ -119,7 +119,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     from fha.compare.report import markdown_table
     from fha.device import setup_device
     from fha.evaluation import encode_documents, held_out_documents
-    from fha.run import load_model_and_tokenizer
+    from fha.runs.folder import load_model_and_tokenizer
     from fha.variants import describe_attention
 
     weights = {name: _weights_by_step(run_dir, args.checkpoints) for name, run_dir in zip(names, args.run_dirs)}
@@ -171,7 +171,7 @@ def run_analyze(args: argparse.Namespace) -> int:
 def _weights_by_step(run_dir: Path, checkpoints: bool) -> list[tuple[int | None, Path]]:
     """(training step, folder to load) of the run's final weights (its latest checkpoint when
     unfinished), after every earlier checkpoint with `checkpoints`."""
-    from fha.run import (
+    from fha.runs.folder import (
         CHECKPOINT_NAME,
         MODEL_FILE,
         TRAIN_CONFIG_FILE,
@@ -179,7 +179,7 @@ def _weights_by_step(run_dir: Path, checkpoints: bool) -> list[tuple[int | None,
         require_run_dir,
         weights_folder,
     )
-    from fha.train.config import TrainConfig
+    from fha.train_config import TrainConfig
 
     final = require_run_dir(weights_folder(run_dir))
     match = CHECKPOINT_NAME.match(final.name)

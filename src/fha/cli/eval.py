@@ -74,7 +74,7 @@ def run_eval(args: argparse.Namespace) -> int:
         raise FhaError(f"--max-documents must be at least 1, got {args.max_documents}")
     from fha.device import setup_device
     from fha.evaluation import evaluate, held_out_documents, next_token_guesses
-    from fha.run import load_run
+    from fha.runs.folder import load_run
 
     device = setup_device(args.device, args.precision)
     model, tokenizer, _ = load_run(args.run_dir, device)

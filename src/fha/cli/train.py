@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fha.cli.options import add_device_argument, add_experiment_arguments, add_precision_argument
-from fha.train.presets import parse_overrides, preset_names
-from fha.train.trackers import TRACKERS
+from fha.experiments import parse_overrides, preset_names
+from fha.runs.trackers import TRACKERS
 
 if TYPE_CHECKING:
-    from fha.config import ConfigBase
+    from fha.config_base import ConfigBase
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -28,11 +28,11 @@ from fha.compare.names import group_labels
 from fha.config import ModelConfig
 from fha.errors import FhaError
 from fha.model.gpt import GPT
-from fha.run import LOG_FILE, METRICS_FILE, MODEL_CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE
-from fha.run_info import read_run_info
+from fha.runs.folder import LOG_FILE, METRICS_FILE, MODEL_CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE
+from fha.runs.info import read_run_info
+from fha.runs.logbook import LogRow, MetricsRow, read_rows
 from fha.tokenizer import Tokenizer
-from fha.train.config import TrainConfig
-from fha.train.logbook import LogRow, MetricsRow, read_rows
+from fha.train_config import TrainConfig
 
 # Train config fields that size one optimizer step, and the one that repeats differ in.
 BATCH_SIZE, GRAD_ACCUM, SEED = "batch_size", "grad_accum_steps", "seed"

@@ -33,8 +33,8 @@ from fha.errors import FhaError, FhaValueError, writing
 from fha.export.hf_tokenizer import tokenizer_files
 from fha.export.model_card import gather, render
 from fha.export.stock import ARCHITECTURE_CLASSES, stock_architecture, stock_config, stock_weights
-from fha.run import MODEL_CONFIG_FILE, MODEL_FILE, load_run, weights_folder
-from fha.run_info import fha_version
+from fha.runs.folder import MODEL_CONFIG_FILE, MODEL_FILE, load_run, weights_folder
+from fha.runs.info import fha_version
 from fha.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 log = logging.getLogger(__name__)

@@ -22,12 +22,12 @@ from fha.export.stock import ARCHITECTURE_CLASSES
 from fha.files import read_json
 from fha.model.gpt import GPT
 from fha.progress import format_duration
-from fha.run import CHECKPOINT_NAME, LOG_FILE
-from fha.run_info import read_run_info
+from fha.runs.folder import CHECKPOINT_NAME, LOG_FILE
+from fha.runs.info import read_run_info
+from fha.runs.logbook import read_evaluations
 from fha.study.layout import EVAL_FILE
 from fha.tokenizer import Tokenizer
-from fha.train.config import TrainConfig
-from fha.train.logbook import read_evaluations
+from fha.train_config import TrainConfig
 from fha.variants import describe_attention
 
 log = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from typing import Any
 
 from fha.config import ModelConfig
 from fha.study.spec import StudySpec
-from fha.train.config import TrainConfig
+from fha.train_config import TrainConfig
 
 FINGERPRINT_HEX_CHARS = 16
 LOG_ONLY = ("eval_interval", "eval_samples", "log_interval", "checkpoint_interval")  # do not change the weights

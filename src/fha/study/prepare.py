@@ -20,7 +20,7 @@ from fha.data.sources import load_documents, load_splits
 from fha.errors import FhaError, writing
 from fha.files import read_json, write_if_changed, write_json_atomic
 from fha.ngram import ngram_references
-from fha.run_info import file_digest
+from fha.runs.info import file_digest
 from fha.study.layout import REFERENCES_FILE, STUDY_FILE, STUDY_FORMAT, TOKENIZER_FILE, context_to_dict
 from fha.study.ledger import Ledger
 from fha.study.plan import TUNING, Planner, StudyContext, configs_for, evaluation_seeds

@@ -19,12 +19,12 @@ from typing import Any
 from fha.config import ModelConfig
 from fha.data.sources import TINYSTORIES
 from fha.errors import FhaError
-from fha.run import CHECKPOINTS_DIR
+from fha.experiments import TABLES, Tables, build_configs, load_experiment, merge, override_tables
+from fha.runs.checkpoint import Checkpoint, load_checkpoint
+from fha.runs.folder import CHECKPOINTS_DIR
 from fha.tokenizer import Tokenizer
-from fha.train.checkpoint import Checkpoint, load_checkpoint
-from fha.train.config import TrainConfig
 from fha.train.loop import TrainRequest, TrainResult, train
-from fha.train.presets import TABLES, Tables, build_configs, load_experiment, merge, override_tables
+from fha.train_config import TrainConfig
 
 
 def train_model(

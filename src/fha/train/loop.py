@@ -36,7 +36,8 @@ from fha.model.gpt import GPT
 from fha.model.loss import counted_targets
 from fha.model.modes import eval_mode
 from fha.progress import Progress, format_lr, short_count
-from fha.run import (
+from fha.runs.checkpoint import Checkpoint, checkpoint_path, list_checkpoints, save_checkpoint
+from fha.runs.folder import (
     LOG_FILE,
     MODEL_CONFIG_FILE,
     MODEL_FILE,
@@ -46,22 +47,21 @@ from fha.run import (
     load_run,
     read_weights_into,
 )
-from fha.run_info import describe_data, write_run_info
+from fha.runs.info import describe_data, write_run_info
+from fha.runs.logbook import LogBook, LogRow
+from fha.runs.metrics import RunLogger
+from fha.runs.trackers import open_trackers
+from fha.runs.writer import RunFolder, check_out_dir
 from fha.tokenizer import Tokenizer
 from fha.train import distributed as dist_util
-from fha.train.checkpoint import Checkpoint, checkpoint_path, list_checkpoints, save_checkpoint
-from fha.train.config import TrainConfig
 from fha.train.corpus import DataSpec, read_documents, tokenize_splits, train_tokenizer
 from fha.train.distributed import DistInfo
 from fha.train.divergence import describe_last_good
-from fha.train.logbook import LogBook, LogRow
-from fha.train.metrics import RunLogger
 from fha.train.optim import make_optimizer, set_learning_rate
 from fha.train.preflight import check_model_fits, check_resume_steps
 from fha.train.resume_data import DataSources, resolve_data_sources
-from fha.train.run_folder import RunFolder, check_out_dir
 from fha.train.schedule import LRSchedule, describe_schedule_change
-from fha.train.trackers import open_trackers
+from fha.train_config import TrainConfig
 from fha.wording import counted
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class TrainRequest:
     this checkpoint (its configs, tokenizer and data sources are used unless changed here).
     `precision`: the autocast dtype (`fha.device.PRECISIONS`; fp16 is not offered for
     training, which would need loss scaling). `trackers`: names from
-    `fha.train.trackers.TRACKERS` that receive the metrics beside the CSV files.
+    `fha.runs.trackers.TRACKERS` that receive the metrics beside the CSV files.
     `continue_hint`: what a stop tells the user to do to continue (a study says to rerun itself).
     """
 
@@ -120,7 +120,7 @@ def train(request: TrainRequest) -> TrainResult:
     """Train, writing the run folder (on rank 0); raises FhaError for problems the user can fix.
 
     Everything that can be checked before training (data, configs, the model's size against
-    the memory) is checked before the run folder is touched; see `fha.train.run_folder` for
+    the memory) is checked before the run folder is touched; see `fha.runs.writer` for
     what a failure or a crash afterwards can cost.
     """
     info = DistInfo.from_env()

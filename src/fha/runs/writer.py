@@ -25,7 +25,7 @@ from types import TracebackType
 
 from fha.errors import FhaError
 from fha.files import temporary_prefix
-from fha.run import (
+from fha.runs.folder import (
     CHECKPOINTS_DIR,
     LOG_FILE,
     METRICS_FILE,
@@ -34,10 +34,10 @@ from fha.run import (
     TOKENIZER_FILE,
     TRAIN_CONFIG_FILE,
 )
-from fha.run_info import RUN_INFO_FILE
-from fha.train import run_lock
-from fha.train.checkpoint import list_checkpoints
-from fha.train.trackers import TENSORBOARD_DIR, WANDB_DIR
+from fha.runs.info import RUN_INFO_FILE
+from fha.runs import lock as run_lock
+from fha.runs.checkpoint import list_checkpoints
+from fha.runs.trackers import TENSORBOARD_DIR, WANDB_DIR
 from fha.wording import counted
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ from safetensors import SafetensorError
 from fha.config import ModelConfig
 from fha.errors import FhaError, one_line
 from fha.model.gpt import GPT
-from fha.run import (
+from fha.runs.folder import (
     CHECKPOINT_NAME,
     CHECKPOINT_PREFIX,
     CHECKPOINTS_DIR,
@@ -44,7 +44,7 @@ from fha.run import (
     save_weights,
 )
 from fha.tokenizer import Tokenizer
-from fha.train.config import TrainConfig
+from fha.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
