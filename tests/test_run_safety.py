@@ -284,7 +284,7 @@ def test_resume_from_another_folder_with_relative_paths(tmp_path, env):
     elsewhere.mkdir()
     result = fha(env, "train", "--resume", work / "run", "--set", "max_steps=6", cwd=elsewhere)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert load_checkpoint(work / "run").state["data"]["source"] == str(work / "stories.txt")
+    assert load_checkpoint(work / "run").state.data["source"] == str(work / "stories.txt")
 
 
 def test_resume_refuses_other_training_documents_and_applies_new_validation_ones(tmp_path, capsys, caplog):
@@ -307,7 +307,7 @@ def test_resume_refuses_other_training_documents_and_applies_new_validation_ones
     # The same documents from a new place are fine, and --val-data alone is applied, and said so.
     assert cli("train", "--resume", out, "--set", "max_steps=6", "--data", moved, "--val-data", other_val) == 0
     assert "validation data changed on resume" in caplog.text and str(other_val) in caplog.text
-    data_state = load_checkpoint(out).state["data"]
+    data_state = load_checkpoint(out).state.data
     assert data_state["source"] == str(moved) and data_state["val_source"] == str(other_val)
 
 

@@ -253,5 +253,5 @@ def test_the_setup_is_one_frozen_value_the_loop_reads(corpus, tmp_path, monkeypa
         )
     )
     resumed = built[-1]
-    assert resumed.start_step == 3 and resumed.start_elapsed == checkpoint.state["elapsed"]
+    assert resumed.start_step == 3 and resumed.start_elapsed == checkpoint.state.elapsed
     assert resumed.tokenizer is checkpoint.tokenizer

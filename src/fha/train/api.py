@@ -133,7 +133,6 @@ def _resolve(
                 f"`overrides` {names}: the model of a run cannot change on `resume` (only training settings)"
             )
         checkpoint = load_checkpoint(Path(resume))
-        checkpoint.check_resumable()
         _, train_config = build_configs({"train": {**checkpoint.train_config.to_dict(), **changes["train"]}})
         return checkpoint.model_config, train_config, checkpoint
     if preset is None and config is None:
@@ -171,7 +170,7 @@ def _resume_request(
     out: str | Path | None,
     common: dict[str, Any],
 ) -> TrainRequest:
-    saved_data = checkpoint.state.get("data", {})
+    saved_data = checkpoint.state.data
     source = _text(data) or saved_data.get("source")
     if source is None:
         raise FhaError(f"{checkpoint.path}: the checkpoint does not record its data; pass `data`")

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
@@ -36,7 +35,7 @@ from fha.model.gpt import GPT
 from fha.model.loss import counted_targets
 from fha.model.modes import eval_mode
 from fha.progress import Progress, format_lr, short_count
-from fha.runs.checkpoint import Checkpoint, checkpoint_path, list_checkpoints, save_checkpoint
+from fha.runs.checkpoint import Checkpoint, TrainingState, checkpoint_path, list_checkpoints, save_checkpoint
 from fha.runs.folder import (
     LOG_FILE,
     MODEL_CONFIG_FILE,
@@ -129,7 +128,6 @@ def train(request: TrainRequest) -> TrainResult:
         raise FhaError("`precision` fp16 is not offered for training (it needs loss scaling); use bf16 or fp32")
     resume = request.resume
     if resume is not None:
-        resume.check_resumable()
         check_resume_steps(resume, request.train_config)
         finished = _finished_run(request)
         if finished is not None:
@@ -423,17 +421,9 @@ def _restore(
     """Load the checkpoint's weights and states into the objects; returns its (step, elapsed seconds)."""
     state = checkpoint.state
     checkpoint.load_weights_into(model)
-    try:
-        optimizer.load_state_dict(state["optimizer"])
-        sampler.load_state_dict(state["sampler"])
-        step = int(state["step"])
-        elapsed = float(state["elapsed"])
-        metrics.load_state_dict(state.get("metrics_window", {}))  # absent in older checkpoints
-        _set_rng_states(state["rng"], rank)
-    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as err:
-        raise FhaError(f"{checkpoint.path}: cannot resume from this checkpoint ({err})") from None
-    log.info("resuming from %s at step %d", checkpoint.path, step)
-    return step, elapsed
+    state.restore(optimizer, sampler, metrics, rank, checkpoint.path)
+    log.info("resuming from %s at step %d", checkpoint.path, state.step)
+    return state.step, state.elapsed
 
 
 # ---------------------------------------------------------------------- loop
@@ -589,18 +579,17 @@ class _Loop:
     def _checkpoint(self) -> None:
         setup, progress = self.setup, self.progress
         if setup.info.is_main:
-            state = {
-                "optimizer": setup.optimizer.state_dict(),
-                "sampler": setup.sampler.state_dict(),
-                "rng": _rng_states(),
-                "elapsed": progress.elapsed,
-                "metrics_window": setup.metrics.state_dict(),
-                "world_size": setup.info.world_size,
-                "data": setup.sources.to_state(),
-            }
+            state = TrainingState.capture(
+                progress.step,
+                optimizer=setup.optimizer,
+                sampler=setup.sampler,
+                elapsed=progress.elapsed,
+                data=setup.sources.to_state(),
+                metrics_window=setup.metrics.state_dict(),
+                world_size=setup.info.world_size,
+            )
             path = save_checkpoint(
                 setup.run_dir,
-                progress.step,
                 model=setup.model,
                 train_config=setup.config,
                 tokenizer=setup.tokenizer,
@@ -650,23 +639,3 @@ def _evaluate(setup: TrainSetup, data: TokenData) -> float:
 
 def _smooth(average: float, value: float) -> float:
     return SPEED_SMOOTHING * average + (1.0 - SPEED_SMOOTHING) * value
-
-
-def _rng_states() -> dict[str, Any]:
-    """Every random generator the run touches (rank 0's; other ranks re-derive theirs)."""
-    numpy_state = np.random.get_state(legacy=False)
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy_key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
-        "numpy_pos": int(numpy_state["state"]["pos"]),
-    }
-
-
-def _set_rng_states(states: dict[str, Any], rank: int) -> None:
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-    np.random.set_state(("MT19937", states["numpy_key"].numpy().astype(np.uint32), states["numpy_pos"], 0, 0.0))
-    if rank:
-        torch.manual_seed(int(torch.randint(2**31, (1,))) + rank)  # different dropout masks per process

@@ -63,7 +63,7 @@ def resolve_data_sources(request: TrainRequest, documents: dict[str, list[str]])
     resume = request.resume
     if resume is None:
         return sources
-    saved = resume.state.get("data", {})
+    saved = resume.state.data
     saved_prints = saved.get("fingerprints")
     if not isinstance(saved_prints, dict):
         log.info("%s records no fingerprint of its data (an older checkpoint); the data cannot be checked", resume.path)
