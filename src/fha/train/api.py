@@ -84,7 +84,8 @@ def build_request(
     log_to: Sequence[str] = (),
 ) -> TrainRequest:
     """The `TrainRequest` for `train_model`'s arguments, with both configs resolved and validated."""
-    model_config, train_config, checkpoint = _resolve(preset, config, overrides, resume, tokenizer)
+    changes = override_tables(overrides or {})
+    model_config, train_config, checkpoint = _resolve(preset, config, changes, resume, tokenizer)
     common = {"device": device, "precision": precision, "overwrite": overwrite, "trackers": tuple(log_to)}
     if checkpoint is not None:
         return _resume_request(checkpoint, train_config, data, val_data, out, common)
@@ -92,7 +93,7 @@ def build_request(
         raise FhaError("`data` is required: a text file (.txt, .jsonl) or 'tinystories'")
     if out is None:
         raise FhaError("`out` (the run folder) is required")
-    loaded = _tokenizer(tokenizer, override_tables(overrides or {}))
+    loaded = _tokenizer(tokenizer, changes)
     return TrainRequest(
         model_config, train_config, str(data), Path(out), val_data=_text(val_data), tokenizer=loaded, **common
     )
@@ -109,18 +110,19 @@ def resolve_configs(
 
     The model's `vocab_size` is the requested one; training replaces it with the size of
     the tokenizer it trains or is given."""
-    model_config, train_config, _ = _resolve(preset, config, overrides, resume, None)
+    model_config, train_config, _ = _resolve(preset, config, override_tables(overrides or {}), resume, None)
     return model_config, train_config
 
 
 def _resolve(
     preset: str | None,
     config: str | Path | Mapping[str, Mapping[str, Any]] | None,
-    overrides: Mapping[str, Any] | None,
+    changes: Tables,
     resume: str | Path | None,
     tokenizer: object,
 ) -> tuple[ModelConfig, TrainConfig, Checkpoint | None]:
-    changes = override_tables(overrides or {})
+    """The two configs (and the checkpoint of a resume) from an experiment or a checkpoint and the
+    `overrides`, split into their tables (`changes`)."""
     if resume is not None:
         for name, value in (("preset", preset), ("config", config), ("tokenizer", tokenizer)):
             if value is not None:

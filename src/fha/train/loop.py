@@ -137,7 +137,7 @@ def train(request: TrainRequest) -> TrainResult:
     check_out_dir(request.out_dir)
     spec = DataSpec(request.data, request.val_data, request.train_config.val_fraction, request.train_config.split_seed)
     documents = read_documents(spec)  # before anything else: bad data fails fast and touches nothing
-    sources = resolve_data_sources(request, documents)
+    sources = resolve_data_sources(request.data, request.val_data, request.train_config, resume, documents)
     device = dist_util.local_device(info, setup_device(request.device, request.precision))
     autocast_dtype(device, request.precision)  # the card chosen for this process supports it
     check_model_fits(request.model_config, request.train_config, device)
