@@ -19,7 +19,7 @@ from timing import time_interleaved
 from workloads import training_step
 
 from fha.baselines import BASELINES, baseline_config
-from fha.train.presets import build_configs, load_experiment
+from fha.experiments import build_configs, load_experiment
 from fha.variants import subhead_sizes
 
 REFERENCE = "mha"

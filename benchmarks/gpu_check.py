@@ -41,9 +41,9 @@ from timing import synchronize, time_interleaved
 from workloads import training_step
 
 from fha import GPT, ModelConfig
+from fha.experiments import build_configs, load_experiment
 from fha.model.attention import KERNELS, fused_head_multiple
 from fha.model.kv_cache import KVCache
-from fha.train.presets import build_configs, load_experiment
 from fha.variants import ATTENTION_VARIANTS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

@@ -19,7 +19,7 @@ from fha import GPT, ModelConfig, Tokenizer, load_run
 from fha.completion import complete
 from fha.data import load_documents
 from fha.evaluation import evaluate
-from fha.run import TOKENIZER_FILE, save_weights
+from fha.runs.folder import TOKENIZER_FILE, save_weights
 from fha.sampling import Sampling
 
 STORIES = [

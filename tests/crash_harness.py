@@ -14,15 +14,15 @@ import shutil
 import signal
 import sys
 
-import fha.run
-import fha.train.run_folder
+import fha.runs.folder
+import fha.runs.writer
 from fha.cli import main
 
 POINTS = {
     "replace": (os, "replace"),  # renames: moving a run aside and back, publishing checkpoints, logs, weights
     "rmtree": (shutil, "rmtree"),  # deleting the previous run after --overwrite, or leftovers
-    "save_model": (fha.run, "save_model"),  # writing weights into a checkpoint's temporary folder
-    "publish": (fha.train.run_folder.RunFolder, "publish_final_weights"),  # the final save
+    "save_model": (fha.runs.folder, "save_model"),  # writing weights into a checkpoint's temporary folder
+    "publish": (fha.runs.writer.RunFolder, "publish_final_weights"),  # the final save
 }
 
 

@@ -33,7 +33,7 @@ from fha.data import eval_windows
 from fha.errors import FhaError
 from fha.inspection import attention_modules
 from fha.model.loss import counted_targets
-from fha.run import CHECKPOINTS_DIR, MODEL_FILE, save_weights
+from fha.runs.folder import CHECKPOINTS_DIR, MODEL_FILE, save_weights
 from fha.tokenizer import BOS_ID
 
 SHARPEN = 8.0  # scales the attention weights so that attention, and so ablation, matters

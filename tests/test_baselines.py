@@ -9,10 +9,10 @@ from tiny_model import TINY_MODEL, tiny_config
 
 from fha import GPT, ModelConfig
 from fha.baselines import BASELINES, baseline_config
+from fha.experiments import build_configs, load_experiment
 from fha.generation import generate
 from fha.model.attention import apply_rope, rope_frequencies, rope_rotation
 from fha.sampling import GREEDY
-from fha.train.presets import build_configs, load_experiment
 
 
 def seed_03m() -> ModelConfig:

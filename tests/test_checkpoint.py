@@ -12,8 +12,8 @@ from train_helpers import tiny_model_config, tiny_train_config
 
 from fha import GPT, Tokenizer
 from fha.errors import FhaError
-from fha.run import MODEL_CONFIG_FILE, MODEL_FILE, load_run, save_weights
-from fha.train import checkpoint as ckpt
+from fha.runs import checkpoint as ckpt
+from fha.runs.folder import MODEL_CONFIG_FILE, MODEL_FILE, load_run, save_weights
 
 
 @pytest.fixture(scope="module")
@@ -23,15 +23,11 @@ def parts():
     return model, tokenizer
 
 
-def save(run_dir, step, parts, **state):
+def save(run_dir, step, parts, **data):
     model, tokenizer = parts
+    state = ckpt.TrainingState(step, optimizer={}, sampler={}, rng={}, elapsed=1.5, data=data)
     return ckpt.save_checkpoint(
-        run_dir,
-        step,
-        model=model,
-        train_config=tiny_train_config(),
-        tokenizer=tokenizer,
-        state={"elapsed": 1.5, **state},
+        run_dir, model=model, train_config=tiny_train_config(), tokenizer=tokenizer, state=state
     )
 
 
@@ -39,7 +35,8 @@ def test_save_and_load_round_trip(tmp_path, parts):
     path = save(tmp_path, 3, parts, note="x")
     assert path == tmp_path / "checkpoints" / "step-3"
     loaded = ckpt.load_checkpoint(tmp_path)
-    assert (loaded.step, loaded.state["note"], loaded.run_dir) == (3, "x", tmp_path)
+    assert (loaded.step, loaded.state.data["note"], loaded.run_dir) == (3, "x", tmp_path)
+    assert (loaded.state.elapsed, loaded.state.metrics_window, loaded.state.world_size) == (1.5, {}, None)
     model = GPT(loaded.model_config)
     loaded.load_weights_into(model)
     for a, b in zip(model.parameters(), parts[0].parameters(), strict=True):
@@ -64,7 +61,7 @@ def test_latest_checkpoint_is_found_and_same_step_is_replaced(tmp_path, parts):
     save(tmp_path, 10, parts)
     save(tmp_path, 10, parts, note="again")
     assert [step for step, _ in ckpt.list_checkpoints(tmp_path)] == [2, 10]
-    assert ckpt.load_checkpoint(tmp_path).state["note"] == "again"
+    assert ckpt.load_checkpoint(tmp_path).state.data["note"] == "again"
     assert ckpt.load_checkpoint(tmp_path / "checkpoints" / "step-2").step == 2
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-10", "step-2"]
 
@@ -73,11 +70,11 @@ def test_latest_checkpoint_is_found_and_same_step_is_replaced(tmp_path, parts):
 # error, torch.save a RuntimeError from its zip writer.
 FULL_DISK_ERRORS = {
     "safetensors": (
-        "fha.run.save_model",
+        "fha.runs.folder.save_model",
         SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"),
     ),
     "torch": (
-        "fha.train.checkpoint.torch.save",
+        "fha.runs.checkpoint.torch.save",
         RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"),
     ),
 }
@@ -139,3 +136,13 @@ def test_incomplete_checkpoint(tmp_path, parts):
     (path / ckpt.STATE_FILE).unlink()
     with pytest.raises(FhaError, match="incomplete checkpoint"):
         ckpt.load_checkpoint(path)
+
+
+def test_a_checkpoint_written_before_the_metrics_window_and_world_size_still_loads(tmp_path, parts):
+    path = save(tmp_path, 2, parts, source="a.txt")
+    state_file = path / ckpt.STATE_FILE
+    written = torch.load(state_file, weights_only=True)
+    assert list(written) == ["optimizer", "sampler", "rng", "elapsed", "metrics_window", "world_size", "data", "step"]
+    torch.save({key: written[key] for key in ("optimizer", "sampler", "rng", "elapsed", "data", "step")}, state_file)
+    state = ckpt.load_checkpoint(path).state
+    assert state == ckpt.TrainingState(2, {}, {}, {}, 1.5, {"source": "a.txt"}, metrics_window={}, world_size=None)

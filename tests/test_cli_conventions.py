@@ -16,9 +16,9 @@ import fha
 from fha.cli import main
 from fha.device import autocast_dtype, describe, pick_device
 from fha.errors import FhaError
-from fha.train.checkpoint import list_checkpoints
-from fha.train.logbook import read_log
-from fha.train.presets import build_configs, load_experiment, merge, parse_overrides
+from fha.experiments import build_configs, load_experiment, merge, parse_overrides
+from fha.runs.checkpoint import list_checkpoints
+from fha.runs.logbook import read_evaluations
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -129,7 +129,7 @@ def test_training_refuses_fp16_and_runs_in_bf16_on_cpu(corpus, tmp_path, capsys,
     )
     assert main([*base, "--out", str(tmp_path / "b"), "--precision", "bf16"]) == 0
     assert "device: cpu (bf16 autocast)" in caplog.text
-    assert len(read_log(tmp_path / "b" / "log_data.csv")) == 3
+    assert len(read_evaluations(tmp_path / "b" / "log_data.csv")) == 3
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from tiny_run import LINES, make_run
 
 from fha import Tokenizer
 from fha.cli import main
-from fha.run import MODEL_CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE
+from fha.runs.folder import MODEL_CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 

@@ -17,7 +17,7 @@ from fha.cli.compare import parse_skip_first
 from fha.compare import PlotOptions, compare_runs, load_summary, read_log, seed_groups
 from fha.compare.names import group_labels
 from fha.compare.plots import first_kept_step
-from fha.run import LOG_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE, save_weights
+from fha.runs.folder import LOG_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE, save_weights
 
 HEADER = "Step,Learning Rate,Train Loss,Validation Loss,Perplexity,Time Elapsed,Tokens/s"
 BASE_MODEL = {"num_layers": 1, "num_q_heads": 2, "max_seq_len": 16}  # the tiny model: one layer of two levels
@@ -338,7 +338,7 @@ def test_paired_differences_of_seed_groups_with_the_same_seeds(tmp_path):
 
 
 def test_data_that_is_a_runs_training_text_is_flagged(tmp_path, caplog):
-    from fha.run_info import file_digest
+    from fha.runs.info import file_digest
 
     tokenizer = Tokenizer.train(LINES, 40)
     data = tmp_path / "train.txt"

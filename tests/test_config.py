@@ -3,8 +3,8 @@ import json
 import pytest
 
 from fha import FhaError, ModelConfig
-from fha.train.config import TrainConfig
-from fha.train.presets import build_configs, load_experiment, merge, parse_overrides
+from fha.experiments import build_configs, load_experiment, merge, parse_overrides
+from fha.train_config import TrainConfig
 
 
 @pytest.mark.parametrize(

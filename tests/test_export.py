@@ -20,7 +20,7 @@ from fha.cli import main
 from fha.completion import complete
 from fha.export.hf import CARD_FILE, CONFIG_FILE, MODEL_MODULE, export_run
 from fha.export.stock import stock_architecture
-from fha.run import CHECKPOINTS_DIR, LOG_FILE, MODEL_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE, save_weights
+from fha.runs.folder import CHECKPOINTS_DIR, LOG_FILE, MODEL_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE, save_weights
 from fha.sampling import GREEDY
 from fha.study.layout import EVAL_FILE
 from fha.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID

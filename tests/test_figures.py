@@ -23,7 +23,7 @@ from fha.compare.plots import PANEL_INCHES, PANELS, _run_series
 from fha.compare.report import Table, format_percent, html_table, metric_format, numeric_columns
 from fha.errors import FhaError
 from fha.figures import plain_log_ticks, save_figure
-from fha.run import MODEL_FILE, load_run
+from fha.runs.folder import MODEL_FILE, load_run
 
 PNG_SIZE = struct.Struct(">II")  # width, height in the IHDR chunk
 PNG_SIZE_OFFSET = 16

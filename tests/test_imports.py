@@ -22,6 +22,7 @@ PACKAGE_DIR = Path(fha.__file__).parent
 # modules of its own layer or of a layer below, never above.
 LAYERS = (
     (
+        "fha.choices",
         "fha.errors",
         "fha.files",
         "fha.lazy",
@@ -31,9 +32,17 @@ LAYERS = (
         "fha.stats",
         "fha.wording",
     ),
-    ("fha.variants", "fha.config", "fha.sampling", "fha.baselines", "fha.train.config"),
+    (
+        "fha.variants",
+        "fha.config_base",
+        "fha.config",
+        "fha.train_config",
+        "fha.experiments",
+        "fha.sampling",
+        "fha.baselines",
+    ),
     ("fha.model", "fha.device"),
-    ("fha.tokenizer", "fha.data", "fha.generation", "fha.run", "fha.run_info", "fha.completion", "fha.ngram"),
+    ("fha.tokenizer", "fha.data", "fha.generation", "fha.runs", "fha.completion", "fha.ngram"),
     ("fha.train", "fha.evaluation"),
     ("fha.compare", "fha.inspection", "fha.analysis"),
     ("fha.study",),
@@ -190,7 +199,7 @@ def test_help_version_and_usage_errors_do_not_import_torch(argv):
 
 def test_the_config_loads_without_torch():
     result = without_torch(
-        "from fha.config import ModelConfig\nModelConfig(attention='mha')\nfrom fha.train.presets import build_configs"
+        "from fha.config import ModelConfig\nModelConfig(attention='mha')\nfrom fha.experiments import build_configs"
     )
     assert result.stdout.strip() == "False False", result.stderr
 
@@ -198,44 +207,6 @@ def test_the_config_loads_without_torch():
 def test_the_ngram_references_load_without_torch():
     result = without_torch("from fha.ngram import KneserNey\nKneserNey.fit([2, 5, 3], 2, 8).next_token_probs([5])")
     assert result.stdout.strip() == "False False", result.stderr
-
-
-def test_the_configs_names_are_the_models_registries():
-    from fha.config import MLP_NONLINEARITIES, NORM_TYPES
-    from fha.model.attention import KERNELS
-    from fha.model.layers import NONLINEARITIES, NORMS
-    from fha.variants import ATTENTION_VARIANTS
-
-    assert NORM_TYPES == tuple(NORMS)
-    assert MLP_NONLINEARITIES == tuple(NONLINEARITIES)
-    assert {variant.kernel_name for variant in ATTENTION_VARIANTS.values()} <= set(KERNELS)
-
-
-def test_the_command_lines_names_are_the_librarys():
-    from fha.cli.compare import X_AXIS_CHOICES
-    from fha.cli.export import FORMAT_CHOICES
-    from fha.cli.options import PRECISION_CHOICES
-    from fha.compare.plots import X_AXES
-    from fha.device import PRECISIONS
-    from fha.export.hf import FORMATS
-
-    assert PRECISION_CHOICES == PRECISIONS
-    assert X_AXIS_CHOICES == tuple(X_AXES)
-    assert FORMAT_CHOICES == FORMATS
-
-    import fha.cli.eval as eval_command
-    import fha.evaluation as evaluation
-
-    assert (eval_command.DEFAULT_TOP_K, eval_command.DEFAULT_BATCH_SIZE) == (
-        evaluation.DEFAULT_TOP_K,
-        evaluation.DEFAULT_BATCH_SIZE,
-    )
-
-    import fha.analysis.analyze as analysis
-    import fha.cli.analyze as analyze_command
-
-    copied = ("DEFAULT_BATCH_SIZE", "DEFAULT_INDUCTION_SEQUENCES", "DEFAULT_ABLATION_TOKENS")
-    assert [getattr(analyze_command, name) for name in copied] == [getattr(analysis, name) for name in copied]
 
 
 LAZY_PACKAGES = ("fha", "fha.analysis", "fha.compare", "fha.data", "fha.inspection", "fha.train")

@@ -23,7 +23,7 @@ from fha.inspection import (
     save_head_layout,
     trace_shapes,
 )
-from fha.run import TOKENIZER_FILE, save_weights
+from fha.runs.folder import TOKENIZER_FILE, save_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARPEN = 20.0  # scales the qkv weights so that attention is far from uniform and mistakes show
@@ -295,7 +295,7 @@ def test_example_script_runs(capsys):
 
 # ------------------------------------------------------------------- presets, configs, errors
 def test_cli_tree_of_a_preset(capsys):
-    from fha.train.presets import build_configs, load_experiment
+    from fha.experiments import build_configs, load_experiment
 
     assert main(["inspect", "--preset", "tiny", "--seq-len", "4", "--modules", "norm"]) == 0
     out = capsys.readouterr().out
@@ -306,7 +306,7 @@ def test_cli_tree_of_a_preset(capsys):
 
 
 def test_cli_preset_and_toml_config_follow_their_base(tmp_path, capsys):
-    from fha.train.presets import build_configs, load_experiment
+    from fha.experiments import build_configs, load_experiment
 
     expected, _ = build_configs(load_experiment(preset="seed-1m-mha"))  # base = "seed-1m", attention = "mha"
     config = tmp_path / "mine.toml"

@@ -11,7 +11,7 @@ import pytest
 
 from fha.compare import read_log as compare_read_log
 from fha.errors import FhaError
-from fha.train.logbook import COLUMNS, METRICS_COLUMNS, LogBook, LogRow, MetricsRow, read_log, read_rows
+from fha.runs.logbook import COLUMNS, METRICS_COLUMNS, LogBook, LogRow, MetricsRow, read_evaluations, read_rows
 
 # A log_data.csv as fha wrote it before LogRow existed (header and number formats).
 OLD_LOG = (
@@ -56,7 +56,7 @@ def test_a_written_row_reads_back_equal(tmp_path):
     book.start()
     book.append(ROW)
     book.append(dataclasses.replace(ROW, step=6, val_loss=1 / 3))  # a float repr needs all its digits
-    assert read_log(tmp_path / "log_data.csv") == [ROW, dataclasses.replace(ROW, step=6, val_loss=1 / 3)]
+    assert read_evaluations(tmp_path / "log_data.csv") == [ROW, dataclasses.replace(ROW, step=6, val_loss=1 / 3)]
     metrics = MetricsRow(
         step=3,
         tokens_seen=192,
@@ -76,7 +76,7 @@ def test_a_written_row_reads_back_equal(tmp_path):
 def test_a_log_in_the_existing_format_reads_and_is_written_byte_for_byte(tmp_path):
     path = tmp_path / "log_data.csv"
     path.write_bytes(OLD_LOG.encode())
-    rows = read_log(path)
+    rows = read_evaluations(path)
     assert rows == [
         LogRow(0, 1e-05, 4.158883476257324, 4.1588, 63.99, 0.0, 0.0),
         LogRow(2, 0.0094, 3.9, 3.95, 51.935, 1.25, 1234.5),
@@ -95,7 +95,7 @@ def test_a_resume_keeps_the_rows_up_to_its_step_as_written(tmp_path):
     book = LogBook(tmp_path / "log_data.csv", LogRow)
     book.start(previous, up_to_step=1)
     book.append(ROW)
-    assert read_log(book.path) == [read_log(previous)[0], ROW]
+    assert read_evaluations(book.path) == [read_evaluations(previous)[0], ROW]
 
 
 def test_an_older_log_without_tokens_per_second_reads_as_nan(tmp_path):
@@ -104,7 +104,7 @@ def test_an_older_log_without_tokens_per_second_reads_as_nan(tmp_path):
         "Step,Learning Rate,Train Loss,Validation Loss,Perplexity,Time Elapsed\n"
         "0,0.001,4.0,4.1,60.3,0.0\n10,0.002,3.0,,20.1,5.0\n"
     )
-    first, second = read_log(path)
+    first, second = read_evaluations(path)
     assert math.isnan(first.tokens_per_s) and math.isnan(second.val_loss) and second.train_loss == 3.0
     log = compare_read_log(path)
     assert list(log.step) == [0, 10] and all(math.isnan(rate) for rate in log.tokens_per_s)
@@ -129,7 +129,7 @@ def test_a_damaged_log_is_one_error_naming_the_problem(tmp_path: Path, text: str
     path = tmp_path / "log_data.csv"
     path.write_text(text)
     with pytest.raises(FhaError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        read_log(path)
+        read_evaluations(path)
 
 
 def test_rows_are_values():

@@ -13,11 +13,11 @@ import pytest
 from train_helpers import run_tiny, tiny_model_config, tiny_train_config
 
 from fha.errors import FhaError
-from fha.train.checkpoint import load_checkpoint
+from fha.runs.checkpoint import load_checkpoint
+from fha.runs.metrics import METRICS_COLUMNS, METRICS_FILE
+from fha.runs.trackers import TENSORBOARD_DIR, WANDB_DIR
 from fha.train.loop import TrainRequest, train
-from fha.train.metrics import METRICS_COLUMNS, METRICS_FILE
 from fha.train.schedule import LRSchedule
-from fha.train.trackers import TENSORBOARD_DIR, WANDB_DIR
 
 BATCH_SIZE, SEQ_LEN = 4, 16  # train_helpers' tiny configs
 EXACT = ("Step", "Tokens Seen", "Learning Rate", "Train Loss", "Grad Norm")  # not timings

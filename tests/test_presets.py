@@ -6,8 +6,7 @@ import pytest
 
 from fha import GPT, ModelConfig
 from fha.errors import FhaError
-from fha.train.config import TrainConfig
-from fha.train.presets import (
+from fha.experiments import (
     build_configs,
     load_experiment,
     merge,
@@ -15,6 +14,7 @@ from fha.train.presets import (
     parse_overrides,
     preset_names,
 )
+from fha.train_config import TrainConfig
 
 SEEDS = ("seed-0.3m", "seed-0.8m", "seed-1m")
 

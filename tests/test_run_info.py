@@ -9,9 +9,10 @@ import torch
 from train_helpers import run_tiny
 
 from fha import Tokenizer
-from fha.run import TOKENIZER_FILE
-from fha.run_info import DIGEST_HEX_CHARS, RUN_INFO_FILE, read_run_info
-from fha.train import TrainRequest, load_checkpoint, train
+from fha.runs.checkpoint import load_checkpoint
+from fha.runs.folder import TOKENIZER_FILE
+from fha.runs.info import DIGEST_HEX_CHARS, RUN_INFO_FILE, read_run_info
+from fha.train import TrainRequest, train
 
 
 def test_run_info_records_environment_tokenizer_and_data(corpus, tmp_path):
@@ -55,7 +56,7 @@ def test_seed_changes_neither_the_split_nor_the_tokenizer(corpus, tmp_path):
 
 
 def test_command_line_reads_like_the_shell_line(monkeypatch):
-    from fha.run_info import command_line
+    from fha.runs.info import command_line
 
     monkeypatch.setattr("sys.argv", ["/x/fha/__main__.py", "study", "run", "my spec.toml"])
     assert command_line() == "python -m fha study run 'my spec.toml'"

@@ -24,16 +24,16 @@ from safetensors.torch import load_file, save_file
 from tiny_run import make_tokenizer
 from train_helpers import run_tiny, tiny_model_config, write_corpus
 
-from fha.cli import main
+from fha.cli import in_flags, main
 from fha.errors import FhaError
 from fha.model.gpt import GPT
-from fha.run import MODEL_FILE, TOKENIZER_FILE, read_weights_into, save_weights
-from fha.train import checkpoint as ckpt
-from fha.train.checkpoint import list_checkpoints, load_checkpoint
+from fha.runs import checkpoint as ckpt
+from fha.runs.checkpoint import list_checkpoints, load_checkpoint
+from fha.runs.folder import MODEL_FILE, TOKENIZER_FILE, read_weights_into, save_weights
+from fha.runs.lock import LOCK_FILE
+from fha.runs.logbook import read_evaluations
+from fha.runs.writer import PREVIOUS_RUN_DIR, RunFolder
 from fha.train.divergence import healthy_loss_limit
-from fha.train.logbook import read_log
-from fha.train.run_folder import PREVIOUS_RUN_DIR, RunFolder
-from fha.train.run_lock import LOCK_FILE
 
 TESTS = Path(__file__).resolve().parent
 HARNESS = TESTS / "crash_harness.py"
@@ -222,7 +222,7 @@ def test_two_writers_started_together_leave_exactly_one_run(corpus, tmp_path, en
     ((_, _, loser_err),) = [r for r in results if r[1] == 2]
     assert f"in use by pid {winner} on host" in loser_err or "folder is not empty" in loser_err, loser_err
     seed = train_seed(out)
-    assert [row.step for row in read_log(out / "log_data.csv")] == [0, 4, 8]
+    assert [row.step for row in read_evaluations(out / "log_data.csv")] == [0, 4, 8]
     assert all(load_checkpoint(path).train_config.seed == seed for _, path in list_checkpoints(out))
     assert f'"seed": {seed}' in (out / "train_config.json").read_text()
     assert not (out / LOCK_FILE).exists()
@@ -243,7 +243,7 @@ def test_a_folder_in_use_refuses_a_second_writer_and_a_resume(corpus, tmp_path, 
     finally:
         writer.send_signal(signal.SIGCONT)
     assert writer.wait(SUBPROCESS_TIMEOUT_S) == 0
-    assert [row.step for row in read_log(out / "log_data.csv")] == [0, 4, 8, 12, 16]
+    assert [row.step for row in read_evaluations(out / "log_data.csv")] == [0, 4, 8, 12, 16]
     assert [step for step, _ in list_checkpoints(out)] == list(range(2, 17, 2))
 
 
@@ -284,7 +284,7 @@ def test_resume_from_another_folder_with_relative_paths(tmp_path, env):
     elsewhere.mkdir()
     result = fha(env, "train", "--resume", work / "run", "--set", "max_steps=6", cwd=elsewhere)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert load_checkpoint(work / "run").state["data"]["source"] == str(work / "stories.txt")
+    assert load_checkpoint(work / "run").state.data["source"] == str(work / "stories.txt")
 
 
 def test_resume_refuses_other_training_documents_and_applies_new_validation_ones(tmp_path, capsys, caplog):
@@ -307,7 +307,7 @@ def test_resume_refuses_other_training_documents_and_applies_new_validation_ones
     # The same documents from a new place are fine, and --val-data alone is applied, and said so.
     assert cli("train", "--resume", out, "--set", "max_steps=6", "--data", moved, "--val-data", other_val) == 0
     assert "validation data changed on resume" in caplog.text and str(other_val) in caplog.text
-    data_state = load_checkpoint(out).state["data"]
+    data_state = load_checkpoint(out).state.data
     assert data_state["source"] == str(moved) and data_state["val_source"] == str(other_val)
 
 
@@ -438,10 +438,12 @@ def test_divergence_names_a_checkpoint_that_can_be_resumed(corpus, tmp_path, mon
     assert f"{out / 'checkpoints' / 'step-2'} (finite weights, validation loss" in message
     assert f"<= 1.5 x ln(vocab_size) = {healthy_loss_limit(64):.3g}" in message
     assert "step-4 is not: " in message and "step-3 is not: " in message
-    assert f"fha train --resume {out / 'checkpoints' / 'step-2'} --overwrite --set lr_max=..." in message
+    assert f"`resume` {out / 'checkpoints' / 'step-2'} with `overwrite` and `overrides` lr_max=..." in message
+    step_2 = out / "checkpoints" / "step-2"
+    assert in_flags(message).endswith(f"--resume {step_2} with --overwrite and --set lr_max=...")
     monkeypatch.undo()
     assert cli("train", "--resume", out / "checkpoints" / "step-2", "--overwrite", "--set", "lr_max=0.005") == 0
-    assert all(math.isfinite(row.val_loss) for row in read_log(out / "log_data.csv"))
+    assert all(math.isfinite(row.val_loss) for row in read_evaluations(out / "log_data.csv"))
 
 
 # ---------------------------------------------------------------------------- 8. the very end
@@ -672,8 +674,8 @@ def test_compare_refuses_a_negative_batch_size(tmp_path, capsys, run_dir_factory
 
 
 def test_schedule_plot_of_a_billion_steps_evaluates_a_bounded_number_of_them():
-    from fha.train.config import TrainConfig
     from fha.train.schedule import MAX_PLOT_POINTS, LRSchedule, plot_steps
+    from fha.train_config import TrainConfig
 
     schedule = LRSchedule.from_config(TrainConfig(max_steps=10**9, num_restarts=2))
     steps = plot_steps(schedule)
@@ -696,7 +698,7 @@ def test_tokens_per_second_counts_only_real_tokens(corpus, tmp_path, monkeypatch
     run_tiny(
         corpus, tmp_path / "run", tiny_model_config(max_seq_len=64), batching=batching, max_steps=4, eval_interval=2
     )
-    rates = [row.tokens_per_s for row in read_log(tmp_path / "run" / "log_data.csv")][1:]
+    rates = [row.tokens_per_s for row in read_evaluations(tmp_path / "run" / "log_data.csv")][1:]
     full = 4 * 64  # batch_size x max_seq_len; the stories are shorter, so padded rows hold pads
     if batching == "packed":
         assert rates == [full, full]

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from fha.cli import main
-from fha.train.config import TrainConfig
 from fha.train.schedule import LRSchedule, plot_schedule
+from fha.train_config import TrainConfig
 
 LR_INIT, LR_MAX, LR_MIN = 1e-5, 0.1, 1e-3
 

@@ -28,7 +28,7 @@ from fha.study.report import write_report
 from fha.study.results import RESULTS_FILE
 from fha.study.runner import run_study
 from fha.study.spec import load_spec, spec_from_dict
-from fha.train.config import TrainConfig
+from fha.train_config import TrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = """

@@ -21,10 +21,10 @@ from train_helpers import (
 from fha import GPT, Tokenizer
 from fha.data import PackedBatches
 from fha.errors import FhaError
-from fha.run import load_run
+from fha.runs.checkpoint import list_checkpoints, load_checkpoint
+from fha.runs.folder import load_run
+from fha.runs.logbook import COLUMNS, LogRow, read_evaluations
 from fha.train import loop
-from fha.train.checkpoint import list_checkpoints, load_checkpoint
-from fha.train.logbook import COLUMNS, LogRow, read_log
 from fha.train.loop import TrainRequest, train
 from fha.train.optim import make_optimizer, parameter_groups
 
@@ -66,7 +66,7 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(corpus, tmp_path):
     )
     after = [untimed(row) for row in full.history if row.step > 3]
     assert [untimed(row) for row in resumed.history] == after
-    logged = read_log(tmp_path / "resumed" / "log_data.csv")  # rows 0-3 copied, 4-6 new
+    logged = read_evaluations(tmp_path / "resumed" / "log_data.csv")  # rows 0-3 copied, 4-6 new
     assert [untimed(row) for row in logged] == [untimed(row) for row in full.history]
     a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
     assert all(torch.equal(a[name], b[name]) for name in a)
@@ -253,5 +253,5 @@ def test_the_setup_is_one_frozen_value_the_loop_reads(corpus, tmp_path, monkeypa
         )
     )
     resumed = built[-1]
-    assert resumed.start_step == 3 and resumed.start_elapsed == checkpoint.state["elapsed"]
+    assert resumed.start_step == 3 and resumed.start_elapsed == checkpoint.state.elapsed
     assert resumed.tokenizer is checkpoint.tokenizer

@@ -8,8 +8,8 @@ from test_train_cli import TINY_SETS
 import fha
 from fha.cli import main
 from fha.errors import FhaError
+from fha.runs.logbook import read_evaluations
 from fha.train import resolve_configs
-from fha.train.logbook import read_log
 
 OVERRIDES = dict(item.split("=") for item in TINY_SETS[1::2])  # the CLI tests' --set values, as strings
 
@@ -22,7 +22,7 @@ def test_python_run_equals_the_cli_run(corpus, tmp_path, capsys):
     logged = {
         name: [
             (row.step, row.learning_rate, row.train_loss, row.val_loss)
-            for row in read_log(tmp_path / name / "log_data.csv")
+            for row in read_evaluations(tmp_path / name / "log_data.csv")
         ]
         for name in ("cli", "api")
     }
@@ -41,7 +41,7 @@ def test_resume_and_config_tables(corpus, tmp_path):
     first = fha.train_model(config=tables, overrides={"attention": "mha"}, data=str(corpus), out=out, device="cpu")
     assert first.load().configs.model.attention == "mha"
     longer = fha.train_model(resume=out, overrides={"max_steps": 6}, device="cpu")
-    assert longer.step == 6 and [row.step for row in read_log(out / "log_data.csv")] == [0, 2, 4, 6]
+    assert longer.step == 6 and [row.step for row in read_evaluations(out / "log_data.csv")] == [0, 2, 4, 6]
 
 
 @pytest.mark.parametrize(

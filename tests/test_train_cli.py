@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from fha.cli import main
-from fha.run import load_run
+from fha.runs.checkpoint import STATE_FILE, list_checkpoints
+from fha.runs.folder import load_run
+from fha.runs.logbook import read_evaluations
 from fha.tokenizer import Tokenizer
-from fha.train.checkpoint import STATE_FILE, list_checkpoints
-from fha.train.logbook import read_log
 
 TINY_SETS = [
     "--set",
@@ -57,7 +57,7 @@ def test_train_and_resume_through_the_cli(corpus, tmp_path, capsys):
     assert [step for step, _ in list_checkpoints(out)] == [2, 4]
     assert main(["train", "--resume", str(out), "--set", "max_steps=6"]) == 0
     assert [step for step, _ in list_checkpoints(out)] == [2, 4, 6]
-    assert [row.step for row in read_log(out / "log_data.csv")] == [0, 2, 4, 6]
+    assert [row.step for row in read_evaluations(out / "log_data.csv")] == [0, 2, 4, 6]
 
 
 def test_a_run_written_with_the_old_step_field_names_resumes(corpus, tmp_path):
@@ -77,7 +77,7 @@ def test_a_run_written_with_the_old_step_field_names_resumes(corpus, tmp_path):
         path.write_text(json.dumps(config))
     assert main(["train", "--resume", str(out), "--set", "max_iters=6"]) == 0
     assert [step for step, _ in list_checkpoints(out)] == [2, 4, 6]
-    assert [row.step for row in read_log(out / "log_data.csv")] == [0, 2, 4, 6]
+    assert [row.step for row in read_evaluations(out / "log_data.csv")] == [0, 2, 4, 6]
     assert json.loads((out / "train_config.json").read_text())["max_steps"] == 6
 
 
@@ -183,7 +183,7 @@ def test_tiny_preset_on_the_tinystories_sample(sample_dir, tmp_path, capsys):
     )
     run = load_run(out)
     assert run.model.config.vocab_size == run.tokenizer.vocab_size == 512
-    assert [row.step for row in read_log(out / "log_data.csv")] == [0, 3]
+    assert [row.step for row in read_evaluations(out / "log_data.csv")] == [0, 3]
 
 
 def test_tokenizer_size_conflicting_with_set_vocab_size(corpus, tmp_path, capsys):
@@ -267,7 +267,7 @@ def test_resuming_an_older_checkpoint_in_place_keeps_later_ones_unless_overwrite
         == 0
     )
     assert [step for step, _ in list_checkpoints(out)] == [2, 3]
-    assert [row.step for row in read_log(out / "log_data.csv")] == [0, 2, 3]
+    assert [row.step for row in read_evaluations(out / "log_data.csv")] == [0, 2, 3]
 
 
 def test_checkpoint_copied_out_of_its_run_needs_out(corpus, tmp_path, capsys):

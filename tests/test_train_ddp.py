@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 from train_helpers import run_tiny, tiny_model_config, write_corpus
 
-from fha.train.logbook import read_log
+from fha.runs.logbook import read_evaluations
 
 PER_RANK_BATCH = 4
 WORLD_SIZE = 2
@@ -90,7 +90,7 @@ def test_two_gloo_processes_match_one_process(tmp_path, monkeypatch):
     )
 
     assert (tmp_path / "ddp" / "tokenizer.json").read_text() == (tmp_path / "single" / "tokenizer.json").read_text()
-    ddp_log, single_log = read_log(tmp_path / "ddp" / "log_data.csv"), read_log(tmp_path / "single" / "log_data.csv")
+    ddp_log, single_log = (read_evaluations(tmp_path / name / "log_data.csv") for name in ("ddp", "single"))
     assert [row.step for row in ddp_log] == [row.step for row in single_log] == [0, 1, 2, 3, 4]
     for ddp_row, single_row in zip(ddp_log, single_log, strict=True):
         for key in ("learning_rate", "train_loss", "val_loss"):

@@ -12,10 +12,10 @@ from train_helpers import run_tiny, tiny_model_config, tiny_train_config
 
 import fha
 from fha.cli import main
+from fha.runs.checkpoint import load_checkpoint
 from fha.train import loop
-from fha.train.checkpoint import load_checkpoint
-from fha.train.config import TrainConfig
 from fha.train.schedule import LRSchedule, describe_schedule_change, plot_steps
+from fha.train_config import TrainConfig
 
 LR_INIT, LR_MAX, LR_MIN = 1e-5, 0.1, 1e-3
 NEW_KEYS = ("cooldown_steps", "cooldown_fraction", "data_seed")

@@ -13,7 +13,7 @@ import torch
 from tiny_model import tiny_config
 
 from fha import GPT, Tokenizer
-from fha.run import TOKENIZER_FILE, save_weights
+from fha.runs.folder import TOKENIZER_FILE, save_weights
 
 LINES = [
     "Once upon a time there was a little girl named Lily.",

@@ -8,8 +8,8 @@ from pathlib import Path
 from tiny_model import tiny_config
 
 from fha.config import ModelConfig
-from fha.train.config import TrainConfig
 from fha.train.loop import TrainRequest, TrainResult, train
+from fha.train_config import TrainConfig
 
 NAMES = ["Lily", "Tom", "Max", "Sue", "Ben"]
 VERBS = ["saw", "liked", "found", "had", "wanted"]

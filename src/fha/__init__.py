@@ -30,7 +30,7 @@ _EXPORTS = {
     "fractal_attention": "fha.model.attention",
     "generate": "fha.generation",
     "grouped_attention": "fha.model.attention",
-    "load_run": "fha.run",
+    "load_run": "fha.runs.folder",
     "trace_shapes": "fha.inspection",
     "train_model": "fha.train.api",
 }
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from fha.model.attention import fractal_attention, grouped_attention
     from fha.model.gpt import GPT
     from fha.model.kv_cache import KVCache
-    from fha.run import load_run
+    from fha.runs.folder import load_run
     from fha.sampling import Sampling
     from fha.tokenizer import Tokenizer
     from fha.train.api import train_model

@@ -8,13 +8,13 @@ import re
 
 import torch
 
+from fha.choices import PRECISIONS
 from fha.errors import FhaError
 
 log = logging.getLogger(__name__)
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")  # for help texts; N is a card index
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PRECISION_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 FP16_DEVICE_TYPES = ("cuda", "mps")
 DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}

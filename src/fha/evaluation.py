@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fha.choices import EVAL_BATCH_SIZE as DEFAULT_BATCH_SIZE
+from fha.choices import EVAL_TOP_K as DEFAULT_TOP_K
 from fha.data import TokenData, eval_windows
 from fha.data.sources import TINYSTORIES, load_documents, load_splits
 from fha.device import autocast
@@ -41,8 +43,6 @@ from fha.wording import counted, plural
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TOP_K = 5
-DEFAULT_BATCH_SIZE = 8
 HELD_OUT_SPLIT = "val"  # the TinyStories split that `held_out_documents("tinystories")` reads
 
 

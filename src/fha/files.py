@@ -1,4 +1,6 @@
-"""Atomic writes: a file is written under a temporary name beside it, then renamed over its target,
+"""Files written atomically, JSON read with one-line errors, and file digests.
+
+Atomic writes: a file is written under a temporary name beside it, then renamed over its target,
 so a reader (or a crash) sees the old file or the whole new one, never a part. The temporary name
 is unique, so processes writing one file at once (shards of a study) do not trip over each other.
 A failed write (a full disk, a read-only folder) is one FhaError naming the file, and leaves no
@@ -6,13 +8,39 @@ temporary file."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
 from fha.errors import FhaError, one_line
+
+HASH_CHUNK_BYTES = 1 << 24
+TEMP_SUFFIX = ".tmp"
+UNIQUE_BYTES = 4  # random bytes in a temporary name, beside the process id
+NEW_FILE_MODE = 0o666  # less the umask, as open() creates files
+
+
+def temporary_prefix(name: str) -> str:
+    """How the temporary files of an atomic write of the file `name` begin (hidden, beside it), so that
+    a folder's owner can recognise and remove what a killed process left."""
+    return f".{name}."
+
+
+def temporary_file(path: Path) -> Path:
+    """A new, empty, unique temporary file beside `path`, to write and then rename over it. It gets the
+    permissions of any new file (the umask's), which the renamed file keeps."""
+    while True:
+        name = (
+            path.parent / f"{temporary_prefix(path.name)}{os.getpid()}-{secrets.token_hex(UNIQUE_BYTES)}{TEMP_SUFFIX}"
+        )
+        try:
+            os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, NEW_FILE_MODE))
+        except FileExistsError:
+            continue
+        return name
 
 
 def _write_file(path: Path, data: bytes) -> None:
@@ -27,9 +55,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     temporary = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(handle)
-        temporary = Path(name)
+        temporary = temporary_file(path)
         _write_file(temporary, data)
         temporary.replace(path)
     except OSError as err:
@@ -67,3 +93,12 @@ def read_json(path: Path, what: str) -> Any:
         raise FhaError(f"{path}: a folder, not {what}") from None
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise FhaError(f"{path}: unreadable {what} ({one_line(err)})") from None
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        while chunk := handle.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()

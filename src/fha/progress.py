@@ -42,10 +42,6 @@ def set_mode(mode: str) -> None:
     _mode = mode
 
 
-def get_mode() -> str:
-    return _mode
-
-
 def resolved_mode(stream: IO[str] | None = None) -> str:
     """ "bar", "lines" or "off" for `stream` (stderr by default)."""
     if _mode != "auto":

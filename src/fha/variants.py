@@ -8,7 +8,7 @@ sub-heads. A new pattern is one entry in `ATTENTION_VARIANTS`; the config, the m
 shape tree and the attention maps all read the cut from here.
 
 Plain Python, below the config in the import order (no torch): the kernel is named here and
-built by `fha.model.kernels`.
+built by `fha.model.attention`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # the config imports this module to validate its attention se
     from fha.config import ModelConfig
 
 HeadSplits = tuple[int, ...]
+# The attention kernels by name (`fha.model.attention.KERNELS` builds them).
+FRACTAL_KERNEL, GROUPED_KERNEL = "fractal_attention", "grouped_attention"
 
 
 def subhead_sizes(config: ModelConfig) -> str:
@@ -88,11 +90,11 @@ def _no_label(config: ModelConfig, splits: HeadSplits) -> str:
 class AttentionVariant:
     """One way of cutting heads. `head_splits(config, layer)` gives the cut of every query head
     of that layer; `kernel_name` the attention function that computes it (a key of
-    `fha.model.kernels.KERNELS`); `describe(config)` a phrase for reports and
+    `fha.model.attention.KERNELS`); `describe(config)` a phrase for reports and
     `kernel_label(config, splits)` the settings shown on the kernel's line of the shape tree."""
 
     head_splits: Callable[[ModelConfig, int], HeadSplits]
-    kernel_name: str = "fractal_attention"
+    kernel_name: str = FRACTAL_KERNEL
     kernel_label: Callable[[ModelConfig, HeadSplits], str] = _splits_label
     describe: Callable[[ModelConfig], str] = _describe_cut
     uses_fractal_scale: bool = True  # False: whole heads, always scaled by head_dim**-0.5
@@ -133,7 +135,7 @@ ATTENTION_VARIANTS: dict[str, AttentionVariant] = {
     ),
     "mha": AttentionVariant(  # ordinary multi-head / grouped-query attention: whole heads
         lambda config, layer: (1,) * config.num_q_heads,
-        kernel_name="grouped_attention",
+        kernel_name=GROUPED_KERNEL,
         kernel_label=_no_label,
         describe=_describe_whole,
         uses_fractal_scale=False,

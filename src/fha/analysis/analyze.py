@@ -33,6 +33,9 @@ from fha.analysis.metrics import (
     repeated_sequences,
 )
 from fha.analysis.table import SubheadRow, SubheadTable
+from fha.choices import ANALYSIS_ABLATION_TOKENS as DEFAULT_ABLATION_TOKENS
+from fha.choices import ANALYSIS_BATCH_SIZE as DEFAULT_BATCH_SIZE
+from fha.choices import ANALYSIS_INDUCTION_SEQUENCES as DEFAULT_INDUCTION_SEQUENCES
 from fha.data import TokenData, eval_windows
 from fha.errors import FhaValueError
 from fha.evaluation import encode_documents
@@ -44,10 +47,7 @@ from fha.tokenizer import PAD_ID, Tokenizer
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = 8  # windows per forward pass of the clean model
 DEFAULT_INDUCTION_LENGTH = 50  # random tokens before the repeat, as in TransformerLens's induction demos
-DEFAULT_INDUCTION_SEQUENCES = 32
-DEFAULT_ABLATION_TOKENS = 16_384  # 64 windows of 256: seed-0.3m in under a minute (docs/benchmarks.md)
 MIN_INDUCTION_LENGTH = 2  # with one token, the induction target would be the query itself
 
 

@@ -13,6 +13,9 @@ import logging
 import time
 from pathlib import Path
 
+from fha.choices import ANALYSIS_ABLATION_TOKENS as DEFAULT_ABLATION_TOKENS
+from fha.choices import ANALYSIS_BATCH_SIZE as DEFAULT_BATCH_SIZE
+from fha.choices import ANALYSIS_INDUCTION_SEQUENCES as DEFAULT_INDUCTION_SEQUENCES
 from fha.cli.options import add_device_argument, add_figure_arguments
 from fha.data.sources import TINYSTORIES
 from fha.errors import FhaError
@@ -21,9 +24,6 @@ from fha.wording import counted
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_SIZE = 8  # fha.analysis.analyze's defaults, without importing torch
-DEFAULT_INDUCTION_SEQUENCES = 32
-DEFAULT_ABLATION_TOKENS = 16_384
 ALL = "all"
 
 
@@ -119,7 +119,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     from fha.compare.report import markdown_table
     from fha.device import setup_device
     from fha.evaluation import encode_documents, held_out_documents
-    from fha.run import load_model_and_tokenizer
+    from fha.runs.folder import load_model_and_tokenizer
     from fha.variants import describe_attention
 
     weights = {name: _weights_by_step(run_dir, args.checkpoints) for name, run_dir in zip(names, args.run_dirs)}
@@ -171,7 +171,7 @@ def run_analyze(args: argparse.Namespace) -> int:
 def _weights_by_step(run_dir: Path, checkpoints: bool) -> list[tuple[int | None, Path]]:
     """(training step, folder to load) of the run's final weights (its latest checkpoint when
     unfinished), after every earlier checkpoint with `checkpoints`."""
-    from fha.run import (
+    from fha.runs.folder import (
         CHECKPOINT_NAME,
         MODEL_FILE,
         TRAIN_CONFIG_FILE,
@@ -179,7 +179,7 @@ def _weights_by_step(run_dir: Path, checkpoints: bool) -> list[tuple[int | None,
         require_run_dir,
         weights_folder,
     )
-    from fha.train.config import TrainConfig
+    from fha.train_config import TrainConfig
 
     final = require_run_dir(weights_folder(run_dir))
     match = CHECKPOINT_NAME.match(final.name)

@@ -7,11 +7,10 @@ import logging
 import math
 from pathlib import Path
 
+from fha.choices import X_AXIS_NAMES
 from fha.cli.options import add_device_argument, add_figure_arguments
 from fha.data.sources import TINYSTORIES
 from fha.errors import FhaError
-
-X_AXIS_CHOICES = ("tokens", "step", "time")  # fha.compare.plots.X_AXES, without importing matplotlib
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         default=["tokens"],
         metavar="AXIS",
-        help=f"x axes to plot, one figure each: {', '.join(X_AXIS_CHOICES)} (default: tokens; wall time "
+        help=f"x axes to plot, one figure each: {', '.join(X_AXIS_NAMES)} (default: tokens; wall time "
         "measures the machine's load as much as the model)",
     )
     parser.add_argument("--log-x", action="store_true", help="logarithmic x axis")

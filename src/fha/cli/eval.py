@@ -12,6 +12,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fha.choices import EVAL_BATCH_SIZE as DEFAULT_BATCH_SIZE
+from fha.choices import EVAL_TOP_K as DEFAULT_TOP_K
 from fha.cli.options import add_device_argument, add_precision_argument
 from fha.data.sources import TINYSTORIES
 from fha.errors import FhaError
@@ -23,8 +25,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TOP_K = 5  # fha.evaluation's defaults, without importing torch
-DEFAULT_BATCH_SIZE = 8
 GUESS_VIEW_TOKENS = 16  # positions of the first document shown beside the model's guesses
 
 
@@ -74,7 +74,7 @@ def run_eval(args: argparse.Namespace) -> int:
         raise FhaError(f"--max-documents must be at least 1, got {args.max_documents}")
     from fha.device import setup_device
     from fha.evaluation import evaluate, held_out_documents, next_token_guesses
-    from fha.run import load_run
+    from fha.runs.folder import load_run
 
     device = setup_device(args.device, args.precision)
     model, tokenizer, _ = load_run(args.run_dir, device)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fha.choices import EXPORT_FORMATS
+
 # fha.export.hf's formats, written out so that --help does not import torch; a test checks that they agree.
-FORMAT_CHOICES = ("hf",)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "trust_remote_code nor fha.",
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder (or one of its checkpoints)")
-    parser.add_argument("--format", choices=FORMAT_CHOICES, default="hf", help="what to write (default: hf)")
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="hf", help="what to write (default: hf)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="the folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace the files of a folder that is not empty")
     parser.add_argument(

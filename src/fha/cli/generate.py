@@ -83,7 +83,7 @@ def run_generate(args: argparse.Namespace) -> int:
     prompts = _read_prompts(args.prompt, args.prompt_file)
     from fha.completion import complete
     from fha.device import autocast, setup_device
-    from fha.run import load_run
+    from fha.runs.folder import load_run
 
     device = setup_device(args.device, args.precision)
     model, tokenizer, _ = load_run(args.run_dir, device)

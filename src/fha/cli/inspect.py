@@ -17,8 +17,8 @@ from pathlib import Path
 from fha.cli.options import add_experiment_arguments, add_figure_arguments
 from fha.config import ModelConfig
 from fha.errors import FhaError
+from fha.experiments import load_experiment, parse_overrides
 from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT, check_figure_options
-from fha.train.presets import load_experiment, parse_overrides
 from fha.variants import describe_attention
 from fha.wording import counted, plural
 
@@ -104,7 +104,7 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 def _model_config(args: argparse.Namespace) -> ModelConfig:
     if args.run_dir is not None:
-        from fha.run import MODEL_CONFIG_FILE, require_run_dir, weights_folder
+        from fha.runs.folder import MODEL_CONFIG_FILE, require_run_dir, weights_folder
 
         return ModelConfig.from_json(require_run_dir(weights_folder(args.run_dir)) / MODEL_CONFIG_FILE)
     if args.preset is not None:
@@ -156,7 +156,7 @@ def _run_attention(args: argparse.Namespace) -> int:
     import torch
 
     from fha.inspection import attention_maps, save_attention_heatmaps, save_head_layout, token_labels
-    from fha.run import load_run
+    from fha.runs.folder import load_run
 
     model, tokenizer, configs = load_run(args.run_dir)
     ids = tokenizer.encode(args.prompt, bos=True)

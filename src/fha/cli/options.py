@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fha.choices import PRECISIONS
 from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT, FIGURE_FORMATS, MAX_DPI, MIN_DPI
 
 DEVICE_HELP = "cpu, cuda, cuda:N, mps or auto (default: cuda, then mps, then cpu)"
-PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")  # fha.device.PRECISIONS, without importing torch
 PRECISION_HELP = (
     "autocast dtype: auto (bf16 on CUDA cards that support it, else fp32), fp32, bf16 "
     "(CUDA, CPU, MPS) or fp16 (CUDA, MPS)"
@@ -69,4 +69,4 @@ def add_figure_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGro
 
 
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--precision", default="auto", choices=PRECISION_CHOICES, help=PRECISION_HELP)
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from fha.cli.options import add_experiment_arguments
+from fha.experiments import build_configs, load_experiment, merge, parse_overrides, preset_names
 from fha.figure_formats import DEFAULT_DPI
-from fha.train.presets import build_configs, load_experiment, merge, parse_overrides, preset_names
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

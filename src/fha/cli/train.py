@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fha.cli.options import add_device_argument, add_experiment_arguments, add_precision_argument
-from fha.train.presets import parse_overrides, preset_names
-from fha.train.trackers import TRACKERS
+from fha.experiments import parse_overrides, preset_names
+from fha.runs.trackers import TRACKERS
 
 if TYPE_CHECKING:
-    from fha.config import ConfigBase
+    from fha.config_base import ConfigBase
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -85,22 +86,21 @@ def run_train(args: argparse.Namespace) -> int:
         )
         print(experiment_toml({"model": model_config, "train": train_config}))
         return 0
-    train(
-        build_request(
-            args.preset,
-            config=args.config,
-            overrides=overrides,
-            data=args.data,
-            val_data=args.val_data,
-            out=args.out,
-            resume=args.resume,
-            tokenizer=args.tokenizer,
-            device=args.device,
-            precision=args.precision,
-            overwrite=args.overwrite,
-            log_to=args.log_to,
-        )
+    request = build_request(
+        args.preset,
+        config=args.config,
+        overrides=overrides,
+        data=args.data,
+        val_data=args.val_data,
+        out=args.out,
+        resume=args.resume,
+        tokenizer=args.tokenizer,
+        device=args.device,
+        precision=args.precision,
+        overwrite=args.overwrite,
+        log_to=args.log_to,
     )
+    train(dataclasses.replace(request, continue_hint=f"resume with: fha train --resume {request.out_dir}"))
     return 0
 
 

@@ -21,7 +21,7 @@ from fha.compare.runs import (
 )
 from fha.errors import FhaError, writing
 from fha.evaluation import evaluate, held_out_documents
-from fha.run import load_model_and_tokenizer
+from fha.runs.folder import load_model_and_tokenizer
 from fha.wording import counted
 
 log = logging.getLogger(__name__)

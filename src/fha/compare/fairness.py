@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fha.compare.runs import SEED, RunSummary, SeedGroup
-from fha.run_info import file_digest
+from fha.runs.info import file_digest
 from fha.stats import paired_difference
 
 MISSING = "—"

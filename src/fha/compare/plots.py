@@ -20,6 +20,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from fha.choices import X_AXIS_NAMES
 from fha.compare.runs import RunSummary, SeedGroup, TrainingLog
 from fha.errors import FhaError
 from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT, check_figure_options
@@ -40,11 +41,17 @@ UNFINISHED = "unfinished"
 # (panel title, TrainingLog column) for the two panels of each figure
 PANELS = (("train loss", "train_loss"), ("validation loss", "val_loss"))
 # x axis name -> (axis label, column, file stem). Wall time measures the machine's load as much as the model.
-X_AXES = {
-    "tokens": ("training tokens seen", TOKENS, Path(LOSS_VS_TOKENS_FILE).stem),
-    "step": ("step", "step", Path(LOSS_VS_STEP_FILE).stem),
-    "time": ("wall time (s; machine-dependent)", "time_s", Path(LOSS_VS_TIME_FILE).stem),
-}
+X_AXES = dict(
+    zip(
+        X_AXIS_NAMES,  # tokens, step, time
+        (
+            ("training tokens seen", TOKENS, Path(LOSS_VS_TOKENS_FILE).stem),
+            ("step", "step", Path(LOSS_VS_STEP_FILE).stem),
+            ("wall time (s; machine-dependent)", "time_s", Path(LOSS_VS_TIME_FILE).stem),
+        ),
+        strict=True,
+    )
+)
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,11 @@ from fha.compare.names import group_labels
 from fha.config import ModelConfig
 from fha.errors import FhaError
 from fha.model.gpt import GPT
-from fha.run import LOG_FILE, METRICS_FILE, MODEL_CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE
-from fha.run_info import read_run_info
+from fha.runs.folder import LOG_FILE, METRICS_FILE, MODEL_CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE
+from fha.runs.info import read_run_info
+from fha.runs.logbook import LogRow, MetricsRow, read_rows
 from fha.tokenizer import Tokenizer
-from fha.train.config import TrainConfig
-from fha.train.logbook import LogRow, MetricsRow, read_rows
+from fha.train_config import TrainConfig
 
 # Train config fields that size one optimizer step, and the one that repeats differ in.
 BATCH_SIZE, GRAD_ACCUM, SEED = "batch_size", "grad_accum_steps", "seed"
@@ -234,16 +234,7 @@ def _run_folder(path: str | Path) -> Path:
 def _read_train_config(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise FhaError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise FhaError(f"{path}: expected a JSON object of train config fields")
-    try:
-        data = TrainConfig.with_current_names(data)  # runs written before a field was renamed group with newer ones
-    except ValueError as err:
-        raise FhaError(f"{path}: {err}") from None
+    data = TrainConfig.json_fields(path)  # runs written before a field was renamed group with newer ones
     for key in (BATCH_SIZE, GRAD_ACCUM):
         value = data.get(key, 1)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from fha.lazy import lazy_exports
 
 _EXPORTS = {
+    "cached_tokens": "fha.data.cache",
     "describe_source": "fha.data.cache",
     "documents_digest": "fha.data.cache",
     "download_tinystories": "fha.data.sources",
@@ -32,7 +33,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from fha.data.batches import IGNORE_INDEX, PackedBatches, PaddedBatches, eval_windows
-    from fha.data.cache import TokenData, describe_source, documents_digest, prepare_tokens, token_dtype
+    from fha.data.cache import TokenData, cached_tokens, describe_source, documents_digest, prepare_tokens, token_dtype
     from fha.data.sources import download_tinystories, load_documents, load_splits, split_documents
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -26,17 +26,17 @@ Temporary files of a process killed while writing start with ``.`` and end in ``
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from fha.data.cache_location import token_cache_dir
 from fha.errors import FhaError
+from fha.files import file_sha256, read_json, temporary_file, write_json_atomic
 from fha.progress import Progress
 from fha.tokenizer import Tokenizer
 from fha.wording import counted, plural
@@ -44,11 +44,10 @@ from fha.wording import counted, plural
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT_VERSION = 3  # 2: checksums of the token and offset files; 3: valid by the documents' digest
-HASH_CHUNK_BYTES = 2**24
-TEMP_SUFFIX = ".tmp"
 UINT16_LIMIT = 2**16
 ENCODE_BATCH_DOCS = 1024
 MAX_UNKNOWN_EXAMPLES = 10
+ENTRY_DIGEST_CHARS = 12  # of the documents' digest, in an entry's name
 DIGEST_LENGTH_BYTES = 8  # each document's length, hashed before it, so that no two lists hash alike
 
 
@@ -130,9 +129,20 @@ def prepare_tokens(
     paths.meta.unlink(missing_ok=True)  # the cache counts as incomplete until the new metadata is written
     meta = _encode_to_disk(documents, tokenizer, paths, name)
     meta.update(expected, source=source_desc)
-    _write_json_atomic(paths.meta, meta)
+    write_json_atomic(paths.meta, meta)
     _report_unknown(meta, name)
     return _open(paths, meta, verify=False)
+
+
+def cached_tokens(
+    documents: Sequence[str], tokenizer: Tokenizer, label: str, source_desc: str, *, digest: str | None = None
+) -> TokenData:
+    """`prepare_tokens` in the shared token cache (`token_cache_dir`), in the entry
+    ``LABEL-TOKENIZER-DIGEST`` named by what it holds, so that runs on the same documents share it
+    wherever their files lie."""
+    digest = digest if digest is not None else documents_digest(documents)
+    name = f"{label}-{tokenizer.fingerprint}-{digest[:ENTRY_DIGEST_CHARS]}"
+    return prepare_tokens(documents, tokenizer, token_cache_dir(), name, source_desc, digest=digest)
 
 
 class _CachePaths:
@@ -149,7 +159,7 @@ def _encode_to_disk(documents: Sequence[str], tokenizer: Tokenizer, paths: _Cach
     num_bytes = num_unknown = 0
     unknown_examples: set[str] = set()
     tokens_digest = hashlib.sha256()
-    tmp_tokens = _temp_path(paths.tokens)
+    tmp_tokens = temporary_file(paths.tokens)
     with (
         open(tmp_tokens, "wb") as out,
         Progress(len(documents), f"tokenising {name}", unit="doc", leave=False) as progress,
@@ -172,10 +182,10 @@ def _encode_to_disk(documents: Sequence[str], tokenizer: Tokenizer, paths: _Cach
     offsets = np.zeros(len(documents) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     os.replace(tmp_tokens, paths.tokens)
-    tmp_offsets = _temp_path(paths.offsets)
+    tmp_offsets = temporary_file(paths.offsets)
     with open(tmp_offsets, "wb") as out:
         np.save(out, offsets)
-    offsets_sha256 = _file_sha256(tmp_offsets)
+    offsets_sha256 = file_sha256(tmp_offsets)
     os.replace(tmp_offsets, paths.offsets)
     return {
         "tokens_sha256": tokens_digest.hexdigest(),
@@ -191,10 +201,14 @@ def _encode_to_disk(documents: Sequence[str], tokenizer: Tokenizer, paths: _Cach
 
 def _load_if_valid(paths: _CachePaths, expected: dict) -> TokenData | None:
     """The cached corpus if it matches `expected` and its files are intact, else None."""
-    if not paths.meta.exists():
+    try:
+        meta = read_json(paths.meta, "token cache metadata")
+    except FhaError as err:
+        log.warning("%s; rebuilding", err)
+        return None
+    if meta is None:
         return None
     try:
-        meta = json.loads(paths.meta.read_text(encoding="utf-8"))
         if not isinstance(meta, dict):
             raise ValueError("the metadata is not a JSON object")
         stale = [key for key, value in expected.items() if meta.get(key) != value]
@@ -216,7 +230,7 @@ def _open(paths: _CachePaths, meta: dict, *, verify: bool) -> TokenData:
         raise ValueError(f"{paths.tokens.name} should hold {num_tokens} tokens")
     if verify:
         for path, key in ((paths.tokens, "tokens_sha256"), (paths.offsets, "offsets_sha256")):
-            if _file_sha256(path) != meta[key]:
+            if file_sha256(path) != meta[key]:
                 raise ValueError(f"{path.name} does not match its checksum")
     offsets = np.load(paths.offsets, allow_pickle=False)
     if offsets.shape != (int(meta["num_documents"]) + 1,) or int(offsets[-1]) != num_tokens:
@@ -246,27 +260,6 @@ def _report_unknown(meta: dict, name: str) -> None:
         )
 
 
-def _temp_path(path: Path) -> Path:
-    """A new, unique temporary file beside `path` (hidden, ``.tmp``), for writing then renaming."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-    os.close(fd)
-    return Path(name)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _write_json_atomic(path: Path, payload: dict) -> None:
-    tmp = _temp_path(path)
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 @dataclass(frozen=True)
 class CacheEntry:
     """One cached corpus (or, with `complete` False, files without metadata: leftovers)."""
@@ -291,9 +284,9 @@ def list_cache(cache_dir: str | Path) -> list[CacheEntry]:
         members = [p for p in (paths.tokens, paths.offsets, paths.meta) if p.exists()]
         claimed.update(members)
         try:
-            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+            meta = read_json(meta_file, "token cache metadata")
             num_tokens, source = int(meta["num_tokens"]), str(meta["source"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except (FhaError, ValueError, KeyError, TypeError):
             num_tokens, source = None, "(unreadable metadata)"
         entries.append(CacheEntry(name, sum(p.stat().st_size for p in members), num_tokens, source, True))
     for path in sorted(set(files) - claimed):

@@ -27,18 +27,18 @@ from typing import Any
 
 from safetensors.torch import save_file
 
+from fha.choices import EXPORT_FORMATS
 from fha.config import ModelConfig
 from fha.errors import FhaError, FhaValueError, writing
 from fha.export.hf_tokenizer import tokenizer_files
 from fha.export.model_card import gather, render
 from fha.export.stock import ARCHITECTURE_CLASSES, stock_architecture, stock_config, stock_weights
-from fha.run import MODEL_CONFIG_FILE, MODEL_FILE, load_run, weights_folder
-from fha.run_info import fha_version
+from fha.runs.folder import MODEL_CONFIG_FILE, MODEL_FILE, load_run, weights_folder
+from fha.runs.info import fha_version
 from fha.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("hf",)
 REMOTE_CODE_DIR = Path(__file__).parent / "remote"
 CONFIG_FILE, GENERATION_CONFIG_FILE, CARD_FILE = "config.json", "generation_config.json", "README.md"
 CONFIG_MODULE, MODEL_MODULE = "configuration_fha", "modeling_fha"
@@ -55,8 +55,8 @@ def export_run(
     returns `out`. A run that is exactly a stock transformers architecture (`fha.export.stock`) is
     written as one, without fha's code, unless `fha_code`. An `out` that holds files is refused
     unless `overwrite`."""
-    if format not in FORMATS:
-        raise FhaValueError(f"`format` must be one of {', '.join(FORMATS)}, got {format!r}")
+    if format not in EXPORT_FORMATS:
+        raise FhaValueError(f"`format` must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
     run_dir, out = Path(run_dir), Path(out)
     _check_out(out, overwrite)
     weights_dir = weights_folder(run_dir)

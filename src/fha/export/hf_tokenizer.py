@@ -20,7 +20,7 @@ from typing import Any
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import processors
 
-from fha.run import TOKENIZER_FILE
+from fha.runs.folder import TOKENIZER_FILE
 from fha.tokenizer import (
     BOS_ID,
     BOS_TOKEN,

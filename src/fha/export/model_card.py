@@ -10,7 +10,6 @@ export is about the weights).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -18,16 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from fha.config import ModelConfig
-from fha.errors import FhaError, one_line
+from fha.errors import FhaError
 from fha.export.stock import ARCHITECTURE_CLASSES
+from fha.files import read_json
 from fha.model.gpt import GPT
 from fha.progress import format_duration
-from fha.run import CHECKPOINT_NAME, LOG_FILE
-from fha.run_info import read_run_info
+from fha.runs.folder import CHECKPOINT_NAME, LOG_FILE
+from fha.runs.info import read_run_info
+from fha.runs.logbook import read_evaluations
 from fha.study.layout import EVAL_FILE
 from fha.tokenizer import Tokenizer
-from fha.train.config import TrainConfig
-from fha.train.logbook import read_log
+from fha.train_config import TrainConfig
 from fha.variants import describe_attention
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def _read_log(path: Path, facts: RunFacts) -> None:
     if not path.is_file():
         return
     try:
-        logged = read_log(path)
+        logged = read_evaluations(path)
     except FhaError as err:
         log.warning("%s; the model card leaves the training log out", err)
         return
@@ -135,15 +135,15 @@ def _read_log(path: Path, facts: RunFacts) -> None:
 
 def _read_eval(path: Path) -> dict[str, dict[str, Any]]:
     """eval.json's whole-text scores by split (empty when the run was never evaluated so)."""
-    if not path.is_file():
-        return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        data = one_line(err)
+        data = read_json(path, "evaluation record")
+    except FhaError as err:
+        log.warning("%s; the model card leaves the held-out scores out", err)
+        return {}
+    if data is None:
+        return {}
     if not isinstance(data, dict):
-        reason = data if isinstance(data, str) else "not a JSON object"
-        log.warning("%s: damaged (%s); the model card leaves the held-out scores out", path, reason)
+        log.warning("%s: damaged (not a JSON object); the model card leaves the held-out scores out", path)
         return {}
     return {
         split: scores

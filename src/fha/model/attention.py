@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fha.model.decode_attention import single_query_attention, takes_single_query_path
-from fha.variants import score_scale
+from fha.variants import FRACTAL_KERNEL, GROUPED_KERNEL, score_scale
 
 if TYPE_CHECKING:
     from fha.config import ModelConfig
@@ -342,8 +342,8 @@ def _grouped_kernel(splits: tuple[int, ...], head_dim: int, scale: str | float) 
 # The kernel of each attention variant, by its `kernel_name` (fha.variants): built from the
 # layer's cut, the head size and the score scale.
 KERNELS: dict[str, Callable[[tuple[int, ...], int, str | float], AttentionKernel]] = {
-    "fractal_attention": _fractal_kernel,
-    "grouped_attention": _grouped_kernel,
+    FRACTAL_KERNEL: _fractal_kernel,
+    GROUPED_KERNEL: _grouped_kernel,
 }
 
 

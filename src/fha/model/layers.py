@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fha.config import MLP_NONLINEARITIES, NORM_TYPES
 from fha.model.attention import Attention
 from fha.model.dtypes import at_least_float32
 
@@ -70,9 +71,11 @@ class CosineNorm(_Norm):
         return self._affine(F.normalize(x, dim=-1, eps=self.eps))
 
 
-NORMS: dict[str, type[_Norm]] = {"RMSNorm": RMSNorm, "LayerNorm": LayerNorm, "CosineNorm": CosineNorm}
-
-NONLINEARITIES: dict[str, Callable[[Tensor], Tensor]] = {"GeLU": F.gelu, "SiLU": F.silu, "ReLU": F.relu}
+# The registries under the config's names (`fha.config`), in their order.
+NORMS: dict[str, type[_Norm]] = dict(zip(NORM_TYPES, (RMSNorm, LayerNorm, CosineNorm), strict=True))
+NONLINEARITIES: dict[str, Callable[[Tensor], Tensor]] = dict(
+    zip(MLP_NONLINEARITIES, (F.gelu, F.silu, F.relu), strict=True)
+)
 
 
 def make_dropout(p: float) -> nn.Dropout | None:

@@ -36,19 +36,26 @@ from fha.config import ModelConfig
 from fha.errors import FhaError, one_line
 from fha.evaluation import evaluate
 from fha.files import write_json_atomic
-from fha.run import LOG_FILE, METRICS_FILE, MODEL_CONFIG_FILE, MODEL_FILE, TRAIN_CONFIG_FILE, load_model_and_tokenizer
-from fha.run_info import read_run_info
+from fha.runs.checkpoint import Checkpoint, list_checkpoints, load_checkpoint
+from fha.runs.folder import (
+    LOG_FILE,
+    METRICS_FILE,
+    MODEL_CONFIG_FILE,
+    MODEL_FILE,
+    TRAIN_CONFIG_FILE,
+    load_model_and_tokenizer,
+)
+from fha.runs.info import read_run_info
+from fha.runs.logbook import LogRow, MetricsRow, read_rows
 from fha.study.layout import EVAL_FILE, TOKENIZER_FILE, run_dir, worker_log
 from fha.study.ledger import SPLITS, write_entry
 from fha.study.plan import CellPlan
 from fha.study.prepare import data_digests, evaluation_texts, study_documents
 from fha.study.spec import LOG_ONLY, StudySpec
 from fha.tokenizer import Tokenizer
-from fha.train.checkpoint import Checkpoint, list_checkpoints, load_checkpoint
-from fha.train.config import TrainConfig
-from fha.train.logbook import LogRow, MetricsRow, read_rows
 from fha.train.loop import TrainingDiverged, TrainRequest, train
 from fha.train.schedule import LRSchedule
+from fha.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 

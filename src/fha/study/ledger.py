@@ -15,7 +15,6 @@ one fingerprint must agree, or the ledgers are refused.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fha.errors import FhaError, one_line
-from fha.files import write_json_atomic
+from fha.files import read_json, write_json_atomic
 from fha.study.plan import Cell, CellPlan, Seeds, fingerprint_of
 
 LEDGER_DIR = "ledger"
@@ -124,11 +123,9 @@ def _check_number(path: Path, where: str, value: Any) -> None:
 def read_entry(path: Path) -> Entry:
     """One ledger file, checked; an FhaError names the file and what is wrong with it."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise FhaError(
-            f"{path}: unreadable ledger entry ({one_line(err)}); delete it to train that run again"
-        ) from None
+        data = read_json(path, "ledger entry")
+    except FhaError as err:
+        raise FhaError(f"{err}; delete it to train that run again") from None
     if not isinstance(data, dict):
         raise FhaError(f"{path}: a ledger entry must be a JSON object, got {type(data).__name__}")
     if data.get("format") != LEDGER_FORMAT:

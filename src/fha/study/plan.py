@@ -29,7 +29,7 @@ from typing import Any
 
 from fha.config import ModelConfig
 from fha.study.spec import LOG_ONLY, StudySpec
-from fha.train.config import TrainConfig
+from fha.train_config import TrainConfig
 
 FINGERPRINT_HEX_CHARS = 16
 RATE_DIGITS = 6  # significant digits of an extended grid rate, so that 0.01 * 2 is 0.02 and names stay short

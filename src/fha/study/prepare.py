@@ -16,20 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from fha.config import ModelConfig
-from fha.data import TokenData, prepare_tokens
-from fha.data.cache_location import token_cache_dir
+from fha.data import TokenData, cached_tokens
 from fha.data.sources import load_documents, load_splits
 from fha.errors import FhaError, writing
 from fha.files import read_json, write_if_changed, write_json_atomic
 from fha.ngram import ngram_references
-from fha.run_info import file_digest
+from fha.runs.info import file_digest
 from fha.study.layout import REFERENCES_FILE, STUDY_FILE, STUDY_FORMAT, TOKENIZER_FILE, context_to_dict
 from fha.study.ledger import Ledger
 from fha.study.plan import TUNING, Planner, StudyContext, configs_for, evaluation_seeds
 from fha.study.spec import StudySpec
 from fha.tokenizer import Tokenizer
-from fha.train.config import TrainConfig
-from fha.train.corpus import SOURCE_HASH_CHARS, train_tokenizer
+from fha.train.corpus import train_tokenizer
+from fha.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -200,10 +199,8 @@ def _write_references(
     }
     if isinstance(existing, dict) and all(existing.get(name) == value for name, value in key.items()):
         return
-    description = f"study train text: {context.data_digests['train']}"
-    digest = hashlib.sha256(description.encode("utf-8")).hexdigest()[:SOURCE_HASH_CHARS]
-    train = prepare_tokens(
-        documents["train"], tokenizer, token_cache_dir(), f"study-train-{tokenizer.fingerprint}-{digest}", description
+    train = cached_tokens(
+        documents["train"], tokenizer, "study-train", f"study train text: {context.data_digests['train']}"
     )
     log.info("fitting n-gram references (orders %s)", ", ".join(map(str, REFERENCE_ORDERS)))
     references = ngram_references(train, texts, tokenizer.vocab_size, REFERENCE_ORDERS, pad_id=tokenizer.pad_id)
@@ -246,12 +243,7 @@ def evaluation_texts(
     if spec.data.train_sample:
         sample = train_sample(documents["train"], spec.data.train_sample)
         texts["train_sample"] = (sample, f"{digests['train']} sample of {spec.data.train_sample} documents")
-    folder = token_cache_dir()
-    result = {}
-    for split, (docs, source) in texts.items():
-        description = f"study {split} text: {source}"
-        digest = hashlib.sha256(description.encode("utf-8")).hexdigest()[:SOURCE_HASH_CHARS]
-        result[split] = prepare_tokens(
-            docs, tokenizer, folder, f"study-{split}-{tokenizer.fingerprint}-{digest}", description
-        )
-    return result
+    return {
+        split: cached_tokens(docs, tokenizer, f"study-{split}", f"study {split} text: {source}")
+        for split, (docs, source) in texts.items()
+    }

@@ -59,10 +59,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from fha.config import ModelConfig, near_matches, require
+from fha.config import ModelConfig
+from fha.config_base import near_matches, require
 from fha.errors import FhaError, read_text
-from fha.train.config import SEED_LIMIT, TrainConfig
-from fha.train.presets import TABLES, Tables, build_configs, load_experiment, merge, owner_of
+from fha.experiments import TABLES, Tables, build_configs, load_experiment, merge, owner_of
+from fha.train_config import SEED_LIMIT, TrainConfig
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -19,12 +19,12 @@ from typing import Any
 from fha.config import ModelConfig
 from fha.data.sources import TINYSTORIES
 from fha.errors import FhaError
-from fha.run import CHECKPOINTS_DIR
+from fha.experiments import TABLES, Tables, build_configs, load_experiment, merge, override_tables
+from fha.runs.checkpoint import Checkpoint, load_checkpoint
+from fha.runs.folder import CHECKPOINTS_DIR
 from fha.tokenizer import Tokenizer
-from fha.train.checkpoint import Checkpoint, load_checkpoint
-from fha.train.config import TrainConfig
 from fha.train.loop import TrainRequest, TrainResult, train
-from fha.train.presets import TABLES, Tables, build_configs, load_experiment, merge, override_tables
+from fha.train_config import TrainConfig
 
 
 def train_model(
@@ -84,7 +84,8 @@ def build_request(
     log_to: Sequence[str] = (),
 ) -> TrainRequest:
     """The `TrainRequest` for `train_model`'s arguments, with both configs resolved and validated."""
-    model_config, train_config, checkpoint = _resolve(preset, config, overrides, resume, tokenizer)
+    changes = override_tables(overrides or {})
+    model_config, train_config, checkpoint = _resolve(preset, config, changes, resume, tokenizer)
     common = {"device": device, "precision": precision, "overwrite": overwrite, "trackers": tuple(log_to)}
     if checkpoint is not None:
         return _resume_request(checkpoint, train_config, data, val_data, out, common)
@@ -92,7 +93,7 @@ def build_request(
         raise FhaError("`data` is required: a text file (.txt, .jsonl) or 'tinystories'")
     if out is None:
         raise FhaError("`out` (the run folder) is required")
-    loaded = _tokenizer(tokenizer, override_tables(overrides or {}))
+    loaded = _tokenizer(tokenizer, changes)
     return TrainRequest(
         model_config, train_config, str(data), Path(out), val_data=_text(val_data), tokenizer=loaded, **common
     )
@@ -109,18 +110,19 @@ def resolve_configs(
 
     The model's `vocab_size` is the requested one; training replaces it with the size of
     the tokenizer it trains or is given."""
-    model_config, train_config, _ = _resolve(preset, config, overrides, resume, None)
+    model_config, train_config, _ = _resolve(preset, config, override_tables(overrides or {}), resume, None)
     return model_config, train_config
 
 
 def _resolve(
     preset: str | None,
     config: str | Path | Mapping[str, Mapping[str, Any]] | None,
-    overrides: Mapping[str, Any] | None,
+    changes: Tables,
     resume: str | Path | None,
     tokenizer: object,
 ) -> tuple[ModelConfig, TrainConfig, Checkpoint | None]:
-    changes = override_tables(overrides or {})
+    """The two configs (and the checkpoint of a resume) from an experiment or a checkpoint and the
+    `overrides`, split into their tables (`changes`)."""
     if resume is not None:
         for name, value in (("preset", preset), ("config", config), ("tokenizer", tokenizer)):
             if value is not None:
@@ -133,7 +135,6 @@ def _resolve(
                 f"`overrides` {names}: the model of a run cannot change on `resume` (only training settings)"
             )
         checkpoint = load_checkpoint(Path(resume))
-        checkpoint.check_resumable()
         _, train_config = build_configs({"train": {**checkpoint.train_config.to_dict(), **changes["train"]}})
         return checkpoint.model_config, train_config, checkpoint
     if preset is None and config is None:
@@ -171,16 +172,15 @@ def _resume_request(
     out: str | Path | None,
     common: dict[str, Any],
 ) -> TrainRequest:
-    saved_data = checkpoint.state.get("data", {})
+    saved_data = checkpoint.state.data
     source = _text(data) or saved_data.get("source")
     if source is None:
         raise FhaError(f"{checkpoint.path}: the checkpoint does not record its data; pass `data`")
     val_source = _text(val_data) if val_data is not None else saved_data.get("val_source")
     for name, given, saved in (("data", data, source), ("val_data", val_data, val_source)):
         if given is None and saved is not None and saved != TINYSTORIES and not Path(saved).exists():
-            flag = f"--{name.replace('_', '-')}"
             raise FhaError(
-                f"{checkpoint.path}: the run's {flag} {saved} is not there any more; pass {flag} with "
+                f"{checkpoint.path}: the run's `{name}` {saved} is not there any more; pass `{name}` with "
                 "the same documents (they are checked against the fingerprint the checkpoint holds)"
             )
     run_dir = Path(out) if out is not None else checkpoint.run_dir

@@ -11,8 +11,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from fha.data import TokenData, documents_digest, load_splits, prepare_tokens
-from fha.data.cache_location import token_cache_dir
+from fha.data import TokenData, cached_tokens, load_splits
 from fha.data.sources import TINYSTORIES
 from fha.tokenizer import Tokenizer
 from fha.wording import counted
@@ -20,7 +19,6 @@ from fha.wording import counted
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val")
-SOURCE_HASH_CHARS = 12
 
 
 @dataclass(frozen=True)
@@ -63,10 +61,4 @@ def train_tokenizer(documents: list[str], vocab_size: int) -> Tokenizer:
 
 def tokenize_splits(documents: dict[str, list[str]], tokenizer: Tokenizer, spec: DataSpec) -> dict[str, TokenData]:
     """Both splits as token arrays, from the cache when it holds the same documents."""
-    folder = token_cache_dir()
-    result = {}
-    for split in SPLITS:
-        digest = documents_digest(documents[split])
-        name = f"{split}-{tokenizer.fingerprint}-{digest[:SOURCE_HASH_CHARS]}"
-        result[split] = prepare_tokens(documents[split], tokenizer, folder, name, spec.describe(split), digest=digest)
-    return result
+    return {split: cached_tokens(documents[split], tokenizer, split, spec.describe(split)) for split in SPLITS}

@@ -36,7 +36,7 @@ def describe_last_good(
             return (
                 f"the last good checkpoint is {path} (finite weights, validation loss {loss:.4g} <= "
                 f"{HEALTHY_LOSS_RATIO:g} x ln(vocab_size) = {limit:.3g}){later}; continue from it with a lower "
-                f"learning rate: fha train --resume {path} --overwrite --set lr_max=..."
+                f"learning rate: `resume` {path} with `overwrite` and `overrides` lr_max=..."
             )
         rejected.append(
             f"{path.name} is not: " + ("its weights are not finite" if loss is None else f"validation loss {loss:.4g}")

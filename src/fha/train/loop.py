@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
@@ -36,7 +35,8 @@ from fha.model.gpt import GPT
 from fha.model.loss import counted_targets
 from fha.model.modes import eval_mode
 from fha.progress import Progress, format_lr, short_count
-from fha.run import (
+from fha.runs.checkpoint import Checkpoint, TrainingState, checkpoint_path, list_checkpoints, save_checkpoint
+from fha.runs.folder import (
     LOG_FILE,
     MODEL_CONFIG_FILE,
     MODEL_FILE,
@@ -46,22 +46,21 @@ from fha.run import (
     load_run,
     read_weights_into,
 )
-from fha.run_info import describe_data, write_run_info
+from fha.runs.info import describe_data, write_run_info
+from fha.runs.logbook import LogBook, LogRow
+from fha.runs.metrics import RunLogger
+from fha.runs.trackers import open_trackers
+from fha.runs.writer import RunFolder, check_out_dir
 from fha.tokenizer import Tokenizer
 from fha.train import distributed as dist_util
-from fha.train.checkpoint import Checkpoint, checkpoint_path, list_checkpoints, save_checkpoint
-from fha.train.config import TrainConfig
 from fha.train.corpus import DataSpec, read_documents, tokenize_splits, train_tokenizer
 from fha.train.distributed import DistInfo
 from fha.train.divergence import describe_last_good
-from fha.train.logbook import LogBook, LogRow
-from fha.train.metrics import RunLogger
 from fha.train.optim import make_optimizer, set_learning_rate
 from fha.train.preflight import check_model_fits, check_resume_steps
 from fha.train.resume_data import DataSources, resolve_data_sources
-from fha.train.run_folder import RunFolder, check_out_dir
 from fha.train.schedule import LRSchedule, describe_schedule_change
-from fha.train.trackers import open_trackers
+from fha.train_config import TrainConfig
 from fha.wording import counted
 
 log = logging.getLogger(__name__)
@@ -84,7 +83,7 @@ class TrainRequest:
     this checkpoint (its configs, tokenizer and data sources are used unless changed here).
     `precision`: the autocast dtype (`fha.device.PRECISIONS`; fp16 is not offered for
     training, which would need loss scaling). `trackers`: names from
-    `fha.train.trackers.TRACKERS` that receive the metrics beside the CSV files.
+    `fha.runs.trackers.TRACKERS` that receive the metrics beside the CSV files.
     `continue_hint`: what a stop tells the user to do to continue (a study says to rerun itself).
     """
 
@@ -99,7 +98,7 @@ class TrainRequest:
     resume: Checkpoint | None = None
     precision: str = "auto"
     trackers: tuple[str, ...] = ()
-    continue_hint: str | None = None  # how to continue after a stop; None: fha train --resume RUN_DIR
+    continue_hint: str | None = None  # how to continue after a stop; None: resume from the run folder
 
 
 @dataclass
@@ -120,7 +119,7 @@ def train(request: TrainRequest) -> TrainResult:
     """Train, writing the run folder (on rank 0); raises FhaError for problems the user can fix.
 
     Everything that can be checked before training (data, configs, the model's size against
-    the memory) is checked before the run folder is touched; see `fha.train.run_folder` for
+    the memory) is checked before the run folder is touched; see `fha.runs.writer` for
     what a failure or a crash afterwards can cost.
     """
     info = DistInfo.from_env()
@@ -129,7 +128,6 @@ def train(request: TrainRequest) -> TrainResult:
         raise FhaError("`precision` fp16 is not offered for training (it needs loss scaling); use bf16 or fp32")
     resume = request.resume
     if resume is not None:
-        resume.check_resumable()
         check_resume_steps(resume, request.train_config)
         finished = _finished_run(request)
         if finished is not None:
@@ -139,7 +137,7 @@ def train(request: TrainRequest) -> TrainResult:
     check_out_dir(request.out_dir)
     spec = DataSpec(request.data, request.val_data, request.train_config.val_fraction, request.train_config.split_seed)
     documents = read_documents(spec)  # before anything else: bad data fails fast and touches nothing
-    sources = resolve_data_sources(request, documents)
+    sources = resolve_data_sources(request.data, request.val_data, request.train_config, resume, documents)
     device = dist_util.local_device(info, setup_device(request.device, request.precision))
     autocast_dtype(device, request.precision)  # the card chosen for this process supports it
     check_model_fits(request.model_config, request.train_config, device)
@@ -252,7 +250,7 @@ class TrainSetup:
 
 
 @dataclass
-class _Progress:
+class _Counters:
     """What changes from step to step (and is saved in a checkpoint or only reported)."""
 
     step: int
@@ -423,17 +421,9 @@ def _restore(
     """Load the checkpoint's weights and states into the objects; returns its (step, elapsed seconds)."""
     state = checkpoint.state
     checkpoint.load_weights_into(model)
-    try:
-        optimizer.load_state_dict(state["optimizer"])
-        sampler.load_state_dict(state["sampler"])
-        step = int(state["step"])
-        elapsed = float(state["elapsed"])
-        metrics.load_state_dict(state.get("metrics_window", {}))  # absent in older checkpoints
-        _set_rng_states(state["rng"], rank)
-    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as err:
-        raise FhaError(f"{checkpoint.path}: cannot resume from this checkpoint ({err})") from None
-    log.info("resuming from %s at step %d", checkpoint.path, step)
-    return step, elapsed
+    state.restore(optimizer, sampler, metrics, rank, checkpoint.path)
+    log.info("resuming from %s at step %d", checkpoint.path, state.step)
+    return state.step, state.elapsed
 
 
 # ---------------------------------------------------------------------- loop
@@ -442,7 +432,7 @@ class _Loop:
 
     def __init__(self, setup: TrainSetup) -> None:
         self.setup = setup
-        self.progress = _Progress(setup.start_step, setup.start_elapsed)
+        self.progress = _Counters(setup.start_step, setup.start_elapsed)
         self.stop = _StopRequest()
 
     def run(self) -> TrainResult:
@@ -490,7 +480,7 @@ class _Loop:
             if progress.step % config.checkpoint_interval == 0 or done or stop_requested:
                 self._checkpoint()
             if stop_requested and not done:  # a stop during the last step still finishes the run
-                hint = setup.request.continue_hint or f"resume with: fha train --resume {setup.run_dir}"
+                hint = setup.request.continue_hint or f"continue with `resume` {setup.run_dir}"
                 log.warning("stopped at step %d; %s", progress.step, hint)
                 raise KeyboardInterrupt
 
@@ -589,18 +579,17 @@ class _Loop:
     def _checkpoint(self) -> None:
         setup, progress = self.setup, self.progress
         if setup.info.is_main:
-            state = {
-                "optimizer": setup.optimizer.state_dict(),
-                "sampler": setup.sampler.state_dict(),
-                "rng": _rng_states(),
-                "elapsed": progress.elapsed,
-                "metrics_window": setup.metrics.state_dict(),
-                "world_size": setup.info.world_size,
-                "data": setup.sources.to_state(),
-            }
+            state = TrainingState.capture(
+                progress.step,
+                optimizer=setup.optimizer,
+                sampler=setup.sampler,
+                elapsed=progress.elapsed,
+                data=setup.sources.to_state(),
+                metrics_window=setup.metrics.state_dict(),
+                world_size=setup.info.world_size,
+            )
             path = save_checkpoint(
                 setup.run_dir,
-                progress.step,
                 model=setup.model,
                 train_config=setup.config,
                 tokenizer=setup.tokenizer,
@@ -650,23 +639,3 @@ def _evaluate(setup: TrainSetup, data: TokenData) -> float:
 
 def _smooth(average: float, value: float) -> float:
     return SPEED_SMOOTHING * average + (1.0 - SPEED_SMOOTHING) * value
-
-
-def _rng_states() -> dict[str, Any]:
-    """Every random generator the run touches (rank 0's; other ranks re-derive theirs)."""
-    numpy_state = np.random.get_state(legacy=False)
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy_key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
-        "numpy_pos": int(numpy_state["state"]["pos"]),
-    }
-
-
-def _set_rng_states(states: dict[str, Any], rank: int) -> None:
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-    np.random.set_state(("MT19937", states["numpy_key"].numpy().astype(np.uint32), states["numpy_pos"], 0, 0.0))
-    if rank:
-        torch.manual_seed(int(torch.randint(2**31, (1,))) + rank)  # different dropout masks per process

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fha.train.config import TrainConfig
+from fha.train_config import TrainConfig
 
 MATRIX_NDIM = 2
 

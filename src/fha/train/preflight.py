@@ -16,8 +16,8 @@ import torch
 from fha.config import ModelConfig
 from fha.errors import FhaError, one_line
 from fha.model.gpt import GPT
-from fha.train.checkpoint import Checkpoint
-from fha.train.config import TrainConfig
+from fha.runs.checkpoint import Checkpoint
+from fha.train_config import TrainConfig
 
 FLOAT32_BYTES = 4
 COPIES_PER_PARAMETER = 4  # weights, gradients, AdamW's first and second moments

@@ -14,13 +14,12 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fha.data.sources import TINYSTORIES
 from fha.errors import FhaError
-
-if TYPE_CHECKING:
-    from fha.train.loop import TrainRequest
+from fha.runs.checkpoint import Checkpoint
+from fha.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -53,26 +52,32 @@ class DataSources:
         return {"source": self.source, "val_source": self.val_source, "fingerprints": dict(self.fingerprints)}
 
 
-def resolve_data_sources(request: TrainRequest, documents: dict[str, list[str]]) -> DataSources:
-    """The run's data as it will be recorded; on resume, checked against the checkpoint's record."""
+def resolve_data_sources(
+    data: str,
+    val_data: str | None,
+    config: TrainConfig,
+    resume: Checkpoint | None,
+    documents: dict[str, list[str]],
+) -> DataSources:
+    """The run's data (`data`, `val_data` and their `documents`) as it will be recorded; on resume,
+    checked against the checkpoint's record."""
     sources = DataSources(
-        absolute_source(request.data),
-        absolute_source(request.val_data),
+        absolute_source(data),
+        absolute_source(val_data),
         {split: fingerprint(docs) for split, docs in documents.items()},
     )
-    resume = request.resume
     if resume is None:
         return sources
-    saved = resume.state.get("data", {})
+    saved = resume.state.data
     saved_prints = saved.get("fingerprints")
     if not isinstance(saved_prints, dict):
         log.info("%s records no fingerprint of its data (an older checkpoint); the data cannot be checked", resume.path)
         return sources
     if saved_prints.get("train") != sources.fingerprints["train"]:
         raise FhaError(
-            f"{resume.path}: the training documents of `data` {request.data} (val_fraction="
-            f"{request.train_config.val_fraction}, seed={request.train_config.seed}"
-            f"{', `val_data` ' + request.val_data if request.val_data else ''}) differ from the ones the run was "
+            f"{resume.path}: the training documents of `data` {data} (val_fraction="
+            f"{config.val_fraction}, seed={config.seed}"
+            f"{', `val_data` ' + val_data if val_data else ''}) differ from the ones the run was "
             f"trained on ({saved.get('source')}); a resume continues the sampler where it stopped, which only "
             "reproduces the run on the same documents: resume with the run's own data, or start a new run"
         )
@@ -82,7 +87,7 @@ def resolve_data_sources(request: TrainRequest, documents: dict[str, list[str]])
             "after step %d are measured on the new documents",
             saved.get("val_source") or f"held out of {saved.get('source')}",
             saved_prints.get("val"),
-            request.val_data or f"held out of {request.data}",
+            val_data or f"held out of {data}",
             sources.fingerprints["val"],
             resume.step,
         )

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from fha.figure_formats import DEFAULT_DPI, check_dpi
 from fha.figures import grid, plain_log_ticks, save_figure
-from fha.train.config import WSD, TrainConfig
+from fha.train_config import WSD, TrainConfig
 
 MAX_PLOT_POINTS = 10_000  # steps evaluated for a plot; more would not show and would take minutes for 1e9 steps
 

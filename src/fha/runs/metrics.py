@@ -7,7 +7,7 @@ one, and their throughput. `Tokens Seen` counts the token positions of every bat
 checkpoint, so a resumed run writes exactly the rows of the uninterrupted one (on CPU).
 
 Evaluations (the rows of ``log_data.csv``) and the metrics rows also go to the trackers
-chosen with ``fha train --log-to`` (TensorBoard, Weights & Biases; `fha.train.trackers`).
+chosen with ``fha train --log-to`` (TensorBoard, Weights & Biases; `fha.runs.trackers`).
 The CSV files are always written.
 """
 
@@ -18,9 +18,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fha.run import METRICS_FILE
-from fha.train.logbook import METRICS_COLUMNS, LogBook, LogRow, MetricsRow
-from fha.train.trackers import Tracker
+from fha.runs.folder import METRICS_FILE
+from fha.runs.logbook import METRICS_COLUMNS, LogBook, LogRow, MetricsRow
+from fha.runs.trackers import Tracker
 
 __all__ = ["METRICS_COLUMNS", "METRICS_FILE", "MetricsWindow", "RunLogger"]
 # tracker names of the fields of one metrics row and one evaluation (log_data.csv) row

@@ -1,6 +1,6 @@
 """CSV logs of a run, plain numbers, kept consistent across resumes: ``log_data.csv`` (one
 `LogRow` per evaluation) and ``metrics.csv`` (one `MetricsRow` per `log_interval` steps,
-`fha.train.metrics`).
+`fha.runs.metrics`).
 
 A row type owns its file's columns: each field names its column header in the file and
 whether every log fha has written has it. Writers build rows, readers get rows back; no other
@@ -87,7 +87,7 @@ class LogRow(_CsvRow):
 
 @dataclasses.dataclass(frozen=True)
 class MetricsRow(_CsvRow):
-    """The steps since the previous row of metrics.csv (`fha.train.metrics`)."""
+    """The steps since the previous row of metrics.csv (`fha.runs.metrics`)."""
 
     FILE: ClassVar[str] = "metrics.csv"
 
@@ -136,7 +136,7 @@ def read_rows(path: str | Path, row_type: type[Row]) -> list[Row]:
     return [row_type.from_cells(cells, path, line) for line, cells in enumerate(lines, start=2)]  # 1: header
 
 
-def read_log(path: str | Path) -> list[LogRow]:
+def read_evaluations(path: str | Path) -> list[LogRow]:
     """The evaluations of a log_data.csv."""
     return read_rows(path, LogRow)
 

@@ -29,7 +29,7 @@ from fha.config import ModelConfig
 from fha.errors import FhaError, one_line, writing
 from fha.model.gpt import GPT
 from fha.tokenizer import Tokenizer
-from fha.train.config import TrainConfig
+from fha.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ An experiment file is TOML with two tables, whose keys are the fields of the two
     base = "seed-1m"                  # optional: start from a preset (or a file path)
     [model]                           # fha.ModelConfig fields
     dim = 64
-    [train]                           # fha.train.config.TrainConfig fields
+    [train]                           # fha.train_config.TrainConfig fields
     max_steps = 2000
 
 A file with a ``base`` starts from that experiment and changes only what it lists. Presets
@@ -23,9 +23,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fha.config import ConfigBase, ModelConfig, near_matches
+from fha.config import ModelConfig
+from fha.config_base import ConfigBase, near_matches
 from fha.errors import FhaError, read_text
-from fha.train.config import TrainConfig
+from fha.train_config import TrainConfig
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -24,7 +24,8 @@ from pathlib import Path
 from types import TracebackType
 
 from fha.errors import FhaError
-from fha.run import (
+from fha.files import temporary_prefix
+from fha.runs.folder import (
     CHECKPOINTS_DIR,
     LOG_FILE,
     METRICS_FILE,
@@ -33,10 +34,10 @@ from fha.run import (
     TOKENIZER_FILE,
     TRAIN_CONFIG_FILE,
 )
-from fha.run_info import RUN_INFO_FILE
-from fha.train import run_lock
-from fha.train.checkpoint import list_checkpoints
-from fha.train.trackers import TENSORBOARD_DIR, WANDB_DIR
+from fha.runs.info import RUN_INFO_FILE
+from fha.runs import lock as run_lock
+from fha.runs.checkpoint import list_checkpoints
+from fha.runs.trackers import TENSORBOARD_DIR, WANDB_DIR
 from fha.wording import counted
 
 log = logging.getLogger(__name__)
@@ -71,8 +72,13 @@ UNFINISHED_START = frozenset(
         WANDB_DIR,
     )
 )
-# Temporary files of a process killed while writing them (the log is rewritten via LOG_FILE.tmp on a start).
-LEFTOVER_PREFIXES = (f"{LOG_FILE}.tmp", _PUBLISH_TEMP)
+# Temporary files of a process killed while writing them (the log is rewritten via LOG_FILE.tmp on a start;
+# the JSON files are written atomically, `fha.files`).
+LEFTOVER_PREFIXES = (
+    f"{LOG_FILE}.tmp",
+    _PUBLISH_TEMP,
+    *(temporary_prefix(name) for name in (MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, RUN_INFO_FILE)),
+)
 
 
 def check_out_dir(out_dir: Path) -> None:
@@ -178,7 +184,7 @@ class RunFolder:
             )
         for path in later:
             shutil.rmtree(path)
-        log.warning("--overwrite: removed %s after step %d", counted(len(later), "checkpoint"), step)
+        log.warning("`overwrite`: removed %s after step %d", counted(len(later), "checkpoint"), step)
 
     # ------------------------------------------------------------------ a reversible --overwrite
     def _move_previous_run_aside(self) -> None:
@@ -192,7 +198,7 @@ class RunFolder:
         for name in names:
             os.replace(self.path / name, aside / name)
         log.warning(
-            "--overwrite: the previous run in %s is kept in %s until the new run's first checkpoint", self.path, aside
+            "`overwrite`: the previous run in %s is kept in %s until the new run's first checkpoint", self.path, aside
         )
 
     def checkpoint_written(self) -> None:
@@ -200,7 +206,7 @@ class RunFolder:
         if self._aside is not None:
             shutil.rmtree(self._aside)
             self._aside = None
-            log.info("--overwrite: removed the previous run of %s", self.path)
+            log.info("`overwrite`: removed the previous run of %s", self.path)
 
     def _restore_previous_run(self) -> None:
         aside, self._aside = self._aside, None

@@ -29,7 +29,7 @@ import math
 from collections.abc import Mapping
 from typing import ClassVar
 
-from fha.config import ConfigBase, require, require_choice, require_positive, require_probability
+from fha.config_base import ConfigBase, require, require_choice, require_positive, require_probability
 
 WSD = "wsd"  # warmup-stable-decay: one linear decay after a stable stretch at lr_max, no restarts
 ANNEAL_TYPES = ("cos", "lin", WSD)

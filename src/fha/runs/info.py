@@ -16,9 +16,7 @@ so two runs used the same text exactly when their digests agree, wherever the fi
 from __future__ import annotations
 
 import datetime
-import hashlib
 import importlib.metadata
-import json
 import os
 import platform
 import shlex
@@ -30,10 +28,11 @@ from typing import Any
 import torch
 
 from fha.device import describe
+from fha.errors import FhaError
+from fha.files import file_sha256, read_json, write_json_atomic
 
 RUN_INFO_FILE = "run_info.json"
 DIGEST_HEX_CHARS = 16
-READ_CHUNK_BYTES = 1 << 20
 GIT_TIMEOUT_S = 5.0
 SESSION_KEYS = ("date", "command", "device", "threads", "world_size")
 
@@ -46,11 +45,7 @@ def file_digest(path: str | Path) -> str:
     stat = resolved.stat()
     key = (str(resolved), stat.st_size, stat.st_mtime_ns)
     if key not in _digests:
-        digest = hashlib.sha256()
-        with resolved.open("rb") as handle:
-            while chunk := handle.read(READ_CHUNK_BYTES):
-                digest.update(chunk)
-        _digests[key] = digest.hexdigest()[:DIGEST_HEX_CHARS]
+        _digests[key] = file_sha256(resolved)[:DIGEST_HEX_CHARS]
     return _digests[key]
 
 
@@ -154,17 +149,14 @@ def write_run_info(
         info = {**previous, "resumes": [*previous.get("resumes", []), session(device, world_size, precision)]}
     else:
         info = collect(device, world_size, tokenizer_fingerprint, data, precision)
-    temporary = run_dir / f".{RUN_INFO_FILE}.tmp"
-    temporary.write_text(json.dumps(info, indent=2) + "\n")
-    temporary.replace(run_dir / RUN_INFO_FILE)
+    write_json_atomic(run_dir / RUN_INFO_FILE, info)
     return info
 
 
 def read_run_info(run_dir: str | Path) -> dict[str, Any] | None:
     """The run's record, or None for runs trained before run_info.json existed (or with a damaged one)."""
-    path = Path(run_dir) / RUN_INFO_FILE
     try:
-        info = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        info = read_json(Path(run_dir) / RUN_INFO_FILE, "run record")
+    except FhaError:
         return None
     return info if isinstance(info, dict) else None
