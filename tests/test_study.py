@@ -503,6 +503,13 @@ def test_unfinished_runs_are_named_unless_partial(reference, tmp_path, capsys):
     assert "1 of 4 runs are not finished" in capsys.readouterr().err
     assert main(["study", "report", str(copy), "--partial"]) == 0
     assert capsys.readouterr().out.startswith("PARTIAL: 3 of 4 evaluation runs finished")
+    for path in (copy / LEDGER_DIR).glob("*.json"):
+        if path in evaluation or json.loads(path.read_text())["cell"]["lr_max"] == 0.01:
+            path.unlink(missing_ok=True)
+    assert main(["study", "report", str(copy), "--partial"]) == 0
+    verdict = capsys.readouterr().out
+    assert verdict.startswith("PARTIAL: tuning in progress") and "no evaluation run yet" in verdict
+    assert "Budget: 512 training tokens per run; lower bits per byte" in verdict  # no "0 seeds"
 
 
 def test_a_diverged_run_is_shown_as_failed_never_as_a_verdict(reference, tmp_path):

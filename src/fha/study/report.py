@@ -252,7 +252,8 @@ def comparison_sentences(results: StudyResults) -> list[str]:
 
 def budget_sentence(points: Sequence[StudyResults]) -> str:
     seeds = len({cell.seeds for results in points for cell in results.cells})
-    return f"Budget: {budget_phrase(points[0])}, {seeds_phrase(seeds)}; lower bits per byte on the test text is better."
+    counted_seeds = f", {seeds_phrase(seeds)}" if seeds else ""
+    return f"Budget: {budget_phrase(points[0])}{counted_seeds}; lower bits per byte on the test text is better."
 
 
 def verdict(results: StudyResults) -> str:
