@@ -29,6 +29,7 @@ from pathlib import Path
 from fha.figure_formats import DEFAULT_DPI, check_dpi
 from fha.figures import grid, plain_log_ticks, save_figure
 from fha.train_config import WSD, TrainConfig
+from fha.wording import counted
 
 MAX_PLOT_POINTS = 10_000  # steps evaluated for a plot; more would not show and would take minutes for 1e9 steps
 
@@ -116,18 +117,19 @@ class LRSchedule:
         return [self(step) for step in range(self.max_steps)]
 
     def describe(self) -> str:
-        warmup = f"warmup {self.warmup_length} steps ({self.lr_init:g} -> {self.lr_max:g})"
+        warmup = f"warmup {counted(self.warmup_length, 'step')} ({self.lr_init:g} -> {self.lr_max:g})"
         if self.anneal_type == WSD:
             end = self.decay_start + self.cooldown_length
             return (
                 f"{warmup}; stable at {self.lr_max:g} to step {self.decay_start}; linear decay to {self.lr_min:g} "
-                f"over {self.cooldown_length} steps ({self.decay_start} to {end}); "
+                f"over {counted(self.cooldown_length, 'step')} ({self.decay_start} to {end}); "
                 f"flat at {self.lr_min:g} from step {end} to {self.max_steps}"
             )
         bounds = self.cycle_boundaries()
         starts = ", ".join(str(math.ceil(b)) for b in bounds[:-1])
         return (
-            f"{warmup}; {self.num_cycles} {self.anneal_type} cycle(s) to {self.lr_min:g} starting at steps {starts}; "
+            f"{warmup}; {counted(self.num_cycles, f'{self.anneal_type} cycle')} to {self.lr_min:g} "
+            f"starting at {'step' if self.num_cycles == 1 else 'steps'} {starts}; "
             f"flat at {self.lr_min:g} from step {math.ceil(bounds[-1])} to {self.max_steps}"
         )
 
