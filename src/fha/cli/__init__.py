@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 PARAMETER_FLAGS = {
     "ablation_tokens": "--ablation-tokens",
     "batch_size": "--batch-size",
+    "budget": "--budget",
     "config": "--config",
     "data": "--data",
     "device": "--device",

@@ -35,6 +35,7 @@ from fha.stats import (
     variance_components,
 )
 from fha.study.figures import draw_all
+from fha.study.mechanisms import mechanisms_section
 from fha.study.results import RESULTS_FILE, StudyResults, load_results, results_csv
 
 MARKDOWN_FILE = "report.md"
@@ -455,6 +456,7 @@ def write_report(
         ("Learning-rate tuning", ["Mean validation bits per byte over the tuning seeds."], tuning_table(results), ""),
         ("Tuning runs at every budget", [], pilot_table(results), f"{MACHINE_NOTE}."),
         ("Variance by source (crossed seeds)", [], variance_table(results), ""),
+        mechanisms_section(folders[0]),  # written by fha analyze STUDY_DIR
     ]
     sections += [section for section in optional if section[2] is not None]
     sections = [section for section in sections if section[2] is None or section[2].rows]  # no empty tables
