@@ -18,17 +18,24 @@ def synchronize(device: torch.device | None) -> None:
         torch.mps.synchronize()
 
 
-def time_once(fn: Callable[[], object], device: torch.device | None = None) -> float:
-    """Seconds of one call of fn."""
+def time_once(
+    fn: Callable[[], object], device: torch.device | None = None, clock: Callable[[], float] = time.perf_counter
+) -> float:
+    """Seconds of one call of fn: wall time, or the time of `clock` (time.process_time: the
+    CPU time of this process, which load from other processes changes less)."""
     synchronize(device)
-    start = time.perf_counter()
+    start = clock()
     fn()
     synchronize(device)
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def time_interleaved(
-    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, device: torch.device | None = None
+    fns: dict[str, Callable[[], object]],
+    repeats: int,
+    warmup: int = 1,
+    device: torch.device | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
     """Median seconds of each fn over `repeats` rounds; every round calls each fn once."""
     for fn in fns.values():
@@ -37,5 +44,5 @@ def time_interleaved(
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            times[name].append(time_once(fn, device))
+            times[name].append(time_once(fn, device, clock))
     return {name: statistics.median(values) for name, values in times.items()}

@@ -16,6 +16,7 @@ from tiny_run import LINES
 
 import fha
 from fha.analysis import SubheadRow, SubheadTable, analyze_subheads, summary_by_size
+from fha.analysis import ablation as ablation_module
 from fha.analysis import analyze as analyze_module
 from fha.analysis.ablation import subheads
 from fha.analysis.metrics import (
@@ -269,6 +270,67 @@ def test_mean_ablation_equals_a_bias_of_the_mean_output():
     assert T * 1.5 + 1 == len(tokens)
     assert row.mean_ablation == pytest.approx(text_loss(replaced, tokens) - clean, abs=1e-9)
     assert row.mean_ablation != pytest.approx(row.zero_ablation, abs=1e-6)
+
+
+@torch.no_grad()
+def plain_ablation_losses(model: fha.GPT, tokens: torch.Tensor) -> dict[tuple[int, int, int], tuple[float, float]]:
+    """(zero, mean) loss increase of every sub-head the plain way: the whole model run on the
+    text, the sub-head's input columns of `attn.out` replaced by a hook (no copies, no reuse)."""
+    windows = list(eval_windows(tokens.numpy(), model.config.max_seq_len, len(tokens)))  # all in one batch
+    outs = [block.attn.out for block in model.blocks]
+    inputs: list[torch.Tensor] = []
+    hooks = [out.register_forward_pre_hook(lambda module, args: inputs.append(args[0])) for out in outs]
+    sums = [torch.zeros(out.in_features, dtype=torch.float64) for out in outs]
+    count = 0
+    for x, y in windows:  # the mean input of each attn.out over the counted positions
+        inputs.clear()
+        model(x)
+        counted = counted_targets(y, model.config.pad_id)
+        for layer, found in enumerate(inputs):
+            sums[layer] += found[counted].double().sum(dim=0)
+        count += int(counted.sum())
+    for hook in hooks:
+        hook.remove()
+
+    def loss(layer: int = 0, columns: slice = slice(0, 0), value: torch.Tensor | None = None) -> float:
+        def replace(module, args):
+            replaced = args[0].clone()
+            replaced[..., columns] = 0 if value is None else value[columns].to(replaced)
+            return (replaced,)
+
+        hook = outs[layer].register_forward_pre_hook(replace)
+        total = 0.0
+        for x, y in windows:
+            logits, _ = model(x)
+            counted = counted_targets(y, model.config.pad_id)
+            total += float(F.cross_entropy(logits[counted].double(), y[counted], reduction="sum"))
+        hook.remove()
+        return total / count
+
+    clean = loss()
+    found = {}
+    for layer in range(model.config.num_layers):
+        mean = sums[layer] / count
+        for sub in subheads(model.config, layer):
+            zero, replaced = loss(layer, sub.columns), loss(layer, sub.columns, mean)
+            found[(layer, sub.head, sub.subhead)] = (zero - clean, replaced - clean)
+    return found
+
+
+@pytest.mark.parametrize("changes", [{}, {"attention": "split", "layer_head_splits": [[1, 4, 2], [2, 2, 8]]}])
+def test_batched_ablations_equal_the_plain_computation_in_float32(changes, monkeypatch):
+    model = sharpened_model(6, **changes).float()
+    tokens = random_text(model, 3.5)  # 4 windows, the last one padded: two batches of 2
+    monkeypatch.setattr(ablation_module, "LOGITS_PER_CHUNK", {"cpu": 15 * model.config.vocab_size})  # 15 rows
+    monkeypatch.setattr(ablation_module, "ABLATION_ROWS", 5)  # 2 windows x 2 copies a pass, with a remainder
+    table = analyze_subheads(
+        model, tokens, batch_size=2, ablation_tokens=None, induction_length=4, induction_sequences=2
+    )
+    plain = plain_ablation_losses(model, tokens)
+    assert [row.position for row in table] == list(plain)
+    for row in table:
+        assert (row.zero_ablation, row.mean_ablation) == pytest.approx(plain[row.position], abs=1e-5)
+    assert max(abs(row.zero_ablation) for row in table) > 1e-2  # large enough for 1e-5 to mean something
 
 
 def test_the_model_is_left_as_it_was():

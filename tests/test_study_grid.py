@@ -184,6 +184,9 @@ def test_a_grid_study_runs_and_reports_each_point(tmp_path, capsys):
     rows = list(csv.DictReader(io.StringIO((out / RESULTS_FILE).read_text())))
     assert rows[0]["grid_point"] == "dim-16+head_dim-8" and rows[0]["dim"] == "16" and rows[0]["head_dim"] == "8"
     assert rows[0]["run"].startswith("dim-16+head_dim-8/")
+    capsys.readouterr()
+    assert main(["analyze", str(out)]) == 2  # the mechanisms of a study pool over one setting only
+    assert "a study with a [grid] pools runs of different settings" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ scaling, from a synthetic ledger

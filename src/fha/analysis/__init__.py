@@ -6,6 +6,8 @@ each sub-head's ablation costs, per layer, head and sub-head (``fha analyze``).
 * `analyze_subheads(model, data, tokenizer=...)`: a `SubheadTable`, one `SubheadRow` per sub-head.
 * `SubheadTable`: CSV in and out, labels, concatenation; `summary_by_size` sums it up by sub-head size.
 * `write_analysis(table, out_dir, ...)`: the CSV, report.md, report.html and figures.
+* `fha.analysis.pooling`: the runs of a group (a study's variant) pooled over seeds, with
+  95% t-intervals (`fha analyze STUDY_DIR`, `fha.study.mechanisms`).
 """
 
 from __future__ import annotations

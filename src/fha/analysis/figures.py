@@ -4,7 +4,9 @@
   sub-head a cell as wide as its size (a head of 32 cut into 4 shows 4 cells of 8), so that
   a value and the size it belongs to are read together;
 * importance against size: the loss increase of each sub-head's ablation, by sub-head size;
-* with several training steps, each measurement against the step, one line per sub-head.
+* with several training steps, each measurement against the step, one line per sub-head;
+* for runs pooled over seeds (`fha.analysis.pooling`), the pooled measures against the
+  sub-head size, one colour per group, with their 95% intervals.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from fha.analysis.pooling import ALL_SIZES, MEASURE_LABELS, PooledMeasure, RunSummary
 from fha.analysis.table import METRICS, SubheadRow, SubheadTable
 from fha.compare.plots import save_report_figure
 from fha.figures import grid
@@ -240,3 +243,58 @@ def draw_all(table: SubheadTable, out_dir: Path, fmt: str, dpi: int) -> list[Pat
     figures = [*heatmaps(table, out_dir, fmt, dpi), importance_vs_size(table, out_dir, fmt, dpi)]
     training = over_training(table, out_dir, fmt, dpi)
     return figures if training is None else [*figures, training]
+
+
+POOLED_PANEL_INCHES = (4.6, 3.6)
+POOLED_MEASURES = ("induction_subheads", "previous_token_subheads", "mean_zero_ablation", "mean_mean_ablation")
+POOLED_STEM = "mechanisms_by_size"
+RUN_POINT_ALPHA = 0.35
+CAP_SIZE = 3
+SIGNED_POOLED = ("mean_zero_ablation", "mean_mean_ablation")  # drawn with the zero line
+
+
+def pooled_by_size(pooled: Sequence[PooledMeasure], summaries: Sequence[RunSummary], path: Path, dpi: int) -> Path:
+    """Each of `POOLED_MEASURES` against the sub-head size, one colour per group: every run's
+    value (faint) and the mean over the runs with its 95% interval."""
+    sizes = sorted({s.subhead_dim for s in summaries if s.subhead_dim != ALL_SIZES}, reverse=True)
+    groups = list(dict.fromkeys(s.group for s in summaries))
+    offsets = np.linspace(-JITTER, JITTER, len(groups)) if len(groups) > 1 else [0.0]
+    figure = Figure(
+        figsize=(POOLED_PANEL_INCHES[0] * len(POOLED_MEASURES), POOLED_PANEL_INCHES[1]), layout="constrained"
+    )
+    axes = figure.subplots(1, len(POOLED_MEASURES))
+    for ax, measure in zip(axes, POOLED_MEASURES):
+        for index, (offset, group) in enumerate(zip(offsets, groups)):
+            color = f"C{index}"
+            runs = [s for s in summaries if s.group == group and s.subhead_dim != ALL_SIZES]
+            ax.scatter(
+                [sizes.index(s.subhead_dim) + offset for s in runs],
+                [s.values[measure] for s in runs],
+                s=POINT_SIZE / 2,
+                color=color,
+                alpha=RUN_POINT_ALPHA,
+                linewidths=0,
+            )
+            means = [p for p in pooled if p.group == group and p.measure == measure and p.subhead_dim != ALL_SIZES]
+            intervals = [p.interval for p in means]
+            below = [i.mean - i.low if i.n > 1 else 0.0 for i in intervals]
+            above = [i.high - i.mean if i.n > 1 else 0.0 for i in intervals]
+            ax.errorbar(
+                [sizes.index(p.subhead_dim) + offset for p in means],
+                [i.mean for i in intervals],
+                yerr=[below, above],
+                fmt="o",
+                color=color,
+                capsize=CAP_SIZE,
+                label=group,
+            )
+        if measure in SIGNED_POOLED:
+            ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(sizes)), [str(size) for size in sizes])
+        ax.set_xlim(-0.5, len(sizes) - 0.5)
+        ax.set_xlabel("sub-head size (dimensions)")
+        ax.set_title(MEASURE_LABELS[measure], fontsize="medium")
+        grid(ax)
+    axes[-1].legend(fontsize="small")
+    figure.suptitle("Per run and sub-head size (points: runs; bars: mean over the runs, 95% t-interval)")
+    return save_report_figure(figure, path, dpi)

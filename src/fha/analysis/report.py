@@ -27,6 +27,7 @@ MARKDOWN_FILE = "report.md"
 HTML_FILE = "report.html"
 TITLE = "What the sub-heads do"
 TOP_SUBHEADS = 5  # the most important sub-heads listed per run
+Section = tuple[str, str, Table]  # heading, a note above the table (may be empty), the table
 DEFINITIONS = (
     "Entropy: of each query's attention, in bits, averaged over query positions (uniform attention over "
     "the t + 1 visible positions gives log2(t + 1)). Distance: mean of t − s under the weights. Previous-token "
@@ -191,13 +192,14 @@ def write_analysis(
     markdown = out_dir / MARKDOWN_FILE
     page = out_dir / HTML_FILE
     with writing(out_dir):
-        markdown.write_text(_markdown([*notes, DEFINITIONS], sections, figures))
-        page.write_text(_html([*notes, DEFINITIONS], sections, figures))
+        markdown.write_text(markdown_page(TITLE, [*notes, DEFINITIONS], sections, figures))
+        page.write_text(html_page(TITLE, [*notes, DEFINITIONS], sections, figures))
     return AnalysisReport(csv_path, markdown, page, figures)
 
 
-def _markdown(notes: Sequence[str], sections: Sequence[tuple[str, str, Table]], figures: Sequence[Path]) -> str:
-    parts = [f"# {TITLE}", ""]
+def markdown_page(title: str, notes: Sequence[str], sections: Sequence[Section], figures: Sequence[Path]) -> str:
+    """A Markdown report: the title, `notes` as paragraphs, each section's table, the figures linked."""
+    parts = [f"# {title}", ""]
     parts += [line for note in notes for line in (note, "")]
     for heading, note, table in sections:
         parts += [f"## {heading}", ""]
@@ -212,11 +214,12 @@ def _markdown(notes: Sequence[str], sections: Sequence[tuple[str, str, Table]], 
     return "\n".join(parts)
 
 
-def _html(notes: Sequence[str], sections: Sequence[tuple[str, str, Table]], figures: Sequence[Path]) -> str:
+def html_page(title: str, notes: Sequence[str], sections: Sequence[Section], figures: Sequence[Path]) -> str:
+    """The same as one self-contained HTML page, the figures inline."""
     parts = [
-        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{TITLE}</title>',
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>',
         f"<style>{HTML_STYLE}</style></head><body>",
-        f"<h1>{TITLE}</h1>",
+        f"<h1>{html.escape(title)}</h1>",
     ]
     parts += [f"<p>{html.escape(note)}</p>" for note in notes]
     for heading, note, table in sections:

@@ -1,9 +1,8 @@
 """The measurements of every sub-head as a table: one `SubheadRow` per run, training step,
 layer, head and sub-head, written to and read from CSV, and summed up by sub-head size.
 
-A study pools seeds by concatenating the tables of its runs (`SubheadTable.concat`, each
-labelled with its run by `labelled`) and grouping rows by variant and sub-head, or by
-`summary_by_size`.
+Runs are put together by concatenating their tables (`SubheadTable.concat`, each labelled
+with its run by `labelled`); `fha.analysis.pooling` pools a study's seeds from such a table.
 """
 
 from __future__ import annotations

@@ -71,6 +71,7 @@ PARAMETER_FLAGS = {
     "ablation_tokens": "--ablation-tokens",
     "account": "--account",
     "batch_size": "--batch-size",
+    "budget": "--budget",
     "config": "--config",
     "cpus": "--cpus",
     "data": "--data",

@@ -4,6 +4,10 @@ Attention entropy and distance, previous-token, first-token, induction and copyi
 and the loss increase of zero- and mean-ablating each sub-head, per layer, head and sub-head
 of every run (with ``--checkpoints`` also of every checkpoint), written as subheads.csv,
 report.md, report.html and figures.
+
+``fha analyze STUDY_DIR`` analyses a study's evaluation runs at one budget on the study's
+validation text and pools them over seeds (`fha.study.mechanisms`): mechanisms.md and the
+rest, into the study folder, where ``fha study report`` finds them.
 """
 
 from __future__ import annotations
@@ -34,16 +38,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Per layer, head and sub-head (with its size): attention entropy and mean distance, "
         "previous-token and first-token weight, induction score on repeated random tokens, copying score, and "
         "the loss increase when the sub-head is zero- or mean-ablated. Writes subheads.csv, report.md, a "
-        "self-contained report.html and figures. docs/analysis.md defines every measurement.",
+        "self-contained report.html and figures. Given a study folder instead, it analyses the study's evaluation "
+        "runs on the study's validation text and pools them over seeds with 95% intervals (mechanisms.md, "
+        "mechanisms.html, CSV and a figure in the study folder; fha study report then shows them). "
+        "docs/analysis.md defines every measurement.",
     )
-    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders")
+    parser.add_argument(
+        "run_dirs",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="run folders, or one study folder (the folder of fha study run)",
+    )
     parser.add_argument(
         "--data",
-        required=True,
         metavar="SOURCE",
-        help=f"the text to measure on: a .txt or .jsonl file, or {TINYSTORIES!r} for its validation split",
+        help=f"the text to measure on: a .txt or .jsonl file, or {TINYSTORIES!r} for its validation split "
+        "(needed for run folders; a study's default is its validation text)",
     )
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the CSV, reports, figures")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="folder for the CSV, reports, figures (needed for run folders; a study's default is its folder)",
+    )
+    parser.add_argument(
+        "--budget",
+        type=int,
+        metavar="TOKENS",
+        help="a study's budget whose evaluation runs are analysed (default: its primary budget)",
+    )
     parser.add_argument(
         "--names", nargs="+", metavar="NAME", help="names of the runs, in order (default: folder names)"
     )
@@ -107,11 +131,38 @@ def parse_ablation_tokens(text: str) -> int | None:
         raise FhaError(f"--ablation-tokens: expected a number of tokens or {ALL!r}, got {text!r}") from None
 
 
+def _study_folder(args: argparse.Namespace) -> Path | None:
+    """The study folder among the arguments (None for run folders), checked to come alone and
+    without the options of run folders; run folders need --data and --out."""
+    from fha.study.layout import STUDY_FILE
+
+    studies = [path for path in args.run_dirs if (path / STUDY_FILE).is_file()]
+    if not studies:
+        missing = [path for path in args.run_dirs if not path.exists()]
+        if missing:
+            raise FhaError(f"{missing[0]}: no such run folder (nor a study folder)")
+        for flag, value in (("--data", args.data), ("--out", args.out)):
+            if value is None:
+                raise FhaError(f"{flag} is needed for run folders (only a study folder has a default)")
+        if args.budget is not None:
+            raise FhaError("--budget is for a study folder; run folders are analysed as they are")
+        return None
+    if len(args.run_dirs) > 1:
+        raise FhaError(f"{studies[0]} is a study folder: analyse it alone (its evaluation runs are pooled over seeds)")
+    for flag, given in (("--names", args.names is not None), ("--checkpoints", args.checkpoints)):
+        if given:
+            raise FhaError(f"{flag} is for run folders; a study's runs are named by the study")
+    return studies[0]
+
+
 def run_analyze(args: argparse.Namespace) -> int:
     check_figure_options(args.format, args.dpi)
     ablation_tokens = parse_ablation_tokens(args.ablation_tokens)
-    if args.out.exists() and not args.out.is_dir():
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
         raise FhaError(f"--out {args.out}: is a file, not a folder")
+    study = _study_folder(args)
+    if study is not None:
+        return _analyze_study(study, args, ablation_tokens)
     names = run_names(args.run_dirs, args.names)
     from fha.analysis import SubheadTable, analyze_subheads, write_analysis
     from fha.analysis.analyze import induction_length_for
@@ -195,3 +246,32 @@ def _weights_by_step(run_dir: Path, checkpoints: bool) -> list[tuple[int | None,
     if not earlier:
         raise FhaError(f"{run_dir}: no checkpoints to analyse (--checkpoints reads {run_dir}/checkpoints/step-N)")
     return [*((n, folder) for n, folder in earlier if step is None or n < step), (step, final)]
+
+
+def _analyze_study(study: Path, args: argparse.Namespace, ablation_tokens: int | None) -> int:
+    from fha.analysis.pooling import pooled_table
+    from fha.compare.report import markdown_table
+    from fha.device import setup_device
+    from fha.study.mechanisms import analyze_study, study_runs, write_mechanisms
+
+    study_runs(study, args.budget)  # checked before the device line: a study without weights is one line
+    mechanisms = analyze_study(
+        study,
+        budget=args.budget,
+        data=args.data,
+        device=setup_device(args.device),
+        show_progress=True,
+        batch_size=args.batch_size,
+        max_tokens=args.max_tokens,
+        ablation_tokens=ablation_tokens,
+        induction_length=args.induction_length,
+        induction_sequences=args.induction_sequences,
+        seed=args.seed,
+    )
+    written = write_mechanisms(mechanisms, args.out, fmt=args.format, dpi=args.dpi)
+    summaries = mechanisms.summaries
+    print(markdown_table(pooled_table(mechanisms.pooled, summaries)))
+    print()
+    for path in written:
+        print(f"wrote {path}")
+    return 0

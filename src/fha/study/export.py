@@ -1,7 +1,8 @@
 """`fha study export DIR --to PATH`: what a study's result rests on, for publishing (no weights).
 
 The export holds study.json, the tokenizer, the n-gram references, the ledger and the report
-(report.md, report.html, results.csv, figures). `fha study report PATH` rebuilds the same
+(report.md, report.html, results.csv, figures), with the mechanisms files of ``fha analyze
+STUDY_DIR`` where there are any. `fha study report PATH` rebuilds the same
 report from it, so a committed export can be checked and grown by later sessions: run the
 spec with ``--out`` a new folder and report over both folders.
 """
@@ -15,6 +16,7 @@ from fha.errors import FhaError, writing
 from fha.files import write_bytes_atomic
 from fha.study.layout import REFERENCES_FILE, RUNS_DIR, STUDY_FILE, TOKENIZER_FILE, load_record
 from fha.study.ledger import LEDGER_DIR, Ledger
+from fha.study.mechanisms import FILES as MECHANISMS_FILES
 from fha.study.report import HTML_FILE, MARKDOWN_FILE
 from fha.study.results import RESULTS_FILE
 
@@ -43,7 +45,7 @@ def export_study(out_dir: Path, to: Path) -> list[Path]:
     if to.resolve() == out_dir.resolve():
         raise FhaError(f"`to` {to}: the study folder itself; export into another folder")
     _check_target(out_dir, to)
-    names = [STUDY_FILE, TOKENIZER_FILE, REFERENCES_FILE, RESULTS_FILE, MARKDOWN_FILE, HTML_FILE]
+    names = [STUDY_FILE, TOKENIZER_FILE, REFERENCES_FILE, RESULTS_FILE, MARKDOWN_FILE, HTML_FILE, *MECHANISMS_FILES]
     sources = [out_dir / name for name in names if (out_dir / name).is_file()]
     sources += sorted(path for path in out_dir.iterdir() if path.suffix in REPORT_SUFFIXES)
     sources += sorted((out_dir / LEDGER_DIR).glob("*.json"))

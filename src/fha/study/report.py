@@ -40,6 +40,8 @@ from fha.stats import (
     variance_components,
 )
 from fha.study.figures import draw_all
+from fha.study.mechanisms import SECTION_HEADING as MECHANISMS
+from fha.study.mechanisms import mechanisms_section
 from fha.study.results import RESULTS_FILE, StudyResults, load_results, results_csv
 from fha.study.scaling import scaling
 
@@ -55,7 +57,15 @@ PAIRED, VARIANTS, TUNING_SECTION, VARIANCE = (
     "Variance by source (crossed seeds)",
 )
 REFERENCES, TUNING_RUNS = "n-gram references", "Tuning runs at every budget"
-SECTION_ORDER = (PAIRED, VARIANTS, REFERENCES, TUNING_SECTION, TUNING_RUNS, VARIANCE)  # the report without a grid
+SECTION_ORDER = (
+    PAIRED,
+    VARIANTS,
+    REFERENCES,
+    TUNING_SECTION,
+    TUNING_RUNS,
+    VARIANCE,
+    MECHANISMS,
+)  # the report without a grid
 PAIRED_TEXT = (
     "Test bits per byte of the variant minus the baseline's at the same seed pair; 95% Student t-interval; "
     "two-sided paired t test; the primary contrast at the 5% level, the others Holm-adjusted; MDE: the "
@@ -610,6 +620,7 @@ def write_report(
             references_table(results),
         ),
         Section(TUNING_RUNS, [], pilot_table(points), f"{MACHINE_NOTE}."),
+        Section(*mechanisms_section(folders[0])),  # written by fha analyze STUDY_DIR
     ]
     shared = [section for section in shared if section.table is not None and section.table.rows]
     if results.spec.grid is None:
