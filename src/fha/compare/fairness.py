@@ -81,7 +81,7 @@ def training_text_note(runs: Sequence[RunSummary], data: str) -> str | None:
 
 
 def seeds_of(group: SeedGroup) -> dict[int, RunSummary]:
-    return {int(run.train_config[SEED]): run for run in group.runs if SEED in (run.train_config or {})}
+    return {int(config[SEED]): run for run in group.runs if SEED in (config := run.train_config or {})}
 
 
 def paired_rows(groups: Sequence[SeedGroup], metric: str, value_of) -> tuple[list[str], list[list[str]]]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -219,7 +219,8 @@ def fractal_attention(
             return y.transpose(1, 2)  # one cut for every head: (B, L, T, hd)
         for index, head in enumerate(heads):
             heads_out[head] = y[:, :, index : index + 1]  # (B, T, 1, hd)
-    return torch.cat(heads_out, dim=2).transpose(1, 2)  # (B, T, L, hd) viewed as (B, L, T, hd)
+    # every head is in exactly one group, so no entry is still None
+    return torch.cat(cast(list[Tensor], heads_out), dim=2).transpose(1, 2)  # (B, T, L, hd) viewed as (B, L, T, hd)
 
 
 def grouped_attention(
@@ -354,6 +355,9 @@ class Attention(nn.Module):
     rotated once per reading query head (``config.key_heads`` key heads), because each cut
     needs its own frequencies; values are never rotated and keep ``num_kv_heads`` heads.
     """
+
+    key_sources: Tensor | None  # buffers of constant_buffers(), declared for type checkers
+    rope_rows: Tensor | None
 
     def __init__(self, config: ModelConfig, layer: int = 0) -> None:
         super().__init__()

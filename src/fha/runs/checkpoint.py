@@ -58,7 +58,7 @@ REQUIRED_FILES = (MODEL_FILE, MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, TOKENIZER_FI
 class _Stateful(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
-    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+    def load_state_dict(self, state: dict[str, Any], /) -> Any: ...  # positional: optimizers call it state_dict
 
 
 @dataclass
