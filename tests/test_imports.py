@@ -225,3 +225,20 @@ def test_every_lazy_export_is_what_its_module_defines(package):
         assert name in dir(module)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = module.nope
+
+
+def test_lazy_exports_are_read_from_the_type_checking_imports(tmp_path):
+    from fha.lazy import type_checking_imports
+
+    init = tmp_path / "__init__.py"
+    init.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from pkg.a import One, two\n"
+        "    from pkg.b import Three as Four\n"
+        "from pkg.c import not_lazy\n"
+    )
+    assert type_checking_imports(init) == {"One": ("pkg.a", "One"), "two": ("pkg.a", "two"), "Four": ("pkg.b", "Three")}
+    init.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pkg.a\n")
+    with pytest.raises(ImportError, match=r"__init__.py:3: the TYPE_CHECKING block holds only absolute from-imports"):
+        type_checking_imports(init)
