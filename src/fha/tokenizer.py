@@ -23,6 +23,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence, Sized
 from pathlib import Path
+from typing import Final
 
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
@@ -153,21 +154,11 @@ class Tokenizer:
         """Number of ids, special tokens included: the model's embedding size."""
         return len(self._pieces)
 
-    @property
-    def pad_id(self) -> int:
-        return PAD_ID
-
-    @property
-    def unk_id(self) -> int:
-        return UNK_ID
-
-    @property
-    def bos_id(self) -> int:
-        return BOS_ID
-
-    @property
-    def eos_id(self) -> int:
-        return EOS_ID
+    # the special tokens' ids, the same in every tokenizer
+    pad_id: Final = PAD_ID
+    unk_id: Final = UNK_ID
+    bos_id: Final = BOS_ID
+    eos_id: Final = EOS_ID
 
     @property
     def alphabet(self) -> frozenset[str]:

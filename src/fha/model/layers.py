@@ -130,11 +130,7 @@ class Block(nn.Module):
         self.dropout = make_dropout(config.dropout)
 
     def forward(
-        self,
-        x: Tensor,
-        rotation: Tensor,
-        cache: LayerCache | None = None,
-        attn_mask: Tensor | None = None,
+        self, x: Tensor, rotation: Tensor, cache: LayerCache | None = None, attn_mask: Tensor | None = None
     ) -> Tensor:
         x = x + self._branch_output(self.attn(self.attn_norm(x), rotation, cache, attn_mask), self.attn_out_norm)
         return x + self._branch_output(self.mlp(self.mlp_norm(x)), self.mlp_out_norm)

@@ -31,6 +31,7 @@ from safetensors import SafetensorError
 
 from fha.config import ModelConfig
 from fha.errors import FhaError, one_line
+from fha.files import existing_folder
 from fha.model.gpt import GPT
 from fha.runs.folder import (
     CHECKPOINT_NAME,
@@ -262,11 +263,9 @@ def _remove_leftovers(folder: Path) -> None:
 
 def find_checkpoint(path: str | Path) -> Path:
     """A checkpoint folder itself, or the latest checkpoint of a run folder."""
-    path = Path(path)
-    if not path.exists():
-        raise FhaError(f"{path}: no such checkpoint or run folder")
-    if not path.is_dir():
-        raise FhaError(f"{path}: not a checkpoint (expected a run folder or its checkpoints/step-N folder)")
+    path = existing_folder(
+        path, "checkpoint or run folder", "not a checkpoint (expected a run folder or its checkpoints/step-N folder)"
+    )
     if (path / STATE_FILE).exists() or CHECKPOINT_NAME.match(path.name):
         return path
     checkpoints = list_checkpoints(path)
