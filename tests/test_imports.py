@@ -25,6 +25,7 @@ LAYERS = (
         "fha.choices",
         "fha.errors",
         "fha.files",
+        "fha.html_page",
         "fha.lazy",
         "fha.progress",
         "fha.figure_formats",

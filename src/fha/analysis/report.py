@@ -21,6 +21,7 @@ from fha.compare.plots import report_image
 from fha.compare.report import HTML_STYLE, MISSING, Table, embedded_image, html_table, markdown_table
 from fha.errors import writing
 from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT, check_figure_options
+from fha.html_page import html_page
 
 CSV_FILE = "subheads.csv"
 MARKDOWN_FILE = "report.md"
@@ -213,12 +214,7 @@ def _markdown(notes: Sequence[str], sections: Sequence[tuple[str, str, Table]], 
 
 
 def _html(notes: Sequence[str], sections: Sequence[tuple[str, str, Table]], figures: Sequence[Path]) -> str:
-    parts = [
-        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{TITLE}</title>',
-        f"<style>{HTML_STYLE}</style></head><body>",
-        f"<h1>{TITLE}</h1>",
-    ]
-    parts += [f"<p>{html.escape(note)}</p>" for note in notes]
+    parts = [f"<p>{html.escape(note)}</p>" for note in notes]
     for heading, note, table in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>")
         if note:
@@ -226,5 +222,4 @@ def _html(notes: Sequence[str], sections: Sequence[tuple[str, str, Table]], figu
         parts.append(html_table(table))
     parts.append("<h2>Figures</h2>")
     parts += [embedded_image(figure) for figure in figures]
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    return html_page(TITLE, HTML_STYLE, parts)
