@@ -85,6 +85,7 @@ def test_precision_choice_is_checked_by_the_parser(capsys):
     assert "argument --precision: invalid choice: 'fp8'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_eval_in_bf16_on_cpu_is_close_to_float32(capsys, caplog, tmp_path, tiny_run_dir):
     caplog.set_level(logging.INFO)
     run_dir = tiny_run_dir
@@ -120,6 +121,7 @@ def test_generate_accepts_precision(capsys, tiny_run_dir):
     assert capsys.readouterr().out.startswith("Once")
 
 
+@pytest.mark.slow
 def test_training_refuses_fp16_and_runs_in_bf16_on_cpu(corpus, tmp_path, capsys, caplog):
     caplog.set_level(logging.INFO)
     base = ["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--device", "cpu"]
@@ -163,6 +165,7 @@ def test_print_config_is_an_experiment_file_that_reads_back(capsys, tmp_path, se
     assert build_configs(load_experiment(config_file=saved)) == expected
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_run_says_so_and_touches_nothing(corpus, tmp_path, capsys, caplog):
     out = tmp_path / "run"
     assert main(["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--out", str(out)]) == 0
@@ -177,6 +180,7 @@ def test_resume_of_a_finished_run_says_so_and_touches_nothing(corpus, tmp_path, 
     assert ((out / "log_data.csv").read_text(), list_checkpoints(out)) == before
 
 
+@pytest.mark.slow
 def test_resume_with_a_larger_budget_says_how_the_schedule_changes(corpus, tmp_path, caplog):
     out = tmp_path / "run"
     sets = [*TINY_SETS, "--set", "max_steps=20", "--set", "checkpoint_interval=10"]

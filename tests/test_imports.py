@@ -155,6 +155,7 @@ def test_every_import_goes_down_the_layers():
     assert upward == []
 
 
+@pytest.mark.slow
 def test_every_module_imports_on_its_own_in_a_fresh_interpreter():
     """A cycle that the static graph could miss (an import inside a function called at load)
     fails here: each module is imported first, before anything else of fha."""
@@ -181,6 +182,7 @@ def without_torch(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "argv",
     [
@@ -213,6 +215,7 @@ def test_the_ngram_references_load_without_torch():
 LAZY_PACKAGES = ("fha", "fha.analysis", "fha.compare", "fha.data", "fha.inspection", "fha.train")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("package", LAZY_PACKAGES)
 def test_every_lazy_export_is_what_its_module_defines(package):
     """Even after every submodule is imported (which sets package attributes to modules)."""
