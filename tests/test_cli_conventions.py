@@ -202,7 +202,7 @@ def test_resume_with_a_larger_budget_says_how_the_schedule_changes(corpus, tmp_p
     )
     warning = next(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert warning.startswith(
-        "resuming at step 10 with a changed schedule (max_steps 20 -> 40): the rate of the next step is "
+        "resuming at step 10 with a changed schedule (max_steps 20 -> 40): the rates differ from step 10 on ("
     )
     assert "Before: warmup 1 steps" in warning and "Now: warmup 2 steps" in warning
 
