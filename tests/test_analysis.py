@@ -85,6 +85,7 @@ def random_text(model: fha.GPT, windows: float, seed: int = 0) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------- the measurements
+@pytest.mark.slow
 def test_attention_on_the_previous_token_scores_one_with_no_entropy():
     weights = previous_token_map(T)
     torch.testing.assert_close(entropy_bits(weights), torch.zeros(T, dtype=torch.float64))
@@ -150,6 +151,7 @@ def test_copying_score_matches_the_eigenvalues_of_the_whole_circuit():
     assert math.isnan(copying_score(value, output * 0, circuit))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("changes", [{"attention": "reversed-fha", "num_kv_heads": 3}, {"second_resid_norm": True}])
 def test_copying_scores_of_a_model_read_each_subheads_own_weights(changes):
     model = sharpened_model(5, **changes)
@@ -174,6 +176,7 @@ def test_copying_scores_of_a_model_read_each_subheads_own_weights(changes):
 
 
 # ------------------------------------------------------------------ a whole model, by hand
+@pytest.mark.slow
 def test_a_model_with_uniform_attention_gives_the_uniform_answers():
     model = make_tiny_model(1).double()
     with torch.no_grad():
@@ -193,6 +196,7 @@ def test_a_model_with_uniform_attention_gives_the_uniform_answers():
         assert row.induction == pytest.approx(float((1 / (repeat + 1)).mean()), abs=1e-9)
 
 
+@pytest.mark.slow
 def test_weights_forced_onto_the_previous_token_score_one_in_every_subhead(monkeypatch):
     model = make_tiny_model(2)
     real = analyze_module.level_weights
@@ -215,6 +219,7 @@ ATTENTION_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("changes", ATTENTION_CASES)
 def test_zero_ablation_equals_removing_the_subheads_columns(changes):
     model = sharpened_model(**changes)
@@ -236,6 +241,7 @@ def test_zero_ablation_equals_removing_the_subheads_columns(changes):
     assert max(abs(row.zero_ablation) for row in table) > 1e-3  # the sub-heads matter
 
 
+@pytest.mark.slow
 def test_ablations_on_the_first_tokens_match_a_shorter_text():
     model = sharpened_model(4)
     tokens = random_text(model, 3)
@@ -434,6 +440,7 @@ def run_with_checkpoints(tiny_run_dir, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_cli_writes_the_table_reports_and_figures(tiny_run_dir, text_file, tmp_path, capsys):
     out = tmp_path / "analysis"
     argv = ["analyze", str(tiny_run_dir), str(tiny_run_dir), "--names", "one", "two"]
@@ -464,6 +471,7 @@ def test_cli_writes_the_table_reports_and_figures(tiny_run_dir, text_file, tmp_p
     assert not (out / "over_training.png").exists()
 
 
+@pytest.mark.slow
 def test_cli_checkpoints_follow_training_in_svg(run_with_checkpoints, text_file, tmp_path, capsys):
     out = tmp_path / "analysis"
     argv = ["analyze", str(run_with_checkpoints), "--data", str(text_file), "--out", str(out), "--checkpoints"]
@@ -504,6 +512,7 @@ def test_cli_errors_are_one_line(argv, message, tiny_run_dir, text_file, tmp_pat
     assert message.format(tmp=tmp_path) in err
 
 
+@pytest.mark.slow
 def test_a_damaged_checkpoint_is_one_line(run_with_checkpoints, text_file, tmp_path, capsys):
     broken = tmp_path / "broken"
     shutil.copytree(run_with_checkpoints, broken)

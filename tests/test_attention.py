@@ -32,6 +32,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split,L,Hkv,T,S,hd", CASES)
 @pytest.mark.parametrize("scale", ["subhead", "head", 0.3])
 def test_matches_reference_values_and_gradients(split, L, Hkv, T, S, hd, scale):
@@ -48,6 +49,7 @@ def test_matches_reference_values_and_gradients(split, L, Hkv, T, S, hd, scale):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split,L,Hkv,T,S,hd", [(2, 3, 1, 64, 64, 64), (3, 3, 3, 32, 40, 36)])
 def test_float32_fast_kernels_match_reference(split, L, Hkv, T, S, hd):
     q, k, v = make_qkv(3, L, Hkv, T, S, hd, dtype=torch.float32)

@@ -70,6 +70,7 @@ def test_the_geometric_pattern_is_bit_identical_to_fha():
         assert torch.equal(p.grad, q.grad), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(BASELINES))
 def test_cached_greedy_generation_equals_full_recomputation(name):
     model = model_of(baseline_config(small(), name))
@@ -83,6 +84,7 @@ def test_cached_greedy_generation_equals_full_recomputation(name):
     assert torch.equal(out, idx)
 
 
+@pytest.mark.slow
 def test_subhead_rope_gives_every_subhead_the_spectrum_of_its_own_size():
     hd, theta = 16, 100.0
     cos, _ = rope_frequencies(hd, 3, theta, cuts=(1, 4))  # (3, 2, 8)

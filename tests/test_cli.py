@@ -31,11 +31,13 @@ def test_every_subcommand_has_help(capsys):
         assert f"usage: fha {command}" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_python_dash_m_runs_the_same_entry_point():
     done = subprocess.run([sys.executable, "-m", "fha", "--help"], capture_output=True, text=True, check=True)
     assert "usage: fha" in done.stdout and "train" in done.stdout
 
 
+@pytest.mark.slow
 def test_a_reader_that_stops_early_ends_the_command_quietly():
     """`fha inspect | head -1`: the closed pipe ends fha with the shell's SIGPIPE status, no traceback."""
     command = [sys.executable, "-m", "fha", "inspect", "--preset", "seed-0.3m"]

@@ -36,6 +36,7 @@ def fha(capsys, *argv):
 
 
 # ----------------------------------------------------------------------------- generate
+@pytest.mark.slow
 def test_generate_prints_prompt_then_continuation(capsys, caplog, run_dir):
     caplog.set_level(logging.INFO)
     code, out, _ = fha(
@@ -46,6 +47,7 @@ def test_generate_prints_prompt_then_continuation(capsys, caplog, run_dir):
     assert "device:" in caplog.text and "device:" not in out
 
 
+@pytest.mark.slow
 def test_generate_greedy_and_seeded_are_reproducible(capsys, run_dir):
     for options in (["--temperature", "0"], ["--temperature", "1.2", "--seed", "7", "--top-p", "0.9"]):
         outputs = {
@@ -55,6 +57,7 @@ def test_generate_greedy_and_seeded_are_reproducible(capsys, run_dir):
         assert len(outputs) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("temperature", ["0", "1.0"])
 def test_generate_batched_prompt_file_equals_one_prompt_at_a_time(capsys, run_dir, tmp_path, temperature):
     prompts = ["Once upon a time", "Tom", "She liked to play in the"]
@@ -72,6 +75,7 @@ def test_generate_batched_prompt_file_equals_one_prompt_at_a_time(capsys, run_di
         assert text == alone and text.startswith(prompt)
 
 
+@pytest.mark.slow
 def test_generate_compiled_writes_what_eager_writes(capsys, run_dir):
     common = ["--prompt", "Once upon a time", "--prompt", "Tom", "--max-new-tokens", "12", "--temperature", "0"]
     code, eager, _ = fha(capsys, "generate", run_dir, *common)
@@ -89,6 +93,7 @@ def test_generate_num_samples_prints_every_sample(capsys, run_dir):
     ]
 
 
+@pytest.mark.slow
 def test_generate_handles_prompts_longer_than_the_context(capsys, caplog, run_dir):
     prompt = " ".join(LINES) + " Once upon a"
     code, out, _ = fha(capsys, "generate", run_dir, "--prompt", prompt, "--temperature", "0", "--max-new-tokens", "8")
@@ -182,6 +187,7 @@ def test_missing_data_file_is_a_clear_error(capsys, run_dir, tmp_path):
     assert code == 2 and "fha: error:" in err and "none.txt" in err
 
 
+@pytest.mark.slow
 def test_subprocess_bad_run_folder(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "fha", "generate", str(tmp_path / "nope"), "--prompt", "x"],
@@ -195,6 +201,7 @@ def test_subprocess_bad_run_folder(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_subprocess_eval_json_keeps_logs_off_stdout(run_dir, data_file):
     result = subprocess.run(
         [sys.executable, "-m", "fha", "eval", str(run_dir), "--data", str(data_file), "--json"],

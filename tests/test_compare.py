@@ -62,6 +62,7 @@ def runs(tmp_path) -> list[Path]:
     ]
 
 
+@pytest.mark.slow
 def test_cli_writes_plots_and_reports(runs, tmp_path, capsys):
     out = tmp_path / "report"
     assert (

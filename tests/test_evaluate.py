@@ -95,6 +95,7 @@ def test_next_token_guesses():
     assert guesses[1].target_rank == 2 and guesses[1].target_prob == pytest.approx(0.25)
 
 
+@pytest.mark.slow
 def test_evaluating_documents_matches_the_model_loss_on_one_window(model, tokenizer):
     documents = ["She liked to play in the park."]
     tokens, num_bytes = encode_documents(documents, tokenizer)

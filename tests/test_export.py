@@ -98,6 +98,7 @@ def trained_export(trained_run, tmp_path_factory) -> Path:
 
 
 # ----------------------------------------------------------------------------- the model
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(VARIANT_CONFIGS))
 def test_every_variant_computes_the_same_logits_and_greedy_tokens(name, tokenizer, tmp_path):
     run = write_run(tmp_path / "run", tokenizer, **VARIANT_CONFIGS[name])
@@ -134,6 +135,7 @@ STOCK_CONFIGS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(STOCK_CONFIGS))
 def test_whole_head_runs_export_as_a_stock_architecture(name, tokenizer, tmp_path):
     changes, architecture = STOCK_CONFIGS[name]
@@ -184,6 +186,7 @@ def test_fha_code_can_be_asked_for_a_stock_run(tokenizer, tmp_path):
     assert not (folder / f"{MODEL_MODULE}.py").exists()  # an earlier export's code does not linger
 
 
+@pytest.mark.slow
 def test_the_loss_is_fhas_next_token_loss(trained_run, trained_export):
     hf_model = load_hf(trained_export)
     model, tokenizer, _ = load_run(trained_run)
@@ -193,6 +196,7 @@ def test_the_loss_is_fhas_next_token_loss(trained_run, trained_export):
         assert hf_model(ids, labels=ids).loss.item() == pytest.approx(expected.item(), abs=LOGIT_TOLERANCE)
 
 
+@pytest.mark.slow
 def test_greedy_generate_writes_what_fha_generate_writes(capsys, trained_run, trained_export):
     transformers = pytest.importorskip("transformers")
     code, out, _ = fha_cli(
@@ -205,6 +209,7 @@ def test_greedy_generate_writes_what_fha_generate_writes(capsys, trained_run, tr
     assert PROMPT + tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True) + "\n" == out
 
 
+@pytest.mark.slow
 def test_a_padded_batch_generates_what_each_prompt_generates_in_fha(trained_run, trained_export):
     transformers = pytest.importorskip("transformers")
     model, fha_tokenizer, _ = load_run(trained_run)
@@ -273,6 +278,7 @@ def test_the_folder_holds_the_code_the_config_and_the_card(trained_run, trained_
     assert "| held-out bits per byte | unknown" in card
 
 
+@pytest.mark.slow
 def test_the_card_states_data_budget_and_held_out_score(corpus, tmp_path):
     run = tmp_path / "run"
     run_tiny(corpus, run, tiny_model_config(attention="reversed-fha"), max_steps=4)

@@ -38,6 +38,7 @@ def two_runs(tmp_path) -> list[Path]:
     return [make_run(tmp_path / "fha", 2.0, train={"seed": 1}), make_run(tmp_path / "mha", 2.5, attention="mha")]
 
 
+@pytest.mark.slow
 def test_png_figures_have_the_asked_resolution(two_runs, tmp_path):
     for dpi in (150, 300):
         comparison = compare_runs(two_runs, tmp_path / f"dpi{dpi}", options=PlotOptions(dpi=dpi))
@@ -45,6 +46,7 @@ def test_png_figures_have_the_asked_resolution(two_runs, tmp_path):
         assert (width, height) == (round(PANEL_INCHES[0] * len(PANELS) * dpi), round(PANEL_INCHES[1] * dpi))
 
 
+@pytest.mark.slow
 def test_svg_and_pdf_figures(two_runs, tmp_path, capsys):
     axes = ["--x-axis", "step", "time"]
     assert main(["compare", *map(str, two_runs), "--out", str(tmp_path / "svg"), "--format", "svg", *axes]) == 0
@@ -94,6 +96,7 @@ def test_log_ticks_are_plain_numbers(low, high, labels):
     assert all(re.fullmatch(r"\d+(\.\d+)?", label) for label in shown), shown
 
 
+@pytest.mark.slow
 def test_train_curve_from_metrics_csv_and_markers_at_evaluations(corpus, tmp_path):
     run = load_summary(run_tiny(corpus, tmp_path / "run", log_interval=1).run_dir)
     train_curve = _run_series(run, "step", "train_loss", PlotOptions())
@@ -118,6 +121,7 @@ def testhtml_tables_scroll_and_right_align_numbers():
     assert metric_format("perplexity")(1234.5) == "1,234.50" and metric_format("loss")(2.0) == "2.0000"
 
 
+@pytest.mark.slow
 def test_unfinished_runs_are_compared_and_used_from_their_latest_checkpoint(corpus, tmp_path, capsys, caplog):
     finished = run_tiny(corpus, tmp_path / "done").run_dir
     unfinished = run_tiny(corpus, tmp_path / "live", checkpoint_interval=3).run_dir
@@ -156,6 +160,7 @@ def test_a_run_with_only_its_logs_is_compared_but_not_evaluated(tmp_path, capsys
     assert capsys.readouterr().err == f"fha: error: {two_runs[1]}: not a run folder (no {MODEL_FILE})\n"
 
 
+@pytest.mark.slow
 def test_attention_maps_show_masked_positions_apart_and_label_the_colour_bar(tmp_path, monkeypatch):
     from tiny_run import make_model, make_tokenizer
 
@@ -185,6 +190,7 @@ def test_attention_maps_show_masked_positions_apart_and_label_the_colour_bar(tmp
         assert len(colour_bars) == 1
 
 
+@pytest.mark.slow
 def test_inspect_and_schedule_write_the_asked_format(tmp_path, capsys, tiny_run_dir):
     run_dir = tiny_run_dir
     out = tmp_path / "maps"

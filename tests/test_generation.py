@@ -126,6 +126,7 @@ def test_sampling_is_one_frozen_value():
 PROMPTS = ["Once upon a time", "Tom", "She liked to play in the park with her"]
 
 
+@pytest.mark.slow
 def test_greedy_generation_is_deterministic(model, tokenizer):
     first = complete(model, tokenizer, PROMPTS, max_new_tokens=20, sampling=GREEDY)
     second = complete(model, tokenizer, PROMPTS, max_new_tokens=20, sampling=GREEDY)
@@ -133,6 +134,7 @@ def test_greedy_generation_is_deterministic(model, tokenizer):
     assert all(c.token_ids for c in first)
 
 
+@pytest.mark.slow
 def test_seeded_sampling_is_deterministic_and_depends_on_the_seed(model, tokenizer):
     def run(seed):
         return [
@@ -146,6 +148,7 @@ def test_seeded_sampling_is_deterministic_and_depends_on_the_seed(model, tokeniz
     assert run(5) != run(6)
 
 
+@pytest.mark.slow
 def test_batched_prompts_of_different_lengths_equal_one_at_a_time_greedy(model, tokenizer):
     rows = [tokenizer.encode(p, bos=True) for p in PROMPTS]
     idx, mask = left_pad(rows, tokenizer.pad_id)
@@ -155,6 +158,7 @@ def test_batched_prompts_of_different_lengths_equal_one_at_a_time_greedy(model, 
         assert batched[row].tolist() == alone.tolist()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_complete_batched_equals_one_at_a_time(model, tokenizer, temperature):
     together = complete(
@@ -174,6 +178,7 @@ def test_complete_batched_equals_one_at_a_time(model, tokenizer, temperature):
         assert alone.text == completion.text
 
 
+@pytest.mark.slow
 def test_prompts_longer_than_the_context_are_handled(model, tokenizer):
     long_prompt = " ".join(LINES) + " Once upon a"
     assert len(tokenizer.encode(long_prompt, bos=True)) > CONTEXT

@@ -43,6 +43,7 @@ PATTERNS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("splits,Hkv,hd", PATTERNS)
 @pytest.mark.parametrize("T,S", [(6, 6), (3, 8), (1, 5)])
 @pytest.mark.parametrize("masked", [False, True])
@@ -253,6 +254,7 @@ def test_every_variant_has_a_description():
         assert variant.describe(config).startswith(name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("d", range(2, 65))
 def test_padding_subheads_for_fused_kernels_is_exact_for_every_size(d):
     """Sub-heads zero-padded to a multiple of 8 (what CUDA's fused kernels take) give the

@@ -25,6 +25,7 @@ LAYERS = (
         "fha.choices",
         "fha.errors",
         "fha.files",
+        "fha.html_page",
         "fha.lazy",
         "fha.progress",
         "fha.figure_formats",
@@ -154,6 +155,7 @@ def test_every_import_goes_down_the_layers():
     assert upward == []
 
 
+@pytest.mark.slow
 def test_every_module_imports_on_its_own_in_a_fresh_interpreter():
     """A cycle that the static graph could miss (an import inside a function called at load)
     fails here: each module is imported first, before anything else of fha."""
@@ -180,6 +182,7 @@ def without_torch(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "argv",
     [
@@ -212,6 +215,7 @@ def test_the_ngram_references_load_without_torch():
 LAZY_PACKAGES = ("fha", "fha.analysis", "fha.compare", "fha.data", "fha.inspection", "fha.train")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("package", LAZY_PACKAGES)
 def test_every_lazy_export_is_what_its_module_defines(package):
     """Even after every submodule is imported (which sets package attributes to modules)."""
@@ -225,3 +229,20 @@ def test_every_lazy_export_is_what_its_module_defines(package):
         assert name in dir(module)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = module.nope
+
+
+def test_lazy_exports_are_read_from_the_type_checking_imports(tmp_path):
+    from fha.lazy import type_checking_imports
+
+    init = tmp_path / "__init__.py"
+    init.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from pkg.a import One, two\n"
+        "    from pkg.b import Three as Four\n"
+        "from pkg.c import not_lazy\n"
+    )
+    assert type_checking_imports(init) == {"One": ("pkg.a", "One"), "two": ("pkg.a", "two"), "Four": ("pkg.b", "Three")}
+    init.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pkg.a\n")
+    with pytest.raises(ImportError, match=r"__init__.py:3: the TYPE_CHECKING block holds only absolute from-imports"):
+        type_checking_imports(init)

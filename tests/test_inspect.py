@@ -117,6 +117,7 @@ def test_patterns_restrict_the_trace(patterns, changes, expected):
     assert ("level0" in trace.render()) == (patterns == ["*.attn"])
 
 
+@pytest.mark.slow
 def test_tracing_changes_no_output_and_removes_its_hooks():
     model = make_model()
     idx = example_input(model.config, 2, 9)
@@ -155,6 +156,7 @@ ATTENTION_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("changes", ATTENTION_CASES)
 def test_recomputed_weights_reproduce_the_attention_output(changes):
     model = make_model(sharpen=SHARPEN, **changes).double()
@@ -274,6 +276,7 @@ def test_cli_errors_are_one_line(argv, message, run_dir, tmp_path, capsys):
     assert err.startswith("fha: error: ") and message in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_cli_saves_heatmaps_for_every_layer_level_and_subhead(run_dir, tmp_path, capsys):
     out = tmp_path / "maps"
     assert main(["inspect", str(run_dir), "--attention", "--prompt", "Once upon a time", "--out", str(out)]) == 0
@@ -287,6 +290,7 @@ def test_cli_saves_heatmaps_for_every_layer_level_and_subhead(run_dir, tmp_path,
     assert len(list(out.rglob("*.png"))) == 1 + 2 * (1 + 7)
 
 
+@pytest.mark.slow
 def test_example_script_runs(capsys):
     runpy.run_path(str(REPO_ROOT / "examples" / "inspect_shapes.py"), run_name="__main__")
     out = capsys.readouterr().out
@@ -305,6 +309,7 @@ def test_cli_tree_of_a_preset(capsys):
     assert f"norm  RMSNorm  (2, 4, {model_config.dim}) -> (2, 4, {model_config.dim})" in out
 
 
+@pytest.mark.slow
 def test_cli_preset_and_toml_config_follow_their_base(tmp_path, capsys):
     from fha.experiments import build_configs, load_experiment
 

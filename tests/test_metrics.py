@@ -34,6 +34,7 @@ def exact(rows: list[dict[str, float]]) -> list[tuple[float, ...]]:
     return [tuple(row[key] for key in EXACT) for row in rows]
 
 
+@pytest.mark.slow
 def test_metrics_rows_average_the_steps_since_the_last_row(corpus, tmp_path):
     every_step = read_rows(run_tiny(corpus, tmp_path / "one", log_interval=1).run_dir / METRICS_FILE)
     assert [row["Step"] for row in every_step] == [1, 2, 3, 4, 5, 6]
@@ -52,6 +53,7 @@ def test_metrics_rows_average_the_steps_since_the_last_row(corpus, tmp_path):
         assert row["Learning Rate"] == members[-1]["Learning Rate"]
 
 
+@pytest.mark.slow
 def test_resumed_metrics_equal_the_uninterrupted_run(corpus, tmp_path):
     """The checkpoint at step 3 is inside a 4-step window; its sums travel with it."""
     full = run_tiny(corpus, tmp_path / "full", log_interval=4, checkpoint_interval=3)

@@ -18,6 +18,7 @@ def random_ids(B, T, vocab=97, seed=1):
     return torch.randint(0, vocab, (B, T), generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale_first_resid", [True, False])
 def test_untrained_loss_is_close_to_log_vocab(scale_first_resid):
     torch.manual_seed(0)
@@ -28,6 +29,7 @@ def test_untrained_loss_is_close_to_log_vocab(scale_first_resid):
     assert abs(loss.item() - math.log(8192)) < 0.05
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attention", ["fha", "mha"])
 def test_logits_shape_and_causality(attention):
     model = make_tiny_model(attention=attention)
@@ -64,6 +66,7 @@ def test_loss_ignores_padding_and_ignore_index():
     torch.testing.assert_close(loss, expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attention", ["fha", "mha"])
 def test_kv_cache_decoding_equals_full_recomputation(attention):
     model = make_tiny_model(attention=attention, num_q_heads=4, num_kv_heads=2)
@@ -91,6 +94,7 @@ def test_cache_chunks_with_more_than_one_token(tiny_model):
     torch.testing.assert_close(second, full[:, 6:16], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "changes",
     [
@@ -119,6 +123,7 @@ def greedy_by_full_forward(model, idx, steps):
     return idx
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attention", ["fha", "mha"])
 def test_greedy_generation_equals_argmax_of_full_passes_past_the_context(attention):
     model = make_tiny_model(attention=attention)
@@ -129,6 +134,7 @@ def test_greedy_generation_equals_argmax_of_full_passes_past_the_context(attenti
     assert torch.equal(out, greedy_by_full_forward(model, prompt, 40))
 
 
+@pytest.mark.slow
 def test_generation_stops_once_every_row_has_eos(tiny_model):
     model = tiny_model
     prompt = random_ids(2, 4)
@@ -142,6 +148,7 @@ def test_generation_stops_once_every_row_has_eos(tiny_model):
     assert (out[0, 7:] == eos).all()
 
 
+@pytest.mark.slow
 def test_seeded_sampling_is_reproducible(tiny_model):
     model = tiny_model
     prompt = random_ids(2, 4)
@@ -150,6 +157,7 @@ def test_seeded_sampling_is_reproducible(tiny_model):
     assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_generated_tokens_are_ordinary_tensors_to_train_on(tiny_model):
     model = tiny_model.train()
     out = generate(model, random_ids(2, 5), 6, sampling=GREEDY)
@@ -159,6 +167,7 @@ def test_generated_tokens_are_ordinary_tensors_to_train_on(tiny_model):
     out[:, 0] = 1  # and modified in place
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attention", ["fha", "mha"])
 def test_kv_cache_decoding_in_bfloat16_follows_full_recomputation(attention):
     model = make_tiny_model(attention=attention, num_q_heads=4, num_kv_heads=2).to(torch.bfloat16)
@@ -172,6 +181,7 @@ def test_kv_cache_decoding_in_bfloat16_follows_full_recomputation(attention):
     torch.testing.assert_close(torch.stack(steps, dim=1).float(), full[:, 8:12].float(), rtol=0.05, atol=0.05)
 
 
+@pytest.mark.slow
 def test_dropout_acts_only_in_training_mode():
     reference = make_tiny_model(seed=4)
     model = make_tiny_model(seed=4, dropout=0.3, attn_dropout=0.3)
@@ -259,6 +269,7 @@ def test_rms_norm_matches_pytorch_in_values_and_gradients(bias):
     torch.testing.assert_close(grad, expected_grad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm_type", ["RMSNorm", "LayerNorm", "CosineNorm"])
 def test_every_variant_runs_and_learns(norm_type):
     torch.manual_seed(0)
@@ -313,6 +324,7 @@ def test_training_without_logits_gives_the_same_loss_and_gradients():
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("changes", [{}, dict(rope_layout="subhead", attention="coarse-to-fine")])
 def test_a_model_built_on_the_meta_device_emptied_and_loaded_computes_like_the_original(changes):
     original = make_tiny_model(**changes)

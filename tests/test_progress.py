@@ -167,6 +167,7 @@ def _screen(raw: str) -> list[str]:
     return ["".join(line).rstrip() for line in lines if "".join(line).strip()]
 
 
+@pytest.mark.slow
 def test_a_terminal_shows_one_bar_and_none_of_the_tokenizer_library(corpus, tmp_path):
     raw = _train_on_a_terminal(corpus, tmp_path)
     assert not [name for name in TOKENIZERS_BARS if name in raw]
@@ -179,6 +180,7 @@ def test_a_terminal_shows_one_bar_and_none_of_the_tokenizer_library(corpus, tmp_
     assert all(re.fullmatch(r"\d\.\d\de-\d\d", rate) for rate in LR.findall(" ".join(screen) + " ")), screen
 
 
+@pytest.mark.slow
 def test_training_log_in_a_file_has_plain_lines_and_the_evaluations(corpus, tmp_path):
     text = _train_to_a_file(corpus, tmp_path)
     assert "\r" not in text
@@ -197,10 +199,12 @@ def test_training_log_in_a_file_has_plain_lines_and_the_evaluations(corpus, tmp_
     assert lines[-1].startswith("finished 6 steps")
 
 
+@pytest.mark.slow
 def test_quiet_training_prints_nothing(corpus, tmp_path):
     assert _train_to_a_file(corpus, tmp_path, "--quiet") == ""
 
 
+@pytest.mark.slow
 def test_eval_and_batched_generate_report_plain_lines(capsys, tmp_path, tiny_run_dir):
     from tiny_run import LINES
 

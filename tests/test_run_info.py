@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+import pytest
 import torch
 from train_helpers import run_tiny
 
@@ -15,6 +16,7 @@ from fha.runs.info import DIGEST_HEX_CHARS, RUN_INFO_FILE, read_run_info
 from fha.train import TrainRequest, train
 
 
+@pytest.mark.slow
 def test_run_info_records_environment_tokenizer_and_data(corpus, tmp_path):
     run = tmp_path / "run"
     run_tiny(corpus, run)
@@ -32,6 +34,7 @@ def test_run_info_records_environment_tokenizer_and_data(corpus, tmp_path):
     assert info["date"].endswith("+00:00") and info["command"] and info["resumes"] == []
 
 
+@pytest.mark.slow
 def test_resume_keeps_the_first_record_and_appends_its_session(corpus, tmp_path):
     run = tmp_path / "run"
     run_tiny(corpus, run, max_steps=6)
@@ -46,6 +49,7 @@ def test_resume_keeps_the_first_record_and_appends_its_session(corpus, tmp_path)
     assert set(info["resumes"][0]) == {"date", "command", "device", "threads", "world_size"}
 
 
+@pytest.mark.slow
 def test_seed_changes_neither_the_split_nor_the_tokenizer(corpus, tmp_path):
     fingerprints = {}
     for name, changes in (("seed0", {"seed": 0}), ("seed1", {"seed": 1}), ("split1", {"split_seed": 1})):

@@ -145,6 +145,7 @@ def train_seed(folder: Path) -> int:
 # ---------------------------------------------------------------------------- 1. --overwrite
 
 
+@pytest.mark.slow
 def test_failed_overwrite_leaves_the_previous_run_untouched(corpus, tmp_path, env):
     out = tmp_path / "run"
     assert cli("train", *TINY, *SIX_STEPS, "--data", corpus, "--out", out) == 0
@@ -159,6 +160,7 @@ def test_failed_overwrite_leaves_the_previous_run_untouched(corpus, tmp_path, en
     assert snapshot(out) == before
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_the_run_only_after_the_new_first_checkpoint(corpus, tmp_path):
     out = tmp_path / "run"
     run_tiny(corpus, out, max_steps=4, checkpoint_interval=2, seed=0)
@@ -209,6 +211,7 @@ def test_overwrite_replaces_the_run_only_after_the_new_first_checkpoint(corpus, 
 # ---------------------------------------------------------------------------- 2. one writer per folder
 
 
+@pytest.mark.slow
 def test_two_writers_started_together_leave_exactly_one_run(corpus, tmp_path, env):
     out = tmp_path / "run"
     steps = ["--set", "max_steps=8", "--set", "eval_interval=4", "--set", "checkpoint_interval=4"]
@@ -228,6 +231,7 @@ def test_two_writers_started_together_leave_exactly_one_run(corpus, tmp_path, en
     assert not (out / LOCK_FILE).exists()
 
 
+@pytest.mark.slow
 def test_a_folder_in_use_refuses_a_second_writer_and_a_resume(corpus, tmp_path, env):
     out = tmp_path / "run"
     steps = ["--set", "max_steps=16", "--set", "eval_interval=4", "--set", "checkpoint_interval=2"]
@@ -247,6 +251,7 @@ def test_a_folder_in_use_refuses_a_second_writer_and_a_resume(corpus, tmp_path, 
     assert [step for step, _ in list_checkpoints(out)] == list(range(2, 17, 2))
 
 
+@pytest.mark.slow
 def test_a_stale_lock_of_a_killed_run_is_taken_over(corpus, tmp_path, env):
     out = tmp_path / "run"
     killed = fha_signalled_at(env, "save_model:1:KILL", "train", *TINY, *SIX_STEPS, "--data", corpus, "--out", out)
@@ -259,6 +264,7 @@ def test_a_stale_lock_of_a_killed_run_is_taken_over(corpus, tmp_path, env):
 # ---------------------------------------------------------------------------- 4. resume uses what it says
 
 
+@pytest.mark.slow
 def test_resume_from_another_folder_with_relative_paths(tmp_path, env):
     work = tmp_path / "work"
     work.mkdir()
@@ -287,6 +293,7 @@ def test_resume_from_another_folder_with_relative_paths(tmp_path, env):
     assert load_checkpoint(work / "run").state.data["source"] == str(work / "stories.txt")
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_training_documents_and_applies_new_validation_ones(tmp_path, capsys, caplog):
     data, val, other_val = (
         write_corpus(tmp_path / f"{name}.txt", seed=seed) for name, seed in (("train", 0), ("val", 1), ("other-val", 2))
@@ -325,6 +332,7 @@ def test_resume_without_val_data_after_a_separate_validation_file_refuses(tmp_pa
 # ---------------------------------------------------------------------------- 5. no stale final weights
 
 
+@pytest.mark.slow
 def test_resumed_run_never_shows_older_final_weights(corpus, tmp_path, env):
     out = tmp_path / "run"
     assert cli("train", *TINY, *SIX_STEPS, "--data", corpus, "--out", out) == 0
@@ -369,6 +377,7 @@ def test_resumed_run_never_shows_older_final_weights(corpus, tmp_path, env):
 # ---------------------------------------------------------------------------- 6. leftovers of an early stop
 
 
+@pytest.mark.slow
 def test_a_start_killed_before_its_first_checkpoint_is_rerun_cleanly(corpus, tmp_path, env):
     out = tmp_path / "run"
     command = ["train", *TINY, *SIX_STEPS, "--data", corpus, "--out", out]
@@ -382,6 +391,7 @@ def test_a_start_killed_before_its_first_checkpoint_is_rerun_cleanly(corpus, tmp
     assert [step for step, _ in list_checkpoints(out)] == [2, 4, 6]
 
 
+@pytest.mark.slow
 def test_temporary_files_of_a_killed_writer_do_not_block_a_rerun(corpus, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
@@ -412,6 +422,7 @@ def test_a_folder_with_foreign_files_is_not_cleared(corpus, tmp_path, capsys):
 # ---------------------------------------------------------------------------- 7. divergence
 
 
+@pytest.mark.slow
 def test_divergence_names_a_checkpoint_that_can_be_resumed(corpus, tmp_path, monkeypatch, capsys):
     """Weights that blow up at step 3 (checkpointed at 3 and 4) and a NaN at step 5: the last good
     checkpoint is step-2, and a resume from it with a saner learning rate trains on."""
@@ -449,6 +460,7 @@ def test_divergence_names_a_checkpoint_that_can_be_resumed(corpus, tmp_path, mon
 # ---------------------------------------------------------------------------- 8. the very end
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["publish:1:INT", "save_model:3:INT"])
 def test_ctrl_c_during_the_final_save_still_finishes(corpus, tmp_path, env, point):
     out = tmp_path / "run"
@@ -475,6 +487,7 @@ def test_late_interrupts_of_a_finished_command_are_ignored(monkeypatch):
 # ---------------------------------------------------------------------------- the kill loop
 
 
+@pytest.mark.slow
 def test_kill_loop_ends_with_the_run_an_uninterrupted_one_makes(corpus, tmp_path, env):
     """SIGKILL a replacing run again and again (while moving the old run aside, writing checkpoints,
     deleting the old run, publishing the final weights), continuing each time as a user would:
@@ -539,6 +552,7 @@ def test_disk_full_during_training_is_one_line_and_keeps_the_checkpoints(corpus,
     assert cli("train", "--resume", out) == 0
 
 
+@pytest.mark.slow
 def test_non_finite_weights_are_refused_on_load(tmp_path, env, run_dir_factory):
     run_dir = run_dir_factory(tmp_path / "run")
     weights = load_file(run_dir / MODEL_FILE)
@@ -589,6 +603,7 @@ def test_bad_settings_are_one_line_before_anything_is_written(corpus, tmp_path, 
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_an_infinite_setting_is_one_line_in_a_real_process(corpus, tmp_path, env):
     out = tmp_path / "run"
     assert error_line(fha(env, "train", *TINY, "--set", "mlp_hidden_mult=inf", "--data", corpus, "--out", out)) == (
@@ -597,6 +612,7 @@ def test_an_infinite_setting_is_one_line_in_a_real_process(corpus, tmp_path, env
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_one_line(corpus, tmp_path, env, capsys):
     surrogate = tmp_path / "odd.jsonl"
     surrogate.write_text('{"text": "fine"}\n{"text": "a\\ud800b"}\n', encoding="utf-8")
@@ -620,6 +636,7 @@ def test_bad_inputs_are_one_line(corpus, tmp_path, env, capsys):
     )
 
 
+@pytest.mark.slow
 def test_generate_and_eval_refuse_bad_values_in_one_line(tmp_path, env, run_dir_factory):
     run_dir = run_dir_factory(tmp_path / "run")
     assert "--temperature 1e-40 is below 1e-06" in error_line(fha(env, "generate", run_dir, "--temperature", "1e-40"))
@@ -633,6 +650,7 @@ def test_generate_and_eval_refuse_bad_values_in_one_line(tmp_path, env, run_dir_
     )
 
 
+@pytest.mark.slow
 def test_resume_below_the_checkpoints_step_and_a_binary_log(corpus, tmp_path, capsys):
     out = tmp_path / "run"
     assert cli("train", *TINY, *SIX_STEPS, "--data", corpus, "--out", out) == 0
@@ -690,6 +708,7 @@ def test_schedule_plot_of_a_billion_steps_evaluates_a_bounded_number_of_them():
 # ---------------------------------------------------------------------------- 11. tokens/s without pads
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batching", ["packed", "padded"])
 def test_tokens_per_second_counts_only_real_tokens(corpus, tmp_path, monkeypatch, batching):
     """With a clock that advances one second per reading, Tokens/s is the real tokens per step."""
@@ -725,6 +744,7 @@ except FhaError as err:
 """
 
 
+@pytest.mark.slow
 def test_a_process_whose_peer_failed_says_so_in_one_line(tmp_path, env):
     store = tmp_path / "store"
     peers = [

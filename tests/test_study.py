@@ -213,6 +213,7 @@ def test_tuning_extends_a_winning_edge_and_flags_a_rate_left_there(tmp_path):
 
 
 # ------------------------------------------------------------------ runs
+@pytest.mark.slow
 def test_study_end_to_end(reference, capsys):
     rows = (reference / RESULTS_FILE).read_text().splitlines()
     assert rows[0].startswith("run,role,variant,init_seed,data_seed,learning_rate,tokens")
@@ -237,6 +238,7 @@ def test_study_end_to_end(reference, capsys):
     assert "fha − mha" in out and "2 seeds" in out and "n-gram level" in out  # tiny runs stay above the bigram
 
 
+@pytest.mark.slow
 def test_same_seed_gives_both_variants_the_same_batches(tmp_path, monkeypatch):
     drawn: list[tuple[int, list]] = []
     original = PackedBatches.next_batch
@@ -255,6 +257,7 @@ def test_same_seed_gives_both_variants_the_same_batches(tmp_path, monkeypatch):
     assert per_seed[0][:8] != per_seed[1][:8]
 
 
+@pytest.mark.slow
 def test_a_budget_branch_equals_a_fresh_run_of_that_budget(tmp_path):
     """With WSD and warmup in steps, the 4-step budget branches from the 8-step run's checkpoint at step 2
     (its cooldown starts at step 3) and gives the very same result as a study of 4-step runs."""
@@ -286,6 +289,7 @@ def test_a_budget_branches_only_where_the_learning_rates_still_agree():
     assert branch_step(config("wsd", 100), config("wsd", 50, weight_decay=0.5), checkpoints) is None
 
 
+@pytest.mark.slow
 def test_a_grown_study_trains_only_the_new_runs(reference, tmp_path):
     copy = tmp_path / "study"
     shutil.copytree(reference, copy)
@@ -299,6 +303,7 @@ def test_a_grown_study_trains_only_the_new_runs(reference, tmp_path):
     assert {name: after[name] for name in before} == before  # the old results untouched
 
 
+@pytest.mark.slow
 def test_a_change_to_finished_runs_is_refused_naming_it(reference, tmp_path, capsys):
     copy = tmp_path / "study"
     shutil.copytree(reference, copy)
@@ -313,6 +318,7 @@ def test_a_change_to_finished_runs_is_refused_naming_it(reference, tmp_path, cap
         assert (copy / name).read_bytes() == (reference / name).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_a_vocabulary_other_than_the_study_tokenizer_is_refused(reference, tmp_path, capsys):
     copy = tmp_path / "study"
     shutil.copytree(reference, copy)
@@ -342,6 +348,7 @@ def _workers_once_training(process: subprocess.Popen, out: Path) -> list[int]:
     return workers
 
 
+@pytest.mark.slow
 def test_killed_study_resumes_to_identical_results(reference, tmp_path):
     out = tmp_path / "study"
     process = _start_study(reference, out, 1, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -356,6 +363,7 @@ def test_killed_study_resumes_to_identical_results(reference, tmp_path):
     assert (out / RESULTS_FILE).read_text() == (reference / RESULTS_FILE).read_text()
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_study_and_its_workers(reference, tmp_path):
     """What `timeout` and schedulers send: the parent stops, passes it on, and no worker is left behind."""
     out = tmp_path / "study"
@@ -370,6 +378,7 @@ def test_sigterm_stops_the_study_and_its_workers(reference, tmp_path):
     assert len(ledger_files(out)) == 8
 
 
+@pytest.mark.slow
 def test_workers_die_with_a_killed_parent(reference, tmp_path):
     out = tmp_path / "study"
     process = _start_study(reference, out, 2, stderr=subprocess.DEVNULL)
@@ -408,6 +417,7 @@ def _alive(pid: int) -> bool:
     return "\nState:\tZ" not in state
 
 
+@pytest.mark.slow
 def test_two_shards_split_the_study_and_a_waiting_shard_says_so(reference, tmp_path, capsys):
     out = tmp_path / "study"
     spec = spec_path_of(reference)
@@ -419,6 +429,7 @@ def test_two_shards_split_the_study_and_a_waiting_shard_says_so(reference, tmp_p
     assert (out / RESULTS_FILE).read_text() == (reference / RESULTS_FILE).read_text()
 
 
+@pytest.mark.slow
 def test_report_over_several_ledgers_and_an_export_rebuilds_the_same_report(reference, tmp_path):
     exported = tmp_path / "export"
     export_study(reference, exported)
@@ -434,6 +445,7 @@ def test_report_over_several_ledgers_and_an_export_rebuilds_the_same_report(refe
     assert write_report([shard, exported], tmp_path / "merged").verdict == rebuilt.verdict
 
 
+@pytest.mark.slow
 def test_export_never_drops_another_study_or_runs_it_does_not_hold(reference, tmp_path):
     with pytest.raises(FhaError, match="a study folder with runs of its own"):
         export_study(reference, _study_with_runs(tmp_path))
@@ -450,6 +462,7 @@ def _study_with_runs(tmp_path: Path) -> Path:
     return victim
 
 
+@pytest.mark.slow
 def test_ledgers_that_disagree_are_refused(reference, tmp_path):
     other = tmp_path / "other"
     export_study(reference, other)
@@ -461,6 +474,7 @@ def test_ledgers_that_disagree_are_refused(reference, tmp_path):
         write_report([reference, other], tmp_path / "r")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -492,6 +506,7 @@ def test_a_malformed_ledger_entry_is_named_in_one_line(reference, tmp_path, caps
     assert err.count("\n") == 1 and err.startswith(f"fha: error: {path}: ") and message in err
 
 
+@pytest.mark.slow
 def test_unfinished_runs_are_named_unless_partial(reference, tmp_path, capsys):
     copy = tmp_path / "study"
     shutil.copytree(reference, copy)
@@ -512,6 +527,7 @@ def test_unfinished_runs_are_named_unless_partial(reference, tmp_path, capsys):
     assert "Budget: 512 training tokens per run; lower bits per byte" in verdict  # no "0 seeds"
 
 
+@pytest.mark.slow
 def test_a_diverged_run_is_shown_as_failed_never_as_a_verdict(reference, tmp_path):
     copy = tmp_path / "study"
     shutil.copytree(reference, copy)
@@ -530,6 +546,7 @@ def test_a_diverged_run_is_shown_as_failed_never_as_a_verdict(reference, tmp_pat
     assert "one seed no interval" in report.verdict
 
 
+@pytest.mark.slow
 def test_a_truncated_training_log_is_named_not_turned_into_a_curve(reference, tmp_path, capsys):
     copy = tmp_path / "study"
     shutil.copytree(reference, copy)
@@ -571,6 +588,7 @@ def test_held_out_text_equal_to_another_is_refused(tmp_path, first, second):
     assert not (tmp_path / "out").exists()  # refused before the folder is touched
 
 
+@pytest.mark.slow
 def test_shared_documents_are_warned_about(tmp_path, caplog):
     write_corpus(tmp_path / "train.txt")
     test = tmp_path / "test.txt"
@@ -582,6 +600,7 @@ def test_shared_documents_are_warned_about(tmp_path, caplog):
     assert "test documents (" in caplog.text and "also occur in the training text" in caplog.text
 
 
+@pytest.mark.slow
 def test_a_failed_write_is_one_line_naming_the_file_and_leaves_no_temporary(reference, tmp_path, monkeypatch, capsys):
     import fha.files
 
@@ -605,6 +624,7 @@ def test_a_failed_write_is_one_line_naming_the_file_and_leaves_no_temporary(refe
     )
 
 
+@pytest.mark.slow
 def test_report_options_and_folders_are_checked(reference, tmp_path, capsys):
     assert main(["study", "report", str(reference / STUDY_FILE)]) == 2
     assert "a file, not a study folder" in capsys.readouterr().err
@@ -621,6 +641,7 @@ def test_cli_reports_a_bad_spec_in_one_line(tmp_path, capsys):
     assert "--shard '3/2': expected I/N with 1 <= I <= N" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_plan_lists_new_and_reusable_runs_and_sizes_seeds_from_a_pilot(reference, tmp_path, capsys):
     grown = write_spec(tmp_path, seeds="[0, 1, 2]", data=reference.parent)
     assert main(["study", "plan", str(grown), "--out", str(reference), "--timing-steps", "1", "--jobs", "1"]) == 0
@@ -640,6 +661,7 @@ def test_plan_names_missing_data_in_one_line(tmp_path, capsys):
     assert capsys.readouterr().err == f"fha: error: data file not found: data.test ({tmp_path / 'test.txt'})\n"
 
 
+@pytest.mark.slow
 def test_crossed_seeds_split_the_variance(tmp_path):
     spec = write_spec(tmp_path, sweep="", seeds="[0, 1]", tokens=4 * TOKENS_PER_STEP, extra="data_seeds = [5, 6]")
     progress = run_study(load_spec(spec), tmp_path / "out", jobs=1)
@@ -659,6 +681,7 @@ def test_main_and_decisive_studies_load():
     assert decisive.sweep.seeds == (100, 101) and decisive.seeds == tuple(range(10))
 
 
+@pytest.mark.slow
 def test_quick_study_runs_on_the_sample(sample_dir, tmp_path):
     """The shipped quick study, end to end on the sample text, cut to 2 seeds of 3 small steps."""
     from fha.study.spec import tomllib  # tomli on Python 3.10

@@ -52,6 +52,7 @@ def tokenizer() -> Tokenizer:
     return Tokenizer.train(DOCS, 48)
 
 
+@pytest.mark.slow
 def test_two_runs_racing_on_an_empty_cache_both_finish(tmp_path):
     corpus = write_corpus(tmp_path / "stories.txt", num_docs=RACE_DOCUMENTS)
     env = {

@@ -29,6 +29,7 @@ from fha.train.loop import TrainRequest, train
 from fha.train.optim import make_optimizer, parameter_groups
 
 
+@pytest.mark.slow
 def test_run_folder_log_and_checkpoints(corpus, tmp_path):
     out = tmp_path / "run"
     result = run_tiny(corpus, out)
@@ -50,6 +51,7 @@ def test_run_folder_log_and_checkpoints(corpus, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_resume_reproduces_the_uninterrupted_run_exactly(corpus, tmp_path):
     model = tiny_model_config(dropout=0.1)  # dropout: the RNG state must be restored too
     full = run_tiny(corpus, tmp_path / "full", model, eval_interval=1, checkpoint_interval=3)
@@ -76,6 +78,7 @@ def untimed(row: LogRow) -> tuple[float, ...]:
     return row.step, row.learning_rate, row.train_loss, row.val_loss
 
 
+@pytest.mark.slow
 def test_grad_accumulation_equals_one_big_batch(corpus, tmp_path):
     common = {"max_steps": 1, "eval_samples": 1, "grad_clip": None, "weight_decay": 0.1}
     run_tiny(corpus, tmp_path / "accum", batch_size=8, grad_accum_steps=4, **common)
@@ -88,6 +91,7 @@ def test_grad_accumulation_equals_one_big_batch(corpus, tmp_path):
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_grad_accumulation_equals_one_big_batch_with_padding(corpus, tmp_path):
     # Rows of 64 positions hold whole stories of varying length, so the micro-batches have different
     # numbers of real targets: each must count in proportion to them, as in the big batch's mean.
@@ -123,6 +127,7 @@ def test_weight_decay_only_on_matrices():
     assert torch.equal(norm, before)  # no gradient and no decay: a norm gain does not move
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(corpus, tmp_path, monkeypatch):
     forward = GPT.forward
     calls = {"n": 0}
@@ -144,6 +149,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(corpus, tm
     assert not (out / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_writes_a_checkpoint_then_stops(corpus, tmp_path, monkeypatch):
     forward = GPT.forward
     calls = {"n": 0}
@@ -164,6 +170,7 @@ def test_ctrl_c_writes_a_checkpoint_then_stops(corpus, tmp_path, monkeypatch):
     assert signal.getsignal(signal.SIGINT) is before  # the loop's handler is gone again
 
 
+@pytest.mark.slow
 def test_existing_run_is_never_overwritten_silently(corpus, tmp_path):
     out = tmp_path / "run"
     run_tiny(corpus, out, max_steps=2)
@@ -177,6 +184,7 @@ def test_existing_run_is_never_overwritten_silently(corpus, tmp_path):
     assert [step for step, _ in list_checkpoints(out)] == [3, 4]
 
 
+@pytest.mark.slow
 def test_given_tokenizer_sets_vocab_size(corpus, tmp_path):
     tokenizer = Tokenizer.train([corpus.read_text()], 48)
     request = TrainRequest(
@@ -192,11 +200,13 @@ def test_given_tokenizer_sets_vocab_size(corpus, tmp_path):
     assert run.model.config.vocab_size == tokenizer.vocab_size == run.tokenizer.vocab_size
 
 
+@pytest.mark.slow
 def test_padded_batching_runs(corpus, tmp_path):
     result = run_tiny(corpus, tmp_path / "run", batching="padded", max_steps=2)
     assert result.val_loss == result.val_loss  # finite, not nan
 
 
+@pytest.mark.slow
 def test_train_tokens_are_cached_once(corpus, tmp_path):
     run_tiny(corpus, tmp_path / "a", max_steps=1, eval_samples=1)
     cached = sorted(p.name for p in (tmp_path / "cache" / "tokens").iterdir())
@@ -205,6 +215,7 @@ def test_train_tokens_are_cached_once(corpus, tmp_path):
     assert len([name for name in cached if name.endswith(".json")]) == 2  # train and val
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_the_last_step_still_finishes_the_run(corpus, tmp_path, monkeypatch):
     forward = GPT.forward
     calls = {"n": 0}
@@ -224,6 +235,7 @@ def test_ctrl_c_during_the_last_step_still_finishes_the_run(corpus, tmp_path, mo
     assert [step for step, _ in list_checkpoints(out)] == [4]
 
 
+@pytest.mark.slow
 def test_the_setup_is_one_frozen_value_the_loop_reads(corpus, tmp_path, monkeypatch):
     """`train` builds the fixed parts first (set_up), then runs the loop over them."""
     built = []

@@ -14,6 +14,7 @@ from fha.train import resolve_configs
 OVERRIDES = dict(item.split("=") for item in TINY_SETS[1::2])  # the CLI tests' --set values, as strings
 
 
+@pytest.mark.slow
 def test_python_run_equals_the_cli_run(corpus, tmp_path, capsys):
     assert main(["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--out", str(tmp_path / "cli")]) == 0
     typed = {key: int(value) for key, value in OVERRIDES.items()}  # typed values work like --set strings
@@ -32,6 +33,7 @@ def test_python_run_equals_the_cli_run(corpus, tmp_path, capsys):
     assert tokenizer.vocab_size == model.config.vocab_size
 
 
+@pytest.mark.slow
 def test_resume_and_config_tables(corpus, tmp_path):
     tables = {
         "model": {"dim": 32, "num_layers": 1, "max_seq_len": 16, "vocab_size": 64, "num_q_heads": 2, "head_dim": 16},

@@ -48,6 +48,7 @@ def fails_with_one_line(capsys, argv: list[str], expected: str) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_train_and_resume_through_the_cli(corpus, tmp_path, capsys):
     out = tmp_path / "run"
     assert (
@@ -60,6 +61,7 @@ def test_train_and_resume_through_the_cli(corpus, tmp_path, capsys):
     assert [row.step for row in read_evaluations(out / "log_data.csv")] == [0, 2, 4, 6]
 
 
+@pytest.mark.slow
 def test_a_run_written_with_the_old_step_field_names_resumes(corpus, tmp_path):
     out = tmp_path / "run"
     assert (
@@ -132,6 +134,7 @@ def test_bad_resume_paths(corpus, tmp_path, capsys):
     )
 
 
+@pytest.mark.slow
 def test_subprocess_error_is_one_line(tmp_path):
     env = {**os.environ, "FHA_CACHE_DIR": str(tmp_path / "cache")}
     result = subprocess.run(
@@ -208,6 +211,7 @@ def test_tokenizer_size_conflicting_with_set_vocab_size(corpus, tmp_path, capsys
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "damage, expected",
     [
@@ -232,6 +236,7 @@ def test_damaged_training_state_is_one_line(corpus, tmp_path, capsys, damage, ex
     fails_with_one_line(capsys, ["train", "--resume", str(out), "--set", "max_steps=6"], expected)
 
 
+@pytest.mark.slow
 def test_empty_state_file_names_the_problem(corpus, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--preset", "tiny", *TINY_SETS, "--data", str(corpus), "--out", str(out)]) == 0
@@ -270,6 +275,7 @@ def test_resuming_an_older_checkpoint_in_place_keeps_later_ones_unless_overwrite
     assert [row.step for row in read_evaluations(out / "log_data.csv")] == [0, 2, 3]
 
 
+@pytest.mark.slow
 def test_checkpoint_copied_out_of_its_run_needs_out(corpus, tmp_path, capsys):
     import shutil
 

@@ -161,6 +161,7 @@ def branch_and_fresh(corpus, tmp_path, anneal_type: str) -> tuple[dict, dict]:
     return final_weights(branch.run_dir), final_weights(fresh.run_dir)
 
 
+@pytest.mark.slow
 def test_a_wsd_cooldown_branch_equals_a_fresh_run_of_its_budget_bit_for_bit(corpus, tmp_path):
     config = tiny_train_config(max_steps=SHORT, anneal_type="wsd", **BRANCH_SETTINGS)
     assert BRANCH_AT <= LRSchedule.from_config(config).decay_start
@@ -169,6 +170,7 @@ def test_a_wsd_cooldown_branch_equals_a_fresh_run_of_its_budget_bit_for_bit(corp
     assert all(torch.equal(branch[name], fresh[name]) for name in branch)
 
 
+@pytest.mark.slow
 def test_a_cosine_branch_does_not_equal_a_fresh_run(corpus, tmp_path):
     """The negative control: cosine rates before the branch point depend on max_steps."""
     branch, fresh = branch_and_fresh(corpus, tmp_path, "cos")
@@ -195,6 +197,7 @@ def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool
     return all(torch.equal(a[name], b[name]) for name in a)
 
 
+@pytest.mark.slow
 def test_data_seed_sets_the_batch_order_and_seed_the_initial_weights(corpus, tmp_path, monkeypatch):
     seen = record_setups(monkeypatch)
     run_tiny(corpus, tmp_path / "default", max_steps=2)
@@ -206,6 +209,7 @@ def test_data_seed_sets_the_batch_order_and_seed_the_initial_weights(corpus, tmp
     assert not same_weights(weights5, weights1) and torch.equal(batch5, batch1)
 
 
+@pytest.mark.slow
 def test_data_seed_none_trains_exactly_as_data_seed_equal_to_seed(corpus, tmp_path):
     assert TrainConfig(seed=3).batch_seed == 3 and TrainConfig(seed=3, data_seed=4).batch_seed == 4
     unset = final_weights(run_tiny(corpus, tmp_path / "unset", seed=3).run_dir)
@@ -215,6 +219,7 @@ def test_data_seed_none_trains_exactly_as_data_seed_equal_to_seed(corpus, tmp_pa
     assert not same_weights(unset, other)
 
 
+@pytest.mark.slow
 def test_configs_and_checkpoints_without_the_new_keys_load_and_resume_as_before(corpus, tmp_path):
     old = {key: value for key, value in TrainConfig(max_steps=50, seed=2).to_dict().items() if key not in NEW_KEYS}
     path = tmp_path / "train_config.json"

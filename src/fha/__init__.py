@@ -12,31 +12,6 @@ from fha.lazy import lazy_exports
 
 __version__ = "0.1.0"  # the package version (pyproject.toml reads it from here)
 
-# Each public name and the module that defines it.
-_EXPORTS = {
-    "GPT": "fha.model.gpt",
-    "analyze_subheads": "fha.analysis",
-    "Completion": "fha.completion",
-    "EvalResult": "fha.evaluation",
-    "FhaError": "fha.errors",
-    "KVCache": "fha.model.kv_cache",
-    "ModelConfig": "fha.config",
-    "Sampling": "fha.sampling",
-    "Tokenizer": "fha.tokenizer",
-    "attention_maps": "fha.inspection",
-    "compare_runs": "fha.compare.comparison",
-    "complete": "fha.completion",
-    "evaluate": "fha.evaluation",
-    "fractal_attention": "fha.model.attention",
-    "generate": "fha.generation",
-    "grouped_attention": "fha.model.attention",
-    "load_run": "fha.runs.folder",
-    "trace_shapes": "fha.inspection",
-    "train_model": "fha.train.api",
-}
-
-__all__ = sorted(_EXPORTS)
-
 if TYPE_CHECKING:
     from fha.analysis import analyze_subheads
     from fha.compare.comparison import compare_runs
@@ -54,4 +29,4 @@ if TYPE_CHECKING:
     from fha.tokenizer import Tokenizer
     from fha.train.api import train_model
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__)

@@ -13,10 +13,11 @@ import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from fha.generation import stream
 from fha.model.modes import eval_mode
@@ -24,6 +25,9 @@ from fha.progress import track
 from fha.sampling import Sampling
 from fha.tokenizer import Tokenizer
 from fha.wording import counted, plural
+
+if TYPE_CHECKING:
+    from fha.model.gpt import GPT
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +111,7 @@ def sample_generators(
 
 @torch.inference_mode()
 def complete(
-    model: nn.Module,
+    model: GPT,
     tokenizer: Tokenizer,
     prompts: Sequence[str],
     *,

@@ -28,6 +28,17 @@ NORM_TYPES = ("RMSNorm", "LayerNorm", "CosineNorm")
 MLP_NONLINEARITIES = ("GeLU", "SiLU", "ReLU")
 GATED_HIDDEN_FRACTION = 2 / 3  # three gated matrices hold as many weights as two ungated ones
 MAX_SIZE = 2**31 - 1  # no size of a model reaches this; larger values are typing slips that overflow later
+# the whole-number sizes of a model: each positive and at most MAX_SIZE
+SIZE_FIELDS = (
+    "dim",
+    "vocab_size",
+    "num_layers",
+    "max_seq_len",
+    "num_q_heads",
+    "num_kv_heads",
+    "head_dim",
+    "fractal_split",
+)
 
 
 @dataclasses.dataclass
@@ -75,33 +86,9 @@ class ModelConfig(ConfigBase):
 
     def __post_init__(self) -> None:
         self._check_types()
-        require_positive(
-            self,
-            "dim",
-            "vocab_size",
-            "num_layers",
-            "max_seq_len",
-            "num_q_heads",
-            "num_kv_heads",
-            "head_dim",
-            "fractal_split",
-            "theta",
-            "mlp_hidden_mult",
-            "eps",
-        )
+        require_positive(self, *SIZE_FIELDS, "theta", "mlp_hidden_mult", "eps")
         require_finite(self, "theta", "mlp_hidden_mult", "eps")
-        require_at_most(
-            self,
-            MAX_SIZE,
-            "dim",
-            "vocab_size",
-            "num_layers",
-            "max_seq_len",
-            "num_q_heads",
-            "num_kv_heads",
-            "head_dim",
-            "fractal_split",
-        )
+        require_at_most(self, MAX_SIZE, *SIZE_FIELDS)
         require_choice(self, "attention", ATTENTION_TYPES)
         require_choice(self, "rope_layout", ROPE_LAYOUTS)
         require_choice(self, "mlp_nonlinearity", MLP_NONLINEARITIES)

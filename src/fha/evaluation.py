@@ -23,6 +23,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -40,6 +41,9 @@ from fha.model.modes import eval_mode
 from fha.progress import track
 from fha.tokenizer import PAD_ID, Tokenizer
 from fha.wording import counted, plural
+
+if TYPE_CHECKING:
+    from fha.model.gpt import GPT
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +112,7 @@ def encode_documents(documents: Sequence[str], tokenizer: Tokenizer) -> tuple[np
 
 
 def evaluate(
-    model: nn.Module,
+    model: GPT,
     data: TokenData | Sequence[str],
     *,
     tokenizer: Tokenizer | None = None,
@@ -146,7 +150,7 @@ def evaluate(
 
 @torch.inference_mode()
 def evaluate_tokens(
-    model: nn.Module,
+    model: GPT,
     tokens: np.ndarray | Tensor,
     num_bytes: int,
     *,
@@ -212,7 +216,7 @@ def _batch_sums(logits: Tensor, targets: Tensor, pad_id: int | None, top_k: int)
 
 @torch.inference_mode()
 def next_token_guesses(
-    model: nn.Module,
+    model: GPT,
     tokens: Sequence[int] | np.ndarray | Tensor,
     *,
     top_k: int = DEFAULT_TOP_K,

@@ -58,12 +58,12 @@ def _preset_text(name: str) -> str:
 
 def load_experiment(preset: str | None = None, config_file: str | Path | None = None) -> Tables:
     """The ``{"model": {...}, "train": {...}}`` of a preset name or a TOML file (one of the two)."""
-    if (preset is None) == (config_file is None):
-        raise FhaError("give exactly one of `preset` (a name) or `config` (a TOML file)")
-    if preset is not None:
+    if preset is not None and config_file is None:
         return _resolve(preset, _preset_text(preset), depth=0)
-    path = Path(config_file)
-    return _resolve(str(path), read_text(path, "config file"), depth=0, folder=path.parent)
+    if config_file is not None and preset is None:
+        path = Path(config_file)
+        return _resolve(str(path), read_text(path, "config file"), depth=0, folder=path.parent)
+    raise FhaError("give exactly one of `preset` (a name) or `config` (a TOML file)")
 
 
 def _resolve(label: str, text: str, depth: int, folder: Path | None = None) -> Tables:

@@ -23,6 +23,17 @@ UNIQUE_BYTES = 4  # random bytes in a temporary name, beside the process id
 NEW_FILE_MODE = 0o666  # less the umask, as open() creates files
 
 
+def existing_folder(path: str | Path, name: str, file_error: str) -> Path:
+    """`path` as a Path if it is a folder; else the FhaError "PATH: no such NAME" (nothing there) or
+    "PATH: FILE_ERROR" (a file)."""
+    path = Path(path)
+    if not path.exists():
+        raise FhaError(f"{path}: no such {name}")
+    if not path.is_dir():
+        raise FhaError(f"{path}: {file_error}")
+    return path
+
+
 def temporary_prefix(name: str) -> str:
     """How the temporary files of an atomic write of the file `name` begin (hidden, beside it), so that
     a folder's owner can recognise and remove what a killed process left."""

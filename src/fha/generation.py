@@ -9,23 +9,27 @@ is picked is one `Sampling` value (temperature, top-k, top-p).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from fha.errors import FhaValueError
 from fha.model.kv_cache import KVCache
 from fha.model.modes import eval_mode
 from fha.sampling import Sampling
 
+if TYPE_CHECKING:
+    from fha.model.gpt import GPT
 
-def prefill(model: nn.Module, idx: Tensor, cache: KVCache, token_mask: Tensor | None = None) -> Tensor:
+
+def prefill(model: GPT, idx: Tensor, cache: KVCache, token_mask: Tensor | None = None) -> Tensor:
     """Run the prompt idx (B, T) through the model into an empty cache; logits of its last position (B, V)."""
     logits, _ = model(idx, kv_cache=cache, token_mask=token_mask)
     return logits[:, -1]
 
 
-def decode_step(model: nn.Module, token: Tensor, cache: KVCache) -> Tensor:
+def decode_step(model: GPT, token: Tensor, cache: KVCache) -> Tensor:
     """Feed one new token per row (B,) after the cached positions; logits for the next one (B, V)."""
     logits, _ = model(token[:, None], kv_cache=cache)
     return logits[:, -1]
@@ -73,7 +77,7 @@ def sample_next(
 
 
 def stream(
-    model: nn.Module,
+    model: GPT,
     idx: Tensor,
     max_new_tokens: int,
     *,
@@ -121,7 +125,7 @@ def stream(
 
 @torch.no_grad()
 def generate(
-    model: nn.Module,
+    model: GPT,
     idx: Tensor,
     max_new_tokens: int,
     *,

@@ -18,8 +18,15 @@ import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from fha.errors import FhaValueError
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsRichComparison
+
+# what pairs the values of a variant and its baseline: a seed, or a study's pair of seeds
+SeedKey = TypeVar("SeedKey", bound="SupportsRichComparison")
 
 CONFIDENCE = 0.95
 CF_MAX_TERMS = 300  # the continued fraction converges in a few dozen terms for the arguments used here
@@ -123,10 +130,10 @@ def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> In
 
 
 @dataclass(frozen=True)
-class PairedDifference:
+class PairedDifference(Generic[SeedKey]):
     """``variant - baseline`` per common seed, with the interval of its mean."""
 
-    seeds: tuple[int, ...]
+    seeds: tuple[SeedKey, ...]
     differences: tuple[float, ...]
     interval: Interval
     wins: int  # seeds where the variant's value is lower (better) than the baseline's
@@ -142,8 +149,8 @@ class PairedDifference:
 
 
 def paired_difference(
-    variant: Mapping[int, float], baseline: Mapping[int, float], confidence: float = CONFIDENCE
-) -> PairedDifference:
+    variant: Mapping[SeedKey, float], baseline: Mapping[SeedKey, float], confidence: float = CONFIDENCE
+) -> PairedDifference[SeedKey]:
     """Pairs the values of the seeds both have (in increasing seed order)."""
     seeds = tuple(sorted(set(variant) & set(baseline)))
     if not seeds:

@@ -23,6 +23,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence, Sized
 from pathlib import Path
+from typing import Final
 
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
 from tokenizers import Tokenizer as HFTokenizer
@@ -67,8 +68,7 @@ class Tokenizer:
         self._byte_fallback = bool(json.loads(self._json)["model"].get("byte_fallback", False))
         if self._byte_fallback:
             _check_byte_tokens(hf_tokenizer, source)
-        size = hf_tokenizer.get_vocab_size()
-        self._pieces = [hf_tokenizer.id_to_token(i) for i in range(size)]
+        self._pieces = _vocabulary_pieces(hf_tokenizer, source)
         decode_table = list(self._pieces)
         for special_id in (PAD_ID, BOS_ID, EOS_ID):
             decode_table[special_id] = ""
@@ -154,21 +154,11 @@ class Tokenizer:
         """Number of ids, special tokens included: the model's embedding size."""
         return len(self._pieces)
 
-    @property
-    def pad_id(self) -> int:
-        return PAD_ID
-
-    @property
-    def unk_id(self) -> int:
-        return UNK_ID
-
-    @property
-    def bos_id(self) -> int:
-        return BOS_ID
-
-    @property
-    def eos_id(self) -> int:
-        return EOS_ID
+    # the special tokens' ids, the same in every tokenizer
+    pad_id: Final = PAD_ID
+    unk_id: Final = UNK_ID
+    bos_id: Final = BOS_ID
+    eos_id: Final = EOS_ID
 
     @property
     def alphabet(self) -> frozenset[str]:
@@ -219,7 +209,8 @@ class Tokenizer:
         as while a character is being generated) are shown as U+FFFD. Accepts any iterable of
         ints, including numpy arrays and torch tensors.
         """
-        values = ids.tolist() if hasattr(ids, "tolist") else [int(i) for i in ids]
+        to_list = getattr(ids, "tolist", None)  # numpy arrays and tensors convert in one call
+        values = to_list() if to_list is not None else [int(i) for i in ids]
         if values and (min(values) < 0 or max(values) >= self.vocab_size):
             raise FhaValueError(f"token ids must be in [0, {self.vocab_size}), got {min(values)}..{max(values)}")
         if self._byte_table is not None:
@@ -309,6 +300,17 @@ def _check_byte_tokens(hf: HFTokenizer, source: str) -> None:
                 f"{source}: a byte-fallback tokenizer must map {token} to id {FIRST_BYTE_ID + value}, "
                 f"found {hf.token_to_id(token)}"
             )
+
+
+def _vocabulary_pieces(hf: HFTokenizer, source: str) -> list[str]:
+    """The piece of every id; a vocabulary with an id that has no piece is refused."""
+    pieces = []
+    for token_id in range(hf.get_vocab_size()):
+        piece = hf.id_to_token(token_id)
+        if piece is None:
+            raise FhaError(f"{source}: the tokenizer's vocabulary has no token with id {token_id}")
+        pieces.append(piece)
+    return pieces
 
 
 def _check_special_tokens(hf: HFTokenizer, source: str) -> None:

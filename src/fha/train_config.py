@@ -178,23 +178,21 @@ class TrainConfig(ConfigBase):
     @property
     def warmup_length(self) -> int:
         """`warmup_steps`, or `warmup_fraction` of `max_steps`."""
-        if self.warmup_steps is not None:
-            return self.warmup_steps
-        return int(self.warmup_fraction * self.max_steps)
+        return self._steps(self.warmup_steps, self.warmup_fraction)
 
     @property
     def cooldown_length(self) -> int:
         """`cooldown_steps`, or `cooldown_fraction` of `max_steps` (used by ``anneal_type="wsd"`` only)."""
-        if self.cooldown_steps is not None:
-            return self.cooldown_steps
-        return int(self.cooldown_fraction * self.max_steps)
+        return self._steps(self.cooldown_steps, self.cooldown_fraction)
 
     @property
     def final_flat_length(self) -> int:
         """`final_flat_steps`, or `final_flat_fraction` of `max_steps`."""
-        if self.final_flat_steps is not None:
-            return self.final_flat_steps
-        return int(self.final_flat_fraction * self.max_steps)
+        return self._steps(self.final_flat_steps, self.final_flat_fraction)
+
+    def _steps(self, steps: int | None, fraction: float) -> int:
+        """A phase's length: `steps` when given, else `fraction` of `max_steps`."""
+        return steps if steps is not None else int(fraction * self.max_steps)
 
     @property
     def batch_seed(self) -> int:

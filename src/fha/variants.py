@@ -122,9 +122,10 @@ def _layer_level(config: ModelConfig, layer: int) -> int:
 
 
 def _written_pattern(config: ModelConfig, layer: int) -> HeadSplits:
-    if config.layer_head_splits is not None:
-        return tuple(config.layer_head_splits[layer])
-    return tuple(config.head_splits)
+    pattern = config.layer_head_splits[layer] if config.layer_head_splits is not None else config.head_splits
+    if pattern is None:  # ModelConfig checks first that attention='split' has one of the two
+        raise ValueError("attention='split' needs head_splits or layer_head_splits")
+    return tuple(pattern)
 
 
 ATTENTION_VARIANTS: dict[str, AttentionVariant] = {

@@ -16,20 +16,9 @@ from typing import TYPE_CHECKING
 
 from fha.lazy import lazy_exports
 
-_EXPORTS = {
-    "analyze_subheads": "fha.analysis.analyze",
-    "SizeSummary": "fha.analysis.table",
-    "SubheadRow": "fha.analysis.table",
-    "SubheadTable": "fha.analysis.table",
-    "summary_by_size": "fha.analysis.table",
-    "write_analysis": "fha.analysis.report",
-}
-
-__all__ = sorted(_EXPORTS)
-
 if TYPE_CHECKING:
     from fha.analysis.analyze import analyze_subheads
     from fha.analysis.report import write_analysis
     from fha.analysis.table import SizeSummary, SubheadRow, SubheadTable, summary_by_size
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__)

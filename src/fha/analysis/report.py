@@ -21,6 +21,7 @@ from fha.compare.plots import report_image
 from fha.compare.report import HTML_STYLE, MISSING, Table, embedded_image, html_table, markdown_table
 from fha.errors import writing
 from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT, check_figure_options
+from fha.html_page import html_page
 
 CSV_FILE = "subheads.csv"
 MARKDOWN_FILE = "report.md"
@@ -193,7 +194,7 @@ def write_analysis(
     page = out_dir / HTML_FILE
     with writing(out_dir):
         markdown.write_text(markdown_page(TITLE, [*notes, DEFINITIONS], sections, figures))
-        page.write_text(html_page(TITLE, [*notes, DEFINITIONS], sections, figures))
+        page.write_text(report_html(TITLE, [*notes, DEFINITIONS], sections, figures))
     return AnalysisReport(csv_path, markdown, page, figures)
 
 
@@ -214,14 +215,9 @@ def markdown_page(title: str, notes: Sequence[str], sections: Sequence[Section],
     return "\n".join(parts)
 
 
-def html_page(title: str, notes: Sequence[str], sections: Sequence[Section], figures: Sequence[Path]) -> str:
+def report_html(title: str, notes: Sequence[str], sections: Sequence[Section], figures: Sequence[Path]) -> str:
     """The same as one self-contained HTML page, the figures inline."""
-    parts = [
-        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>',
-        f"<style>{HTML_STYLE}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-    ]
-    parts += [f"<p>{html.escape(note)}</p>" for note in notes]
+    parts = [f"<p>{html.escape(note)}</p>" for note in notes]
     for heading, note, table in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>")
         if note:
@@ -229,5 +225,4 @@ def html_page(title: str, notes: Sequence[str], sections: Sequence[Section], fig
         parts.append(html_table(table))
     parts.append("<h2>Figures</h2>")
     parts += [embedded_image(figure) for figure in figures]
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    return html_page(title, HTML_STYLE, parts)

@@ -20,7 +20,7 @@ from pathlib import Path
 from fha.choices import ANALYSIS_ABLATION_TOKENS as DEFAULT_ABLATION_TOKENS
 from fha.choices import ANALYSIS_BATCH_SIZE as DEFAULT_BATCH_SIZE
 from fha.choices import ANALYSIS_INDUCTION_SEQUENCES as DEFAULT_INDUCTION_SEQUENCES
-from fha.cli.options import add_device_argument, add_figure_arguments
+from fha.cli import options
 from fha.data.sources import TINYSTORIES
 from fha.errors import FhaError
 from fha.figure_formats import check_figure_options
@@ -50,17 +50,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="run folders, or one study folder (the folder of fha study run)",
     )
-    parser.add_argument(
-        "--data",
-        metavar="SOURCE",
-        help=f"the text to measure on: a .txt or .jsonl file, or {TINYSTORIES!r} for its validation split "
+    options.add_data_argument(
+        parser,
+        f"the text to measure on: a .txt or .jsonl file, or {TINYSTORIES!r} for its validation split "
         "(needed for run folders; a study's default is its validation text)",
+        required=False,
     )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        metavar="DIR",
-        help="folder for the CSV, reports, figures (needed for run folders; a study's default is its folder)",
+    options.add_out_argument(
+        parser,
+        "folder for the CSV, reports, figures (needed for run folders; a study's default is its folder)",
+        required=False,
     )
     parser.add_argument(
         "--budget",
@@ -68,9 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="TOKENS",
         help="a study's budget whose evaluation runs are analysed (default: its primary budget)",
     )
-    parser.add_argument(
-        "--names", nargs="+", metavar="NAME", help="names of the runs, in order (default: folder names)"
-    )
+    options.add_names_argument(parser, "names of the runs, in order (default: folder names)")
     parser.add_argument(
         "--checkpoints",
         action="store_true",
@@ -84,13 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"measure the ablations on the first N predicted tokens (default {DEFAULT_ABLATION_TOKENS:,}); "
         "they cost about a forward pass per sub-head, the other measurements one pass over the whole text",
     )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=DEFAULT_BATCH_SIZE,
-        metavar="N",
-        help=f"context windows per forward pass (default {DEFAULT_BATCH_SIZE})",
-    )
+    options.add_batch_size_argument(parser, DEFAULT_BATCH_SIZE)
     parser.add_argument(
         "--induction-length",
         type=int,
@@ -105,8 +96,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"random sequences for the induction score (default {DEFAULT_INDUCTION_SEQUENCES})",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random sequences (default 0)")
-    add_device_argument(parser)
-    add_figure_arguments(parser)
+    options.add_device_argument(parser)
+    options.add_figure_arguments(parser)
     parser.set_defaults(func=run_analyze)
 
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-from pathlib import Path
 
 from fha.choices import X_AXIS_NAMES
-from fha.cli.options import add_device_argument, add_figure_arguments
+from fha.cli import options
 from fha.data.sources import TINYSTORIES
 from fha.errors import FhaError
 
@@ -24,13 +23,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(mean and spread) and groups with the same seeds are compared seed by seed; runs still "
         "training or stopped (no final weights) are read from their logs and marked unfinished.",
     )
-    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the plots and reports")
-    parser.add_argument(
-        "--names",
-        nargs="+",
-        metavar="NAME",
-        help="names of the runs, in order (default: the folder names, or where those repeat, the parts of the "
+    options.add_run_dirs_argument(parser)
+    options.add_out_argument(parser, "folder for the plots and reports")
+    options.add_names_argument(
+        parser,
+        "names of the runs, in order (default: the folder names, or where those repeat, the parts of the "
         "paths or the settings that differ)",
     )
     parser.add_argument(
@@ -50,13 +47,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="leave the first N steps (an integer) or that fraction of each run's steps "
         "(a number below 1, e.g. 0.1) out of the plots",
     )
-    parser.add_argument(
-        "--data",
-        metavar="SOURCE",
-        help=f"also evaluate every run on this text (a .txt/.jsonl file, or {TINYSTORIES!r} for its validation split)",
+    options.add_data_argument(
+        parser,
+        f"also evaluate every run on this text (a .txt/.jsonl file, or {TINYSTORIES!r} for its validation split)",
+        required=False,
     )
-    add_device_argument(parser, "device for --data evaluation: ")
-    add_figure_arguments(parser)
+    options.add_device_argument(parser, "device for --data evaluation: ")
+    options.add_figure_arguments(parser)
     parser.set_defaults(func=run_compare)
 
 

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING
 
 from fha.choices import EVAL_BATCH_SIZE as DEFAULT_BATCH_SIZE
 from fha.choices import EVAL_TOP_K as DEFAULT_TOP_K
-from fha.cli.options import add_device_argument, add_precision_argument
+from fha.cli.options import (
+    add_batch_size_argument,
+    add_data_argument,
+    add_device_argument,
+    add_precision_argument,
+    add_run_dir_argument,
+)
 from fha.data.sources import TINYSTORIES
 from fha.errors import FhaError
 from fha.wording import counted
@@ -34,15 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="measure a trained model on a text",
         description="Mean token loss, perplexity, bits per byte and top-1/top-k accuracy over a whole text.",
     )
-    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder (model.safetensors, tokenizer.json)")
-    parser.add_argument(
-        "--data",
-        required=True,
-        metavar="SOURCE",
-        help=(
-            f"a .txt (<|endoftext|> or blank-line separated) or .jsonl file, or {TINYSTORIES!r} "
-            "for its validation split"
-        ),
+    add_run_dir_argument(parser)
+    add_data_argument(
+        parser,
+        f"a .txt (<|endoftext|> or blank-line separated) or .jsonl file, or {TINYSTORIES!r} for its validation split",
     )
     parser.add_argument(
         "--top-k",
@@ -51,13 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="K",
         help=f"also report top-K accuracy (default {DEFAULT_TOP_K})",
     )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=DEFAULT_BATCH_SIZE,
-        metavar="N",
-        help=f"context windows per forward pass (default {DEFAULT_BATCH_SIZE})",
-    )
+    add_batch_size_argument(parser, DEFAULT_BATCH_SIZE)
     parser.add_argument("--max-documents", type=int, metavar="N", help="evaluate only the first N documents")
     parser.add_argument("--json", action="store_true", help="print one JSON object of the metrics on stdout")
     add_device_argument(parser)

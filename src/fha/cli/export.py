@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from fha.choices import EXPORT_FORMATS
+from fha.cli.options import add_out_argument, add_run_dir_argument
 
 # fha.export.hf's formats, written out so that --help does not import torch; a test checks that they agree.
 
@@ -20,9 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(whole heads, RMSNorm without bias, gated MLP) is written as that architecture and needs neither "
         "trust_remote_code nor fha.",
     )
-    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder (or one of its checkpoints)")
+    add_run_dir_argument(parser, "run folder (or one of its checkpoints)")
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="hf", help="what to write (default: hf)")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="the folder to write")
+    add_out_argument(parser, "the folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace the files of a folder that is not empty")
     parser.add_argument(
         "--fha-code",

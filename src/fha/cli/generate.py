@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fha.cli.options import add_device_argument, add_precision_argument
+from fha.cli.options import add_device_argument, add_precision_argument, add_run_dir_argument
 from fha.errors import FhaError, read_text
 from fha.sampling import Sampling
 
@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="continue prompts with a trained model",
         description="Print each prompt followed by the model's continuation (streamed for a single text).",
     )
-    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder (model.safetensors, tokenizer.json)")
+    add_run_dir_argument(parser)
     parser.add_argument(
         "--prompt",
         action="append",

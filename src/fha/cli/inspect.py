@@ -14,7 +14,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from fha.cli.options import add_experiment_arguments, add_figure_arguments
+from fha.cli.options import add_experiment_arguments, add_figure_arguments, add_out_argument
 from fha.config import ModelConfig
 from fha.errors import FhaError
 from fha.experiments import load_experiment, parse_overrides
@@ -63,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     maps = parser.add_argument_group("attention heatmaps (RUN_DIR only)")
     maps.add_argument("--attention", action="store_true", help="save attention heatmaps instead of the shape tree")
     maps.add_argument("--prompt", metavar="TEXT", help="the text whose attention is drawn")
-    maps.add_argument("--out", type=Path, metavar="DIR", help="folder for the PNG files")
+    add_out_argument(maps, "folder for the PNG files", required=False)
     maps.add_argument("--layers", type=int, nargs="+", metavar="N", help="layer indices to draw (default all)")
     add_figure_arguments(maps)
     parser.set_defaults(func=run_inspect)

@@ -9,6 +9,9 @@ from pathlib import Path
 from fha.choices import PRECISIONS
 from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT, FIGURE_FORMATS, MAX_DPI, MIN_DPI
 
+Parser = argparse.ArgumentParser | argparse._ArgumentGroup  # what options are added to
+
+RUN_DIR_HELP = "run folder (model.safetensors, tokenizer.json)"
 DEVICE_HELP = "cpu, cuda, cuda:N, mps or auto (default: cuda, then mps, then cpu)"
 PRECISION_HELP = (
     "autocast dtype: auto (bf16 on CUDA cards that support it, else fp32), fp32, bf16 "
@@ -39,9 +42,7 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_experiment_arguments(
-    parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, preset_help: str, config_help: str, set_help: str
-) -> None:
+def add_experiment_arguments(parser: Parser, *, preset_help: str, config_help: str, set_help: str) -> None:
     """--preset NAME, --config FILE and --set KEY=VALUE (repeatable, into ``args.overrides``)."""
     parser.add_argument("--preset", metavar="NAME", help=preset_help)
     parser.add_argument("--config", type=Path, metavar="FILE.toml", help=config_help)
@@ -52,7 +53,7 @@ def add_device_argument(parser: argparse.ArgumentParser, purpose: str = "") -> N
     parser.add_argument("--device", default="auto", metavar="DEVICE", help=f"{purpose}{DEVICE_HELP}")
 
 
-def add_figure_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+def add_figure_arguments(parser: Parser) -> None:
     parser.add_argument(
         "--format",
         default=DEFAULT_FORMAT,
@@ -70,3 +71,34 @@ def add_figure_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGro
 
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
+
+
+def add_run_dir_argument(parser: Parser, help: str = RUN_DIR_HELP) -> None:
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help=help)
+
+
+def add_run_dirs_argument(parser: Parser) -> None:
+    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders")
+
+
+def add_out_argument(parser: Parser, help: str, *, required: bool = True) -> None:
+    parser.add_argument("--out", type=Path, required=required, metavar="DIR", help=help)
+
+
+def add_data_argument(parser: Parser, help: str, *, required: bool = True) -> None:
+    """--data SOURCE: a text file or the name of a hub dataset."""
+    parser.add_argument("--data", required=required, metavar="SOURCE", help=help)
+
+
+def add_batch_size_argument(parser: Parser, default: int) -> None:
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=default,
+        metavar="N",
+        help=f"context windows per forward pass (default {default})",
+    )
+
+
+def add_names_argument(parser: Parser, help: str) -> None:
+    parser.add_argument("--names", nargs="+", metavar="NAME", help=help)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fha.cli.options import DEVICE_HELP, add_device_argument, add_figure_arguments
+from fha.cli.options import DEVICE_HELP, add_device_argument, add_figure_arguments, add_out_argument
 from fha.errors import FhaError
 from fha.study import WAITING_EXIT
 from fha.wording import counted
@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(rerun it once they are).",
     )
     run.add_argument("spec", type=Path, metavar="SPEC", help="the study TOML, e.g. studies/quick.toml")
-    run.add_argument("--out", type=Path, required=True, metavar="DIR", help="the study folder")
+    add_out_argument(run, "the study folder")
     run.add_argument(
         "--jobs",
         type=int,
@@ -67,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "half-width of the primary contrast's 95% interval.",
     )
     plan.add_argument("spec", type=Path, metavar="SPEC")
-    plan.add_argument("--out", type=Path, metavar="DIR", help="the study folder whose ledger counts as done")
+    add_out_argument(plan, "the study folder whose ledger counts as done", required=False)
     plan.add_argument(
         "--pilot", type=Path, metavar="DIR", help="a study folder with paired results of the primary contrast"
     )
@@ -103,9 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "tuning must end before evaluation starts), then the report once the last round has succeeded.",
     )
     sbatch.add_argument("spec", type=Path, metavar="SPEC", help="the study TOML")
-    sbatch.add_argument(
-        "--out", type=Path, required=True, metavar="DIR", help="the study folder, on a shared file system"
-    )
+    add_out_argument(sbatch, "the study folder, on a shared file system")
     sbatch.add_argument(
         "--shards", type=int, metavar="N", help="array tasks (default: one per variant and evaluation seed)"
     )

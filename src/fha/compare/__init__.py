@@ -15,26 +15,10 @@ from typing import TYPE_CHECKING
 
 from fha.lazy import lazy_exports
 
-_EXPORTS = {
-    "compare_runs": "fha.compare.comparison",
-    "Comparison": "fha.compare.comparison",
-    "held_out_documents": "fha.evaluation",
-    "load_summary": "fha.compare.runs",
-    "PlotOptions": "fha.compare.plots",
-    "read_log": "fha.compare.runs",
-    "RunSummary": "fha.compare.runs",
-    "seed_groups": "fha.compare.runs",
-    "SeedGroup": "fha.compare.runs",
-    "Spread": "fha.compare.runs",
-    "TrainingLog": "fha.compare.runs",
-}
-
-__all__ = sorted(_EXPORTS)
-
 if TYPE_CHECKING:
     from fha.compare.comparison import Comparison, compare_runs
     from fha.compare.plots import PlotOptions
     from fha.compare.runs import RunSummary, SeedGroup, Spread, TrainingLog, load_summary, read_log, seed_groups
     from fha.evaluation import held_out_documents
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__)

@@ -12,7 +12,7 @@ import torch
 from fha.compare.fairness import environment_rows, mismatch_notes, paired_rows, training_text_note
 from fha.compare.names import check_names, derived_names
 from fha.compare.plots import PlotOptions, first_kept_step, plot_losses
-from fha.compare.report import Table, groups_table, runs_table, write_html, write_markdown
+from fha.compare.report import ReportContent, Table, groups_table, runs_table, write_html, write_markdown
 from fha.compare.runs import (
     RunSummary,
     SeedGroup,
@@ -109,8 +109,9 @@ def compare_runs(
     group_rows = groups_table(groups) if groups else None
     sections = _extra_sections(runs, groups, held_out=data is not None)
     markdown, page = out_dir / MARKDOWN_FILE, out_dir / HTML_FILE
-    write_markdown(markdown, run_rows, group_rows, plots, notes, sections)
-    write_html(page, run_rows, group_rows, plots, notes, sections)
+    content = ReportContent(run_rows, group_rows, plots, notes, sections)
+    write_markdown(markdown, content)
+    write_html(page, content)
     return Comparison(runs, groups, plots, markdown, page, sections)
 
 

@@ -47,19 +47,23 @@ def mismatch_notes(runs: Sequence[RunSummary]) -> list[str]:
     notes = []
     tokenizers = _by_value(runs, lambda run: run.tokenizer_fingerprint)
     if len(tokenizers) > 1:
-        listed = "; ".join(f"{', '.join(names)} (tokenizer {fingerprint})" for fingerprint, names in tokenizers.items())
         notes.append(
-            f"Warning: these runs use different tokenizers: {listed}. Their losses in nats per token are not "
-            "comparable and they are not grouped; compare bits per byte on one held-out text instead."
+            f"Warning: these runs use different tokenizers: {_listed(tokenizers, 'tokenizer ')}. Their losses in "
+            "nats per token are not comparable and they are not grouped; compare bits per byte on one held-out "
+            "text instead."
         )
     data = _by_value(runs, lambda run: run.data_key)
     if len(data) > 1:
-        listed = "; ".join(f"{', '.join(names)} ({key})" for key, names in data.items())
         notes.append(
-            f"Warning: these runs were trained or validated on different data: {listed}. Their validation "
-            "losses come from different texts and they are not grouped."
+            f"Warning: these runs were trained or validated on different data: {_listed(data)}. Their "
+            "validation losses come from different texts and they are not grouped."
         )
     return notes
+
+
+def _listed(found: dict[str, list[str]], label: str = "") -> str:
+    """ "a, b (LABEL value); c (LABEL other value)": the runs of each value of `_by_value`."""
+    return "; ".join(f"{', '.join(names)} ({label}{value})" for value, names in found.items())
 
 
 def training_text_note(runs: Sequence[RunSummary], data: str) -> str | None:
@@ -81,7 +85,7 @@ def training_text_note(runs: Sequence[RunSummary], data: str) -> str | None:
 
 
 def seeds_of(group: SeedGroup) -> dict[int, RunSummary]:
-    return {int(run.train_config[SEED]): run for run in group.runs if SEED in (run.train_config or {})}
+    return {int(config[SEED]): run for run in group.runs if SEED in (config := run.train_config or {})}
 
 
 def paired_rows(groups: Sequence[SeedGroup], metric: str, value_of) -> tuple[list[str], list[list[str]]]:

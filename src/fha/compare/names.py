@@ -102,7 +102,7 @@ def _path_names(runs: Sequence[RunSummary]) -> list[str] | None:
     differing = [i for i in range(depth) if len({p[i] for p in padded}) > 1]
     if not differing:
         return None
-    return [PATH_JOIN.join(p[i] for i in differing if p[i] is not None) for p in padded]
+    return [PATH_JOIN.join(part for i in differing if (part := p[i]) is not None) for p in padded]
 
 
 def _setting_names(runs: Sequence[RunSummary]) -> list[str] | None:

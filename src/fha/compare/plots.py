@@ -41,7 +41,7 @@ UNFINISHED = "unfinished"
 # (panel title, TrainingLog column) for the two panels of each figure
 PANELS = (("train loss", "train_loss"), ("validation loss", "val_loss"))
 # x axis name -> (axis label, column, file stem). Wall time measures the machine's load as much as the model.
-X_AXES = dict(
+X_AXES: dict[str, tuple[str, str, str]] = dict(
     zip(
         X_AXIS_NAMES,  # tokens, step, time
         (
@@ -145,7 +145,7 @@ def _draw(ax: Axes, series: Sequence[_Series], title: str, x_label: str, options
         (line,) = ax.plot(
             item.x, item.y, label=item.label, marker=EVAL_MARKER if item.markers else None, markersize=MARKER_SIZE
         )
-        if item.low is not None:
+        if item.low is not None and item.high is not None:
             ax.fill_between(item.x, item.low, item.high, color=line.get_color(), alpha=BAND_ALPHA, linewidth=0)
     ax.set_title(title)
     ax.set_xlabel(x_label)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from fha.compare.plots import UNFINISHED, report_image
 from fha.compare.runs import HELD_OUT_PREFIX, RunSummary, SeedGroup, Spread
+from fha.html_page import html_page
 from fha.variants import describe_attention
 
 MISSING = "—"
@@ -203,51 +204,45 @@ GROUPS_NOTE = (
 )
 
 
-def write_markdown(
-    path: Path,
-    runs: Table,
-    groups: Table | None,
-    plots: Sequence[Path],
-    notes: Sequence[str],
-    sections: Sequence[tuple[str, str, Table]] = (),
-) -> None:
-    """`sections`: (heading, note, table) after the seed groups."""
+@dataclass(frozen=True)
+class ReportContent:
+    """What report.md and report.html of a comparison show; `sections`: (heading, note, table) after
+    the seed groups."""
+
+    runs: Table
+    groups: Table | None
+    plots: Sequence[Path]
+    notes: Sequence[str]
+    sections: Sequence[tuple[str, str, Table]] = ()
+
+
+def write_markdown(path: Path, content: ReportContent) -> None:
     parts = [f"# {TITLE}", ""]
-    parts += [line for note in notes for line in (note, "")]
-    parts += ["## Runs", "", markdown_table(runs), ""]
-    if groups is not None:
-        parts += ["## Seed groups", "", GROUPS_NOTE, "", markdown_table(groups), ""]
-    for heading, note, table in sections:
-        parts += [f"## {heading}", "", note, "", markdown_table(table), ""]
+    parts += [line for note in content.notes for line in (note, "")]
+    parts += ["## Runs", "", markdown_table(content.runs), ""]
+    if content.groups is not None:
+        parts += ["## Seed groups", "", GROUPS_NOTE, "", markdown_table(content.groups), ""]
+    for title, note, table in content.sections:
+        parts += [f"## {title}", "", note, "", markdown_table(table), ""]
     parts += ["## Loss curves", ""]
-    for plot in plots:
+    for plot in content.plots:
         parts += [f"![{plot.stem.replace('_', ' ')}]({report_image(plot).name})", ""]
         if report_image(plot) != plot:
             parts += [f"([{plot.name}]({plot.name}))", ""]
     path.write_text("\n".join(parts))
 
 
-def write_html(
-    path: Path,
-    runs: Table,
-    groups: Table | None,
-    plots: Sequence[Path],
-    notes: Sequence[str],
-    sections: Sequence[tuple[str, str, Table]] = (),
-) -> None:
-    parts = [
-        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{TITLE}</title>',
-        f"<style>{HTML_STYLE}</style></head><body>",
-        f"<h1>{TITLE}</h1>",
-    ]
-    parts += [f"<p>{html.escape(note)}</p>" for note in notes]
-    parts += ["<h2>Runs</h2>", html_table(runs)]
-    if groups is not None:
-        parts += ["<h2>Seed groups</h2>", f"<p>{html.escape(GROUPS_NOTE.replace('`', ''))}</p>", html_table(groups)]
-    for heading, note, table in sections:
+def write_html(path: Path, content: ReportContent) -> None:
+    parts = [f"<p>{html.escape(note)}</p>" for note in content.notes]
+    parts += ["<h2>Runs</h2>", html_table(content.runs)]
+    if content.groups is not None:
+        parts += [
+            "<h2>Seed groups</h2>",
+            f"<p>{html.escape(GROUPS_NOTE.replace('`', ''))}</p>",
+            html_table(content.groups),
+        ]
+    for heading, note, table in content.sections:
         parts += [f"<h2>{html.escape(heading)}</h2>", f"<p>{html.escape(note)}</p>", html_table(table)]
     parts.append("<h2>Loss curves</h2>")
-    for plot in plots:
-        parts.append(embedded_image(plot))
-    parts.append("</body></html>")
-    path.write_text("\n".join(parts) + "\n")
+    parts += [embedded_image(plot) for plot in content.plots]
+    path.write_text(html_page(TITLE, HTML_STYLE, parts))

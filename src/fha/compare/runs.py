@@ -27,6 +27,7 @@ import torch
 from fha.compare.names import group_labels
 from fha.config import ModelConfig
 from fha.errors import FhaError
+from fha.files import existing_folder
 from fha.model.gpt import GPT
 from fha.runs.folder import LOG_FILE, METRICS_FILE, MODEL_CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, TRAIN_CONFIG_FILE
 from fha.runs.info import read_run_info
@@ -221,11 +222,7 @@ def load_summary(path: str | Path, name: str | None = None) -> RunSummary:
 
 def _run_folder(path: str | Path) -> Path:
     """A folder with a model config; its weights may be missing (an unfinished run)."""
-    path = Path(path)
-    if not path.exists():
-        raise FhaError(f"{path}: no such run folder")
-    if not path.is_dir():
-        raise FhaError(f"{path}: not a run folder (it is a file)")
+    path = existing_folder(path, "run folder", "not a run folder (it is a file)")
     if not (path / MODEL_CONFIG_FILE).is_file():
         raise FhaError(f"{path}: not a run folder (no {MODEL_CONFIG_FILE})")
     return path

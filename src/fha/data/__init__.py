@@ -12,28 +12,9 @@ from typing import TYPE_CHECKING
 
 from fha.lazy import lazy_exports
 
-_EXPORTS = {
-    "cached_tokens": "fha.data.cache",
-    "describe_source": "fha.data.cache",
-    "documents_digest": "fha.data.cache",
-    "download_tinystories": "fha.data.sources",
-    "eval_windows": "fha.data.batches",
-    "IGNORE_INDEX": "fha.data.batches",
-    "load_documents": "fha.data.sources",
-    "load_splits": "fha.data.sources",
-    "PackedBatches": "fha.data.batches",
-    "PaddedBatches": "fha.data.batches",
-    "prepare_tokens": "fha.data.cache",
-    "split_documents": "fha.data.sources",
-    "token_dtype": "fha.data.cache",
-    "TokenData": "fha.data.cache",
-}
-
-__all__ = sorted(_EXPORTS)
-
 if TYPE_CHECKING:
     from fha.data.batches import IGNORE_INDEX, PackedBatches, PaddedBatches, eval_windows
     from fha.data.cache import TokenData, cached_tokens, describe_source, documents_digest, prepare_tokens, token_dtype
     from fha.data.sources import download_tinystories, load_documents, load_splits, split_documents
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__)

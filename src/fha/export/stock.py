@@ -17,13 +17,14 @@ Gemma's norm gains are stored as ``gain - 1`` (its RMSNorm multiplies by ``1 + w
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 
 from fha.config import ModelConfig
 from fha.model.gpt import GPT
+from fha.model.layers import Block, Norm
 from fha.variants import score_scale
 
 LLAMA, GEMMA = "llama", "gemma"
@@ -83,12 +84,12 @@ def stock_weights(model: GPT, architecture: str) -> dict[str, Tensor]:
     config = model.config
     L, Hkv, hd, hidden = config.num_q_heads, config.num_kv_heads, config.head_dim, config.mlp_hidden_dim
 
-    def gain(norm: torch.nn.Module) -> Tensor:
+    def gain(norm: Norm) -> Tensor:
         weight = norm.weight if norm.weight is not None else torch.ones(config.dim)
         return weight - GEMMA_GAIN_OFFSET if architecture == GEMMA else weight
 
     weights = {"model.embed_tokens.weight": model.embedding.weight, "model.norm.weight": gain(model.norm)}
-    for i, block in enumerate(model.blocks):
+    for i, block in enumerate(cast(list[Block], list(model.blocks))):  # a ModuleList yields plain Modules
         q, k, v = block.attn.qkv.weight.split((L * hd, Hkv * hd, Hkv * hd))
         up = block.mlp.up.weight
         prefix = f"model.layers.{i}."

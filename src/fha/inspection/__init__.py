@@ -17,29 +17,6 @@ from typing import TYPE_CHECKING
 
 from fha.lazy import lazy_exports
 
-_EXPORTS = {
-    "attention_maps": "fha.inspection.attention_weights",
-    "attention_modules": "fha.inspection.attention_weights",
-    "AttentionCall": "fha.inspection.attention_weights",
-    "capture_attention": "fha.inspection.attention_weights",
-    "describe_attention": "fha.variants",
-    "example_input": "fha.inspection.shapes",
-    "LayerAttention": "fha.inspection.attention_weights",
-    "level_layouts": "fha.inspection.layout",
-    "level_weights": "fha.inspection.attention_weights",
-    "LevelLayout": "fha.inspection.layout",
-    "mix_values": "fha.inspection.attention_weights",
-    "save_attention_heatmaps": "fha.inspection.figures",
-    "save_head_layout": "fha.inspection.figures",
-    "shape_tree": "fha.inspection.shapes",
-    "token_labels": "fha.inspection.labels",
-    "ShapeNode": "fha.inspection.shapes",
-    "ShapeTrace": "fha.inspection.shapes",
-    "trace_shapes": "fha.inspection.shapes",
-}
-
-__all__ = sorted(_EXPORTS)
-
 if TYPE_CHECKING:
     from fha.inspection.attention_weights import (
         AttentionCall,
@@ -56,4 +33,4 @@ if TYPE_CHECKING:
     from fha.inspection.shapes import ShapeNode, ShapeTrace, example_input, shape_tree, trace_shapes
     from fha.variants import describe_attention
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__)

@@ -19,7 +19,7 @@ import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +28,9 @@ from fha.config import ModelConfig
 from fha.errors import FhaValueError
 from fha.inspection.layout import LevelLayout, level_layouts
 from fha.model.attention import Attention, causal_mask
+
+if TYPE_CHECKING:
+    from fha.model.gpt import GPT
 
 _FORWARD_SIGNATURE = inspect.signature(Attention.forward)
 
@@ -120,7 +123,7 @@ def mix_values(attn: Attention, config: ModelConfig, call: AttentionCall, weight
 
 
 @torch.no_grad()
-def attention_maps(model: nn.Module, idx: Tensor, layers: Sequence[int] | None = None) -> list[LayerAttention]:
+def attention_maps(model: GPT, idx: Tensor, layers: Sequence[int] | None = None) -> list[LayerAttention]:
     """Run `model` on token ids idx (B, T) and return the attention weights of each layer.
 
     `model` is a GPT (anything with ``config`` and `Attention` modules); `layers` picks layer

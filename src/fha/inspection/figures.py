@@ -118,7 +118,8 @@ def _save_layer_overview(layer: LayerAttention, tokens: Sequence[str], path: Pat
                 continue
             image = _heatmap(ax, weights[row, sub], tokens, f"level {level} · sub-head {sub}")
     figure.suptitle(f"layer {layer.layer} attention weights (rows: queries, columns: keys)")
-    figure.colorbar(image, ax=axes, shrink=0.6, label=COLORBAR_LABEL)
+    if image is not None:
+        figure.colorbar(image, ax=axes, shrink=0.6, label=COLORBAR_LABEL)
     return save_figure(figure, path, dpi)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -219,7 +219,8 @@ def fractal_attention(
             return y.transpose(1, 2)  # one cut for every head: (B, L, T, hd)
         for index, head in enumerate(heads):
             heads_out[head] = y[:, :, index : index + 1]  # (B, T, 1, hd)
-    return torch.cat(heads_out, dim=2).transpose(1, 2)  # (B, T, L, hd) viewed as (B, L, T, hd)
+    # every head is in exactly one group, so no entry is still None
+    return torch.cat(cast(list[Tensor], heads_out), dim=2).transpose(1, 2)  # (B, T, L, hd) viewed as (B, L, T, hd)
 
 
 def grouped_attention(
@@ -240,20 +241,9 @@ def grouped_attention(
     B, _, T, hd = q.shape
     S = k.shape[-2]
     multiple = fused_head_multiple(q.device) if head_multiple is None else head_multiple
-    if Hkv != L and T == 1:
-        # A decoding step: SDPA shares each kv head itself rather than copying the whole cache.
-        return _attend(
-            q,
-            k,
-            v,
-            is_causal=is_causal,
-            attn_mask=attn_mask,
-            scale=score_scale(scale, hd, hd),
-            dropout_p=dropout_p,
-            enable_gqa=True,
-            head_multiple=multiple,
-        )  # (B, L, 1, hd)
-    if Hkv != L:
+    # A decoding step: SDPA shares each kv head itself rather than copying the whole cache.
+    decoding_shared = Hkv != L and T == 1
+    if Hkv != L and not decoding_shared:
         k = k[:, :, None].expand(B, Hkv, L // Hkv, S, hd).reshape(B, L, S, hd)  # (B, L, S, hd)
         v = v[:, :, None].expand(B, Hkv, L // Hkv, S, hd).reshape(B, L, S, hd)  # (B, L, S, hd)
     return _attend(
@@ -264,6 +254,7 @@ def grouped_attention(
         attn_mask=attn_mask,
         scale=score_scale(scale, hd, hd),
         dropout_p=dropout_p,
+        enable_gqa=decoding_shared,
         head_multiple=multiple,
     )  # (B, L, T, hd)
 
@@ -355,6 +346,9 @@ class Attention(nn.Module):
     needs its own frequencies; values are never rotated and keep ``num_kv_heads`` heads.
     """
 
+    key_sources: Tensor | None  # buffers of constant_buffers(), declared for type checkers
+    rope_rows: Tensor | None
+
     def __init__(self, config: ModelConfig, layer: int = 0) -> None:
         super().__init__()
         self.num_q_heads = config.num_q_heads
@@ -403,11 +397,7 @@ class Attention(nn.Module):
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, L | Hk | Hkv, T, hd)
 
     def forward(
-        self,
-        x: Tensor,
-        rotation: Tensor,
-        cache: LayerCache | None = None,
-        attn_mask: Tensor | None = None,
+        self, x: Tensor, rotation: Tensor, cache: LayerCache | None = None, attn_mask: Tensor | None = None
     ) -> Tensor:
         """x (B, T, C); rotation: RoPE of the T positions (see `apply_rope`); returns (B, T, C)."""
         B, T, _ = x.shape

@@ -22,7 +22,8 @@ def fill_constant_buffers(module: nn.Module) -> None:
     """Compute again, in place, the buffers of `module` itself (not its children) that are not saved
     (RoPE tables, index and constant tensors): what a module built on the meta device needs once
     its storage is real."""
-    computed = module.constant_buffers() if hasattr(module, "constant_buffers") else {}
+    constant_buffers = getattr(module, "constant_buffers", None)
+    computed = constant_buffers() if constant_buffers is not None else {}
     with torch.no_grad():
         for name, value in computed.items():
             if value is not None:
@@ -35,6 +36,9 @@ class GPT(nn.Module):
     ``logits, loss = model(idx, targets)``: logits (B, T, vocab_size); loss is the mean
     cross-entropy over targets that are neither `config.pad_id` nor -100.
     """
+
+    rope_cos: Tensor  # buffers of constant_buffers(), declared for type checkers
+    rope_sin: Tensor
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -118,9 +122,9 @@ class GPT(nn.Module):
         self, B: int, T: int, kv_cache: KVCache | None, token_mask: Tensor | None
     ) -> tuple[Tensor, Tensor | None]:
         """RoPE rotations of the new positions, and the attention mask where padding needs one."""
-        if kv_cache is None and token_mask is None:
-            return rope_rotation(self.rope_cos[:T], self.rope_sin[:T]), None  # (T, R, hd/2)
         if kv_cache is None:
+            if token_mask is None:
+                return rope_rotation(self.rope_cos[:T], self.rope_sin[:T]), None  # (T, R, hd/2)
             positions = token_positions(torch.zeros(B, dtype=torch.long, device=token_mask.device), T, token_mask)
             attn_mask = padding_mask(token_mask[:, :0], token_mask, T)
         else:

@@ -6,8 +6,13 @@ RoPE needs a key head per query head), M cache capacity, hd head size.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from fha.model.gpt import GPT
 
 
 def token_positions(next_position: Tensor, T: int, token_mask: Tensor | None) -> Tensor:
@@ -72,7 +77,7 @@ class KVCache:
         self.layers = [LayerCache(self, i) for i in range(num_layers)]
 
     @classmethod
-    def for_model(cls, model: torch.nn.Module, batch_size: int, capacity: int | None = None) -> KVCache:
+    def for_model(cls, model: GPT, batch_size: int, capacity: int | None = None) -> KVCache:
         config = model.config
         param = next(model.parameters())
         return cls(

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from fha.model.kv_cache import LayerCache
 
 
-class _Norm(nn.Module):
+class Norm(nn.Module):
     """Shared parameters: an optional learnable gain and bias over the last dimension."""
 
     def __init__(self, dim: int, eps: float, affine: bool, bias: bool) -> None:
@@ -35,7 +35,7 @@ class _Norm(nn.Module):
         return x
 
 
-class RMSNorm(_Norm):
+class RMSNorm(Norm):
     """x / sqrt(mean(x**2) + eps), then the gain and bias.
 
     Computed as x * rsqrt(|x|**2 / dim + eps) with one vector norm, one addcmul and one rsqrt:
@@ -43,6 +43,8 @@ class RMSNorm(_Norm):
     the norm 2 * num_layers + 1 times. Like `F.rms_norm` it normalises in at least float32
     and returns the input's dtype.
     """
+
+    eps_tensor: Tensor  # the buffer of constant_buffers(), declared for type checkers
 
     def __init__(self, dim: int, eps: float, affine: bool, bias: bool) -> None:
         super().__init__(dim, eps, affine, bias)
@@ -59,12 +61,12 @@ class RMSNorm(_Norm):
         return self._affine(normed if normed.dtype == x.dtype else normed.to(x.dtype))
 
 
-class LayerNorm(_Norm):
+class LayerNorm(Norm):
     def forward(self, x: Tensor) -> Tensor:
         return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, eps=self.eps)
 
 
-class CosineNorm(_Norm):
+class CosineNorm(Norm):
     """Scales each vector to unit L2 length (then the optional gain and bias)."""
 
     def forward(self, x: Tensor) -> Tensor:
@@ -72,7 +74,7 @@ class CosineNorm(_Norm):
 
 
 # The registries under the config's names (`fha.config`), in their order.
-NORMS: dict[str, type[_Norm]] = dict(zip(NORM_TYPES, (RMSNorm, LayerNorm, CosineNorm), strict=True))
+NORMS: dict[str, type[Norm]] = dict(zip(NORM_TYPES, (RMSNorm, LayerNorm, CosineNorm), strict=True))
 NONLINEARITIES: dict[str, Callable[[Tensor], Tensor]] = dict(
     zip(MLP_NONLINEARITIES, (F.gelu, F.silu, F.relu), strict=True)
 )
@@ -89,7 +91,7 @@ def apply_dropout(dropout: nn.Dropout | None, x: Tensor) -> Tensor:
     return dropout(x) if dropout is not None and dropout.training else x
 
 
-def make_norm(config: ModelConfig) -> _Norm:
+def make_norm(config: ModelConfig) -> Norm:
     return NORMS[config.norm_type](config.dim, config.eps, config.norm_affine, config.norm_bias)
 
 
@@ -128,15 +130,11 @@ class Block(nn.Module):
         self.dropout = make_dropout(config.dropout)
 
     def forward(
-        self,
-        x: Tensor,
-        rotation: Tensor,
-        cache: LayerCache | None = None,
-        attn_mask: Tensor | None = None,
+        self, x: Tensor, rotation: Tensor, cache: LayerCache | None = None, attn_mask: Tensor | None = None
     ) -> Tensor:
         x = x + self._branch_output(self.attn(self.attn_norm(x), rotation, cache, attn_mask), self.attn_out_norm)
         return x + self._branch_output(self.mlp(self.mlp_norm(x)), self.mlp_out_norm)
 
-    def _branch_output(self, y: Tensor, out_norm: _Norm | None) -> Tensor:
+    def _branch_output(self, y: Tensor, out_norm: Norm | None) -> Tensor:
         """What a branch adds to the residual stream: its output, normalised if configured, then dropout."""
         return apply_dropout(self.dropout, y if out_norm is None else out_norm(y))

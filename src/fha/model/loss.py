@@ -47,14 +47,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
             safe_targets = targets[rows].clamp(min=0)  # (n,)
             target_logits = logits.gather(1, safe_targets[:, None]).squeeze(1)  # (n,)
             total += ((lse - target_logits) * keep).sum()
-            if needs_grad:
+            if grad_hidden is not None and grad_weight is not None:  # needs_grad
                 probs = (logits - lse[:, None]).exp_()  # (n, V) softmax
                 probs.scatter_add_(1, safe_targets[:, None], -torch.ones_like(lse)[:, None])
                 probs *= keep[:, None]
                 grad_hidden[rows] = (probs.to(weight.dtype) @ weight).to(grad_hidden.dtype)  # (n, C)
                 grad_weight += probs.t() @ h.to(acc)  # (V, C)
         loss = total / count
-        if needs_grad:
+        if grad_hidden is not None and grad_weight is not None:  # needs_grad
             ctx.save_for_backward(grad_hidden / count, grad_weight / count)
             ctx.input_dtypes = (hidden.dtype, weight.dtype)
         return loss

@@ -31,6 +31,7 @@ from safetensors import SafetensorError
 
 from fha.config import ModelConfig
 from fha.errors import FhaError, one_line
+from fha.files import existing_folder
 from fha.model.gpt import GPT
 from fha.runs.folder import (
     CHECKPOINT_NAME,
@@ -58,7 +59,7 @@ REQUIRED_FILES = (MODEL_FILE, MODEL_CONFIG_FILE, TRAIN_CONFIG_FILE, TOKENIZER_FI
 class _Stateful(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
-    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+    def load_state_dict(self, state: dict[str, Any], /) -> Any: ...  # positional: optimizers call it state_dict
 
 
 @dataclass
@@ -262,11 +263,9 @@ def _remove_leftovers(folder: Path) -> None:
 
 def find_checkpoint(path: str | Path) -> Path:
     """A checkpoint folder itself, or the latest checkpoint of a run folder."""
-    path = Path(path)
-    if not path.exists():
-        raise FhaError(f"{path}: no such checkpoint or run folder")
-    if not path.is_dir():
-        raise FhaError(f"{path}: not a checkpoint (expected a run folder or its checkpoints/step-N folder)")
+    path = existing_folder(
+        path, "checkpoint or run folder", "not a checkpoint (expected a run folder or its checkpoints/step-N folder)"
+    )
     if (path / STATE_FILE).exists() or CHECKPOINT_NAME.match(path.name):
         return path
     checkpoints = list_checkpoints(path)

@@ -27,6 +27,7 @@ from safetensors.torch import load_model, save_model
 
 from fha.config import ModelConfig
 from fha.errors import FhaError, one_line, writing
+from fha.files import existing_folder
 from fha.model.gpt import GPT
 from fha.tokenizer import Tokenizer
 from fha.train_config import TrainConfig
@@ -114,11 +115,7 @@ def non_finite_tensors(model: torch.nn.Module) -> list[str]:
 
 def require_run_dir(path: str | Path) -> Path:
     """The path as a run folder, or an FhaError that says what is missing."""
-    path = Path(path)
-    if not path.exists():
-        raise FhaError(f"{path}: no such run folder")
-    if not path.is_dir():
-        raise FhaError(f"{path}: not a run folder (it is a file)")
+    path = existing_folder(path, "run folder", "not a run folder (it is a file)")
     if not (path / MODEL_FILE).is_file() and (path / TRAIN_CONFIG_FILE).is_file():
         raise FhaError(
             f"{path}: no {MODEL_FILE} yet: training has not finished (it appears at the end; a "

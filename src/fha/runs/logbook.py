@@ -35,6 +35,7 @@ class _CsvRow:
     """
 
     FILE: ClassVar[str]  # the file's name in a run folder, for messages
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]  # subclasses are dataclasses
 
     @classmethod
     def columns(cls) -> tuple[str, ...]:

@@ -71,7 +71,8 @@ class WandbTracker:
             config=dict(config),
             reinit="create_new",
             settings=settings,
-            mode=os.environ.get("WANDB_MODE", WANDB_DEFAULT_MODE),
+            # wandb.init's annotation lists four modes; its settings accept the legacy dryrun and run too
+            mode=os.environ.get("WANDB_MODE", WANDB_DEFAULT_MODE),  # pyright: ignore[reportArgumentType]
         )
         self.offline = self.run.settings.mode == "offline"
         log.info("wandb: %s run %s in %s", self.run.settings.mode, self.run.id, self.run.dir)

@@ -25,6 +25,8 @@ from types import TracebackType
 
 from fha.errors import FhaError
 from fha.files import temporary_prefix
+from fha.runs import lock as run_lock
+from fha.runs.checkpoint import list_checkpoints
 from fha.runs.folder import (
     CHECKPOINTS_DIR,
     LOG_FILE,
@@ -35,8 +37,6 @@ from fha.runs.folder import (
     TRAIN_CONFIG_FILE,
 )
 from fha.runs.info import RUN_INFO_FILE
-from fha.runs import lock as run_lock
-from fha.runs.checkpoint import list_checkpoints
 from fha.runs.trackers import TENSORBOARD_DIR, WANDB_DIR
 from fha.wording import counted
 
@@ -139,7 +139,7 @@ class RunFolder:
     def _restore_if_replaced(self) -> None:
         """Leaving before the new run's first checkpoint (an error, Ctrl-C): the previous run comes back."""
         if self._aside is not None:
-            self._restore_previous_run()
+            self._restore_previous_run(self._aside)
 
     # ------------------------------------------------------------------ preparation
     def _prepare(self) -> None:
@@ -148,7 +148,7 @@ class RunFolder:
                 _remove(entry)
         entries = {entry.name for entry in self.path.iterdir()} - {run_lock.LOCK_FILE}
         if self.resume_step is not None:
-            self._discard_later_checkpoints()
+            self._discard_later_checkpoints(self.resume_step)
             _remove(self.path / MODEL_FILE)  # the resumed run's final weights come at its end
             return
         if _has_checkpoint(self.path) or (self.path / MODEL_FILE).exists():
@@ -169,11 +169,10 @@ class RunFolder:
                 _remove(self.path / name)
             log.info("%s: cleared the files of a start that stopped before its first checkpoint", self.path)
 
-    def _discard_later_checkpoints(self) -> None:
+    def _discard_later_checkpoints(self, step: int) -> None:
         """Resuming an older checkpoint in its own folder: the later checkpoints belong to the
         abandoned continuation and a later ``--resume RUN_DIR`` would pick them, so they go, but
         only with --overwrite."""
-        step = self.resume_step
         later = [path for found_step, path in list_checkpoints(self.path) if found_step > step]
         if not later:
             return
@@ -208,8 +207,8 @@ class RunFolder:
             self._aside = None
             log.info("`overwrite`: removed the previous run of %s", self.path)
 
-    def _restore_previous_run(self) -> None:
-        aside, self._aside = self._aside, None
+    def _restore_previous_run(self, aside: Path) -> None:
+        self._aside = None
         try:
             moved = set((aside / MOVED_LIST).read_text(encoding="utf-8").split())
         except FileNotFoundError:
@@ -233,8 +232,7 @@ class RunFolder:
             shutil.rmtree(aside)
             log.info("%s: removed the previous run that an interrupted --overwrite had replaced", self.path)
             return
-        self._aside = aside
-        self._restore_previous_run()
+        self._restore_previous_run(aside)
 
     # ------------------------------------------------------------------ the end of a run
     def publish_final_weights(self, checkpoint: Path) -> None:

@@ -250,7 +250,7 @@ def write_mechanisms(
     """Write the mechanisms files (module docstring) into `out_dir` (default: the study folder);
     returns the paths written."""
     from fha.analysis.figures import POOLED_STEM, pooled_by_size
-    from fha.analysis.report import html_page, markdown_page
+    from fha.analysis.report import markdown_page, report_html
 
     check_figure_options(fmt, dpi)
     out_dir = Path(out_dir) if out_dir is not None else mechanisms.study_dir
@@ -272,7 +272,7 @@ def write_mechanisms(
     markdown, page = out_dir / MARKDOWN_FILE, out_dir / HTML_FILE
     with writing(out_dir):
         markdown.write_text(markdown_page(TITLE, notes, sections, [figure]))
-        page.write_text(html_page(TITLE, notes, sections, [figure]))
+        page.write_text(report_html(TITLE, notes, sections, [figure]))
     return [*written, figure, markdown, page]
 
 

@@ -28,6 +28,7 @@ from fha.compare.report import Table, format_count, format_duration, html_table,
 from fha.errors import FhaValueError
 from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT
 from fha.files import write_text_atomic
+from fha.html_page import html_page
 from fha.stats import (
     ALPHA,
     MIN_POWER_LAW_POINTS,
@@ -658,12 +659,7 @@ def _markdown(title: str, text: str, sections: Sequence[Section], figures: Seque
 
 
 def _html(title: str, text: str, sections: Sequence[Section], figures: Sequence[Path]) -> str:
-    parts = [
-        f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>',
-        f"<style>{HTML_STYLE}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
-        f'<p class="verdict"><strong>Verdict.</strong> {html.escape(text)}</p>',
-    ]
+    parts = [f'<p class="verdict"><strong>Verdict.</strong> {html.escape(text)}</p>']
     for section in sections:
         parts.append(f"<h{section.level}>{html.escape(section.heading)}</h{section.level}>")
         parts += [f"<p>{html.escape(line)}</p>" for line in section.lines]
@@ -675,5 +671,4 @@ def _html(title: str, text: str, sections: Sequence[Section], figures: Sequence[
     for figure in figures:
         encoded = base64.b64encode(figure.read_bytes()).decode("ascii")
         parts.append(f'<img alt="{html.escape(figure.stem)}" src="data:image/png;base64,{encoded}">')
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    return html_page(title, HTML_STYLE, parts)

@@ -15,23 +15,9 @@ from typing import TYPE_CHECKING
 
 from fha.lazy import lazy_exports
 
-_EXPORTS = {
-    "build_request": "fha.train.api",
-    "LRSchedule": "fha.train.schedule",
-    "plot_schedule": "fha.train.schedule",
-    "resolve_configs": "fha.train.api",
-    "train": "fha.train.loop",
-    "train_model": "fha.train.api",
-    "TrainingDiverged": "fha.train.loop",
-    "TrainRequest": "fha.train.loop",
-    "TrainResult": "fha.train.loop",
-}
-
-__all__ = sorted(_EXPORTS)
-
 if TYPE_CHECKING:
     from fha.train.api import build_request, resolve_configs, train_model
     from fha.train.loop import TrainingDiverged, TrainRequest, TrainResult, train
     from fha.train.schedule import LRSchedule, plot_schedule
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__)

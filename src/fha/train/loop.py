@@ -51,7 +51,7 @@ from fha.runs.logbook import LogBook, LogRow
 from fha.runs.metrics import RunLogger
 from fha.runs.trackers import open_trackers
 from fha.runs.writer import RunFolder, check_out_dir
-from fha.tokenizer import Tokenizer
+from fha.tokenizer import PAD_ID, Tokenizer
 from fha.train import distributed as dist_util
 from fha.train.corpus import DataSpec, read_documents, tokenize_splits, train_tokenizer
 from fha.train.distributed import DistInfo
@@ -129,7 +129,7 @@ def train(request: TrainRequest) -> TrainResult:
     resume = request.resume
     if resume is not None:
         check_resume_steps(resume, request.train_config)
-        finished = _finished_run(request)
+        finished = _finished_run(request, resume)
         if finished is not None:
             return finished
     if not info.is_main:
@@ -143,10 +143,10 @@ def train(request: TrainRequest) -> TrainResult:
     check_model_fits(request.model_config, request.train_config, device)
     folder: RunFolder | None = None
     if info.is_main:
-        same_dir = (
-            resume is not None and resume.run_dir is not None and resume.run_dir.resolve() == request.out_dir.resolve()
-        )
-        folder = RunFolder(request.out_dir, overwrite=request.overwrite, resume_step=resume.step if same_dir else None)
+        resume_step = None
+        if resume is not None and resume.run_dir is not None and resume.run_dir.resolve() == request.out_dir.resolve():
+            resume_step = resume.step  # resuming in the checkpoint's own folder
+        folder = RunFolder(request.out_dir, overwrite=request.overwrite, resume_step=resume_step)
     with folder if folder is not None else contextlib.nullcontext():
         dist_util.init_process_group(info, device)
         try:
@@ -159,11 +159,11 @@ def train(request: TrainRequest) -> TrainResult:
             dist_util.destroy_process_group()
 
 
-def _finished_run(request: TrainRequest) -> TrainResult | None:
+def _finished_run(request: TrainRequest, resume: Checkpoint) -> TrainResult | None:
     """A resume of a run that has done its `max_steps` and has its final weights does nothing and
     says so (one stopped while publishing them goes on to publish them); a resume that changes
     the budget says how the learning-rate schedule changes."""
-    resume, config = request.resume, request.train_config
+    config = request.train_config
     if resume.step >= config.max_steps and (request.out_dir / MODEL_FILE).is_file():
         log.info(
             "%s: the run is complete (step %d of max_steps=%d); nothing to do. To train further, raise the "
@@ -402,7 +402,7 @@ def _sampler(
             data.doc_offsets,
             config.batch_size,
             seq_len,
-            pad_id=model_config.pad_id,
+            pad_id=PAD_ID if model_config.pad_id is None else model_config.pad_id,
             seed=seed,
             rank=rank,
             world_size=world_size,
@@ -506,7 +506,8 @@ class _Loop:
         for micro, ((x, y), count) in enumerate(zip(batches, counts, strict=True)):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             last = micro == accum - 1
-            sync = contextlib.nullcontext() if last or not setup.info.enabled else setup.train_model.no_sync()
+            ddp = setup.train_model if isinstance(setup.train_model, DistributedDataParallel) else None
+            sync = contextlib.nullcontext() if last or ddp is None else ddp.no_sync()
             with sync:
                 with autocast(device, setup.request.precision):
                     _, loss = setup.train_model(x, y, return_logits=False)
@@ -595,7 +596,8 @@ class _Loop:
                 tokenizer=setup.tokenizer,
                 state=state,
             )
-            setup.folder.checkpoint_written()
+            if setup.folder is not None:  # only rank 0 holds the run folder
+                setup.folder.checkpoint_written()
             log.debug("checkpoint %s", path)
         progress.checkpointed_step = progress.step
         dist_util.barrier()
@@ -606,7 +608,8 @@ class _Loop:
         if self.progress.checkpointed_step != step:
             self._checkpoint()  # a resume that had no step left to take still leaves its folder complete
         if setup.info.is_main:
-            setup.folder.publish_final_weights(checkpoint_path(setup.run_dir, step))
+            if setup.folder is not None:  # only rank 0 holds the run folder
+                setup.folder.publish_final_weights(checkpoint_path(setup.run_dir, step))
             log.info("finished %s; run folder: %s", counted(step, "step"), setup.run_dir)
             whole_text = setup.request.val_data or (TINYSTORIES if setup.request.data == TINYSTORIES else None)
             if whole_text is not None:

@@ -27,9 +27,9 @@ FINGERPRINT_CHARS = 16
 _DOCUMENT_END = b"\x00"  # never inside a document's UTF-8, so the joined bytes identify the split
 
 
-def absolute_source(source: str | None) -> str | None:
+def absolute_source(source: str) -> str:
     """A data source as recorded in checkpoints: an absolute path (or the name of a hub dataset)."""
-    if source is None or source == TINYSTORIES:
+    if source == TINYSTORIES:
         return source
     return os.path.abspath(source)
 
@@ -63,7 +63,7 @@ def resolve_data_sources(
     checked against the checkpoint's record."""
     sources = DataSources(
         absolute_source(data),
-        absolute_source(val_data),
+        None if val_data is None else absolute_source(val_data),
         {split: fingerprint(docs) for split, docs in documents.items()},
     )
     if resume is None:
