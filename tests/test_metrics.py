@@ -14,7 +14,9 @@ from train_helpers import run_tiny, tiny_model_config, tiny_train_config
 
 from fha.errors import FhaError
 from fha.runs.checkpoint import load_checkpoint
-from fha.runs.metrics import METRICS_COLUMNS, METRICS_FILE
+from fha.runs.folder import METRICS_FILE
+from fha.runs.logbook import METRICS_COLUMNS
+from fha.runs import trackers
 from fha.runs.trackers import TENSORBOARD_DIR, WANDB_DIR
 from fha.train.loop import TrainRequest, train
 from fha.train.schedule import LRSchedule
@@ -87,6 +89,55 @@ def test_unknown_or_missing_tracker_is_a_clear_error(corpus, tmp_path, monkeypat
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if the extra were not installed
     with pytest.raises(FhaError, match=r"^`log_to` wandb: the wandb package is not installed \(pip install"):
         start(("wandb",), "b")
+
+
+class RecordingTracker:
+    """A tracker that keeps what it is sent (every instance, in `opened`)."""
+
+    opened: list[RecordingTracker] = []
+
+    def __init__(self, run_dir: Path, config: dict, start_step: int) -> None:
+        self.config, self.start_step, self.logged, self.closed = config, start_step, [], False
+        RecordingTracker.opened.append(self)
+
+    def log(self, step: int, values: dict) -> None:
+        self.logged.append((step, dict(values)))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_trackers_get_every_csv_row_and_start_at_the_resumed_step(corpus, tmp_path, monkeypatch):
+    monkeypatch.setitem(trackers.TRACKERS, "recording", RecordingTracker)
+    monkeypatch.setattr(RecordingTracker, "opened", [])
+    configs = _tiny_configs(log_interval=3, checkpoint_interval=4)
+    run = train(TrainRequest(*configs, str(corpus), tmp_path / "run", device="cpu", trackers=("recording",)))
+    (tracker,) = RecordingTracker.opened
+    assert tracker.closed and tracker.start_step == 0
+    assert tracker.config["max_steps"] == 6 and tracker.config["dim"] == configs[0].dim
+    assert tracker.config["data"] == str(corpus)
+    metrics = read_rows(run.run_dir / METRICS_FILE)
+    steps = [(step, sorted(values)) for step, values in tracker.logged]
+    eval_tags = ["eval/perplexity", "eval/train_loss", "eval/val_loss"]
+    train_tags = sorted(["train/tokens_seen", "train/lr", "train/loss", "train/grad_norm", "train/tokens_per_s"])
+    # evaluations every 2 steps, metrics rows every 3, in the order they happen
+    assert steps == [(0, eval_tags), (2, eval_tags), (3, train_tags), (4, eval_tags), (6, train_tags), (6, eval_tags)]
+    sent = {step: values for step, values in tracker.logged if "train/loss" in values}
+    for row in metrics:
+        assert sent[row["Step"]]["train/loss"] == row["Train Loss"]
+        assert sent[row["Step"]]["train/tokens_per_s"] == row["Tokens/s"]
+    evaluations = [values for step, values in tracker.logged if "eval/val_loss" in values]
+    assert [values["eval/val_loss"] for values in evaluations] == [row.val_loss for row in run.history]
+
+    checkpoint = load_checkpoint(run.run_dir / "checkpoints" / "step-4")
+    train(
+        TrainRequest(
+            *configs, str(corpus), tmp_path / "resumed", device="cpu", resume=checkpoint, trackers=("recording",)
+        )
+    )
+    resumed = RecordingTracker.opened[-1]
+    assert resumed.start_step == 4 and resumed.closed
+    assert [step for step, _ in resumed.logged] == [6, 6]
 
 
 def test_tensorboard_reader_loads_the_scalars(corpus, tmp_path):

@@ -28,6 +28,7 @@ from safetensors.torch import load_model, save_model
 from fha.config import ModelConfig
 from fha.errors import FhaError, one_line, writing
 from fha.model.gpt import GPT
+from fha.runs.logbook import LogRow, MetricsRow
 from fha.tokenizer import Tokenizer
 from fha.train_config import TrainConfig
 
@@ -37,8 +38,8 @@ MODEL_FILE = "model.safetensors"
 MODEL_CONFIG_FILE = "model_config.json"
 TRAIN_CONFIG_FILE = "train_config.json"
 TOKENIZER_FILE = "tokenizer.json"
-LOG_FILE = "log_data.csv"
-METRICS_FILE = "metrics.csv"
+LOG_FILE = LogRow.FILE  # log_data.csv
+METRICS_FILE = MetricsRow.FILE  # metrics.csv
 CHECKPOINTS_DIR = "checkpoints"
 CHECKPOINT_PREFIX = "step-"
 CHECKPOINT_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")  # checkpoints/step-N

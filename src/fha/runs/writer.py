@@ -25,6 +25,8 @@ from types import TracebackType
 
 from fha.errors import FhaError
 from fha.files import temporary_prefix
+from fha.runs import lock as run_lock
+from fha.runs.checkpoint import list_checkpoints
 from fha.runs.folder import (
     CHECKPOINTS_DIR,
     LOG_FILE,
@@ -35,8 +37,6 @@ from fha.runs.folder import (
     TRAIN_CONFIG_FILE,
 )
 from fha.runs.info import RUN_INFO_FILE
-from fha.runs import lock as run_lock
-from fha.runs.checkpoint import list_checkpoints
 from fha.runs.trackers import TENSORBOARD_DIR, WANDB_DIR
 from fha.wording import counted
 
