@@ -13,10 +13,10 @@ import pytest
 from train_helpers import run_tiny, tiny_model_config, tiny_train_config
 
 from fha.errors import FhaError
+from fha.runs import trackers
 from fha.runs.checkpoint import load_checkpoint
 from fha.runs.folder import METRICS_FILE
 from fha.runs.logbook import METRICS_COLUMNS
-from fha.runs import trackers
 from fha.runs.trackers import TENSORBOARD_DIR, WANDB_DIR
 from fha.train.loop import TrainRequest, train
 from fha.train.schedule import LRSchedule

@@ -33,7 +33,7 @@ from fha.errors import FhaError, one_line
 from fha.model.gpt import GPT
 from fha.model.loss import counted_targets
 from fha.model.modes import eval_mode
-from fha.runs.checkpoint import Checkpoint, TrainingState, checkpoint_path, list_checkpoints, save_checkpoint
+from fha.runs.checkpoint import Checkpoint, TrainingState, list_checkpoints, save_checkpoint
 from fha.runs.folder import (
     MODEL_CONFIG_FILE,
     MODEL_FILE,
@@ -48,12 +48,18 @@ from fha.runs.logbook import LogRow, RunLog
 from fha.runs.writer import RunFolder, check_out_dir
 from fha.tokenizer import Tokenizer
 from fha.train import distributed as dist_util
-from fha.train.corpus import DataSpec, read_documents, tokenize_splits, train_tokenizer
+from fha.train.corpus import (
+    DataSources,
+    DataSpec,
+    read_documents,
+    resolve_data_sources,
+    tokenize_splits,
+    train_tokenizer,
+)
 from fha.train.distributed import DistInfo
 from fha.train.divergence import describe_last_good
 from fha.train.optim import make_optimizer, set_learning_rate
-from fha.train.preflight import check_model_fits, check_resume_steps
-from fha.train.resume_data import DataSources, resolve_data_sources
+from fha.train.preflight import check_model_fits
 from fha.train.schedule import LRSchedule, describe_schedule_change
 from fha.train_config import TrainConfig
 from fha.wording import counted
@@ -122,8 +128,7 @@ def train(request: TrainRequest) -> TrainResult:
         raise FhaError("`precision` fp16 is not offered for training (it needs loss scaling); use bf16 or fp32")
     resume = request.resume
     if resume is not None:
-        check_resume_steps(resume, request.train_config)
-        finished = _finished_run(request)
+        finished = _check_resume(request)
         if finished is not None:
             return finished
     if not info.is_main:
@@ -131,7 +136,7 @@ def train(request: TrainRequest) -> TrainResult:
     check_out_dir(request.out_dir)
     spec = DataSpec(request.data, request.val_data, request.train_config.val_fraction, request.train_config.split_seed)
     documents = read_documents(spec)  # before anything else: bad data fails fast and touches nothing
-    sources = resolve_data_sources(request.data, request.val_data, request.train_config, resume, documents)
+    sources = resolve_data_sources(spec, documents, resume)
     device = dist_util.local_device(info, setup_device(request.device, request.precision))
     autocast_dtype(device, request.precision)  # the card chosen for this process supports it
     check_model_fits(request.model_config, request.train_config, device)
@@ -153,11 +158,30 @@ def train(request: TrainRequest) -> TrainResult:
             dist_util.destroy_process_group()
 
 
-def _finished_run(request: TrainRequest) -> TrainResult | None:
-    """A resume of a run that has done its `max_steps` and has its final weights does nothing and
-    says so (one stopped while publishing them goes on to publish them); a resume that changes
-    the budget says how the learning-rate schedule changes."""
+def _check_resume(request: TrainRequest) -> TrainResult | None:
+    """Whether the request can continue its checkpoint: every check of a resume that needs no documents,
+    in one place (the checkpoint's own entries are checked when it is read, `TrainingState.load`, and the
+    documents against its fingerprints once read, `resolve_data_sources`).
+
+    A run that has done its `max_steps` and has its final weights has nothing to do: its result is
+    returned (one stopped while publishing them goes on to publish them). A resume that changes the
+    budget says how the learning-rate schedule changes.
+    """
     resume, config = request.resume, request.train_config
+    saved = resume.state.data
+    for name, source in (("data", request.data), ("val_data", request.val_data)):
+        recorded = saved.get("source" if name == "data" else "val_source")
+        if source is not None and source == recorded and source != TINYSTORIES and not Path(source).exists():
+            raise FhaError(
+                f"{resume.path}: the run's `{name}` {source} is not there any more; pass `{name}` with "
+                "the same documents (they are checked against the fingerprint the checkpoint holds)"
+            )
+    if config.max_steps < resume.step:
+        raise FhaError(
+            f"{resume.path}: max_steps={config.max_steps} is below the checkpoint's step {resume.step}; a resume "
+            f"continues up to max_steps, so pass `overrides` max_steps={resume.step} or more (or resume an earlier "
+            "checkpoint)"
+        )
     if resume.step >= config.max_steps and (request.out_dir / MODEL_FILE).is_file():
         log.info(
             "%s: the run is complete (step %d of max_steps=%d); nothing to do. To train further, raise the "
@@ -356,11 +380,13 @@ def _tokenizer(request: TrainRequest, info: DistInfo, train_documents: list[str]
 
 def _model_config(config: ModelConfig, tokenizer: Tokenizer) -> ModelConfig:
     """The requested config with the tokenizer's vocabulary size and padding id."""
-    vocab = tokenizer.vocab_size
+    vocab, pad_id = tokenizer.vocab_size, tokenizer.pad_id
+    if (vocab, pad_id) == (config.vocab_size, config.pad_id):
+        return config  # a resume's, or a tokenizer of the requested size: nothing to change or check again
     if vocab != config.vocab_size:
         log.warning("vocab_size: %d -> %d (the tokenizer's size)", config.vocab_size, vocab)
     try:
-        return config.replace(vocab_size=vocab, pad_id=tokenizer.pad_id)
+        return config.replace(vocab_size=vocab, pad_id=pad_id)
     except ValueError as err:
         raise FhaError(f"invalid configuration: {err}") from None
 
@@ -488,7 +514,7 @@ class _Loop:
         set_learning_rate(setup.optimizer, lr)
         accum = setup.config.grad_accum_steps
         batches = [setup.sampler.next_batch() for _ in range(accum)]
-        counts = [int(counted_targets(y, setup.tokenizer.pad_id).sum()) for _, y in batches]
+        counts = [int(counted_targets(y, setup.model_config.pad_id).sum()) for _, y in batches]
         global_count = int(dist_util.all_reduce_sum(torch.tensor(sum(counts), device=device)))
         progress.last_real_tokens = global_count
         progress.last_real_fraction = global_count / (setup.global_batch * setup.model_config.max_seq_len)
@@ -532,15 +558,17 @@ class _Loop:
             read_weights_into(self.setup.model, path / MODEL_FILE, label="checkpoint weights")
         except FhaError:
             return None
-        return _evaluate(self.setup, self.setup.tokens["val"])
+        (val_loss,) = _evaluate(self.setup, self.setup.tokens["val"])
+        return val_loss
 
     def _evaluate_and_log(self) -> LogRow:
         setup, step = self.setup, self.progress.step
+        train_loss, val_loss = _evaluate(setup, setup.tokens["train"], setup.tokens["val"])
         return setup.run_log.evaluation(
             step,
             learning_rate=setup.schedule(max(step - 1, 0)),  # the rate of the update that led here
-            train_loss=_evaluate(setup, setup.tokens["train"]),
-            val_loss=_evaluate(setup, setup.tokens["val"]),
+            train_loss=train_loss,
+            val_loss=val_loss,
             elapsed=self.progress.elapsed,
         )
 
@@ -574,7 +602,7 @@ class _Loop:
         if self.progress.checkpointed_step != step:
             self._checkpoint()  # a resume that had no step left to take still leaves its folder complete
         if setup.info.is_main:
-            setup.folder.publish_final_weights(checkpoint_path(setup.run_dir, step))
+            setup.folder.publish_final_weights(step)
             log.info("finished %s; run folder: %s", counted(step, "step"), setup.run_dir)
             whole_text = setup.request.val_data or (TINYSTORIES if setup.request.data == TINYSTORIES else None)
             if whole_text is not None:
@@ -588,18 +616,19 @@ class _Loop:
 
 
 @torch.no_grad()
-def _evaluate(setup: TrainSetup, data: TokenData) -> float:
-    """Mean loss per target over `eval_samples` global batches (the same windows every time)."""
-    model, device = setup.model, setup.device
-    sampler = setup.sampler_of(data, setup.config.seed + EVAL_SEED_OFFSET)
-    totals = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, number of targets)
-    with eval_mode(model):
-        for _ in range(setup.config.eval_samples):
-            x, y = (t.to(device, non_blocking=True) for t in sampler.next_batch())
-            with autocast(device, setup.request.precision):
+def _evaluate(setup: TrainSetup, *splits: TokenData) -> list[float]:
+    """The mean loss per target of each split over `eval_samples` global batches (the same windows every
+    time), summed over the processes in one all-reduce."""
+    model, device, pad_id = setup.model, setup.device, setup.model_config.pad_id
+    totals = torch.zeros(len(splits), 2, dtype=torch.float64, device=device)  # per split: (sum of losses, targets)
+    with eval_mode(model), autocast(device, setup.request.precision):
+        for split, data in enumerate(splits):
+            sampler = setup.sampler_of(data, setup.config.seed + EVAL_SEED_OFFSET)
+            for _ in range(setup.config.eval_samples):
+                x, y = (t.to(device, non_blocking=True) for t in sampler.next_batch())
                 _, loss = model(x, y, return_logits=False)
-            count = counted_targets(y, setup.tokenizer.pad_id).sum()
-            if count:
-                totals += torch.stack([loss.double() * count, count.double()])
+                count = counted_targets(y, pad_id).sum()
+                if count:
+                    totals[split] += torch.stack([loss.double() * count, count.double()])
     dist_util.all_reduce_sum(totals)
-    return float(totals[0] / totals[1]) if totals[1] > 0 else math.nan
+    return [float(loss_sum / count) if count > 0 else math.nan for loss_sum, count in totals]
