@@ -26,6 +26,7 @@ LAYERS = (
         "fha.errors",
         "fha.files",
         "fha.lazy",
+        "fha.metric_names",
         "fha.progress",
         "fha.figure_formats",
         "fha.figures",

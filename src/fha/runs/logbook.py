@@ -10,10 +10,12 @@ loop calls it once per step and once per evaluation. The sums over an unfinished
 row travel in the checkpoint, so a resumed run writes exactly the rows of the uninterrupted
 one (on CPU).
 
-A row type owns its file's columns: each field names its column header in the file and
-whether every log fha has written has it. Writers build rows, readers get rows back; no other
-module spells a header. Reading is lenient where old runs need it: an optional column that
-is missing (older logs have no ``Tokens/s``) or an empty cell reads as NaN.
+A row type owns its file's columns: each field names its column header in the file (a name
+of `fha.metric_names`) and whether every log fha has written has it. Writers build rows,
+readers get rows back; no other module spells a header. Reading is lenient where old runs
+need it: headers written before the vocabulary (``Validation Loss``) read as their current
+names, and an optional column that is missing (older logs have no tokens per second) or an empty
+cell reads as NaN.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from fha import metric_names as names
 from fha.errors import FhaError, one_line
 from fha.progress import Progress, format_lr, short_count
 from fha.runs.trackers import Tracker, open_trackers
@@ -92,13 +95,13 @@ class LogRow(_CsvRow):
 
     FILE: ClassVar[str] = "log_data.csv"
 
-    step: int = _column("Step", required=True)
-    learning_rate: float = _column("Learning Rate")
-    train_loss: float = _column("Train Loss", required=True)
-    val_loss: float = _column("Validation Loss", required=True)
-    perplexity: float = _column("Perplexity")
-    time_elapsed: float = _column("Time Elapsed", required=True)  # seconds of training so far, across resumes
-    tokens_per_s: float = _column("Tokens/s")
+    step: int = _column(names.STEP, required=True)
+    learning_rate: float = _column(names.LEARNING_RATE)
+    train_loss: float = _column(names.TRAIN_LOSS, required=True)
+    val_loss: float = _column(names.VAL_LOSS, required=True)
+    perplexity: float = _column(names.VAL_PERPLEXITY)
+    time_elapsed: float = _column(names.ELAPSED, required=True)  # seconds of training so far, across resumes
+    tokens_per_s: float = _column(names.TOKENS_PER_S)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,13 +110,13 @@ class MetricsRow(_CsvRow):
 
     FILE: ClassVar[str] = "metrics.csv"
 
-    step: int = _column("Step", required=True)
-    tokens_seen: int = _column("Tokens Seen")
-    learning_rate: float = _column("Learning Rate")
-    train_loss: float = _column("Train Loss", required=True)
-    grad_norm: float = _column("Grad Norm")
-    tokens_per_s: float = _column("Tokens/s")
-    time_elapsed: float = _column("Time Elapsed", required=True)
+    step: int = _column(names.STEP, required=True)
+    tokens_seen: int = _column(names.TOKENS_SEEN)
+    learning_rate: float = _column(names.LEARNING_RATE)
+    train_loss: float = _column(names.TRAIN_LOSS, required=True)  # the mean of the steps' batch losses
+    grad_norm: float = _column(names.GRAD_NORM)
+    tokens_per_s: float = _column(names.TOKENS_PER_S)
+    time_elapsed: float = _column(names.ELAPSED, required=True)
 
 
 Row = TypeVar("Row", bound=_CsvRow)
@@ -142,14 +145,20 @@ def read_rows(path: str | Path, row_type: type[Row]) -> list[Row]:
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
-            header = [name.strip() for name in reader.fieldnames or []]
+            header = [_current_name(name) for name in reader.fieldnames or []]
             missing = [name for name in row_type.required_columns() if name not in header]
             if missing:
                 raise FhaError(f"{path}: corrupt log (missing column {', '.join(missing)})")
-            lines = [{key.strip(): value for key, value in row.items() if key is not None} for row in reader]
+            lines = [{_current_name(key): value for key, value in row.items() if key is not None} for row in reader]
     except (UnicodeDecodeError, csv.Error) as err:
         raise FhaError(f"{path}: corrupt log (not text: {one_line(err)})") from None
     return [row_type.from_cells(cells, path, line) for line, cells in enumerate(lines, start=2)]  # 1: header
+
+
+def _current_name(header: str) -> str:
+    """A column header as the vocabulary names it (logs written before it say ``Validation Loss``)."""
+    header = header.strip()
+    return names.OLD_NAMES.get(header, header)
 
 
 def read_evaluations(path: str | Path) -> list[LogRow]:
@@ -161,7 +170,7 @@ def _step_of(row: list[str], path: Path) -> int:
     try:
         return int(row[0])
     except ValueError:
-        raise FhaError(f"{path}: malformed row {row!r} (the Step column must be a whole number)") from None
+        raise FhaError(f"{path}: malformed row {row!r} (the {names.STEP} column must be a whole number)") from None
 
 
 class LogBook:
@@ -172,11 +181,12 @@ class LogBook:
         self.row_type = row_type
 
     def start(self, previous: Path | None = None, up_to_step: int | None = None) -> None:
-        """Begin the file: empty, or the rows of `previous` with Step <= `up_to_step` (a resume).
+        """Begin the file: empty, or the rows of `previous` with a step <= `up_to_step` (a resume).
 
         Rows after the resumed step came from the interrupted run and are replaced by the new ones.
-        A previous file with other columns is not carried over. The kept rows are copied as text,
-        so they stay byte for byte what the interrupted run wrote.
+        A previous file with other columns is not carried over; one with the same columns under
+        the names of logs written before the vocabulary is, under the current header. The kept
+        rows are copied as text, so they stay byte for byte what the interrupted run wrote.
         """
         columns = self.row_type.columns()
         rows: list[list[str]] = []
@@ -185,7 +195,7 @@ class LogBook:
                 with open(previous, newline="", encoding="utf-8") as handle:
                     reader = csv.reader(handle)
                     header = next(reader, None)
-                    if header == list(columns):
+                    if header is not None and [_current_name(name) for name in header] == list(columns):
                         rows = [row for row in reader if row and _step_of(row, previous) <= (up_to_step or 0)]
             except (UnicodeDecodeError, csv.Error) as err:
                 raise FhaError(f"{previous}: not a readable training log ({one_line(err)})") from None
@@ -204,15 +214,17 @@ class LogBook:
 
 
 # ---------------------------------------------------------------------- the run log
-# tracker names of the fields of one metrics row and one evaluation (log_data.csv) row
-STEP_TAGS = {
-    "tokens_seen": "train/tokens_seen",
-    "learning_rate": "train/lr",
-    "train_loss": "train/loss",
-    "grad_norm": "train/grad_norm",
-    "tokens_per_s": "train/tokens_per_s",
-}
-EVAL_TAGS = {"train_loss": "eval/train_loss", "val_loss": "eval/val_loss", "perplexity": "eval/perplexity"}
+
+
+def _tags(row_type: type[_CsvRow], group: str, fields: Sequence[str]) -> dict[str, str]:
+    """The tracker tags of some fields of a row type: ``group/column``."""
+    columns = {field.name: field.metadata[COLUMN] for field in dataclasses.fields(row_type)}
+    return {name: f"{group}/{columns[name]}" for name in fields}
+
+
+# what the trackers receive of one metrics row (train/...) and of one evaluation (eval/...)
+STEP_TAGS = _tags(MetricsRow, "train", ("tokens_seen", "learning_rate", "train_loss", "grad_norm", "tokens_per_s"))
+EVAL_TAGS = _tags(LogRow, "eval", ("train_loss", "val_loss", "perplexity"))
 SPEED_SMOOTHING = 0.9  # weight of the running average of tokens/s shown in the progress bar
 MIN_SECONDS = 1e-9  # the time an evaluation's speed is divided by when no step came before it
 LARGEST_LOSS = math.log(sys.float_info.max)  # a larger loss has no float perplexity
