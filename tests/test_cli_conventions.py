@@ -95,8 +95,8 @@ def test_eval_in_bf16_on_cpu_is_close_to_float32(capsys, caplog, tmp_path, tiny_
         assert main(["eval", str(run_dir), "--data", str(data), "--json", "--precision", precision]) == 0
         results[precision] = json.loads(capsys.readouterr().out)
     assert "device: cpu (bf16 autocast)" in caplog.text and "device: cpu (float32)" in caplog.text
-    assert results["bf16"]["loss"] != results["fp32"]["loss"]  # it did compute in bf16
-    assert results["bf16"]["loss"] == pytest.approx(results["fp32"]["loss"], rel=0.02)
+    assert results["bf16"]["loss_nats"] != results["fp32"]["loss_nats"]  # it did compute in bf16
+    assert results["bf16"]["loss_nats"] == pytest.approx(results["fp32"]["loss_nats"], rel=0.02)
 
 
 def test_generate_accepts_precision(capsys, tiny_run_dir):

@@ -125,16 +125,16 @@ def test_eval_json_is_exactly_one_object(capsys, run_dir, data_file):
     assert code == 0
     metrics = json.loads(out)
     assert set(metrics) == {
-        "loss",
+        "loss_nats",
         "perplexity",
         "bits_per_byte",
         "top1_accuracy",
         "top3_accuracy",
-        "num_tokens",
-        "num_bytes",
+        "tokens_scored",
+        "bytes_scored",
     }
-    assert metrics["num_bytes"] == sum(len(line.encode("utf-8")) for line in LINES)
-    assert metrics["perplexity"] == pytest.approx(2.718281828 ** metrics["loss"])
+    assert metrics["bytes_scored"] == sum(len(line.encode("utf-8")) for line in LINES)
+    assert metrics["perplexity"] == pytest.approx(2.718281828 ** metrics["loss_nats"])
     assert 0 <= metrics["top1_accuracy"] <= metrics["top3_accuracy"] <= 1
 
 
@@ -142,11 +142,11 @@ def test_eval_table_and_guess_view(capsys, run_dir, data_file):
     code, out, _ = fha(capsys, "eval", run_dir, "--data", data_file, "--max-documents", "2")
     assert code == 0
     for label in (
-        "loss",
+        "loss_nats",
         "perplexity",
-        "bits per byte",
-        "top-1 accuracy",
-        "top-5 accuracy",
+        "bits_per_byte",
+        "top1_accuracy",
+        "top5_accuracy",
         "top-5 guesses",
         "2 documents",
     ):

@@ -108,17 +108,17 @@ def test_table_values_match_the_runs(runs, tmp_path):
         config = ModelConfig.from_json(path / "model_config.json")
         model = GPT(config)
         assert cells["parameters"] == f"{model.num_parameters():,}"
-        assert cells["non-embedding"] == f"{model.num_parameters(non_embedding=True):,}"
-        assert cells["final val loss"] == f"{final_val:.4f}"
-        assert cells["val perplexity"] == f"{math.exp(final_val):.2f}"
-        assert cells["steps"] == "30" and cells["wall time"] == "15.0 s" and cells["tokens/s"] == "1,000"
+        assert cells["non_embedding_parameters"] == f"{model.num_parameters(non_embedding=True):,}"
+        assert cells["val_loss_nats"] == f"{final_val:.4f}"
+        assert cells["val_perplexity"] == f"{math.exp(final_val):.2f}"
+        assert cells["step"] == "30" and cells["elapsed_s"] == "15.0" and cells["tokens_per_s"] == "1,000"
     fha = dict(zip(header, row_of(markdown, "fha-seed1")))
     assert fha["attention"].startswith("fha (split 2, scale subhead; 2 levels, sub-heads 16/8")
     assert dict(zip(header, row_of(markdown, "mha")))["attention"].startswith("mha")
     first = comparison.runs[0]
     assert first.tokens_seen == 30 * 4 * 2 * 16  # steps x batch x grad_accum x max_seq_len
-    assert fha["tokens seen"] == "3,840"
-    assert dict(zip(header, row_of(markdown, "bare")))["tokens seen"] == "—"
+    assert fha["tokens_seen"] == "3,840"
+    assert dict(zip(header, row_of(markdown, "bare")))["tokens_seen"] == "—"
 
 
 def test_seed_groups_hold_only_runs_that_differ_in_seed(runs, tmp_path):
@@ -141,7 +141,7 @@ def test_group_row_shows_mean_and_spread(runs, tmp_path):
     header = row_of(markdown, "group")
     cells = dict(zip(header, row_of(markdown, "a")))
     assert cells["runs"] == "a1, a2, a3" and cells["seeds"] == "1, 2, 3"
-    assert cells["final val loss"] == "2.3000 ± 0.3606 (2.0000–2.7000)"
+    assert cells["val_loss_nats"] == "2.3000 ± 0.3606 (2.0000–2.7000)"
     assert row_of(markdown, "m")[0] == "m"
 
 
@@ -152,12 +152,13 @@ def test_held_out_metrics_with_data(tmp_path):
     runs = [make_run(tmp_path / f"s{seed}", 2.0 + seed, train={"seed": seed}, tokenizer=tokenizer) for seed in (1, 2)]
     comparison = compare_runs(runs, tmp_path / "out", data=str(data))
     for run in comparison.runs:
-        assert set(run.held_out) >= {"loss", "perplexity", "bits_per_byte", "top1_accuracy", "top5_accuracy"}
-        assert run.held_out["perplexity"] == pytest.approx(math.exp(run.held_out["loss"]))
+        assert set(run.held_out) >= {"loss_nats", "perplexity", "bits_per_byte", "top1_accuracy", "top5_accuracy"}
+        assert run.held_out["perplexity"] == pytest.approx(math.exp(run.held_out["loss_nats"]))
     markdown = comparison.markdown.read_text()
-    assert "held-out loss" in markdown and "held-out bits_per_byte" in markdown
     header = row_of(markdown, "run")
-    assert dict(zip(header, row_of(markdown, "s1")))["held-out loss"] == f"{comparison.runs[0].held_out['loss']:.4f}"
+    assert "loss_nats" in header and "bits_per_byte" in header and "tokens_scored" not in header
+    loss = comparison.runs[0].held_out["loss_nats"]
+    assert dict(zip(header, row_of(markdown, "s1")))["loss_nats"] == f"{loss:.4f}"
 
 
 def check_error(argv: list[str], message: str, capsys) -> None:
@@ -184,11 +185,11 @@ def test_folders_that_are_not_runs_are_errors(runs, tmp_path, capsys):
     check_error(["compare", str(runs[1]), "--out", out], "fha-seed2: no log_data.csv", capsys)
     (runs[2] / LOG_FILE).write_text(HEADER + "\n10,0.01,tensor(2.0),2.1,8.1,5.0,100\n")
     check_error(
-        ["compare", str(runs[2]), "--out", out], "log_data.csv:2: corrupt log (Train Loss is 'tensor(2.0)'", capsys
+        ["compare", str(runs[2]), "--out", out], "log_data.csv:2: corrupt log (train_loss_nats is 'tensor(2.0)'", capsys
     )
     (runs[3] / LOG_FILE).write_text("Step,Train Loss\n1,2.0\n")
     check_error(
-        ["compare", str(runs[3]), "--out", out], "corrupt log (missing column Validation Loss, Time Elapsed)", capsys
+        ["compare", str(runs[3]), "--out", out], "corrupt log (missing column val_loss_nats, elapsed_s)", capsys
     )
     (runs[0] / TRAIN_CONFIG_FILE).write_text("{not json")
     check_error(["compare", str(runs[0]), "--out", out], "train_config.json: not valid JSON", capsys)
@@ -348,12 +349,12 @@ def test_data_that_is_a_runs_training_text_is_flagged(tmp_path, caplog):
     write_run_info(run, tokenizer.fingerprint, file_digest(data))
     comparison = compare_runs([run], tmp_path / "out", data=str(data))
     markdown = comparison.markdown.read_text()
-    tokens = comparison.runs[0].held_out["num_tokens"]
-    assert f"Held-out metrics: the whole of {data} (2 documents, {tokens:,} tokens scored per run)" in markdown
+    tokens = comparison.runs[0].held_out["tokens_scored"]
+    assert f"the whole of {data} (2 documents, {tokens:,} tokens scored per run)" in markdown
     assert f"Warning: the held-out text {data} is the training text of r;" in markdown
     assert "is the training text of r" in caplog.text
     header = row_of(markdown, "run")
-    assert header.index("held-out bits_per_byte") < header.index("held-out loss") < header.index("final val loss")
+    assert header.index("bits_per_byte") < header.index("loss_nats") < header.index("val_loss_nats")
 
 
 def test_a_run_written_with_the_old_step_field_names_groups_with_a_newer_one(tmp_path):

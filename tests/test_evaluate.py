@@ -76,13 +76,13 @@ def test_pad_targets_are_excluded():
 def test_to_dict_names_top_k_accuracy_after_k():
     result = evaluate_tokens(TableModel(8), TOKENS, NUM_BYTES, top_k=3)
     assert list(result.to_dict()) == [
-        "loss",
+        "loss_nats",
         "perplexity",
         "bits_per_byte",
         "top1_accuracy",
         "top3_accuracy",
-        "num_tokens",
-        "num_bytes",
+        "tokens_scored",
+        "bytes_scored",
     ]
 
 

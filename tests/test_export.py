@@ -303,7 +303,7 @@ def test_a_damaged_log_or_eval_file_leaves_the_card_without_it(tokenizer, tmp_pa
     (run / EVAL_FILE).write_text("[1, 2]")
     card = (export_run(run, tmp_path / "hf") / CARD_FILE).read_text()
     assert "| held-out bits per byte | unknown" in card and "last validation loss" not in card
-    assert "corrupt log (missing column Validation Loss" in caplog.text
+    assert "corrupt log (missing column val_loss_nats" in caplog.text
     assert "eval.json: damaged (not a JSON object)" in caplog.text
 
 

@@ -27,6 +27,7 @@ LAYERS = (
         "fha.files",
         "fha.html_page",
         "fha.lazy",
+        "fha.metric_names",
         "fha.progress",
         "fha.figure_formats",
         "fha.figures",

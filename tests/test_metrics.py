@@ -13,14 +13,16 @@ import pytest
 from train_helpers import run_tiny, tiny_model_config, tiny_train_config
 
 from fha.errors import FhaError
+from fha.runs import trackers
 from fha.runs.checkpoint import load_checkpoint
-from fha.runs.metrics import METRICS_COLUMNS, METRICS_FILE
+from fha.runs.folder import METRICS_FILE
+from fha.runs.logbook import METRICS_COLUMNS
 from fha.runs.trackers import TENSORBOARD_DIR, WANDB_DIR
 from fha.train.loop import TrainRequest, train
 from fha.train.schedule import LRSchedule
 
 BATCH_SIZE, SEQ_LEN = 4, 16  # train_helpers' tiny configs
-EXACT = ("Step", "Tokens Seen", "Learning Rate", "Train Loss", "Grad Norm")  # not timings
+EXACT = ("step", "tokens_seen", "learning_rate", "train_loss_nats", "grad_norm")  # not timings
 
 
 def read_rows(path: Path) -> list[dict[str, float]]:
@@ -37,20 +39,20 @@ def exact(rows: list[dict[str, float]]) -> list[tuple[float, ...]]:
 @pytest.mark.slow
 def test_metrics_rows_average_the_steps_since_the_last_row(corpus, tmp_path):
     every_step = read_rows(run_tiny(corpus, tmp_path / "one", log_interval=1).run_dir / METRICS_FILE)
-    assert [row["Step"] for row in every_step] == [1, 2, 3, 4, 5, 6]
+    assert [row["step"] for row in every_step] == [1, 2, 3, 4, 5, 6]
     schedule = LRSchedule.from_config(tiny_train_config())
     for row in every_step:
-        assert row["Tokens Seen"] == row["Step"] * BATCH_SIZE * SEQ_LEN
-        assert row["Learning Rate"] == schedule(int(row["Step"]) - 1)  # the rate of the update that led there
-        assert row["Grad Norm"] > 0 and row["Tokens/s"] > 0
+        assert row["tokens_seen"] == row["step"] * BATCH_SIZE * SEQ_LEN
+        assert row["learning_rate"] == schedule(int(row["step"]) - 1)  # the rate of the update that led there
+        assert row["grad_norm"] > 0 and row["tokens_per_s"] > 0
 
     # every 4 steps: a row at 4 (mean of steps 1-4) and one at the end (mean of steps 5-6)
     grouped = read_rows(run_tiny(corpus, tmp_path / "four", log_interval=4).run_dir / METRICS_FILE)
-    assert [row["Step"] for row in grouped] == [4, 6]
+    assert [row["step"] for row in grouped] == [4, 6]
     for row, members in zip(grouped, (every_step[0:4], every_step[4:6]), strict=True):
-        for key in ("Train Loss", "Grad Norm"):
+        for key in ("train_loss_nats", "grad_norm"):
             assert row[key] == pytest.approx(sum(m[key] for m in members) / len(members), rel=1e-12)
-        assert row["Learning Rate"] == members[-1]["Learning Rate"]
+        assert row["learning_rate"] == members[-1]["learning_rate"]
 
 
 @pytest.mark.slow
@@ -91,6 +93,57 @@ def test_unknown_or_missing_tracker_is_a_clear_error(corpus, tmp_path, monkeypat
         start(("wandb",), "b")
 
 
+class RecordingTracker:
+    """A tracker that keeps what it is sent (every instance, in `opened`)."""
+
+    opened: list[RecordingTracker] = []
+
+    def __init__(self, run_dir: Path, config: dict, start_step: int) -> None:
+        self.config, self.start_step, self.logged, self.closed = config, start_step, [], False
+        RecordingTracker.opened.append(self)
+
+    def log(self, step: int, values: dict) -> None:
+        self.logged.append((step, dict(values)))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_trackers_get_every_csv_row_and_start_at_the_resumed_step(corpus, tmp_path, monkeypatch):
+    monkeypatch.setitem(trackers.TRACKERS, "recording", RecordingTracker)
+    monkeypatch.setattr(RecordingTracker, "opened", [])
+    configs = _tiny_configs(log_interval=3, checkpoint_interval=4)
+    run = train(TrainRequest(*configs, str(corpus), tmp_path / "run", device="cpu", trackers=("recording",)))
+    (tracker,) = RecordingTracker.opened
+    assert tracker.closed and tracker.start_step == 0
+    assert tracker.config["max_steps"] == 6 and tracker.config["dim"] == configs[0].dim
+    assert tracker.config["data"] == str(corpus)
+    metrics = read_rows(run.run_dir / METRICS_FILE)
+    steps = [(step, sorted(values)) for step, values in tracker.logged]
+    eval_tags = ["eval/train_loss_nats", "eval/val_loss_nats", "eval/val_perplexity"]
+    train_tags = sorted(
+        ["train/tokens_seen", "train/learning_rate", "train/train_loss_nats", "train/grad_norm", "train/tokens_per_s"]
+    )
+    # evaluations every 2 steps, metrics rows every 3, in the order they happen
+    assert steps == [(0, eval_tags), (2, eval_tags), (3, train_tags), (4, eval_tags), (6, train_tags), (6, eval_tags)]
+    sent = {step: values for step, values in tracker.logged if "train/train_loss_nats" in values}
+    for row in metrics:
+        assert sent[row["step"]]["train/train_loss_nats"] == row["train_loss_nats"]
+        assert sent[row["step"]]["train/tokens_per_s"] == row["tokens_per_s"]
+    evaluations = [values for step, values in tracker.logged if "eval/val_loss_nats" in values]
+    assert [values["eval/val_loss_nats"] for values in evaluations] == [row.val_loss for row in run.history]
+
+    checkpoint = load_checkpoint(run.run_dir / "checkpoints" / "step-4")
+    train(
+        TrainRequest(
+            *configs, str(corpus), tmp_path / "resumed", device="cpu", resume=checkpoint, trackers=("recording",)
+        )
+    )
+    resumed = RecordingTracker.opened[-1]
+    assert resumed.start_step == 4 and resumed.closed
+    assert [step for step, _ in resumed.logged] == [6, 6]
+
+
 def test_tensorboard_reader_loads_the_scalars(corpus, tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -103,11 +156,12 @@ def test_tensorboard_reader_loads_the_scalars(corpus, tmp_path):
     events = EventAccumulator(str(run.run_dir / TENSORBOARD_DIR))
     events.Reload()
     metrics = read_rows(run.run_dir / METRICS_FILE)
-    for tag, column in (("train/loss", "Train Loss"), ("train/grad_norm", "Grad Norm"), ("train/lr", "Learning Rate")):
+    for column in ("train_loss_nats", "grad_norm", "learning_rate"):
+        tag = f"train/{column}"
         scalars = events.Scalars(tag)
-        assert [s.step for s in scalars] == [int(row["Step"]) for row in metrics] == [2, 4, 6]
+        assert [s.step for s in scalars] == [int(row["step"]) for row in metrics] == [2, 4, 6]
         assert [s.value for s in scalars] == pytest.approx([row[column] for row in metrics], rel=1e-6)  # float32
-    evals = events.Scalars("eval/val_loss")
+    evals = events.Scalars("eval/val_loss_nats")
     assert [s.step for s in evals] == [h.step for h in run.history] == [0, 2, 4, 6]
     assert [s.value for s in evals] == pytest.approx([h.val_loss for h in run.history], rel=1e-6)
 
@@ -131,10 +185,10 @@ def test_offline_wandb_run_records_the_metrics(corpus, tmp_path, monkeypatch):
     metrics = read_rows(run.run_dir / METRICS_FILE)
     assert sorted(history) == [0, 2, 3, 4, 6]  # evaluations every 2 steps, metrics every 3
     for row in metrics:
-        assert history[row["Step"]]["train/loss"] == row["Train Loss"]
-        assert history[row["Step"]]["train/tokens_seen"] == row["Tokens Seen"]
+        assert history[row["step"]]["train/train_loss_nats"] == row["train_loss_nats"]
+        assert history[row["step"]]["train/tokens_seen"] == row["tokens_seen"]
     for row in run.history:
-        assert history[row.step]["eval/val_loss"] == row.val_loss
+        assert history[row.step]["eval/val_loss_nats"] == row.val_loss
 
 
 WANDB_HEADER = 7  # ":W&B", a 2-byte magic number and a version byte

@@ -58,7 +58,7 @@ TINY = [
 ]
 SIX_STEPS = ["--set", "max_steps=6", "--set", "eval_interval=2", "--set", "checkpoint_interval=2"]
 KILLED = -signal.SIGKILL
-UNTIMED_COLUMNS = ("Step", "Learning Rate", "Train Loss", "Validation Loss", "Perplexity")
+UNTIMED_COLUMNS = ("step", "learning_rate", "train_loss_nats", "val_loss_nats", "val_perplexity")
 SUBPROCESS_TIMEOUT_S = 180
 POLL_S = 0.05
 

@@ -216,7 +216,7 @@ def test_tuning_extends_a_winning_edge_and_flags_a_rate_left_there(tmp_path):
 @pytest.mark.slow
 def test_study_end_to_end(reference, capsys):
     rows = (reference / RESULTS_FILE).read_text().splitlines()
-    assert rows[0].startswith("run,role,variant,init_seed,data_seed,learning_rate,tokens")
+    assert rows[0].startswith("run,role,variant,init_seed,data_seed,lr_max,tokens,parameters,status,val_bits_per_byte")
     tuning = [row for row in rows[1:] if f",{TUNING}," in row]
     evaluation = [row for row in rows[1:] if f",{EVALUATION}," in row]
     assert len(tuning) == 4 and len(evaluation) == 4  # 2 variants x 2 rates at seed 100; 2 variants x 2 seeds

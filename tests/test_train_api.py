@@ -8,8 +8,10 @@ from test_train_cli import TINY_SETS
 import fha
 from fha.cli import main
 from fha.errors import FhaError
+from fha.runs.checkpoint import load_checkpoint
 from fha.runs.logbook import read_evaluations
-from fha.train import resolve_configs
+from fha.train import TrainRequest, resolve_configs, train
+from fha.train_config import TrainConfig
 
 OVERRIDES = dict(item.split("=") for item in TINY_SETS[1::2])  # the CLI tests' --set values, as strings
 
@@ -67,3 +69,34 @@ def test_mistakes_are_fha_errors(kwargs, message):
 def test_resolve_configs_is_what_print_config_shows():
     model, train = resolve_configs("tiny", overrides={"attention": "mha", "max_steps": 12})
     assert model.attention == "mha" and train.max_steps == 12 and train.log_interval == 10
+
+
+def test_set_values_are_parsed_once(monkeypatch, capsys):
+    """--set strings reach the library as they were typed and are parsed into the tables there, once each."""
+    parsed = []
+    real = fha.ModelConfig.parse_field.__func__
+
+    def counting(cls, name, text):
+        parsed.append(name)
+        return real(cls, name, text)
+
+    monkeypatch.setattr(fha.ModelConfig, "parse_field", classmethod(counting))
+    monkeypatch.setattr(TrainConfig, "parse_field", classmethod(counting))
+    sets = ["--set", "attention=mha", "--set", "dim=32", "--set", "max_steps=12"]
+    assert main(["train", "--preset", "tiny", *sets, "--print-config"]) == 0
+    assert sorted(parsed) == ["attention", "dim", "max_steps"]
+    shown = capsys.readouterr().out
+    assert 'attention = "mha"' in shown and "dim = 32" in shown and "max_steps = 12" in shown
+
+
+def test_resume_of_a_checkpoint_whose_data_has_gone_says_so_from_python_too(corpus, tmp_path):
+    """A TrainRequest built outside build_request (as a study builds it) gets the same resume checks."""
+    out = tmp_path / "run"
+    fha.train_model("tiny", overrides=OVERRIDES, data=corpus, out=out, device="cpu")
+    checkpoint = load_checkpoint(out)
+    corpus.unlink()
+    request = TrainRequest(
+        checkpoint.model_config, checkpoint.train_config.replace(max_steps=6), str(corpus), out, resume=checkpoint
+    )
+    with pytest.raises(FhaError, match=f"the run's `data` {corpus} is not there any more; pass `data` with"):
+        train(request)

@@ -6,8 +6,8 @@ the model's context (`fha.data.eval_windows`), so every token after the first is
 exactly once, with the tokens before it in its window as context. Sums are taken over all
 predicted tokens before dividing, so
 
-* ``loss`` is the mean cross-entropy per predicted token (nats),
-* ``perplexity`` is ``exp(loss)`` (not a mean of per-batch perplexities),
+* ``loss_nats`` is the mean cross-entropy per predicted token (nats),
+* ``perplexity`` is ``exp(loss_nats)`` (not a mean of per-batch perplexities),
 * ``bits_per_byte`` is the summed cross-entropy in bits over the UTF-8 bytes of the
   documents' text, which does not depend on how finely a tokenizer cuts the text,
 * ``top1_accuracy`` / ``topk_accuracy`` are the shares of predicted tokens that are the
@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fha import metric_names as names
 from fha.choices import EVAL_BATCH_SIZE as DEFAULT_BATCH_SIZE
 from fha.choices import EVAL_TOP_K as DEFAULT_TOP_K
 from fha.data import TokenData, eval_windows
@@ -64,15 +65,16 @@ class EvalResult:
     num_bytes: int  # UTF-8 bytes of the documents' text
 
     def to_dict(self) -> dict[str, float | int]:
-        """The metrics under their report names: ``top5_accuracy`` for ``top_k=5``."""
+        """The metrics under their names in `fha.metric_names` (``fha eval --json``): ``loss_nats``,
+        ``top5_accuracy`` for ``top_k=5``, ..."""
         return {
-            "loss": self.loss,
-            "perplexity": self.perplexity,
-            "bits_per_byte": self.bits_per_byte,
-            "top1_accuracy": self.top1_accuracy,
-            f"top{self.top_k}_accuracy": self.topk_accuracy,
-            "num_tokens": self.num_tokens,
-            "num_bytes": self.num_bytes,
+            names.LOSS: self.loss,
+            names.PERPLEXITY: self.perplexity,
+            names.BITS_PER_BYTE: self.bits_per_byte,
+            names.TOP1_ACCURACY: self.top1_accuracy,
+            names.topk_accuracy(self.top_k): self.topk_accuracy,
+            names.TOKENS_SCORED: self.num_tokens,
+            names.BYTES_SCORED: self.num_bytes,
         }
 
 

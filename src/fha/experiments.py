@@ -21,7 +21,7 @@ import importlib.resources
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fha.config import ModelConfig
 from fha.config_base import ConfigBase, near_matches
@@ -39,6 +39,7 @@ PRESET_SUFFIX = ".toml"
 MAX_BASE_DEPTH = 8
 
 Tables = dict[str, dict[str, Any]]
+Config = TypeVar("Config", bound=ConfigBase)
 
 
 def preset_names() -> list[str]:
@@ -123,8 +124,9 @@ def owner_of(key: str) -> str:
     return owners[0]
 
 
-def parse_overrides(overrides: list[str]) -> Tables:
-    """``["dim=128", "max_steps=50"]`` as typed values, sorted into the tables that own them."""
+def override_pairs(overrides: list[str]) -> dict[str, str]:
+    """``["dim=128", "max_steps=50"]`` as ``{"dim": "128", "max_steps": "50"}``: the ``--set`` values
+    by key, their text not parsed yet (`override_tables` parses it)."""
     pairs: dict[str, str] = {}
     for item in overrides:
         key, sep, text = item.partition("=")
@@ -132,7 +134,12 @@ def parse_overrides(overrides: list[str]) -> Tables:
         if not sep or not key:
             raise FhaError(f"`overrides` {item!r}: expected key=value")
         pairs[key] = text
-    return override_tables(pairs)
+    return pairs
+
+
+def parse_overrides(overrides: list[str]) -> Tables:
+    """``["dim=128", "max_steps=50"]`` as typed values, sorted into the tables that own them."""
+    return override_tables(override_pairs(overrides))
 
 
 def override_tables(overrides: Mapping[str, Any]) -> Tables:
@@ -158,9 +165,12 @@ def merge(base: Tables, changes: Tables) -> Tables:
 
 def build_configs(tables: Tables) -> tuple[ModelConfig, TrainConfig]:
     """Validate the tables into the two configs; a failing rule becomes a one-line FhaError."""
+    return build_config(ModelConfig, tables.get("model", {})), build_config(TrainConfig, tables.get("train", {}))
+
+
+def build_config(config_type: type[Config], values: Mapping[str, Any]) -> Config:
+    """Validate one table into its config; a failing rule becomes a one-line FhaError."""
     try:
-        model = ModelConfig.from_dict(tables.get("model", {}))
-        train = TrainConfig.from_dict(tables.get("train", {}))
+        return config_type.from_dict(values)
     except (TypeError, ValueError) as err:
         raise FhaError(f"invalid configuration: {err}") from None
-    return model, train

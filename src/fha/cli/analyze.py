@@ -202,6 +202,7 @@ def run_analyze(args: argparse.Namespace) -> int:
         f"sequences of {'/'.join(str(n) for n in sorted(lengths))} ordinary tokens, each repeated once after <bos> "
         f"(seed {args.seed})."
     ]
+    assert args.out is not None  # run folders without --out were refused before any work
     report = write_analysis(table, args.out, descriptions=descriptions, notes=notes, fmt=args.format, dpi=args.dpi)
     print(markdown_table(size_table(table)))
     print()

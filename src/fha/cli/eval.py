@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fha import metric_names as names
 from fha.choices import EVAL_BATCH_SIZE as DEFAULT_BATCH_SIZE
 from fha.choices import EVAL_TOP_K as DEFAULT_TOP_K
 from fha.cli.options import (
@@ -108,11 +109,11 @@ def _table(run_dir: Path, source: str, num_documents: int, result: EvalResult) -
                 f"{counted(result.num_bytes, 'byte', thousands=True)})"
             ),
         ),
-        ("loss", f"{result.loss:.4f} nats/token"),
-        ("perplexity", f"{result.perplexity:.3f}"),
-        ("bits per byte", f"{result.bits_per_byte:.4f}"),
-        ("top-1 accuracy", f"{result.top1_accuracy:.2%}"),
-        (f"top-{result.top_k} accuracy", f"{result.topk_accuracy:.2%}"),
+        (names.LOSS, f"{result.loss:.4f}"),
+        (names.PERPLEXITY, f"{result.perplexity:.3f}"),
+        (names.BITS_PER_BYTE, f"{result.bits_per_byte:.4f}"),
+        (names.TOP1_ACCURACY, f"{result.top1_accuracy:.2%}"),
+        (names.topk_accuracy(result.top_k), f"{result.topk_accuracy:.2%}"),
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fha.cli.options import add_device_argument, add_experiment_arguments, add_precision_argument
-from fha.experiments import parse_overrides, preset_names
+from fha.experiments import override_pairs, preset_names
 from fha.runs.trackers import TRACKERS
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def run_train(args: argparse.Namespace) -> int:
     from fha.train.api import build_request, resolve_configs
     from fha.train.loop import train
 
-    overrides = {key: value for table in parse_overrides(args.overrides).values() for key, value in table.items()}
+    overrides = override_pairs(args.overrides)  # parsed into the configs' tables once, by the library
     if args.print_config:
         model_config, train_config = resolve_configs(
             args.preset, config=args.config, overrides=overrides, resume=args.resume

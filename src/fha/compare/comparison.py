@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from fha import metric_names
 from fha.compare.fairness import environment_rows, mismatch_notes, paired_rows, training_text_note
 from fha.compare.names import check_names, derived_names
 from fha.compare.plots import PlotOptions, first_kept_step, plot_losses
@@ -77,21 +78,21 @@ def compare_runs(
             log.info("evaluating %s on %s", run.name, data)
             model, tokenizer = load_model_and_tokenizer(run.path, device)  # train_config.json not needed
             run.held_out = evaluate(model, documents, tokenizer=tokenizer).to_dict()
-        counts = sorted({int(run.held_out["num_tokens"]) for run in runs})
+        counts = sorted({int(run.held_out[metric_names.TOKENS_SCORED]) for run in runs})
         scored = f"{counts[0]:,} tokens" if len(counts) == 1 else f"{counts[0]:,} to {counts[-1]:,} tokens by tokenizer"
         notes.append(
-            f"Held-out metrics: the whole of {data} ({counted(len(documents), 'document', thousands=True)}, "
-            f"{scored} scored per run); "
-            "bits per byte is the headline, since it does not depend on the tokenizer."
+            f"Held-out metrics ({metric_names.BITS_PER_BYTE}, {metric_names.LOSS}, ...): the whole of {data} "
+            f"({counted(len(documents), 'document', thousands=True)}, {scored} scored per run); "
+            f"{metric_names.BITS_PER_BYTE} is the headline, since it does not depend on the tokenizer."
         )
         warning = training_text_note(runs, data)
         if warning is not None:
             notes.append(warning)
     else:
         notes.append(
-            "Losses are those of the last evaluation during training: the mean over eval windows (the "
-            "'eval windows' column: eval_samples batches of random windows), not a whole text; give a held-out text "
-            "(--data, or data= in Python) for bits per byte over the whole of it."
+            f"{metric_names.VAL_LOSS} is that of the last evaluation during training: the mean over eval windows "
+            f"(the {metric_names.EVAL_WINDOWS} column: eval_samples batches of random windows), not a whole text; "
+            f"give a held-out text (--data, or data= in Python) for {metric_names.BITS_PER_BYTE} over the whole of it."
         )
     for note in notes:
         if note.startswith("Warning:"):
@@ -118,9 +119,9 @@ def compare_runs(
 def _extra_sections(runs: list[RunSummary], groups: list[SeedGroup], *, held_out: bool) -> list[tuple[str, str, Table]]:
     sections = []
     metric, value_of = (
-        ("held-out bits/byte", lambda run: run.held_out["bits_per_byte"])
+        (metric_names.BITS_PER_BYTE, lambda run: run.held_out[metric_names.BITS_PER_BYTE])
         if held_out
-        else ("final val loss", lambda run: run.final_val_loss)
+        else (metric_names.VAL_LOSS, lambda run: run.final_val_loss)
     )
     header, rows = paired_rows(groups, metric, value_of)
     if rows:

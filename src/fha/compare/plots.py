@@ -20,6 +20,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from fha import metric_names as names
 from fha.choices import X_AXIS_NAMES
 from fha.compare.runs import RunSummary, SeedGroup, TrainingLog
 from fha.errors import FhaError
@@ -38,16 +39,16 @@ BAND_ALPHA = 0.25
 EVAL_MARKER = "o"
 MARKER_SIZE = 3.5
 UNFINISHED = "unfinished"
-# (panel title, TrainingLog column) for the two panels of each figure
-PANELS = (("train loss", "train_loss"), ("validation loss", "val_loss"))
+# (panel title and y label, TrainingLog column) for the two panels of each figure
+PANELS = ((names.TRAIN_LOSS, "train_loss"), (names.VAL_LOSS, "val_loss"))
 # x axis name -> (axis label, column, file stem). Wall time measures the machine's load as much as the model.
 X_AXES: dict[str, tuple[str, str, str]] = dict(
     zip(
         X_AXIS_NAMES,  # tokens, step, time
         (
-            ("training tokens seen", TOKENS, Path(LOSS_VS_TOKENS_FILE).stem),
-            ("step", "step", Path(LOSS_VS_STEP_FILE).stem),
-            ("wall time (s; machine-dependent)", "time_s", Path(LOSS_VS_TIME_FILE).stem),
+            (names.TOKENS_SEEN, TOKENS, Path(LOSS_VS_TOKENS_FILE).stem),
+            (names.STEP, "step", Path(LOSS_VS_STEP_FILE).stem),
+            (f"{names.ELAPSED} (machine-dependent)", "time_s", Path(LOSS_VS_TIME_FILE).stem),
         ),
         strict=True,
     )
@@ -149,7 +150,7 @@ def _draw(ax: Axes, series: Sequence[_Series], title: str, x_label: str, options
             ax.fill_between(item.x, item.low, item.high, color=line.get_color(), alpha=BAND_ALPHA, linewidth=0)
     ax.set_title(title)
     ax.set_xlabel(x_label)
-    ax.set_ylabel("loss (nats/token)")
+    ax.set_ylabel(title)
     if options.log_x:
         ax.set_xscale("log")
         plain_log_ticks(ax.xaxis)

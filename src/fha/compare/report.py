@@ -4,8 +4,9 @@ The HTML page embeds the plots as base64 data URIs, so it can be mailed or archi
 the Markdown file links the image files next to it. Its tables scroll sideways inside the
 page when they are wider than the window, with numbers right-aligned.
 
-One number format everywhere: counts with thousands separators (90,304), losses with four
-decimals, perplexities with two, accuracies as percentages (34.67%).
+Column headers are the names of `fha.metric_names`. One number format everywhere: counts with
+thousands separators (90,304), losses with four decimals, perplexities with two, seconds with
+one, accuracies as percentages (34.67%).
 """
 
 from __future__ import annotations
@@ -18,16 +19,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fha import metric_names as names
 from fha.compare.plots import UNFINISHED, report_image
 from fha.compare.runs import HELD_OUT_PREFIX, RunSummary, SeedGroup, Spread
 from fha.html_page import html_page
 from fha.variants import describe_attention
 
 MISSING = "—"
-SECONDS_PER_MINUTE = 60
-SECONDS_PER_HOUR = 3600
 ACCURACY_SUFFIX = "_accuracy"  # held-out metrics shown as percentages
-PERPLEXITY = "perplexity"
+COUNTS = (names.TOKENS_SCORED, names.BYTES_SCORED)  # held-out numbers the notes give, not columns
 TITLE = "Run comparison"
 IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml"}
 NUMBER_CELL = re.compile(r"[-+]?\d[\d,]*(\.\d+)?(%| s|m \d\ds|h \d\dm)?( ± .*)?")
@@ -76,28 +76,22 @@ def metric_format(key: str) -> Callable[[float], str]:
     """How a held-out metric of evaluate() is shown."""
     if key.endswith(ACCURACY_SUFFIX):
         return format_percent
-    return format_perplexity if key == PERPLEXITY else format_loss
+    return format_perplexity if key == names.PERPLEXITY else format_loss
 
 
-def format_duration(seconds: float) -> str:
-    """ "45.2 s", "3m 12s", "1h 02m"."""
-    if math.isnan(seconds):
-        return MISSING
-    if seconds < SECONDS_PER_MINUTE:
-        return f"{seconds:.1f} s"
-    if seconds < SECONDS_PER_HOUR:
-        return f"{int(seconds // SECONDS_PER_MINUTE)}m {int(seconds % SECONDS_PER_MINUTE):02d}s"
-    return f"{int(seconds // SECONDS_PER_HOUR)}h {int(seconds % SECONDS_PER_HOUR // SECONDS_PER_MINUTE):02d}m"
+def format_seconds(seconds: float) -> str:
+    """ "192.3"."""
+    return MISSING if math.isnan(seconds) else f"{seconds:,.1f}"
 
 
-HEADLINE_METRIC = "bits_per_byte"  # held-out metric shown first: it does not depend on the tokenizer
+HEADLINE_METRIC = names.BITS_PER_BYTE  # held-out metric shown first: it does not depend on the tokenizer
 
 
 def _held_out_keys(runs: Sequence[RunSummary]) -> list[str]:
     """The held-out metric names, bits per byte first, when every run has them."""
     if not runs or not all(run.held_out for run in runs):
         return []
-    keys = [key for key in runs[0].held_out if not key.startswith("num_")]
+    keys = [key for key in runs[0].held_out if key not in COUNTS]
     return sorted(keys, key=lambda key: key != HEADLINE_METRIC)
 
 
@@ -105,27 +99,28 @@ def _held_out_keys(runs: Sequence[RunSummary]) -> list[str]:
 RUN_COLUMNS: list[tuple[str, Callable[[RunSummary], str]]] = [
     ("run", lambda run: run.name if run.finished else f"{run.name} ({UNFINISHED})"),
     ("attention", lambda run: describe_attention(run.model_config)),
-    ("parameters", lambda run: f"{run.num_parameters:,}"),
-    ("non-embedding", lambda run: f"{run.num_non_embedding:,}"),
-    ("steps", lambda run: f"{run.steps:,}"),
-    ("tokens seen", lambda run: format_count(run.tokens_seen)),
+    (names.PARAMETERS, lambda run: f"{run.num_parameters:,}"),
+    (names.NON_EMBEDDING_PARAMETERS, lambda run: f"{run.num_non_embedding:,}"),
+    (names.STEP, lambda run: f"{run.steps:,}"),
+    (names.TOKENS_SEEN, lambda run: format_count(run.tokens_seen)),
 ]
 # the last logged losses, measured on eval_samples random windows (not a whole text)
 LOGGED_COLUMNS: list[tuple[str, Callable[[RunSummary], str]]] = [
-    ("final val loss", lambda run: format_loss(run.final_val_loss)),
-    ("val perplexity", lambda run: format_perplexity(run.final_perplexity)),
-    ("eval windows", lambda run: MISSING if run.eval_windows is None else f"{run.eval_windows:,}"),
+    (names.VAL_LOSS, lambda run: format_loss(run.final_val_loss)),
+    (names.VAL_PERPLEXITY, lambda run: format_perplexity(run.final_perplexity)),
+    (names.EVAL_WINDOWS, lambda run: MISSING if run.eval_windows is None else f"{run.eval_windows:,}"),
 ]
 SPEED_COLUMNS: list[tuple[str, Callable[[RunSummary], str]]] = [
-    ("tokens/s", lambda run: format_rate(run.tokens_per_s)),
-    ("wall time", lambda run: format_duration(run.wall_time_s)),
+    (names.TOKENS_PER_S, lambda run: format_rate(run.tokens_per_s)),
+    (names.ELAPSED, lambda run: format_seconds(run.wall_time_s)),
 ]
 
 
 def runs_table(runs: Sequence[RunSummary]) -> Table:
-    """One row per run; held-out metrics (when measured) come before the logged eval-window losses."""
+    """One row per run; held-out metrics (when measured, named without a split: the whole `--data`
+    text) come before the logged eval-window losses (``val_loss_nats``)."""
     held_out = _held_out_keys(runs)
-    header = [name for name, _ in RUN_COLUMNS] + [f"held-out {key}" for key in held_out]
+    header = [name for name, _ in RUN_COLUMNS] + held_out
     header += [name for name, _ in LOGGED_COLUMNS] + [name for name, _ in SPEED_COLUMNS]
     rows = []
     for run in runs:
@@ -146,11 +141,11 @@ def groups_table(groups: Sequence[SeedGroup]) -> Table:
     """One row per seed group: mean ± sample std (min–max) of each metric."""
     all_runs = [run for group in groups for run in group.runs]
     metrics: list[tuple[str, str, Callable[[float], str]]] = [
-        ("final val loss", "final_val_loss", format_loss),
-        ("val perplexity", "final_perplexity", format_perplexity),
+        (names.VAL_LOSS, "final_val_loss", format_loss),
+        (names.VAL_PERPLEXITY, "final_perplexity", format_perplexity),
     ]
-    metrics += [(f"held-out {key}", HELD_OUT_PREFIX + key, metric_format(key)) for key in _held_out_keys(all_runs)]
-    metrics += [("tokens/s", "tokens_per_s", format_rate), ("wall time", "wall_time_s", format_duration)]
+    metrics += [(key, HELD_OUT_PREFIX + key, metric_format(key)) for key in _held_out_keys(all_runs)]
+    metrics += [(names.TOKENS_PER_S, "tokens_per_s", format_rate), (names.ELAPSED, "wall_time_s", format_seconds)]
     header = ["group", "runs", "seeds"] + [name for name, _, _ in metrics]
     rows = []
     for group in groups:

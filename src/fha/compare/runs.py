@@ -49,7 +49,7 @@ class TrainingLog:
     train_loss: np.ndarray  # float64; NaN where a row left it empty
     val_loss: np.ndarray
     time_s: np.ndarray
-    tokens_per_s: np.ndarray  # all NaN when the log has no Tokens/s column
+    tokens_per_s: np.ndarray  # all NaN when the log has no tokens_per_s column
 
     @classmethod
     def of_rows(cls, rows: Sequence[LogRow | MetricsRow]) -> TrainingLog:
@@ -168,9 +168,9 @@ class RunSummary:
     def tokens_per_s(self) -> float:
         """Training throughput over the whole run.
 
-        Each Tokens/s entry is the rate of the interval since the previous row (the first
+        Each tokens_per_s entry is the rate of the interval since the previous row (the first
         row, at step 0, has none and logs 0), so the rates are averaged weighted by the
-        intervals' lengths in Time Elapsed: that is tokens trained / training time, even
+        intervals' lengths in elapsed_s: that is tokens trained / training time, even
         for data-parallel runs whose global batch the train config does not show. A log
         without the column falls back to tokens seen / wall time.
         """

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fha import metric_names as names
 from fha.config import ModelConfig
 from fha.errors import FhaError
 from fha.export.stock import ARCHITECTURE_CLASSES
@@ -146,9 +147,9 @@ def _read_eval(path: Path) -> dict[str, dict[str, Any]]:
         log.warning("%s: damaged (not a JSON object); the model card leaves the held-out scores out", path)
         return {}
     return {
-        split: scores
+        split: names.current_names(scores)  # eval.json written before fha.metric_names says num_bytes
         for split, scores in data.items()
-        if split in EVAL_SPLIT_NAMES and isinstance(scores, dict) and "bits_per_byte" in scores
+        if split in EVAL_SPLIT_NAMES and isinstance(scores, dict) and names.BITS_PER_BYTE in scores
     }
 
 
@@ -245,8 +246,8 @@ def _held_out(facts: RunFacts) -> str:
     if not facts.held_out:
         return f"{UNKNOWN} (measure it with `fha eval RUN --data TEXT`)"
     return "; ".join(
-        f"{scores['bits_per_byte']:.4f} on the {EVAL_SPLIT_NAMES[split]}"
-        + (f" ({int(scores['num_bytes']):,} bytes)" if "num_bytes" in scores else "")
+        f"{scores[names.BITS_PER_BYTE]:.4f} on the {EVAL_SPLIT_NAMES[split]}"
+        + (f" ({int(scores[names.BYTES_SCORED]):,} bytes)" if names.BYTES_SCORED in scores else "")
         for split, scores in sorted(facts.held_out.items(), key=lambda item: list(EVAL_SPLIT_NAMES).index(item[0]))
     )
 

@@ -69,8 +69,8 @@ class TrainingState:
     `step` optimiser updates are done; `optimizer` and `sampler` are the state dicts of the
     optimiser and the batch sampler, `rng` every random generator the run touches (rank 0's),
     `elapsed` the seconds of training so far, `data` the run's data sources and fingerprints
-    (`fha.train.resume_data`), `metrics_window` the sums of the unfinished metrics.csv row
-    (`fha.runs.metrics`). Saved as a plain dict of tensors and Python values, so a checkpoint
+    (`fha.train.corpus.DataSources`), `metrics_window` the sums of the unfinished metrics.csv row
+    (`fha.runs.logbook.RunLog`). Saved as a plain dict of tensors and Python values, so a checkpoint
     loads with ``torch.load(weights_only=True)``; older checkpoints without `metrics_window` or
     `world_size` load with their defaults.
     """

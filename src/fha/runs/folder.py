@@ -29,6 +29,7 @@ from fha.config import ModelConfig
 from fha.errors import FhaError, one_line, writing
 from fha.files import existing_folder
 from fha.model.gpt import GPT
+from fha.runs.logbook import LogRow, MetricsRow
 from fha.tokenizer import Tokenizer
 from fha.train_config import TrainConfig
 
@@ -38,8 +39,8 @@ MODEL_FILE = "model.safetensors"
 MODEL_CONFIG_FILE = "model_config.json"
 TRAIN_CONFIG_FILE = "train_config.json"
 TOKENIZER_FILE = "tokenizer.json"
-LOG_FILE = "log_data.csv"
-METRICS_FILE = "metrics.csv"
+LOG_FILE = LogRow.FILE  # log_data.csv
+METRICS_FILE = MetricsRow.FILE  # metrics.csv
 CHECKPOINTS_DIR = "checkpoints"
 CHECKPOINT_PREFIX = "step-"
 CHECKPOINT_NAME = re.compile(rf"^{CHECKPOINT_PREFIX}(\d+)$")  # checkpoints/step-N

@@ -26,7 +26,7 @@ from types import TracebackType
 from fha.errors import FhaError
 from fha.files import temporary_prefix
 from fha.runs import lock as run_lock
-from fha.runs.checkpoint import list_checkpoints
+from fha.runs.checkpoint import checkpoint_path, list_checkpoints
 from fha.runs.folder import (
     CHECKPOINTS_DIR,
     LOG_FILE,
@@ -235,8 +235,9 @@ class RunFolder:
         self._restore_previous_run(aside)
 
     # ------------------------------------------------------------------ the end of a run
-    def publish_final_weights(self, checkpoint: Path) -> None:
-        """Make the final checkpoint's weights the folder's ``model.safetensors`` (atomically)."""
+    def publish_final_weights(self, step: int) -> None:
+        """Make the weights of the checkpoint of `step` (the last) the folder's ``model.safetensors`` (atomically)."""
+        checkpoint = checkpoint_path(self.path, step)
         temp = self.path / f"{_PUBLISH_TEMP}{os.getpid()}"
         _remove(temp)
         try:

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from fha import metric_names as names
 from fha.config import ModelConfig
 from fha.errors import FhaError, one_line
 from fha.evaluation import evaluate
@@ -48,7 +49,7 @@ from fha.runs.folder import (
 from fha.runs.info import read_run_info
 from fha.runs.logbook import LogRow, MetricsRow, read_rows
 from fha.study.layout import EVAL_FILE, TOKENIZER_FILE, run_dir, worker_log
-from fha.study.ledger import SPLITS, write_entry
+from fha.study.ledger import SPLITS, ledger_metrics, write_entry
 from fha.study.plan import CellPlan
 from fha.study.prepare import data_digests, evaluation_texts, study_documents
 from fha.study.spec import LOG_ONLY, StudySpec
@@ -140,9 +141,9 @@ def _train_and_evaluate(
             return {"diverged": f"{split} metrics are not finite: {values}", "finished": _now()}
     curve, wall_time_s = _curve(folder, plan)
     write_json_atomic(folder / EVAL_FILE, metrics)
-    log.info("%s: test bits/byte %.4f", plan.cell.run_id, metrics["test"]["bits_per_byte"])
+    log.info("%s: test bits/byte %.4f", plan.cell.run_id, metrics["test"][names.BITS_PER_BYTE])
     return {
-        "metrics": metrics,
+        "metrics": {split: ledger_metrics(values) for split, values in metrics.items()},
         "parameters": model.num_parameters(),
         "curve": curve,
         "wall_time_s": wall_time_s,

@@ -20,6 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from fha import metric_names as names
 from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT, check_figure_options
 from fha.figures import plain_log_ticks, save_figure
 from fha.stats import Interval, mean_interval, paired_difference
@@ -33,6 +34,8 @@ PAIRED_FILE = "paired_differences"
 BUDGETS_FILE = "difference_by_budget"
 SWEEP_FILE = "learning_rate_sweep"
 SCALING_FILE = "scaling"
+TEST_BPB = names.on_split(names.TEST, names.BITS_PER_BYTE)
+VAL_BPB = names.on_split(names.VAL, names.BITS_PER_BYTE)
 FIT_POINTS = 200  # points of a drawn power-law curve
 DODGE = 1.03  # factor between the sizes of neighbouring contrasts on the log axis, so their intervals do not overlap
 FIGURE_WIDTH = 7.5
@@ -119,7 +122,7 @@ def test_scores(points: Sequence[StudyResults]) -> Figure:
         _seeds_with_interval(ax, position, values, mean_interval(values))
     labels = [_at_point(results, f"{name} (baseline)" if name == spec.baseline else name) for results, name in rows]
     _references(ax, points[0], "test", vertical=True)
-    _categories(ax, labels, "test bits per byte (lower is better)", "Test bits per byte: seeds, mean and 95% interval")
+    _categories(ax, labels, f"{TEST_BPB} (lower is better)", f"{TEST_BPB}: seeds, mean and 95% interval")
     return _named(figure, TEST_FILE)
 
 
@@ -144,7 +147,7 @@ def paired_differences(points: Sequence[StudyResults]) -> Figure:
     _categories(
         ax,
         [label for label, _ in pairs],
-        "difference in test bits per byte (below 0: better than the baseline)",
+        f"{TEST_BPB} difference (below 0: better than the baseline)",
         "Paired differences at the primary budget",
     )
     return _named(figure, PAIRED_FILE)
@@ -174,8 +177,8 @@ def difference_by_budget(results: StudyResults) -> Figure:
                 alpha=BAND_ALPHA,
             )
     ax.axhline(0.0, color="firebrick", linewidth=1)
-    ax.set_xlabel("training tokens per run (M)")
-    ax.set_ylabel("difference in test bits per byte")
+    ax.set_xlabel("tokens per run (M)")
+    ax.set_ylabel(f"{TEST_BPB} difference")
     ax.set_title(_titled(results, "Paired difference by budget (band: 95% interval)"))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
@@ -207,17 +210,17 @@ def validation_curves(results: StudyResults) -> Figure:
         for seeds, run in curves.items():
             step = np.asarray(run.curve["step"])
             loss = np.asarray(run.curve["val_loss"])[np.searchsorted(step, steps)]
-            valid = run.data["metrics"]["valid"]
-            per_seed[seeds] = loss / LN2 * valid["num_tokens"] / valid["num_bytes"]  # nats/token -> bits/byte
+            tokens_per_byte = run.metric("valid", names.TOKENS_SCORED) / run.metric("valid", names.BYTES_SCORED)
+            per_seed[seeds] = loss / LN2 * tokens_per_byte  # nats/token -> bits/byte
         tokens_per_step = spec.tokens / max(run.curve["step"])
         tokens = steps * tokens_per_step / 1e6
         top.plot(tokens, np.mean(list(per_seed.values()), axis=0), label=name)
         means[name] = (tokens, per_seed)
         seeds_shown.add(len(per_seed))
     _references(top, results, "valid", vertical=False)
-    top.set_ylabel("validation bits per byte")
+    top.set_ylabel(VAL_BPB)
     counts = ", ".join(str(n) for n in sorted(seeds_shown))
-    top.set_title(_titled(results, f"Validation bits per byte (mean of {counts} seeds; from eval windows)"))
+    top.set_title(_titled(results, f"{VAL_BPB} (mean of {counts} seeds; from eval windows)"))
     top.grid(True, alpha=0.3)
     if means:
         top.legend(fontsize="small")
@@ -240,8 +243,8 @@ def validation_curves(results: StudyResults) -> Figure:
                 )
         bottom.axhline(0.0, color="firebrick", linewidth=1)
         bottom.legend(fontsize="small")
-    bottom.set_ylabel("difference to baseline")
-    bottom.set_xlabel("training tokens seen (M)")
+    bottom.set_ylabel(f"{VAL_BPB} difference to baseline")
+    bottom.set_xlabel(f"{names.TOKENS_SEEN} (M)")
     bottom.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     bottom.grid(True, alpha=0.3)
     return _named(figure, CURVES_FILE, results)
@@ -261,8 +264,8 @@ def sweep_curves(results: StudyResults) -> Figure:
             ax.plot([chosen], [scores[chosen]], "*", markersize=14, color=line.get_color())
     ax.set_xscale("log")
     plain_log_ticks(ax.xaxis)
-    ax.set_xlabel("peak learning rate (lr_max)")
-    ax.set_ylabel("mean validation bits per byte")
+    ax.set_xlabel("lr_max")
+    ax.set_ylabel(f"mean {VAL_BPB}")
     seeds = results.spec.sweep.seeds
     which = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
     ax.set_title(_titled(results, f"Learning-rate tuning on {which} (star: chosen)"))
@@ -299,7 +302,7 @@ def scaling_figure(found: Scaling, spec: StudySpec) -> Figure:
             dense = np.geomspace(sizes.min(), sizes.max(), FIT_POINTS)
             top.plot(dense, [series.fit.predict(n) for n in dense], "--", color=color, linewidth=1)
     top.set_xscale("log")
-    top.set_ylabel("test bits per byte")
+    top.set_ylabel(TEST_BPB)
     top.set_title(f"Scaling at the primary budget along {', '.join(found.axes)} (dashed: L = E + A·N^−α)")
     top.grid(True, which="both", alpha=0.3)
     top.legend(fontsize="small")
@@ -322,8 +325,8 @@ def scaling_figure(found: Scaling, spec: StudySpec) -> Figure:
     bottom.axhline(0.0, color="firebrick", linewidth=1)
     if spec.equivalence_margin is not None:
         bottom.axhspan(-spec.equivalence_margin, spec.equivalence_margin, color="green", alpha=0.08, linewidth=0)
-    bottom.set_ylabel("paired difference (95% interval)")
-    bottom.set_xlabel("parameters N")
+    bottom.set_ylabel(f"{TEST_BPB} paired difference (95% interval)")
+    bottom.set_xlabel(f"{names.PARAMETERS} N")
     bottom.grid(True, which="both", alpha=0.3)
     if labels:
         bottom.legend(fontsize="small")

@@ -7,6 +7,11 @@ and the training sample, the loss, learning-rate and gradient-norm curves, the r
 environment, its parameter count and where it branched from. A cell whose training diverged
 has an entry too, with the reason and no metrics: tuning counts it as the worst rate.
 
+Entries keep the metric and curve names they have always had (``loss``, ``num_tokens``,
+``val_loss``...): ledgers written by earlier versions, and by studies still running them, read
+and merge unchanged. `ledger_metrics` and `Entry.metric` translate from and to the names of
+`fha.metric_names` that everything shown from a ledger uses.
+
 Entries are checked when read (format, fingerprint against identity, every metric a finite
 number); a malformed one is an FhaError naming the file. Several ledgers (shards trained on
 other machines, a ledger committed under docs/results/) are read together; two entries of
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fha import metric_names as names
 from fha.errors import FhaError, one_line
 from fha.files import read_json, write_json_atomic
 from fha.study.plan import Cell, CellPlan, Seeds, fingerprint_of
@@ -29,7 +35,9 @@ LEDGER_DIR = "ledger"
 LEDGER_FORMAT = 1
 SPLITS = ("valid", "test", "train_sample")
 REQUIRED_SPLITS = ("valid", "test")
-METRICS = ("loss", "bits_per_byte", "top1_accuracy", "num_tokens", "num_bytes")
+METRICS = ("loss", "bits_per_byte", "top1_accuracy", "num_tokens", "num_bytes")  # as stored
+# fha.metric_names' names of a text's metrics -> the ledger's, where they differ
+STORED_NAMES = {names.LOSS: "loss", names.TOKENS_SCORED: "num_tokens", names.BYTES_SCORED: "num_bytes"}
 CURVE_KEYS = ("step", "val_loss", "train_loss", "learning_rate", "grad_norm_step", "grad_norm")
 
 
@@ -46,12 +54,13 @@ class Entry:
     def diverged(self) -> str | None:
         return self.data.get("diverged")
 
-    def metric(self, split: str, name: str = "bits_per_byte") -> float:
-        """A metric of a split; inf for a diverged cell, NaN for a split the cell was not scored on."""
+    def metric(self, split: str, name: str = names.BITS_PER_BYTE) -> float:
+        """A metric of a split (named as in `fha.metric_names`); inf for a diverged cell, NaN for a split the
+        cell was not scored on."""
         if self.diverged:
             return math.inf
         split_metrics = self.data["metrics"].get(split)
-        return math.nan if split_metrics is None else float(split_metrics[name])
+        return math.nan if split_metrics is None else float(split_metrics[STORED_NAMES.get(name, name)])
 
     @property
     def parameters(self) -> int:
@@ -68,6 +77,11 @@ class Entry:
     @property
     def run_info(self) -> dict[str, Any]:
         return self.data.get("run_info", {})
+
+
+def ledger_metrics(metrics: Mapping[str, float | int]) -> dict[str, float | int]:
+    """A text's metrics (`fha.evaluation.EvalResult.to_dict`) under the names the ledger stores."""
+    return {STORED_NAMES.get(name, name): value for name, value in metrics.items()}
 
 
 def entry_path(out_dir: Path, fingerprint: str) -> Path:

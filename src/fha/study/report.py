@@ -24,7 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from fha.compare.report import Table, format_count, format_duration, html_table, markdown_table
+from fha import metric_names as names
+from fha.compare.report import Table, format_count, format_seconds, html_table, markdown_table
 from fha.errors import FhaValueError
 from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT
 from fha.files import write_text_atomic
@@ -51,6 +52,8 @@ HTML_FILE = "report.html"
 BPB_DECIMALS = 4
 NGRAM_NAMES = {1: "unigram", 2: "bigram", 3: "trigram"}
 MACHINE_NOTE = "Columns marked * are machine-dependent: measured on a possibly shared machine"
+TEST_BPB = names.on_split(names.TEST, names.BITS_PER_BYTE)
+PILOT_TEXTS = ("valid", "test", "train_sample")  # the study's texts, in the tuning runs' table
 PAIRED, VARIANTS, TUNING_SECTION, VARIANCE = (
     "Paired differences against the baseline",
     "Variants",
@@ -319,10 +322,10 @@ def variants_table(results: StudyResults) -> Table:
         "lr_max",
         "budget",
         "runs",
-        "test bits/byte [95% CI]",
-        "valid",
-        "train sample",
-        "test top-1",
+        f"{TEST_BPB} [95% CI]",
+        names.on_split(names.VAL, names.BITS_PER_BYTE),
+        names.on_split(names.TRAIN_SAMPLE, names.BITS_PER_BYTE),
+        names.on_split(names.TEST, names.TOP1_ACCURACY),
     ]
     rows = []
     for name in results.spec.variant_names:
@@ -354,7 +357,7 @@ def references_table(results: StudyResults) -> Table | None:
     if not results.references:
         return None
     orders = sorted({order for values in results.references.values() for order in values})
-    header = ["text", *(f"{NGRAM_NAMES.get(order, f'{order}-gram')} bits/byte" for order in orders)]
+    header = ["text", *(f"{NGRAM_NAMES.get(order, f'{order}-gram')} {names.BITS_PER_BYTE}" for order in orders)]
     rows = [
         [split, *(fmt_bpb(values.get(order, math.nan)) for order in orders)]
         for split, values in results.references.items()
@@ -365,7 +368,13 @@ def references_table(results: StudyResults) -> Table | None:
 def tuning_table(results: StudyResults) -> Table | None:
     if results.spec.sweep is None:
         return None
-    header = ["variant", "lr_max", "seeds", "mean valid bits/byte (primary budget)", "chosen"]
+    header = [
+        "variant",
+        "lr_max",
+        "seeds",
+        f"mean {names.on_split(names.VAL, names.BITS_PER_BYTE)} (primary budget)",
+        "chosen",
+    ]
     rows = []
     for name, scores in results.tuning.scores.items():
         for rate, score in scores.items():
@@ -385,16 +394,13 @@ def pilot_table(points: Sequence[StudyResults]) -> Table | None:
     entries = [item for results in points for item in results.tuning_entries()]
     if not entries:
         return None
-    header = ["run", "valid bits/byte", "test bits/byte", "train sample bits/byte", "training time *"]
+    header = ["run", *(names.on_split(names.STUDY_SPLITS[text], names.BITS_PER_BYTE) for text in PILOT_TEXTS)]
+    header.append(f"{names.ELAPSED} *")
     rows = [
         [
             cell.run_id,
-            *(
-                ("diverged",) * 3
-                if entry.diverged
-                else tuple(fmt_bpb(entry.metric(s)) for s in ("valid", "test", "train_sample"))
-            ),
-            format_duration(entry.wall_time_s),
+            *(("diverged",) * 3 if entry.diverged else tuple(fmt_bpb(entry.metric(text)) for text in PILOT_TEXTS)),
+            format_seconds(entry.wall_time_s),
         ]
         for cell, entry in entries
     ]
@@ -533,7 +539,7 @@ def scaling_sections(points: Sequence[StudyResults]) -> list[Section]:
         ],
     )
     sizes = Table(
-        ["series", "grid point", "parameters", "runs", "test bits/byte [95% CI]", "power law"],
+        ["series", "grid point", names.PARAMETERS, "runs", f"{TEST_BPB} [95% CI]", "power law"],
         [
             [
                 series.label,

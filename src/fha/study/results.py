@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fha import metric_names
 from fha.errors import FhaError
 from fha.files import read_json
 from fha.study.layout import REFERENCES_FILE, context_of, load_record, spec_of
@@ -24,21 +25,29 @@ from fha.study.plan import TUNING, Cell, Planner, Seeds, StudyContext, TuningOut
 from fha.study.spec import NO_GRID, GridPoint, StudySpec
 
 RESULTS_FILE = "results.csv"
+# the metrics of results.csv: (column, the study's text, the metric on it)
+RESULT_METRICS = tuple(
+    (metric_names.on_split(metric_names.STUDY_SPLITS[text], metric), text, metric)
+    for text, metric in (
+        ("valid", metric_names.BITS_PER_BYTE),
+        ("test", metric_names.BITS_PER_BYTE),
+        ("test", metric_names.LOSS),
+        ("test", metric_names.TOP1_ACCURACY),
+        ("train_sample", metric_names.BITS_PER_BYTE),
+    )
+)
+# the cell's settings (spec and config names), its parameters and status, its metrics and fingerprint
 RESULT_COLUMNS = (
     "run",
     "role",
     "variant",
     "init_seed",
     "data_seed",
-    "learning_rate",
+    "lr_max",
     "tokens",
-    "parameters",
+    metric_names.PARAMETERS,
     "status",
-    "valid_bits_per_byte",
-    "test_bits_per_byte",
-    "test_loss",
-    "test_top1_accuracy",
-    "train_sample_bits_per_byte",
+    *(column for column, _, _ in RESULT_METRICS),
     "fingerprint",
 )
 MAX_LISTED = 6  # cells named in an error before "and N more"
@@ -76,7 +85,7 @@ class StudyResults:
         return not self.missing
 
     def values(
-        self, variant: str, tokens: int, split: str = "test", metric: str = "bits_per_byte"
+        self, variant: str, tokens: int, split: str = "test", metric: str = metric_names.BITS_PER_BYTE
     ) -> dict[Seeds, float]:
         """Per seed pair, the metric of the variant's evaluation runs at a budget (diverged runs left out)."""
         return {
@@ -185,21 +194,15 @@ def results_csv(points: list[StudyResults]) -> str:
                 "variant": cell.variant,
                 "init_seed": cell.seeds.init,
                 "data_seed": cell.seeds.data,
-                "learning_rate": repr(cell.lr_max),
+                "lr_max": repr(cell.lr_max),
                 "tokens": cell.tokens,
-                "parameters": entry.parameters,
+                metric_names.PARAMETERS: entry.parameters,
                 "status": "diverged" if entry.diverged else "finished",
                 "fingerprint": entry.fingerprint,
             }
             if grid_columns:
                 row.update(grid_point=cell.point, **results.point.settings)
             if not entry.diverged:
-                row.update(
-                    valid_bits_per_byte=repr(entry.metric("valid")),
-                    test_bits_per_byte=repr(entry.metric("test")),
-                    test_loss=repr(entry.metric("test", "loss")),
-                    test_top1_accuracy=repr(entry.metric("test", "top1_accuracy")),
-                    train_sample_bits_per_byte=repr(entry.metric("train_sample")),
-                )
+                row.update({column: repr(entry.metric(text, metric)) for column, text, metric in RESULT_METRICS})
             writer.writerow(row)
     return handle.getvalue()

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from fha.config import ModelConfig
-from fha.data.sources import TINYSTORIES
 from fha.errors import FhaError
-from fha.experiments import TABLES, Tables, build_configs, load_experiment, merge, override_tables
+from fha.experiments import TABLES, Tables, build_config, build_configs, load_experiment, merge, override_tables
 from fha.runs.checkpoint import Checkpoint, load_checkpoint
 from fha.runs.folder import CHECKPOINTS_DIR
 from fha.tokenizer import Tokenizer
@@ -135,7 +134,7 @@ def _resolve(
                 f"`overrides` {names}: the model of a run cannot change on `resume` (only training settings)"
             )
         checkpoint = load_checkpoint(Path(resume))
-        _, train_config = build_configs({"train": {**checkpoint.train_config.to_dict(), **changes["train"]}})
+        train_config = build_config(TrainConfig, {**checkpoint.train_config.to_dict(), **changes["train"]})
         return checkpoint.model_config, train_config, checkpoint
     if preset is None and config is None:
         raise FhaError("give `preset` (a name), `config` (a TOML file) or `resume` (a run or checkpoint folder)")
@@ -177,12 +176,6 @@ def _resume_request(
     if source is None:
         raise FhaError(f"{checkpoint.path}: the checkpoint does not record its data; pass `data`")
     val_source = _text(val_data) if val_data is not None else saved_data.get("val_source")
-    for name, given, saved in (("data", data, source), ("val_data", val_data, val_source)):
-        if given is None and saved is not None and saved != TINYSTORIES and not Path(saved).exists():
-            raise FhaError(
-                f"{checkpoint.path}: the run's `{name}` {saved} is not there any more; pass `{name}` with "
-                "the same documents (they are checked against the fingerprint the checkpoint holds)"
-            )
     run_dir = Path(out) if out is not None else checkpoint.run_dir
     if run_dir is None:
         raise FhaError(

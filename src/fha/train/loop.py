@@ -15,7 +15,6 @@ import contextlib
 import logging
 import math
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -34,10 +33,8 @@ from fha.errors import FhaError, one_line
 from fha.model.gpt import GPT
 from fha.model.loss import counted_targets
 from fha.model.modes import eval_mode
-from fha.progress import Progress, format_lr, short_count
-from fha.runs.checkpoint import Checkpoint, TrainingState, checkpoint_path, list_checkpoints, save_checkpoint
+from fha.runs.checkpoint import Checkpoint, TrainingState, list_checkpoints, save_checkpoint
 from fha.runs.folder import (
-    LOG_FILE,
     MODEL_CONFIG_FILE,
     MODEL_FILE,
     TOKENIZER_FILE,
@@ -47,18 +44,22 @@ from fha.runs.folder import (
     read_weights_into,
 )
 from fha.runs.info import describe_data, write_run_info
-from fha.runs.logbook import LogBook, LogRow
-from fha.runs.metrics import RunLogger
-from fha.runs.trackers import open_trackers
+from fha.runs.logbook import LogRow, RunLog
 from fha.runs.writer import RunFolder, check_out_dir
 from fha.tokenizer import PAD_ID, Tokenizer
 from fha.train import distributed as dist_util
-from fha.train.corpus import DataSpec, read_documents, tokenize_splits, train_tokenizer
+from fha.train.corpus import (
+    DataSources,
+    DataSpec,
+    read_documents,
+    resolve_data_sources,
+    tokenize_splits,
+    train_tokenizer,
+)
 from fha.train.distributed import DistInfo
 from fha.train.divergence import describe_last_good
 from fha.train.optim import make_optimizer, set_learning_rate
-from fha.train.preflight import check_model_fits, check_resume_steps
-from fha.train.resume_data import DataSources, resolve_data_sources
+from fha.train.preflight import check_model_fits
 from fha.train.schedule import LRSchedule, describe_schedule_change
 from fha.train_config import TrainConfig
 from fha.wording import counted
@@ -67,7 +68,6 @@ log = logging.getLogger(__name__)
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation windows are drawn apart from the training stream
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-SPEED_SMOOTHING = 0.9  # weight of the running average of tokens/s shown in the progress bar
 
 
 class TrainingDiverged(FhaError):
@@ -128,8 +128,7 @@ def train(request: TrainRequest) -> TrainResult:
         raise FhaError("`precision` fp16 is not offered for training (it needs loss scaling); use bf16 or fp32")
     resume = request.resume
     if resume is not None:
-        check_resume_steps(resume, request.train_config)
-        finished = _finished_run(request, resume)
+        finished = _check_resume(request, resume)
         if finished is not None:
             return finished
     if not info.is_main:
@@ -137,7 +136,7 @@ def train(request: TrainRequest) -> TrainResult:
     check_out_dir(request.out_dir)
     spec = DataSpec(request.data, request.val_data, request.train_config.val_fraction, request.train_config.split_seed)
     documents = read_documents(spec)  # before anything else: bad data fails fast and touches nothing
-    sources = resolve_data_sources(request.data, request.val_data, request.train_config, resume, documents)
+    sources = resolve_data_sources(spec, documents, resume)
     device = dist_util.local_device(info, setup_device(request.device, request.precision))
     autocast_dtype(device, request.precision)  # the card chosen for this process supports it
     check_model_fits(request.model_config, request.train_config, device)
@@ -154,16 +153,35 @@ def train(request: TrainRequest) -> TrainResult:
             try:
                 return _Loop(setup).run()
             finally:
-                setup.metrics.close()
+                setup.run_log.close()
         finally:
             dist_util.destroy_process_group()
 
 
-def _finished_run(request: TrainRequest, resume: Checkpoint) -> TrainResult | None:
-    """A resume of a run that has done its `max_steps` and has its final weights does nothing and
-    says so (one stopped while publishing them goes on to publish them); a resume that changes
-    the budget says how the learning-rate schedule changes."""
+def _check_resume(request: TrainRequest, resume: Checkpoint) -> TrainResult | None:
+    """Whether the request can continue its checkpoint: every check of a resume that needs no documents,
+    in one place (the checkpoint's own entries are checked when it is read, `TrainingState.load`, and the
+    documents against its fingerprints once read, `resolve_data_sources`).
+
+    A run that has done its `max_steps` and has its final weights has nothing to do: its result is
+    returned (one stopped while publishing them goes on to publish them). A resume that changes the
+    budget says how the learning-rate schedule changes.
+    """
     config = request.train_config
+    saved = resume.state.data
+    for name, source in (("data", request.data), ("val_data", request.val_data)):
+        recorded = saved.get("source" if name == "data" else "val_source")
+        if source is not None and source == recorded and source != TINYSTORIES and not Path(source).exists():
+            raise FhaError(
+                f"{resume.path}: the run's `{name}` {source} is not there any more; pass `{name}` with "
+                "the same documents (they are checked against the fingerprint the checkpoint holds)"
+            )
+    if config.max_steps < resume.step:
+        raise FhaError(
+            f"{resume.path}: max_steps={config.max_steps} is below the checkpoint's step {resume.step}; a resume "
+            f"continues up to max_steps, so pass `overrides` max_steps={resume.step} or more (or resume an earlier "
+            "checkpoint)"
+        )
     if resume.step >= config.max_steps and (request.out_dir / MODEL_FILE).is_file():
         log.info(
             "%s: the run is complete (step %d of max_steps=%d); nothing to do. To train further, raise the "
@@ -227,8 +245,7 @@ class TrainSetup:
     train_model: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
     optimizer: torch.optim.Optimizer
     sampler: PackedBatches | PaddedBatches
-    logbook: LogBook
-    metrics: RunLogger
+    run_log: RunLog
     start_step: int  # 0, or the step of the checkpoint resumed from
     start_elapsed: float  # seconds of training before this call (from the checkpoint)
 
@@ -301,19 +318,25 @@ def set_up(
         counted(global_batch, "sequence"),
         counted(model_config.max_seq_len, "token"),
     )
-    logbook = LogBook(run_dir / LOG_FILE, LogRow)
-    metrics = RunLogger(run_dir, config.log_interval, global_batch * model_config.max_seq_len, enabled=info.is_main)
+    run_log = RunLog(
+        run_dir,
+        log_interval=config.log_interval,
+        tokens_per_step=global_batch * model_config.max_seq_len,
+        eval_windows=config.eval_samples * config.batch_size * info.world_size,
+        show_padding=config.batching == "padded",
+        trackers=request.trackers,
+        enabled=info.is_main,
+    )
     step, elapsed = 0, 0.0
     if resume is not None:
-        step, elapsed = _restore(resume, model, optimizer, sampler, metrics, info.rank)
+        step, elapsed = _restore(resume, model, optimizer, sampler, run_log, info.rank)
     elif info.rank:
         torch.manual_seed(config.seed + info.rank)  # different dropout masks per process
-    if info.is_main:
-        previous_run = resume.run_dir if resume is not None else None
-        logbook.start(previous_run / LOG_FILE if previous_run is not None else None, step)
-        metrics.start(previous_run, step)
-        tracker_config = {**model_config.to_dict(), **config.to_dict(), "data": request.data}
-        metrics.trackers = open_trackers(request.trackers, run_dir, tracker_config, step)
+    run_log.start(
+        step,
+        resume.run_dir if resume is not None else None,
+        lambda: {**model_config.to_dict(), **config.to_dict(), "data": request.data},
+    )
     train_model: torch.nn.Module = model
     if config.compile:
         model.compile()
@@ -335,8 +358,7 @@ def set_up(
         train_model=train_model,
         optimizer=optimizer,
         sampler=sampler,
-        logbook=logbook,
-        metrics=metrics,
+        run_log=run_log,
         start_step=step,
         start_elapsed=elapsed,
     )
@@ -358,11 +380,13 @@ def _tokenizer(request: TrainRequest, info: DistInfo, train_documents: list[str]
 
 def _model_config(config: ModelConfig, tokenizer: Tokenizer) -> ModelConfig:
     """The requested config with the tokenizer's vocabulary size and padding id."""
-    vocab = tokenizer.vocab_size
+    vocab, pad_id = tokenizer.vocab_size, tokenizer.pad_id
+    if (vocab, pad_id) == (config.vocab_size, config.pad_id):
+        return config  # a resume's, or a tokenizer of the requested size: nothing to change or check again
     if vocab != config.vocab_size:
         log.warning("vocab_size: %d -> %d (the tokenizer's size)", config.vocab_size, vocab)
     try:
-        return config.replace(vocab_size=vocab, pad_id=tokenizer.pad_id)
+        return config.replace(vocab_size=vocab, pad_id=pad_id)
     except ValueError as err:
         raise FhaError(f"invalid configuration: {err}") from None
 
@@ -415,13 +439,13 @@ def _restore(
     model: GPT,
     optimizer: torch.optim.Optimizer,
     sampler: PackedBatches | PaddedBatches,
-    metrics: RunLogger,
+    run_log: RunLog,
     rank: int,
 ) -> tuple[int, float]:
     """Load the checkpoint's weights and states into the objects; returns its (step, elapsed seconds)."""
     state = checkpoint.state
     checkpoint.load_weights_into(model)
-    state.restore(optimizer, sampler, metrics, rank, checkpoint.path)
+    state.restore(optimizer, sampler, run_log, rank, checkpoint.path)
     log.info("resuming from %s at step %d", checkpoint.path, state.step)
     return state.step, state.elapsed
 
@@ -439,44 +463,37 @@ class _Loop:
         setup, progress, config = self.setup, self.progress, self.setup.config
         result = TrainResult(setup.run_dir, progress.step)
         if progress.step == 0:
-            result.history.append(self._evaluate_and_log(tokens_per_s=0.0))
+            result.history.append(self._evaluate_and_log())
         with self.stop.installed():
-            bar = Progress(config.max_steps, "step", unit="step", initial=progress.step, enabled=setup.info.is_main)
-            try:
-                self._steps(result, bar)
-            finally:
-                bar.close()  # before the final messages: the finished bar stays above them, drawn once
+            with setup.run_log.progress_bar(config.max_steps):
+                self._steps(result)
             self._finish()  # still under the stop handler: a Ctrl-C now cannot cut the final save short
         result.step = progress.step
         result.val_loss = result.history[-1].val_loss if result.history else None
         return result
 
-    def _steps(self, result: TrainResult, bar: Progress) -> None:
+    def _steps(self, result: TrainResult) -> None:
         """Optimiser steps up to `max_steps`, with their evaluations and checkpoints."""
         setup, progress, config = self.setup, self.progress, self.setup.config
-        interval_tokens, interval_time = 0, 0.0
-        speed: float | None = None  # smoothed tokens/s for the progress bar
         while progress.step < config.max_steps:
             started = time.perf_counter()
             lr, loss, stop_requested = self._optimizer_step()
             seconds = time.perf_counter() - started
             progress.elapsed += seconds
-            tokens = progress.last_real_tokens
-            interval_tokens += tokens
-            interval_time += seconds
             done = progress.step == config.max_steps
-            setup.metrics.record_step(
-                progress.step, lr, loss, progress.last_grad_norm, seconds, progress.elapsed, final=done
+            setup.run_log.step(
+                progress.step,
+                learning_rate=lr,
+                loss=loss,
+                grad_norm=progress.last_grad_norm,
+                seconds=seconds,
+                elapsed=progress.elapsed,
+                real_tokens=progress.last_real_tokens,
+                real_fraction=progress.last_real_fraction,
+                final=done,
             )
-            speed = tokens / seconds if speed is None else _smooth(speed, tokens / seconds)
-            fields = {"loss": f"{loss:.4f}", "lr": format_lr(lr), "tok/s": short_count(speed)}
-            if config.batching == "padded":
-                fields["real"] = f"{progress.last_real_fraction:.0%}"  # share of positions that are not padding
-            bar.set_fields(**fields)
-            bar.update(1)
             if progress.step % config.eval_interval == 0 or done:
-                result.history.append(self._evaluate_and_log(interval_tokens / max(interval_time, 1e-9)))
-                interval_tokens, interval_time = 0, 0.0
+                result.history.append(self._evaluate_and_log())
             if progress.step % config.checkpoint_interval == 0 or done or stop_requested:
                 self._checkpoint()
             if stop_requested and not done:  # a stop during the last step still finishes the run
@@ -497,7 +514,7 @@ class _Loop:
         set_learning_rate(setup.optimizer, lr)
         accum = setup.config.grad_accum_steps
         batches = [setup.sampler.next_batch() for _ in range(accum)]
-        counts = [int(counted_targets(y, setup.tokenizer.pad_id).sum()) for _, y in batches]
+        counts = [int(counted_targets(y, setup.model_config.pad_id).sum()) for _, y in batches]
         global_count = int(dist_util.all_reduce_sum(torch.tensor(sum(counts), device=device)))
         progress.last_real_tokens = global_count
         progress.last_real_fraction = global_count / (setup.global_batch * setup.model_config.max_seq_len)
@@ -542,40 +559,19 @@ class _Loop:
             read_weights_into(self.setup.model, path / MODEL_FILE, label="checkpoint weights")
         except FhaError:
             return None
-        return _evaluate(self.setup, self.setup.tokens["val"])
+        (val_loss,) = _evaluate(self.setup, self.setup.tokens["val"])
+        return val_loss
 
-    def _evaluate_and_log(self, tokens_per_s: float) -> LogRow:
+    def _evaluate_and_log(self) -> LogRow:
         setup, step = self.setup, self.progress.step
-        train_loss = _evaluate(setup, setup.tokens["train"])
-        val_loss = _evaluate(setup, setup.tokens["val"])
-        lr = setup.schedule(max(step - 1, 0))  # the rate of the update that led here
-        perplexity = math.exp(min(val_loss, math.log(sys.float_info.max)))
-        row = LogRow(
-            step=step,
-            learning_rate=lr,
+        train_loss, val_loss = _evaluate(setup, setup.tokens["train"], setup.tokens["val"])
+        return setup.run_log.evaluation(
+            step,
+            learning_rate=setup.schedule(max(step - 1, 0)),  # the rate of the update that led here
             train_loss=train_loss,
             val_loss=val_loss,
-            perplexity=perplexity,
-            time_elapsed=self.progress.elapsed,
-            tokens_per_s=tokens_per_s,
+            elapsed=self.progress.elapsed,
         )
-        if setup.info.is_main:
-            setup.logbook.append(row)
-            setup.metrics.record_eval(row)
-            log.info("%s", self._evaluation_line(row))
-        return row
-
-    def _evaluation_line(self, row: LogRow) -> str:
-        """``step 300: train loss 2.8100, val loss 2.8134, perplexity 16.67 (over 640 random windows), lr 5.03e-03,
-        61,000 tokens/s``: the windows say these are estimates, not the whole-text loss of `fha eval`."""
-        windows = self.setup.config.eval_samples * self.setup.config.batch_size * self.setup.info.world_size
-        line = (
-            f"step {row.step}: train loss {row.train_loss:.4f}, val loss {row.val_loss:.4f}, perplexity "
-            f"{row.perplexity:.2f} (over {counted(windows, 'random window')}), lr {format_lr(row.learning_rate)}"
-        )
-        if row.step > self.setup.start_step:  # no speed before the first step of this call
-            line += f", {row.tokens_per_s:,.0f} tokens/s"
-        return line
 
     def _checkpoint(self) -> None:
         setup, progress = self.setup, self.progress
@@ -586,7 +582,7 @@ class _Loop:
                 sampler=setup.sampler,
                 elapsed=progress.elapsed,
                 data=setup.sources.to_state(),
-                metrics_window=setup.metrics.state_dict(),
+                metrics_window=setup.run_log.state_dict(),
                 world_size=setup.info.world_size,
             )
             path = save_checkpoint(
@@ -609,7 +605,7 @@ class _Loop:
             self._checkpoint()  # a resume that had no step left to take still leaves its folder complete
         if setup.info.is_main:
             if setup.folder is not None:  # only rank 0 holds the run folder
-                setup.folder.publish_final_weights(checkpoint_path(setup.run_dir, step))
+                setup.folder.publish_final_weights(step)
             log.info("finished %s; run folder: %s", counted(step, "step"), setup.run_dir)
             whole_text = setup.request.val_data or (TINYSTORIES if setup.request.data == TINYSTORIES else None)
             if whole_text is not None:
@@ -623,22 +619,19 @@ class _Loop:
 
 
 @torch.no_grad()
-def _evaluate(setup: TrainSetup, data: TokenData) -> float:
-    """Mean loss per target over `eval_samples` global batches (the same windows every time)."""
-    model, device = setup.model, setup.device
-    sampler = setup.sampler_of(data, setup.config.seed + EVAL_SEED_OFFSET)
-    totals = torch.zeros(2, dtype=torch.float64, device=device)  # (sum of losses, number of targets)
-    with eval_mode(model):
-        for _ in range(setup.config.eval_samples):
-            x, y = (t.to(device, non_blocking=True) for t in sampler.next_batch())
-            with autocast(device, setup.request.precision):
+def _evaluate(setup: TrainSetup, *splits: TokenData) -> list[float]:
+    """The mean loss per target of each split over `eval_samples` global batches (the same windows every
+    time), summed over the processes in one all-reduce."""
+    model, device, pad_id = setup.model, setup.device, setup.model_config.pad_id
+    totals = torch.zeros(len(splits), 2, dtype=torch.float64, device=device)  # per split: (sum of losses, targets)
+    with eval_mode(model), autocast(device, setup.request.precision):
+        for split, data in enumerate(splits):
+            sampler = setup.sampler_of(data, setup.config.seed + EVAL_SEED_OFFSET)
+            for _ in range(setup.config.eval_samples):
+                x, y = (t.to(device, non_blocking=True) for t in sampler.next_batch())
                 _, loss = model(x, y, return_logits=False)
-            count = counted_targets(y, setup.tokenizer.pad_id).sum()
-            if count:
-                totals += torch.stack([loss.double() * count, count.double()])
+                count = counted_targets(y, pad_id).sum()
+                if count:
+                    totals[split] += torch.stack([loss.double() * count, count.double()])
     dist_util.all_reduce_sum(totals)
-    return float(totals[0] / totals[1]) if totals[1] > 0 else math.nan
-
-
-def _smooth(average: float, value: float) -> float:
-    return SPEED_SMOOTHING * average + (1.0 - SPEED_SMOOTHING) * value
+    return [float(loss_sum / count) if count > 0 else math.nan for loss_sum, count in totals]

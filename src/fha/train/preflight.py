@@ -1,4 +1,4 @@
-"""Checks that run before a training run touches its folder: does the model fit, do the steps add up.
+"""A check that runs before a training run touches its folder: does the model fit in the memory.
 
 The model is built on the ``meta`` device (shapes only, no memory) to count its parameters;
 training needs at least the weights, their gradients and AdamW's two moment buffers, all
@@ -16,7 +16,6 @@ import torch
 from fha.config import ModelConfig
 from fha.errors import FhaError, one_line
 from fha.model.gpt import GPT
-from fha.runs.checkpoint import Checkpoint
 from fha.train_config import TrainConfig
 
 FLOAT32_BYTES = 4
@@ -60,13 +59,4 @@ def check_model_fits(config: ModelConfig, train_config: TrainConfig, device: tor
             f"{needed / GIB:,.1f} GiB (weights, gradients, AdamW state and one batch of logits, in float32), "
             f"more than the {available / GIB:,.1f} GiB of {device.type} memory; make it smaller "
             "(dim, num_layers, vocab_size) or lower batch_size"
-        )
-
-
-def check_resume_steps(checkpoint: Checkpoint, train_config: TrainConfig) -> None:
-    if train_config.max_steps < checkpoint.step:
-        raise FhaError(
-            f"{checkpoint.path}: max_steps={train_config.max_steps} is below the checkpoint's step {checkpoint.step}; "
-            f"a resume continues up to max_steps, so pass `overrides` max_steps={checkpoint.step} or more "
-            f"(or resume an earlier checkpoint)"
         )
