@@ -16,6 +16,7 @@ import argparse
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 from fha.choices import ANALYSIS_ABLATION_TOKENS as DEFAULT_ABLATION_TOKENS
 from fha.choices import ANALYSIS_BATCH_SIZE as DEFAULT_BATCH_SIZE
@@ -122,6 +123,18 @@ def parse_ablation_tokens(text: str) -> int | None:
         raise FhaError(f"--ablation-tokens: expected a number of tokens or {ALL!r}, got {text!r}") from None
 
 
+def _measurement_options(args: argparse.Namespace, ablation_tokens: int | None) -> dict[str, Any]:
+    """The settings of the measurements, the same for run folders and for a study's runs."""
+    return {
+        "batch_size": args.batch_size,
+        "max_tokens": args.max_tokens,
+        "ablation_tokens": ablation_tokens,
+        "induction_length": args.induction_length,
+        "induction_sequences": args.induction_sequences,
+        "seed": args.seed,
+    }
+
+
 def _study_folder(args: argparse.Namespace) -> Path | None:
     """The study folder among the arguments (None for run folders), checked to come alone and
     without the options of run folders; run folders need --data and --out."""
@@ -174,17 +187,7 @@ def run_analyze(args: argparse.Namespace) -> int:
             tokens, _ = encode_documents(documents, tokenizer)
             started = time.perf_counter()
             table = analyze_subheads(
-                model,
-                tokens,
-                batch_size=args.batch_size,
-                max_tokens=args.max_tokens,
-                ablation_tokens=ablation_tokens,
-                induction_length=args.induction_length,
-                induction_sequences=args.induction_sequences,
-                seed=args.seed,
-                run=name,
-                step=step,
-                show_progress=True,
+                model, tokens, run=name, step=step, show_progress=True, **_measurement_options(args, ablation_tokens)
             )
             tables.append(table)
             where = name if step is None else f"{name} step {step}"
@@ -253,12 +256,7 @@ def _analyze_study(study: Path, args: argparse.Namespace, ablation_tokens: int |
         data=args.data,
         device=setup_device(args.device),
         show_progress=True,
-        batch_size=args.batch_size,
-        max_tokens=args.max_tokens,
-        ablation_tokens=ablation_tokens,
-        induction_length=args.induction_length,
-        induction_sequences=args.induction_sequences,
-        seed=args.seed,
+        **_measurement_options(args, ablation_tokens),
     )
     written = write_mechanisms(mechanisms, args.out, fmt=args.format, dpi=args.dpi)
     summaries = mechanisms.summaries
