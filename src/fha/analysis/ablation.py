@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,10 @@ from fha.config import ModelConfig
 from fha.inspection.layout import level_layouts
 from fha.model.dtypes import at_least_float32
 from fha.model.loss import IGNORE_INDEX, counted_targets
+
+if TYPE_CHECKING:
+    from fha.model.gpt import GPT
+    from fha.model.layers import Block
 
 ABLATION_ROWS = 64  # windows per forward pass of the ablated copies (copies x windows)
 # Logits per chunk of the output layer's loss, by device type: 2 MB of float32 on a CPU, which
@@ -46,6 +51,11 @@ class Subhead:
     num_subheads: int  # n, how many its head is cut into
     columns: slice  # its columns in the input of attn.out
     value_rows: slice  # its rows among the value heads' rows of the qkv projection
+
+
+def model_blocks(model: GPT) -> list[Block]:
+    """The blocks of `model`, in layer order, typed as blocks (a ModuleList yields plain Modules)."""
+    return cast("list[Block]", list(model.blocks))
 
 
 def subheads(config: ModelConfig, layer: int) -> list[Subhead]:
@@ -113,7 +123,7 @@ def logits_per_chunk(device: torch.device) -> int:
     return LOGITS_PER_CHUNK.get(device.type, DEFAULT_LOGITS_PER_CHUNK)
 
 
-def summed_losses(model: nn.Module, hidden: Tensor, targets: Tensor) -> Tensor:
+def summed_losses(model: GPT, hidden: Tensor, targets: Tensor) -> Tensor:
     """Summed next-token cross-entropy of each copy: hidden (copies * B, T, C) from the last
     block, targets (B, T) shared by the copies -> (copies,) in float64.
 
@@ -140,7 +150,7 @@ def summed_losses(model: nn.Module, hidden: Tensor, targets: Tensor) -> Tensor:
 
 
 def ablated_losses(
-    model: nn.Module,
+    model: GPT,
     layer: int,
     inputs: tuple,
     outputs: Tensor,
@@ -159,7 +169,8 @@ def ablated_losses(
     """
     resid, rotation, *rest = inputs
     B = resid.shape[0]
-    block = model.blocks[layer]
+    blocks = model_blocks(model)
+    block = blocks[layer]
     per_pass = max(1, ABLATION_ROWS // B)
     sums = []
     for first in range(0, keep.shape[0], per_pass):
@@ -168,7 +179,7 @@ def ablated_losses(
         mixed = torch.addcmul(replacement[group, None, None], outputs, keep[group, None, None])  # (copies, B, T, D)
         with given_attention(block, block.attn.out(mixed.flatten(0, 1))):
             hidden = block(resid.repeat(copies, 1, 1), rotation, *rest)  # (copies * B, T, C)
-        for above in model.blocks[layer + 1 :]:
+        for above in blocks[layer + 1 :]:
             hidden = above(hidden, rotation, *rest)
         sums.append(summed_losses(model, hidden, targets))
     return torch.cat(sums)

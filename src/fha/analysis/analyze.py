@@ -18,12 +18,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fha.analysis.ablation import ablated_losses, ablation_plan, recorded_inputs, subheads, summed_losses
+from fha.analysis.ablation import (
+    ablated_losses,
+    ablation_plan,
+    model_blocks,
+    recorded_inputs,
+    subheads,
+    summed_losses,
+)
 from fha.analysis.metrics import (
     ATTENTION_METRICS,
     FIRST_ORDINARY_ID,
@@ -45,6 +53,9 @@ from fha.model.modes import eval_mode
 from fha.progress import track
 from fha.tokenizer import PAD_ID, Tokenizer
 
+if TYPE_CHECKING:
+    from fha.model.gpt import GPT
+
 log = logging.getLogger(__name__)
 
 DEFAULT_INDUCTION_LENGTH = 50  # random tokens before the repeat, as in TransformerLens's induction demos
@@ -63,7 +74,7 @@ def _text_tokens(data: TokenData | Sequence[str] | np.ndarray | Tensor, tokenize
     return encode_documents(data, tokenizer)[0]
 
 
-def induction_length_for(model: nn.Module, length: int | None) -> int:
+def induction_length_for(model: GPT, length: int | None) -> int:
     """The random sequence length: `length`, checked, or the default that fits the context."""
     limit = (model.config.max_seq_len - 1) // 2
     if length is None:
@@ -76,7 +87,7 @@ def induction_length_for(model: nn.Module, length: int | None) -> int:
     return length
 
 
-def _check_arguments(model: nn.Module, **values: int | None) -> None:
+def _check_arguments(model: GPT, **values: int | None) -> None:
     """Each of `values` (batch_size, induction_sequences, max_tokens, ablation_tokens) is at least
     its minimum, or None where that means "all of the text"."""
     minimum = {"batch_size": 1, "induction_sequences": 1, "max_tokens": 2, "ablation_tokens": 1}
@@ -87,14 +98,14 @@ def _check_arguments(model: nn.Module, **values: int | None) -> None:
         raise FhaValueError(f"a vocabulary of {model.config.vocab_size} tokens has no ordinary token to repeat")
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def _model_device(model: GPT) -> torch.device:
     return next(model.parameters()).device
 
 
 class _TextPass:
     """What passes 1 and 2 add up over the batches of the text."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: GPT) -> None:
         self.model = model
         self.layers = [subheads(model.config, layer) for layer in range(model.config.num_layers)]
         self.attention = [AttentionSums() for _ in self.layers]
@@ -109,7 +120,8 @@ class _TextPass:
         model = self.model
         queries = counted_targets(y, model.config.pad_id)  # (B, T): real tokens with a next token
         modules = dict(attention_modules(model))
-        with capture_attention(model) as calls, recorded_inputs([block.attn.out for block in model.blocks]) as outs:
+        projections = [block.attn.out for block in model_blocks(model)]
+        with capture_attention(model) as calls, recorded_inputs(projections) as outs:
             model(x)
         for layer, call in enumerate(calls):
             self.attention[layer].add(level_weights(modules[call.name], model.config, call), queries)
@@ -120,19 +132,22 @@ class _TextPass:
     def ablate(self, x: Tensor, y: Tensor) -> None:
         """Pass 2 on one batch: the clean loss and the loss of every ablated copy."""
         model = self.model
-        outs = [block.attn.out for block in model.blocks]
-        with recorded_inputs([*model.blocks, model.norm]) as inputs, recorded_inputs(outs) as outputs:
+        blocks = model_blocks(model)
+        outs = [block.attn.out for block in blocks]
+        with recorded_inputs([*blocks, model.norm]) as inputs, recorded_inputs(outs) as outputs:
             model(x)
         self.clean += summed_losses(model, inputs[-1][0], y)[0].cpu()
         for layer, found in enumerate(self.layers):
             sub_outputs = outputs[layer][0]  # (B, T, D)
-            keep, replacement = ablation_plan(found, (self.output_sums[layer] / self.positions).to(sub_outputs))
+            output_sum = self.output_sums[layer]
+            assert output_sum is not None, "pass 1 (measure) sums every layer's outputs before pass 2 (ablate)"
+            keep, replacement = ablation_plan(found, (output_sum / self.positions).to(sub_outputs))
             losses = ablated_losses(model, layer, inputs[layer], sub_outputs, y, keep, replacement)
             self.ablated[layer] += losses.cpu()
         self.scored += int(counted_targets(y, model.config.pad_id).sum())
 
 
-def _induction_scores(model: nn.Module, length: int, count: int, seed: int) -> list[Tensor]:
+def _induction_scores(model: GPT, length: int, count: int, seed: int) -> list[Tensor]:
     """Per layer, (sub-heads,) mean induction weight over the repeats of `count` random sequences."""
     sequences = repeated_sequences(count, length, model.config.vocab_size, seed).to(_model_device(model))
     modules = dict(attention_modules(model))
@@ -151,10 +166,10 @@ def _gain(norm: nn.Module | None, width: int, like: Tensor) -> Tensor:
     return torch.ones(width, dtype=like.dtype, device=like.device) if weight is None else weight
 
 
-def _copying_scores(model: nn.Module, layer: int) -> list[float]:
+def _copying_scores(model: GPT, layer: int) -> list[float]:
     """The copying score of every sub-head of `layer`, in `subheads` order."""
     config = model.config
-    block = model.blocks[layer]
+    block = model_blocks(model)[layer]
     embedding = model.embedding.weight.double()  # (V, C), also the unembedding (tied)
     width = config.dim
     out_gain = _gain(model.norm, width, embedding) * _gain(block.attn_out_norm, width, embedding)
@@ -171,7 +186,7 @@ def _copying_scores(model: nn.Module, layer: int) -> list[float]:
 
 @torch.inference_mode()
 def analyze_subheads(
-    model: nn.Module,
+    model: GPT,
     data: TokenData | Sequence[str] | np.ndarray | Tensor,
     *,
     tokenizer: Tokenizer | None = None,

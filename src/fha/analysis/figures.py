@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 
 from fha.analysis.pooling import ALL_SIZES, MEASURE_LABELS, PooledMeasure, RunSummary
 from fha.analysis.table import METRICS, SubheadRow, SubheadTable
@@ -87,7 +88,9 @@ def _layer_strip(rows: Sequence[SubheadRow], metric: str) -> tuple[np.ndarray, l
     return np.concatenate([np.full(row.subhead_dim, getattr(row, metric)) for row in ordered]), ordered
 
 
-def _heatmap_panel(ax: Axes, rows: Sequence[SubheadRow], metric: str, limits: tuple[float, float], title: str):
+def _heatmap_panel(
+    ax: Axes, rows: Sequence[SubheadRow], metric: str, limits: tuple[float, float], title: str
+) -> AxesImage:
     layers = sorted({row.layer for row in rows})
     strips = [_layer_strip([row for row in rows if row.layer == layer], metric) for layer in layers]
     width = max(len(values) for values, _ in strips)
@@ -157,11 +160,13 @@ def heatmaps(table: SubheadTable, out_dir: Path, fmt: str, dpi: int) -> list[Pat
             layout="constrained",
         )
         axes = figure.subplots(1, len(runs), squeeze=False)[0]
-        image = None
+        images = []
         for ax, run in zip(axes, runs):
             step = latest.steps(run)[-1]
-            image = _heatmap_panel(ax, latest.select(run, step).rows, metric, limits, _panel_title(table, run, step))
-        figure.colorbar(image, ax=list(axes), label=f"{label} ({unit})", shrink=0.9)
+            images.append(
+                _heatmap_panel(ax, latest.select(run, step).rows, metric, limits, _panel_title(table, run, step))
+            )
+        figure.colorbar(images[-1], ax=list(axes), label=f"{label} ({unit})", shrink=0.9)
         figure.suptitle(f"{label} of every sub-head")
         written.append(save_report_figure(figure, out_dir / f"{HEATMAP_STEM.format(metric=metric)}.{fmt}", dpi))
     return written
@@ -217,10 +222,11 @@ def over_training(table: SubheadTable, out_dir: Path, fmt: str, dpi: int) -> Pat
     )
     axes = figure.subplots(len(runs), len(TRAINING_METRICS), squeeze=False)
     for row_axes, run in zip(axes, runs):
+        # every step is set: the sort key's `or 0` below is for type checkers
         rows = [row for row in table.rows if row.run == run and row.step is not None]
         for ax, metric in zip(row_axes, TRAINING_METRICS):
             for position in dict.fromkeys(row.position for row in rows):
-                series = sorted((row for row in rows if row.position == position), key=lambda row: row.step)
+                series = sorted((row for row in rows if row.position == position), key=lambda row: row.step or 0)
                 ax.plot(
                     [row.step for row in series],
                     [getattr(row, metric) for row in series],

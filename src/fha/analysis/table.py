@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fha.errors import FhaError, writing
 
@@ -129,7 +130,8 @@ class SubheadTable:
 
 
 def _parse_row(line: dict[str, str]) -> SubheadRow:
-    values: dict[str, object] = {"run": line["run"], "step": int(line["step"]) if line["step"] else None}
+    # SubheadRow's keyword arguments, each column parsed to its field's type (str, int or float)
+    values: dict[str, Any] = {"run": line["run"], "step": int(line["step"]) if line["step"] else None}
     for name in COLUMNS[2:]:
         values[name] = int(line[name]) if name in _INTEGER_COLUMNS else float(line[name])
     return SubheadRow(**values)

@@ -266,7 +266,9 @@ def sweep_curves(results: StudyResults) -> Figure:
     plain_log_ticks(ax.xaxis)
     ax.set_xlabel("lr_max")
     ax.set_ylabel(f"mean {VAL_BPB}")
-    seeds = results.spec.sweep.seeds
+    sweep = results.spec.sweep
+    assert sweep is not None, "sweep curves are drawn only for a spec with a [sweep]"
+    seeds = sweep.seeds
     which = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
     ax.set_title(_titled(results, f"Learning-rate tuning on {which} (star: chosen)"))
     ax.grid(True, alpha=0.3)

@@ -132,7 +132,7 @@ def load_results(folders: list[Path], *, partial: bool = False) -> list[StudyRes
         tuning = tuning_outcome(planner, score, point.label)
         tuned = planner.tuning_cells(tuning.grids, point.label)
         entries = {cell: found for cell in tuned if (found := entry(cell)) is not None}
-        cells = planner.evaluation_cells(tuning.chosen, point.label) if tuning.done else []
+        cells = planner.evaluation_cells(tuning.chosen, point.label) if tuning.chosen is not None else []
         entries.update({cell: found for cell in cells if (found := entry(cell)) is not None})
         points.append(StudyResults(spec, context, folders, tuning, cells, entries, references, point))
     if not partial:

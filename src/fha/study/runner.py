@@ -121,20 +121,19 @@ def run_study(
             runner.execute(missing)
         evaluation = []
         for label, outcome in progress.tuning.items():
-            if not outcome.done:
+            chosen = outcome.chosen
+            if chosen is None:
                 progress.waiting_for_others = True
                 continue
             where = f" at {label}" if label else ""
-            log.info(
-                "learning rates%s: %s", where, ", ".join(f"{name} {rate:g}" for name, rate in outcome.chosen.items())
-            )
+            log.info("learning rates%s: %s", where, ", ".join(f"{name} {rate:g}" for name, rate in chosen.items()))
             if outcome.at_edge:
                 log.warning(
                     "still at an edge of the grid%s after every extension (not tuned): %s",
                     where,
                     ", ".join(outcome.at_edge),
                 )
-            evaluation += shard.take(_trunks(planner.evaluation_cells(outcome.chosen, label)))
+            evaluation += shard.take(_trunks(planner.evaluation_cells(chosen, label)))
         ours = [_missing(trunk, runner) for trunk in evaluation]
         runner.execute([trunk for trunk in ours if trunk])
     return progress

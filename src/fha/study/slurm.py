@@ -140,7 +140,7 @@ class SlurmJobs:
             raise FhaValueError(f"`device` {self.device!r}: unknown device (use {', '.join(DEVICE_CHOICES)})")
         if self.time is not None:
             time_limit_seconds(self.time)
-        if self.mem is not None and not (MEMORY.fullmatch(self.mem) and int(MEMORY.fullmatch(self.mem)[1]) > 0):
+        if self.mem is not None and not ((amount := MEMORY.fullmatch(self.mem)) and int(amount[1]) > 0):
             raise FhaValueError(f"`mem` {self.mem!r}: expected a positive amount, in megabytes or with K, M, G or T")
         if not OUTPUT_PATH.fullmatch(str(self.logs)):
             raise FhaValueError(

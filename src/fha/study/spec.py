@@ -61,7 +61,7 @@ from typing import Any
 
 from fha.config import ModelConfig
 from fha.config_base import near_matches, require
-from fha.errors import FhaError, read_text
+from fha.errors import FhaError, FhaValueError, read_text
 from fha.experiments import TABLES, Tables, build_configs, load_experiment, merge, owner_of
 from fha.train_config import SEED_LIMIT, TrainConfig
 
@@ -199,7 +199,7 @@ class StudyData:
         for name in ("train", "valid", "test", "tokenizer"):
             value = getattr(self, name)
             require(
-                value is None or (isinstance(value, str) and value.strip()),
+                value is None or (isinstance(value, str) and bool(value.strip())),
                 f"data.{name} must be a file path, got {value!r}",
             )
         require(
@@ -581,7 +581,8 @@ class StudySpec:
         if not label:
             return NO_GRID
         found = next((point for point in self.points if point.label == label), None)
-        require(found is not None, f"no grid point {label!r}; the spec's are {', '.join(p.label for p in self.points)}")
+        if found is None:
+            raise FhaValueError(f"no grid point {label!r}; the spec's are {', '.join(p.label for p in self.points)}")
         return found
 
     def tables(self, variant: str, point: str = "") -> Tables:
