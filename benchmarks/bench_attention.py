@@ -3,6 +3,7 @@
     python benchmarks/bench_attention.py            # the table in docs/benchmarks.md
     python benchmarks/bench_attention.py --profile  # where a training step spends its time
     python benchmarks/bench_attention.py --decode   # one decoding step: all levels at once vs per level
+    OMP_NUM_THREADS=1 python benchmarks/bench_attention.py --cpu-padding  # sub-heads padded on the CPU or not
 
 Part 1 times forward + backward of `fractal_attention` against (a) a per-level version that
 materialises the masked T x S scores, as the original FHA code did, (b) the bare per-level
@@ -14,19 +15,31 @@ loss that training uses (`return_logits=False`) and with full logits.
 --decode times one decoding step (T = 1) of `fractal_attention` both ways it can run: all
 levels at once (its single-query path) and one SDPA call per level (the path it takes above
 `SINGLE_QUERY_MAX_SCORES`), over batch sizes and key lengths, to show where they cross.
+--cpu-padding times, in CPU seconds of this process, SDPA calls on sub-heads smaller than 16
+as fha makes them on the CPU in float32 (padded to 16, `fha.model.attention.HEAD_PADDING`) and
+unpadded, forward and forward + backward; then training steps of the seed-0.3m model with FHA,
+uniform-finest and MHA (whose heads are never padded: the control), padded and unpadded, all in
+the same interleaved rounds. With more than one thread, set OMP_WAIT_POLICY=PASSIVE, or the
+CPU time counts the threads' spinning while they wait for each other.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from timing import time_interleaved
 from workloads import training_step
 
-from fha import ModelConfig, fractal_attention
+from fha import ModelConfig, fractal_attention, grouped_attention
+from fha.experiments import build_configs, load_experiment
+from fha.model import attention as attention_module
 from fha.model import decode_attention
+from fha.variants import subhead_sizes
 
 LEVELS, HEAD_DIM, KV_HEADS, SEQ_LEN, SPLIT = 3, 64, 1, 512, 2
 
@@ -189,6 +202,79 @@ def decode_table(repeats: int) -> list[str]:
     return rows
 
 
+PADDED_SIZES = (2, 4, 8, 12)  # the sizes the CPU pads to 16 (16 and up reach SDPA as they are)
+PADDING_SEQ_LENS = (128, 256, 512)
+PADDING_BATCH, PADDING_HEADS = 32, 8
+PADDING_VARIANTS = ("fha", "uniform-finest", "mha")
+
+
+def unpadded(fn: Callable[[], object]) -> Callable[[], None]:
+    """fn with the device's padding of sub-heads switched off (what the CPU did before)."""
+
+    def run() -> None:
+        saved = attention_module.HEAD_PADDING
+        attention_module.HEAD_PADDING = {}
+        try:
+            fn()
+        finally:
+            attention_module.HEAD_PADDING = saved
+
+    return run
+
+
+def padding_table(repeats: int) -> list[str]:
+    """Milliseconds (CPU time) of one causal SDPA call on PADDING_HEADS heads of each size, as
+    fha makes it (padded, `grouped_attention`'s default) and unpadded (`head_multiple=1`)."""
+    rows = [
+        "| T | sub-head size | padded to | forward, unpadded (ms) | forward, padded (ms) | time ratio "
+        "| fwd+bwd, unpadded (ms) | fwd+bwd, padded (ms) | time ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    padding = attention_module.head_padding(torch.device("cpu"), torch.float32)
+    for T in PADDING_SEQ_LENS:
+        calls = {}
+        for d in PADDED_SIZES:
+            q, k, v = (torch.randn(PADDING_BATCH, PADDING_HEADS, T, d, requires_grad=True) for _ in range(3))
+            for multiple in (1, None):
+                call = functools.partial(grouped_attention, q, k, v, head_multiple=multiple)
+                calls[(d, multiple, "fwd")] = torch.no_grad()(call)
+                calls[(d, multiple, "fwd+bwd")] = forward_backward(call, [q, k, v])
+        timed = time_interleaved(calls, repeats, clock=time.process_time)
+        for d in PADDED_SIZES:
+            cells = [f"{T}", f"{d}", f"{padding.size(d)}"]
+            for mode in ("fwd", "fwd+bwd"):
+                plain, padded = timed[(d, 1, mode)], timed[(d, None, mode)]
+                cells += [f"{plain * 1e3:.1f}", f"{padded * 1e3:.1f}", f"{padded / plain:.2f}"]
+            rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def padding_model_table(batch_size: int, repeats: int) -> list[str]:
+    """Training tokens/s of the seed-0.3m model per variant, padded (the default) and
+    unpadded, and each variant's step time over MHA's, from the same interleaved rounds."""
+    base = build_configs(load_experiment("seed-0.3m"))[0]
+    models, steps = {}, {}
+    for attention in PADDING_VARIANTS:
+        models[attention], step = training_step(base.replace(attention=attention), batch_size)
+        steps[(attention, "unpadded")], steps[(attention, "padded")] = unpadded(step), step
+    timed = time_interleaved(steps, repeats, warmup=2, clock=time.process_time)
+    tokens = batch_size * base.max_seq_len
+    rows = [
+        f"Training steps, seed-0.3m, batch {batch_size} x {base.max_seq_len} tokens\n",
+        "| attention | sub-head sizes | step, unpadded (s) | step, padded (s) | tokens/s, unpadded "
+        "| tokens/s, padded | speed-up | time / mha, unpadded | time / mha, padded |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for attention, model in models.items():
+        plain, padded = timed[(attention, "unpadded")], timed[(attention, "padded")]
+        rows.append(
+            f"| {attention} | {subhead_sizes(model.config)} | {plain:.3f} | {padded:.3f} | {tokens / plain:,.0f} "
+            f"| {tokens / padded:,.0f} | {plain / padded:.2f}x | {plain / timed[('mha', 'unpadded')]:.2f}x "
+            f"| {padded / timed[('mha', 'padded')]:.2f}x |"
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32])
@@ -196,8 +282,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--profile", action="store_true", help="profile one FHA training step instead")
     parser.add_argument("--decode", action="store_true", help="time decoding steps instead")
+    parser.add_argument("--cpu-padding", action="store_true", help="time sub-heads padded on the CPU or not instead")
     args = parser.parse_args()
     torch.manual_seed(0)
+    if args.cpu_padding:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU time of this process\n")
+        print(f"One SDPA call, causal, float32, batch {PADDING_BATCH}, {PADDING_HEADS} heads\n")
+        print("\n".join(padding_table(args.repeats)))
+        print()
+        print("\n".join(padding_model_table(args.model_batch_size, args.repeats)))
+        return
     if args.profile:
         profile(args.model_batch_size)
         return

@@ -12,7 +12,7 @@
    recomputation on the device.
 2. backends: which SDPA backends (each tried alone with `torch.nn.attention.sdpa_kernel`)
    accept each sub-head size of the shapes below, as fha hands it to SDPA (after its padding
-   to `fused_head_multiple`) and as it would be raw, in float32 and bfloat16.
+   by `head_padding`) and as it would be raw, in float32 and bfloat16.
 3. training: tokens/s and peak memory of FHA and its MHA twin at the seed-1m shape and a
    ~20M-parameter shape, bf16 autocast on CUDA, eager and compiled, interleaved rounds,
    median; the FHA/MHA ratio of each pair is measured in the same rounds.
@@ -42,7 +42,7 @@ from workloads import training_step
 
 from fha import GPT, ModelConfig
 from fha.experiments import build_configs, load_experiment
-from fha.model.attention import KERNELS, fused_head_multiple
+from fha.model.attention import KERNELS, head_padding
 from fha.model.kv_cache import KVCache
 from fha.variants import ATTENTION_VARIANTS
 
@@ -230,12 +230,11 @@ def _cached_logits(model: GPT, idx: torch.Tensor) -> torch.Tensor:
 
 def backend_table(device: torch.device, dtypes: list[torch.dtype], smoke: bool) -> list[dict]:
     """Per dtype and sub-head size: the SDPA backends that run it raw, and as fha calls SDPA
-    (padded to `fused_head_multiple`), each backend tried alone, forward and backward."""
+    (padded by `head_padding`), each backend tried alone, forward and backward."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH]
     B, heads, T = (1, 2, 32) if smoke else (8, 8, 512)
-    multiple = fused_head_multiple(device)
 
     def accepting(size: int, dtype: torch.dtype) -> list[str]:
         q, k, v = (torch.randn(B, heads, T, size, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
@@ -252,7 +251,7 @@ def backend_table(device: torch.device, dtypes: list[torch.dtype], smoke: bool) 
     rows = []
     for dtype in dtypes:
         for d in BACKEND_SIZES:
-            size = d + (-d % multiple)
+            size = head_padding(device, dtype).size(d)
             raw = accepting(d, dtype)
             as_called = raw if size == d else accepting(size, dtype)
             rows.append(

@@ -83,7 +83,7 @@ def test_non_causal_sees_every_key():
 @pytest.mark.fast_path
 def test_one_fused_call_per_level(sdpa_query_shapes):
     q, k, v = make_qkv(2, 3, 1, 8, 8, 16, dtype=torch.float32)
-    fractal_attention(q, k, v, split=2)
+    fractal_attention(q, k, v, split=2, head_multiple=1)  # unpadded, to see each level's sub-heads
     assert sdpa_query_shapes == [(2, 1, 8, 16), (2, 2, 8, 8), (2, 4, 8, 4)]
 
 

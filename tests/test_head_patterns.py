@@ -4,8 +4,9 @@ import pytest
 import torch
 from reference_attention import reference_fractal_attention
 
-import fha.model.attention as attention_module
-from fha import ModelConfig, fractal_attention
+from fha import ModelConfig, fractal_attention, grouped_attention
+from fha.model import decode_attention
+from fha.model.attention import NO_PADDING, head_padding
 from fha.variants import ATTENTION_VARIANTS
 
 
@@ -100,7 +101,7 @@ def test_split_spelling_equals_its_geometric_pattern_exactly():
 )
 def test_one_sdpa_call_per_distinct_cut(sdpa_query_shapes, splits, expected):
     q, k, v = make_qkv(2, 4, 2, 2, 8, 8, 32, dtype=torch.float32)
-    fractal_attention(q, k, v, splits=splits)
+    fractal_attention(q, k, v, splits=splits, head_multiple=1)  # unpadded, to see each cut's sub-heads
     assert sdpa_query_shapes == expected
 
 
@@ -277,5 +278,51 @@ def test_padded_calls_hand_sdpa_multiples_of_the_head_multiple(sdpa_query_shapes
     q, k, v = make_qkv(1, 3, 1, 1, 6, 6, 16, dtype=torch.float32)
     fractal_attention(q, k, v, splits=[1, 2, 4], head_multiple=8)
     assert sdpa_query_shapes == [(1, 1, 6, 16), (1, 2, 6, 8), (1, 4, 6, 8)]  # 4-dim sub-heads padded to 8
-    assert attention_module.fused_head_multiple(torch.device("cpu")) == 1
-    assert attention_module.fused_head_multiple(torch.device("cuda", 0)) == 8
+
+
+def test_each_device_pads_as_its_kernels_run_fastest():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert [head_padding(cpu, torch.float32).size(d) for d in (2, 4, 8, 12, 16, 24, 32)] == [16, 16, 16, 16, 16, 24, 32]
+    assert head_padding(cpu, torch.bfloat16) == head_padding(cpu, torch.float64) == NO_PADDING
+    for dtype in (torch.float32, torch.bfloat16):
+        assert [head_padding(cuda, dtype).size(d) for d in (2, 4, 8, 12, 16, 24)] == [8, 8, 8, 16, 16, 24]
+
+
+@pytest.mark.fast_path
+@pytest.mark.parametrize("T,S,masked", [(12, 12, False), (5, 12, False), (12, 12, True)])
+def test_float32_subheads_below_16_are_padded_on_the_cpu_by_default(sdpa_query_shapes, T, S, masked):
+    """Training, KV-cache and masked shapes: sub-heads of 8 and 4 reach SDPA as 16 (32 and 16
+    as they are), and values and gradients match the unpadded call."""
+    q, k, v = make_qkv(2, 4, 1, 1, T, S, 32, dtype=torch.float32)
+    mask = padding_mask(2, T, S) if masked else None
+    out = fractal_attention(q, k, v, split=2, attn_mask=mask)
+    assert sdpa_query_shapes == [(2, 1, T, 32), (2, 2, T, 16), (2, 4, T, 16), (2, 8, T, 16)]
+    plain_inputs = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    plain = fractal_attention(*plain_inputs, split=2, attn_mask=mask, head_multiple=1)
+    assert sdpa_query_shapes[4:] == [(2, 1, T, 32), (2, 2, T, 16), (2, 4, T, 8), (2, 8, T, 4)]
+    torch.testing.assert_close(out, plain, rtol=0, atol=1e-6)
+    upstream = torch.randn_like(out)
+    for got, want in zip(
+        torch.autograd.grad(out, (q, k, v), upstream), torch.autograd.grad(plain, plain_inputs, upstream)
+    ):
+        torch.testing.assert_close(got, want, rtol=0, atol=4e-6)
+
+
+@pytest.mark.fast_path
+def test_small_full_heads_are_padded_on_the_cpu_too(sdpa_query_shapes):
+    q, k, v = make_qkv(2, 4, 2, 2, 12, 12, 8, dtype=torch.float32)
+    out = grouped_attention(q, k, v)
+    plain = grouped_attention(q, k, v, head_multiple=1)
+    assert sdpa_query_shapes == [(2, 4, 12, 16), (2, 4, 12, 8)]
+    torch.testing.assert_close(out, plain, rtol=0, atol=1e-6)
+
+
+@pytest.mark.fast_path
+def test_single_queries_and_other_dtypes_are_not_padded_on_the_cpu(sdpa_query_shapes):
+    S = decode_attention.SINGLE_QUERY_MAX_SCORES // (2 * 4 * 8) + 1  # just over the single-query path's limit
+    q, k, v = make_qkv(2, 4, 1, 1, 1, S, 32, dtype=torch.float32)
+    fractal_attention(q, k, v, split=2)
+    q, k, v = make_qkv(2, 4, 1, 1, 6, 6, 32, dtype=torch.bfloat16)
+    fractal_attention(q, k, v, split=2)
+    sizes = [32, 16, 8, 4]
+    assert [shape[-1] for shape in sdpa_query_shapes] == sizes + sizes

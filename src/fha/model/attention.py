@@ -34,16 +34,44 @@ if TYPE_CHECKING:
     from fha.model.kv_cache import LayerCache
 
 
-# Head sizes the fused SDPA kernels of a device type take without falling back to the math
-# kernel, which materialises the T x S scores: CUDA's flash, memory-efficient and cuDNN
-# kernels want multiples of 8. Smaller sub-heads are zero-padded up to it (exact: zero
-# dimensions add nothing to q.k and the padded output columns are dropped).
-FUSED_HEAD_MULTIPLE = {"cuda": 8}
+@dataclass(frozen=True)
+class HeadPadding:
+    """How far SDPA's head size is padded for sub-heads of d dimensions: up to a multiple of
+    `multiple`, then up to at least `minimum`. Zero padding is exact: zero dimensions add
+    nothing to q.k, the scale is passed explicitly and the padded output columns are dropped."""
+
+    multiple: int = 1
+    minimum: int = 1
+
+    def size(self, d: int) -> int:
+        """The head size SDPA is handed for sub-heads of `d` dimensions."""
+        return max(d + (-d % self.multiple), self.minimum)
 
 
-def fused_head_multiple(device: torch.device) -> int:
-    """The multiple that sub-head sizes are padded to on `device` (1: no padding)."""
-    return FUSED_HEAD_MULTIPLE.get(device.type, 1)
+NO_PADDING = HeadPadding()
+
+# The padding that makes SDPA fastest, by device type and dtype (None: every dtype); measured
+# in docs/benchmarks.md, "Sub-head padding on the CPU".
+# - CUDA: the fused kernels (flash, memory-efficient, cuDNN) take head sizes in multiples of
+#   8; any other size falls back to the math kernel, which materialises the T x S scores.
+# - CPU, float32: the flash kernel costs about the same per head at every size up to 16, and
+#   less at 16 than at 2 to 8 (13 to 38 % less by the medians, forward and backward), so
+#   smaller sub-heads are padded to 16. Not larger ones (24 padded to 32 takes 1.1 to 1.7
+#   times as long), nor bfloat16 or float64 sub-heads, whose kernels it slows (1.2 to 2 times).
+HEAD_PADDING: dict[tuple[str, torch.dtype | None], HeadPadding] = {
+    ("cuda", None): HeadPadding(multiple=8),
+    ("cpu", torch.float32): HeadPadding(minimum=16),
+}
+
+
+def head_padding(device: torch.device, dtype: torch.dtype) -> HeadPadding:
+    """The padding of sub-head sizes for SDPA calls on `device` in `dtype`."""
+    return HEAD_PADDING.get((device.type, dtype), HEAD_PADDING.get((device.type, None), NO_PADDING))
+
+
+def _padding(q: Tensor, head_multiple: int | None) -> HeadPadding:
+    """The padding of an attention call: the device's for q, or to multiples of `head_multiple`."""
+    return head_padding(q.device, q.dtype) if head_multiple is None else HeadPadding(multiple=head_multiple)
 
 
 def causal_mask(T: int, S: int, device: torch.device) -> Tensor | None:
@@ -66,13 +94,14 @@ def _attend(
     scale: float,
     dropout_p: float,
     enable_gqa: bool = False,
-    head_multiple: int = 1,
+    padding: HeadPadding = NO_PADDING,
 ) -> Tensor:
     """One SDPA call with bottom-right causality; the fused causal kernel when S == T. Heads
-    whose size is not a multiple of `head_multiple` are zero-padded to one for the call
-    (except a single query, for which no fused kernel saves anything)."""
+    are zero-padded to `padding`'s size for the call, except a single query: it has no T x S
+    scores to keep off CUDA's math kernel, and on the CPU padding copies the whole key/value
+    cache, which makes the call several times slower."""
     T, S, d = q.shape[-2], k.shape[-2], q.shape[-1]
-    pad = -d % head_multiple if T > 1 else 0  # a single query has no T x S scores to keep off the math kernel
+    pad = padding.size(d) - d if T > 1 else 0
     if pad:
         q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))  # (..., d + pad) each
     fused_causal = attn_mask is None and is_causal and T == S
@@ -177,8 +206,8 @@ def fractal_attention(
     attn_mask: optional boolean (B, 1, T, S) or (T, S) mask of allowed keys; it replaces the
     causal mask (the caller includes causality in it). A query that may see no key at all
     gets zeros, as in SDPA. head_multiple: sub-heads whose size is not a multiple of it are
-    zero-padded for their SDPA call (exact); None takes what the device's fused kernels need
-    (`fused_head_multiple`). Returns (B, L, T, hd).
+    zero-padded for their SDPA call (exact); None pads as the device and dtype run fastest
+    (`head_padding`). Returns (B, L, T, hd).
     """
     L, Hk, Hv = _check_shapes(q, k, v)
     B, _, T, hd = q.shape
@@ -197,7 +226,7 @@ def fractal_attention(
     if takes_single_query_path(q, k, max(splits.splits), dropout_p):
         scales = tuple(score_scale(scale, hd, hd // n) for n in splits.splits)
         return single_query_attention(q, k, v, splits=splits.splits, scales=scales, attn_mask=attn_mask)
-    multiple = fused_head_multiple(q.device) if head_multiple is None else head_multiple
+    padding = _padding(q, head_multiple)
     heads_out: list[Tensor | None] = [None] * L
     for n, heads in splits.groups:
         h, d = len(heads), hd // n
@@ -209,7 +238,7 @@ def fractal_attention(
             attn_mask=attn_mask,
             scale=score_scale(scale, hd, d),
             dropout_p=dropout_p,
-            head_multiple=multiple,
+            padding=padding,
         )  # (B, h*n, T, d)
         if h == 1:
             heads_out[heads[0]] = y.transpose(1, 2).reshape(B, T, 1, hd)  # (B, T, 1, hd)
@@ -240,7 +269,6 @@ def grouped_attention(
         raise ValueError(f"grouped_attention needs as many key heads as value heads, got {Hkv} and {Hv}")
     B, _, T, hd = q.shape
     S = k.shape[-2]
-    multiple = fused_head_multiple(q.device) if head_multiple is None else head_multiple
     # A decoding step: SDPA shares each kv head itself rather than copying the whole cache.
     decoding_shared = Hkv != L and T == 1
     if Hkv != L and not decoding_shared:
@@ -255,7 +283,7 @@ def grouped_attention(
         scale=score_scale(scale, hd, hd),
         dropout_p=dropout_p,
         enable_gqa=decoding_shared,
-        head_multiple=multiple,
+        padding=_padding(q, head_multiple),
     )  # (B, L, T, hd)
 
 
