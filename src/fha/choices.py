@@ -15,4 +15,4 @@ EVAL_BATCH_SIZE = 8
 # `fha.analysis.analyze`
 ANALYSIS_BATCH_SIZE = 8  # windows per forward pass of the clean model
 ANALYSIS_INDUCTION_SEQUENCES = 32
-ANALYSIS_ABLATION_TOKENS = 16_384  # 64 windows of 256: seed-0.3m in under a minute (docs/benchmarks.md)
+ANALYSIS_ABLATION_TOKENS = 16_384  # 64 windows of 256: seed-0.3m over valid.txt in 44 s on 2 cores (docs/benchmarks.md)
