@@ -19,6 +19,7 @@ from fha.runs.folder import MODEL_FILE, load_model_and_tokenizer
 from fha.study.export import export_study
 from fha.study.layout import TOKENIZER_FILE
 from fha.study.mechanisms import (
+    ANALYSED_DIR,
     POOLED_FILE,
     RUNS_FILE,
     SUBHEADS_FILE,
@@ -181,6 +182,21 @@ def test_cli_writes_the_section_the_study_report_and_its_export_show(study, tmp_
     assert rebuilt.split("## Mechanisms", 1)[1] == section
 
 
+def test_kept_tables_analyse_an_export_that_has_no_weights(study, tmp_path):
+    mechanisms = analyze_study(study, **ANALYSIS)
+    exported = tmp_path / "export"
+    export_study(study, exported)
+    assert not list(exported.rglob(MODEL_FILE))
+    kept = {path.name for path in (exported / ANALYSED_DIR).glob("*.csv")}
+    for run in study_runs(study, PRIMARY)[2]:
+        assert any(name.startswith(f"{run.fingerprint}-") for name in kept)  # every run's table kept
+    again = analyze_study(exported, **ANALYSIS)
+    assert again.table == mechanisms.table  # every run read back, value for value
+    assert again.groups == mechanisms.groups and again.seeds == mechanisms.seeds
+    for run, table in direct_tables(study, PRIMARY).items():
+        assert again.table.select(run, None).rows == table.rows  # what its weights give
+
+
 def test_another_budget_and_text_by_option(study, tmp_path, capsys):
     out = tmp_path / "mechanisms"
     text = study.parent / "test.txt"
@@ -198,7 +214,10 @@ def test_another_budget_and_text_by_option(study, tmp_path, capsys):
         (["{study}", "{study}"], "is a study folder: analyse it alone"),
         (["{study}", "--names", "a"], "--names is for run folders"),
         (["{study}", "--checkpoints"], "--checkpoints is for run folders"),
-        (["{export}"], "no weights for 6 of 6 evaluation runs at 512 tokens (e.g. {export}/runs/fha/lr-0.01/seed-0/"),
+        (
+            ["{export}", "--induction-sequences", "3"],
+            "no weights for 6 of 6 evaluation runs at 512 tokens (e.g. {export}/runs/fha/lr-0.01/seed-0/",
+        ),
         (["{run}", "--out", "{tmp}/o"], "--data is needed for run folders"),
         (["{run}", "--data", "x.txt"], "--out is needed for run folders"),
     ],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -104,13 +105,19 @@ class SubheadTable:
         """Each run's rows at its last step (its final weights)."""
         return SubheadTable.concat(self.select(run, self.steps(run)[-1]) for run in self.runs())
 
+    def csv_text(self) -> str:
+        """The table as the text of its CSV file."""
+        handle = io.StringIO(newline="")
+        writer = csv.writer(handle)
+        writer.writerow(COLUMNS)
+        for row in self.rows:
+            writer.writerow(["" if value is None else value for value in dataclasses.astuple(row)])
+        return handle.getvalue()
+
     def to_csv(self, path: str | Path) -> Path:
         path = Path(path)
         with writing(path), path.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(COLUMNS)
-            for row in self.rows:
-                writer.writerow(["" if value is None else value for value in dataclasses.astuple(row)])
+            handle.write(self.csv_text())
         return path
 
     @classmethod

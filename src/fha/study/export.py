@@ -2,9 +2,10 @@
 
 The export holds study.json, the tokenizer, the n-gram references, the ledger and the report
 (report.md, report.html, results.csv, figures), with the mechanisms files of ``fha analyze
-STUDY_DIR`` where there are any. `fha study report PATH` rebuilds the same
-report from it, so a committed export can be checked and grown by later sessions: run the
-spec with ``--out`` a new folder and report over both folders.
+STUDY_DIR`` and the sub-head tables it kept of each run (``analysed/``) where there are any.
+`fha study report PATH` rebuilds the same report from it, so a committed export can be checked
+and grown by later sessions: run the spec with ``--out`` a new folder and report over both
+folders.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from fha.errors import FhaError, writing
 from fha.files import write_bytes_atomic
 from fha.study.layout import REFERENCES_FILE, RUNS_DIR, STUDY_FILE, TOKENIZER_FILE, load_record
 from fha.study.ledger import LEDGER_DIR, Ledger
+from fha.study.mechanisms import ANALYSED_DIR
 from fha.study.mechanisms import FILES as MECHANISMS_FILES
 from fha.study.report import HTML_FILE, MARKDOWN_FILE
 from fha.study.results import RESULTS_FILE
@@ -49,6 +51,7 @@ def export_study(out_dir: Path, to: Path) -> list[Path]:
     sources = [out_dir / name for name in names if (out_dir / name).is_file()]
     sources += sorted(path for path in out_dir.iterdir() if path.suffix in REPORT_SUFFIXES)
     sources += sorted((out_dir / LEDGER_DIR).glob("*.json"))
+    sources += sorted((out_dir / ANALYSED_DIR).glob("*.csv"))  # each run's sub-heads, for analyses without weights
     written = []
     with writing(to):
         to.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,13 @@ the study folder (or another)::
     mechanisms_runs.csv              per run and size: the values that were pooled
     mechanisms_subheads.csv          every sub-head of every run (fha analyze's columns)
     mechanisms_by_size.png           the pooled measures against the sub-head size
+    analysed/FINGERPRINT-KEY.csv     each run's sub-heads, kept for later analyses (below)
+
+Each run's table is also kept in ``analysed/``, named by the run's fingerprint and a key of
+the text's token ids and the settings. A later analysis with the same text and settings reads
+it instead of the weights, and `fha study export` copies it: a study whose runs were trained
+on machines that are gone (their weights with them) can still be analysed whole, as long as
+every run was analysed where it was trained. `MEASURES_VERSION` is part of the key.
 
 `fha study report` adds a "Mechanisms" section when the study folder holds
 mechanisms_runs.csv (`mechanisms_section`), so the export of a study keeps it.
@@ -18,12 +25,16 @@ mechanisms_runs.csv (`mechanisms_section`), so the export of a study keeps it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from fha.analysis.pooling import (
     PooledMeasure,
@@ -39,6 +50,7 @@ from fha.analysis.table import INDUCTION_THRESHOLD, PREVIOUS_TOKEN_THRESHOLD, Su
 from fha.compare.report import Table, format_count
 from fha.errors import FhaError, writing
 from fha.figure_formats import DEFAULT_DPI, DEFAULT_FORMAT, check_figure_options
+from fha.files import write_text_atomic
 from fha.runs.folder import MODEL_FILE
 from fha.study.layout import TOKENIZER_FILE, run_dir
 from fha.study.plan import Cell, Planner
@@ -53,6 +65,9 @@ POOLED_FILE = "mechanisms.csv"
 RUNS_FILE = "mechanisms_runs.csv"
 SUBHEADS_FILE = "mechanisms_subheads.csv"
 FILES = (MARKDOWN_FILE, HTML_FILE, POOLED_FILE, RUNS_FILE, SUBHEADS_FILE)  # what `fha study export` copies
+ANALYSED_DIR = "analysed"  # each run's table by fingerprint and settings key; `fha study export` copies it
+MEASURES_VERSION = 1  # part of the settings key: raise it when a measure's definition changes
+KEY_CHARS = 12  # hex digits of the settings key in a file name
 TITLE = "Mechanisms: what the sub-heads do, pooled over seeds"
 SECTION_HEADING = "Mechanisms"
 POOLING_NOTE = (
@@ -66,15 +81,20 @@ POOLING_NOTE = (
 
 @dataclass(frozen=True)
 class StudyRun:
-    """A finished evaluation run of the study and its run folder."""
+    """A finished evaluation run of the study, its fingerprint and its run folder."""
 
     cell: Cell
+    fingerprint: str
     folder: Path
+
+    def analysed(self, study_dir: Path, key: str) -> Path:
+        """Where its table is kept for the text and settings of `key` (`settings_key`)."""
+        return study_dir / ANALYSED_DIR / f"{self.fingerprint}-{key}.csv"
 
 
 def study_runs(study_dir: Path, budget: int | None = None) -> tuple[StudyResults, int, list[StudyRun]]:
     """The study's results, the budget analysed (default: the primary one) and its finished
-    evaluation runs (diverged ones left out), each checked to have its weights."""
+    evaluation runs (diverged ones left out)."""
     points = load_results([study_dir], partial=True)
     results = points[0]
     spec = results.spec
@@ -93,19 +113,13 @@ def study_runs(study_dir: Path, budget: int | None = None) -> tuple[StudyResults
         raise FhaError(f"{study_dir}: no evaluation run yet (tuning is not finished); analyse the study once it is")
     planner = Planner(spec, results.context)
     runs = [
-        StudyRun(cell, run_dir(study_dir, planner.plan(cell)))
+        StudyRun(cell, plan.fingerprint, run_dir(study_dir, plan))
         for cell in results.cells
         if cell.tokens == tokens and cell in results.entries and not results.entries[cell].diverged
+        for plan in (planner.plan(cell),)
     ]
     if not runs:
         raise FhaError(f"{study_dir}: no finished evaluation run at {format_count(tokens)} tokens to analyse")
-    missing = [run for run in runs if not (run.folder / MODEL_FILE).is_file()]
-    if missing:
-        raise FhaError(
-            f"{study_dir}: no weights for {len(missing)} of {counted(len(runs), 'evaluation run')} at "
-            f"{format_count(tokens)} tokens (e.g. {missing[0].folder / MODEL_FILE}); analysing a study needs its run "
-            "folders, and an exported study holds only its ledger"
-        )
     return results, tokens, runs
 
 
@@ -176,13 +190,20 @@ def analyze_study(
     study_dir = Path(study_dir)
     results, tokens, runs = study_runs(study_dir, budget)
     text_tokens, text = study_text(study_dir, results, data)
+    key = settings_key(text_tokens, options)
+    _check_analysable(study_dir, tokens, runs, key)
     tables = []
     for run in runs:
+        name, kept = run.cell.run_id, run.analysed(study_dir, key)
+        if kept.is_file():
+            tables.append(SubheadTable.read_csv(kept))
+            log.info("%s: read from %s", name, kept)
+            continue
         model, _ = load_model_and_tokenizer(run.folder, device)
         started = time.perf_counter()
-        name = run.cell.run_id
         tables.append(analyze_subheads(model, text_tokens, run=name, show_progress=show_progress, **options))
         log.info("%s: %d sub-heads analysed in %.1f s", name, len(tables[-1]), time.perf_counter() - started)
+        write_text_atomic(kept, tables[-1].csv_text())  # whole or not at all: a later analysis trusts it
     return StudyMechanisms(
         study_dir,
         results.spec.description or study_dir.name,
@@ -194,6 +215,27 @@ def analyze_study(
         {run.cell.run_id: run.cell.seeds.label for run in runs},
         dict(options),
     )
+
+
+def settings_key(text_tokens: Any, options: dict[str, Any]) -> str:
+    """A digest of what decides a run's measurements besides its weights: the token ids of the
+    text, the settings given to `analyze_subheads` and `MEASURES_VERSION`."""
+    digest = hashlib.sha256(np.ascontiguousarray(text_tokens, dtype=np.int64).tobytes())
+    digest.update(json.dumps({"options": options, "version": MEASURES_VERSION}, sort_keys=True).encode())
+    return digest.hexdigest()[:KEY_CHARS]
+
+
+def _check_analysable(study_dir: Path, tokens: int, runs: Sequence[StudyRun], key: str) -> None:
+    """Refuse before any work when a run has neither a kept table for `key` nor its weights."""
+    missing = [run for run in runs if not run.analysed(study_dir, key).is_file()]
+    missing = [run for run in missing if not (run.folder / MODEL_FILE).is_file()]
+    if missing:
+        raise FhaError(
+            f"{study_dir}: no weights for {len(missing)} of {counted(len(runs), 'evaluation run')} at "
+            f"{format_count(tokens)} tokens (e.g. {missing[0].folder / MODEL_FILE}), and no table of theirs kept "
+            f"in {ANALYSED_DIR}/ for this text and these settings; analyse a study's runs where they were trained "
+            "(an exported study holds only its ledger and the tables kept)"
+        )
 
 
 def runs_table(mechanisms: StudyMechanisms, summaries: Sequence[RunSummary]) -> Table:
