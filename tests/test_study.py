@@ -299,6 +299,9 @@ def test_a_grown_study_trains_only_the_new_runs(reference, tmp_path):
     new = {cell.run_id for cell in progress.finished}
     # seed 2 at both budgets, and the 256-token budget of every earlier cell (branched from its run)
     assert len(new) == 2 * 2 + 2 * 2 + 4 and all("seed-2" in name or "tokens-256" in name for name in new)
+    # trained seed after seed, both variants at a seed before the next (one job: in the order given)
+    evaluated = [(cell.seeds.label, cell.variant) for cell in progress.finished if cell.role == EVALUATION]
+    assert list(dict.fromkeys(evaluated)) == [(seed, name) for seed in "012" for name in ("fha", "mha")]
     after = ledger_files(copy)
     assert {name: after[name] for name in before} == before  # the old results untouched
 

@@ -133,7 +133,7 @@ def run_study(
                     where,
                     ", ".join(outcome.at_edge),
                 )
-            evaluation += shard.take(_trunks(planner.evaluation_cells(chosen, label)))
+            evaluation += _seed_major(shard.take(_trunks(planner.evaluation_cells(chosen, label))))
         ours = [_missing(trunk, runner) for trunk in evaluation]
         runner.execute([trunk for trunk in ours if trunk])
     return progress
@@ -150,6 +150,14 @@ def _trunks(cells: list[Cell]) -> list[list[Cell]]:
     for cell in cells:
         groups.setdefault(cell.trunk, []).append(cell)
     return list(groups.values())
+
+
+def _seed_major(trunks: list[list[Cell]]) -> list[list[Cell]]:
+    """The trunks in training order: seed after seed, every variant at a seed before the next
+    seed, so that a study stopped early has whole pairs. (Shards split the spec's order first,
+    so this changes no shard's share.)"""
+    order = {seeds: position for position, seeds in enumerate(dict.fromkeys(trunk[0].seeds for trunk in trunks))}
+    return sorted(trunks, key=lambda trunk: order[trunk[0].seeds])
 
 
 def _missing(trunk: list[Cell], runner: _Runner) -> list[Cell]:
