@@ -13,6 +13,7 @@ from train_helpers import write_corpus
 
 from fha.analysis import analyze_subheads, pooling
 from fha.analysis.table import SubheadTable
+from fha.choices import ANALYSIS_ABLATION_TOKENS
 from fha.cli import main
 from fha.evaluation import encode_documents
 from fha.runs.folder import MODEL_FILE, load_model_and_tokenizer
@@ -190,7 +191,8 @@ def test_kept_tables_analyse_an_export_that_has_no_weights(study, tmp_path):
     kept = {path.name for path in (exported / ANALYSED_DIR).glob("*.csv")}
     for run in study_runs(study, PRIMARY)[2]:
         assert any(name.startswith(f"{run.fingerprint}-") for name in kept)  # every run's table kept
-    again = analyze_study(exported, **ANALYSIS)
+    defaults_given = {**ANALYSIS, "seed": 0, "ablation_tokens": ANALYSIS_ABLATION_TOKENS, "max_tokens": None}
+    again = analyze_study(exported, **defaults_given)  # the same settings: read back, not refused
     assert again.table == mechanisms.table  # every run read back, value for value
     assert again.groups == mechanisms.groups and again.seeds == mechanisms.seeds
     for run, table in direct_tables(study, PRIMARY).items():

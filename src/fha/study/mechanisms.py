@@ -26,6 +26,7 @@ mechanisms_runs.csv (`mechanisms_section`), so the export of a study keeps it.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import time
@@ -68,6 +69,7 @@ FILES = (MARKDOWN_FILE, HTML_FILE, POOLED_FILE, RUNS_FILE, SUBHEADS_FILE)  # wha
 ANALYSED_DIR = "analysed"  # each run's table by fingerprint and settings key; `fha study export` copies it
 MEASURES_VERSION = 1  # part of the settings key: raise it when a measure's definition changes
 KEY_CHARS = 12  # hex digits of the settings key in a file name
+NOT_MEASURING = ("tokenizer", "run", "step", "show_progress")  # analyze_subheads keywords that change no value
 TITLE = "Mechanisms: what the sub-heads do, pooled over seeds"
 SECTION_HEADING = "Mechanisms"
 POOLING_NOTE = (
@@ -219,9 +221,18 @@ def analyze_study(
 
 def settings_key(text_tokens: Any, options: dict[str, Any]) -> str:
     """A digest of what decides a run's measurements besides its weights: the token ids of the
-    text, the settings given to `analyze_subheads` and `MEASURES_VERSION`."""
+    text, the settings of `analyze_subheads` (a default given or left out alike) and
+    `MEASURES_VERSION`."""
+    from fha.analysis import analyze_subheads
+
+    settings = {
+        name: parameter.default
+        for name, parameter in inspect.signature(analyze_subheads).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name not in NOT_MEASURING
+    }
+    settings.update(options)
     digest = hashlib.sha256(np.ascontiguousarray(text_tokens, dtype=np.int64).tobytes())
-    digest.update(json.dumps({"options": options, "version": MEASURES_VERSION}, sort_keys=True).encode())
+    digest.update(json.dumps({"options": settings, "version": MEASURES_VERSION}, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:KEY_CHARS]
 
 
