@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,6 @@ from fha.model.loss import IGNORE_INDEX, counted_targets
 
 if TYPE_CHECKING:
     from fha.model.gpt import GPT
-    from fha.model.layers import Block
 
 ABLATION_ROWS = 64  # windows per forward pass of the ablated copies (copies x windows)
 # Logits per chunk of the output layer's loss, by device type: 2 MB of float32 on a CPU, which
@@ -51,11 +50,6 @@ class Subhead:
     num_subheads: int  # n, how many its head is cut into
     columns: slice  # its columns in the input of attn.out
     value_rows: slice  # its rows among the value heads' rows of the qkv projection
-
-
-def model_blocks(model: GPT) -> list[Block]:
-    """The blocks of `model`, in layer order, typed as blocks (a ModuleList yields plain Modules)."""
-    return cast("list[Block]", list(model.blocks))
 
 
 def subheads(config: ModelConfig, layer: int) -> list[Subhead]:
@@ -169,7 +163,7 @@ def ablated_losses(
     """
     resid, rotation, *rest = inputs
     B = resid.shape[0]
-    blocks = model_blocks(model)
+    blocks = model.block_list()
     block = blocks[layer]
     per_pass = max(1, ABLATION_ROWS // B)
     sums = []

@@ -27,7 +27,6 @@ from torch import Tensor, nn
 from fha.analysis.ablation import (
     ablated_losses,
     ablation_plan,
-    model_blocks,
     recorded_inputs,
     subheads,
     summed_losses,
@@ -120,7 +119,7 @@ class _TextPass:
         model = self.model
         queries = counted_targets(y, model.config.pad_id)  # (B, T): real tokens with a next token
         modules = dict(attention_modules(model))
-        projections = [block.attn.out for block in model_blocks(model)]
+        projections = [block.attn.out for block in model.block_list()]
         with capture_attention(model) as calls, recorded_inputs(projections) as outs:
             model(x)
         for layer, call in enumerate(calls):
@@ -132,7 +131,7 @@ class _TextPass:
     def ablate(self, x: Tensor, y: Tensor) -> None:
         """Pass 2 on one batch: the clean loss and the loss of every ablated copy."""
         model = self.model
-        blocks = model_blocks(model)
+        blocks = model.block_list()
         outs = [block.attn.out for block in blocks]
         with recorded_inputs([*blocks, model.norm]) as inputs, recorded_inputs(outs) as outputs:
             model(x)
@@ -169,7 +168,7 @@ def _gain(norm: nn.Module | None, width: int, like: Tensor) -> Tensor:
 def _copying_scores(model: GPT, layer: int) -> list[float]:
     """The copying score of every sub-head of `layer`, in `subheads` order."""
     config = model.config
-    block = model_blocks(model)[layer]
+    block = model.block_list()[layer]
     embedding = model.embedding.weight.double()  # (V, C), also the unembedding (tied)
     width = config.dim
     out_gain = _gain(model.norm, width, embedding) * _gain(block.attn_out_norm, width, embedding)

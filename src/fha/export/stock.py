@@ -17,14 +17,14 @@ Gemma's norm gains are stored as ``gain - 1`` (its RMSNorm multiplies by ``1 + w
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from fha.config import ModelConfig
 from fha.model.gpt import GPT
-from fha.model.layers import Block, Norm
+from fha.model.layers import Norm
 from fha.variants import score_scale
 
 LLAMA, GEMMA = "llama", "gemma"
@@ -89,7 +89,7 @@ def stock_weights(model: GPT, architecture: str) -> dict[str, Tensor]:
         return weight - GEMMA_GAIN_OFFSET if architecture == GEMMA else weight
 
     weights = {"model.embed_tokens.weight": model.embedding.weight, "model.norm.weight": gain(model.norm)}
-    for i, block in enumerate(cast(list[Block], list(model.blocks))):  # a ModuleList yields plain Modules
+    for i, block in enumerate(model.block_list()):
         q, k, v = block.attn.qkv.weight.split((L * hd, Hkv * hd, Hkv * hd))
         up = block.mlp.up.weight
         prefix = f"model.layers.{i}."

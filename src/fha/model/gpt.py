@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +52,10 @@ class GPT(nn.Module):
         for name, value in self.constant_buffers().items():
             self.register_buffer(name, value, persistent=False)
         self.reset_parameters()
+
+    def block_list(self) -> list[Block]:
+        """The blocks in layer order, typed as blocks (a ModuleList yields plain Modules)."""
+        return [cast(Block, block) for block in self.blocks]
 
     def constant_buffers(self) -> dict[str, Tensor]:
         """The RoPE tables, (max_seq_len, R, hd/2) each."""
