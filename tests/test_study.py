@@ -338,7 +338,8 @@ def _start_study(reference: Path, out: Path, jobs: int, **popen) -> subprocess.P
     """`fha study run` of the reference spec into `out`, as its own process."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, "-m", "fha", "study", "run", str(spec_path_of(reference)), "--out", str(out)]
-    return subprocess.Popen([*command, "--jobs", str(jobs)], env=env, stdout=subprocess.DEVNULL, **popen)
+    popen.setdefault("stdout", subprocess.DEVNULL)
+    return subprocess.Popen([*command, "--jobs", str(jobs)], env=env, **popen)
 
 
 def _workers_once_training(process: subprocess.Popen, out: Path) -> list[int]:
@@ -379,6 +380,52 @@ def test_sigterm_stops_the_study_and_its_workers(reference, tmp_path):
     assert not [pid for pid in workers if _alive(pid)], "workers outlived the study"
     run_study(load_spec(spec_path_of(reference)), out, jobs=1)  # resumes cleanly after it
     assert len(ledger_files(out)) == 8
+
+
+@pytest.mark.slow
+def test_sigusr1_finishes_the_trainings_under_way_and_starts_no_new_one(reference, tmp_path):
+    """What SLURM's --signal sends before a time limit: nothing in flight is lost, the rest waits for a rerun."""
+    out = tmp_path / "study"
+    process = _start_study(reference, out, 2, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workers = _workers_once_training(process, out)
+    process.send_signal(signal.SIGUSR1)
+    stdout, err = process.communicate(timeout=120)
+    assert process.returncode == 3, err
+    assert "stopped as asked (SIGUSR1)" in stdout and f"--out {out} again" in stdout
+    assert "asked to stop: the trainings under way finish, no new one starts" in err
+    started = list((out / "runs").glob("*/lr-*/seed-*/tokens-*"))  # variant, rate, seed, budget
+    finished = ledger_files(out)
+    assert 2 <= len(started) == len(finished) < 8  # every training started was finished, none after the signal
+    deadline = time.monotonic() + 30
+    while [pid for pid in workers if _alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in workers if _alive(pid)], "workers outlived the study"
+    run_study(load_spec(spec_path_of(reference)), out, jobs=1)
+    write_report([out])
+    assert (out / RESULTS_FILE).read_text() == (reference / RESULTS_FILE).read_text()
+
+
+@pytest.mark.slow
+def test_sigusr1_in_one_process_stops_after_the_training_under_way(reference, tmp_path, monkeypatch, capsys):
+    import fha.study.runner as runner
+
+    train_one = runner.execute_trunk
+
+    def then_signal(task):
+        outcomes = train_one(task)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        return outcomes
+
+    monkeypatch.setattr(runner, "execute_trunk", then_signal)
+    out = tmp_path / "study"
+    assert main(["study", "run", str(spec_path_of(reference)), "--out", str(out), "--jobs", "1"]) == 3
+    assert "stopped as asked (SIGUSR1) after 1 run trained now" in capsys.readouterr().out
+    assert len(ledger_files(out)) == 1
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # the handler is the study's only while it runs
+    monkeypatch.setattr(runner, "execute_trunk", train_one)
+    assert main(["study", "run", str(spec_path_of(reference)), "--out", str(out), "--jobs", "1"]) == 0
+    write_report([out])
+    assert (out / RESULTS_FILE).read_text() == (reference / RESULTS_FILE).read_text()
 
 
 @pytest.mark.slow

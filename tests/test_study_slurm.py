@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,8 +34,14 @@ from fha.study.spec import load_spec
 
 REAL_SLURM = "FHA_TEST_SLURM"  # set to 1 where sbatch submits to a cluster (or a one-node SLURM) that may run tests
 FAKE_PYTHON = """#!/usr/bin/env bash
-# Stands in for the interpreter: records where and how it was started, exits with $FAKE_STATUS.
+# Stands in for the interpreter: records where and how it was started, exits with $FAKE_STATUS;
+# with $FAKE_WAIT set, first waits for SIGUSR1 (writing $FAKE_WAIT once it does).
 { pwd; echo "$OMP_NUM_THREADS"; printf '%s\\n' "$@"; } > "$FAKE_RECORD"
+if [ -n "${FAKE_WAIT:-}" ]; then
+    trap 'echo "got USR1" >> "$FAKE_RECORD"; exit "${FAKE_STATUS:-0}"' USR1
+    touch "$FAKE_WAIT"
+    while true; do sleep 0.05; done
+fi
 echo "fha ran"
 exit "${FAKE_STATUS:-0}"
 """
@@ -148,6 +156,9 @@ def test_rounds_and_shards_follow_the_spec(tmp_path):
         (["--device", "gpu"], "--device 'gpu': unknown device (use auto, cpu, cuda, cuda:N, mps)"),
         (["--setup", " "], "--setup ' ': expected one non-empty shell line"),
         (["--scripts", "my scripts"], "SLURM's #SBATCH --output cannot hold this path (a space, a quote"),
+        (["--drain", "0"], "--drain must be a whole number between 1 and 1092, got 0"),
+        (["--drain", "1093"], "--drain must be a whole number between 1 and 1092, got 1093"),
+        (["--drain", "30", "--time", "30"], "--drain 30: must be shorter than the time limit --time 30"),
     ],
 )
 def test_bad_options_are_one_line_and_write_nothing(tmp_path, monkeypatch, capsys, options, message):
@@ -211,6 +222,10 @@ def test_the_headers_ask_for_what_was_given(tmp_path):
         f"#SBATCH --output={logs}/report-%j.out",
         "#SBATCH --kill-on-invalid-dep=yes",
     ]
+    drained = slurm_jobs(tmp_path, time="2:00:00", drain_minutes=40).sbatch_headers(report=False)
+    assert "#SBATCH --signal=B:USR1@2400" in drained  # to the batch shell, which passes it on
+    assert not any("--signal" in line for line in slurm_jobs(tmp_path).sbatch_headers(report=False))
+    assert not any("--signal" in line for line in slurm_jobs(tmp_path, drain_minutes=40).sbatch_headers(report=True))
     short = slurm_jobs(tmp_path, time="20").sbatch_headers(report=True)
     assert "#SBATCH --time=0:20:00" in short and not any("--gres" in line or "--mem" in line for line in short)
     assert not any("--time" in line for line in slurm_jobs(tmp_path).sbatch_headers(report=False))
@@ -278,8 +293,33 @@ def test_waiting_for_other_shards_fails_only_the_last_round(tmp_path, fake_pytho
     env = {**fake_python, **task_env(1, 3), "FAKE_STATUS": str(status)}
     result = run_script(tmp_path / "scripts" / SHARD_SCRIPT, round_number, env=env, cwd=tmp_path)
     assert result.returncode == expected
-    waiting = "shard 1/3 waits for other shards' tuning runs: round 2 goes on with it"
+    waiting = (
+        "shard 1/3 has runs left (other shards' tuning, or stopped before the time limit): round 2 goes on with it"
+    )
     assert (waiting in result.stdout) == (status == 3 and round_number == "1")
+
+
+@pytest.mark.parametrize(("round_number", "expected"), [("1", 0), ("2", 3)])
+def test_the_shard_script_passes_sigusr1_on_to_the_study(tmp_path, fake_python, round_number, expected):
+    """SLURM's --signal=B:USR1 reaches the batch shell alone: the study must hear it and its status count."""
+    write_scripts(slurm_jobs(tmp_path, drain_minutes=10))
+    ready = tmp_path / "fha started"
+    env = {**os.environ, **fake_python, **task_env(1, 3), "FAKE_WAIT": str(ready), "FAKE_STATUS": "3"}
+    shard = subprocess.Popen(
+        ["bash", str(tmp_path / "scripts" / SHARD_SCRIPT), round_number],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert ready.exists(), "the stand-in study never started"
+    shard.send_signal(signal.SIGUSR1)
+    stdout, _ = shard.communicate(timeout=30)
+    assert recorded(tmp_path)[-1] == "got USR1"
+    assert shard.returncode == expected, stdout
 
 
 def test_a_shard_script_outside_an_array_or_without_a_round_says_so(tmp_path, fake_python):
@@ -381,7 +421,10 @@ def test_slurm_tasks_give_the_study_of_one_process(finished_study, tmp_path, mon
             )
             assert result.returncode == 0, result.stdout + result.stderr
             outputs[round_number, task] = result.stdout
-    assert "shard 1/2 waits for other shards' tuning runs: round 2 goes on with it" in outputs[1, 1]
+    assert (
+        "shard 1/2 has runs left (other shards' tuning, or stopped before the time limit): round 2 goes on with it"
+        in outputs[1, 1]
+    )
     assert "0 runs trained now" in outputs[2, 2]  # shard 2 ended round 1 with its part of the evaluation
     result = run_script(out / "slurm" / REPORT_SCRIPT, env=env, cwd=elsewhere)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -77,6 +77,7 @@ PARAMETER_FLAGS = {
     "data": "--data",
     "device": "--device",
     "dpi": "--dpi",
+    "drain_minutes": "--drain",
     "format": "--format",
     "gpus": "--gpus",
     "induction_length": "--induction-length",

@@ -27,8 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "run",
         help="train and evaluate the runs of a study (resumable; a grown spec trains only what is new)",
         description="Train and evaluate every run of SPEC into DIR; rerun the same command to resume after an "
-        f"interruption. Exit status {WAITING_EXIT}: this shard's part is done but other shards' tuning is not "
-        "(rerun it once they are).",
+        "interruption. Ctrl-C or SIGTERM stops the trainings under way at a checkpoint; SIGUSR1 lets them finish "
+        "and starts no new one (e.g. timeout --preserve-status -s USR1 2h fha study run ...). "
+        f"Exit status {WAITING_EXIT}: runs are left for a later call of the same command, because this shard's "
+        "part is done but other shards' tuning is not, or because SIGUSR1 asked it to stop.",
     )
     run.add_argument("spec", type=Path, metavar="SPEC", help="the study TOML, e.g. studies/quick.toml")
     add_out_argument(run, "the study folder")
@@ -121,6 +123,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sbatch.add_argument(
         "--time", metavar="T", help="time limit of each task, e.g. 2:00:00 or 1-12:00:00 (default: the partition's)"
     )
+    sbatch.add_argument(
+        "--drain",
+        type=int,
+        metavar="MINUTES",
+        help="MINUTES before a task's time limit, let its trainings under way finish and start no new one "
+        "(SLURM's --signal, SIGUSR1); about one training's time (default: the limit stops them at a checkpoint)",
+    )
     sbatch.add_argument("--cpus", type=int, default=1, metavar="N", help="CPUs per task (default 1)")
     sbatch.add_argument("--gpus", type=int, default=0, metavar="N", help="GPUs per task (default 0)")
     sbatch.add_argument("--mem", metavar="M", help="memory per task, e.g. 16G (default: the cluster's)")
@@ -164,6 +173,12 @@ def run_run(args: argparse.Namespace) -> int:
         raise FhaError(
             f"{counted(len(progress.failed), 'run')} failed twice: {details}; rerun the same command to retry them"
         )
+    if progress.stopped:
+        print(
+            f"stopped as asked (SIGUSR1) after {counted(len(progress.finished), 'run')} trained now; the rest "
+            f"start when you run fha study run {args.spec} --out {args.out} again"
+        )
+        return WAITING_EXIT
     if progress.waiting_for_others:
         print(
             f"shard {args.shard}: its tuning runs are done, other shards' are not; rerun this command when they are "
@@ -282,6 +297,7 @@ def run_sbatch(args: argparse.Namespace) -> int:
         gpus=args.gpus,
         mem=args.mem,
         max_running=args.max_running,
+        drain_minutes=args.drain,
         jobs=args.jobs,
         device=args.device,
         setup=tuple(args.setup),

@@ -8,4 +8,5 @@
 The submodules are imported where they are used (`fha.compare` needs `stats` alone).
 """
 
-WAITING_EXIT = 3  # `fha study run`'s exit status when its shard's part is done but other shards' tuning is not
+WAITING_EXIT = 3  # `fha study run`'s exit status when runs are left for a later call: its shard's part is done
+# but other shards' tuning is not, or SIGUSR1 asked it to start no new training

@@ -260,9 +260,12 @@ def _now() -> str:
 # ---------------------------------------------------------------- worker processes
 def worker_init(parent: int) -> None:
     """In a new worker of the study process `parent`: its own process group (a terminal's Ctrl-C reaches
-    the parent alone, which passes one SIGTERM on), SIGTERM when the parent dies, and a watch on the
-    parent's pid. The kernel's promise is asked for first; a parent already gone by then ends the worker."""
+    the parent alone, which passes one SIGTERM on), SIGUSR1 ignored (it is for the parent), SIGTERM
+    when the parent dies, and a watch on the parent's pid. The kernel's promise is asked for first; a
+    parent already gone by then ends the worker."""
     os.setpgrp()
+    if hasattr(signal, "SIGUSR1"):  # the study's own "start no new training"; by default it would kill a worker
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

@@ -14,6 +14,9 @@ cell another result (a setting, the data, the tokenizer) is refused, naming the 
 Grid points: each is tuned on its own, and its evaluation runs start once its tuning is done.
 Sharding: shard I of N takes every N-th trunk of each phase (of each grid point), so N machines sharing the study
 folder (or each with a folder of its own, merged by the report) split it without talking.
+Stopping: SIGTERM or Ctrl-C stops the trainings under way at a checkpoint; SIGUSR1 lets them finish
+(into the ledger) and starts no new one, so a study given a time limit (a session, a SLURM job)
+stops without losing the work in flight.
 """
 
 from __future__ import annotations
@@ -41,10 +44,13 @@ from fha.study.ledger import Entry, Ledger, entry_path, read_entry
 from fha.study.plan import Cell, Planner, TuningOutcome, tuning_outcome
 from fha.study.prepare import prepare_study
 from fha.study.spec import StudySpec
+from fha.wording import counted
 
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 2  # a failing cell is retried once
+STOP_STARTING_SIGNAL = getattr(signal, "SIGUSR1", None)  # none on Windows
+POLL_S = 1.0  # how often the parallel runner looks up from its workers
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,7 @@ class StudyProgress:
     reused: int = 0  # cells found in the ledger
     failed: list[CellOutcome] = field(default_factory=list)
     waiting_for_others: bool = False  # this shard's part is done; other shards' tuning is not
+    stopped: bool = False  # asked to start no new training (SIGUSR1): runs are left for another call
     tuning: dict[str, TuningOutcome] = field(default_factory=dict)  # by grid point ("" without a grid)
 
 
@@ -106,7 +113,7 @@ def run_study(
     log.info("%d %s at a time, %d %s each", jobs, _plural(jobs, "training"), threads, _plural(threads, "thread"))
     progress = StudyProgress()
     runner = _Runner(spec, out_dir, planner, ledger, jobs, threads, device, shard, progress)
-    with _sigterm_as_interrupt():
+    with _sigterm_as_interrupt(), _stop_starting_on_signal(runner.stop_starting):
         while True:  # tuning rounds: each may extend a grid and add cells
             progress.tuning = {point.label: tuning_outcome(planner, runner.score, point.label) for point in spec.points}
             ours = [
@@ -119,6 +126,9 @@ def run_study(
             if not missing:
                 break
             runner.execute(missing)
+            if runner.left:  # asked to stop starting trainings: the next round waits for another call
+                progress.stopped = True
+                return progress
         evaluation = []
         for label, outcome in progress.tuning.items():
             chosen = outcome.chosen
@@ -136,6 +146,7 @@ def run_study(
             evaluation += _seed_major(shard.take(_trunks(planner.evaluation_cells(chosen, label))))
         ours = [_missing(trunk, runner) for trunk in evaluation]
         runner.execute([trunk for trunk in ours if trunk])
+        progress.stopped = runner.left > 0
     return progress
 
 
@@ -180,6 +191,8 @@ class _Runner:
         self.spec, self.out_dir, self.planner, self.ledger = spec, out_dir, planner, ledger
         self.jobs, self.threads, self.device, self.shard, self.progress = jobs, threads, device, shard, progress
         self._tried: set[Any] = set()
+        self.stop_starting = threading.Event()  # set by SIGUSR1: the trainings under way finish, no new one starts
+        self.left = 0  # trunks of the last `execute` left because of `stop_starting`
 
     def entry(self, cell: Cell) -> Entry | None:
         return self.ledger.get(self.planner.plan(cell).fingerprint)
@@ -192,6 +205,7 @@ class _Runner:
         return trunk[0].trunk in self._tried
 
     def execute(self, trunks: list[list[Cell]]) -> None:
+        self.left = 0
         tasks = []
         for trunk in trunks:
             self._tried.add(trunk[0].trunk)
@@ -201,6 +215,9 @@ class _Runner:
             tasks.append(TrunkTask(plans, todo, self.out_dir, self.spec, self.threads, self.device, self.jobs > 1))
         for attempt in range(1, ATTEMPTS + 1):
             if not tasks:
+                return
+            if self.stop_starting.is_set():
+                self._note_left(tasks)
                 return
             failed_tasks = []
             for task, outcomes in self._run_all(tasks):
@@ -221,41 +238,60 @@ class _Runner:
             tasks = failed_tasks
 
     def _run_all(self, tasks: list[TrunkTask]) -> Iterator[tuple[TrunkTask, list[CellOutcome]]]:
+        """Each task's outcomes as it ends; no task starts once `stop_starting` is set (the rest are `left`)."""
+        waiting = list(tasks)
         if self.jobs == 1:
-            for task in tasks:
+            while waiting and not self.stop_starting.is_set():
+                task = waiting.pop(0)
                 yield task, execute_trunk(task)
+            self._note_left(waiting)
             return
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited torch threads or state
         pool = concurrent.futures.ProcessPoolExecutor(
             max_workers=self.jobs, mp_context=context, initializer=worker_init, initargs=(os.getpid(),)
         )
         done = 0
+        running: dict[concurrent.futures.Future[list[CellOutcome]], TrunkTask] = {}
         try:
-            futures = {pool.submit(execute_trunk, task): task for task in tasks}
-            for future in concurrent.futures.as_completed(futures):
-                task = futures[future]
-                error = future.exception()
-                if error is not None:  # the worker process itself died
-                    outcomes = [
-                        CellOutcome(plan, one_line(error)) for plan in task.plans if plan.fingerprint in task.todo
-                    ]
-                else:
-                    outcomes = future.result()
-                done += 1
-                log.info(
-                    "%s: %s (%d of %d trunks; output in %s)",
-                    task.label,
-                    "finished" if all(o.error is None for o in outcomes) else "failed",
-                    done,
-                    len(tasks),
-                    worker_log(task.out_dir, task.plans[0]),
+            while True:  # one task per worker at a time, so that none is queued when asked to stop starting
+                while waiting and len(running) < self.jobs and not self.stop_starting.is_set():
+                    task = waiting.pop(0)
+                    running[pool.submit(execute_trunk, task)] = task
+                if not running:
+                    break
+                ended, _ = concurrent.futures.wait(
+                    running, timeout=POLL_S, return_when=concurrent.futures.FIRST_COMPLETED
                 )
-                yield task, outcomes
+                for future in ended:
+                    task = running.pop(future)
+                    error = future.exception()
+                    if error is not None:  # the worker process itself died
+                        outcomes = [
+                            CellOutcome(plan, one_line(error)) for plan in task.plans if plan.fingerprint in task.todo
+                        ]
+                    else:
+                        outcomes = future.result()
+                    done += 1
+                    log.info(
+                        "%s: %s (%d of %d trunks; output in %s)",
+                        task.label,
+                        "finished" if all(o.error is None for o in outcomes) else "failed",
+                        done,
+                        len(tasks),
+                        worker_log(task.out_dir, task.plans[0]),
+                    )
+                    yield task, outcomes
+            self._note_left(waiting)
         except BaseException:
             _stop_workers(pool)
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def _note_left(self, waiting: list[TrunkTask]) -> None:
+        self.left += len(waiting)
+        if waiting:
+            log.info("not started, as asked: %s", counted(len(waiting), "trunk"))
 
 
 def _stop_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
@@ -263,6 +299,25 @@ def _stop_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
     for process in list((getattr(pool, "_processes", None) or {}).values()):
         with contextlib.suppress(ProcessLookupError, OSError):
             os.kill(process.pid, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _stop_starting_on_signal(stop_starting: threading.Event) -> Iterator[None]:
+    """SIGUSR1 (SLURM's `--signal`, `timeout -s USR1`, `kill -USR1`) sets `stop_starting`."""
+    if STOP_STARTING_SIGNAL is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        if not stop_starting.is_set():
+            stop_starting.set()
+            log.warning("asked to stop: the trainings under way finish, no new one starts")
+
+    previous = signal.signal(STOP_STARTING_SIGNAL, stop)
+    try:
+        yield
+    finally:
+        signal.signal(STOP_STARTING_SIGNAL, previous)
 
 
 @contextlib.contextmanager

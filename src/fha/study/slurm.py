@@ -14,6 +14,12 @@ done ends at once.
 
 Three files are written: ``shard.sbatch`` (the array), ``report.sbatch`` and ``submit.sh``,
 which submits the chain with ``sbatch --parsable`` and prints the job ids.
+
+A task's time limit would stop its trainings at a checkpoint, and a next round resumes them.
+With ``drain_minutes`` SLURM signals the task (SIGUSR1) that many minutes before the limit
+instead: the shard script passes the signal on, and ``fha study run`` lets the trainings under
+way finish and starts no new one (exit status `WAITING_EXIT`), so the next round starts from
+finished runs.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ SHARD_SCRIPT, REPORT_SCRIPT, SUBMIT_SCRIPT = "shard.sbatch", "report.sbatch", "s
 LOGS_FOLDER = "logs"
 MAX_ARRAY_TASKS = 1000  # SLURM's default MaxArraySize is 1001 (task ids 0 to 1000)
 MAX_ROUNDS = 100
+MAX_SIGNAL_SECONDS = 65535  # the largest lead time of SLURM's --signal
 REPORT_SECONDS = 3600  # the report job's time limit, unless the shards' is shorter
 REPORT_CPUS = 1
 SECONDS_PER = {"day": 86400, "hour": 3600, "minute": 60}
@@ -111,6 +118,7 @@ class SlurmJobs:
     gpus: int = 0
     mem: str | None = None
     max_running: int | None = None
+    drain_minutes: int | None = None  # SIGUSR1 this long before the time limit: finish, start nothing new
     jobs: int | None = None  # trainings at once in a task; None: one per CPU, or one on a GPU
     device: str | None = None
     setup: tuple[str, ...] = field(default_factory=tuple)  # shell lines run before fha (module load, ...)
@@ -132,6 +140,12 @@ class SlurmJobs:
         for name in ("max_running", "jobs"):
             if getattr(self, name) is not None:
                 _check_count(name, getattr(self, name), None)
+        if self.drain_minutes is not None:
+            _check_count("drain_minutes", self.drain_minutes, MAX_SIGNAL_SECONDS // SECONDS_PER["minute"])
+            if self.time is not None and self.drain_minutes * SECONDS_PER["minute"] >= time_limit_seconds(self.time):
+                raise FhaValueError(
+                    f"`drain_minutes` {self.drain_minutes}: must be shorter than the time limit `time` {self.time}"
+                )
         for name in ("job_name", "partition", "account", "qos"):
             value = getattr(self, name)
             if value is not None and not WORD.fullmatch(value):
@@ -185,6 +199,9 @@ class SlurmJobs:
                 "gres": f"gpu:{self.gpus}" if self.gpus else None,
                 "mem": self.mem,
                 "time": self.time,
+                "signal": None
+                if self.drain_minutes is None
+                else f"B:USR1@{self.drain_minutes * SECONDS_PER['minute']}",
                 **where,
                 "output": str(self.logs / "shard-%A_%a.out"),  # array job id and task id
             }
@@ -219,8 +236,8 @@ def shard_script(jobs: SlurmJobs) -> str:
         f"# Array task I runs shard I of {jobs.shards}. {SUBMIT_SCRIPT} submits {jobs.rounds} rounds of this array, "
         "each once every",
         f"# task of the round before has ended, then {REPORT_SCRIPT}. A shard whose part of tuning is",
-        f"# done while other shards' is not exits with status {WAITING_EXIT}: before the last round that is no",
-        "# failure, as the next round goes on with it.",
+        "# done while other shards' is not, or that was asked to stop starting trainings (SIGUSR1), exits",
+        f"# with status {WAITING_EXIT}: before the last round that is no failure, as the next round goes on with it.",
         f"round=${{1:?usage: sbatch {SHARD_SCRIPT} ROUND, 1 to {jobs.rounds} ({SUBMIT_SCRIPT} gives it)}}",
         f"task=${{SLURM_ARRAY_TASK_ID:?not a SLURM array task: submit with {SUBMIT_SCRIPT}}}",
         f"shards={jobs.shards}",
@@ -231,10 +248,20 @@ def shard_script(jobs: SlurmJobs) -> str:
         f"jobs={jobs.trainings_at_once}",
         "threads=$((cpus / jobs > 0 ? cpus / jobs : 1))  # each training's share of the task's CPUs",
         "export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads",
-        " ".join(q(word) for word in run) + f' --shard "$task/$shards" --jobs "$jobs"{device}',
+        "# In the background, so that this shell can pass SIGUSR1 on (SLURM's --signal=B:USR1, or",
+        "# scancel --batch --signal=USR1): the study finishes the trainings under way and starts no new one.",
+        " ".join(q(word) for word in run) + f' --shard "$task/$shards" --jobs "$jobs"{device} &',
+        "study=$!",
+        "trap 'kill -USR1 \"$study\" 2>/dev/null' USR1",
+        'wait "$study"',
         "status=$?",
+        'while kill -0 "$study" 2>/dev/null; do  # wait was cut short by the signal: the study is still going',
+        '    wait "$study"',
+        "    status=$?",
+        "done",
         f'if [ "$status" -eq {WAITING_EXIT} ] && [ "$round" -lt "$rounds" ]; then',
-        '    echo "shard $task/$shards waits for other shards\' tuning runs: round $((round + 1)) goes on with it"',
+        "    echo \"shard $task/$shards has runs left (other shards' tuning, or stopped before the time limit):"
+        ' round $((round + 1)) goes on with it"',
         "    exit 0",
         "fi",
         'exit "$status"',
