@@ -386,13 +386,16 @@ def test_sigterm_stops_the_study_and_its_workers(reference, tmp_path):
 def test_sigusr1_finishes_the_trainings_under_way_and_starts_no_new_one(reference, tmp_path):
     """What SLURM's --signal sends before a time limit: nothing in flight is lost, the rest waits for a rerun."""
     out = tmp_path / "study"
-    process = _start_study(reference, out, 2, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = _start_study(
+        reference, out, 2, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     workers = _workers_once_training(process, out)
-    process.send_signal(signal.SIGUSR1)
+    os.killpg(process.pid, signal.SIGUSR1)  # to the whole process group, as GNU timeout sends it
     stdout, err = process.communicate(timeout=120)
     assert process.returncode == 3, err
     assert "stopped as asked (SIGUSR1)" in stdout and f"--out {out} again" in stdout
     assert "asked to stop: the trainings under way finish, no new one starts" in err
+    assert "Traceback" not in err and "resource_tracker" not in err, err
     started = list((out / "runs").glob("*/lr-*/seed-*/tokens-*"))  # variant, rate, seed, budget
     finished = ledger_files(out)
     assert 2 <= len(started) == len(finished) < 8  # every training started was finished, none after the signal

@@ -40,7 +40,7 @@ FAKE_PYTHON = """#!/usr/bin/env bash
 if [ -n "${FAKE_WAIT:-}" ]; then
     trap 'echo "got USR1" >> "$FAKE_RECORD"; exit "${FAKE_STATUS:-0}"' USR1
     touch "$FAKE_WAIT"
-    while true; do sleep 0.05; done
+    while true; do sleep 1 > /dev/null 2>&1 & wait $!; done  # a trap cuts wait short: it exits at once
 fi
 echo "fha ran"
 exit "${FAKE_STATUS:-0}"
@@ -301,25 +301,33 @@ def test_waiting_for_other_shards_fails_only_the_last_round(tmp_path, fake_pytho
 
 @pytest.mark.parametrize(("round_number", "expected"), [("1", 0), ("2", 3)])
 def test_the_shard_script_passes_sigusr1_on_to_the_study(tmp_path, fake_python, round_number, expected):
-    """SLURM's --signal=B:USR1 reaches the batch shell alone: the study must hear it and its status count."""
+    """SLURM's --signal=B:USR1 reaches the batch shell alone: the study must hear it and its exit status
+    count, also when it ends while the shell is still in its trap (tried several times)."""
     write_scripts(slurm_jobs(tmp_path, drain_minutes=10))
-    ready = tmp_path / "fha started"
-    env = {**os.environ, **fake_python, **task_env(1, 3), "FAKE_WAIT": str(ready), "FAKE_STATUS": "3"}
-    shard = subprocess.Popen(
-        ["bash", str(tmp_path / "scripts" / SHARD_SCRIPT), round_number],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 30
-    while not ready.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert ready.exists(), "the stand-in study never started"
-    shard.send_signal(signal.SIGUSR1)
-    stdout, _ = shard.communicate(timeout=30)
-    assert recorded(tmp_path)[-1] == "got USR1"
-    assert shard.returncode == expected, stdout
+    for attempt in range(8):
+        ready = tmp_path / f"fha started {attempt}"
+        env = {**os.environ, **fake_python, **task_env(1, 3), "FAKE_WAIT": str(ready), "FAKE_STATUS": "3"}
+        shard = subprocess.Popen(
+            ["bash", str(tmp_path / "scripts" / SHARD_SCRIPT), round_number],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 30
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ready.exists(), "the stand-in study never started"
+        shard.send_signal(signal.SIGUSR1)
+        stdout, _ = shard.communicate(timeout=30)
+        assert recorded(tmp_path)[-1] == "got USR1"
+        assert shard.returncode == expected, (attempt, stdout)
+
+
+def test_a_shard_asked_to_stop_during_its_setup_starts_no_study(tmp_path, fake_python):
+    write_scripts(slurm_jobs(tmp_path, setup=("kill -USR1 $$",)))  # the signal comes while the job sets up
+    result = run_script(tmp_path / "scripts" / SHARD_SCRIPT, "2", env={**fake_python, **task_env(1, 3)}, cwd=tmp_path)
+    assert result.returncode == 3 and not (tmp_path / "record").exists()
 
 
 def test_a_shard_script_outside_an_array_or_without_a_round_says_so(tmp_path, fake_python):

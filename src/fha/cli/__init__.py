@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING if quiet else logging.INFO,
         handlers=[handler],
     )
+    if argv is None:
+        _ignore_stop_requests()
     try:
         return int(args.func(args) or 0)
     except FhaError as err:
@@ -179,3 +181,10 @@ def _ignore_late_interrupts() -> None:
     down could only turn a finished command into a traceback, so the process ignores them."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
+
+
+def _ignore_stop_requests() -> None:
+    """SIGUSR1 asks `fha study run` to start no new training (it listens while it runs); by default the
+    signal would end the process, so an fha process ignores it wherever nothing listens."""
+    if hasattr(signal, "SIGUSR1"):
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)

@@ -158,11 +158,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_run(args: argparse.Namespace) -> int:
     from fha.study.runner import Shard, run_study
     from fha.study.spec import load_spec
+    from fha.study.workers import stop_starting_on_signal
 
-    spec = load_spec(args.spec)
-    shard = Shard.parse(args.shard)
     try:
-        progress = run_study(spec, args.out, jobs=args.jobs, shard=shard, device=args.device)
+        with stop_starting_on_signal() as stop:  # SIGUSR1 while the study is prepared counts too
+            spec = load_spec(args.spec)
+            shard = Shard.parse(args.shard)
+            progress = run_study(spec, args.out, jobs=args.jobs, shard=shard, device=args.device, stop=stop)
     except KeyboardInterrupt:
         raise FhaError(
             f"interrupted; the finished runs are in the ledger and a stopped run resumes from its checkpoint: "

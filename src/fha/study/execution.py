@@ -53,6 +53,7 @@ from fha.study.ledger import SPLITS, ledger_metrics, write_entry
 from fha.study.plan import CellPlan
 from fha.study.prepare import data_digests, evaluation_texts, study_documents
 from fha.study.spec import LOG_ONLY, StudySpec
+from fha.study.workers import STOP_STARTING_SIGNAL
 from fha.tokenizer import Tokenizer
 from fha.train.loop import TrainingDiverged, TrainRequest, train
 from fha.train.schedule import LRSchedule
@@ -264,8 +265,9 @@ def worker_init(parent: int) -> None:
     when the parent dies, and a watch on the parent's pid. The kernel's promise is asked for first; a
     parent already gone by then ends the worker."""
     os.setpgrp()
-    if hasattr(signal, "SIGUSR1"):  # the study's own "start no new training"; by default it would kill a worker
-        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    if STOP_STARTING_SIGNAL is not None:  # the study's own request; by default it would kill a worker
+        signal.signal(STOP_STARTING_SIGNAL, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {STOP_STARTING_SIGNAL})  # blocked while the worker started
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

@@ -21,11 +21,9 @@ stops without losing the work in flight.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import logging
-import multiprocessing
 import os
 import signal
 import threading
@@ -44,13 +42,12 @@ from fha.study.ledger import Entry, Ledger, entry_path, read_entry
 from fha.study.plan import Cell, Planner, TuningOutcome, tuning_outcome
 from fha.study.prepare import prepare_study
 from fha.study.spec import StudySpec
+from fha.study.workers import StopRequest, run_in_workers, stop_starting_on_signal
 from fha.wording import counted
 
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 2  # a failing cell is retried once
-STOP_STARTING_SIGNAL = getattr(signal, "SIGUSR1", None)  # none on Windows
-POLL_S = 1.0  # how often the parallel runner looks up from its workers
 
 
 @dataclass(frozen=True)
@@ -99,9 +96,17 @@ def available_cores() -> int:
 
 
 def run_study(
-    spec: StudySpec, out_dir: Path, *, jobs: int | None = None, shard: Shard = Shard(), device: str = "auto"
+    spec: StudySpec,
+    out_dir: Path,
+    *,
+    jobs: int | None = None,
+    shard: Shard = Shard(),
+    device: str = "auto",
+    stop: StopRequest | None = None,
 ) -> StudyProgress:
-    """Train and evaluate this shard's missing cells of `spec` into `out_dir`; `jobs` None: `default_jobs`."""
+    """Train and evaluate this shard's missing cells of `spec` into `out_dir`; `jobs` None: `default_jobs`.
+    `stop`: a request set from outside (the command line sets one up before anything else); without
+    it SIGUSR1 sets this call's own."""
     if jobs is None:
         jobs = default_jobs(pick_device(device))
     if not 1 <= jobs <= available_cores() * 4:
@@ -112,8 +117,8 @@ def run_study(
     threads = max(1, available_cores() // jobs)
     log.info("%d %s at a time, %d %s each", jobs, _plural(jobs, "training"), threads, _plural(threads, "thread"))
     progress = StudyProgress()
-    runner = _Runner(spec, out_dir, planner, ledger, jobs, threads, device, shard, progress)
-    with _sigterm_as_interrupt(), _stop_starting_on_signal(runner.stop_starting):
+    with _sigterm_as_interrupt(), stop_starting_on_signal(stop) as stop:
+        runner = _Runner(spec, out_dir, planner, ledger, jobs, threads, device, shard, progress, stop)
         while True:  # tuning rounds: each may extend a grid and add cells
             progress.tuning = {point.label: tuning_outcome(planner, runner.score, point.label) for point in spec.points}
             ours = [
@@ -187,12 +192,13 @@ class _Runner:
         device: str,
         shard: Shard,
         progress: StudyProgress,
+        stop: StopRequest,
     ) -> None:
         self.spec, self.out_dir, self.planner, self.ledger = spec, out_dir, planner, ledger
         self.jobs, self.threads, self.device, self.shard, self.progress = jobs, threads, device, shard, progress
         self._tried: set[Any] = set()
-        self.stop_starting = threading.Event()  # set by SIGUSR1: the trainings under way finish, no new one starts
-        self.left = 0  # trunks of the last `execute` left because of `stop_starting`
+        self.stop = stop  # set by SIGUSR1: the trainings under way finish, no new one starts
+        self.left = 0  # trunks of the last `execute` left because of `stop`
 
     def entry(self, cell: Cell) -> Entry | None:
         return self.ledger.get(self.planner.plan(cell).fingerprint)
@@ -216,7 +222,7 @@ class _Runner:
         for attempt in range(1, ATTEMPTS + 1):
             if not tasks:
                 return
-            if self.stop_starting.is_set():
+            if self.stop.asked():
                 self._note_left(tasks)
                 return
             failed_tasks = []
@@ -238,86 +244,39 @@ class _Runner:
             tasks = failed_tasks
 
     def _run_all(self, tasks: list[TrunkTask]) -> Iterator[tuple[TrunkTask, list[CellOutcome]]]:
-        """Each task's outcomes as it ends; no task starts once `stop_starting` is set (the rest are `left`)."""
-        waiting = list(tasks)
+        """Each task's outcomes as it ends; no task starts once a stop is asked (the rest are `left`)."""
         if self.jobs == 1:
-            while waiting and not self.stop_starting.is_set():
+            waiting = list(tasks)
+            while waiting and not self.stop.asked():
                 task = waiting.pop(0)
                 yield task, execute_trunk(task)
             self._note_left(waiting)
             return
-        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no inherited torch threads or state
-        pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=self.jobs, mp_context=context, initializer=worker_init, initargs=(os.getpid(),)
+        ended = set()
+        results = run_in_workers(
+            execute_trunk, tasks, workers=self.jobs, stop=self.stop, initializer=worker_init, initargs=(os.getpid(),)
         )
-        done = 0
-        running: dict[concurrent.futures.Future[list[CellOutcome]], TrunkTask] = {}
-        try:
-            while True:  # one task per worker at a time, so that none is queued when asked to stop starting
-                while waiting and len(running) < self.jobs and not self.stop_starting.is_set():
-                    task = waiting.pop(0)
-                    running[pool.submit(execute_trunk, task)] = task
-                if not running:
-                    break
-                ended, _ = concurrent.futures.wait(
-                    running, timeout=POLL_S, return_when=concurrent.futures.FIRST_COMPLETED
-                )
-                for future in ended:
-                    task = running.pop(future)
-                    error = future.exception()
-                    if error is not None:  # the worker process itself died
-                        outcomes = [
-                            CellOutcome(plan, one_line(error)) for plan in task.plans if plan.fingerprint in task.todo
-                        ]
-                    else:
-                        outcomes = future.result()
-                    done += 1
-                    log.info(
-                        "%s: %s (%d of %d trunks; output in %s)",
-                        task.label,
-                        "finished" if all(o.error is None for o in outcomes) else "failed",
-                        done,
-                        len(tasks),
-                        worker_log(task.out_dir, task.plans[0]),
-                    )
-                    yield task, outcomes
-            self._note_left(waiting)
-        except BaseException:
-            _stop_workers(pool)
-            raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        for task, result in results:
+            ended.add(id(task))
+            if isinstance(result, BaseException):  # the worker process itself died
+                outcomes = [CellOutcome(plan, one_line(result)) for plan in task.plans if plan.fingerprint in task.todo]
+            else:
+                outcomes = result
+            log.info(
+                "%s: %s (%d of %d trunks; output in %s)",
+                task.label,
+                "finished" if all(o.error is None for o in outcomes) else "failed",
+                len(ended),
+                len(tasks),
+                worker_log(task.out_dir, task.plans[0]),
+            )
+            yield task, outcomes
+        self._note_left([task for task in tasks if id(task) not in ended])
 
     def _note_left(self, waiting: list[TrunkTask]) -> None:
         self.left += len(waiting)
         if waiting:
             log.info("not started, as asked: %s", counted(len(waiting), "trunk"))
-
-
-def _stop_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
-    """One SIGTERM to every worker: a training checkpoints and stops, the worker exits."""
-    for process in list((getattr(pool, "_processes", None) or {}).values()):
-        with contextlib.suppress(ProcessLookupError, OSError):
-            os.kill(process.pid, signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def _stop_starting_on_signal(stop_starting: threading.Event) -> Iterator[None]:
-    """SIGUSR1 (SLURM's `--signal`, `timeout -s USR1`, `kill -USR1`) sets `stop_starting`."""
-    if STOP_STARTING_SIGNAL is None or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, frame: Any) -> None:
-        if not stop_starting.is_set():
-            stop_starting.set()
-            log.warning("asked to stop: the trainings under way finish, no new one starts")
-
-    previous = signal.signal(STOP_STARTING_SIGNAL, stop)
-    try:
-        yield
-    finally:
-        signal.signal(STOP_STARTING_SIGNAL, previous)
 
 
 @contextlib.contextmanager
