@@ -3,8 +3,10 @@ tables, one number format, and runs that are unfinished."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import shutil
 import struct
 from pathlib import Path
 
@@ -24,6 +26,8 @@ from fha.compare.report import Table, format_percent, html_table, metric_format,
 from fha.errors import FhaError
 from fha.figures import plain_log_ticks, save_figure
 from fha.runs.folder import MODEL_FILE, load_run
+from fha.study.figures import validation_curves
+from fha.study.results import load_results
 
 PNG_SIZE = struct.Struct(">II")  # width, height in the IHDR chunk
 PNG_SIZE_OFFSET = 16
@@ -219,3 +223,25 @@ def test_inspect_and_schedule_write_the_asked_format(tmp_path, capsys, tiny_run_
     assert png_size(plot) == (7 * 200, round(3.5 * 200))
     assert main(["inspect", str(run_dir), "--format", "pdf"]) == 2
     assert "fha: error: --format and --dpi are used with --attention" in capsys.readouterr().err
+
+
+DECISIVE = Path(__file__).resolve().parents[1] / "docs" / "results" / "decisive"  # a committed study export
+
+
+@pytest.mark.parametrize("seeds", [{0}, {0, 1}])
+def test_study_curves_title_counts_the_seeds(tmp_path, seeds):
+    """The curves' title says how many seeds each mean is over, in words that fit the number."""
+    study = tmp_path / "study"
+    shutil.copytree(DECISIVE, study)
+    kept = 0
+    for entry in (study / "ledger").glob("*.json"):
+        cell = json.loads(entry.read_text())["cell"]
+        if cell["role"] == "evaluation" and cell["init_seed"] not in seeds:
+            entry.unlink()
+        else:
+            kept += cell["role"] == "evaluation" and cell["init_seed"] == max(seeds)
+    if not kept:
+        pytest.skip(f"the committed decisive export has no evaluation run at seed {max(seeds)} yet")
+    title = validation_curves(load_results([study], partial=True)[0]).axes[0].get_title()
+    expected = "mean of 1 seed;" if len(seeds) == 1 else f"mean of {len(seeds)} seeds;"
+    assert expected in title, title

@@ -27,6 +27,7 @@ from fha.stats import Interval, mean_interval, paired_difference
 from fha.study.results import StudyResults
 from fha.study.scaling import Scaling, scaling
 from fha.study.spec import StudySpec
+from fha.wording import plural
 
 CURVES_FILE = "validation_curves"
 TEST_FILE = "test_bits_per_byte"
@@ -220,7 +221,8 @@ def validation_curves(results: StudyResults) -> Figure:
     _references(top, results, "valid", vertical=False)
     top.set_ylabel(VAL_BPB)
     counts = ", ".join(str(n) for n in sorted(seeds_shown))
-    top.set_title(_titled(results, f"{VAL_BPB} (mean of {counts} seeds; from eval windows)"))
+    seeds_word = plural(max(seeds_shown, default=0), "seed")
+    top.set_title(_titled(results, f"{VAL_BPB} (mean of {counts} {seeds_word}; from eval windows)"))
     top.grid(True, alpha=0.3)
     if means:
         top.legend(fontsize="small")
