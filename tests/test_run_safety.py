@@ -472,13 +472,15 @@ def test_ctrl_c_during_the_final_save_still_finishes(corpus, tmp_path, env, poin
 
 
 def test_late_interrupts_of_a_finished_command_are_ignored(monkeypatch):
-    """After `fha` (argv None: the real program) has done its work, interpreter shutdown ignores Ctrl-C."""
+    """After `fha` (argv None: the real program) has done its work, interpreter shutdown ignores Ctrl-C;
+    SIGUSR1, which only `fha study run` listens to, never ends the program."""
     monkeypatch.setattr(sys, "argv", ["fha", "schedule", "--preset", "tiny"])
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
     try:
         assert main() == 0
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGUSR1) is signal.SIG_IGN
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -420,11 +420,12 @@ def test_sigusr1_in_one_process_stops_after_the_training_under_way(reference, tm
         return outcomes
 
     monkeypatch.setattr(runner, "execute_trunk", then_signal)
+    before = signal.getsignal(signal.SIGUSR1)
     out = tmp_path / "study"
     assert main(["study", "run", str(spec_path_of(reference)), "--out", str(out), "--jobs", "1"]) == 3
     assert "stopped as asked (SIGUSR1) after 1 run trained now" in capsys.readouterr().out
     assert len(ledger_files(out)) == 1
-    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # the handler is the study's only while it runs
+    assert signal.getsignal(signal.SIGUSR1) is before  # the handler is the study's only while it runs
     monkeypatch.setattr(runner, "execute_trunk", train_one)
     assert main(["study", "run", str(spec_path_of(reference)), "--out", str(out), "--jobs", "1"]) == 0
     write_report([out])

@@ -75,8 +75,20 @@ def slurm_jobs(tmp_path: Path, **changes) -> SlurmJobs:
 
 def run_script(path: Path, *args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["bash", str(path), *args], env={**os.environ, **env}, cwd=cwd, capture_output=True, text=True, timeout=600
+        ["bash", str(path), *args],
+        env={**os.environ, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=as_slurm_starts_it,
     )
+
+
+def as_slurm_starts_it() -> None:
+    """A batch script starts with SIGUSR1 at its default: bash cannot trap a signal ignored when it starts,
+    and a test process may have inherited it ignored."""
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
 
 
 def task_env(task: int, shards: int, cpus: int = 1) -> dict[str, str]:
@@ -313,6 +325,7 @@ def test_the_shard_script_passes_sigusr1_on_to_the_study(tmp_path, fake_python, 
             cwd=tmp_path,
             stdout=subprocess.PIPE,
             text=True,
+            preexec_fn=as_slurm_starts_it,
         )
         deadline = time.monotonic() + 30
         while not ready.exists() and time.monotonic() < deadline:
