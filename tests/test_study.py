@@ -24,8 +24,8 @@ from fha.study.export import export_study
 from fha.study.layout import STUDY_FILE
 from fha.study.ledger import LEDGER_DIR, Ledger
 from fha.study.plan import EVALUATION, TUNING, Cell, Planner, Seeds, StudyContext, extend_grid, tuning_outcome
-from fha.study.report import write_report
-from fha.study.results import RESULTS_FILE
+from fha.study.report import contrast_table, write_report
+from fha.study.results import RESULTS_FILE, load_results
 from fha.study.runner import run_study
 from fha.study.spec import load_spec, spec_from_dict
 from fha.train_config import TrainConfig
@@ -733,6 +733,16 @@ def test_main_and_decisive_studies_load():
     decisive = load_spec(REPO_ROOT / "studies" / "decisive.toml")
     assert decisive.all_budgets == (2_048_000, 4_096_000, 8_192_000) and decisive.primary == "fha"
     assert decisive.sweep.seeds == (100, 101) and decisive.seeds == tuple(range(10))
+
+
+def test_secondary_budgets_are_labelled_and_not_corrected_as_if_primary():
+    """The committed decisive study (three budgets): only the primary budget's primary contrast is the test at 5%."""
+    table = contrast_table(load_results([REPO_ROOT / "docs" / "results" / "decisive"], partial=True)[0])
+    rows = {row[0]: row for row in table.rows}
+    assert set(rows) == {"8,192,000 (primary)", "4,096,000 (secondary)", "2,048,000 (secondary)"}
+    holm = table.header.index("Holm p")
+    assert rows["8,192,000 (primary)"][holm] == "(primary)"
+    assert rows["4,096,000 (secondary)"][holm] == rows["2,048,000 (secondary)"][holm] == "not corrected"
 
 
 @pytest.mark.slow
