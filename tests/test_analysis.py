@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import csv
 import math
 import shutil
 from pathlib import Path
@@ -15,7 +16,7 @@ from tiny_model import make_tiny_model
 from tiny_run import LINES
 
 import fha
-from fha.analysis import SubheadRow, SubheadTable, analyze_subheads, summary_by_size
+from fha.analysis import SubheadRow, SubheadTable, analyze_subheads, pooling, summary_by_size
 from fha.analysis import ablation as ablation_module
 from fha.analysis import analyze as analyze_module
 from fha.analysis.ablation import subheads
@@ -524,3 +525,27 @@ def test_a_damaged_checkpoint_is_one_line(run_with_checkpoints, text_file, tmp_p
 
 def test_the_function_is_exported_lazily():
     assert fha.analyze_subheads is analyze_subheads and "analyze_subheads" in dir(fha)
+
+
+def test_per_run_summaries_round_trip_and_older_files_still_read(tmp_path):
+    values = {name: 0.25 * (index + 1) for index, name in enumerate(pooling.MEASURE_NAMES)}
+    summaries = [pooling.RunSummary("fha", "fha/seed-0", 8, 4, 2.5, values)]
+    path = pooling.write_run_summaries(summaries, tmp_path / "runs.csv")
+    assert pooling.read_run_summaries(path) == summaries
+    # a file written before the attention distance was pooled: the other measures, and NaN for it
+    older = tmp_path / "older.csv"
+    with path.open() as source, older.open("w", newline="") as target:
+        writer = csv.writer(target, lineterminator="\n")
+        for row in csv.DictReader(source):
+            if target.tell() == 0:
+                writer.writerow(pooling.OLDER_RUN_COLUMNS)
+            writer.writerow([row[column] for column in pooling.OLDER_RUN_COLUMNS])
+    (read,) = pooling.read_run_summaries(older)
+    assert math.isnan(read.values["mean_distance_tokens"])
+    assert {k: v for k, v in read.values.items() if k != "mean_distance_tokens"} == {
+        k: v for k, v in values.items() if k != "mean_distance_tokens"
+    }
+    wrong = tmp_path / "wrong.csv"
+    wrong.write_text("group,run\nfha,x\n")
+    with pytest.raises(FhaError, match="not a table of per-run sub-head summaries"):
+        pooling.read_run_summaries(wrong)

@@ -144,6 +144,8 @@ def test_pooled_values_are_means_over_the_runs_analysed_one_by_one(study, tmp_pa
                 "max_induction": [max(row.induction for row in rows) for rows in per_run],
                 "mean_zero_ablation": [statistics.fmean(row.zero_ablation for row in rows) for rows in per_run],
                 "mean_mean_ablation": [statistics.fmean(row.mean_ablation for row in rows) for rows in per_run],
+                "mean_entropy_bits": [statistics.fmean(row.entropy_bits for row in rows) for rows in per_run],
+                "mean_distance_tokens": [statistics.fmean(row.mean_distance for row in rows) for rows in per_run],
             }
             for measure, values in expected.items():
                 row = pooled[(group, size, measure)]

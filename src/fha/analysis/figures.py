@@ -252,7 +252,14 @@ def draw_all(table: SubheadTable, out_dir: Path, fmt: str, dpi: int) -> list[Pat
 
 
 POOLED_PANEL_INCHES = (4.6, 3.6)
-POOLED_MEASURES = ("induction_subheads", "previous_token_subheads", "mean_zero_ablation", "mean_mean_ablation")
+POOLED_COLUMNS = 3
+POOLED_MEASURES = (
+    "induction_subheads",
+    "previous_token_subheads",
+    "mean_distance_tokens",
+    "mean_zero_ablation",
+    "mean_mean_ablation",
+)
 POOLED_STEM = "mechanisms_by_size"
 RUN_POINT_ALPHA = 0.35
 CAP_SIZE = 3
@@ -265,10 +272,13 @@ def pooled_by_size(pooled: Sequence[PooledMeasure], summaries: Sequence[RunSumma
     sizes = sorted({s.subhead_dim for s in summaries if s.subhead_dim != ALL_SIZES}, reverse=True)
     groups = list(dict.fromkeys(s.group for s in summaries))
     offsets = np.linspace(-JITTER, JITTER, len(groups)) if len(groups) > 1 else [0.0]
+    rows = -(-len(POOLED_MEASURES) // POOLED_COLUMNS)  # rounded up
     figure = Figure(
-        figsize=(POOLED_PANEL_INCHES[0] * len(POOLED_MEASURES), POOLED_PANEL_INCHES[1]), layout="constrained"
+        figsize=(POOLED_PANEL_INCHES[0] * POOLED_COLUMNS, POOLED_PANEL_INCHES[1] * rows), layout="constrained"
     )
-    axes = figure.subplots(1, len(POOLED_MEASURES))
+    axes = list(figure.subplots(rows, POOLED_COLUMNS, squeeze=False).flat)
+    for unused in axes[len(POOLED_MEASURES) :]:
+        unused.set_axis_off()
     for ax, measure in zip(axes, POOLED_MEASURES):
         for index, (offset, group) in enumerate(zip(offsets, groups)):
             color = f"C{index}"
@@ -301,6 +311,6 @@ def pooled_by_size(pooled: Sequence[PooledMeasure], summaries: Sequence[RunSumma
         ax.set_xlabel("sub-head size (dimensions)")
         ax.set_title(MEASURE_LABELS[measure], fontsize="medium")
         grid(ax)
-    axes[-1].legend(fontsize="small")
+    axes[len(POOLED_MEASURES) - 1].legend(fontsize="small")
     figure.suptitle("Per run and sub-head size (points: runs; bars: mean over the runs, 95% t-interval)")
     return save_report_figure(figure, path, dpi)

@@ -55,7 +55,13 @@ MEASURES: tuple[tuple[str, str, Callable[[Sequence[SubheadRow]], float]], ...] =
         lambda rows: _mean([r.mean_ablation for r in rows]),
     ),
     ("mean_entropy_bits", "mean attention entropy (bits)", lambda rows: _mean([row.entropy_bits for row in rows])),
+    (
+        "mean_distance_tokens",
+        "mean attention distance (tokens)",
+        lambda rows: _mean([row.mean_distance for row in rows]),
+    ),
 )
+NEWER_MEASURES = ("mean_distance_tokens",)  # absent from files written before them: read as NaN
 MEASURE_NAMES = tuple(name for name, _, _ in MEASURES)
 MEASURE_LABELS = {name: label for name, label, _ in MEASURES}
 
@@ -133,6 +139,7 @@ def pool(summaries: Sequence[RunSummary]) -> list[PooledMeasure]:
 
 # ------------------------------------------------------------------------------ CSV files
 RUN_COLUMNS = ("group", "run", "subhead_dim", "subheads", "clean_loss", *MEASURE_NAMES)
+OLDER_RUN_COLUMNS = tuple(column for column in RUN_COLUMNS if column not in NEWER_MEASURES)
 POOLED_COLUMNS = ("group", "subhead_dim", "measure", "runs", "mean", "ci_low", "ci_high", "std", "runs_above_zero")
 
 
@@ -154,7 +161,7 @@ def read_run_summaries(path: Path) -> list[RunSummary]:
     try:
         with path.open(newline="") as handle:
             reader = csv.DictReader(handle)
-            if tuple(reader.fieldnames or ()) != RUN_COLUMNS:
+            if tuple(reader.fieldnames or ()) not in (RUN_COLUMNS, OLDER_RUN_COLUMNS):
                 raise FhaError(f"{path}: not a table of per-run sub-head summaries (expected {', '.join(RUN_COLUMNS)})")
             return [
                 RunSummary(
@@ -163,7 +170,7 @@ def read_run_summaries(path: Path) -> list[RunSummary]:
                     int(line["subhead_dim"]),
                     int(line["subheads"]),
                     float(line["clean_loss"]),
-                    {name: float(line[name]) for name in MEASURE_NAMES},
+                    {name: float(line[name]) if name in line else math.nan for name in MEASURE_NAMES},
                 )
                 for line in reader
             ]
@@ -184,7 +191,13 @@ def write_pooled(pooled: Sequence[PooledMeasure], path: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------ the table
-DECIMALS = {"induction_subheads": 2, "previous_token_subheads": 2, "max_induction": 3, "mean_entropy_bits": 2}
+DECIMALS = {
+    "induction_subheads": 2,
+    "previous_token_subheads": 2,
+    "max_induction": 3,
+    "mean_entropy_bits": 2,
+    "mean_distance_tokens": 1,
+}
 SIGNED_DECIMALS = {"mean_zero_ablation": 4, "mean_mean_ablation": 4}
 
 

@@ -76,8 +76,9 @@ POOLING_NOTE = (
     "Each run is summed up per sub-head size (and over all its sub-heads): its number of induction sub-heads "
     f"(induction score ≥ {INDUCTION_THRESHOLD:g}) and previous-token sub-heads (score ≥ {PREVIOUS_TOKEN_THRESHOLD:g}), "
     "its largest induction score, the mean loss increase when one of its sub-heads is zero- or mean-ablated, and "
-    "their mean attention entropy. Each cell is the mean of those per-run values over the variant's evaluation "
-    "runs with a 95% Student t-interval over the seeds; docs/analysis.md defines every measure."
+    "their mean attention entropy and distance (how far back they look). Each cell is the mean of those per-run "
+    "values over the variant's evaluation runs with a 95% Student t-interval over the seeds; docs/analysis.md "
+    "defines every measure."
 )
 
 
