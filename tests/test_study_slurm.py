@@ -4,6 +4,7 @@ with the environment of SLURM array tasks, and, where a SLURM cluster accepts jo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -326,13 +327,18 @@ def test_the_shard_script_passes_sigusr1_on_to_the_study(tmp_path, fake_python, 
             stdout=subprocess.PIPE,
             text=True,
             preexec_fn=as_slurm_starts_it,
+            start_new_session=True,  # so that a failure below leaves no stand-in running
         )
-        deadline = time.monotonic() + 30
-        while not ready.exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert ready.exists(), "the stand-in study never started"
-        shard.send_signal(signal.SIGUSR1)
-        stdout, _ = shard.communicate(timeout=30)
+        try:
+            deadline = time.monotonic() + 30
+            while not ready.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert ready.exists(), "the stand-in study never started"
+            shard.send_signal(signal.SIGUSR1)
+            stdout, _ = shard.communicate(timeout=30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(shard.pid, signal.SIGKILL)
         assert recorded(tmp_path)[-1] == "got USR1"
         assert shard.returncode == expected, (attempt, stdout)
 
