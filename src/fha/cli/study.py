@@ -184,10 +184,10 @@ def run_run(args: argparse.Namespace) -> int:
     if progress.waiting_for_others:
         print(
             f"shard {args.shard}: its tuning runs are done, other shards' are not; rerun this command when they are "
-            f"({len(progress.finished)} runs finished here)"
+            f"({counted(len(progress.finished), 'run')} finished here)"
         )
         return WAITING_EXIT
-    print(f"{len(progress.finished)} runs trained now; report: fha study report {args.out}")
+    print(f"{counted(len(progress.finished), 'run')} trained now; report: fha study report {args.out}")
     return 0
 
 

@@ -26,7 +26,6 @@ import dataclasses
 import logging
 import os
 import signal
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +41,8 @@ from fha.study.ledger import Entry, Ledger, entry_path, read_entry
 from fha.study.plan import Cell, Planner, TuningOutcome, tuning_outcome
 from fha.study.prepare import prepare_study
 from fha.study.spec import StudySpec
-from fha.study.workers import StopRequest, run_in_workers, stop_starting_on_signal
-from fha.wording import counted
+from fha.study.workers import StopRequest, handling, run_in_workers, stop_starting_on_signal
+from fha.wording import counted, plural
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +114,7 @@ def run_study(
     planner = Planner(spec, prepared.context)
     ledger = Ledger.read([out_dir])
     threads = max(1, available_cores() // jobs)
-    log.info("%d %s at a time, %d %s each", jobs, _plural(jobs, "training"), threads, _plural(threads, "thread"))
+    log.info("%d %s at a time, %d %s each", jobs, plural(jobs, "training"), threads, plural(threads, "thread"))
     progress = StudyProgress()
     with _sigterm_as_interrupt(), stop_starting_on_signal(stop) as stop:
         runner = _Runner(spec, out_dir, planner, ledger, jobs, threads, device, shard, progress, stop)
@@ -153,10 +152,6 @@ def run_study(
         runner.execute([trunk for trunk in ours if trunk])
         progress.stopped = runner.left > 0
     return progress
-
-
-def _plural(count: int, word: str) -> str:
-    return word if count == 1 else f"{word}s"
 
 
 def _trunks(cells: list[Cell]) -> list[list[Cell]]:
@@ -282,15 +277,9 @@ class _Runner:
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM (what `timeout` and schedulers send) stops the study like Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
+    with handling(signal.SIGTERM, interrupt):
         yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

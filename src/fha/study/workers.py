@@ -47,22 +47,32 @@ class StopRequest:
 
 
 @contextlib.contextmanager
+def handling(signum: int, handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """`handler` for `signum` inside, the previous handler back afterwards. Outside the main thread
+    no handler can be set: nothing changes there."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signum, previous)
+
+
+@contextlib.contextmanager
 def stop_starting_on_signal(stop: StopRequest | None = None) -> Iterator[StopRequest]:
-    """SIGUSR1 (`kill -USR1`, SLURM's `--signal`, `timeout -s USR1`) sets the request it yields; the
-    previous handler is back afterwards. Outside the main thread no handler can be set: nothing changes."""
+    """SIGUSR1 (`kill -USR1`, SLURM's `--signal`, `timeout -s USR1`) sets the request it yields."""
     stop = stop or StopRequest()
-    if STOP_STARTING_SIGNAL is None or threading.current_thread() is not threading.main_thread():
+    if STOP_STARTING_SIGNAL is None:
         yield stop
         return
 
     def request(signum: int, frame: Any) -> None:
         stop.requested = True
 
-    previous = signal.signal(STOP_STARTING_SIGNAL, request)
-    try:
+    with handling(STOP_STARTING_SIGNAL, request):
         yield stop
-    finally:
-        signal.signal(STOP_STARTING_SIGNAL, previous)
 
 
 @contextlib.contextmanager
