@@ -7,7 +7,9 @@ do not import SciPy."""
 
 from __future__ import annotations
 
+import itertools
 import math
+import random
 import statistics
 
 import pytest
@@ -25,6 +27,7 @@ from fha.stats import (
     paired_t_power,
     paired_t_test,
     seeds_needed,
+    sign_flip_test,
     t_cdf,
     t_quantile,
     t_statistic,
@@ -65,6 +68,52 @@ def test_paired_difference_has_the_p_value_of_its_differences():
     paired = paired_difference({0: 1.20, 1: 1.25, 2: 1.19}, {0: 1.23, 1: 1.26, 2: 1.24})
     assert paired.p_value == pytest.approx(0.12168993434632017, rel=1e-9)
     assert math.isnan(paired_difference({0: 1.0}, {0: 1.1}).p_value)
+
+
+# ------------------------------------------------------------------ sign-flip test
+def _sign_flip_by_enumeration(differences: list[float]) -> float:
+    """Every sign pattern, one at a time: the definition, slowly."""
+    observed = abs(sum(differences))
+    patterns = list(itertools.product((1.0, -1.0), repeat=len(differences)))
+    tolerance = 1e-12 * sum(abs(value) for value in differences)
+    far = sum(
+        1 for signs in patterns if abs(sum(s * abs(v) for s, v in zip(signs, differences))) >= observed - tolerance
+    )
+    return far / len(patterns)
+
+
+@pytest.mark.parametrize("n", range(1, 13))
+def test_sign_flip_test_equals_enumerating_every_pattern(n):
+    rng = random.Random(n)
+    differences = [rng.gauss(0.005, 0.02) for _ in range(n)]
+    assert sign_flip_test(differences) == _sign_flip_by_enumeration(differences)
+
+
+def test_sign_flip_test_counts_ties_and_its_smallest_values():
+    assert sign_flip_test([0.01] * 5) == 2 / 32  # only all-plus and all-minus are as far from 0
+    assert sign_flip_test([-0.01] * 10) == 2 / 1024
+    assert sign_flip_test([0.0, 0.0, 0.0]) == 1.0
+    assert sign_flip_test([0.02, -0.02]) == 1.0  # a sum of 0: every pattern is as far
+    # |sum| 0.6 or more: 0.1+0.2+0.3+0.4, -0.1+0.2+0.3+0.4, 0.1-0.2+0.3+0.4 (the observed one), each either sign
+    assert sign_flip_test([0.1, -0.2, 0.3, 0.4]) == 6 / 16
+    with pytest.raises(FhaValueError, match="needs at least 1 value"):
+        sign_flip_test([])
+
+
+def test_sign_flip_test_estimates_from_random_patterns_beyond_the_exact_limit():
+    rng = random.Random(7)
+    differences = [rng.gauss(0.004, 0.02) for _ in range(14)]
+    exact = sign_flip_test(differences)
+    estimated = sign_flip_test(differences, exact_max=4, draws=20_000)
+    assert estimated != exact and estimated == pytest.approx(exact, abs=0.015)  # 4 binomial SDs at p near 0.5
+    assert estimated == sign_flip_test(differences, exact_max=4, draws=20_000)  # a fixed seed: the same report
+
+
+def test_paired_differences_carry_their_sign_flip_p():
+    differences = [-0.01] * 9 + [0.02]
+    paired = paired_difference(dict(enumerate(differences)), dict.fromkeys(range(10), 0.0))
+    assert paired.sign_flip_p == sign_flip_test(paired.differences) == _sign_flip_by_enumeration(differences)
+    assert math.isnan(paired_difference({0: 1.0}, {0: 0.5}).sign_flip_p)
 
 
 # ------------------------------------------------------------------ Holm

@@ -19,12 +19,13 @@ from train_helpers import write_corpus
 from fha.cli import main
 from fha.data import PackedBatches, load_documents
 from fha.errors import FhaError
+from fha.stats import paired_difference
 from fha.study.execution import branch_step
 from fha.study.export import export_study
 from fha.study.layout import STUDY_FILE
 from fha.study.ledger import LEDGER_DIR, Ledger
 from fha.study.plan import EVALUATION, TUNING, Cell, Planner, Seeds, StudyContext, extend_grid, tuning_outcome
-from fha.study.report import contrast_table, write_report
+from fha.study.report import Contrast, contrast_sentence, contrast_table, write_report
 from fha.study.results import RESULTS_FILE, load_results
 from fha.study.runner import run_study
 from fha.study.spec import load_spec, spec_from_dict
@@ -743,6 +744,32 @@ def test_secondary_budgets_are_labelled_and_not_corrected_as_if_primary():
     holm = table.header.index("Holm p")
     assert rows["8,192,000 (primary)"][holm] == "(primary)"
     assert rows["4,096,000 (secondary)"][holm] == rows["2,048,000 (secondary)"][holm] == "not corrected"
+
+
+def _contrast(differences: list[float]) -> Contrast:
+    paired = paired_difference(dict(enumerate(differences)), dict.fromkeys(range(len(differences)), 0.0))
+    return Contrast("fha", "mha", 1000, paired, paired.p_value, math.nan)
+
+
+def test_the_verdict_says_when_the_sign_flip_test_does_not_confirm_the_t_test():
+    four = _contrast([-0.010, -0.011, -0.009, -0.010])  # t test p < 0.001; four signs: sign-flip p is 2/16 at best
+    assert four.paired.p_value < 0.001 and four.paired.sign_flip_p == 0.125
+    sentence = contrast_sentence(four, None, primary=True)
+    assert sentence.startswith("fha is better than mha by 0.0100 bits/byte")
+    assert "p = 0.0001, sign-flip test p = 0.1250); the sign-flip test, which does not assume normal" in sentence
+    assert sentence.endswith("does not confirm it at the 5% level; fha was better at 4 of 4 seeds.")
+    ten = _contrast([-0.010, -0.011, -0.009, -0.010, -0.012, -0.008, -0.010, -0.011, -0.009, -0.010])
+    sentence = contrast_sentence(ten, None, primary=True)
+    assert "sign-flip test p = 0.0020); fha was better at 10 of 10 seeds." in sentence
+
+
+def test_the_paired_table_gives_the_sign_flip_p_of_each_contrast():
+    results = load_results([REPO_ROOT / "docs" / "results" / "decisive"], partial=True)[0]
+    table = contrast_table(results)
+    column = table.header.index("sign-flip p")
+    for row, tokens in zip(table.rows, reversed(results.spec.all_budgets)):
+        paired = paired_difference(results.values("fha", tokens), results.values("mha", tokens))
+        assert row[column] == f"{paired.sign_flip_p:.4f}" and paired.n >= 6
 
 
 @pytest.mark.slow

@@ -74,8 +74,9 @@ PAIRED_TEXT = (
     "Test bits per byte of the variant minus the baseline's at the same seed pair; 95% Student t-interval; "
     "two-sided paired t test; the primary contrast at the primary budget at the 5% level, the other contrasts "
     "Holm-adjusted within their budget; secondary budgets are reported beside the primary one, not corrected "
-    "across budgets; MDE: the smallest true difference this number of seeds detects with 80% power, from the "
-    "observed paired SD."
+    "across budgets; sign-flip p: the paired randomisation test of the same null over the differences' sign "
+    "patterns, which does not assume normal differences (a check on the t test, not corrected); MDE: the "
+    "smallest true difference this number of seeds detects with 80% power, from the observed paired SD."
 )
 HTML_STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1180px; padding: 0 1em; color: #222; }
@@ -108,6 +109,12 @@ def fmt_p(value: float) -> str:
     if math.isnan(value):
         return "—"
     return "< 0.0001" if value < 1e-4 else f"{value:.4f}"
+
+
+def _equals_p(value: float) -> str:
+    """``= 0.0312`` or ``< 0.0001``: what follows "p" in a sentence."""
+    text = fmt_p(value)
+    return text if text.startswith("<") else f"= {text}"
 
 
 def seeds_phrase(count: int) -> str:
@@ -177,15 +184,22 @@ def contrast_sentence(contrast: Contrast, margin: float | None, primary: bool) -
     if interval.n < 2:
         return f"With one seed no interval can be given: {name} − {base} = {fmt_signed(interval.mean)} bits/byte."
     ci = f"95% CI [{fmt_signed(interval.low)}, {fmt_signed(interval.high)}]"
-    p_text = f"p = {fmt_p(contrast.paired.p_value)}" + (
-        "" if primary else f", Holm-adjusted {fmt_p(contrast.adjusted_p)}"
+    p_text = (
+        f"p {_equals_p(contrast.paired.p_value)}"
+        + ("" if primary else f", Holm-adjusted {_equals_p(contrast.adjusted_p)}")
+        + f", sign-flip test p {_equals_p(contrast.paired.sign_flip_p)}"
     )
     significant = interval.excludes_zero and contrast.adjusted_p < ALPHA
     if significant:
         direction = "better" if interval.high < 0 else "worse"
+        unconfirmed = (
+            "; the sign-flip test, which does not assume normal differences, does not confirm it at the 5% level"
+            if contrast.paired.sign_flip_p >= ALPHA
+            else ""
+        )
         return (
             f"{name} is {direction} than {base} by {fmt_bpb(abs(interval.mean))} bits/byte ({name} − {base} = "
-            f"{fmt_signed(interval.mean)}, {ci}, {p_text}); {wins}."
+            f"{fmt_signed(interval.mean)}, {ci}, {p_text}){unconfirmed}; {wins}."
         )
     if margin is not None and equivalence(interval, margin):
         return (
@@ -289,7 +303,8 @@ def grid_verdict(points: Sequence[StudyResults]) -> str:
 
 # ---------------------------------------------------------------- tables
 def contrast_table(results: StudyResults) -> Table:
-    header = ["budget", "difference", "mean [95% CI]", "half-width", "p", "Holm p", "80% MDE", "seeds won"]
+    header = ["budget", "difference", "mean [95% CI]", "half-width", "p", "Holm p", "sign-flip p", "80% MDE"]
+    header.append("seeds won")
     rows = []
     for tokens in reversed(results.spec.all_budgets):
         for contrast in contrasts(results, tokens):
@@ -308,6 +323,7 @@ def contrast_table(results: StudyResults) -> Table:
                     fmt_bpb(contrast.halfwidth),
                     fmt_p(contrast.paired.p_value),
                     holm,
+                    fmt_p(contrast.paired.sign_flip_p),
                     fmt_bpb(contrast.mde),
                     f"{contrast.paired.wins} of {contrast.paired.n}",
                 ]
