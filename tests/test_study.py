@@ -763,6 +763,19 @@ def test_the_verdict_says_when_the_sign_flip_test_does_not_confirm_the_t_test():
     assert "sign-flip test p = 0.0020); fha was better at 10 of 10 seeds." in sentence
 
 
+def test_equivalence_is_called_only_inside_the_margin_and_gives_the_tests():
+    close = _contrast([0.004, -0.003, 0.001, -0.002, 0.002, 0.000])
+    sentence = contrast_sentence(close, 0.02, primary=True)
+    interval = close.paired.interval
+    assert sentence == (
+        f"fha and mha are equivalent within ±0.02 bits/byte: fha − mha = +0.0003, 95% CI [{interval.low:+.4f}, "
+        f"{interval.high:+.4f}] (half-width {close.halfwidth:.4f}) lies inside the margin (p = "
+        f"{close.paired.p_value:.4f}, sign-flip test p = {close.paired.sign_flip_p:.4f}); fha was better at 2 of 6 "
+        "seeds."
+    )
+    assert contrast_sentence(close, 0.001, primary=True).startswith("fha − mha is inconclusive: +0.0003 bits/byte")
+
+
 def test_the_paired_table_gives_the_sign_flip_p_of_each_contrast():
     results = load_results([REPO_ROOT / "docs" / "results" / "decisive"], partial=True)[0]
     table = contrast_table(results)

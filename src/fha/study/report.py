@@ -204,7 +204,8 @@ def contrast_sentence(contrast: Contrast, margin: float | None, primary: bool) -
     if margin is not None and equivalence(interval, margin):
         return (
             f"{name} and {base} are equivalent within ±{margin:g} bits/byte: {name} − {base} = "
-            f"{fmt_signed(interval.mean)}, {ci} lies inside the margin; {wins}."
+            f"{fmt_signed(interval.mean)}, {ci} (half-width {fmt_bpb(contrast.halfwidth)}) lies inside the margin "
+            f"({p_text}); {wins}."
         )
     detectable = (
         f"; this design detects a true difference of {fmt_bpb(contrast.mde)} bits/byte with 80% power"
