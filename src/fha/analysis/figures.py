@@ -259,6 +259,7 @@ POOLED_MEASURES = (
     "mean_distance_tokens",
     "mean_zero_ablation",
     "mean_mean_ablation",
+    "mean_entropy_bits",
 )
 POOLED_STEM = "mechanisms_by_size"
 RUN_POINT_ALPHA = 0.35
