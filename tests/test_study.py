@@ -746,6 +746,15 @@ def test_secondary_budgets_are_labelled_and_not_corrected_as_if_primary():
     assert rows["4,096,000 (secondary)"][holm] == rows["2,048,000 (secondary)"][holm] == "not corrected"
 
 
+def test_the_committed_decisive_report_is_what_its_export_rebuilds(tmp_path):
+    """The published report is the report of the published ledger: rebuilt now, byte for byte (after a
+    change to the report's wording, export the study again)."""
+    decisive = REPO_ROOT / "docs" / "results" / "decisive"
+    write_report([decisive], tmp_path)
+    for name in ("report.md", RESULTS_FILE):
+        assert (tmp_path / name).read_bytes() == (decisive / name).read_bytes(), name
+
+
 def _contrast(differences: list[float]) -> Contrast:
     paired = paired_difference(dict(enumerate(differences)), dict.fromkeys(range(len(differences)), 0.0))
     return Contrast("fha", "mha", 1000, paired, paired.p_value, math.nan)
