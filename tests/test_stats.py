@@ -18,6 +18,7 @@ from fha.errors import FhaValueError
 from fha.stats import (
     Interval,
     equivalence,
+    equivalence_p,
     fit_power_law,
     holm_bonferroni,
     mean_interval,
@@ -98,6 +99,10 @@ def test_sign_flip_test_counts_ties_and_its_smallest_values():
     assert sign_flip_test([0.1, -0.2, 0.3, 0.4]) == 6 / 16
     with pytest.raises(FhaValueError, match="needs at least 1 value"):
         sign_flip_test([])
+    with pytest.raises(FhaValueError, match=r"`differences` must be finite numbers, got \[0.1, nan\]"):
+        sign_flip_test([0.1, math.nan])
+    with pytest.raises(FhaValueError, match="must be finite"):
+        sign_flip_test([0.1, math.inf])
 
 
 def test_sign_flip_test_estimates_from_random_patterns_beyond_the_exact_limit():
@@ -107,6 +112,9 @@ def test_sign_flip_test_estimates_from_random_patterns_beyond_the_exact_limit():
     estimated = sign_flip_test(differences, exact_max=4, draws=20_000)
     assert estimated != exact and estimated == pytest.approx(exact, abs=0.015)  # 4 binomial SDs at p near 0.5
     assert estimated == sign_flip_test(differences, exact_max=4, draws=20_000)  # a fixed seed: the same report
+    # every difference the same sign: only the observed pattern and its mirror are as far, about 2 in 2**31,
+    # so no random pattern is: the estimate counts the observed one, (0 + 1) / (draws + 1)
+    assert sign_flip_test([0.01] * 31, draws=1000) == 1 / 1001
 
 
 def test_paired_differences_carry_their_sign_flip_p():
@@ -144,6 +152,30 @@ def test_equivalence_needs_the_whole_interval_strictly_inside_the_margins():
     assert not equivalence(mean_interval([0.0]), 1.0)  # one value: no interval
     with pytest.raises(FhaValueError, match="`margin` must be a positive number, got 0"):
         equivalence(inside, 0)
+
+
+def test_equivalence_p_agrees_with_the_90_percent_interval_inside_the_margin():
+    rng = random.Random(3)
+    for _ in range(200):
+        n = rng.randint(2, 12)
+        values = [rng.gauss(rng.uniform(-0.02, 0.02), rng.uniform(0.002, 0.03)) for _ in range(n)]
+        p = equivalence_p(mean_interval(values), 0.02)
+        ninety = mean_interval(values, 0.90)
+        assert (p < 0.05) == (-0.02 < ninety.low and ninety.high < 0.02)
+
+
+def test_equivalence_p_by_hand_and_its_limits():
+    # mean 0.01, s = 0.01, n = 4: se = 0.005; t = (0.02 - 0.01) / 0.005 = 2 and (0.02 + 0.01) / 0.005 = 6 on 3 df
+    interval = mean_interval([0.0, 0.01, 0.01, 0.02])
+    assert interval.std == pytest.approx(math.sqrt(2e-4 / 3))
+    se = interval.std / 2
+    expected = 1 - t_cdf((0.02 - 0.01) / se, 3)
+    assert equivalence_p(interval, 0.02) == pytest.approx(expected, rel=1e-12)
+    assert equivalence_p(mean_interval([0.01, 0.01]), 0.02) == 0.0  # no spread, inside the margin
+    assert equivalence_p(mean_interval([0.03, 0.03]), 0.02) == 1.0
+    assert math.isnan(equivalence_p(mean_interval([0.01]), 0.02))
+    with pytest.raises(FhaValueError, match="`margin` must be a positive number, got 0"):
+        equivalence_p(interval, 0.0)
 
 
 # ------------------------------------------------------------------ power and sample size

@@ -3,6 +3,7 @@ the ledger, the report and export, and the checks that keep a study from reporti
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -19,7 +20,7 @@ from train_helpers import write_corpus
 from fha.cli import main
 from fha.data import PackedBatches, load_documents
 from fha.errors import FhaError
-from fha.stats import paired_difference
+from fha.stats import ALPHA, paired_difference
 from fha.study.execution import branch_step
 from fha.study.export import export_study
 from fha.study.layout import STUDY_FILE
@@ -757,19 +758,39 @@ def test_the_committed_decisive_report_is_what_its_export_rebuilds(tmp_path):
 
 def _contrast(differences: list[float]) -> Contrast:
     paired = paired_difference(dict(enumerate(differences)), dict.fromkeys(range(len(differences)), 0.0))
-    return Contrast("fha", "mha", 1000, paired, paired.p_value, math.nan)
+    return Contrast("fha", "mha", 1000, paired, paired.p_value, paired.sign_flip_p, math.nan)
 
 
 def test_the_verdict_says_when_the_sign_flip_test_does_not_confirm_the_t_test():
-    four = _contrast([-0.010, -0.011, -0.009, -0.010])  # t test p < 0.001; four signs: sign-flip p is 2/16 at best
+    six = _contrast([-0.010, -0.011, -0.009, -0.010, -0.012, 0.001])  # one pair the other way
+    assert six.paired.p_value < 0.01 and six.paired.sign_flip_p == 4 / 64
+    sentence = contrast_sentence(six, None, primary=True)
+    assert sentence.startswith("fha is better than mha by 0.0085 bits/byte")
+    assert "sign-flip test p = 0.0625); the sign-flip test, which does not assume normal differences, does not " in (
+        sentence
+    )
+    assert sentence.endswith("confirm it at the 5% level; fha was better at 5 of 6 seeds.")
+    four = _contrast([-0.010, -0.011, -0.009, -0.010])  # four signs: the sign-flip p is 2/16 at best
     assert four.paired.p_value < 0.001 and four.paired.sign_flip_p == 0.125
-    sentence = contrast_sentence(four, None, primary=True)
-    assert sentence.startswith("fha is better than mha by 0.0100 bits/byte")
-    assert "p = 0.0001, sign-flip test p = 0.1250); the sign-flip test, which does not assume normal" in sentence
-    assert sentence.endswith("does not confirm it at the 5% level; fha was better at 4 of 4 seeds.")
+    assert contrast_sentence(four, None, primary=True).endswith(
+        "sign-flip test p = 0.1250); with 4 seeds the sign-flip test cannot go below p = 0.125, so it cannot confirm "
+        "a difference at the 5% level; fha was better at 4 of 4 seeds."
+    )
     ten = _contrast([-0.010, -0.011, -0.009, -0.010, -0.012, -0.008, -0.010, -0.011, -0.009, -0.010])
     sentence = contrast_sentence(ten, None, primary=True)
     assert "sign-flip test p = 0.0020); fha was better at 10 of 10 seeds." in sentence
+
+
+def test_a_secondary_contrast_is_confirmed_by_its_holm_adjusted_sign_flip_p():
+    ten = _contrast([-0.010, -0.011, -0.009, -0.010, -0.012, -0.008, -0.010, -0.011, -0.009, 0.001])
+    assert ten.paired.sign_flip_p < ALPHA
+    corrected = dataclasses.replace(ten, adjusted_p=0.01, sign_flip_adjusted_p=0.06)  # as if among many contrasts
+    sentence = contrast_sentence(corrected, None, primary=False)
+    assert f"sign-flip test p = {ten.paired.sign_flip_p:.4f}, Holm-adjusted 0.0600)" in sentence
+    assert "does not confirm it at the 5% level" in sentence
+    assert "does not confirm" not in contrast_sentence(
+        dataclasses.replace(corrected, sign_flip_adjusted_p=0.01), None, False
+    )
 
 
 def test_equivalence_is_called_only_inside_the_margin_and_gives_the_tests():
@@ -778,9 +799,9 @@ def test_equivalence_is_called_only_inside_the_margin_and_gives_the_tests():
     interval = close.paired.interval
     assert sentence == (
         f"fha and mha are equivalent within ±0.02 bits/byte: fha − mha = +0.0003, 95% CI [{interval.low:+.4f}, "
-        f"{interval.high:+.4f}] (half-width {close.halfwidth:.4f}) lies inside the margin (p = "
-        f"{close.paired.p_value:.4f}, sign-flip test p = {close.paired.sign_flip_p:.4f}); fha was better at 2 of 6 "
-        "seeds."
+        f"{interval.high:+.4f}] (half-width {close.halfwidth:.4f}) lies inside the margin (two one-sided tests "
+        f"against ±0.02: p < 0.0001; tests of a zero difference: p = {close.paired.p_value:.4f}, sign-flip test p = "
+        f"{close.paired.sign_flip_p:.4f}); fha was better at 2 of 6 seeds."
     )
     assert contrast_sentence(close, 0.001, primary=True).startswith("fha − mha is inconclusive: +0.0003 bits/byte")
 
@@ -788,6 +809,7 @@ def test_equivalence_is_called_only_inside_the_margin_and_gives_the_tests():
 def test_the_paired_table_gives_the_sign_flip_p_of_each_contrast():
     results = load_results([REPO_ROOT / "docs" / "results" / "decisive"], partial=True)[0]
     table = contrast_table(results)
+    assert len(table.rows) == 3  # one contrast at each of three budgets
     column = table.header.index("sign-flip p")
     for row, tokens in zip(table.rows, reversed(results.spec.all_budgets)):
         paired = paired_difference(results.values("fha", tokens), results.values("mha", tokens))

@@ -35,6 +35,7 @@ from fha.stats import (
     MIN_POWER_LAW_POINTS,
     PairedDifference,
     equivalence,
+    equivalence_p,
     holm_bonferroni,
     mean_interval,
     minimum_detectable_effect,
@@ -74,8 +75,8 @@ PAIRED_TEXT = (
     "Test bits per byte of the variant minus the baseline's at the same seed pair; 95% Student t-interval; "
     "two-sided paired t test; the primary contrast at the primary budget at the 5% level, the other contrasts "
     "Holm-adjusted within their budget; secondary budgets are reported beside the primary one, not corrected "
-    "across budgets; sign-flip p: the paired randomisation test of the same null over the differences' sign "
-    "patterns, which does not assume normal differences (a check on the t test, not corrected); MDE: the "
+    "across budgets; sign-flip p: the paired randomisation test over the differences' sign patterns, which does "
+    "not assume normal differences (a check on the t test; Holm-adjusted like it in the verdict); MDE: the "
     "smallest true difference this number of seeds detects with 80% power, from the observed paired SD."
 )
 HTML_STYLE = """
@@ -139,6 +140,7 @@ class Contrast:
     tokens: int
     paired: PairedDifference
     adjusted_p: float  # Holm-adjusted among the secondary contrasts; the primary's own p for the primary
+    sign_flip_adjusted_p: float  # the same for the sign-flip test's p
     mde: float  # smallest true difference detected with 80% power at the 5% level (NaN with < 2 pairs)
 
     @property
@@ -160,11 +162,16 @@ def contrasts(results: StudyResults, tokens: int) -> list[Contrast]:
         values = results.values(name, tokens)
         if set(values) & set(baseline):
             paired[name] = paired_difference(values, baseline)
-    secondary = holm_bonferroni({name: p.p_value for name, p in paired.items() if name != spec.primary})
+    others = [name for name in paired if name != spec.primary]
+    secondary = holm_bonferroni({name: paired[name].p_value for name in others})
+    secondary_flip = holm_bonferroni({name: paired[name].sign_flip_p for name in others})
     found = []
     for name, pair in paired.items():
-        adjusted = pair.p_value if name == spec.primary else secondary[name]
-        found.append(Contrast(name, spec.baseline, tokens, pair, adjusted, _mde(pair)))
+        if name == spec.primary:
+            adjusted, flip_adjusted = pair.p_value, pair.sign_flip_p
+        else:
+            adjusted, flip_adjusted = secondary[name], secondary_flip[name]
+        found.append(Contrast(name, spec.baseline, tokens, pair, adjusted, flip_adjusted, _mde(pair)))
     return found
 
 
@@ -184,29 +191,27 @@ def contrast_sentence(contrast: Contrast, margin: float | None, primary: bool) -
     if interval.n < 2:
         return f"With one seed no interval can be given: {name} − {base} = {fmt_signed(interval.mean)} bits/byte."
     ci = f"95% CI [{fmt_signed(interval.low)}, {fmt_signed(interval.high)}]"
-    p_text = (
-        f"p {_equals_p(contrast.paired.p_value)}"
-        + ("" if primary else f", Holm-adjusted {_equals_p(contrast.adjusted_p)}")
-        + f", sign-flip test p {_equals_p(contrast.paired.sign_flip_p)}"
+    flip = f"sign-flip test p {_equals_p(contrast.paired.sign_flip_p)}" + (
+        "" if primary else f", Holm-adjusted {fmt_p(contrast.sign_flip_adjusted_p)}"
+    )
+    p_text = f"p {_equals_p(contrast.paired.p_value)}" + (
+        "" if primary else f", Holm-adjusted {fmt_p(contrast.adjusted_p)}"
     )
     significant = interval.excludes_zero and contrast.adjusted_p < ALPHA
     if significant:
         direction = "better" if interval.high < 0 else "worse"
-        unconfirmed = (
-            "; the sign-flip test, which does not assume normal differences, does not confirm it at the 5% level"
-            if contrast.paired.sign_flip_p >= ALPHA
-            else ""
-        )
         return (
             f"{name} is {direction} than {base} by {fmt_bpb(abs(interval.mean))} bits/byte ({name} − {base} = "
-            f"{fmt_signed(interval.mean)}, {ci}, {p_text}){unconfirmed}; {wins}."
+            f"{fmt_signed(interval.mean)}, {ci}, {p_text}, {flip}){_unconfirmed(contrast)}; {wins}."
         )
     if margin is not None and equivalence(interval, margin):
         return (
             f"{name} and {base} are equivalent within ±{margin:g} bits/byte: {name} − {base} = "
             f"{fmt_signed(interval.mean)}, {ci} (half-width {fmt_bpb(contrast.halfwidth)}) lies inside the margin "
-            f"({p_text}); {wins}."
+            f"(two one-sided tests against ±{margin:g}: p {_equals_p(equivalence_p(interval, margin))}; tests of a "
+            f"zero difference: {p_text}, {flip}); {wins}."
         )
+    p_text += f", {flip}"
     detectable = (
         f"; this design detects a true difference of {fmt_bpb(contrast.mde)} bits/byte with 80% power"
         if math.isfinite(contrast.mde)
@@ -217,6 +222,20 @@ def contrast_sentence(contrast: Contrast, margin: float | None, primary: bool) -
         f"{fmt_bpb(contrast.halfwidth)}), {p_text}{detectable}; no difference larger than "
         f"{fmt_bpb(max(abs(interval.low), abs(interval.high)))} bits/byte is consistent with it; {wins}."
     )
+
+
+def _unconfirmed(contrast: Contrast) -> str:
+    """What the sign-flip test adds to a difference the t test calls significant (empty when it agrees)."""
+    if contrast.sign_flip_adjusted_p < ALPHA:
+        return ""
+    n = contrast.paired.n
+    smallest = 2.0 / 2.0**n
+    if smallest >= ALPHA:
+        return (
+            f"; with {seeds_phrase(n)} the sign-flip test cannot go below p = {smallest:.4g}, so it cannot confirm a "
+            "difference at the 5% level"
+        )
+    return "; the sign-flip test, which does not assume normal differences, does not confirm it at the 5% level"
 
 
 def regime_sentence(results: StudyResults) -> str:
