@@ -4,10 +4,12 @@ finish, and a worker that dies without taking the study with it."""
 from __future__ import annotations
 
 import signal
+import threading
+import time
 from concurrent.futures.process import BrokenProcessPool
 
 import pytest
-from worker_tasks import DYING_TASK, nothing, times_ten_or_die
+from worker_tasks import DYING_TASK, nothing, sleep_for, times_ten_or_die
 
 from fha.study.workers import StopRequest, run_in_workers, stop_starting_on_signal
 
@@ -26,6 +28,27 @@ def test_a_stop_request_lets_the_tasks_under_way_finish_and_starts_no_other(capl
         stop.requested = True  # what SIGUSR1 does, once the first task has ended
     assert sorted(ended) == [(0, 0), (1, 10)]  # both were under way; neither was lost
     assert caplog.text.count("asked to stop: the trainings under way finish, no new one starts") == 1
+
+
+def test_a_stop_request_is_acknowledged_while_every_worker_is_busy(caplog):
+    """The request is said within a poll or two, not when the long task under way ends."""
+    stop = StopRequest()
+    asked_at = []
+
+    def request() -> None:
+        asked_at.append(time.time())
+        stop.requested = True
+
+    timer = threading.Timer(0.5, request)
+    timer.start()
+    try:
+        tasks = run_in_workers(sleep_for, [6.0, 6.0], workers=1, stop=stop, initializer=nothing)
+        ended = [(task, time.time()) for task, _ in tasks]
+    finally:
+        timer.cancel()
+    assert [task for task, _ in ended] == [6.0]  # the second task never started
+    said = [record.created for record in caplog.records if record.getMessage().startswith("asked to stop")]
+    assert len(said) == 1 and said[0] - asked_at[0] < 3.0 and said[0] < ended[0][1] - 1.0
 
 
 def test_a_dying_worker_fails_the_tasks_it_took_with_it_and_raises_nothing():

@@ -19,3 +19,9 @@ def times_ten_or_die(task: int) -> int:
         os._exit(9)
     time.sleep(TASK_SECONDS)
     return task * 10
+
+
+def sleep_for(seconds: float) -> float:
+    """`seconds`, after sleeping that long."""
+    time.sleep(seconds)
+    return seconds

@@ -110,7 +110,7 @@ def run_in_workers(
     running: dict[concurrent.futures.Future[Result], Task] = {}
     try:
         while True:
-            while waiting and len(running) < workers and not stop.asked():
+            while not stop.asked() and waiting and len(running) < workers:  # asked first: said at once
                 task = waiting.pop(0)
                 try:
                     with _stop_signal_blocked():
