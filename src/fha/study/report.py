@@ -323,8 +323,17 @@ def grid_verdict(points: Sequence[StudyResults]) -> str:
 
 # ---------------------------------------------------------------- tables
 def contrast_table(results: StudyResults) -> Table:
-    header = ["budget", "difference", "mean [95% CI]", "half-width", "p", "Holm p", "sign-flip p", "80% MDE"]
-    header.append("seeds won")
+    header = [
+        "budget",
+        "difference",
+        "mean [95% CI]",
+        "half-width",
+        "p",
+        "Holm p",
+        "sign-flip p",
+        "80% MDE",
+        "seeds won",
+    ]
     rows = []
     for tokens in reversed(results.spec.all_budgets):
         for contrast in contrasts(results, tokens):
