@@ -110,7 +110,9 @@ def test_sign_flip_test_estimates_from_random_patterns_beyond_the_exact_limit():
     differences = [rng.gauss(0.004, 0.02) for _ in range(14)]
     exact = sign_flip_test(differences)
     estimated = sign_flip_test(differences, exact_max=4, draws=20_000)
-    assert estimated != exact and estimated == pytest.approx(exact, abs=0.015)  # 4 binomial SDs at p near 0.5
+    assert estimated == pytest.approx(exact, abs=0.015)  # 4 binomial SDs at p near 0.5
+    hits = estimated * 20_001 - 1  # an estimate, (hits + 1) / (draws + 1), not the count of 2**14 patterns
+    assert hits == pytest.approx(round(hits), abs=1e-6) and exact * 2**14 == round(exact * 2**14)
     assert estimated == sign_flip_test(differences, exact_max=4, draws=20_000)  # a fixed seed: the same report
     # every difference the same sign: only the observed pattern and its mirror are as far, about 2 in 2**31,
     # so no random pattern is: the estimate counts the observed one, (0 + 1) / (draws + 1)

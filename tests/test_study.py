@@ -20,13 +20,13 @@ from train_helpers import write_corpus
 from fha.cli import main
 from fha.data import PackedBatches, load_documents
 from fha.errors import FhaError
-from fha.stats import ALPHA, paired_difference
+from fha.stats import ALPHA, equivalence_p, holm_bonferroni, paired_difference
 from fha.study.execution import branch_step
 from fha.study.export import export_study
 from fha.study.layout import STUDY_FILE
 from fha.study.ledger import LEDGER_DIR, Ledger
 from fha.study.plan import EVALUATION, TUNING, Cell, Planner, Seeds, StudyContext, extend_grid, tuning_outcome
-from fha.study.report import Contrast, contrast_sentence, contrast_table, write_report
+from fha.study.report import Contrast, contrast_sentence, contrast_table, contrasts_of, write_report
 from fha.study.results import RESULTS_FILE, load_results
 from fha.study.runner import run_study
 from fha.study.spec import load_spec, spec_from_dict
@@ -756,9 +756,10 @@ def test_the_committed_decisive_report_is_what_its_export_rebuilds(tmp_path):
         assert (tmp_path / name).read_bytes() == (decisive / name).read_bytes(), name
 
 
-def _contrast(differences: list[float]) -> Contrast:
-    paired = paired_difference(dict(enumerate(differences)), dict.fromkeys(range(len(differences)), 0.0))
-    return Contrast("fha", "mha", 1000, paired, paired.p_value, paired.sign_flip_p, math.nan)
+def _contrast(differences: list[float], margin: float = 0.02) -> Contrast:
+    """fha (the primary) against mha, which scores 0 at every seed."""
+    values = {"mha": dict.fromkeys(range(len(differences)), 0.0), "fha": dict(enumerate(differences))}
+    return contrasts_of(values, "mha", "fha", 1000, margin)[0]
 
 
 def test_the_verdict_says_when_the_sign_flip_test_does_not_confirm_the_t_test():
@@ -793,6 +794,50 @@ def test_a_secondary_contrast_is_confirmed_by_its_holm_adjusted_sign_flip_p():
     )
 
 
+def test_a_secondary_contrast_names_the_floor_holm_puts_under_its_sign_flip_p():
+    """6 seeds all one way give sign-flip p = 2/64 alone, but at least 3 x 2/64 among 3 contrasts:
+    the test could not have confirmed anything, and the sentence says so rather than 'does not confirm'."""
+    six = _contrast([-0.010, -0.011, -0.009, -0.010, -0.012, -0.008])
+    among_three = dataclasses.replace(six, adjusted_p=0.003, sign_flip_adjusted_p=3 * 2 / 64, family_size=3)
+    assert among_three.sign_flip_floor == 3 * 2 / 64
+    assert contrast_sentence(among_three, None, primary=False).endswith(
+        "Holm-adjusted 0.0938); with 6 seeds and Holm's correction over 3 contrasts the sign-flip test cannot go "
+        "below p = 0.09375, so it cannot confirm a difference at the 5% level; fha was better at 6 of 6 seeds."
+    )
+    with_a_zero = _contrast([-0.010, -0.011, -0.009, -0.010, 0.0])  # a zero difference takes no sign
+    assert with_a_zero.paired.sign_flip_floor == 2 / 16
+
+
+def test_contrasts_adjust_every_test_of_the_secondary_variants_among_themselves():
+    baseline = dict.fromkeys(range(6), 1.0)
+    shifts = {
+        "fha": [-0.010, -0.011, -0.009, -0.010, -0.012, 0.001],
+        "a": [-0.02, -0.03, -0.01, -0.02, -0.025, -0.015],
+        "b": [0.004, -0.003, 0.001, -0.002, 0.002, 0.000],
+        "c": [0.01, -0.02, 0.03, 0.00, -0.01, 0.02],
+    }
+    values = {"mha": baseline} | {name: {seed: 1.0 + d for seed, d in enumerate(ds)} for name, ds in shifts.items()}
+    found = {contrast.variant: contrast for contrast in contrasts_of(values, "mha", "fha", 1000, margin=0.02)}
+    assert list(found) == ["fha", "a", "b", "c"]
+    pairs = {name: paired_difference(values[name], baseline) for name in shifts}
+    primary = found["fha"]
+    assert (primary.adjusted_p, primary.sign_flip_adjusted_p, primary.family_size) == (
+        pairs["fha"].p_value,
+        pairs["fha"].sign_flip_p,
+        1,
+    )
+    assert primary.equivalence_adjusted_p == equivalence_p(pairs["fha"].interval, 0.02)
+    others = ["a", "b", "c"]
+    t = holm_bonferroni({name: pairs[name].p_value for name in others})
+    flip = holm_bonferroni({name: pairs[name].sign_flip_p for name in others})
+    tost = holm_bonferroni({name: equivalence_p(pairs[name].interval, 0.02) for name in others})
+    for name in others:
+        assert found[name].adjusted_p == t[name] > pairs[name].p_value
+        assert found[name].sign_flip_adjusted_p == flip[name] >= pairs[name].sign_flip_p
+        assert found[name].equivalence_adjusted_p == tost[name] and found[name].family_size == 3
+    assert math.isnan(contrasts_of(values, "mha", "fha", 1000, margin=None)[1].equivalence_adjusted_p)
+
+
 def test_equivalence_is_called_only_inside_the_margin_and_gives_the_tests():
     close = _contrast([0.004, -0.003, 0.001, -0.002, 0.002, 0.000])
     sentence = contrast_sentence(close, 0.02, primary=True)
@@ -800,10 +845,27 @@ def test_equivalence_is_called_only_inside_the_margin_and_gives_the_tests():
     assert sentence == (
         f"fha and mha are equivalent within ±0.02 bits/byte: fha − mha = +0.0003, 95% CI [{interval.low:+.4f}, "
         f"{interval.high:+.4f}] (half-width {close.halfwidth:.4f}) lies inside the margin (two one-sided tests "
-        f"against ±0.02: p < 0.0001; tests of a zero difference: p = {close.paired.p_value:.4f}, sign-flip test p = "
-        f"{close.paired.sign_flip_p:.4f}); fha was better at 2 of 6 seeds."
+        f"against ±0.02, each at the 2.5% level of a 95% interval: p < 0.0001; tests of a zero difference: p = "
+        f"{close.paired.p_value:.4f}, sign-flip test p = {close.paired.sign_flip_p:.4f}); fha was better at 2 of 6 "
+        "seeds."
     )
     assert contrast_sentence(close, 0.001, primary=True).startswith("fha − mha is inconclusive: +0.0003 bits/byte")
+
+
+def test_a_secondary_contrast_inside_the_margin_is_equivalent_only_after_holm():
+    close = _contrast([0.004, -0.003, 0.001, -0.002, 0.002, 0.000])
+    tost = equivalence_p(close.paired.interval, 0.02)
+    shown = dataclasses.replace(close, equivalence_adjusted_p=3 * tost, family_size=3)
+    assert contrast_sentence(shown, 0.02, primary=False).startswith("fha and mha are equivalent within ±0.02")
+    assert "p < 0.0001, Holm-adjusted" in contrast_sentence(shown, 0.02, primary=False)
+    not_shown = dataclasses.replace(close, equivalence_adjusted_p=0.03, family_size=3)
+    sentence = contrast_sentence(not_shown, 0.02, primary=False)
+    assert sentence.startswith("fha − mha is inconclusive: +0.0003 bits/byte")
+    assert (
+        "; it lies inside ±0.02 but is not shown equivalent after Holm's correction (two one-sided tests against "
+        in (sentence)
+    )
+    assert "p < 0.0001, Holm-adjusted 0.0300)" in sentence
 
 
 def test_the_paired_table_gives_the_sign_flip_p_of_each_contrast():

@@ -32,7 +32,6 @@ def test_a_stop_request_lets_the_tasks_under_way_finish_and_starts_no_other(capl
 
 def test_a_stop_request_is_acknowledged_while_every_worker_is_busy(caplog):
     """The request is said within a poll or two, not when the long task under way ends."""
-    stop = StopRequest()
     asked_at = []
 
     def request() -> None:
@@ -40,7 +39,15 @@ def test_a_stop_request_is_acknowledged_while_every_worker_is_busy(caplog):
         stop.requested = True
 
     timer = threading.Timer(0.5, request)
-    timer.start()
+
+    class RequestOnceTheTaskIsUnderWay(StopRequest):
+        def asked(self) -> bool:
+            self.checks = getattr(self, "checks", 0) + 1
+            if self.checks == 2:  # the second check comes right after the first task was submitted
+                timer.start()
+            return super().asked()
+
+    stop = RequestOnceTheTaskIsUnderWay()
     try:
         tasks = run_in_workers(sleep_for, [6.0, 6.0], workers=1, stop=stop, initializer=nothing)
         ended = [(task, time.time()) for task, _ in tasks]
@@ -49,6 +56,22 @@ def test_a_stop_request_is_acknowledged_while_every_worker_is_busy(caplog):
     assert [task for task, _ in ended] == [6.0]  # the second task never started
     said = [record.created for record in caplog.records if record.getMessage().startswith("asked to stop")]
     assert len(said) == 1 and said[0] - asked_at[0] < 3.0 and said[0] < ended[0][1] - 1.0
+
+
+def test_a_stop_request_just_after_the_check_starts_no_task():
+    """A SIGUSR1 between the loop's check and the submission (signals are held back only around the
+    submission) still stops the task from starting."""
+
+    class SignalRightAfterTheCheck(StopRequest):
+        def asked(self) -> bool:
+            answer = super().asked()
+            self.requested = True
+            return answer
+
+    assert (
+        list(run_in_workers(times_ten_or_die, [0, 1], workers=1, stop=SignalRightAfterTheCheck(), initializer=nothing))
+        == []
+    )
 
 
 def test_a_dying_worker_fails_the_tasks_it_took_with_it_and_raises_nothing():

@@ -155,6 +155,11 @@ class PairedDifference(Generic[SeedKey]):
         """Two-sided p-value of the sign-flip test of symmetry about 0 (NaN with one seed)."""
         return sign_flip_test(self.differences) if self.n >= 2 else math.nan
 
+    @property
+    def sign_flip_floor(self) -> float:
+        """The smallest p-value the sign-flip test can give for these seeds (`sign_flip_floor`)."""
+        return sign_flip_floor(self.differences)
+
 
 def paired_difference(
     variant: Mapping[SeedKey, float], baseline: Mapping[SeedKey, float], confidence: float = CONFIDENCE
@@ -249,6 +254,14 @@ def sign_flip_test(
         abs(sum(size if rng.random() < 0.5 else -size for size in sizes)) >= observed - tolerance for _ in range(draws)
     )
     return (hits + 1) / (draws + 1)
+
+
+def sign_flip_floor(differences: Sequence[float]) -> float:
+    """The smallest p-value `sign_flip_test` can give for `differences`, reached when every non-zero one
+    points the same way: 2 / 2**k with k of them non-zero (1.0 when none is). With few seeds it is
+    at least 0.05 (5 or fewer), so no outcome could make the test significant."""
+    nonzero = sum(1 for value in differences if value != 0.0)
+    return min(1.0, 2.0 ** (1 - nonzero))
 
 
 def holm_bonferroni(p_values: Mapping[str, float]) -> dict[str, float]:

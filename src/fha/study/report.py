@@ -5,10 +5,12 @@ Every sentence of the verdict is generated from the numbers. The primary contras
 `primary` against the baseline, at the primary budget) is tested at the 5% level; the other
 contrasts are Holm-adjusted among themselves. A contrast is called better or worse only when
 its 95% interval excludes zero (and, for the others, its Holm-adjusted p-value is below 0.05);
-"equivalent within +-delta" only when the spec declares `equivalence_margin` and the interval
-lies inside it; otherwise it is inconclusive, with the interval's half-width and the smallest
-difference the study could detect at 80% power. When the n-gram references are known and runs
-are no better than the bigram model, the verdict says the models are still at n-gram level.
+"equivalent within +-delta" only when the spec declares `equivalence_margin`, the interval
+lies inside it and (for the others) the Holm-adjusted p of the two one-sided tests is below the
+2.5% level that a 95% interval inside the margin stands for; otherwise it is inconclusive,
+with the interval's half-width and the smallest difference the study could detect at 80% power.
+When the n-gram references are known and runs are no better than the bigram model, the verdict
+says the models are still at n-gram level.
 
 With a grid, each grid point is such a comparison of its own (its section, its sentences in the
 verdict, its Holm family); no correction is made across grid points. A grid that changes the
@@ -20,7 +22,7 @@ from __future__ import annotations
 import base64
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,8 +34,10 @@ from fha.files import write_text_atomic
 from fha.html_page import html_page
 from fha.stats import (
     ALPHA,
+    CONFIDENCE,
     MIN_POWER_LAW_POINTS,
     PairedDifference,
+    SeedKey,
     equivalence,
     equivalence_p,
     holm_bonferroni,
@@ -54,6 +58,7 @@ BPB_DECIMALS = 4
 NGRAM_NAMES = {1: "unigram", 2: "bigram", 3: "trigram"}
 MACHINE_NOTE = "Columns marked * are machine-dependent: measured on a possibly shared machine"
 TEST_BPB = names.on_split(names.TEST, names.BITS_PER_BYTE)
+EQUIVALENCE_LEVEL = (1 - CONFIDENCE) / 2  # each one-sided test's level when a 95% interval lies inside the margin
 PILOT_TEXTS = ("valid", "test", "train_sample")  # the study's texts, in the tuning runs' table
 PAIRED, VARIANTS, TUNING_SECTION, VARIANCE = (
     "Paired differences against the baseline",
@@ -141,7 +146,9 @@ class Contrast:
     paired: PairedDifference
     adjusted_p: float  # Holm-adjusted among the secondary contrasts; the primary's own p for the primary
     sign_flip_adjusted_p: float  # the same for the sign-flip test's p
+    equivalence_adjusted_p: float  # the same for the two one-sided tests' p (NaN without a margin)
     mde: float  # smallest true difference detected with 80% power at the 5% level (NaN with < 2 pairs)
+    family_size: int  # how many contrasts Holm's correction counts this one among (1 for the primary)
 
     @property
     def name(self) -> str:
@@ -152,26 +159,52 @@ class Contrast:
         interval = self.paired.interval
         return (interval.high - interval.low) / 2 if interval.n >= 2 else math.nan
 
+    @property
+    def sign_flip_floor(self) -> float:
+        """The smallest (Holm-adjusted) sign-flip p-value any outcome at these seeds could give."""
+        return min(1.0, self.family_size * self.paired.sign_flip_floor)
+
 
 def contrasts(results: StudyResults, tokens: int) -> list[Contrast]:
     """Every variant against the baseline at `tokens`, the primary first; Holm over the others."""
     spec = results.spec
-    baseline = results.values(spec.baseline, tokens)
-    paired = {}
-    for name in spec.contrasts:
-        values = results.values(name, tokens)
-        if set(values) & set(baseline):
-            paired[name] = paired_difference(values, baseline)
-    others = [name for name in paired if name != spec.primary]
-    secondary = holm_bonferroni({name: paired[name].p_value for name in others})
-    secondary_flip = holm_bonferroni({name: paired[name].sign_flip_p for name in others})
+    values = {name: results.values(name, tokens) for name in (spec.baseline, *spec.contrasts)}
+    return contrasts_of(values, spec.baseline, spec.primary, tokens, spec.equivalence_margin)
+
+
+def contrasts_of(
+    values: Mapping[str, Mapping[SeedKey, float]], baseline: str, primary: str, tokens: int, margin: float | None
+) -> list[Contrast]:
+    """Each variant of `values` (per seed) against `baseline`, in order: the `primary` tested alone,
+    the others' p-values (t, sign-flip, equivalence) Holm-adjusted among themselves."""
+    paired = {
+        name: paired_difference(seeds, values[baseline])
+        for name, seeds in values.items()
+        if name != baseline and set(seeds) & set(values[baseline])
+    }
+    others = [name for name in paired if name != primary]
+
+    def secondary(p_value: Callable[[PairedDifference[SeedKey]], float]) -> dict[str, float]:
+        return holm_bonferroni({name: p_value(paired[name]) for name in others})
+
+    def tost(pair: PairedDifference[SeedKey]) -> float:
+        return math.nan if margin is None else equivalence_p(pair.interval, margin)
+
+    t_adjusted, flip_adjusted, tost_adjusted = (
+        secondary(lambda pair: pair.p_value),
+        secondary(lambda pair: pair.sign_flip_p),
+        secondary(tost),
+    )
+    family = sum(1 for p in t_adjusted.values() if not math.isnan(p))
     found = []
     for name, pair in paired.items():
-        if name == spec.primary:
-            adjusted, flip_adjusted = pair.p_value, pair.sign_flip_p
+        if name == primary:
+            adjusted = (pair.p_value, pair.sign_flip_p, tost(pair))
         else:
-            adjusted, flip_adjusted = secondary[name], secondary_flip[name]
-        found.append(Contrast(name, spec.baseline, tokens, pair, adjusted, flip_adjusted, _mde(pair)))
+            adjusted = (t_adjusted[name], flip_adjusted[name], tost_adjusted[name])
+        found.append(
+            Contrast(name, baseline, tokens, pair, *adjusted, _mde(pair), 1 if name == primary else max(family, 1))
+        )
     return found
 
 
@@ -204,13 +237,19 @@ def contrast_sentence(contrast: Contrast, margin: float | None, primary: bool) -
             f"{name} is {direction} than {base} by {fmt_bpb(abs(interval.mean))} bits/byte ({name} − {base} = "
             f"{fmt_signed(interval.mean)}, {ci}, {p_text}, {flip}){_unconfirmed(contrast)}; {wins}."
         )
+    unproven = ""
     if margin is not None and equivalence(interval, margin):
-        return (
-            f"{name} and {base} are equivalent within ±{margin:g} bits/byte: {name} − {base} = "
-            f"{fmt_signed(interval.mean)}, {ci} (half-width {fmt_bpb(contrast.halfwidth)}) lies inside the margin "
-            f"(two one-sided tests against ±{margin:g}: p {_equals_p(equivalence_p(interval, margin))}; tests of a "
-            f"zero difference: {p_text}, {flip}); {wins}."
-        )
+        tost = (
+            f"two one-sided tests against ±{margin:g}, each at the {EQUIVALENCE_LEVEL:.1%} level of a 95% interval: "
+            f"p {_equals_p(equivalence_p(interval, margin))}"
+        ) + ("" if primary else f", Holm-adjusted {fmt_p(contrast.equivalence_adjusted_p)}")
+        if contrast.equivalence_adjusted_p < EQUIVALENCE_LEVEL:
+            return (
+                f"{name} and {base} are equivalent within ±{margin:g} bits/byte: {name} − {base} = "
+                f"{fmt_signed(interval.mean)}, {ci} (half-width {fmt_bpb(contrast.halfwidth)}) lies inside the margin "
+                f"({tost}; tests of a zero difference: {p_text}, {flip}); {wins}."
+            )
+        unproven = f"; it lies inside ±{margin:g} but is not shown equivalent after Holm's correction ({tost})"
     p_text += f", {flip}"
     detectable = (
         f"; this design detects a true difference of {fmt_bpb(contrast.mde)} bits/byte with 80% power"
@@ -219,7 +258,7 @@ def contrast_sentence(contrast: Contrast, margin: float | None, primary: bool) -
     )
     return (
         f"{name} − {base} is inconclusive: {fmt_signed(interval.mean)} bits/byte, {ci} (half-width "
-        f"{fmt_bpb(contrast.halfwidth)}), {p_text}{detectable}; no difference larger than "
+        f"{fmt_bpb(contrast.halfwidth)}), {p_text}{detectable}{unproven}; no difference larger than "
         f"{fmt_bpb(max(abs(interval.low), abs(interval.high)))} bits/byte is consistent with it; {wins}."
     )
 
@@ -228,12 +267,14 @@ def _unconfirmed(contrast: Contrast) -> str:
     """What the sign-flip test adds to a difference the t test calls significant (empty when it agrees)."""
     if contrast.sign_flip_adjusted_p < ALPHA:
         return ""
-    n = contrast.paired.n
-    smallest = 2.0 / 2.0**n
+    smallest = contrast.sign_flip_floor
     if smallest >= ALPHA:
+        correction = (
+            "" if contrast.family_size == 1 else f" and Holm's correction over {contrast.family_size} contrasts"
+        )
         return (
-            f"; with {seeds_phrase(n)} the sign-flip test cannot go below p = {smallest:.4g}, so it cannot confirm a "
-            "difference at the 5% level"
+            f"; with {seeds_phrase(contrast.paired.n)}{correction} the sign-flip test cannot go below p = "
+            f"{smallest:.4g}, so it cannot confirm a difference at the 5% level"
         )
     return "; the sign-flip test, which does not assume normal differences, does not confirm it at the 5% level"
 

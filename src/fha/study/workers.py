@@ -114,6 +114,9 @@ def run_in_workers(
                 task = waiting.pop(0)
                 try:
                     with _stop_signal_blocked():
+                        if stop.asked():  # a request that came since the check above: the task stays unstarted
+                            waiting.insert(0, task)
+                            break
                         running[pool.submit(function, task)] = task
                 except BrokenProcessPool as broken:
                     for lost in [task, *waiting]:
