@@ -245,3 +245,27 @@ def test_study_curves_title_counts_the_seeds(tmp_path, seeds):
     title = validation_curves(load_results([study], partial=True)[0]).axes[0].get_title()
     expected = "mean of 1 seed;" if len(seeds) == 1 else f"mean of {len(seeds)} seeds;"
     assert expected in title, title
+
+
+MAIN_STUDY = DECISIVE.parent / "main-study"  # a committed export with eight variants
+
+
+def test_study_curves_shade_only_the_primary_contrast_and_keep_legends_off_the_data():
+    """With seven contrasts, seven interval bands bury every line: only the primary one is shaded, each
+    difference keeps its variant's colour from the top panel, and both legends sit right of their axes."""
+    figure = validation_curves(load_results([MAIN_STUDY])[0])
+    figure.canvas.draw()  # Figure has its own Agg canvas; lay out the legends
+    top, bottom = figure.axes
+    colours = {
+        line.get_label(): to_rgba(line.get_color()) for line in top.get_lines() if line.get_label() != "_nolegend_"
+    }
+    differences = {line.get_label(): to_rgba(line.get_color()) for line in bottom.get_lines()}
+    assert len(differences) == 8  # seven contrasts and the zero line
+    for name in ("fha", "uniform-middle", "coarse-to-fine"):
+        assert differences[f"{name} − mha"] == colours[name]
+    (band,) = bottom.collections
+    assert to_rgba(band.get_facecolor()[0], 1.0) == colours["fha"]
+    assert bottom.get_legend().get_title().get_text() == "band: 95% interval of fha − mha"
+    for ax in (top, bottom):
+        legend = ax.get_legend().get_window_extent()
+        assert legend.x0 >= ax.get_window_extent().x1, "a legend overlaps its panel"

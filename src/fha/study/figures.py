@@ -40,6 +40,7 @@ VAL_BPB = names.on_split(names.VAL, names.BITS_PER_BYTE)
 FIT_POINTS = 200  # points of a drawn power-law curve
 DODGE = 1.03  # factor between the sizes of neighbouring contrasts on the log axis, so their intervals do not overlap
 FIGURE_WIDTH = 7.5
+CURVES_WIDTH = 9.5  # the curves carry their legends beside the panels
 ROW_INCHES = 0.45  # height per category of a horizontal figure
 MIN_HEIGHT = 2.6
 BAND_ALPHA = 0.2
@@ -47,6 +48,7 @@ POINT_ALPHA = 0.55
 JITTER = 0.18  # vertical spread of the per-seed points around their category
 SKIP_FIRST_FRACTION = 0.1  # curves start after this share of training: the first evaluations dwarf the rest
 NGRAM_NAMES = {1: "unigram", 2: "bigram", 3: "trigram"}
+LEGEND_BESIDE = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0}  # right of the axes
 REFERENCE_STYLE = {"color": "dimgray", "linestyle": ":", "linewidth": 1}
 LN2 = math.log(2)
 
@@ -194,11 +196,13 @@ def _has_curves(results: StudyResults) -> bool:
 
 def validation_curves(results: StudyResults) -> Figure:
     """Top: validation bits per byte against tokens, the mean over seeds per variant. Bottom: each variant's
-    paired difference to the baseline with its 95% interval as a band. Both start after the first tenth."""
+    mean paired difference to the baseline; the primary contrast's 95% interval is a band (one band per
+    contrast would bury every line once there are several). Both start after the first tenth; the legends
+    sit beside the panels, never over a curve."""
     spec = results.spec
-    figure = Figure(figsize=(FIGURE_WIDTH, 6.4), layout="constrained")
+    figure = Figure(figsize=(CURVES_WIDTH, 6.4), layout="constrained")
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 2))
-    means: dict[str, tuple[np.ndarray, dict]] = {}
+    means: dict[str, tuple[np.ndarray, dict, str]] = {}  # name -> (tokens, bits/byte per seed, line colour)
     seeds_shown = set()
     for name in spec.variant_names:
         runs = results.runs(name, spec.tokens)
@@ -215,8 +219,8 @@ def validation_curves(results: StudyResults) -> Figure:
             per_seed[seeds] = loss / LN2 * tokens_per_byte  # nats/token -> bits/byte
         tokens_per_step = spec.tokens / max(run.curve["step"])
         tokens = steps * tokens_per_step / 1e6
-        top.plot(tokens, np.mean(list(per_seed.values()), axis=0), label=name)
-        means[name] = (tokens, per_seed)
+        (line,) = top.plot(tokens, np.mean(list(per_seed.values()), axis=0), label=name)
+        means[name] = (tokens, per_seed, line.get_color())
         seeds_shown.add(len(per_seed))
     _references(top, results, "valid", vertical=False)
     top.set_ylabel(VAL_BPB)
@@ -225,27 +229,32 @@ def validation_curves(results: StudyResults) -> Figure:
     top.set_title(_titled(results, f"{VAL_BPB} (mean of {counts} {seeds_word}; from eval windows)"))
     top.grid(True, alpha=0.3)
     if means:
-        top.legend(fontsize="small")
+        top.legend(fontsize="small", **LEGEND_BESIDE)
     if spec.baseline in means:
-        base_tokens, base = means[spec.baseline]
-        for name, (tokens, per_seed) in means.items():
+        base_tokens, base, _ = means[spec.baseline]
+        for name, (tokens, per_seed, color) in means.items():
             shared = sorted(set(per_seed) & set(base))
             if name == spec.baseline or len(tokens) != len(base_tokens) or not shared:
                 continue
             differences = np.stack([per_seed[s] - base[s] for s in shared])  # (seeds, steps)
             intervals = [mean_interval(list(column)) for column in differences.T]
-            (line,) = bottom.plot(tokens, [i.mean for i in intervals], label=f"{name} − {spec.baseline}")
-            if len(shared) >= 2:
+            bottom.plot(tokens, [i.mean for i in intervals], color=color, label=f"{name} − {spec.baseline}")
+            if name == spec.primary and len(shared) >= 2:
                 bottom.fill_between(
                     tokens,
                     [i.low for i in intervals],
                     [i.high for i in intervals],
-                    color=line.get_color(),
+                    color=color,
                     alpha=BAND_ALPHA,
                 )
-        bottom.axhline(0.0, color="firebrick", linewidth=1)
-        bottom.legend(fontsize="small")
-    bottom.set_ylabel(f"{VAL_BPB} difference to baseline")
+        bottom.axhline(0.0, color="black", linewidth=0.8)  # not red: a variant's line may be red
+        bottom.legend(
+            fontsize="small",
+            title=f"band: 95% interval of {spec.primary} − {spec.baseline}",
+            title_fontsize="small",
+            **LEGEND_BESIDE,
+        )
+    bottom.set_ylabel(f"difference to {spec.baseline}")
     bottom.set_xlabel(f"{names.TOKENS_SEEN} (M)")
     bottom.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     bottom.grid(True, alpha=0.3)
